@@ -1,0 +1,58 @@
+"""`w2vdist COMMAND ...`: one entry point; each command lives in the module named for it.
+
+A command module provides `add_arguments(parser)` and `command(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from w2vdist.errors import UsageError
+
+COMMANDS = {
+    "synth": ("w2vdist.synth", "generate a corpus with planted structure and its eval files"),
+    "prepare": ("w2vdist.prepare", "tokenize text, build the vocabulary, write WebDataset shards"),
+    "train": ("w2vdist.train", "train SGNS embeddings (one process or under torchrun)"),
+    "export": ("w2vdist.export", "write trained vectors in word2vec text or binary format"),
+    "eval": ("w2vdist.evaluate", "score vectors on analogy and word-similarity files"),
+    "neighbors": ("w2vdist.neighbors", "print the nearest words by cosine similarity"),
+    "bench": ("w2vdist.bench", "measure training or loader throughput and memory"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="w2vdist", description="Distributed word2vec (skip-gram, negative sampling)."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def _version() -> str:
+    from w2vdist import __version__
+
+    return f"w2vdist {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.command(args) or 0)
+    except UsageError as exc:
+        print(f"w2vdist: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("w2vdist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The prepared-corpus format: `vocab.tsv`, `manifest.json` and WebDataset tar shards.
+
+Each shard `shard-NNNNNN.tar` holds samples of whole sentences (a sentence longer than
+`max_sentence_len` is cut into pieces). A sample has two int32 `.npy` fields:
+`tokens.npy` (token ids, OOV words already dropped) and `lengths.npy` (sentence lengths,
+summing to the number of tokens). Windows never cross a sentence boundary.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2vdist.errors import UsageError
+
+FORMAT = "w2vdist-shards"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    tokens: int
+    samples: int
+
+
+@dataclass
+class Manifest:
+    vocab_size: int
+    total_tokens: int
+    shards: list[ShardInfo]
+    vocab_hash: str
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    version: int = FORMAT_VERSION
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / MANIFEST_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Manifest":
+        path = Path(directory) / MANIFEST_FILE
+        if not path.is_file():
+            raise UsageError(f"{path}: not found; is {directory} a `w2vdist prepare` output?")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError(f"version {data.get('version')} is not {FORMAT_VERSION}")
+            data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path}: unreadable manifest: {exc}") from None
+
+    def shard_paths(self, directory: str | Path) -> list[str]:
+        return [str(Path(directory) / s.name) for s in self.shards]
+
+
+def encode_sample(key: str, tokens: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
+    """A WebDataset sample dict (for `webdataset.TarWriter.write`)."""
+    assert int(lengths.sum()) == len(tokens)
+    return {
+        "__key__": key,
+        "tokens.npy": _npy(tokens.astype(np.int32, copy=False)),
+        "lengths.npy": _npy(lengths.astype(np.int32, copy=False)),
+    }
+
+
+def decode_sample(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, lengths) from a raw WebDataset sample (values still bytes)."""
+    return _unnpy(sample["tokens.npy"]), _unnpy(sample["lengths.npy"])
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _unnpy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

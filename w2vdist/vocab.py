@@ -1,0 +1,56 @@
+"""The vocabulary: words sorted by count, most frequent first; a word's id is its row."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from w2vdist.errors import UsageError
+
+VOCAB_FILE = "vocab.tsv"
+
+
+@dataclass(frozen=True)
+class Vocab:
+    words: list[str]
+    counts: np.ndarray  # int64, same order as words, non-increasing
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def to_tsv(self) -> str:
+        return "".join(f"{w}\t{int(c)}\n" for w, c in zip(self.words, self.counts))
+
+    @property
+    def hash(self) -> str:
+        """Identifies the vocabulary: checkpoints and exports refuse a different one."""
+        return hashlib.sha256(self.to_tsv().encode("utf-8")).hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_tsv(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocab":
+        p = Path(path)
+        if p.is_dir():
+            p = p / VOCAB_FILE
+        if not p.is_file():
+            raise UsageError(f"{p}: vocabulary file not found")
+        words: list[str] = []
+        counts: list[int] = []
+        with p.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                word, sep, count = line.rstrip("\n").rpartition("\t")
+                if not sep or not word or not count.isdigit():
+                    raise UsageError(f"{p}:{lineno}: expected 'word<TAB>count'")
+                words.append(word)
+                counts.append(int(count))
+        if not words:
+            raise UsageError(f"{p}: vocabulary is empty")
+        return cls(words, np.asarray(counts, dtype=np.int64))
