@@ -1,0 +1,178 @@
+"""word2vec text/binary files: exact round trips through our reader, gensim and word2vec.c's layout."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gensim.models import KeyedVectors
+
+from w2vdist import checkpoint, vectors
+from w2vdist.errors import UsageError
+from w2vdist.vocab import Vocab
+
+WORDS = ["the", "of", "Ünïcode", "日本語", "naïve", "x", "ελληνικά", "emoji🙂"]
+
+
+def write_run(run_dir: Path, words: list[str], dim: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A run directory holding one real checkpoint; returns its (input, output) tables."""
+    gen = torch.Generator().manual_seed(seed)
+    inp, out = torch.randn(len(words), dim, generator=gen), torch.randn(len(words), dim, generator=gen)
+    vocab = Vocab(list(words), np.arange(len(words), 0, -1, dtype=np.int64) * 10)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    vocab.save(run_dir / "vocab.tsv")
+    checkpoint.save(run_dir, 7, {"input": inp, "output": out}, {"step": 7}, {"vocab_hash": vocab.hash}, keep=2)
+    return inp, out
+
+
+def distance_c_read(path: Path) -> tuple[list[bytes], np.ndarray]:
+    """Parse a binary file byte by byte the way word2vec.c's distance.c does."""
+    data = path.read_bytes()
+    header_end = data.index(b"\n")
+    words_n, size = (int(x) for x in data[:header_end].split())  # fscanf("%lld") twice
+    pos = header_end  # fscanf stops before the newline; the word loop skips it
+    words, matrix = [], np.empty((words_n, size), dtype=np.float32)
+    for b in range(words_n):
+        word = bytearray()
+        while True:  # fgetc until ' ' (or EOF); '\n' characters are read but not kept
+            ch = data[pos : pos + 1]
+            pos += 1
+            if not ch or ch == b" ":
+                break
+            if ch != b"\n":
+                word += ch
+        words.append(bytes(word))
+        for a in range(size):  # fread(&M[a + b * size], sizeof(float), 1, f)
+            (matrix[b, a],) = struct.unpack("<f", data[pos : pos + 4])
+            pos += 4
+    return words, matrix
+
+
+@pytest.fixture
+def matrix() -> torch.Tensor:
+    m = torch.randn(len(WORDS), 5, generator=torch.Generator().manual_seed(1))
+    m[1, 2] = 1e-30  # tiny and huge values must survive the text format too
+    m[2, 0] = -3.4e38
+    return m
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_round_trip_and_gensim_read_it_exactly(tmp_path: Path, matrix: torch.Tensor, binary: bool) -> None:
+    path = tmp_path / "vectors.bin"
+    vectors.write_word2vec(path, WORDS, matrix, binary=binary)
+    words, read = vectors.read_word2vec(path)
+    assert words == WORDS and read.dtype == torch.float32 and torch.equal(read, matrix)
+    kv = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    assert kv.index_to_key == WORDS
+    np.testing.assert_array_equal(kv.vectors, matrix.numpy())
+    assert path.read_bytes().startswith(f"{len(WORDS)} 5\n".encode())
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors.bin"]  # no temporary left
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_reads_files_gensim_wrote(tmp_path: Path, matrix: torch.Tensor, binary: bool) -> None:
+    kv = KeyedVectors(5)
+    kv.add_vectors(WORDS, matrix.numpy())
+    path = tmp_path / "gensim.txt"
+    kv.save_word2vec_format(str(path), binary=binary)  # binary without record newlines
+    words, read = vectors.read_word2vec(path)
+    assert words == WORDS and torch.equal(read, matrix)
+
+
+def test_binary_layout_is_word2vec_c(tmp_path: Path, matrix: torch.Tensor) -> None:
+    path = tmp_path / "v.bin"
+    vectors.write_word2vec(path, WORDS, matrix, binary=True)
+    words, read = distance_c_read(path)
+    assert [w.decode() for w in words] == WORDS
+    np.testing.assert_array_equal(read, matrix.numpy())
+    data = path.read_bytes()
+    record = 4 * 5
+    first = data.index(b"\n") + 1 + len(WORDS[0].encode()) + 1
+    assert data[first + record : first + record + 1] == b"\n"  # each record ends with a newline
+    assert data.endswith(b"\n")
+
+
+@pytest.mark.parametrize("word", ["", "new york", "tab\there", "line\nbreak", "nb\u00a0sp", "cr\r"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_unwritable_word_is_refused_and_nothing_written(tmp_path: Path, word: str, binary: bool) -> None:
+    path = tmp_path / "out.txt"
+    path.write_text("previous")
+    words = ["a", "b", word, "c"]
+    with pytest.raises(UsageError) as err:
+        vectors.write_word2vec(path, words, torch.zeros(4, 3), binary=binary)
+    assert f"{word!r} (row 2)" in str(err.value) and str(path) in str(err.value)
+    assert path.read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_failure_mid_write_keeps_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    class FailingWords(list):
+        """Raises when the writer reaches the second block of rows."""
+
+        def __getitem__(self, item):  # type: ignore[no-untyped-def]
+            if isinstance(item, slice) and item.start:
+                raise OSError("disk full")
+            return super().__getitem__(item)
+
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    words = FailingWords(f"w{i}" for i in range(5000))
+    with pytest.raises(OSError, match="disk full"):
+        vectors.write_word2vec(path, words, torch.zeros(5000, 2), binary=True)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_write_counts_is_save_vocab_layout(tmp_path: Path) -> None:
+    vectors.write_counts(tmp_path / "vocab.txt", ["a", "é"], [5, 3])
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == "a 5\né 3\n"
+
+
+def _malformed(tmp_path: Path, content: bytes) -> str:
+    path = tmp_path / "bad.vec"
+    path.write_bytes(content)
+    with pytest.raises(UsageError) as err:
+        vectors.read_word2vec(path)
+    message = str(err.value)
+    assert message.startswith(str(path))
+    return message
+
+
+def test_malformed_files_name_file_and_place(tmp_path: Path) -> None:
+    assert ":1: expected the header" in _malformed(tmp_path, b"hello world\n")
+    assert ":1: expected the header" in _malformed(tmp_path, b"")
+    assert ":3: file ends after 1 of 2" in _malformed(tmp_path, b"2 2\na 1 2\n")
+    assert ":2: expected a word and 2 values" in _malformed(tmp_path, b"1 2\na 1 2 3\n")
+    assert ":3: a value of 'b' is not a number" in _malformed(tmp_path, b"2 2\na 1 2\nb 1 x\n")
+    assert ":3: more records" in _malformed(tmp_path, b"1 2\na 1 2\nb 3 4\n")
+    assert ":2: not valid UTF-8" in _malformed(tmp_path, b"1 2\n\xff 1 2\n")
+    rec = b"w " + np.array([1.5, -2.0], "<f4").tobytes() + b"\n"
+    assert "record 2 of 2: file ends early" in _malformed(tmp_path, b"2 2\n" + rec + b"v " + b"\x01\x02")
+    assert "record 2 of 2: word is not valid UTF-8" in _malformed(tmp_path, b"2 2\n" + rec + b"\xff" + rec[1:])
+    assert "more data after the header's 1 records" in _malformed(tmp_path, b"1 2\n" + rec + rec)
+    with pytest.raises(UsageError, match="missing: word2vec file not found"):
+        vectors.read_word2vec(tmp_path / "missing")
+
+
+def test_load_run_dir_tables_and_word2vec_file(tmp_path: Path) -> None:
+    inp, out = write_run(tmp_path / "run", WORDS)
+    words, table = vectors.load(tmp_path / "run")
+    assert words == WORDS and torch.equal(table, inp)
+    assert torch.equal(vectors.load(tmp_path / "run", "output")[1], out)
+    assert torch.allclose(vectors.load(tmp_path / "run", "average")[1], (inp + out) / 2)
+    step = checkpoint.complete_steps(tmp_path / "run")[0]
+    assert torch.equal(vectors.load(step)[1], inp)
+    vectors.write_word2vec(tmp_path / "v.txt", words, table, binary=False)
+    assert torch.equal(vectors.load(tmp_path / "v.txt")[1], inp)
+    with pytest.raises(UsageError, match="holds one table"):
+        vectors.load(tmp_path / "v.txt", "output")
+    with pytest.raises(UsageError, match="table must be one of"):
+        vectors.load(tmp_path / "run", "hidden")
+
+
+def test_unit_rows_keeps_zero_rows_finite() -> None:
+    unit = vectors.unit_rows(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    assert torch.allclose(unit, torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
