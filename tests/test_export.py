@@ -1,0 +1,95 @@
+"""`w2vdist export`: a real checkpoint to files that gensim and word2vec.c's layout read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gensim.models import KeyedVectors
+from tests.test_vectors import WORDS, distance_c_read, write_run
+
+from w2vdist import checkpoint, cli
+
+
+@pytest.mark.parametrize("fmt", ["text", "binary"])
+@pytest.mark.parametrize("table", ["input", "output", "average"])
+def test_export_is_read_back_by_gensim_with_counts(tmp_path: Path, fmt: str, table: str) -> None:
+    inp, out = write_run(tmp_path / "run", WORDS)
+    expected = {"input": inp, "output": out, "average": (inp + out) / 2}[table]
+    target, counts = tmp_path / "vectors", tmp_path / "vocab.txt"
+    argv = ["export", str(tmp_path / "run"), "-o", str(target), "--format", fmt, "--table", table]
+    assert cli.main([*argv, "--counts", str(counts)]) == 0
+    kv = KeyedVectors.load_word2vec_format(str(target), binary=fmt == "binary", fvocab=str(counts))
+    assert kv.index_to_key == WORDS
+    np.testing.assert_array_equal(kv.vectors, expected.numpy())
+    assert [kv.get_vecattr(w, "count") for w in WORDS] == [10 * (len(WORDS) - i) for i in range(len(WORDS))]
+    if fmt == "binary":
+        words, matrix = distance_c_read(target)
+        assert [w.decode() for w in words] == WORDS
+        np.testing.assert_array_equal(matrix, expected.numpy())
+
+
+def test_export_from_one_checkpoint_folder(tmp_path: Path) -> None:
+    inp, _ = write_run(tmp_path / "run", WORDS)
+    step = checkpoint.complete_steps(tmp_path / "run")[0]
+    assert cli.main(["export", str(step), "-o", str(tmp_path / "v.txt")]) == 0
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.txt"))
+    np.testing.assert_array_equal(kv.vectors, inp.numpy())
+
+
+@pytest.mark.parametrize("bad", ["new york", "tab\tword"])
+def test_word_with_whitespace_is_refused_by_name_and_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    write_run(tmp_path / "run", ["a", "b", bad, "c"])
+    out = tmp_path / "out" / "v.bin"
+    out.parent.mkdir()
+    argv = ["export", str(tmp_path / "run"), "-o", str(out), "--format", "binary", "--counts", str(out) + ".vocab"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad!r} (row 2)" in err and str(out) in err
+    assert list(out.parent.iterdir()) == []  # nothing written, no temporary left
+
+
+def test_skip_unwritable_drops_those_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp, _ = write_run(tmp_path / "run", ["a", "new york", "b", "c d"])
+    out, counts = tmp_path / "v.txt", tmp_path / "counts.txt"
+    argv = ["export", str(tmp_path / "run"), "-o", str(out), "--counts", str(counts), "--skip-unwritable"]
+    assert cli.main(argv) == 0
+    assert "left out 2 unwritable word(s), first 'new york' (row 1)" in capsys.readouterr().err
+    kv = KeyedVectors.load_word2vec_format(str(out), fvocab=str(counts))
+    assert kv.index_to_key == ["a", "b"]
+    np.testing.assert_array_equal(kv.vectors, inp[[0, 2]].numpy())
+    assert counts.read_text() == "a 40\nb 20\n"
+
+
+def test_help_documents_the_word_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    text = capsys.readouterr().out
+    assert "contains any whitespace" in text and "--skip-unwritable" in text
+
+
+def test_bad_sources_and_targets_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "v.txt")]) == 2
+    assert "nope: not a run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["export", str(tmp_path / "empty"), "-o", str(tmp_path / "v.txt")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    write_run(tmp_path / "run", WORDS)
+    assert cli.main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "no" / "v.txt")]) == 2
+    assert "directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "v.txt").exists()
+
+
+def test_export_replaces_an_existing_file_whole(tmp_path: Path) -> None:
+    inp, _ = write_run(tmp_path / "run", WORDS, dim=3)
+    out = tmp_path / "v.txt"
+    out.write_text("stale content that is longer than the export\n" * 100)
+    assert cli.main(["export", str(tmp_path / "run"), "-o", str(out)]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == f"{len(WORDS)} 3" and len(lines) == len(WORDS) + 1
+    first = torch.tensor([float(x) for x in lines[1].split()[1:]], dtype=torch.float32)
+    assert lines[1].split()[0] == WORDS[0] and torch.equal(first, inp[0])
