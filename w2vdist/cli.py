@@ -1,6 +1,7 @@
 """`w2vdist COMMAND ...`: one entry point; each command lives in the module named for it.
 
-A command module provides `add_arguments(parser)` and `command(args) -> int`.
+A command module provides `add_arguments(parser)` and `command(args) -> int`. Only the module
+of the command being run is imported, so `w2vdist export` does not pay for what `train` loads.
 """
 
 from __future__ import annotations
@@ -22,15 +23,21 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="w2vdist", description="Distributed word2vec (skip-gram, negative sampling)."
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
+        if name != selected:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        p = sub.add_parser(
+            name, help=help_text, description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
@@ -43,7 +50,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected).parse_args(argv)
     try:
         return int(args._module.command(args) or 0)
     except UsageError as exc:

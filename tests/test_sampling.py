@@ -1,0 +1,82 @@
+"""word2vec.c's subsampling, dynamic window and negatives against plain implementations."""
+
+import math
+
+import torch
+
+from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, window_pairs
+from w2vdist.train import Plan
+
+
+def test_keep_probability_is_word2vec_c_formula():
+    counts = torch.tensor([100000, 5000, 300, 7])
+    sample = 1e-3
+    total = counts.sum().item()
+    got = keep_probabilities(counts, sample)
+    for c, p in zip(counts.tolist(), got.tolist()):
+        ran = (math.sqrt(c / (sample * total)) + 1) * (sample * total) / c
+        assert abs(p - min(ran, 1.0)) < 1e-6
+    assert keep_probabilities(counts, 0.0).eq(1).all()
+
+
+def test_subsampling_keeps_each_word_at_its_rate():
+    counts = torch.tensor([1000, 100, 10, 1])
+    keep = torch.tensor([0.1, 0.5, 0.9, 1.0])
+    tokens = torch.arange(4).repeat(20000)
+    kept, _ = subsample(tokens, torch.zeros_like(tokens), keep, torch.Generator().manual_seed(0))
+    rates = torch.bincount(kept, minlength=4).double() / 20000
+    assert torch.allclose(rates, keep.double(), atol=0.015), rates
+    assert counts.numel() == 4
+
+
+def _reference_pairs(tokens, sentence, reach):
+    pairs = []
+    n = len(tokens)
+    for i in range(n):
+        for j in range(max(0, i - reach[i]), min(n, i + reach[i] + 1)):
+            if j != i and sentence[j] == sentence[i]:
+                pairs.append((tokens[i], tokens[j]))
+    return pairs
+
+
+def test_dynamic_window_pairs_equal_a_plain_loop():
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 30, (300,), generator=g)
+    sentence = torch.cumsum(torch.rand(300, generator=g) < 0.05, 0)
+    window = 5
+    state = g.get_state()
+    centres, contexts = window_pairs(tokens, sentence, window, g)
+    g.set_state(state)
+    reach = torch.randint(1, window + 1, (300, 1), generator=g).squeeze(1).tolist()
+    expected = _reference_pairs(tokens.tolist(), sentence.tolist(), reach)
+    assert sorted(zip(centres.tolist(), contexts.tolist())) == sorted(expected)
+
+
+def test_window_shrinks_uniformly_and_stays_in_sentences():
+    tokens = torch.arange(20000)
+    sentence = tokens // 100
+    centres, contexts = window_pairs(tokens, sentence, 5, torch.Generator().manual_seed(4))
+    assert torch.equal(sentence[centres], sentence[contexts])
+    distance = (centres - contexts).abs()
+    assert distance.min() >= 1 and distance.max() <= 5
+    # With b uniform in 1..5, a context at distance d appears with probability (6-d)/5.
+    hist = torch.bincount(distance, minlength=6)[1:].double()
+    expected = torch.tensor([5, 4, 3, 2, 1], dtype=torch.float64) / 5 * 2 * 20000
+    assert torch.allclose(hist, expected, rtol=0.05), hist
+
+
+def test_negatives_follow_unigram_to_the_three_quarters():
+    counts = torch.tensor([5000, 1000, 200, 40, 8])
+    sampler = NegativeSampler(counts, 0.75, torch.device("cpu"))
+    draws = sampler.sample((200000,), torch.Generator().manual_seed(5))
+    got = torch.bincount(draws, minlength=5).double() / draws.numel()
+    want = counts.double() ** 0.75 / (counts.double() ** 0.75).sum()
+    assert torch.allclose(got, want, atol=0.005), (got, want)
+
+
+def test_learning_rate_decays_linearly_to_alpha_times_1e_minus_4():
+    plan = Plan.build(total_tokens=10_000, world_size=2, batch_words=100, epochs=3)
+    assert plan.steps_per_epoch == 50 and plan.total_steps == 150
+    assert plan.learning_rate(0, 0.025, 1e-4) == 0.025
+    assert math.isclose(plan.learning_rate(150, 0.025, 1e-4), 0.025 * 1e-4)
+    assert math.isclose(plan.learning_rate(75, 0.025, 1e-4), 0.025 * (1 + 1e-4) / 2)

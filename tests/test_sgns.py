@@ -1,0 +1,59 @@
+"""The hand-written sparse SGNS gradient against autograd on dense copies of the tables."""
+
+import torch
+import torch.nn.functional as F
+
+from w2vdist.sgns import Embeddings, apply, gradients
+
+
+def _dense_reference(w_in, w_out, centres, contexts, negatives, lr):
+    w_in = w_in.clone().requires_grad_(True)
+    w_out = w_out.clone().requires_grad_(True)
+    v = w_in[contexts]
+    pos = (w_out[centres] * v).sum(-1)
+    neg = torch.einsum("pkd,pd->pk", w_out[negatives], v)
+    skip = negatives == centres.unsqueeze(1)  # word2vec.c skips a negative equal to the centre
+    loss = -(F.logsigmoid(pos).sum() + F.logsigmoid(-neg).masked_fill(skip, 0).sum())
+    loss.backward()
+    with torch.no_grad():
+        return w_in - lr * w_in.grad, w_out - lr * w_out.grad, loss.item()
+
+
+def test_update_equals_autograd_sgd_step_with_duplicate_rows():
+    g = torch.Generator().manual_seed(0)
+    vocab, dim, pairs, k = 50, 16, 400, 5
+    tables = Embeddings(vocab, dim, g)
+    tables.output.data.normal_(0, 0.3, generator=g)  # zeros would hide output-side errors
+    # Few distinct words: every row repeats many times in the batch, as frequent words do.
+    centres = torch.randint(0, 8, (pairs,), generator=g)
+    contexts = torch.randint(0, 8, (pairs,), generator=g)
+    negatives = torch.randint(0, 8, (pairs, k), generator=g)
+    assert (negatives == centres.unsqueeze(1)).any()
+    lr = 0.05
+    ref_in, ref_out, ref_loss = _dense_reference(
+        tables.input.data, tables.output.data, centres, contexts, negatives, lr
+    )
+    grads = gradients(tables, centres, contexts, negatives)
+    apply(tables, grads, lr)
+    assert grads.pairs == pairs
+    assert abs(grads.loss.item() - ref_loss) < 1e-3 * abs(ref_loss)
+    torch.testing.assert_close(tables.input.data, ref_in, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tables.output.data, ref_out, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_is_sparse_rows_only():
+    tables = Embeddings(1000, 8, torch.Generator().manual_seed(1))
+    centres = torch.tensor([1, 2])
+    contexts = torch.tensor([3, 4])
+    negatives = torch.tensor([[5, 6], [7, 8]])
+    grads = gradients(tables, centres, contexts, negatives)
+    assert grads.input.values.shape == (2, 8)
+    assert grads.output.values.shape == (6, 8)
+    assert sorted(grads.output.index.tolist()) == [1, 2, 5, 6, 7, 8]
+
+
+def test_initialisation_follows_word2vec_c():
+    tables = Embeddings(300, 50, torch.Generator().manual_seed(2))
+    assert tables.input.abs().max() <= 0.5 / 50
+    assert tables.input.std() > 0.2 / 50
+    assert torch.count_nonzero(tables.output) == 0

@@ -1,0 +1,64 @@
+"""Process-group setup shared by one plain process and torchrun's env:// workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from w2vdist.errors import UsageError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+    host: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str, timeout_seconds: float) -> World:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR...), if any.
+
+    CUDA ranks use NCCL, CPU ranks gloo; the timeout makes a rank whose peer died fail with
+    an error instead of waiting forever in a collective.
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = _device(device, local_rank)
+    if size > 1 and not dist.is_initialized():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            timeout=timedelta(seconds=timeout_seconds),
+            device_id=resolved if resolved.type == "cuda" else None,
+        )
+    return World(rank, size, local_rank, resolved, socket.gethostname())
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError(f"config: train.device is {name!r} but no CUDA device is available")
+    device = torch.device(name if ":" in name else f"cuda:{local_rank}")
+    torch.cuda.set_device(device)
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,82 @@
+"""word2vec.c's sampling, vectorised on the training device.
+
+Frequent-word subsampling, the dynamic (shrinking) window and unigram^0.75 negatives, written as
+whole-tensor operations over a block of tokens: no per-token Python loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:
+    """word2vec.c's probability of keeping each word: (sqrt(f/t) + 1) * t/f, capped at 1.
+
+    f is the word's share of the corpus and t the `sample` threshold; t = 0 keeps everything.
+    """
+    counts = counts.to(torch.float64)
+    if sample <= 0:
+        return torch.ones_like(counts, dtype=torch.float32)
+    threshold = sample * counts.sum()
+    keep = (torch.sqrt(counts / threshold) + 1) * threshold / counts
+    return keep.clamp(max=1.0).to(torch.float32)
+
+
+class NegativeSampler:
+    """Draws negatives from the unigram distribution raised to `exponent` (word2vec.c: 0.75)."""
+
+    def __init__(self, counts: torch.Tensor, exponent: float, device: torch.device) -> None:
+        weights = counts.to(torch.float64) ** exponent
+        cdf = torch.cumsum(weights, 0)
+        self.cdf = (cdf / cdf[-1]).to(device)
+        self.vocab_size = len(counts)
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.diff(self.cdf, prepend=self.cdf.new_zeros(1))
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(shape, generator=generator, device=self.cdf.device, dtype=torch.float64)
+        ids = torch.searchsorted(self.cdf, u, right=True)
+        return ids.clamp_(max=self.vocab_size - 1)
+
+
+def subsample(
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    keep_prob: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop frequent words before windowing, as word2vec.c does (windows then span the gaps)."""
+    draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    kept = draw < keep_prob[tokens]
+    return tokens[kept], sentence[kept]
+
+
+def window_pairs(
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    window: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centre, context) pairs of word2vec.c's dynamic window, inside sentences.
+
+    Each centre word draws its effective window b uniformly from 1..window; every word within b
+    positions in the same sentence is a context. Pairs are ordered by centre position.
+    """
+    n = tokens.numel()
+    device = tokens.device
+    if n < 2:
+        empty = tokens.new_empty(0)
+        return empty, empty
+    reach = torch.randint(1, window + 1, (n, 1), generator=generator, device=device)
+    offsets = torch.cat(
+        [torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)]
+    )
+    pos = torch.arange(n, device=device).unsqueeze(1)
+    ctx = pos + offsets
+    inside = (ctx >= 0) & (ctx < n) & (offsets.abs() <= reach)
+    ctx = ctx.clamp(0, n - 1)
+    inside &= sentence[ctx] == sentence.unsqueeze(1)
+    centres = tokens.unsqueeze(1).expand_as(ctx)[inside]
+    contexts = tokens[ctx[inside]]
+    return centres, contexts

@@ -1,0 +1,82 @@
+"""The SGNS model: two embedding tables and the sparse gradient of one batch of pairs.
+
+The gradient is computed by hand rather than by autograd so that it comes out as
+(row indices, row values) for the rows a batch touches, never as a dense vocab x dim tensor.
+That sparse form is what ranks exchange (see `sync.py`) and what `apply` adds into the tables.
+`tests/test_sgns.py` checks it against autograd on a dense copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Embeddings(nn.Module):
+    """word2vec.c's initialisation: input uniform(-0.5/dim, 0.5/dim), output zeros."""
+
+    def __init__(self, vocab_size: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        init = (torch.rand(vocab_size, dim, generator=generator) - 0.5) / dim
+        self.input = nn.Parameter(init, requires_grad=False)
+        self.output = nn.Parameter(torch.zeros(vocab_size, dim), requires_grad=False)
+
+
+@dataclass
+class SparseRows:
+    """Rows `index` of a table get `values` added (duplicates add up)."""
+
+    index: torch.Tensor  # (M,) int64
+    values: torch.Tensor  # (M, D) float32
+
+
+@dataclass
+class Gradients:
+    """Descent directions (minus the loss gradient) for both tables, and the batch loss."""
+
+    input: SparseRows
+    output: SparseRows
+    loss: torch.Tensor  # float64 scalar: summed over pairs
+    pairs: int
+
+
+def gradients(
+    tables: Embeddings,
+    centres: torch.Tensor,
+    contexts: torch.Tensor,
+    negatives: torch.Tensor,
+) -> Gradients:
+    """SGNS on pairs as word2vec.c trains them: the context word's input row against the
+    centre word's output row (label 1) and `negatives` output rows (label 0).
+
+    A negative that equals the centre word is skipped, as in word2vec.c.
+    """
+    dim = tables.input.shape[1]
+    v = tables.input[contexts]  # (P, D)
+    targets = torch.cat([centres.unsqueeze(1), negatives], dim=1)  # (P, K+1)
+    u = tables.output[targets]  # (P, K+1, D)
+    scores = torch.bmm(u, v.unsqueeze(2)).squeeze(2)  # (P, K+1)
+    weight = torch.ones_like(scores)
+    weight[:, 1:] = (negatives != centres.unsqueeze(1)).to(scores.dtype)
+    label = torch.zeros_like(scores)
+    label[:, 0] = 1.0
+    g = (label - torch.sigmoid(scores)) * weight  # minus d loss / d score
+    signed = torch.where(label.bool(), scores, -scores)
+    loss = -(F.logsigmoid(signed) * weight).sum(dtype=torch.float64)
+    grad_in = torch.bmm(g.unsqueeze(1), u).squeeze(1)  # (P, D)
+    grad_out = g.unsqueeze(2) * v.unsqueeze(1)  # (P, K+1, D)
+    return Gradients(
+        input=SparseRows(contexts, grad_in),
+        output=SparseRows(targets.reshape(-1), grad_out.reshape(-1, dim)),
+        loss=loss,
+        pairs=int(centres.numel()),
+    )
+
+
+def apply(tables: Embeddings, grads: Gradients, lr: float) -> None:
+    """Plain SGD: add lr times each row's summed descent direction."""
+    tables.input.index_add_(0, grads.input.index, grads.input.values, alpha=lr)
+    tables.output.index_add_(0, grads.output.index, grads.output.values, alpha=lr)

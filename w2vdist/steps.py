@@ -1,0 +1,145 @@
+"""Training steps: one batch of raw tokens in, the tables updated, (loss sum, pairs) out.
+
+`torch`: the reference path on any device. Subsampling, windows and negatives are tensor ops
+on the device, the update is the hand-written sparse gradient of `sgns.py`, exchanged by the
+sync strategy before it is applied; it is the only path `sync.strategy=exact` can use.
+
+`cpu-kernel`: word2vec.c's pair-at-a-time Hogwild SGD in compiled C (`kernels/`), several
+times faster than eager torch on CPU and as good per word as word2vec.c; ranks agree through
+`sync.strategy=local`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from w2vdist.config import Config
+from w2vdist.errors import UsageError
+from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, window_pairs
+from w2vdist.sgns import Embeddings, apply, gradients
+from w2vdist.sync import Sync
+
+
+class Step(Protocol):
+    name: str
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]: ...
+
+
+class TorchStep:
+    name = "torch"
+
+    def __init__(
+        self,
+        tables: Embeddings,
+        counts: torch.Tensor,
+        cfg: Config,
+        sync: Sync,
+        generator: torch.Generator,
+    ) -> None:
+        device = tables.input.device
+        self.tables = tables
+        self.keep = keep_probabilities(counts, cfg.model.sample).to(device)
+        self.negatives = NegativeSampler(counts, cfg.model.ns_exponent, device)
+        self.window = cfg.model.window
+        self.negative = cfg.model.negative
+        self.sync = sync
+        self.generator = generator
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]:
+        g = self.generator
+        tokens, sentence = subsample(tokens, sentence, self.keep, g)
+        centres, contexts = window_pairs(tokens, sentence, self.window, g)
+        negatives = self.negatives.sample((centres.numel(), self.negative), g)
+        grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives))
+        apply(self.tables, grads, lr_start)
+        return float(grads.loss), grads.pairs
+
+
+class KernelStep:
+    name = "cpu-kernel"
+
+    def __init__(
+        self,
+        tables: Embeddings,
+        counts: torch.Tensor,
+        cfg: Config,
+        generator: torch.Generator,
+        threads: int,
+    ) -> None:
+        from w2vdist.kernels import cpu
+
+        self.kernel = cpu
+        self.tables = tables
+        self.keep = keep_probabilities(counts, cfg.model.sample).contiguous()
+        self.table = cpu.unigram_table(counts.numpy(), cfg.model.ns_exponent)
+        self.window = cfg.model.window
+        self.negative = cfg.model.negative
+        self.generator = generator
+        self.threads = threads
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]:
+        lengths = torch.unique_consecutive(sentence, return_counts=True)[1]
+        seed = int(torch.randint(1, 2**62, (1,), generator=self.generator))
+        loss, pairs, _ = self.kernel.train_block(
+            tokens.to(torch.int32),
+            lengths.to(torch.int32),
+            self.tables.input.data,
+            self.tables.output.data,
+            self.keep,
+            self.table,
+            window=self.window,
+            negative=self.negative,
+            alpha_start=lr_start,
+            alpha_end=lr_end,
+            seed=seed,
+            threads=self.threads,
+        )
+        return float(loss), int(pairs)
+
+
+def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
+    """`auto`: the compiled kernel on CPU where the sync strategy allows it, else torch."""
+    backend = cfg.train.backend
+    if backend == "auto":
+        if device.type == "cpu" and (world_size == 1 or cfg.sync.strategy == "local"):
+            from w2vdist.kernels import cpu
+
+            backend = "cpu-kernel" if cpu.available() else "torch"
+        else:
+            backend = "torch"
+    if backend == "cpu-kernel":
+        if device.type != "cpu":
+            raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
+        if world_size > 1 and cfg.sync.strategy == "exact":
+            raise UsageError(
+                "config: train.backend cpu-kernel updates tables in place and cannot share "
+                "exact gradients; use sync.strategy local or train.backend torch"
+            )
+    if backend == "triton":
+        raise UsageError("config: train.backend triton is not available in this build")
+    return backend
+
+
+def build_step(
+    backend: str,
+    tables: Embeddings,
+    counts: np.ndarray,
+    cfg: Config,
+    sync: Sync,
+    generator: torch.Generator,
+    threads: int,
+) -> Step:
+    counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
+    if backend == "cpu-kernel":
+        return KernelStep(tables, counts_t, cfg, generator, threads)
+    return TorchStep(tables, counts_t, cfg, sync, generator)

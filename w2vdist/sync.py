@@ -1,0 +1,120 @@
+"""How ranks keep their embedding tables in agreement.
+
+`exact`: every step, each rank all-gathers the touched rows' descent directions (indices and
+values, padded to the largest rank's count) and every rank applies all of them in rank order:
+synchronous data parallelism equal to one process on the global batch. Only all_gather is used,
+which NCCL and gloo both implement (stock NCCL has no sparse all-reduce, so DDP's sparse
+buckets cannot run there).
+
+`local`: local SGD. Each rank updates its own tables; every `every_steps` steps the tables are
+averaged with a dense all-reduce, and the `hot_rows` most frequent rows (the rows that change
+most) every `hot_every_steps` steps, the schedule pWord2Vec uses. Tables are fully averaged at
+every epoch end and before every checkpoint or export.
+
+Bytes each rank sends per step are in README.md ("Synchronising ranks").
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+from w2vdist.config import SyncConfig
+from w2vdist.sgns import Embeddings, Gradients, SparseRows
+
+
+class Sync:
+    """One process: nothing to agree with. Also the base of the strategies."""
+
+    def __init__(self, world_size: int = 1) -> None:
+        self.world_size = world_size
+        self.seconds = 0.0
+        self.bytes_sent = 0
+
+    def exchange(self, grads: Gradients) -> Gradients:
+        return grads
+
+    def after_step(self, tables: Embeddings, step: int) -> None:
+        """Called after the step's update; `step` counts completed steps."""
+
+    def average(self, tables: Embeddings) -> None:
+        """Make all ranks' tables identical (before checkpoints, exports, epoch ends)."""
+
+
+class ExactSync(Sync):
+    def exchange(self, grads: Gradients) -> Gradients:
+        start = time.perf_counter()
+        # One index/value buffer for both tables: output rows are shifted past the input rows.
+        index = torch.cat([grads.input.index, grads.output.index + _SHIFT])
+        values = torch.cat([grads.input.values, grads.output.values])
+        gathered_index, gathered_values = _all_gather_rows(index, values, self.world_size)
+        is_output = gathered_index >= _SHIFT
+        self.bytes_sent += (self.world_size - 1) * (index.numel() * 8 + values.numel() * 4)
+        self.seconds += time.perf_counter() - start
+        return Gradients(
+            input=SparseRows(gathered_index[~is_output], gathered_values[~is_output]),
+            output=SparseRows(gathered_index[is_output] - _SHIFT, gathered_values[is_output]),
+            loss=grads.loss,
+            pairs=grads.pairs,
+        )
+
+
+class LocalSync(Sync):
+    def __init__(self, world_size: int, cfg: SyncConfig) -> None:
+        super().__init__(world_size)
+        self.cfg = cfg
+
+    def after_step(self, tables: Embeddings, step: int) -> None:
+        if step % self.cfg.every_steps == 0:
+            self.average(tables)
+        elif self.cfg.hot_rows and step % self.cfg.hot_every_steps == 0:
+            self._average_rows(tables, self.cfg.hot_rows)
+
+    def average(self, tables: Embeddings) -> None:
+        self._average_rows(tables, tables.input.shape[0])
+
+    def _average_rows(self, tables: Embeddings, rows: int) -> None:
+        start = time.perf_counter()
+        for table in (tables.input, tables.output):
+            block = table.data[:rows]
+            dist.all_reduce(block, op=dist.ReduceOp.SUM)
+            block.div_(self.world_size)
+            # A ring all-reduce sends 2 (W-1)/W of the buffer from each rank.
+            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size * block.numel() * 4)
+        self.seconds += time.perf_counter() - start
+
+
+_SHIFT = 1 << 40  # larger than any vocabulary
+
+
+def _all_gather_rows(
+    index: torch.Tensor, values: torch.Tensor, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' (index, values), concatenated in rank order; sizes may differ per rank."""
+    count = torch.tensor([index.numel()], device=index.device, dtype=torch.int64)
+    counts = [torch.empty_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    longest = max(sizes)
+    pad = longest - index.numel()
+    if pad:
+        index = torch.cat([index, index.new_zeros(pad)])
+        values = torch.cat([values, values.new_zeros(pad, values.shape[1])])
+    all_index = [torch.empty_like(index) for _ in range(world_size)]
+    all_values = [torch.empty_like(values) for _ in range(world_size)]
+    dist.all_gather(all_index, index)
+    dist.all_gather(all_values, values)
+    return (
+        torch.cat([t[:n] for t, n in zip(all_index, sizes)]),
+        torch.cat([t[:n] for t, n in zip(all_values, sizes)]),
+    )
+
+
+def build_sync(cfg: SyncConfig, world_size: int) -> Sync:
+    if world_size == 1:
+        return Sync()
+    if cfg.strategy == "exact":
+        return ExactSync(world_size)
+    return LocalSync(world_size, cfg)
