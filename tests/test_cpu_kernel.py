@@ -1,0 +1,322 @@
+"""The compiled CPU kernel against a readable pair-at-a-time reference, and its sampling laws."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from w2vdist.kernels import cpu
+
+pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"{cpu.unavailable_reason()}")
+
+MASK = 2**64 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference: the same algorithm, one pair at a time, in plain Python/numpy.
+
+
+def lcg(r: int) -> int:
+    return (r * 25214903917 + 11) & MASK
+
+
+def below(r: int, n: int) -> int:
+    return ((r >> 32) * n) >> 32
+
+
+def splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+def softplus(x: float) -> float:
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def reference_train(tokens, lengths, w_in, w_out, keep, table, window, negative, a0, a1, seed):
+    """word2vec.c skip-gram with negative sampling, single thread; updates w_in/w_out in place."""
+    r = splitmix64(seed)
+    loss, pairs, kept = 0.0, 0, 0
+    n_tokens, start = len(tokens), 0
+    for length in lengths:
+        sentence = []  # (word, position in the block) of the kept words
+        for p in range(start, start + length):
+            w = int(tokens[p])
+            if keep[w] < 1:
+                r = lcg(r)
+                if not (r >> 40) < float(keep[w]) * 2**24:
+                    continue
+            sentence.append((w, p))
+        start += length
+        kept += len(sentence)
+        for i, (word, p) in enumerate(sentence):
+            alpha = a0 + (a1 - a0) * p / n_tokens
+            r = lcg(r)
+            half = 1 + below(r, window)
+            for j in range(max(0, i - half), min(len(sentence) - 1, i + half) + 1):
+                if j == i:
+                    continue
+                context = sentence[j][0]
+                targets = [(word, 1.0)]
+                for _ in range(negative):
+                    r = lcg(r)
+                    t = int(table[below(r, len(table))])
+                    if t != word:
+                        targets.append((t, 0.0))
+                neu1e = np.zeros_like(w_in[context])
+                for t, label in targets:
+                    f = float(np.dot(w_in[context], w_out[t]))
+                    g = (label - 1 / (1 + math.exp(-f))) * alpha
+                    loss += softplus(-f if label else f)
+                    neu1e += g * w_out[t]
+                    w_out[t] += g * w_in[context]
+                w_in[context] += neu1e
+                pairs += 1
+    return loss, pairs, kept
+
+
+def zipf_counts(vocab: int) -> np.ndarray:
+    return np.array([int(10_000 / (i + 1)) + 1 for i in range(vocab)], dtype=np.int64)
+
+
+def run(tokens, lengths, w_in, w_out, keep, table, **kw):
+    args = dict(window=5, negative=5, alpha_start=0.025, alpha_end=0.025, seed=1, threads=1)
+    args.update(kw)
+    return cpu.train_block(
+        torch.as_tensor(tokens, dtype=torch.int32),
+        torch.as_tensor(lengths, dtype=torch.int32),
+        w_in, w_out, keep, torch.as_tensor(table, dtype=torch.int32), **args,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_builds_into_cache_atomically_and_reports_missing_compiler(tmp_path: Path) -> None:
+    probe = "from w2vdist.kernels import cpu; print(cpu.available(), cpu.unavailable_reason())"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    assert [p.communicate()[0].strip() for p in procs] == ["True None"] * 3
+    built = sorted(p.name for p in (tmp_path / "cache" / "w2vdist").iterdir())
+    assert len(built) == 1 and built[0].endswith(".so"), built
+
+    env = {**env, "CC": str(tmp_path / "no-such-cc"), "XDG_CACHE_HOME": str(tmp_path / "c2")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.startswith("False ") and "no-such-cc" in out.stdout, out
+
+
+@pytest.mark.parametrize("seed,window,sample", [(1, 3, 1e-2), (7, 5, 0.0), (123, 2, 5e-2)])
+def test_matches_reference_single_thread(seed: int, window: int, sample: float) -> None:
+    rng = np.random.default_rng(seed)
+    vocab, dim = 15, 8
+    counts = zipf_counts(vocab)
+    tokens = rng.choice(vocab, size=300, p=counts / counts.sum()).astype(np.int32)
+    lengths = np.array([7, 1, 0, 60, 5, 100, 2, 0, 125], dtype=np.int32)
+    assert lengths.sum() == len(tokens)
+    w_in = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
+    w_out = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
+    keep = cpu.keep_probabilities(counts, sample)
+    table = cpu.unigram_table(counts, size=1000)
+    assert sample == 0 or (keep < 1).any()
+
+    w_in0, w_out0 = w_in.copy(), w_out.copy()
+    k_in, k_out = torch.from_numpy(w_in.copy()), torch.from_numpy(w_out.copy())
+    got = run(tokens, lengths, k_in, k_out, keep, table, window=window, negative=4,
+              alpha_start=0.05, alpha_end=0.01, seed=seed)  # fmt: skip
+    want = reference_train(tokens, lengths, w_in, w_out, keep.numpy(), table.numpy(),
+                           window, 4, np.float32(0.05), np.float32(0.01), seed)  # fmt: skip
+
+    assert got[1:] == want[1:]
+    assert got[0] == pytest.approx(want[0], rel=1e-5)
+    np.testing.assert_allclose(k_in.numpy(), w_in, atol=1e-5)
+    np.testing.assert_allclose(k_out.numpy(), w_out, atol=1e-5)
+    assert not np.allclose(w_in, w_in0) and not np.allclose(w_out, w_out0)  # it trained
+
+
+def test_keep_probabilities_formula() -> None:
+    # word2vec.c: (sqrt(f / t) + 1) * t / f, clipped to 1; f = count / total.
+    keep = cpu.keep_probabilities(np.array([900, 90, 10, 0]), 0.01).numpy()
+    expected = [(math.sqrt(90) + 1) * 0.01 / 0.9, 4 * 0.01 / 0.09, 1.0, 1.0]
+    np.testing.assert_allclose(keep, expected, rtol=1e-6)
+    assert (cpu.keep_probabilities(np.array([5, 3]), 0.0).numpy() == 1).all()
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.3, 0.77, 1.0])
+def test_subsampling_keeps_each_word_with_its_probability(p: float) -> None:
+    n, vocab = 40_000, 3
+    keep = torch.tensor([1.0, p, 1.0], dtype=torch.float32)
+    w = torch.zeros(vocab, 4)
+    tokens = np.full(n, 1, dtype=np.int32)
+    lengths = np.ones(n, dtype=np.int32)  # one-word sentences: no pairs, only subsampling
+    counts = [run(tokens, lengths, w, w.clone(), keep, [0], seed=s)
+              for s in (1, 2)]  # fmt: skip
+    for _, pairs, kept in counts:
+        assert pairs == 0
+        assert abs(kept - n * p) <= 5 * math.sqrt(n * p * (1 - p)) + 1e-9
+    if 0 < p < 1:
+        assert counts[0][2] != counts[1][2]  # the draws depend on the seed
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_windows_never_cross_sentences(threads: int) -> None:
+    # Every token is its own word and w_in is the identity, so after a pair (context c, centre
+    # w) row w of w_out holds ~alpha/2 in column c: the footprint of exactly the pairs trained.
+    # Negatives all hit an extra "sink" word that appears in no sentence.
+    lengths = np.array([5, 1, 7, 3, 6], dtype=np.int32)
+    n = int(lengths.sum())
+    sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+    vocab = n + 1
+    alpha = 1e-3
+    for seed in range(5):
+        w_in, w_out = torch.eye(vocab), torch.zeros(vocab, vocab)
+        _, pairs, _ = run(np.arange(n), lengths, w_in, w_out, torch.ones(vocab),
+                          [n] * 8, window=10, alpha_start=alpha,
+                          alpha_end=alpha, seed=seed, threads=threads)  # fmt: skip
+        trained = (w_out[:n, :n].abs() > alpha / 10).numpy()  # [centre, context]
+        centres, contexts = np.nonzero(trained)
+        assert len(centres) == pairs > 0
+        assert (sentence_of[centres] == sentence_of[contexts]).all()
+        if threads == 1:  # neighbours are always within the window
+            neighbours = sentence_of[:-1] == sentence_of[1:]
+            assert trained[np.arange(n - 1), np.arange(1, n)][neighbours].all()
+            assert trained[np.arange(1, n), np.arange(n - 1)][neighbours].all()
+
+
+def _footprint_setup(n_sentences: int, n_neg_words: int):
+    """Sentences of two fresh words each, w_in zero, w_out one-hot: every dot product is 0.
+
+    Each word is a context exactly once, while its w_in row is still zero, so every target gets
+    sigmoid(0) = 1/2 and, with alpha = 2, a gradient of exactly +1 (positive) or -1 (negative);
+    w_out never changes and row c of w_in ends up counting the targets of context c by column.
+    """
+    vocab = n_neg_words + 2 * n_sentences
+    dim = n_neg_words + 1
+    w_out = torch.zeros(vocab, dim)
+    w_out[:n_neg_words, :n_neg_words] = torch.eye(n_neg_words)
+    w_out[n_neg_words:, n_neg_words] = 1.0  # every corpus word: the "positive" column
+    tokens = np.arange(n_neg_words, vocab, dtype=np.int32)
+    lengths = np.full(n_sentences, 2, dtype=np.int32)
+    return vocab, torch.zeros(vocab, dim), w_out, tokens, lengths
+
+
+def test_negatives_follow_the_unigram_table() -> None:
+    neg_words, n_sentences, negative = 10, 3000, 5
+    counts = np.array([50, 40, 30, 20, 10, 8, 6, 4, 2, 1])
+    vocab, w_in, w_out, tokens, lengths = _footprint_setup(n_sentences, neg_words)
+    table = cpu.unigram_table(np.concatenate([counts, np.zeros(vocab - neg_words)]), 100_000)
+    share = counts**0.75 / (counts**0.75).sum()
+    np.testing.assert_allclose(np.bincount(table.numpy(), minlength=vocab)[:neg_words] / 1e5,
+                               share, atol=1e-5)  # fmt: skip
+
+    _, pairs, _ = run(tokens, lengths, w_in, w_out, torch.ones(vocab), table,
+                      negative=negative, alpha_start=2.0, alpha_end=2.0, seed=3)  # fmt: skip
+    assert pairs == 2 * n_sentences
+    drawn = -w_in[:, :neg_words].sum(0).numpy()
+    assert (drawn == np.round(drawn)).all() and drawn.sum() == pairs * negative
+    assert w_in[:, neg_words].sum() == pairs  # one positive per pair
+    expected = share * pairs * negative
+    chi2 = float(((drawn - expected) ** 2 / expected).sum())
+    assert chi2 < 40, (chi2, drawn, expected)  # 9 degrees of freedom: p ~ 1e-5
+
+
+def test_a_negative_equal_to_the_centre_word_is_skipped() -> None:
+    # One sentence [a, b] and a table holding only b: when b is the centre all draws are skipped.
+    a, b = 0, 1
+    w_in, w_out = torch.zeros(2, 2), torch.eye(2)  # dots stay 0 as in _footprint_setup
+    run([a, b], [2], w_in, w_out, torch.ones(2), [b, b, b],
+        negative=5, alpha_start=2.0, alpha_end=2.0)  # fmt: skip
+    assert w_in[a].tolist() == [0.0, 1.0]  # context a, centre b: the positive only
+    assert w_in[b].tolist() == [1.0, -5.0]  # context b, centre a: five negatives b
+
+
+def topic_corpus(rng: np.random.Generator, n_sentences: int, topics: int, per_topic: int):
+    """Each sentence uses the words of one topic only: same-topic words should end up close."""
+    topic = rng.integers(topics, size=n_sentences)
+    lengths = rng.integers(5, 30, size=n_sentences).astype(np.int32)
+    tokens = np.concatenate([t * per_topic + rng.integers(per_topic, size=n)
+                             for t, n in zip(topic, lengths)]).astype(np.int32)  # fmt: skip
+    return tokens, lengths
+
+
+@pytest.mark.parametrize("threads", [2, 0])
+def test_multithreaded_training_learns(threads: int) -> None:
+    rng = np.random.default_rng(0)
+    topics, per_topic, dim = 40, 25, 32
+    vocab = topics * per_topic
+    tokens, lengths = topic_corpus(rng, 6000, topics, per_topic)
+    counts = np.bincount(tokens, minlength=vocab)
+    w_in = torch.from_numpy(((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32))
+    w_out = torch.zeros(vocab, dim)
+    keep, table = cpu.keep_probabilities(counts, 1e-3), cpu.unigram_table(counts, 100_000)
+    per_pair = []
+    for epoch in range(4):
+        a0, a1 = 0.025 * (1 - epoch / 4), 0.025 * (1 - (epoch + 1) / 4)
+        loss, pairs, kept = run(tokens, lengths, w_in, w_out, keep, table,
+                                alpha_start=a0, alpha_end=a1, seed=epoch, threads=threads)
+        assert 0 < kept <= len(tokens) and pairs > kept
+        per_pair.append(loss / pairs)
+    assert all(math.isfinite(x) for x in per_pair)
+    assert per_pair[-1] < 0.8 * per_pair[0], per_pair
+    unit = torch.nn.functional.normalize(w_in, dim=1)
+    cos = unit @ unit.T
+    same = torch.arange(vocab)[:, None] // per_topic == torch.arange(vocab)[None, :] // per_topic
+    assert cos[same].mean() > cos[~same].mean() + 0.3
+
+
+def test_single_thread_is_deterministic() -> None:
+    rng = np.random.default_rng(1)
+    tokens, lengths = topic_corpus(rng, 200, 4, 10)
+    counts = np.bincount(tokens, minlength=40)
+    keep, table = cpu.keep_probabilities(counts, 1e-2), cpu.unigram_table(counts, 1000)
+    init = torch.from_numpy(rng.random((40, 8)).astype(np.float32))
+    results = []
+    for seed in (5, 5, 6):
+        w_in, w_out = init.clone(), init.clone()
+        results.append((run(tokens, lengths, w_in, w_out, keep, table, seed=seed), w_in))
+    assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
+    assert not torch.equal(results[0][1], results[2][1])
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    vocab, dim = 10, 4
+    good = dict(
+        tokens=torch.arange(6, dtype=torch.int32),
+        lengths=torch.tensor([4, 2], dtype=torch.int32),
+        w_in=torch.zeros(vocab, dim),
+        w_out=torch.zeros(vocab, dim),
+        keep_prob=torch.ones(vocab),
+        neg_table=torch.arange(vocab, dtype=torch.int32),
+        window=5, negative=5, alpha_start=0.025, alpha_end=0.0, seed=0, threads=1,
+    )  # fmt: skip
+    cases = [
+        ("tokens", torch.arange(6), TypeError, "tokens must be torch.int32, got torch.int64"),
+        ("w_in", torch.zeros(dim, vocab).T, ValueError, "w_in must be contiguous"),
+        ("w_out", torch.zeros(vocab, dim, device="meta"), ValueError, "w_out must be a CPU"),
+        ("keep_prob", np.ones(vocab, np.float32), TypeError, "keep_prob must be a torch.Tensor"),
+        ("w_out", torch.zeros(vocab, dim + 1), ValueError, "w_out has shape (10, 5)"),
+        ("lengths", torch.tensor([4, 1], dtype=torch.int32), ValueError, "lengths sum to 5"),
+        ("tokens", torch.tensor([0, 1, 2, 3, 4, 10], dtype=torch.int32), ValueError,
+         "tokens has id 10 outside [0, 10)"),
+        ("neg_table", torch.tensor([3, -1], dtype=torch.int32), ValueError,
+         "neg_table has id -1 outside [0, 10)"),
+        ("window", 0, ValueError, "window (0) and negative (5) must be >= 1"),
+        ("threads", -1, ValueError, "threads must be >= 0"),
+    ]  # fmt: skip
+    for name, value, exc, message in cases:
+        with pytest.raises(exc, match=re.escape(message)):
+            cpu.train_block(**{**good, name: value})
+    assert good["w_in"].abs().sum() == 0  # nothing ran
+    cpu.train_block(**good)  # and the good arguments do run

@@ -1,0 +1,1 @@
+"""Compiled training kernels behind the `train.backend` choices (`cpu` for `cpu-kernel`)."""
