@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from w2vdist.kernels import cpu
+from w2vdist.sampling import keep_probabilities
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"{cpu.unavailable_reason()}")
 
@@ -128,7 +129,7 @@ def test_matches_reference_single_thread(seed: int, window: int, sample: float) 
     assert lengths.sum() == len(tokens)
     w_in = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
     w_out = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
-    keep = cpu.keep_probabilities(counts, sample)
+    keep = keep_probabilities(torch.from_numpy(counts), sample)
     table = cpu.unigram_table(counts, size=1000)
     assert sample == 0 or (keep < 1).any()
 
@@ -144,14 +145,6 @@ def test_matches_reference_single_thread(seed: int, window: int, sample: float) 
     np.testing.assert_allclose(k_in.numpy(), w_in, atol=1e-5)
     np.testing.assert_allclose(k_out.numpy(), w_out, atol=1e-5)
     assert not np.allclose(w_in, w_in0) and not np.allclose(w_out, w_out0)  # it trained
-
-
-def test_keep_probabilities_formula() -> None:
-    # word2vec.c: (sqrt(f / t) + 1) * t / f, clipped to 1; f = count / total.
-    keep = cpu.keep_probabilities(np.array([900, 90, 10, 0]), 0.01).numpy()
-    expected = [(math.sqrt(90) + 1) * 0.01 / 0.9, 4 * 0.01 / 0.09, 1.0, 1.0]
-    np.testing.assert_allclose(keep, expected, rtol=1e-6)
-    assert (cpu.keep_probabilities(np.array([5, 3]), 0.0).numpy() == 1).all()
 
 
 @pytest.mark.parametrize("p", [0.0, 0.05, 0.3, 0.77, 1.0])
@@ -216,7 +209,7 @@ def test_negatives_follow_the_unigram_table() -> None:
     neg_words, n_sentences, negative = 10, 3000, 5
     counts = np.array([50, 40, 30, 20, 10, 8, 6, 4, 2, 1])
     vocab, w_in, w_out, tokens, lengths = _footprint_setup(n_sentences, neg_words)
-    table = cpu.unigram_table(np.concatenate([counts, np.zeros(vocab - neg_words)]), 100_000)
+    table = cpu.unigram_table(np.concatenate([counts, np.zeros(vocab - neg_words)]), size=100_000)
     share = counts**0.75 / (counts**0.75).sum()
     np.testing.assert_allclose(np.bincount(table.numpy(), minlength=vocab)[:neg_words] / 1e5,
                                share, atol=1e-5)  # fmt: skip
@@ -260,7 +253,7 @@ def test_multithreaded_training_learns(threads: int) -> None:
     counts = np.bincount(tokens, minlength=vocab)
     w_in = torch.from_numpy(((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32))
     w_out = torch.zeros(vocab, dim)
-    keep, table = cpu.keep_probabilities(counts, 1e-3), cpu.unigram_table(counts, 100_000)
+    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-3), cpu.unigram_table(counts, size=100_000)
     per_pair = []
     for epoch in range(4):
         a0, a1 = 0.025 * (1 - epoch / 4), 0.025 * (1 - (epoch + 1) / 4)
@@ -280,7 +273,7 @@ def test_single_thread_is_deterministic() -> None:
     rng = np.random.default_rng(1)
     tokens, lengths = topic_corpus(rng, 200, 4, 10)
     counts = np.bincount(tokens, minlength=40)
-    keep, table = cpu.keep_probabilities(counts, 1e-2), cpu.unigram_table(counts, 1000)
+    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-2), cpu.unigram_table(counts, size=1000)
     init = torch.from_numpy(rng.random((40, 8)).astype(np.float32))
     results = []
     for seed in (5, 5, 6):

@@ -95,7 +95,8 @@ def train_block(
     """Train one block in place; returns (loss_sum, pairs, words_kept).
 
     tokens int32[N] and lengths int32[S] (sentence lengths summing to N) as in the shards;
-    w_in, w_out float32[V, D]; keep_prob float32[V] (see `keep_probabilities`); neg_table
+    w_in, w_out float32[V, D]; keep_prob float32[V] (`w2vdist.sampling.keep_probabilities`);
+    neg_table
     int32[T] (see `unigram_table`); threads 0 means every core this process may use.
     """
     _check_tensor("tokens", tokens, torch.int32, 1)
@@ -149,23 +150,12 @@ def train_block(
     return loss.value, pairs.value, kept.value
 
 
-def keep_probabilities(counts: np.ndarray, sample: float) -> torch.Tensor:
-    """word2vec.c's subsampling: keep a word of frequency f with (sqrt(f/t) + 1) * t / f, <= 1."""
-    counts = np.asarray(counts, dtype=np.float64)
-    keep = np.ones(len(counts))
-    if sample > 0 and counts.sum() > 0:
-        freq = counts / counts.sum()
-        seen = freq > 0
-        keep[seen] = (np.sqrt(freq[seen] / sample) + 1) * sample / freq[seen]
-    return torch.from_numpy(np.minimum(keep, 1.0).astype(np.float32))
-
-
 def default_table_size(vocab_size: int) -> int:
     """100 slots per word, between word2vec.c's 1e8 and 1e7 (40 MB), enough for rare words."""
     return int(min(100_000_000, max(10_000_000, 100 * vocab_size)))
 
 
-def unigram_table(counts: np.ndarray, size: int | None = None, power: float = 0.75) -> torch.Tensor:
+def unigram_table(counts: np.ndarray, power: float = 0.75, size: int | None = None) -> torch.Tensor:
     """word2vec.c's negative-sampling table: word i fills a share count_i^power / sum of slots."""
     weights = np.asarray(counts, dtype=np.float64) ** power
     if weights.ndim != 1 or not weights.size or weights.sum() <= 0:
