@@ -1,0 +1,220 @@
+"""The one metrics and progress logger of a training run (after torchtitan's MetricsLogger).
+
+Rank 0 gets a `Metrics` that draws a tqdm bar over words, appends every `log()` call to
+``run_dir/metrics.jsonl`` and sends it to Weights & Biases; every other rank gets a
+`NullMetrics` whose methods do nothing, so the trainer never branches on rank to log.
+
+W&B settings, highest precedence first:
+
+- mode: ``--wandb`` / ``wandb.mode`` online, offline or disabled; for ``auto`` (the default)
+  ``WANDB_MODE`` if set, else online when wandb finds an API key (``WANDB_API_KEY``, a netrc
+  entry for the W&B host, or wandb's settings file), else offline. A run that cannot start
+  online (no network, bad key) falls back to offline with a warning: W&B never stops training.
+  Without network wandb first waits for its ``init_timeout`` (90 s, ``WANDB_INIT_TIMEOUT``),
+  so on compute nodes cut off from the internet choose offline. Offline runs are uploaded
+  later with ``wandb sync RUN_DIR/wandb/offline-run-*``.
+- project: ``wandb.project`` when set to something other than the default ``w2vdist``, else
+  ``WANDB_PROJECT``, else ``w2vdist``. entity, tags: the config, else ``WANDB_ENTITY`` /
+  ``WANDB_TAGS``. name: the config, else ``WANDB_NAME``, else the run directory's name.
+- Files go under ``RUN_DIR/wandb/``. The W&B run id is kept in checkpoints: a resumed run passes
+  it back and continues the same W&B run, logging at its global step. Steps that W&B already
+  holds (logged after the last checkpoint of a killed job) are written to metrics.jsonl again
+  but not re-sent, because W&B steps must increase.
+
+wandb is imported only where a run is started or a key looked up: the import takes about a
+second, and ranks other than 0 (or runs with W&B disabled) never need it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from w2vdist import config
+
+log = logging.getLogger(__name__)
+
+TTY_REFRESH_SECONDS = 0.5
+FILE_REFRESH_SECONDS = 30.0  # one progress line per 30 s keeps SLURM output files readable
+
+
+class Metrics:
+    """Rank 0's logger: progress bar, metrics.jsonl and (unless disabled) a W&B run."""
+
+    def __init__(self, run_dir: Path, total_words: int, start_words: int,
+                 run: Any | None, run_id: str | None, stream: IO[str]) -> None:
+        self.run_id = run_id
+        self._run = run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._bar = _progress_bar(total_words, start_words, stream)
+
+    def progress(self, words_done: int, loss: float | None, words_per_s: float,
+                 extra: dict[str, float] | None = None) -> None:
+        """Move the bar to `words_done`; it redraws at most every refresh interval."""
+        postfix = {} if loss is None else {"loss": loss}
+        postfix.update(extra or {})
+        self._bar.rate = words_per_s
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.update(words_done - self._bar.n)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Record `metrics` at global `step`; calls with the same step merge into one W&B row."""
+        record = {"step": step, "time": round(time.time(), 3)}
+        record.update({k: _plain(v) for k, v in metrics.items()})
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._run is not None and step >= self._run.starting_step:
+            self._run.log(dict(metrics), step=step)
+
+    def close(self) -> None:
+        """Draw the final bar, close metrics.jsonl and finish the W&B run (flushes its files)."""
+        self._bar.close()
+        self._jsonl.close()
+        if self._run is not None:
+            import wandb
+
+            self._run.finish()
+            self._run = None
+            wandb.teardown()  # finish() leaves the run's files to be flushed by wandb's service
+
+
+class NullMetrics(Metrics):
+    """What ranks other than 0 get: the same calls, doing nothing."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
+
+    def progress(self, words_done: int, loss: float | None, words_per_s: float,
+                 extra: dict[str, float] | None = None) -> None:
+        pass
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def build_metrics(cfg: config.Config, run_dir: Path, rank: int, run_id: str | None,
+                  total_words: int, start_words: int) -> Metrics:
+    """The run's logger: a real one on rank 0, `NullMetrics` elsewhere.
+
+    `run_id` is the W&B run id saved in the checkpoint being resumed (None for a new run);
+    read the id to save in checkpoints back from `Metrics.run_id`.
+    """
+    if rank != 0:
+        return NullMetrics(run_id)
+    run_dir = Path(run_dir)
+    mode = resolve_mode(cfg.wandb.mode)
+    run = None if mode == "disabled" else _start_wandb(cfg, run_dir, mode, run_id)
+    if run is not None:
+        run_id = run.id
+    return Metrics(run_dir, total_words, start_words, run, run_id, sys.stderr)
+
+
+def resolve_mode(mode: str) -> str:
+    """online, offline or disabled for a configured mode (see the module docstring for auto)."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "")
+    env = {"dryrun": "offline", "run": "online"}.get(env, env)
+    if env in ("online", "offline", "disabled"):
+        return env
+    import wandb
+
+    try:
+        has_key = wandb.login(prompt=False, verify=False)
+    except Exception as exc:  # a malformed key: say so, keep training
+        log.warning("W&B: cannot use the configured API key (%s); logging offline", exc)
+        return "offline"
+    return "online" if has_key else "offline"
+
+
+def _start_wandb(cfg: config.Config, run_dir: Path, mode: str, run_id: str | None) -> Any:
+    import wandb
+
+    w = cfg.wandb
+    project_is_default = w.project == config.WandbConfig.project
+    kwargs: dict[str, Any] = dict(
+        dir=run_dir,
+        project=None if project_is_default and os.environ.get("WANDB_PROJECT") else w.project,
+        entity=w.entity,
+        name=w.name or (None if os.environ.get("WANDB_NAME") else run_dir.resolve().name),
+        tags=w.tags or None,
+        config=config.to_dict(cfg),
+        id=run_id,
+        resume="allow" if run_id else None,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return wandb.init(mode=mode, **kwargs)
+    except Exception as exc:
+        if mode != "online":
+            raise
+        log.warning("W&B: could not start an online run (%s); logging offline to %s",
+                    exc, run_dir / "wandb")
+        return wandb.init(mode="offline", **kwargs)
+
+
+class _WordBar(tqdm):
+    """A tqdm bar showing the trainer's words/s (and the ETA that follows from it)."""
+
+    rate: float | None = None
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d = super().format_dict
+        if self.rate:
+            d["rate"] = self.rate
+        return d
+
+
+def _progress_bar(total_words: int, start_words: int, stream: IO[str]) -> _WordBar:
+    """Redrawn in place on a terminal; elsewhere (SLURM files) one plain line per 30 s."""
+    tty = stream.isatty()
+    interval = TTY_REFRESH_SECONDS if tty else FILE_REFRESH_SECONDS
+    return _WordBar(
+        total=total_words,
+        initial=start_words,
+        desc="train",
+        unit="word",
+        unit_scale=True,
+        dynamic_ncols=tty,
+        ascii=not tty,
+        mininterval=interval,
+        miniters=1,
+        file=stream if tty else _WholeLines(stream),
+    )
+
+
+class _WholeLines:
+    """A file for tqdm that turns its carriage-return redraws into one line per redraw."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self._stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe number: tensors and numpy scalars become floats, NaN/inf become null."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
