@@ -24,7 +24,9 @@ def test_export_is_read_back_by_gensim_with_counts(tmp_path: Path, fmt: str, tab
     kv = KeyedVectors.load_word2vec_format(str(target), binary=fmt == "binary", fvocab=str(counts))
     assert kv.index_to_key == WORDS
     np.testing.assert_array_equal(kv.vectors, expected.numpy())
-    assert [kv.get_vecattr(w, "count") for w in WORDS] == [10 * (len(WORDS) - i) for i in range(len(WORDS))]
+    assert [kv.get_vecattr(w, "count") for w in WORDS] == [
+        10 * (len(WORDS) - i) for i in range(len(WORDS))
+    ]
     if fmt == "binary":
         words, matrix = distance_c_read(target)
         assert [w.decode() for w in words] == WORDS
@@ -46,17 +48,36 @@ def test_word_with_whitespace_is_refused_by_name_and_row(
     write_run(tmp_path / "run", ["a", "b", bad, "c"])
     out = tmp_path / "out" / "v.bin"
     out.parent.mkdir()
-    argv = ["export", str(tmp_path / "run"), "-o", str(out), "--format", "binary", "--counts", str(out) + ".vocab"]
+    argv = [
+        "export",
+        str(tmp_path / "run"),
+        "-o",
+        str(out),
+        "--format",
+        "binary",
+        "--counts",
+        str(out) + ".vocab",
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad!r} (row 2)" in err and str(out) in err
     assert list(out.parent.iterdir()) == []  # nothing written, no temporary left
 
 
-def test_skip_unwritable_drops_those_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_skip_unwritable_drops_those_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inp, _ = write_run(tmp_path / "run", ["a", "new york", "b", "c d"])
     out, counts = tmp_path / "v.txt", tmp_path / "counts.txt"
-    argv = ["export", str(tmp_path / "run"), "-o", str(out), "--counts", str(counts), "--skip-unwritable"]
+    argv = [
+        "export",
+        str(tmp_path / "run"),
+        "-o",
+        str(out),
+        "--counts",
+        str(counts),
+        "--skip-unwritable",
+    ]
     assert cli.main(argv) == 0
     assert "left out 2 unwritable word(s), first 'new york' (row 1)" in capsys.readouterr().err
     kv = KeyedVectors.load_word2vec_format(str(out), fvocab=str(counts))

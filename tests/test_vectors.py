@@ -1,4 +1,4 @@
-"""word2vec text/binary files: exact round trips through our reader, gensim and word2vec.c's layout."""
+"""word2vec text/binary files: exact round trips through our reader, gensim and word2vec.c."""
 
 from __future__ import annotations
 
@@ -17,14 +17,20 @@ from w2vdist.vocab import Vocab
 WORDS = ["the", "of", "Ünïcode", "日本語", "naïve", "x", "ελληνικά", "emoji🙂"]
 
 
-def write_run(run_dir: Path, words: list[str], dim: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def write_run(
+    run_dir: Path, words: list[str], dim: int = 6, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A run directory holding one real checkpoint; returns its (input, output) tables."""
     gen = torch.Generator().manual_seed(seed)
-    inp, out = torch.randn(len(words), dim, generator=gen), torch.randn(len(words), dim, generator=gen)
+    inp, out = torch.randn(len(words), dim, generator=gen), torch.randn(
+        len(words), dim, generator=gen
+    )
     vocab = Vocab(list(words), np.arange(len(words), 0, -1, dtype=np.int64) * 10)
     run_dir.mkdir(parents=True, exist_ok=True)
     vocab.save(run_dir / "vocab.tsv")
-    checkpoint.save(run_dir, 7, {"input": inp, "output": out}, {"step": 7}, {"vocab_hash": vocab.hash}, keep=2)
+    checkpoint.save(
+        run_dir, 7, {"input": inp, "output": out}, {"step": 7}, {"vocab_hash": vocab.hash}, keep=2
+    )
     return inp, out
 
 
@@ -60,7 +66,9 @@ def matrix() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_round_trip_and_gensim_read_it_exactly(tmp_path: Path, matrix: torch.Tensor, binary: bool) -> None:
+def test_round_trip_and_gensim_read_it_exactly(
+    tmp_path: Path, matrix: torch.Tensor, binary: bool
+) -> None:
     path = tmp_path / "vectors.bin"
     vectors.write_word2vec(path, WORDS, matrix, binary=binary)
     words, read = vectors.read_word2vec(path)
@@ -97,7 +105,9 @@ def test_binary_layout_is_word2vec_c(tmp_path: Path, matrix: torch.Tensor) -> No
 
 @pytest.mark.parametrize("word", ["", "new york", "tab\there", "line\nbreak", "nb\u00a0sp", "cr\r"])
 @pytest.mark.parametrize("binary", [False, True])
-def test_unwritable_word_is_refused_and_nothing_written(tmp_path: Path, word: str, binary: bool) -> None:
+def test_unwritable_word_is_refused_and_nothing_written(
+    tmp_path: Path, word: str, binary: bool
+) -> None:
     path = tmp_path / "out.txt"
     path.write_text("previous")
     words = ["a", "b", word, "c"]
@@ -150,8 +160,12 @@ def test_malformed_files_name_file_and_place(tmp_path: Path) -> None:
     assert ":3: more records" in _malformed(tmp_path, b"1 2\na 1 2\nb 3 4\n")
     assert ":2: not valid UTF-8" in _malformed(tmp_path, b"1 2\n\xff 1 2\n")
     rec = b"w " + np.array([1.5, -2.0], "<f4").tobytes() + b"\n"
-    assert "record 2 of 2: file ends early" in _malformed(tmp_path, b"2 2\n" + rec + b"v " + b"\x01\x02")
-    assert "record 2 of 2: word is not valid UTF-8" in _malformed(tmp_path, b"2 2\n" + rec + b"\xff" + rec[1:])
+    assert "record 2 of 2: file ends early" in _malformed(
+        tmp_path, b"2 2\n" + rec + b"v " + b"\x01\x02"
+    )
+    assert "record 2 of 2: word is not valid UTF-8" in _malformed(
+        tmp_path, b"2 2\n" + rec + b"\xff" + rec[1:]
+    )
     assert "more data after the header's 1 records" in _malformed(tmp_path, b"1 2\n" + rec + rec)
     with pytest.raises(UsageError, match="missing: word2vec file not found"):
         vectors.read_word2vec(tmp_path / "missing")

@@ -27,10 +27,17 @@ from w2vdist.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT", help="run directory or checkpoint folder")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="vectors file to write")
     parser.add_argument(
-        "--format", choices=("text", "binary"), default="text", help="word2vec format (default text)"
+        "source", metavar="RUN_DIR_OR_CHECKPOINT", help="run directory or checkpoint folder"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="vectors file to write"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "binary"),
+        default="text",
+        help="word2vec format (default text)",
     )
     parser.add_argument(
         "--table",
@@ -38,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="input",
         help="input (word) vectors, output (context) vectors or their average (default input)",
     )
-    parser.add_argument("--counts", metavar="FILE", help="also write 'word count' lines (word2vec -save-vocab)")
+    parser.add_argument(
+        "--counts", metavar="FILE", help="also write 'word count' lines (word2vec -save-vocab)"
+    )
     parser.add_argument(
         "--skip-unwritable",
         action="store_true",
@@ -62,8 +71,8 @@ def command(args: argparse.Namespace) -> int:
     if bad and args.skip_unwritable:
         keep = sorted(set(range(len(words))) - set(bad))
         words, counts, matrix = [words[i] for i in keep], [counts[i] for i in keep], matrix[keep]
-        print(f"w2vdist: left out {len(bad)} unwritable word(s), first {vocab.words[bad[0]]!r} (row {bad[0]})",
-              file=sys.stderr)
+        first = f"{vocab.words[bad[0]]!r} (row {bad[0]})"
+        print(f"w2vdist: left out {len(bad)} unwritable word(s), first {first}", file=sys.stderr)
     vec.write_word2vec(out, words, matrix, binary=args.format == "binary")
     if counts_path is not None:
         vec.write_counts(counts_path, words, counts)

@@ -58,7 +58,9 @@ def write_word2vec(
             rows = array[start : start + _WRITE_ROWS]
             chunk = words[start : start + _WRITE_ROWS]
             if binary:
-                f.write(b"".join(w.encode() + b" " + r.tobytes() + b"\n" for w, r in zip(chunk, rows)))
+                f.write(
+                    b"".join(w.encode() + b" " + r.tobytes() + b"\n" for w, r in zip(chunk, rows))
+                )
             else:
                 line = "%s" + " %.9g" * array.shape[1] + "\n"  # 9 digits restore float32 exactly
                 f.write("".join(line % (w, *r) for w, r in zip(chunk, rows.tolist())).encode())
