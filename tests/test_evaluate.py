@@ -1,0 +1,232 @@
+"""Analogy and similarity scores equal gensim's on the same vectors; `eval` and `neighbors` CLIs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from gensim.models import KeyedVectors
+
+from tests.test_vectors import write_run
+from w2vdist import cli, evaluate, vectors
+
+
+def planted_model(seed: int) -> tuple[list[str], torch.Tensor, list[tuple[str, ...]]]:
+    """Random vectors where some analogies hold by construction; words in several cases."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    base = [f"w{i}" for i in range(60)] + [
+        "paris",
+        "france",
+        "rome",
+        "italy",
+        "Paris",
+        "ROME",
+        "ünï",
+    ]
+    rng.shuffle(base)
+    vecs = {w: torch.randn(10, generator=gen) for w in base}
+    planted = []
+    for i in range(12):
+        a, b, c = rng.sample(base[:30], 3)
+        d = f"answer{i}"
+        vecs[d] = vecs[b] + vecs[c] - vecs[a] + 0.05 * torch.randn(10, generator=gen)
+        planted.append((a, b, c, d))
+    answers = [q[3] for q in planted]
+    words = base[:20] + answers[:8] + base[20:40] + answers[8:] + base[40:]  # some beyond restrict
+    return words, torch.stack([vecs[w] for w in words]), planted
+
+
+def write_questions(
+    path: Path, words: list[str], planted: list[tuple[str, ...]], seed: int
+) -> None:
+    rng = random.Random(seed)
+    cases = [str.lower, str.upper, str.title, lambda w: w]
+    lines = [
+        ": capital-common",
+        "paris france rome italy",
+        "Paris FRANCE rome Italy",
+        "zzz france rome italy",
+    ]
+    lines += [" ".join(rng.choice(cases)(w) for w in q) for q in planted[:6]]
+    lines += [": family", "only three words", ""]
+    lines += [" ".join(rng.choice(cases)(w) for w in rng.sample(words, 4)) for _ in range(80)]
+    lines += [": gram1-adjective-to-adverb"]
+    lines += [" ".join(rng.choice(cases)(w) for w in q) for q in planted[6:]]
+    lines += [f"{q[0]} {q[1]} {q[2]} {q[0]}" for q in planted[:3]]  # answer is a question word
+    lines += [": gram2-opposite", "one two three four five"]
+    lines += [" ".join(rng.choice(cases)(w) for w in rng.sample(words, 4)) for _ in range(80)]
+    lines += [": empty-section"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def gensim_kv(words: list[str], matrix: torch.Tensor) -> KeyedVectors:
+    kv = KeyedVectors(matrix.shape[1])
+    kv.add_vectors(words, matrix.numpy())
+    return kv
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("restrict", [35, 50, 10_000])
+def test_analogies_equal_gensim(tmp_path: Path, seed: int, restrict: int) -> None:
+    words, matrix, planted = planted_model(seed)
+    path = tmp_path / "questions.txt"
+    write_questions(path, words, planted, seed)
+    score, sections = gensim_kv(words, matrix).evaluate_word_analogies(
+        str(path), restrict_vocab=restrict, case_insensitive=True, dummy4unknown=False
+    )
+    ours = evaluate.analogy_scores(words, matrix, path, restrict)
+    gensim_sections = sections[:-1]
+    assert [s.name for s in ours.sections] == [s["section"] for s in gensim_sections]
+    for mine, theirs in zip(ours.sections, gensim_sections):
+        assert (mine.correct, mine.evaluated) == (
+            len(theirs["correct"]),
+            len(theirs["correct"]) + len(theirs["incorrect"]),
+        ), mine.name
+    metrics = evaluate.score_analogies(words, matrix, path, restrict)
+    assert metrics["total"] == score
+    assert metrics["correct"] == len(sections[-1]["correct"])
+    assert (
+        0 < metrics["correct"] < metrics["evaluated"] < metrics["questions"]
+    )  # right, wrong and OOV
+    assert metrics["skipped_lines"] == 2
+    batched = evaluate.analogy_scores(
+        words, matrix, path, restrict, max_scores=1
+    )  # one question a product
+    assert batched.metrics() == metrics
+
+
+def test_analogy_metrics_by_hand(tmp_path: Path) -> None:
+    """Exclusion of question words, case folding, OOV, semantic / syntactic split."""
+    words = ["a", "b", "c", "d", "e", "A", "far"]
+    matrix = torch.tensor(
+        [[1.0, 0, 0], [0, 1, 0], [1, 0.05, 0], [0.1, 1, 0.1], [0, 0, 1], [0, 1, 0.01], [-1, -1, -1]]
+    )
+    # b + c - a ~ b: b itself (and any case variant of a question word) is excluded, so d wins
+    path = tmp_path / "q.txt"
+    path.write_text(": sem\na b c d\nA B C D\na b c e\n: gram-x\na b c d\na b c missing\n")
+    m = evaluate.score_analogies(words, matrix, path, restrict_vocab=6)
+    assert (m["correct"], m["evaluated"], m["questions"], m["oov"]) == (3, 4, 5, 1)
+    assert (m["semantic"], m["syntactic"], m["total"]) == (2 / 3, 1.0, 0.75)
+    assert m["coverage"] == 0.8 and m["section/sem"] == 2 / 3
+    assert evaluate.score_analogies(words, matrix, path, restrict_vocab=3)["evaluated"] == 0
+
+
+@pytest.mark.parametrize("restrict", [40, None])
+def test_similarity_equals_gensim(tmp_path: Path, restrict: int | None) -> None:
+    words, matrix, _ = planted_model(3)
+    rng = random.Random(3)
+    lines = [
+        "# comment line",
+        "# Word 1\tWord 2\tHuman (mean)",
+        "paris\tFrance\t8.5",
+        "Rome\trome\t10",
+    ]
+    for _ in range(60):
+        w1, w2 = rng.sample(words, 2)
+        lines.append(
+            f"{rng.choice([w1, w1.upper()])}\t{w2}\t{rng.randint(0, 8) / 2}"
+        )  # tied scores
+    lines += ["unknown\tparis\t3.0", "not\ta number\tx"]
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kv = gensim_kv(words, matrix)
+    pearson, spearman, oov_percent = kv.evaluate_word_pairs(
+        str(path), restrict_vocab=restrict or len(words)
+    )
+    m = evaluate.score_similarity(words, matrix, path, restrict)
+    assert abs(m["spearman"] - spearman[0]) < 1e-9
+    assert abs(m["pearson"] - pearson[0]) < 1e-6
+    assert m["oov_rate"] * 100 == pytest.approx(oov_percent, abs=1e-12) and m["oov"] >= 1
+    assert m["skipped_lines"] == 1
+    spaced = tmp_path / "pairs.txt"  # whitespace separated, like many published files
+    spaced.write_text(path.read_text(encoding="utf-8").replace("\t", "  "), encoding="utf-8")
+    m2 = evaluate.score_similarity(words, matrix, spaced, restrict)
+    assert (m2["spearman"], m2["pairs"], m2["oov"]) == (m["spearman"], m["pairs"], m["oov"])
+
+
+def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words, matrix, planted = planted_model(4)
+    write_questions(tmp_path / "q.txt", words, planted, 4)
+    (tmp_path / "s.tsv").write_text("paris\tfrance\t9\nrome\titaly\t8\nw1\tw2\t1\nzzz\tw1\t2\n")
+    inp, _ = write_run(tmp_path / "run", words, dim=10)
+    common = ["--analogies", str(tmp_path / "q.txt"), "--similarity", str(tmp_path / "s.tsv")]
+    reports = []
+    for fmt in ("text", "binary"):
+        vectors.write_word2vec(tmp_path / fmt, words, inp, binary=fmt == "binary")
+    for source in ("run", "text", "binary"):
+        out = tmp_path / f"{source}.json"
+        assert (
+            cli.main(
+                [
+                    "eval",
+                    str(tmp_path / source),
+                    *common,
+                    "--restrict-vocab",
+                    "50",
+                    "--json",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        reports.append(json.loads(out.read_text()))
+    printed = capsys.readouterr().out
+    assert (
+        "gram1-adjective-to-adverb" in printed and "syntactic" in printed and "spearman" in printed
+    )
+    numbers = [{k: r[k] for k in ("analogies", "similarity")} for r in reports]
+    for n in numbers:
+        n["analogies"].pop("file"), n["similarity"].pop("file")
+    assert numbers[0] == numbers[1] == numbers[2]
+    expected = evaluate.score_analogies(words, inp, tmp_path / "q.txt", 50)
+    assert {k: reports[0]["analogies"][k] for k in expected} == expected
+    similarity = reports[0]["similarity"]
+    assert similarity["pairs"] + similarity["oov"] == 4 and similarity["oov"] >= 1
+    assert reports[0]["restrict_vocab"] == 50
+
+
+def test_eval_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "run", ["a", "b", "c", "d"])
+    run = str(tmp_path / "run")
+    assert cli.main(["eval", run]) == 2
+    assert "--analogies FILE and/or --similarity FILE" in capsys.readouterr().err
+    (tmp_path / "q.txt").write_text("a b c d\n: sec\n")
+    assert cli.main(["eval", run, "--analogies", str(tmp_path / "q.txt")]) == 2
+    assert (
+        f"{tmp_path / 'q.txt'}:1: question before the first ': section' line"
+        in capsys.readouterr().err
+    )
+    (tmp_path / "q.txt").write_text(": sec\n\n")
+    assert cli.main(["eval", run, "--analogies", str(tmp_path / "q.txt")]) == 2
+    assert "no analogy questions found" in capsys.readouterr().err
+    assert cli.main(["eval", run, "--similarity", str(tmp_path / "none.tsv")]) == 2
+    assert "none.tsv: file not found" in capsys.readouterr().err
+    (tmp_path / "s.tsv").write_text("# only comments\n")
+    assert cli.main(["eval", run, "--similarity", str(tmp_path / "s.tsv")]) == 2
+    assert "no 'word word score' lines" in capsys.readouterr().err
+
+
+def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    words = ["cat", "dog", "car", "Truck", "bus"]
+    matrix = torch.tensor(
+        [[1.0, 0.1, 0], [0.9, 0.3, 0], [0, 1, 0.2], [0, 0.9, 0.5], [0.1, 0.8, 0.6]]
+    )
+    vectors.write_word2vec(tmp_path / "v.bin", words, matrix, binary=True)
+    assert cli.main(["neighbors", str(tmp_path / "v.bin"), "cat", "truck", "-k", "2"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "'truck' is not in the vocabulary" in captured.err
+        and "did you mean 'Truck'" in captured.err
+    )
+    lines = captured.out.splitlines()
+    unit = vectors.unit_rows(matrix)
+    assert lines[0] == "cat" and lines[1].split() == [f"{float(unit[0] @ unit[1]):.4f}", "dog"]
+    assert lines[2].split()[1] == "bus" and len(lines) == 3
+    assert cli.main(["neighbors", str(tmp_path / "v.bin"), "zebra", "truck"]) == 2
+    assert "none of the words is in the vocabulary" in capsys.readouterr().err

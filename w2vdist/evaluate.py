@@ -1,0 +1,400 @@
+"""Score word vectors on analogy questions and word-similarity pairs, as gensim does.
+
+VECTORS is a word2vec file (text or binary, e.g. written by gensim or word2vec.c) or a run
+directory / checkpoint folder, so every model is scored by the same code.
+
+Analogies (questions-words format: `: section` lines, then `a b c d` lines): 3CosAdd over unit
+vectors, searching the --restrict-vocab most frequent words, case-insensitively (a word's
+most frequent case variant stands for it). A question with a word outside those is skipped and
+counted as OOV; the three question words are never the answer. Accuracy is over the questions
+scored, exactly gensim's evaluate_word_analogies(restrict_vocab=N, case_insensitive=True,
+dummy4unknown=False); coverage is the share of questions scored. Sections whose name starts
+with "gram" are syntactic, the others semantic.
+
+Similarity (`w1 w2 score` lines, tab or whitespace separated, `#` comments): Spearman and
+Pearson correlation between cosine and the human score over the pairs whose words are both in
+the restricted vocabulary, as gensim's evaluate_word_pairs.
+
+Malformed lines are skipped and reported, as gensim does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from w2vdist import vectors as vec
+from w2vdist.errors import UsageError
+
+DEFAULT_RESTRICT_VOCAB = 30_000
+_MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
+
+
+@dataclass
+class Section:
+    name: str
+    questions: int = 0  # well-formed question lines, OOV included
+    evaluated: int = 0  # questions whose four words are all in the restricted vocabulary
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.evaluated if self.evaluated else 0.0
+
+    @property
+    def syntactic(self) -> bool:
+        return self.name.startswith("gram")
+
+
+@dataclass
+class AnalogyScores:
+    sections: list[Section]
+    skipped_lines: list[int] = field(default_factory=list)
+
+    def summary(self, name: str, parts: Sequence[Section]) -> Section:
+        return Section(
+            name,
+            sum(s.questions for s in parts),
+            sum(s.evaluated for s in parts),
+            sum(s.correct for s in parts),
+        )
+
+    def metrics(self) -> dict[str, float | int]:
+        """Plain numbers, ready to log as `analogy/<key>`."""
+        total = self.summary("total", self.sections)
+        out: dict[str, float | int] = {
+            "total": total.accuracy,
+            "semantic": self.summary(
+                "semantic", [s for s in self.sections if not s.syntactic]
+            ).accuracy,
+            "syntactic": self.summary(
+                "syntactic", [s for s in self.sections if s.syntactic]
+            ).accuracy,
+            "coverage": total.evaluated / total.questions if total.questions else 0.0,
+            "questions": total.questions,
+            "evaluated": total.evaluated,
+            "correct": total.correct,
+            "oov": total.questions - total.evaluated,
+            "skipped_lines": len(self.skipped_lines),
+        }
+        out.update({f"section/{s.name}": s.accuracy for s in self.sections})
+        return out
+
+
+@dataclass
+class SimilarityScores:
+    spearman: float  # NaN when fewer than two pairs could be scored
+    pearson: float
+    pairs: int  # pairs scored
+    oov: int  # pairs skipped for a word outside the restricted vocabulary
+    skipped_lines: list[int] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float | int]:
+        """Plain numbers, ready to log as `similarity/<key>`."""
+        total = self.pairs + self.oov
+        return {
+            "spearman": self.spearman,
+            "pearson": self.pearson,
+            "pairs": self.pairs,
+            "oov": self.oov,
+            "oov_rate": self.oov / total if total else 0.0,
+            "skipped_lines": len(self.skipped_lines),
+        }
+
+
+def score_analogies(
+    words: Sequence[str],
+    vectors: torch.Tensor,
+    path: str | Path,
+    restrict_vocab: int = DEFAULT_RESTRICT_VOCAB,
+) -> dict[str, float | int]:
+    """Analogy accuracies (total, semantic, syntactic, per section) and coverage."""
+    return analogy_scores(words, vectors, path, restrict_vocab).metrics()
+
+
+def score_similarity(
+    words: Sequence[str],
+    vectors: torch.Tensor,
+    path: str | Path,
+    restrict_vocab: int | None = None,
+) -> dict[str, float | int]:
+    """Spearman / Pearson correlation with human scores and the OOV rate."""
+    return similarity_scores(words, vectors, path, restrict_vocab).metrics()
+
+
+def analogy_scores(
+    words: Sequence[str],
+    vectors: torch.Tensor,
+    path: str | Path,
+    restrict_vocab: int = DEFAULT_RESTRICT_VOCAB,
+    max_scores: int = _MAX_SCORES,
+) -> AnalogyScores:
+    """3CosAdd answers for every in-vocabulary question, `max_scores` scores at a time."""
+    path = Path(path)
+    limit = _restrict(words, vectors, restrict_vocab)
+    lookup, canonical = _case_index(words, limit)
+    result, questions, owners = _read_analogies(path, lookup)
+    if not questions:
+        return result
+    unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())
+    ids = torch.tensor(questions, dtype=torch.long)
+    hits = torch.zeros(len(questions), dtype=torch.bool)
+    batch = max(1, max_scores // limit)
+    for start in range(0, len(ids), batch):
+        a, b, c, expected = ids[start : start + batch].T
+        scores = (unit[b] + unit[c] - unit[a]) @ unit.T
+        rows = canonical.unsqueeze(0)
+        question_word = (rows == a[:, None]) | (rows == b[:, None]) | (rows == c[:, None])
+        best, answer = scores.masked_fill_(question_word, -math.inf).max(dim=1)
+        hits[start : start + batch] = (canonical[answer] == expected) & (best > -math.inf)
+    correct = torch.bincount(torch.tensor(owners)[hits], minlength=len(result.sections))
+    for section, n in zip(result.sections, correct.tolist()):
+        section.correct = n
+    return result
+
+
+def similarity_scores(
+    words: Sequence[str],
+    vectors: torch.Tensor,
+    path: str | Path,
+    restrict_vocab: int | None = None,
+) -> SimilarityScores:
+    """Cosine of each in-vocabulary pair, correlated with the file's scores."""
+    path = Path(path)
+    limit = _restrict(words, vectors, len(words) if restrict_vocab is None else restrict_vocab)
+    lookup, _ = _case_index(words, limit)
+    pairs: list[tuple[int, int]] = []
+    gold: list[float] = []
+    oov = 0
+    skipped: list[int] = []
+    for lineno, line in _lines(path):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
+        try:
+            w1, w2, score = parts
+            value = float(score)
+        except ValueError:
+            skipped.append(lineno)
+            continue
+        i, j = lookup.get(w1.upper()), lookup.get(w2.upper())
+        if i is None or j is None:
+            oov += 1
+            continue
+        pairs.append((i, j))
+        gold.append(value)
+    if not pairs and not oov:
+        raise UsageError(f"{path}: no 'word word score' lines found")
+    table = torch.as_tensor(vectors)[:limit].double()
+    index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    cosine = (vec.unit_rows(table[index[:, 0]]) * vec.unit_rows(table[index[:, 1]])).sum(1)
+    model, human = cosine.numpy(), np.asarray(gold, dtype=np.float64)
+    return SimilarityScores(
+        _pearson(_average_ranks(human), _average_ranks(model)),
+        _pearson(human, model),
+        len(pairs),
+        oov,
+        skipped,
+    )
+
+
+def _restrict(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int) -> int:
+    if len(words) != len(vectors):
+        raise UsageError(f"{len(words)} words but {len(vectors)} vectors")
+    if restrict_vocab < 1:
+        raise UsageError(f"restrict_vocab must be >= 1 (got {restrict_vocab})")
+    return min(restrict_vocab, len(words))
+
+
+def _case_index(words: Sequence[str], limit: int) -> tuple[dict[str, int], torch.Tensor]:
+    """Upper-cased word -> its most frequent row, and each row's such canonical row."""
+    lookup: dict[str, int] = {}
+    for row in range(limit):
+        lookup.setdefault(words[row].upper(), row)
+    canonical = torch.tensor([lookup[words[row].upper()] for row in range(limit)], dtype=torch.long)
+    return lookup, canonical
+
+
+def _read_analogies(
+    path: Path, lookup: dict[str, int]
+) -> tuple[AnalogyScores, list[list[int]], list[int]]:
+    """Sections (same name = same section), the in-vocabulary questions and their sections."""
+    result = AnalogyScores([])
+    by_name: dict[str, int] = {}
+    questions: list[list[int]] = []
+    owners: list[int] = []
+    current: int | None = None
+    for lineno, line in _lines(path):
+        if line.startswith(": "):
+            name = line.lstrip(": ").strip()
+            if name not in by_name:
+                by_name[name] = len(result.sections)
+                result.sections.append(Section(name))
+            current = by_name[name]
+            continue
+        parts = line.split()
+        if not parts:
+            continue
+        if current is None:
+            raise UsageError(f"{path}:{lineno}: question before the first ': section' line")
+        if len(parts) != 4:
+            result.skipped_lines.append(lineno)
+            continue
+        section = result.sections[current]
+        section.questions += 1
+        ids = [lookup.get(p.upper()) for p in parts]
+        if None in ids:
+            continue
+        section.evaluated += 1
+        questions.append(ids)  # type: ignore[arg-type]
+        owners.append(current)
+    if not any(s.questions for s in result.sections):
+        raise UsageError(
+            f"{path}: no analogy questions found (expected ': section' and 'a b c d' lines)"
+        )
+    return result, questions, owners
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(f"{path}:{lineno}: not valid UTF-8") from None
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank (as Spearman's coefficient needs)."""
+    order = np.argsort(x, kind="mergesort")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(x))
+    ordered = x[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(starts)[inverse]
+    bounds = np.r_[np.flatnonzero(starts), len(x)]
+    return 0.5 * (bounds[group] + bounds[group - 1] + 1)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2:
+        return math.nan
+    x, y = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / denominator if denominator else math.nan
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "vectors",
+        metavar="VECTORS",
+        help="word2vec file (text or binary), run directory or checkpoint folder",
+    )
+    parser.add_argument("--analogies", metavar="FILE", help="questions-words file")
+    parser.add_argument("--similarity", metavar="FILE", help="'word word score' pairs file")
+    parser.add_argument(
+        "--restrict-vocab",
+        type=int,
+        default=DEFAULT_RESTRICT_VOCAB,
+        metavar="N",
+        help=f"use only the N most frequent words (default {DEFAULT_RESTRICT_VOCAB})",
+    )
+    parser.add_argument(
+        "--table",
+        choices=vec.TABLES,
+        default="input",
+        help="checkpoint table to score (default input)",
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
+
+
+def command(args: argparse.Namespace) -> int:
+    if not args.analogies and not args.similarity:
+        raise UsageError("eval: give --analogies FILE and/or --similarity FILE")
+    if args.restrict_vocab < 1:
+        raise UsageError(f"eval: --restrict-vocab must be >= 1 (got {args.restrict_vocab})")
+    for name in (args.analogies, args.similarity):
+        if name and not Path(name).is_file():
+            raise UsageError(f"{name}: file not found")
+    words, matrix = vec.load(args.vectors, args.table)
+    limit = min(args.restrict_vocab, len(words))
+    report: dict[str, Any] = {
+        "vectors": str(args.vectors),
+        "table": args.table,
+        "restrict_vocab": limit,
+    }
+    shape = f"{len(words)} words x {matrix.shape[1]} dims"
+    print(f"{args.vectors}: {shape}, using the {limit} most frequent")
+    if args.analogies:
+        analogies = analogy_scores(words, matrix, args.analogies, args.restrict_vocab)
+        _print_analogies(args.analogies, analogies)
+        report["analogies"] = {
+            "file": args.analogies,
+            **analogies.metrics(),
+            "sections": [{**asdict(s), "accuracy": s.accuracy} for s in analogies.sections],
+        }
+    if args.similarity:
+        similarity = similarity_scores(words, matrix, args.similarity, args.restrict_vocab)
+        _print_similarity(args.similarity, similarity)
+        report["similarity"] = {"file": args.similarity, **similarity.metrics()}
+    if args.json:
+        text = json.dumps(_finite_or_null(report), indent=2) + "\n"
+        with vec.atomic_output(Path(args.json)) as f:
+            f.write(text.encode())
+    return 0
+
+
+def _print_analogies(path: str, scores: AnalogyScores) -> None:
+    print(f"\nanalogies: {path}")
+    print(f"  {'section':<32} {'correct':>8} {'scored':>8} {'questions':>9} {'accuracy':>9}")
+    semantic = [s for s in scores.sections if not s.syntactic]
+    syntactic = [s for s in scores.sections if s.syntactic]
+    summaries = [
+        scores.summary(n, p) for n, p in [("semantic", semantic), ("syntactic", syntactic)]
+    ]
+    for s in [*scores.sections, None, *summaries, scores.summary("total", scores.sections)]:
+        if s is None:
+            print("  " + "-" * 70)
+            continue
+        counts = f"{s.correct:>8} {s.evaluated:>8} {s.questions:>9}"
+        print(f"  {s.name:<32} {counts} {100 * s.accuracy:>8.2f}%")
+    m = scores.metrics()
+    print(f"  coverage {100 * m['coverage']:.2f}% ({m['oov']} of {m['questions']} questions OOV)")
+    _print_skipped(path, scores.skipped_lines)
+
+
+def _print_similarity(path: str, scores: SimilarityScores) -> None:
+    m = scores.metrics()
+    print(f"\nsimilarity: {path}")
+    print(
+        f"  spearman {scores.spearman:.4f}  pearson {scores.pearson:.4f}  "
+        f"pairs {scores.pairs}  OOV {scores.oov} ({100 * m['oov_rate']:.2f}%)"
+    )
+    _print_skipped(path, scores.skipped_lines)
+
+
+def _print_skipped(path: str, lines: list[int]) -> None:
+    if lines:
+        print(f"  skipped {len(lines)} malformed line(s), first {path}:{lines[0]}")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """JSON has no NaN: an undefined correlation is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value
