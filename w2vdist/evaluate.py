@@ -144,17 +144,21 @@ def analogy_scores(
     result, questions, owners = _read_analogies(path, lookup)
     if not questions:
         return result
-    unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())
-    ids = torch.tensor(questions, dtype=torch.long)
+    unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())  # stays on its device
+    ids = torch.tensor(questions, dtype=torch.long, device=unit.device)
+    canonical = canonical.to(unit.device)
+    rows = canonical.unsqueeze(0)
     hits = torch.zeros(len(questions), dtype=torch.bool)
     batch = max(1, max_scores // limit)
     for start in range(0, len(ids), batch):
         a, b, c, expected = ids[start : start + batch].T
         scores = (unit[b] + unit[c] - unit[a]) @ unit.T
-        rows = canonical.unsqueeze(0)
         question_word = (rows == a[:, None]) | (rows == b[:, None]) | (rows == c[:, None])
         best, answer = scores.masked_fill_(question_word, -math.inf).max(dim=1)
-        hits[start : start + batch] = (canonical[answer] == expected) & (best > -math.inf)
+        # Excluding every case variant of a question word is what gensim does, except when
+        # five or more variants outrank the answer: gensim then looks no further.
+        hit = (canonical[answer] == expected) & (best > -math.inf)
+        hits[start : start + batch] = hit.cpu()
     correct = torch.bincount(torch.tensor(owners)[hits], minlength=len(result.sections))
     for section, n in zip(result.sections, correct.tolist()):
         section.correct = n
@@ -197,7 +201,7 @@ def similarity_scores(
     table = torch.as_tensor(vectors)[:limit].double()
     index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
     cosine = (vec.unit_rows(table[index[:, 0]]) * vec.unit_rows(table[index[:, 1]])).sum(1)
-    model, human = cosine.numpy(), np.asarray(gold, dtype=np.float64)
+    model, human = cosine.cpu().numpy(), np.asarray(gold, dtype=np.float64)
     return SimilarityScores(
         _pearson(_average_ranks(human), _average_ranks(model)),
         _pearson(human, model),
