@@ -33,7 +33,7 @@ def write_zipf_corpus(path: Path, lines: int, seed: int = 0, vocab: int = 400) -
 def prepare(corpus: Path, out: Path, shard_tokens: int = 8000) -> Path:
     code = main(
         ["prepare", str(corpus), "-o", str(out), "--min-count", "2",
-         "--shard-tokens", str(shard_tokens), "--workers", "1"]
+         "--shard-tokens", str(shard_tokens), "--block-tokens", "1000", "--workers", "1"]
     )
     assert code == 0
     return out

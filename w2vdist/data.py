@@ -10,6 +10,7 @@ number of steps whatever the shard sizes, and a rank never runs dry and hangs a 
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,13 @@ class ShardSamples(IterableDataset):
             cycle += 1
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """torchrun and SLURM signal the whole process group; a loader worker must not die of a
+    stop request, which the trainer answers by finishing the step and checkpointing."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class TokenBatches:
     """Exactly `batch_words` tokens per batch, with a sentence id per token.
 
@@ -91,6 +99,7 @@ class TokenBatches:
             num_workers=workers,
             prefetch_factor=prefetch if workers else None,
             persistent_workers=False,
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
         )
         self.batch_words = batch_words
         self.pin_memory = pin_memory

@@ -1,0 +1,196 @@
+"""`w2vdist train` under real torchrun process groups (gloo on CPU): uneven shards, resume,
+preemption signals, worker restarts, and one W&B run across segments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shutil
+import torch
+import webdataset as wds
+
+from tests.test_metrics import offline_runs
+from tests.test_train import prepare, write_zipf_corpus
+from w2vdist import checkpoint
+from w2vdist.shards import Manifest, ShardInfo, decode_sample, encode_sample
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def torchrun_cmd(nproc: int, *args: str, extra: tuple[str, ...] = ()) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={nproc}", "--signals-to-handle=SIGTERM,SIGINT,SIGUSR1",
+        *extra, "-m", "w2vdist", "train", *args,
+    ]
+
+
+def train_args(shards: Path, run_dir: Path, *more: str) -> list[str]:
+    return [
+        "--data.shards", str(shards), "--train.run_dir", str(run_dir),
+        "--data.loader_workers", "1", "--model.dim", "16", "--optim.batch_words", "400",
+        "--train.epochs", "2", "--train.backend", "torch", "--train.threads", "1",
+        "--checkpoint.every_minutes", "0", "--wandb", "disabled", *more,
+    ]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    e.pop("WANDB_MODE", None)
+    return e
+
+
+def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dist")
+    return prepare(write_zipf_corpus(root / "corpus.txt", 2400, seed=1), root / "shards", 6000)
+
+
+@pytest.fixture(scope="module")
+def uneven(shards, tmp_path_factory) -> Path:
+    """The same corpus re-packed into three shards of very different sizes (70/25/5%)."""
+    out = tmp_path_factory.mktemp("uneven")
+    manifest = Manifest.load(shards)
+    samples = [
+        decode_sample(s)
+        for s in wds.WebDataset(manifest.shard_paths(shards), shardshuffle=False, empty_check=False)
+    ]
+    sentences = [t for tokens, lengths in samples for t in np.split(tokens, np.cumsum(lengths)[:-1])]
+    bounds = np.searchsorted(np.cumsum([len(s) for s in sentences]),
+                             [0.7 * manifest.total_tokens, 0.95 * manifest.total_tokens])
+    infos = []
+    for i, part in enumerate(np.split(np.arange(len(sentences)), bounds)):
+        name = f"shard-{i:06d}.tar"
+        chunk = [sentences[j] for j in part]
+        with wds.TarWriter(str(out / name)) as writer:
+            writer.write(encode_sample(f"{i}", np.concatenate(chunk), np.array([len(c) for c in chunk])))
+        infos.append(ShardInfo(name, int(sum(len(c) for c in chunk)), 1))
+    shutil.copyfile(shards / "vocab.tsv", out / "vocab.tsv")
+    Manifest(manifest.vocab_size, manifest.total_tokens, infos, manifest.vocab_hash).save(out)
+    assert infos[0].tokens > 10 * infos[2].tokens
+    return out
+
+
+def final_state(run_dir: Path) -> dict:
+    return checkpoint.load(checkpoint.resolve(run_dir)).state
+
+
+def test_two_ranks_on_three_uneven_shards_finish_with_the_planned_words(uneven, tmp_path):
+    result = run(torchrun_cmd(2, *train_args(uneven, tmp_path / "run")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    total = json.loads((uneven / "manifest.json").read_text())["total_tokens"]
+    words = final_state(tmp_path / "run")["words"]
+    # Each epoch covers the corpus, overshooting by less than one global step (2 x 400 words).
+    assert 2 * total <= words < 2 * (total + 800)
+
+
+def test_fewer_shards_than_ranks_is_refused_before_training(tmp_path):
+    one = prepare(write_zipf_corpus(tmp_path / "c.txt", 200), tmp_path / "one", 10**9)
+    start = time.monotonic()
+    result = run(torchrun_cmd(2, *train_args(one, tmp_path / "run")), timeout=120)
+    assert result.returncode != 0
+    assert "1 shard(s) for 2 ranks" in result.stderr
+    assert time.monotonic() - start < 90
+    assert not checkpoint.complete_steps(tmp_path / "run")
+
+
+def tables(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    _, w_in, w_out = checkpoint.load_tables(run_dir)
+    return w_in, w_out
+
+
+def test_two_rank_exact_run_resumed_equals_uninterrupted(shards, tmp_path):
+    full = run(torchrun_cmd(2, *train_args(shards, tmp_path / "full")))
+    assert full.returncode == 0, full.stderr[-3000:]
+    part = run(torchrun_cmd(2, *train_args(shards, tmp_path / "split", "--train.max_steps", "9")))
+    assert part.returncode == 0, part.stderr[-3000:]
+    rest = run(torchrun_cmd(2, *train_args(shards, tmp_path / "split")))
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    for a, b in zip(tables(tmp_path / "full"), tables(tmp_path / "split")):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.2)
+
+
+def _metrics_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_checkpoints_and_a_second_launch_finishes(shards, tmp_path, sig):
+    run_dir = tmp_path / "run"
+    args = train_args(
+        shards, run_dir, "--train.epochs", "40", "--train.log_every_seconds", "0.2",
+        "--wandb", "offline",
+    )
+    proc = subprocess.Popen(
+        torchrun_cmd(2, *args), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(lambda: len(_metrics_steps(run_dir)) >= 2, 120, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "stopping at step" in err
+    stopped = final_state(run_dir)
+    planned = json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())["total_steps"]
+    assert 0 < stopped["step"] < planned
+
+    again = run(torchrun_cmd(2, *args))
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = final_state(run_dir)
+    assert done["step"] == planned and done["words"] == planned * 2 * 400
+    assert done["wandb_run_id"] == stopped["wandb_run_id"]
+    runs = offline_runs(run_dir)
+    assert len(runs) == 2 and {r["run"].run_id for r in runs} == {stopped["wandb_run_id"]}
+    first, second = (r["rows"] for r in runs)
+    assert max(first) <= stopped["step"] < min(second)
+    for key in ("loss", "lr", "words_per_s", "pairs_per_s", "epoch", "sync_time_share"):
+        assert key in first[max(first)] and key in second[max(second)]
+    assert runs[0]["config"]["model"]["dim"] == 16
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_killed_worker_is_restarted_by_torchrun_and_resumes(shards, tmp_path):
+    run_dir = tmp_path / "run"
+    args = train_args(shards, run_dir, "--train.epochs", "30", "--checkpoint.every_steps", "20")
+    proc = subprocess.Popen(
+        torchrun_cmd(2, *args, extra=("--max-restarts=1",)), cwd=ROOT, env=env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(lambda: bool(checkpoint.complete_steps(run_dir)), 120, proc)
+    workers = [c for c in _children(proc.pid) if b"w2vdist" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "resuming from" in err
+    meta = json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())
+    assert meta["step"] == meta["total_steps"]
