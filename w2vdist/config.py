@@ -52,6 +52,10 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         _choice(self.tokenizer, "prepare.tokenizer", ("default", "wordpunct", "toktok", "whitespace"))
+        if self.stem is not None:
+            from nltk.stem.snowball import SnowballStemmer  # slow import: only when asked for
+
+            _choice(self.stem, "prepare.stem", SnowballStemmer.languages)
         _check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         _check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
         _check(self.shard_tokens >= 1, "prepare.shard_tokens", "must be >= 1")

@@ -1,0 +1,130 @@
+"""Turning a line of text into words, identically in `prepare`'s counting and encoding passes.
+
+The default is fast and dependency-free: lowercase, then every run of Unicode word characters
+(`\\w+`) is a word. The nltk tokenizers offered need no data download. None of them can
+produce an empty word or one containing whitespace, which the word2vec formats could not hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from w2vdist.errors import UsageError
+
+WORD = re.compile(r"\w+")
+STEM_CACHE_WORDS = 1 << 20  # distinct words whose stems are remembered, per process
+
+
+class Tokenizer:
+    """Callable: one line of text -> its words, after lowercasing, stopwords and stemming.
+
+    Pickles as its settings (`__reduce__`), so a worker process rebuilds its own nltk objects
+    and stem cache instead of receiving them.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        lowercase: bool = True,
+        stem: str | None = None,
+        stopwords: frozenset[str] = frozenset(),
+        stopwords_file: str | None = None,
+    ) -> None:
+        self.name = name
+        self.lowercase = lowercase
+        self.stem = stem
+        self.stopwords = stopwords
+        self.stopwords_file = stopwords_file
+        self._split = _splitter(name)
+        self._stem = _stemmer(stem) if stem else None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Tokenizer":
+        """From a `PrepareConfig`; reads the stopword file, one word per line."""
+        stopwords: frozenset[str] = frozenset()
+        if cfg.stopwords:
+            stopwords = read_stopwords(cfg.stopwords, cfg.lowercase)
+        return cls(cfg.tokenizer, cfg.lowercase, cfg.stem, stopwords, cfg.stopwords)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.name, self.lowercase, self.stem, self.stopwords, self.stopwords_file)
+        return (Tokenizer, args)
+
+    def __call__(self, line: str) -> list[str]:
+        if self.lowercase:
+            line = line.lower()
+        words = self._split(line)
+        if self.stopwords:
+            words = [w for w in words if w not in self.stopwords]
+        if self._stem is not None:
+            words = [s for s in map(self._stem, words) if s]
+        return words
+
+    def settings(self) -> dict[str, Any]:
+        """What the manifest records, enough to tokenize new text the same way."""
+        out: dict[str, Any] = {"name": self.name, "lowercase": self.lowercase, "stem": self.stem}
+        if self.name == "default":
+            out["pattern"] = WORD.pattern
+        out["stopwords_file"] = self.stopwords_file
+        out["stopwords"] = len(self.stopwords)
+        if self.stopwords:
+            joined = "\n".join(sorted(self.stopwords)).encode("utf-8")
+            out["stopwords_sha256"] = hashlib.sha256(joined).hexdigest()
+        return out
+
+
+def read_stopwords(path: str, lowercase: bool) -> frozenset[str]:
+    """Stopwords, one per line (blank lines and surrounding whitespace ignored).
+
+    Lowercased when the text is, so that `The` in the file still removes `the`.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise UsageError(f"{p}: stopword file not found") from None
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read stopword file: {exc.strerror or exc}") from None
+    words = (w.strip() for w in text.splitlines())
+    return frozenset(w.lower() if lowercase else w for w in words if w)
+
+
+def _splitter(name: str) -> Callable[[str], list[str]]:
+    if name == "default":
+        return WORD.findall
+    if name == "whitespace":
+        return str.split
+    # nltk is imported only when asked for: it takes a second or more to import.
+    if name == "wordpunct":
+        from nltk.tokenize import WordPunctTokenizer
+
+        return _spaces_normalized(WordPunctTokenizer().tokenize)
+    if name == "toktok":
+        from nltk.tokenize import ToktokTokenizer
+
+        return _spaces_normalized(ToktokTokenizer().tokenize)
+    raise UsageError(f"config: prepare.tokenizer: unknown tokenizer {name!r}")
+
+
+def _spaces_normalized(split: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """`split` applied after turning every whitespace character into a plain space.
+
+    nltk matches with the `regex` engine, whose `\\s` misses characters that Python (and
+    word2vec readers using str.split) treat as whitespace, such as U+001C..U+001F; without
+    this they could end up inside a word.
+    """
+    table = {c: " " for c in range(sys.maxunicode + 1) if chr(c).isspace() and c != ord(" ")}
+    return lambda line: split(line.translate(table))
+
+
+def _stemmer(language: str) -> Callable[[str], str]:
+    from nltk.stem.snowball import SnowballStemmer
+
+    # Snowball is slow and a corpus repeats its words: remember each word's stem.
+    return functools.lru_cache(maxsize=STEM_CACHE_WORDS)(SnowballStemmer(language).stem)
