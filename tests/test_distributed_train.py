@@ -182,7 +182,7 @@ def test_killed_worker_is_restarted_by_torchrun_and_resumes(shards, tmp_path):
     run_dir = tmp_path / "run"
     args = train_args(shards, run_dir, "--train.epochs", "30", "--checkpoint.every_steps", "20")
     proc = subprocess.Popen(
-        torchrun_cmd(2, *args, extra=("--max-restarts=1",)), cwd=ROOT, env=env(),
+        torchrun_cmd(2, *args, extra=("--max-restarts=3",)), cwd=ROOT, env=env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _wait_for(lambda: bool(checkpoint.complete_steps(run_dir)), 120, proc)

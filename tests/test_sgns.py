@@ -57,3 +57,20 @@ def test_initialisation_follows_word2vec_c():
     assert tables.input.abs().max() <= 0.5 / 50
     assert tables.input.std() > 0.2 / 50
     assert torch.count_nonzero(tables.output) == 0
+
+
+def test_repeated_rows_are_damped_by_their_count_to_the_given_power():
+    g = torch.Generator().manual_seed(3)
+    tables = Embeddings(20, 4, g)
+    tables.output.data.normal_(0, 0.3, generator=g)
+    centres = torch.tensor([1, 1, 1, 1, 2])
+    contexts = torch.tensor([5, 5, 6, 7, 8])
+    negatives = torch.tensor([[9], [9], [9], [10], [11]])
+    grads = gradients(tables, centres, contexts, negatives)
+    before_in = tables.input.data.clone()
+    apply(tables, grads, 0.5, duplicate_power=0.5)
+    # Row 5 of the input table is touched twice: each contribution is divided by 2 ** 0.5.
+    expected = before_in[5] + 0.5 * grads.input.values[:2].sum(0) / 2**0.5
+    torch.testing.assert_close(tables.input.data[5], expected)
+    # Row 8 is touched once: undamped.
+    torch.testing.assert_close(tables.input.data[8], before_in[8] + 0.5 * grads.input.values[4])

@@ -97,14 +97,19 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Plain SGD with word2vec.c's linear decay from alpha to alpha * min_alpha_ratio."""
+    """Plain SGD with word2vec.c's linear decay from alpha to alpha * min_alpha_ratio.
+
+    `duplicate_power` damps rows repeated within a batch on the torch path (see `sgns.apply`).
+    """
 
     alpha: float = 0.025
     min_alpha_ratio: float = 1e-4
     batch_words: int = 4096
+    duplicate_power: float = 0.3
 
     def __post_init__(self) -> None:
         _check(self.alpha > 0, "optim.alpha", "must be > 0")
+        _check(0 <= self.duplicate_power <= 1, "optim.duplicate_power", "must be in [0, 1]")
         _check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")
         _check(self.batch_words >= 1, "optim.batch_words", "must be >= 1")
 

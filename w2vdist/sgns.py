@@ -76,7 +76,19 @@ def gradients(
     )
 
 
-def apply(tables: Embeddings, grads: Gradients, lr: float) -> None:
-    """Plain SGD: add lr times each row's summed descent direction."""
-    tables.input.index_add_(0, grads.input.index, grads.input.values, alpha=lr)
-    tables.output.index_add_(0, grads.output.index, grads.output.values, alpha=lr)
+def apply(tables: Embeddings, grads: Gradients, lr: float, duplicate_power: float = 0.0) -> None:
+    """SGD: add lr times each row's summed descent direction, damped for repeated rows.
+
+    word2vec.c applies updates one pair at a time, so a frequent word's row saturates as it
+    goes; a batch computes all of them from the same old row, and their plain sum overshoots
+    once a row repeats hundreds of times (frequent words, and negatives of a small vocabulary).
+    Each contribution to a row touched c times in the batch is therefore divided by
+    c ** duplicate_power: 0 is the plain sum (exact SGD on the batch loss), 1 the mean (far too
+    timid for frequent words). See BENCHMARKS.md for the measurements behind the default.
+    """
+    for table, rows in ((tables.input, grads.input), (tables.output, grads.output)):
+        values = rows.values
+        if duplicate_power:
+            counts = torch.bincount(rows.index, minlength=table.shape[0])[rows.index]
+            values = values * counts.to(values.dtype).pow_(-duplicate_power).unsqueeze(1)
+        table.index_add_(0, rows.index, values, alpha=lr)

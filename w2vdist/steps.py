@@ -48,6 +48,7 @@ class TorchStep:
         self.negatives = NegativeSampler(counts, cfg.model.ns_exponent, device)
         self.window = cfg.model.window
         self.negative = cfg.model.negative
+        self.duplicate_power = cfg.optim.duplicate_power
         self.sync = sync
         self.generator = generator
 
@@ -59,7 +60,7 @@ class TorchStep:
         centres, contexts = window_pairs(tokens, sentence, self.window, g)
         negatives = self.negatives.sample((centres.numel(), self.negative), g)
         grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives))
-        apply(self.tables, grads, lr_start)
+        apply(self.tables, grads, lr_start, self.duplicate_power)
         return float(grads.loss), grads.pairs
 
 
