@@ -74,3 +74,41 @@ def test_repeated_rows_are_damped_by_their_count_to_the_given_power():
     torch.testing.assert_close(tables.input.data[5], expected)
     # Row 8 is touched once: undamped.
     torch.testing.assert_close(tables.input.data[8], before_in[8] + 0.5 * grads.input.values[4])
+
+
+def _dense_window_reference(w_in, w_out, centres, contexts, mask, negatives, lr):
+    w_in = w_in.clone().requires_grad_(True)
+    w_out = w_out.clone().requires_grad_(True)
+    loss = 0.0
+    for i in range(len(centres)):
+        for j in range(contexts.shape[1]):
+            if not mask[i, j]:
+                continue
+            v = w_in[contexts[i, j]]
+            loss = loss - F.logsigmoid(w_out[centres[i]] @ v)
+            for n in negatives[i]:
+                if n != centres[i]:
+                    loss = loss - F.logsigmoid(-(w_out[n] @ v))
+    loss.backward()
+    with torch.no_grad():
+        return w_in - lr * w_in.grad, w_out - lr * w_out.grad, loss.item()
+
+
+def test_shared_window_negatives_equal_autograd_on_the_plain_loop():
+    g = torch.Generator().manual_seed(4)
+    tables = Embeddings(12, 6, g)
+    tables.output.data.normal_(0, 0.3, generator=g)
+    centres = torch.randint(0, 12, (9,), generator=g)
+    contexts = torch.randint(0, 12, (9, 4), generator=g)
+    mask = torch.rand(9, 4, generator=g) < 0.7
+    negatives = torch.randint(0, 12, (9, 3), generator=g)
+    negatives[0, 1] = centres[0]
+    ref_in, ref_out, ref_loss = _dense_window_reference(
+        tables.input.data, tables.output.data, centres, contexts, mask, negatives, 0.2
+    )
+    grads = gradients(tables, centres, contexts, negatives, mask)
+    apply(tables, grads, 0.2)
+    assert grads.pairs == int(mask.sum())
+    assert abs(grads.loss.item() - ref_loss) < 1e-4 * abs(ref_loss)
+    torch.testing.assert_close(tables.input.data, ref_in, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tables.output.data, ref_out, rtol=1e-5, atol=1e-6)

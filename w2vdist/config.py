@@ -79,13 +79,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Skip-gram with negative sampling, with word2vec.c's meaning for each knob."""
+    """Skip-gram with negative sampling, with word2vec.c's meaning for each knob.
+
+    `shared_negatives` (torch path): a centre word's K negatives serve all its window's
+    contexts, as pWord2Vec does, instead of K fresh ones per pair as word2vec.c draws.
+    """
 
     dim: int = 100
     window: int = 5
     negative: int = 5
     sample: float = 1e-4
     ns_exponent: float = 0.75
+    shared_negatives: bool = True
 
     def __post_init__(self) -> None:
         _check(self.dim >= 1, "model.dim", "must be >= 1")

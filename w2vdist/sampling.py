@@ -52,31 +52,39 @@ def subsample(
     return tokens[kept], sentence[kept]
 
 
-def window_pairs(
+def windows(
     tokens: torch.Tensor,
     sentence: torch.Tensor,
     window: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centre, context) pairs of word2vec.c's dynamic window, inside sentences.
+    """word2vec.c's dynamic window around every token, inside its sentence.
 
     Each centre word draws its effective window b uniformly from 1..window; every word within b
-    positions in the same sentence is a context. Pairs are ordered by centre position.
+    positions in the same sentence is a context. Returns `contexts` (N, 2*window) token ids and
+    `mask` (N, 2*window) marking the real ones (the others hold a placeholder id).
     """
     n = tokens.numel()
     device = tokens.device
-    if n < 2:
-        empty = tokens.new_empty(0)
-        return empty, empty
     reach = torch.randint(1, window + 1, (n, 1), generator=generator, device=device)
     offsets = torch.cat(
         [torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)]
     )
     pos = torch.arange(n, device=device).unsqueeze(1)
     ctx = pos + offsets
-    inside = (ctx >= 0) & (ctx < n) & (offsets.abs() <= reach)
-    ctx = ctx.clamp(0, n - 1)
-    inside &= sentence[ctx] == sentence.unsqueeze(1)
-    centres = tokens.unsqueeze(1).expand_as(ctx)[inside]
-    contexts = tokens[ctx[inside]]
-    return centres, contexts
+    mask = (ctx >= 0) & (ctx < n) & (offsets.abs() <= reach)
+    ctx = ctx.clamp(0, max(n - 1, 0))
+    mask &= sentence[ctx] == sentence.unsqueeze(1)
+    return tokens[ctx], mask
+
+
+def window_pairs(
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    window: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same windows as (centre, context) pairs, ordered by centre position."""
+    contexts, mask = windows(tokens, sentence, window, generator)
+    centres = tokens.unsqueeze(1).expand_as(contexts)[mask]
+    return centres, contexts[mask]

@@ -1,4 +1,4 @@
-"""The SGNS model: two embedding tables and the sparse gradient of one batch of pairs.
+"""The SGNS model: two embedding tables and the sparse gradient of one batch.
 
 The gradient is computed by hand rather than by autograd so that it comes out as
 (row indices, row values) for the rows a batch touches, never as a dense vocab x dim tensor.
@@ -48,31 +48,41 @@ def gradients(
     centres: torch.Tensor,
     contexts: torch.Tensor,
     negatives: torch.Tensor,
+    mask: torch.Tensor | None = None,
 ) -> Gradients:
-    """SGNS on pairs as word2vec.c trains them: the context word's input row against the
-    centre word's output row (label 1) and `negatives` output rows (label 0).
+    """SGNS as word2vec.c trains it: each context word's input row against the centre word's
+    output row (label 1) and the negatives' output rows (label 0).
 
-    A negative that equals the centre word is skipped, as in word2vec.c.
+    Pairs: `contexts` (P,) and `negatives` (P, K), one row each. Windows: `contexts` (N, C) with
+    `mask` (N, C) marking real contexts, and `negatives` (N, K) shared by all contexts of a
+    centre: the centre's K+1 output rows are read once for its whole window, which cuts the
+    rows read and written per pair from K+2 to about 1 + (K+1)/C. A negative that equals the
+    centre word is skipped, as in word2vec.c.
     """
+    if contexts.dim() == 1:
+        contexts = contexts.unsqueeze(1)
+    if mask is None:
+        mask = torch.ones_like(contexts, dtype=torch.bool)
     dim = tables.input.shape[1]
-    v = tables.input[contexts]  # (P, D)
-    targets = torch.cat([centres.unsqueeze(1), negatives], dim=1)  # (P, K+1)
-    u = tables.output[targets]  # (P, K+1, D)
-    scores = torch.bmm(u, v.unsqueeze(2)).squeeze(2)  # (P, K+1)
-    weight = torch.ones_like(scores)
-    weight[:, 1:] = (negatives != centres.unsqueeze(1)).to(scores.dtype)
+    v = F.embedding(contexts, tables.input)  # (N, C, D)
+    targets = torch.cat([centres.unsqueeze(1), negatives], dim=1)  # (N, K+1)
+    u = F.embedding(targets, tables.output)  # (N, K+1, D)
+    scores = torch.bmm(v, u.transpose(1, 2))  # (N, C, K+1)
+    real = targets != centres.unsqueeze(1)
+    real[:, 0] = True
+    weight = (mask.unsqueeze(2) & real.unsqueeze(1)).to(scores.dtype)
     label = torch.zeros_like(scores)
-    label[:, 0] = 1.0
+    label[:, :, 0] = 1.0
     g = (label - torch.sigmoid(scores)) * weight  # minus d loss / d score
     signed = torch.where(label.bool(), scores, -scores)
     loss = -(F.logsigmoid(signed) * weight).sum(dtype=torch.float64)
-    grad_in = torch.bmm(g.unsqueeze(1), u).squeeze(1)  # (P, D)
-    grad_out = g.unsqueeze(2) * v.unsqueeze(1)  # (P, K+1, D)
+    grad_in = torch.bmm(g, u)  # (N, C, D)
+    grad_out = torch.bmm(g.transpose(1, 2), v)  # (N, K+1, D)
     return Gradients(
-        input=SparseRows(contexts, grad_in),
+        input=SparseRows(contexts[mask], grad_in[mask]),
         output=SparseRows(targets.reshape(-1), grad_out.reshape(-1, dim)),
         loss=loss,
-        pairs=int(centres.numel()),
+        pairs=int(mask.sum()),
     )
 
 

@@ -18,7 +18,7 @@ import torch
 
 from w2vdist.config import Config
 from w2vdist.errors import UsageError
-from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, window_pairs
+from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, windows
 from w2vdist.sgns import Embeddings, apply, gradients
 from w2vdist.sync import Sync
 
@@ -48,6 +48,7 @@ class TorchStep:
         self.negatives = NegativeSampler(counts, cfg.model.ns_exponent, device)
         self.window = cfg.model.window
         self.negative = cfg.model.negative
+        self.shared_negatives = cfg.model.shared_negatives
         self.duplicate_power = cfg.optim.duplicate_power
         self.sync = sync
         self.generator = generator
@@ -56,10 +57,17 @@ class TorchStep:
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
     ) -> tuple[float, int]:
         g = self.generator
-        tokens, sentence = subsample(tokens, sentence, self.keep, g)
-        centres, contexts = window_pairs(tokens, sentence, self.window, g)
+        centres, sentence = subsample(tokens, sentence, self.keep, g)
+        contexts, mask = windows(centres, sentence, self.window, g)
+        if self.shared_negatives:
+            busy = mask.any(1)
+            centres, contexts, mask = centres[busy], contexts[busy], mask[busy]
+        else:  # one row per (centre, context) pair, each with its own negatives
+            centres = centres.unsqueeze(1).expand_as(contexts)[mask]
+            contexts, mask = contexts[mask].unsqueeze(1), None
         negatives = self.negatives.sample((centres.numel(), self.negative), g)
-        grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives))
+        grads = gradients(self.tables, centres, contexts, negatives, mask)
+        grads = self.sync.exchange(grads)
         apply(self.tables, grads, lr_start, self.duplicate_power)
         return float(grads.loss), grads.pairs
 
