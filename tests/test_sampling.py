@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, window_pairs
+from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, windows
 from w2vdist.train import Plan
 
 
@@ -27,6 +27,11 @@ def test_subsampling_keeps_each_word_at_its_rate():
     rates = torch.bincount(kept, minlength=4).double() / 20000
     assert torch.allclose(rates, keep.double(), atol=0.015), rates
     assert counts.numel() == 4
+
+
+def window_pairs(tokens, sentence, window, generator):
+    contexts, mask = windows(tokens, sentence, window, generator)
+    return tokens.unsqueeze(1).expand_as(contexts)[mask], contexts[mask]
 
 
 def _reference_pairs(tokens, sentence, reach):

@@ -76,15 +76,3 @@ def windows(
     ctx = ctx.clamp(0, max(n - 1, 0))
     mask &= sentence[ctx] == sentence.unsqueeze(1)
     return tokens[ctx], mask
-
-
-def window_pairs(
-    tokens: torch.Tensor,
-    sentence: torch.Tensor,
-    window: int,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same windows as (centre, context) pairs, ordered by centre position."""
-    contexts, mask = windows(tokens, sentence, window, generator)
-    centres = tokens.unsqueeze(1).expand_as(contexts)[mask]
-    return centres, contexts[mask]
