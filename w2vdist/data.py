@@ -125,8 +125,8 @@ class TokenBatches:
             tokens, sentence = tokens[start:], sentence[start:]
 
     def _tensors(self, tokens: np.ndarray, sentence: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.from_numpy(tokens.astype(np.int64))
-        s = torch.from_numpy(sentence - sentence[0])
+        t = torch.from_numpy(np.ascontiguousarray(tokens))  # int32: half the bytes to copy
+        s = torch.from_numpy((sentence - sentence[0]).astype(np.int32))
         if self.pin_memory:
             t, s = t.pin_memory(), s.pin_memory()
         return t, s

@@ -57,7 +57,7 @@ class TorchStep:
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
     ) -> tuple[float, int]:
         g = self.generator
-        centres, sentence = subsample(tokens, sentence, self.keep, g)
+        centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
         contexts, mask = windows(centres, sentence, self.window, g)
         if self.shared_negatives:
             busy = mask.any(1)
