@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install w2vdist: the one install step of the README, CI (.ci/run) and docker/Dockerfile.
+#
+#   launch/setup.sh                    # torch, then w2vdist (editable) with its test extras
+#   EDITABLE=0 EXTRAS=gpu launch/setup.sh     # a regular install, as the Docker image does
+#
+# torch is pinned and installed first so every install trains with the same version: pip
+# picks the build for the platform (CUDA wheels on Linux x86-64 from PyPI; an index or
+# --find-links in pip's config can serve another build of the same version). On an image
+# that already holds this torch version (e.g. pytorch/pytorch:<version>-cuda...), it is a
+# no-op.
+#
+# Settings (environment variables):
+#   PYTHON         interpreter to install into (default python3: activate a virtualenv first)
+#   TORCH_VERSION  torch version (default 2.13.0)
+#   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile)
+#   EDITABLE       1 (default): pip install -e, for a checkout you work in; 0: regular install
+set -euo pipefail
+
+: "${PYTHON:=python3}"
+: "${TORCH_VERSION:=2.13.0}"
+: "${EXTRAS:=dev}"
+: "${EDITABLE:=1}"
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target="$repo${EXTRAS:+[$EXTRAS]}"
+
+"$PYTHON" -m pip install "torch==$TORCH_VERSION"
+if [[ "$EDITABLE" == 1 ]]; then
+    "$PYTHON" -m pip install -e "$target"
+else
+    "$PYTHON" -m pip install "$target"
+fi
+"$PYTHON" -m w2vdist --version
