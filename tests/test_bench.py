@@ -1,0 +1,142 @@
+"""`w2vdist bench`: real steps and loader on tiny data; sane figures, JSON, usage errors.
+
+Timings are never asserted: only that the figures exist, are positive and add up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_train import config, prepare, write_zipf_corpus
+from w2vdist.bench import Synthetic, run_figures
+from w2vdist.cli import main
+from w2vdist.kernels import cpu
+from w2vdist.train import train
+
+SMALL = ["--model.dim", "16", "--optim.batch_words", "512", "--train.device", "cpu",
+         "--train.threads", "1", "--warmup", "1"]
+REPORT_KEYS = {"settings", "device_name", "torch_version", "commit", "date", "figures"}
+BACKENDS = ["torch", pytest.param("cpu-kernel", marks=pytest.mark.skipif(
+    not cpu.available(), reason=f"no CPU kernel: {cpu.unavailable_reason()}"))]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    return prepare(write_zipf_corpus(root / "corpus.txt", 600), root / "shards", 3000)
+
+
+def run_bench(args: list[str], out: Path) -> dict:
+    assert main(["bench", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_synthetic_stream_trains_with_the_chosen_backend(backend, tmp_path, capsys):
+    report = run_bench(
+        ["--synthetic-vocab", "500", "--synthetic-tokens", "3000", "--steps", "4",
+         "--train.backend", backend, *SMALL], tmp_path / "bench.json",
+    )
+    assert REPORT_KEYS <= set(report)
+    assert report["settings"]["backend"] == backend
+    assert report["settings"]["source"]["synthetic"]["vocab"] == 500
+    assert report["settings"]["config"]["model"]["dim"] == 16
+    assert report["torch_version"] == torch.__version__
+    f = report["figures"]
+    assert f["steps"] == 4 and f["words"] == 4 * 512
+    assert f["seconds"] > 0 and f["words_per_s"] == pytest.approx(f["words"] / f["seconds"])
+    assert f["pairs"] > 0 and f["pairs_per_s"] > 0
+    # Untrained output rows are zero: each pair starts at (1 + negative) * log 2.
+    assert 0 < f["loss_per_pair"] < 6 * np.log(2) + 0.1
+    assert 0 <= f["loader_wait_share"] <= 1
+    assert f["peak_host_mb"] > 10 and f["peak_device_mb"] is None
+    printed = capsys.readouterr().out
+    assert f"{backend} backend, dim 16" in printed and "words/s" in printed
+
+
+def test_synthetic_batches_are_zipfian_token_batches_like_the_loaders():
+    spec = Synthetic(vocab=200, tokens=20_000, sentence=10.0, zipf=1.0)
+    batches = spec.batches(1000, seed=3, pin_memory=False)
+    assert len(batches) == 20
+    tokens = torch.cat([t for t, _ in batches])
+    assert tokens.dtype == torch.int32 and 0 <= int(tokens.min()) and int(tokens.max()) < 200
+    frequency = torch.bincount(tokens.long(), minlength=200).numpy()
+    assert frequency[0] > frequency[1] > frequency[10] > frequency[100]
+    assert frequency[0] / frequency[9] == pytest.approx(10, rel=0.25)
+    for _, sentence in batches:
+        assert sentence.dtype == torch.int32 and int(sentence[0]) == 0
+        steps = torch.diff(sentence)
+        assert set(steps.unique().tolist()) <= {0, 1}
+    mean_length = 20 * 1000 / sum(int(s[-1]) + 1 for _, s in batches)
+    assert mean_length == pytest.approx(10, rel=0.2)
+    counts = spec.counts()
+    assert np.all(np.diff(counts) <= 0) and counts[-1] >= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prepared_shards_through_the_trainers_loader(backend, shards, tmp_path):
+    report = run_bench(
+        ["--data.shards", str(shards), "--data.loader_workers", "1", "--steps", "6",
+         "--train.backend", backend, *SMALL], tmp_path / "bench.json",
+    )
+    source = report["settings"]["source"]
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert source["shards"] == str(shards) and source["total_tokens"] == manifest["total_tokens"]
+    f = report["figures"]
+    assert f["steps"] == 6 and f["pairs"] > 0 and f["words_per_s"] > 0
+
+
+def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
+    report = run_bench(
+        ["--data.shards", str(shards), "--loader-only", "--seconds", "0.3", *SMALL],
+        tmp_path / "loader.json",
+    )
+    assert report["settings"]["mode"] == "loader-only"
+    assert "backend" not in report["settings"]
+    f = report["figures"]
+    assert f["seconds"] >= 0.3 and f["steps"] >= 1 and f["words"] == 512 * f["steps"]
+    assert "pairs" not in f
+    assert "loader only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give --data.shards DIR"),
+        (["--synthetic-vocab", "100", "--data.shards", "x"], "not both"),
+        (["--synthetic-vocab", "100", "--loader-only"], "--loader-only"),
+        (["--synthetic-vocab", "0"], "--synthetic-vocab must be >= 1"),
+        (["--synthetic-vocab", "100", "--steps", "0"], "--steps must be >= 1"),
+        (["--synthetic-vocab", "100", "--steps", "2", "--seconds", "1"], "--steps or --seconds"),
+        (["--synthetic-vocab", "100", "--warmup", "-1"], "--warmup must be >= 0"),
+        (["--synthetic-vocab", "100", "--model.dim", "0"], "model.dim"),
+        (["--synthetic-vocab", "100", "--train.backend", "cpu-kernel", "--train.device", "cuda"],
+         "train.device"),
+        (["--data.shards", "/nonexistent/shards"], "manifest.json: not found"),
+    ],
+)
+def test_bad_flags_are_usage_errors(args, message, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", *args, "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("w2vdist: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_run_figures_summarise_a_training_runs_metrics(shards, tmp_path):
+    run = tmp_path / "run"
+    assert train(config(shards, run, train={"epochs": 2, "log_every_seconds": 0.05})) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    figures = run_figures(run)
+    assert figures["world_size"] == 1 and figures["steps"] == records[-1]["step"]
+    assert figures["words"] == figures["steps"] * 500
+    assert figures["loop_seconds"] > 0 and figures["sync_time_share"] == 0
+    assert figures["words_per_s"] == pytest.approx(figures["words"] / figures["loop_seconds"])
+    # The loop is slower than its fastest interval and faster than its slowest.
+    speeds = [r["words_per_s"] for r in records]
+    assert min(speeds) <= figures["words_per_s"] <= max(speeds)
