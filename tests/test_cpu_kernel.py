@@ -33,6 +33,13 @@ def below(r: int, n: int) -> int:
     return ((r >> 32) * n) >> 32
 
 
+def draw_negative(table: np.ndarray, r: int) -> int:
+    """Alias table row i = below(r, V); keep i if the product's next 31 bits are < threshold."""
+    x = (r >> 32) * len(table)
+    i = x >> 32
+    return i if ((x & 0xFFFFFFFF) >> 1) < table[i, 0] else int(table[i, 1])
+
+
 def splitmix64(x: int) -> int:
     x = (x + 0x9E3779B97F4A7C15) & MASK
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
@@ -71,7 +78,7 @@ def reference_train(tokens, lengths, w_in, w_out, keep, table, window, negative,
                 targets = [(word, 1.0)]
                 for _ in range(negative):
                     r = lcg(r)
-                    t = int(table[below(r, len(table))])
+                    t = draw_negative(table, r)
                     if t != word:
                         targets.append((t, 0.0))
                 neu1e = np.zeros_like(w_in[context])
@@ -90,13 +97,27 @@ def zipf_counts(vocab: int) -> np.ndarray:
     return np.array([int(10_000 / (i + 1)) + 1 for i in range(vocab)], dtype=np.int64)
 
 
+def alias_probabilities(table: torch.Tensor) -> np.ndarray:
+    """The exact distribution an alias table draws from."""
+    t = table.numpy().astype(np.float64)
+    keep = t[:, 0] / 2**31
+    p = keep.copy()
+    np.add.at(p, t[:, 1].astype(np.int64), 1 - keep)
+    return p / len(t)
+
+
+def only(word: int, vocab: int) -> torch.Tensor:
+    """A negative table that always draws `word`."""
+    return cpu.unigram_table(np.eye(vocab)[word])
+
+
 def run(tokens, lengths, w_in, w_out, keep, table, **kw):
     args = dict(window=5, negative=5, alpha_start=0.025, alpha_end=0.025, seed=1, threads=1)
     args.update(kw)
     return cpu.train_block(
         torch.as_tensor(tokens, dtype=torch.int32),
         torch.as_tensor(lengths, dtype=torch.int32),
-        w_in, w_out, keep, torch.as_tensor(table, dtype=torch.int32), **args,
+        w_in, w_out, keep, table, **args,
     )  # fmt: skip
 
 
@@ -119,8 +140,23 @@ def test_builds_into_cache_atomically_and_reports_missing_compiler(tmp_path: Pat
     assert out.stdout.startswith("False ") and "no-such-cc" in out.stdout, out
 
 
+BUILDS = {  # the dot product has an AVX-512, an AVX2 and a portable version
+    "native": cpu.FLAG_SETS[0],
+    "avx2": ["-O3", "-mavx2", "-mfma"],
+    "portable": cpu.FLAG_SETS[-1],
+}
+
+
+@pytest.fixture(params=list(BUILDS))
+def build(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test with the kernel built by one of BUILDS."""
+    if request.param == "avx2" and not {"avx2", "fma"} <= set(cpu._cpu_id().split()):
+        pytest.skip("this CPU has no AVX2/FMA")
+    monkeypatch.setitem(cpu._state, "lib", cpu.build(BUILDS[request.param]))
+
+
 @pytest.mark.parametrize("seed,window,sample", [(1, 3, 1e-2), (7, 5, 0.0), (123, 2, 5e-2)])
-def test_matches_reference_single_thread(seed: int, window: int, sample: float) -> None:
+def test_matches_reference_single_thread(build, seed: int, window: int, sample: float) -> None:
     rng = np.random.default_rng(seed)
     vocab, dim = 15, 8
     counts = zipf_counts(vocab)
@@ -130,7 +166,7 @@ def test_matches_reference_single_thread(seed: int, window: int, sample: float) 
     w_in = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
     w_out = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
     keep = keep_probabilities(torch.from_numpy(counts), sample)
-    table = cpu.unigram_table(counts, size=1000)
+    table = cpu.unigram_table(counts)
     assert sample == 0 or (keep < 1).any()
 
     w_in0, w_out0 = w_in.copy(), w_out.copy()
@@ -154,7 +190,7 @@ def test_subsampling_keeps_each_word_with_its_probability(p: float) -> None:
     w = torch.zeros(vocab, 4)
     tokens = np.full(n, 1, dtype=np.int32)
     lengths = np.ones(n, dtype=np.int32)  # one-word sentences: no pairs, only subsampling
-    counts = [run(tokens, lengths, w, w.clone(), keep, [0], seed=s)
+    counts = [run(tokens, lengths, w, w.clone(), keep, only(0, vocab), seed=s)
               for s in (1, 2)]  # fmt: skip
     for _, pairs, kept in counts:
         assert pairs == 0
@@ -176,7 +212,7 @@ def test_windows_never_cross_sentences(threads: int) -> None:
     for seed in range(5):
         w_in, w_out = torch.eye(vocab), torch.zeros(vocab, vocab)
         _, pairs, _ = run(np.arange(n), lengths, w_in, w_out, torch.ones(vocab),
-                          [n] * 8, window=10, alpha_start=alpha,
+                          only(n, vocab), window=10, alpha_start=alpha,
                           alpha_end=alpha, seed=seed, threads=threads)  # fmt: skip
         trained = (w_out[:n, :n].abs() > alpha / 10).numpy()  # [centre, context]
         centres, contexts = np.nonzero(trained)
@@ -209,10 +245,11 @@ def test_negatives_follow_the_unigram_table() -> None:
     neg_words, n_sentences, negative = 10, 3000, 5
     counts = np.array([50, 40, 30, 20, 10, 8, 6, 4, 2, 1])
     vocab, w_in, w_out, tokens, lengths = _footprint_setup(n_sentences, neg_words)
-    table = cpu.unigram_table(np.concatenate([counts, np.zeros(vocab - neg_words)]), size=100_000)
+    table = cpu.unigram_table(np.concatenate([counts, np.zeros(vocab - neg_words)]))
     share = counts**0.75 / (counts**0.75).sum()
-    np.testing.assert_allclose(np.bincount(table.numpy(), minlength=vocab)[:neg_words] / 1e5,
-                               share, atol=1e-5)  # fmt: skip
+    exact = alias_probabilities(table)
+    np.testing.assert_allclose(exact[:neg_words], share, rtol=1e-8)
+    assert exact[neg_words:].sum() < 1e-8
 
     _, pairs, _ = run(tokens, lengths, w_in, w_out, torch.ones(vocab), table,
                       negative=negative, alpha_start=2.0, alpha_end=2.0, seed=3)  # fmt: skip
@@ -229,7 +266,7 @@ def test_a_negative_equal_to_the_centre_word_is_skipped() -> None:
     # One sentence [a, b] and a table holding only b: when b is the centre all draws are skipped.
     a, b = 0, 1
     w_in, w_out = torch.zeros(2, 2), torch.eye(2)  # dots stay 0 as in _footprint_setup
-    run([a, b], [2], w_in, w_out, torch.ones(2), [b, b, b],
+    run([a, b], [2], w_in, w_out, torch.ones(2), only(b, 2),
         negative=5, alpha_start=2.0, alpha_end=2.0)  # fmt: skip
     assert w_in[a].tolist() == [0.0, 1.0]  # context a, centre b: the positive only
     assert w_in[b].tolist() == [1.0, -5.0]  # context b, centre a: five negatives b
@@ -253,7 +290,7 @@ def test_multithreaded_training_learns(threads: int) -> None:
     counts = np.bincount(tokens, minlength=vocab)
     w_in = torch.from_numpy(((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32))
     w_out = torch.zeros(vocab, dim)
-    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-3), cpu.unigram_table(counts, size=100_000)
+    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-3), cpu.unigram_table(counts)
     per_pair = []
     for epoch in range(4):
         a0, a1 = 0.025 * (1 - epoch / 4), 0.025 * (1 - (epoch + 1) / 4)
@@ -273,7 +310,7 @@ def test_single_thread_is_deterministic() -> None:
     rng = np.random.default_rng(1)
     tokens, lengths = topic_corpus(rng, 200, 4, 10)
     counts = np.bincount(tokens, minlength=40)
-    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-2), cpu.unigram_table(counts, size=1000)
+    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-2), cpu.unigram_table(counts)
     init = torch.from_numpy(rng.random((40, 8)).astype(np.float32))
     results = []
     for seed in (5, 5, 6):
@@ -291,7 +328,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         w_in=torch.zeros(vocab, dim),
         w_out=torch.zeros(vocab, dim),
         keep_prob=torch.ones(vocab),
-        neg_table=torch.arange(vocab, dtype=torch.int32),
+        neg_table=cpu.unigram_table(np.ones(vocab)),
         window=5, negative=5, alpha_start=0.025, alpha_end=0.0, seed=0, threads=1,
     )  # fmt: skip
     cases = [
@@ -303,8 +340,10 @@ def test_bad_inputs_raise_clear_errors() -> None:
         ("lengths", torch.tensor([4, 1], dtype=torch.int32), ValueError, "lengths sum to 5"),
         ("tokens", torch.tensor([0, 1, 2, 3, 4, 10], dtype=torch.int32), ValueError,
          "tokens has id 10 outside [0, 10)"),
-        ("neg_table", torch.tensor([3, -1], dtype=torch.int32), ValueError,
-         "neg_table has id -1 outside [0, 10)"),
+        ("neg_table", cpu.unigram_table(np.ones(3)), ValueError,
+         "neg_table has shape (3, 2), expected (10, 2)"),
+        ("neg_table", torch.tensor([[0, 10]] * vocab, dtype=torch.int32), ValueError,
+         "neg_table has alias 10 outside [0, 10)"),
         ("window", 0, ValueError, "window (0) and negative (5) must be >= 1"),
         ("threads", -1, ValueError, "threads must be >= 0"),
     ]  # fmt: skip

@@ -1,47 +1,51 @@
 """The CPU training kernel: word2vec.c's skip-gram with negative sampling, compiled on first use.
 
-Why a compiled kernel: SGNS on CPU is thousands of tiny dot products and row updates per word.
-Eager torch pays dispatch for each batched op and needs large batches, which lose quality;
-word2vec.c's sequential per-pair SGD with Hogwild threads is both faster and better. The C
-source (`sgns_cpu.c`) is plain C99 + pthreads, built with the system compiler in well under a
-second and loaded with ctypes (which releases the GIL during the call). A torch C++ extension
-would take a minute to compile against torch's headers on a small machine, for no gain here.
+Why a compiled kernel: SGNS on CPU is many tiny dot products and row updates per word. Eager
+torch pays dispatch per batched op and needs large batches, which lose quality; word2vec.c's
+sequential per-pair SGD with Hogwild threads is faster and better. The C source (`sgns_cpu.c`)
+is plain C99 + pthreads, built by the system compiler in about a second and loaded with ctypes,
+which releases the GIL during the call. A torch C++ extension would compile for a minute against
+torch's headers on a small machine, for no gain here; pthreads rather than OpenMP keeps a second
+OpenMP runtime out of a process that already has torch's.
 
 Build: `$CC` (else `cc`, `gcc`, `clang`) with `-O3 -march=native`, falling back to portable
 flags when the compiler refuses. Never `-ffast-math`: linking a shared object with it (GCC < 13)
-pulls in `crtfastmath.o`, which turns on flush-to-zero for the whole Python process on load;
-`-fno-math-errno -fno-trapping-math` plus `omp simd` reductions (`-fopenmp-simd`, no OpenMP
-runtime) give the same vectorised loops. The library is cached under
-`$XDG_CACHE_HOME/w2vdist` (else `~/.cache/w2vdist`, else the temp directory), named by a hash of
-source, compiler, flags and CPU, so a home directory shared by different nodes never loads code
-built for another CPU; it is compiled to a temporary name and renamed into place, so concurrent
-ranks never see a half-written file. Without a working compiler `available()` is False and
-`unavailable_reason()` says why; callers then use the torch path.
+adds `crtfastmath.o`, which turns on flush-to-zero in the whole Python process when loaded. The
+library is cached in `$XDG_CACHE_HOME/w2vdist` (else `~/.cache/w2vdist`, else the temp
+directory) under a hash of source, compiler, flags and CPU features, so a home directory shared
+by different nodes never serves code built for another CPU; it is compiled to a temporary name
+and renamed into place, so concurrent ranks never load a half-written file. Without a working
+compiler `available()` is False and `unavailable_reason()` says why; callers use torch instead.
 
-Semantics of `train_block` (word2vec.c skip-gram, negative sampling):
-- Each token is kept with probability `keep_prob[token]` (drawn only when that is < 1); windows
+Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
+- Each token is kept with probability `keep_prob[token]` (a draw only when that is < 1); windows
   then span the kept words of a sentence and never cross sentence boundaries.
 - Per centre word a half-width h is drawn uniformly from [1, window]; each kept word within h
-  is a context c. The pair trains input row c against output row of the centre word (label 1)
+  is a context c. The pair trains input row c against the centre word's output row (label 1)
   and `negative` draws from `neg_table` (label 0); a draw equal to the centre word is skipped,
   not redrawn, as in word2vec.c.
-- Exact sigmoid (no table, no clipping at |x| > 6). The gradient for the input row is summed
-  over the targets and added after them; output rows are updated as each target is visited.
+- Exact sigmoid (no 1000-entry table, no clipping at |x| > 6). The input row's gradient is
+  summed over the targets and added after them; output rows are updated target by target.
 - loss = sum over pairs of -log sig(pos) - sum log sig(-neg), accumulated in double.
-- The learning rate falls linearly from alpha_start to alpha_end over the block's tokens
-  (over each thread's share of them), so callers keep word2vec.c's global decay by passing
-  each block's endpoints.
-- RNG: word2vec.c's LCG (r = r * 25214903917 + 11 mod 2^64), but every draw takes the high
-  bits (the low bits of a power-of-two LCG have short periods): keep iff (r >> 40) <
-  keep_prob * 2^24; h = 1 + ((r >> 32) * window >> 32); negative = table[(r >> 32) * T >> 32].
-  Thread t starts from output t+1 of SplitMix64 seeded with `seed`; threads=1 is deterministic.
-- Threads (Hogwild, no locks) take contiguous token ranges, cut at sentence starts when one is
+- The learning rate falls linearly from alpha_start to alpha_end over the block's tokens (over
+  each thread's share of them), so callers keep word2vec.c's global decay by passing each
+  block's endpoints.
+- Negatives come from an alias table of count^0.75 (`unigram_table`): exact, 8 bytes a word, so
+  it stays in cache; word2vec.c's 1e8-slot table (400 MB) misses cache on nearly every draw.
+- RNG: word2vec.c's LCG (r = r * 25214903917 + 11 mod 2^64), but each draw reads the high bits
+  (the low bits of a power-of-two LCG have short periods): keep iff (r >> 40) < keep_prob * 2^24;
+  h = 1 + ((r >> 32) * window >> 32); negative: x = (r >> 32) * V, row i = x >> 32, kept iff
+  (x mod 2^32) >> 1 < threshold_i, else alias_i. Thread t starts from output t+1 of SplitMix64
+  seeded with `seed`, so threads=1 is deterministic. Draws for 32 centre words are made before
+  their pairs train, in the same order, so the rows of upcoming pairs can be prefetched.
+- Threads (Hogwild, no locks) take contiguous token ranges, cut at a sentence start when one is
   near (within 1/16 of a share), else inside a long sentence.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -57,14 +61,13 @@ import numpy as np
 import torch
 
 SOURCE = Path(__file__).with_name("sgns_cpu.c")
-_BASE_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
-_FLAG_SETS = [_BASE_FLAGS + ["-march=native"], _BASE_FLAGS, ["-O2"]]
+_BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+FLAG_SETS = [[*_BASE_FLAGS, "-march=native"], _BASE_FLAGS, ["-O2"]]  # tried in this order
 _LINK_FLAGS = ["-std=c99", "-fPIC", "-shared", "-pthread"]
-_ERRORS = {1: "out of memory"}
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "lib": ctypes.CDLL, or "reason": why there is none
-_checked_table: tuple[weakref.ref, int, int] | None = None  # (table, version, vocab size)
+_state: dict[str, object] = {}  # "lib": the loaded library, or "reason": why there is none
+_checked_table: tuple[weakref.ref, int] | None = None  # (table, version) last checked
 
 
 def available() -> bool:
@@ -96,75 +99,64 @@ def train_block(
 
     tokens int32[N] and lengths int32[S] (sentence lengths summing to N) as in the shards;
     w_in, w_out float32[V, D]; keep_prob float32[V] (`w2vdist.sampling.keep_probabilities`);
-    neg_table
-    int32[T] (see `unigram_table`); threads 0 means every core this process may use.
+    neg_table int32[V, 2] from `unigram_table`; threads 0: every core this process may use.
     """
     _check_tensor("tokens", tokens, torch.int32, 1)
     _check_tensor("lengths", lengths, torch.int32, 1)
     _check_tensor("w_in", w_in, torch.float32, 2)
     _check_tensor("w_out", w_out, torch.float32, 2)
     _check_tensor("keep_prob", keep_prob, torch.float32, 1)
-    _check_tensor("neg_table", neg_table, torch.int32, 1)
+    _check_tensor("neg_table", neg_table, torch.int32, 2)
     vocab, dim = w_in.shape
     if w_out.shape != w_in.shape:
         raise ValueError(f"w_out has shape {tuple(w_out.shape)}, w_in {tuple(w_in.shape)}")
-    if vocab == 0 or dim == 0:
-        raise ValueError(f"w_in has shape {tuple(w_in.shape)}: no rows or no columns")
+    if not 0 < vocab < 2**31 or dim == 0:
+        raise ValueError(f"w_in has shape {tuple(w_in.shape)}: no rows, no columns or > 2^31 rows")
     if keep_prob.shape != (vocab,):
         raise ValueError(f"keep_prob has shape {tuple(keep_prob.shape)}, expected ({vocab},)")
-    if not 0 < neg_table.numel() < 2**32:
-        raise ValueError(f"neg_table has {neg_table.numel()} entries, expected 1 to 2^32 - 1")
+    if neg_table.shape != (vocab, 2):
+        raise ValueError(f"neg_table has shape {tuple(neg_table.shape)}, expected ({vocab}, 2)")
     if window < 1 or negative < 1:
         raise ValueError(f"window ({window}) and negative ({negative}) must be >= 1")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
     if lengths.numel() and int(lengths.min()) < 0:
         raise ValueError("lengths has a negative sentence length")
-    if int(lengths.sum(dtype=torch.int64)) != tokens.numel():
-        raise ValueError(
-            f"lengths sum to {int(lengths.sum(dtype=torch.int64))}, "
-            f"but there are {tokens.numel()} tokens"
-        )
+    total = int(lengths.sum(dtype=torch.int64))
+    if total != tokens.numel():
+        raise ValueError(f"lengths sum to {total}, but there are {tokens.numel()} tokens")
     if tokens.numel():
         lo, hi = (int(v) for v in torch.aminmax(tokens))
         if lo < 0 or hi >= vocab:
             raise ValueError(f"tokens has id {lo if lo < 0 else hi} outside [0, {vocab})")
     _check_table(neg_table, vocab)
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
 
-    lib = _library()
-    if lib is None:
-        raise RuntimeError(f"CPU kernel unavailable: {unavailable_reason()}")
-    loss = ctypes.c_double()
-    pairs = ctypes.c_int64()
-    kept = ctypes.c_int64()
+    lib = _require_library()
+    loss, pairs, kept = ctypes.c_double(), ctypes.c_int64(), ctypes.c_int64()
     err = lib.w2v_train_block(
         tokens.data_ptr(), tokens.numel(), lengths.data_ptr(), lengths.numel(),
-        w_in.data_ptr(), w_out.data_ptr(), dim,
-        keep_prob.data_ptr(), neg_table.data_ptr(), neg_table.numel(),
-        window, negative, alpha_start, alpha_end,
-        seed & (2**64 - 1), threads or _cores(),
+        w_in.data_ptr(), w_out.data_ptr(), vocab, dim, keep_prob.data_ptr(), neg_table.data_ptr(),
+        window, negative, alpha_start, alpha_end, seed & (2**64 - 1), threads or _cores(),
         ctypes.byref(loss), ctypes.byref(pairs), ctypes.byref(kept),
     )  # fmt: skip
     if err:
-        raise MemoryError(f"CPU kernel: {_ERRORS.get(err, f'error {err}')}")
+        raise MemoryError("CPU kernel: out of memory")
     return loss.value, pairs.value, kept.value
 
 
-def default_table_size(vocab_size: int) -> int:
-    """100 slots per word, between word2vec.c's 1e8 and 1e7 (40 MB), enough for rare words."""
-    return int(min(100_000_000, max(10_000_000, 100 * vocab_size)))
+def unigram_table(counts: np.ndarray, power: float = 0.75) -> torch.Tensor:
+    """The negative-sampling distribution count^power as an alias table, int32[V, 2].
 
-
-def unigram_table(counts: np.ndarray, power: float = 0.75, size: int | None = None) -> torch.Tensor:
-    """word2vec.c's negative-sampling table: word i fills a share count_i^power / sum of slots."""
-    weights = np.asarray(counts, dtype=np.float64) ** power
-    if weights.ndim != 1 or not weights.size or weights.sum() <= 0:
-        raise ValueError("unigram_table needs a non-empty 1-D array with a positive count")
-    size = default_table_size(len(weights)) if size is None else size
-    ends = np.rint(np.cumsum(weights) / weights.sum() * size).astype(np.int64)
-    ends[-1] = size
-    slots = np.diff(ends, prepend=0)
-    return torch.from_numpy(np.repeat(np.arange(len(weights), dtype=np.int32), slots))
+    Row i holds (threshold, alias): a draw picks a row uniformly and keeps i with probability
+    threshold / 2^31, else takes the alias (Vose's method, built in C: V can be millions).
+    """
+    weights = np.ascontiguousarray(np.asarray(counts, dtype=np.float64) ** power)
+    if weights.ndim != 1 or not 0 < weights.size < 2**31 or not weights.sum() > 0:
+        raise ValueError("unigram_table needs a 1-D array of counts, at least one positive")
+    table = torch.empty(len(weights), 2, dtype=torch.int32)
+    if _require_library().w2v_alias_table(weights.ctypes.data, len(weights), table.data_ptr()):
+        raise MemoryError("CPU kernel: out of memory")
+    return table
 
 
 def _check_tensor(name: str, t: object, dtype: torch.dtype, ndim: int) -> None:
@@ -181,15 +173,17 @@ def _check_tensor(name: str, t: object, dtype: torch.dtype, ndim: int) -> None:
 
 
 def _check_table(table: torch.Tensor, vocab: int) -> None:
-    """Ids in [0, vocab); checked once per table version, not every block (it is large)."""
+    """Thresholds >= 0, aliases in [0, vocab); checked once per table version, not every block."""
     global _checked_table
     c = _checked_table
-    if c is not None and c[0]() is table and c[1:] == (table._version, vocab):
+    if c is not None and c[0]() is table and c[1] == table._version:
         return
-    lo, hi = (int(v) for v in torch.aminmax(table))
+    if int(table[:, 0].min()) < 0:
+        raise ValueError("neg_table has a negative threshold; build it with unigram_table()")
+    lo, hi = (int(v) for v in torch.aminmax(table[:, 1]))
     if lo < 0 or hi >= vocab:
-        raise ValueError(f"neg_table has id {lo if lo < 0 else hi} outside [0, {vocab})")
-    _checked_table = (weakref.ref(table), table._version, vocab)
+        raise ValueError(f"neg_table has alias {lo if lo < 0 else hi} outside [0, {vocab})")
+    _checked_table = (weakref.ref(table), table._version)
 
 
 def _cores() -> int:
@@ -202,44 +196,51 @@ def _cores() -> int:
 def _library() -> ctypes.CDLL | None:
     with _lock:
         if not _state:
+            failures = []
             try:
-                _state["lib"] = _load()
-            except (RuntimeError, OSError) as exc:
-                _state["reason"] = str(exc)
+                cc = _compiler()
+                _version(tuple(cc))
+                for flags in FLAG_SETS:
+                    try:
+                        _state["lib"] = build(flags, cc)
+                        break
+                    except RuntimeError as exc:
+                        failures.append(f"{' '.join(flags)}: {exc}")
+            except RuntimeError as exc:
+                failures.append(str(exc))
+            if "lib" not in _state:
+                _state["reason"] = "could not build the CPU kernel: " + "; ".join(failures)
         return _state.get("lib")  # type: ignore[return-value]
 
 
-def _load() -> ctypes.CDLL:
-    cc = _compiler()
+def _require_library() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError(f"CPU kernel unavailable: {unavailable_reason()}")
+    return lib
+
+
+def build(flags: list[str], cc: list[str] | None = None) -> ctypes.CDLL:
+    """The library built with `flags` (once per source, compiler, flags and CPU), loaded."""
+    cc = cc or _compiler()
+    key = "\n".join([SOURCE.read_text(), *cc, _version(tuple(cc)), *flags, _cpu_id()])
+    path = _cache_dir() / f"sgns_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    if not path.exists():
+        _compile(cc, flags, path)
     try:
-        version = subprocess.run([*cc, "--version"], capture_output=True, text=True).stdout
+        lib = ctypes.CDLL(str(path))
     except OSError as exc:
-        raise RuntimeError(f"cannot run the C compiler {' '.join(cc)}: {exc}") from None
-    cache = _cache_dir()
-    failures = []
-    for flags in _FLAG_SETS:
-        key = "\n".join([SOURCE.read_text(), " ".join(cc), version, " ".join(flags), _cpu_id()])
-        path = cache / f"sgns_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-        if not path.exists():
-            error = _compile(cc, flags, path)
-            if error:
-                failures.append(f"{' '.join(flags)}: {error}")
-                continue
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError as exc:
-            failures.append(f"{path}: {exc}")
-            continue
-        lib.w2v_train_block.restype = ctypes.c_int
-        lib.w2v_train_block.argtypes = (
-            [ctypes.c_void_p, ctypes.c_int64] * 2
-            + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
-            + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
-            + [ctypes.c_int] * 2 + [ctypes.c_float] * 2 + [ctypes.c_uint64, ctypes.c_int]
-            + [ctypes.POINTER(ctypes.c_double)] + [ctypes.POINTER(ctypes.c_int64)] * 2
-        )  # fmt: skip
-        return lib
-    raise RuntimeError("could not build the CPU kernel: " + "; ".join(failures))
+        raise RuntimeError(f"{path}: {exc}") from None
+    lib.w2v_train_block.restype = ctypes.c_int
+    lib.w2v_train_block.argtypes = (
+        [ctypes.c_void_p, ctypes.c_int64] * 2
+        + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
+        + [ctypes.c_int] * 2 + [ctypes.c_float] * 2 + [ctypes.c_uint64, ctypes.c_int]
+        + [ctypes.POINTER(ctypes.c_double)] + [ctypes.POINTER(ctypes.c_int64)] * 2
+    )  # fmt: skip
+    lib.w2v_alias_table.restype = ctypes.c_int
+    lib.w2v_alias_table.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    return lib
 
 
 def _compiler() -> list[str]:
@@ -251,7 +252,15 @@ def _compiler() -> list[str]:
     raise RuntimeError("no C compiler found (install gcc or set CC)")
 
 
-def _compile(cc: list[str], flags: list[str], path: Path) -> str | None:
+@functools.cache
+def _version(cc: tuple[str, ...]) -> str:
+    try:
+        return subprocess.run([*cc, "--version"], capture_output=True, text=True).stdout
+    except OSError as exc:
+        raise RuntimeError(f"cannot run the C compiler {' '.join(cc)}: {exc}") from None
+
+
+def _compile(cc: list[str], flags: list[str], path: Path) -> None:
     """Compile to a temporary name beside `path`, then rename: readers never see a partial file."""
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -260,11 +269,10 @@ def _compile(cc: list[str], flags: list[str], path: Path) -> str | None:
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return str(exc)
+            raise RuntimeError(str(exc)) from None
         if done.returncode != 0:
-            return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            raise RuntimeError((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
         os.replace(tmp, path)
-        return None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
