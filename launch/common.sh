@@ -92,16 +92,17 @@ w2v_activate() {
     fi
 }
 
+# The trap handler. No `return` in it: bash 5.2 mishandles one in a trap that interrupted a
+# `wait` inside a function (the script dies with "pop_var_context").
 _w2v_forward() {
-    local sig=$1
     _W2V_TRAPPED=1
     if [[ -n "$W2V_STOPPED_BY" ]]; then
-        w2v_log "got $sig; already stopping on $W2V_STOPPED_BY, waiting for the checkpoint"
-        return
+        w2v_log "got $1; already stopping on $W2V_STOPPED_BY, waiting for the checkpoint"
+    else
+        W2V_STOPPED_BY=$1
+        w2v_log "got $1: asking training to checkpoint and stop"
+        kill -s "$1" "$W2V_CHILD" 2> /dev/null || true
     fi
-    W2V_STOPPED_BY=$sig
-    w2v_log "got $sig: asking training to checkpoint and stop"
-    kill -s "$sig" "$W2V_CHILD" 2> /dev/null || true
 }
 
 # Run "$@" in the background in its own session (so a terminal's Ctrl-C reaches it once,

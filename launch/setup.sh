@@ -4,6 +4,8 @@
 #   launch/setup.sh                    # torch, then w2vdist (editable) with its test extras
 #   EDITABLE=0 EXTRAS=gpu launch/setup.sh     # a regular install, as the Docker image does
 #
+# launch/quickstart.sh and launch/test.sh (what CI runs) start with it.
+#
 # torch is pinned and installed first so every install trains with the same version: pip
 # picks the build for the platform (CUDA wheels on Linux x86-64 from PyPI; an index or
 # --find-links in pip's config can serve another build of the same version). On an image
@@ -13,15 +15,23 @@
 # Settings (environment variables):
 #   PYTHON         interpreter to install into (default python3: activate a virtualenv first)
 #   TORCH_VERSION  torch version (default 2.13.0)
-#   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile)
+#   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile;
+#                  "" for none)
 #   EDITABLE       1 (default): pip install -e, for a checkout you work in; 0: regular install
 set -euo pipefail
 
 : "${PYTHON:=python3}"
 : "${TORCH_VERSION:=2.13.0}"
-: "${EXTRAS:=dev}"
+: "${EXTRAS=dev}"
 : "${EDITABLE:=1}"
 
+if "$PYTHON" -c 'import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)'; then
+    echo "launch/setup.sh: $PYTHON belongs to the operating system (PEP 668); create and" \
+        "activate a virtualenv first: $PYTHON -m venv .venv && . .venv/bin/activate" >&2
+    exit 2
+fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target="$repo${EXTRAS:+[$EXTRAS]}"
 
