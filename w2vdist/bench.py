@@ -143,16 +143,10 @@ def _options(args: argparse.Namespace, cfg: Config) -> Options:
     if args.synthetic_vocab is not None:
         if cfg.data.shards:
             raise UsageError("bench: give --data.shards DIR or --synthetic-vocab V, not both")
-        for name, value in (
-            ("--synthetic-vocab", args.synthetic_vocab),
-            ("--synthetic-tokens", args.synthetic_tokens),
-        ):
-            if value < 1:
-                raise UsageError(f"bench: {name} must be >= 1 (got {value})")
-        if args.synthetic_sentence < 1:
-            raise UsageError(f"bench: --synthetic-sentence must be >= 1 (got {args.synthetic_sentence})")
-        if args.synthetic_zipf < 0:
-            raise UsageError(f"bench: --synthetic-zipf must be >= 0 (got {args.synthetic_zipf})")
+        _at_least("--synthetic-vocab", args.synthetic_vocab, 1)
+        _at_least("--synthetic-tokens", args.synthetic_tokens, 1)
+        _at_least("--synthetic-sentence", args.synthetic_sentence, 1)
+        _at_least("--synthetic-zipf", args.synthetic_zipf, 0)
         synthetic = Synthetic(
             args.synthetic_vocab, args.synthetic_tokens, args.synthetic_sentence,
             args.synthetic_zipf,
@@ -164,14 +158,18 @@ def _options(args: argparse.Namespace, cfg: Config) -> Options:
         raise UsageError("bench: --loader-only measures the shard loader; give --data.shards DIR")
     if args.steps is not None and args.seconds is not None:
         raise UsageError("bench: give --steps or --seconds, not both")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"bench: --steps must be >= 1 (got {args.steps})")
+    if args.steps is not None:
+        _at_least("--steps", args.steps, 1)
     if args.seconds is not None and not args.seconds > 0:
         raise UsageError(f"bench: --seconds must be > 0 (got {args.seconds})")
-    if args.warmup < 0:
-        raise UsageError(f"bench: --warmup must be >= 0 (got {args.warmup})")
+    _at_least("--warmup", args.warmup, 0)
     seconds = DEFAULT_SECONDS if args.steps is None and args.seconds is None else args.seconds
     return Options(args.steps, seconds, args.warmup, args.loader_only, synthetic)
+
+
+def _at_least(flag: str, value: float, low: float) -> None:
+    if not value >= low:
+        raise UsageError(f"bench: {flag} must be >= {low} (got {value})")
 
 
 def bench(cfg: Config, options: Options) -> dict[str, Any]:
@@ -208,17 +206,7 @@ def bench(cfg: Config, options: Options) -> dict[str, Any]:
         work = _train_work(backend, counts, cfg, device, threads, source)
     figures = _timed(work, options, cfg.optim.batch_words, device)
     settings["config"] = config.to_dict(cfg)
-    return {
-        "settings": settings,
-        "device_name": _device_name(device),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        **_commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "figures": figures,
-    }
+    return {"settings": settings, **environment(device), "figures": figures}
 
 
 def _shards(cfg: Config, pin: bool) -> tuple[np.ndarray, Iterator[Batch], dict[str, Any]]:
@@ -284,12 +272,13 @@ def _timed(work: Work, options: Options, batch_words: int, device: torch.device)
     _synchronize(device)
     start = time.perf_counter()
     warmup_seconds = start - warm_start
-    steps = pairs = 0
-    loss = loader_seconds = 0.0
+    steps, pairs, loss, loader_seconds = 0, 0, 0.0, 0.0
     while True:
         step_loss, step_pairs, step_loader = work()
         steps += 1
-        loss, pairs, loader_seconds = loss + step_loss, pairs + step_pairs, loader_seconds + step_loader
+        pairs += step_pairs
+        loss += step_loss
+        loader_seconds += step_loader
         if options.steps is not None and steps >= options.steps:
             break
         if options.seconds is not None and time.perf_counter() - start >= options.seconds:
@@ -335,6 +324,20 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where and when a figure was measured: machine, versions, commit of this checkout."""
+    return {
+        "device_name": _device_name(device),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        **_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def _commit() -> dict[str, Any]:
     """The checkout this package runs from, if it is one: which commit, and whether edited."""
     here = Path(__file__).resolve().parent
@@ -368,8 +371,9 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         source = f"{s['source']['shards']} ({s['source']['total_tokens']:,} tokens)"
     batch = s["config"]["optim"]["batch_words"]
+    warmup = f"after {s['warmup_steps']} warm-up, {f['warmup_seconds']:.1f} s"
     rows = [
-        ("steps", f"{f['steps']:,} after {s['warmup_steps']} warm-up ({f['warmup_seconds']:.1f} s)"),
+        ("steps", f"{f['steps']:,} ({warmup})"),
         ("seconds", f"{f['seconds']:.2f}"),
         ("words/s", f"{f['words_per_s']:,.0f}"),
     ]
