@@ -118,11 +118,12 @@ def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
         (["--synthetic-vocab", "100", "--train.backend", "cpu-kernel", "--train.device", "cuda"],
          "train.device"),
         (["--data.shards", "/nonexistent/shards"], "manifest.json: not found"),
+        (["--synthetic-vocab", "100", "--json", "/nonexistent/out.json"], "directory not found"),
     ],
 )
 def test_bad_flags_are_usage_errors(args, message, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", *args, "--json", str(out)]) == 2
+    assert main(["bench", *args] + ([] if "--json" in args else ["--json", str(out)])) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("w2vdist: ") and message in err and "\n" not in err
     assert not out.exists()

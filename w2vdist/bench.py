@@ -46,7 +46,7 @@ from w2vdist.sgns import Embeddings
 from w2vdist.shards import Manifest
 from w2vdist.steps import build_step, choose_backend
 from w2vdist.sync import build_sync
-from w2vdist.vectors import atomic_output
+from w2vdist.vectors import atomic_output, check_writable
 from w2vdist.vocab import VOCAB_FILE, Vocab
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -87,7 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, config.overrides_from_args(args))
-    report = bench(cfg, _options(args, cfg))
+    options = _options(args, cfg)
+    if args.json:
+        check_writable(Path(args.json))
+    report = bench(cfg, options)
     print(format_report(report))
     if args.json:
         with atomic_output(Path(args.json)) as f:
