@@ -7,6 +7,10 @@ sync strategy before it is applied; it is the only path `sync.strategy=exact` ca
 `cpu-kernel`: word2vec.c's pair-at-a-time Hogwild SGD in compiled C (`kernels/`), several
 times faster than eager torch on CPU and as good per word as word2vec.c; ranks agree through
 `sync.strategy=local`.
+
+`triton`: the torch path's sampling, then one fused Triton launch that gathers, scores and
+atomically adds the updates into both tables (`kernels/triton_sgns.py`), with no
+batch x (K+1) x dim intermediate; Hogwild within the batch, so `sync.strategy=local` too.
 """
 
 from __future__ import annotations
@@ -72,6 +76,29 @@ class TorchStep:
         return float(grads.loss), grads.pairs
 
 
+class TritonStep(TorchStep):
+    name = "triton"
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]:
+        from w2vdist.kernels.triton_sgns import sgns_step
+
+        g = self.generator
+        centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
+        contexts, mask = windows(centres, sentence, self.window, g)
+        if self.shared_negatives:
+            contexts = contexts.masked_fill(~mask, -1)
+        else:
+            centres = centres.unsqueeze(1).expand_as(contexts)[mask]
+            contexts = contexts[mask]
+        negatives = self.negatives.sample((centres.numel(), self.negative), g)
+        loss, pairs = sgns_step(
+            self.tables.input.data, self.tables.output.data, centres, contexts, negatives, lr_start
+        )
+        return float(loss), int(pairs)
+
+
 class KernelStep:
     name = "cpu-kernel"
 
@@ -117,25 +144,29 @@ class KernelStep:
 
 
 def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
-    """`auto`: the compiled kernel on CPU where the sync strategy allows it, else torch."""
-    backend = cfg.train.backend
-    if backend == "auto":
-        if device.type == "cpu" and (world_size == 1 or cfg.sync.strategy == "local"):
-            from w2vdist.kernels import cpu
+    """`auto`: a fused kernel for the device where the sync strategy allows it, else torch."""
+    from w2vdist.kernels import cpu, triton_sgns
 
-            backend = "cpu-kernel" if cpu.available() else "torch"
+    backend = cfg.train.backend
+    in_place_ok = world_size == 1 or cfg.sync.strategy == "local"
+    if backend == "auto":
+        if device.type == "cpu":
+            backend = "cpu-kernel" if in_place_ok and cpu.available() else "torch"
         else:
-            backend = "torch"
-    if backend == "cpu-kernel":
-        if device.type != "cpu":
-            raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
-        if world_size > 1 and cfg.sync.strategy == "exact":
-            raise UsageError(
-                "config: train.backend cpu-kernel updates tables in place and cannot share "
-                "exact gradients; use sync.strategy local or train.backend torch"
-            )
+            backend = "triton" if in_place_ok and triton_sgns.available()[0] else "torch"
+    if backend == "cpu-kernel" and device.type != "cpu":
+        raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
+    if backend == "cpu-kernel" and not cpu.available():
+        raise UsageError(f"config: train.backend cpu-kernel: {cpu.unavailable_reason()}")
     if backend == "triton":
-        raise UsageError("config: train.backend triton is not available in this build")
+        ok, why = triton_sgns.available()
+        if not ok or device.type != "cuda":
+            raise UsageError(f"config: train.backend triton needs a CUDA device ({why or 'cpu'})")
+    if backend in ("cpu-kernel", "triton") and not in_place_ok:
+        raise UsageError(
+            f"config: train.backend {backend} updates tables in place and cannot share exact "
+            "gradients; use sync.strategy local or train.backend torch"
+        )
     return backend
 
 
@@ -151,4 +182,6 @@ def build_step(
     counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
     if backend == "cpu-kernel":
         return KernelStep(tables, counts_t, cfg, generator, threads)
+    if backend == "triton":
+        return TritonStep(tables, counts_t, cfg, sync, generator)
     return TorchStep(tables, counts_t, cfg, sync, generator)
