@@ -199,8 +199,7 @@ def test_subsampling_keeps_each_word_with_its_probability(p: float) -> None:
         assert counts[0][2] != counts[1][2]  # the draws depend on the seed
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_windows_never_cross_sentences(threads: int) -> None:
+def test_windows_never_cross_sentences() -> None:
     # Every token is its own word and w_in is the identity, so after a pair (context c, centre
     # w) row w of w_out holds ~alpha/2 in column c: the footprint of exactly the pairs trained.
     # Negatives all hit an extra "sink" word that appears in no sentence.
@@ -212,16 +211,31 @@ def test_windows_never_cross_sentences(threads: int) -> None:
     for seed in range(5):
         w_in, w_out = torch.eye(vocab), torch.zeros(vocab, vocab)
         _, pairs, _ = run(np.arange(n), lengths, w_in, w_out, torch.ones(vocab),
-                          only(n, vocab), window=10, alpha_start=alpha,
-                          alpha_end=alpha, seed=seed, threads=threads)  # fmt: skip
+                          only(n, vocab), window=10, alpha_start=alpha, alpha_end=alpha,
+                          seed=seed)  # fmt: skip
         trained = (w_out[:n, :n].abs() > alpha / 10).numpy()  # [centre, context]
         centres, contexts = np.nonzero(trained)
         assert len(centres) == pairs > 0
         assert (sentence_of[centres] == sentence_of[contexts]).all()
-        if threads == 1:  # neighbours are always within the window
-            neighbours = sentence_of[:-1] == sentence_of[1:]
-            assert trained[np.arange(n - 1), np.arange(1, n)][neighbours].all()
-            assert trained[np.arange(1, n), np.arange(n - 1)][neighbours].all()
+        neighbours = sentence_of[:-1] == sentence_of[1:]  # always within the window
+        assert trained[np.arange(n - 1), np.arange(1, n)][neighbours].all()
+        assert trained[np.arange(1, n), np.arange(n - 1)][neighbours].all()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_train_whole_sentences(threads: int) -> None:
+    # With window 1 every word pairs with both neighbours and nothing else: a sentence of L
+    # words gives exactly 2 (L - 1) pairs, fewer if a sentence were cut, more if windows crossed.
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 60, size=400).astype(np.int32)
+    lengths[[3, 50, 51]] = [3000, 1500, 0]  # longer than one thread's share, and empty
+    vocab = 50
+    tokens = rng.integers(vocab, size=int(lengths.sum()))
+    w_in, w_out = torch.rand(vocab, 8) - 0.5, torch.zeros(vocab, 8)
+    _, pairs, kept = run(tokens, lengths, w_in, w_out, torch.ones(vocab),
+                         cpu.unigram_table(np.ones(vocab)), window=1, threads=threads)
+    assert kept == len(tokens)
+    assert pairs == 2 * np.maximum(lengths.astype(np.int64) - 1, 0).sum()
 
 
 def _footprint_setup(n_sentences: int, n_neg_words: int):

@@ -27,9 +27,8 @@ Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
 - Exact sigmoid (no 1000-entry table, no clipping at |x| > 6). The input row's gradient is
   summed over the targets and added after them; output rows are updated target by target.
 - loss = sum over pairs of -log sig(pos) - sum log sig(-neg), accumulated in double.
-- The learning rate falls linearly from alpha_start to alpha_end over the block's tokens (over
-  each thread's share of them), so callers keep word2vec.c's global decay by passing each
-  block's endpoints.
+- The learning rate falls linearly from alpha_start to alpha_end with the token's position in
+  the block, so callers keep word2vec.c's global decay by passing each block's endpoints.
 - Negatives come from an alias table of count^0.75 (`unigram_table`): exact, 8 bytes a word, so
   it stays in cache; word2vec.c's 1e8-slot table (400 MB) misses cache on nearly every draw.
 - RNG: word2vec.c's LCG (r = r * 25214903917 + 11 mod 2^64), but each draw reads the high bits
@@ -38,8 +37,10 @@ Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
   (x mod 2^32) >> 1 < threshold_i, else alias_i. Thread t starts from output t+1 of SplitMix64
   seeded with `seed`, so threads=1 is deterministic. Draws for 32 centre words are made before
   their pairs train, in the same order, so the rows of upcoming pairs can be prefetched.
-- Threads (Hogwild, no locks) take contiguous token ranges, cut at a sentence start when one is
-  near (within 1/16 of a share), else inside a long sentence.
+- Threads (Hogwild: no locks on the tables) take shares of whole sentences, about 1024 tokens
+  each, from a shared counter until none is left: a thread that the OS delays holds up the
+  others for one share at most, and no sentence is cut. Each thread's RNG runs on across the
+  shares it takes, so results depend on the thread count and, with threads > 1, on timing.
 """
 
 from __future__ import annotations

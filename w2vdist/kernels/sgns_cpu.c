@@ -13,8 +13,9 @@
 
 enum { W2V_OK = 0, W2V_ENOMEM = 1 };
 
-#define CHUNK 32 /* centre words whose random draws are made before any of their pairs train */
-#define AHEAD 2  /* pairs between fetching a pair's rows and training it */
+#define SHARE 1024 /* tokens of whole sentences a thread takes at a time */
+#define CHUNK 32   /* centre words whose random draws are made before any of their pairs train */
+#define AHEAD 2    /* pairs between fetching a pair's rows and training it */
 #define LOSS_FOLD 512 /* factors (1 + e) <= 2 multiplied before one log: far below DBL_MAX */
 
 /* Dot product. GCC adds up the lanes of a vectorised reduction one at a time, which costs more
@@ -132,7 +133,8 @@ done:
 typedef struct {
   const int32_t *tokens;
   const int64_t *starts; /* n_sentences + 1 sentence start offsets */
-  int64_t n_sentences;
+  const int64_t *shares; /* n_shares + 1 first sentences of each share */
+  int64_t n_tokens, n_shares, next_share;
   float *w_in, *w_out;
   int64_t vocab, dim;
   const float *keep_prob;
@@ -140,16 +142,6 @@ typedef struct {
   int window, negative;
   float alpha_start, alpha_end;
 } Shared;
-
-typedef struct {
-  const Shared *s;
-  int64_t begin, end; /* token range of this thread */
-  uint64_t rng;
-  double loss;
-  int64_t pairs, kept;
-  int err;
-  char pad[64]; /* threads write their results at the end only, but keep them apart anyway */
-} Job;
 
 /* A chunk of training pairs whose random draws are all made before any of them trains, so that
  * the rows of pair k + AHEAD are on their way from memory while pair k trains. */
@@ -167,6 +159,18 @@ typedef struct {
   double product;       /* product of (1 + exp(-|x|)) not folded yet */
   int factors;
 } Loss;
+
+typedef struct {
+  Shared *s;
+  uint64_t rng;
+  int32_t *sen; /* the kept words of the current sentence */
+  int64_t *pos; /* and their offsets in the block */
+  float *neu1e;
+  Pairs pairs;
+  Loss loss;
+  int64_t n_pairs, kept;
+  int err;
+} Worker;
 
 static inline void add_loss(Loss *loss, float x, float e) {
   loss->positive_part += x > 0.0f ? (double)x : 0.0;
@@ -216,139 +220,98 @@ static void train_pairs(const Shared *s, const Pairs *p, float *restrict neu1e, 
   }
 }
 
-/* Index of the sentence holding token p: the last k with starts[k] <= p. */
-static int64_t sentence_of(const int64_t *starts, int64_t n_sentences, int64_t p) {
-  int64_t lo = 0, hi = n_sentences; /* starts[lo] <= p < starts[hi] */
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (starts[mid] <= p) lo = mid; else hi = mid;
-  }
-  return lo;
-}
-
-/* The part [a, b) of sentence k inside the job's token range. */
-static inline void piece(const Shared *s, const Job *job, int64_t k, int64_t *a, int64_t *b) {
-  *a = s->starts[k] > job->begin ? s->starts[k] : job->begin;
-  *b = s->starts[k + 1] < job->end ? s->starts[k + 1] : job->end;
-}
-
-static void run_job(Job *job) {
-  const Shared *s = job->s;
-  const int64_t span = job->end - job->begin;
-  if (span <= 0) return;
-  const int64_t first = sentence_of(s->starts, s->n_sentences, job->begin);
-  int64_t longest = 0;
-  for (int64_t k = first; k < s->n_sentences && s->starts[k] < job->end; k++) {
-    int64_t a, b;
-    piece(s, job, k, &a, &b);
-    if (b - a > longest) longest = b - a;
-  }
-  const int64_t max_pairs = (int64_t)CHUNK * 2 * s->window;
+/* Tokens [a, b) are one sentence. */
+static void train_sentence(Worker *w, int64_t a, int64_t b) {
+  const Shared *s = w->s;
+  Pairs *p = &w->pairs;
   const int stride = s->negative + 1;
-  int32_t *sen = malloc(sizeof(int32_t) * longest);
-  int64_t *raw = malloc(sizeof(int64_t) * longest); /* token offset of each kept word */
-  float *neu1e = malloc(sizeof(float) * s->dim);
-  Pairs p = {malloc(sizeof(int32_t) * max_pairs), malloc(sizeof(int32_t) * max_pairs),
-             malloc(sizeof(int32_t) * max_pairs * stride), malloc(sizeof(float) * max_pairs),
-             0};
-  if (!sen || !raw || !neu1e || !p.context || !p.count || !p.targets || !p.alpha) {
-    job->err = W2V_ENOMEM;
-    goto done;
-  }
+  const double dalpha = ((double)s->alpha_end - (double)s->alpha_start) / (double)s->n_tokens;
+  uint64_t r = w->rng;
 
-  uint64_t r = job->rng;
-  Loss loss = {0.0, 0.0, 1.0, 0};
-  int64_t pairs = 0, kept = 0;
-  const double dalpha = (double)s->alpha_end - (double)s->alpha_start;
-
-  for (int64_t k = first; k < s->n_sentences && s->starts[k] < job->end; k++) {
-    int64_t a, b;
-    piece(s, job, k, &a, &b);
-    /* Subsample the sentence first; windows then span the kept words, as in word2vec.c. */
-    int64_t n = 0;
-    for (int64_t q = a; q < b; q++) {
-      const int32_t w = s->tokens[q];
-      const float keep = s->keep_prob[w];
-      if (keep < 1.0f) {
-        r = lcg(r);
-        if (!((double)(r >> 40) < (double)keep * 16777216.0)) continue;
-      }
-      sen[n] = w;
-      raw[n] = q;
-      n++;
+  /* Subsample the sentence first; windows then span the kept words, as in word2vec.c. */
+  int64_t n = 0;
+  for (int64_t q = a; q < b; q++) {
+    const int32_t word = s->tokens[q];
+    const float keep = s->keep_prob[word];
+    if (keep < 1.0f) {
+      r = lcg(r);
+      if (!((double)(r >> 40) < (double)keep * 16777216.0)) continue;
     }
-    kept += n;
+    w->sen[n] = word;
+    w->pos[n] = q;
+    n++;
+  }
+  w->kept += n;
 
-    /* Draws in word2vec.c's order: per centre word its window, then per context its negatives. */
-    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
-      p.n = 0;
-      for (int64_t i = i0; i < n && i < i0 + CHUNK; i++) {
-        const int32_t word = sen[i];
-        const float alpha =
-            (float)(s->alpha_start + dalpha * (double)(raw[i] - job->begin) / (double)span);
-        r = lcg(r);
-        const int64_t half = 1 + (int64_t)below(r, (uint64_t)s->window);
-        const int64_t lo = i - half > 0 ? i - half : 0;
-        const int64_t hi = i + half < n - 1 ? i + half : n - 1;
-        for (int64_t j = lo; j <= hi; j++) {
-          if (j == i) continue;
-          int32_t *t = p.targets + p.n * stride;
-          int nt = 0;
-          t[nt++] = word;
-          for (int d = 0; d < s->negative; d++) {
-            r = lcg(r);
-            const int32_t neg = draw_negative(s->table, (uint64_t)s->vocab, r);
-            if (neg != word) t[nt++] = neg;
-          }
-          p.context[p.n] = sen[j];
-          p.count[p.n] = nt;
-          p.alpha[p.n] = alpha;
-          p.n++;
+  /* Draws in word2vec.c's order: per centre word its window, then per context its negatives. */
+  for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+    p->n = 0;
+    for (int64_t i = i0; i < n && i < i0 + CHUNK; i++) {
+      const int32_t word = w->sen[i];
+      const float alpha = (float)(s->alpha_start + dalpha * (double)w->pos[i]);
+      r = lcg(r);
+      const int64_t half = 1 + (int64_t)below(r, (uint64_t)s->window);
+      const int64_t lo = i - half > 0 ? i - half : 0;
+      const int64_t hi = i + half < n - 1 ? i + half : n - 1;
+      for (int64_t j = lo; j <= hi; j++) {
+        if (j == i) continue;
+        int32_t *t = p->targets + p->n * stride;
+        int nt = 0;
+        t[nt++] = word;
+        for (int d = 0; d < s->negative; d++) {
+          r = lcg(r);
+          const int32_t neg = draw_negative(s->table, (uint64_t)s->vocab, r);
+          if (neg != word) t[nt++] = neg;
         }
+        p->context[p->n] = w->sen[j];
+        p->count[p->n] = nt;
+        p->alpha[p->n] = alpha;
+        p->n++;
       }
-      train_pairs(s, &p, neu1e, &loss);
-      pairs += p.n;
     }
+    train_pairs(s, p, w->neu1e, &w->loss);
+    w->n_pairs += p->n;
   }
-  job->loss = loss.positive_part + loss.logs + log(loss.product);
-  job->pairs = pairs;
-  job->kept = kept;
-
-done:
-  free(sen);
-  free(raw);
-  free(neu1e);
-  free(p.context);
-  free(p.count);
-  free(p.targets);
-  free(p.alpha);
+  w->rng = r;
 }
 
-static void *job_main(void *arg) {
-  run_job((Job *)arg);
+/* Takes shares of whole sentences from the shared counter until none is left. */
+static void *run_worker(void *arg) {
+  Worker *w = arg;
+  Shared *s = w->s;
+  for (;;) {
+    const int64_t k = __atomic_fetch_add(&s->next_share, 1, __ATOMIC_RELAXED);
+    if (k >= s->n_shares) break;
+    for (int64_t i = s->shares[k]; i < s->shares[k + 1]; i++)
+      train_sentence(w, s->starts[i], s->starts[i + 1]);
+  }
   return NULL;
 }
 
-/*
- * Thread t takes the tokens from cut t to cut t+1. A cut sits at t*N/threads, moved forward
- * to the next sentence start when that is within N/(16*threads) tokens; otherwise it splits a
- * long sentence (word2vec.c and gensim split long sentences too).
- */
-static void plan_cuts(const int64_t *starts, int64_t n_sentences, int64_t n_tokens, int threads,
-                      int64_t *cuts) {
-  const int64_t slack = n_tokens / (16 * (int64_t)threads);
-  cuts[0] = 0;
-  cuts[threads] = n_tokens;
-  for (int t = 1; t < threads; t++) {
-    const int64_t p = n_tokens * t / threads;
-    int64_t cut = p;
-    if (n_sentences > 0) {
-      const int64_t k = sentence_of(starts, n_sentences, p);
-      if (starts[k] != p && starts[k + 1] - p <= slack) cut = starts[k + 1];
-    }
-    if (cut < cuts[t - 1]) cut = cuts[t - 1];
-    cuts[t] = cut < n_tokens ? cut : n_tokens;
-  }
+static int worker_init(Worker *w, Shared *s, int64_t longest, uint64_t rng) {
+  const int64_t max_pairs = (int64_t)CHUNK * 2 * s->window;
+  w->s = s;
+  w->rng = rng;
+  w->loss.product = 1.0;
+  w->sen = malloc(sizeof(int32_t) * (longest + 1));
+  w->pos = malloc(sizeof(int64_t) * (longest + 1));
+  w->neu1e = malloc(sizeof(float) * s->dim);
+  w->pairs.context = malloc(sizeof(int32_t) * max_pairs);
+  w->pairs.count = malloc(sizeof(int32_t) * max_pairs);
+  w->pairs.targets = malloc(sizeof(int32_t) * max_pairs * (s->negative + 1));
+  w->pairs.alpha = malloc(sizeof(float) * max_pairs);
+  return w->sen && w->pos && w->neu1e && w->pairs.context && w->pairs.count &&
+         w->pairs.targets && w->pairs.alpha;
+}
+
+static void worker_free(Worker *w) {
+  free(w->sen);
+  free(w->pos);
+  free(w->neu1e);
+  free(w->pairs.context);
+  free(w->pairs.count);
+  free(w->pairs.targets);
+  free(w->pairs.alpha);
 }
 
 int w2v_train_block(const int32_t *tokens, int64_t n_tokens, const int32_t *lengths,
@@ -358,51 +321,64 @@ int w2v_train_block(const int32_t *tokens, int64_t n_tokens, const int32_t *leng
                     double *loss, int64_t *pairs, int64_t *kept) {
   int err = W2V_OK;
   int64_t *starts = malloc(sizeof(int64_t) * (n_sentences + 1));
-  int64_t *cuts = malloc(sizeof(int64_t) * (threads + 1));
-  Job *jobs = calloc(threads, sizeof(Job));
+  int64_t *shares = malloc(sizeof(int64_t) * (n_sentences + 1));
+  Worker *workers = calloc(threads, sizeof(Worker));
   pthread_t *tids = calloc(threads, sizeof(pthread_t));
   char *started = calloc(threads, 1);
-  if (!starts || !cuts || !jobs || !tids || !started) {
-    err = W2V_ENOMEM;
-    goto done;
-  }
-  starts[0] = 0;
-  for (int64_t k = 0; k < n_sentences; k++) starts[k + 1] = starts[k] + lengths[k];
-  plan_cuts(starts, n_sentences, n_tokens, threads, cuts);
-
-  const Shared shared = {tokens, starts,    n_sentences, w_in,     w_out,       vocab,
-                         dim,    keep_prob, table,       window,   negative,    alpha_start,
-                         alpha_end};
-  for (int t = 0; t < threads; t++) {
-    jobs[t].s = &shared;
-    jobs[t].begin = cuts[t];
-    jobs[t].end = cuts[t + 1];
-    /* Thread t starts from output t+1 of SplitMix64 seeded with `seed`. */
-    jobs[t].rng = splitmix64(seed + (uint64_t)t * 0x9E3779B97F4A7C15ULL);
-  }
-  /* Thread 0 runs here; a thread that cannot be started runs here too, after it. */
-  for (int t = 1; t < threads; t++)
-    started[t] = pthread_create(&tids[t], NULL, job_main, &jobs[t]) == 0;
-  run_job(&jobs[0]);
-  for (int t = 1; t < threads; t++) {
-    if (started[t]) pthread_join(tids[t], NULL);
-    else run_job(&jobs[t]);
-  }
-
   *loss = 0.0;
   *pairs = 0;
   *kept = 0;
-  for (int t = 0; t < threads; t++) {
-    if (jobs[t].err) err = jobs[t].err;
-    *loss += jobs[t].loss;
-    *pairs += jobs[t].pairs;
-    *kept += jobs[t].kept;
+  if (!starts || !shares || !workers || !tids || !started) {
+    err = W2V_ENOMEM;
+    goto done;
   }
 
+  /* Shares: runs of whole sentences of at least SHARE tokens (the last may have fewer). */
+  int64_t longest = 0, n_shares = 0, share_start = 0;
+  starts[0] = 0;
+  for (int64_t k = 0; k < n_sentences; k++) {
+    if (k == 0 || starts[k] - share_start >= SHARE) {
+      shares[n_shares++] = k;
+      share_start = starts[k];
+    }
+    starts[k + 1] = starts[k] + lengths[k];
+    if (lengths[k] > longest) longest = lengths[k];
+  }
+  shares[n_shares] = n_sentences;
+  if (threads > n_shares) threads = n_shares > 0 ? (int)n_shares : 1;
+
+  Shared shared = {.tokens = tokens, .starts = starts, .shares = shares, .n_tokens = n_tokens,
+                   .n_shares = n_shares, .next_share = 0, .w_in = w_in, .w_out = w_out,
+                   .vocab = vocab, .dim = dim, .keep_prob = keep_prob, .table = table,
+                   .window = window, .negative = negative, .alpha_start = alpha_start,
+                   .alpha_end = alpha_end};
+  for (int t = 0; t < threads; t++)
+    /* Thread t starts from output t+1 of SplitMix64 seeded with `seed`. */
+    if (!worker_init(&workers[t], &shared, longest,
+                     splitmix64(seed + (uint64_t)t * 0x9E3779B97F4A7C15ULL)))
+      err = W2V_ENOMEM;
+  if (err) goto free_workers;
+
+  /* Worker 0 runs here; a thread that cannot be started just leaves its shares to the others. */
+  for (int t = 1; t < threads; t++)
+    started[t] = pthread_create(&tids[t], NULL, run_worker, &workers[t]) == 0;
+  run_worker(&workers[0]);
+  for (int t = 1; t < threads; t++)
+    if (started[t]) pthread_join(tids[t], NULL);
+
+  for (int t = 0; t < threads; t++) {
+    const Loss *l = &workers[t].loss;
+    *loss += l->positive_part + l->logs + log(l->product);
+    *pairs += workers[t].n_pairs;
+    *kept += workers[t].kept;
+  }
+
+free_workers:
+  for (int t = 0; t < threads; t++) worker_free(&workers[t]);
 done:
   free(starts);
-  free(cuts);
-  free(jobs);
+  free(shares);
+  free(workers);
   free(tids);
   free(started);
   return err;
