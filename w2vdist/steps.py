@@ -57,21 +57,28 @@ class TorchStep:
         self.sync = sync
         self.generator = generator
 
-    def __call__(
-        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
+    def sample(
+        self, tokens: torch.Tensor, sentence: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(centres, contexts, mask, negatives) as `sgns.gradients` takes them: whole windows
+        with shared negatives, or one row per pair (mask None) with its own negatives."""
         g = self.generator
         centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
         contexts, mask = windows(centres, sentence, self.window, g)
         if self.shared_negatives:
             busy = mask.any(1)
             centres, contexts, mask = centres[busy], contexts[busy], mask[busy]
-        else:  # one row per (centre, context) pair, each with its own negatives
+        else:
             centres = centres.unsqueeze(1).expand_as(contexts)[mask]
             contexts, mask = contexts[mask].unsqueeze(1), None
         negatives = self.negatives.sample((centres.numel(), self.negative), g)
-        grads = gradients(self.tables, centres, contexts, negatives, mask)
-        grads = self.sync.exchange(grads)
+        return centres, contexts, mask, negatives
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]:
+        centres, contexts, mask, negatives = self.sample(tokens, sentence)
+        grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives, mask))
         apply(self.tables, grads, lr_start, self.duplicate_power)
         return float(grads.loss), grads.pairs
 
@@ -84,15 +91,9 @@ class TritonStep(TorchStep):
     ) -> tuple[float, int]:
         from w2vdist.kernels.triton_sgns import sgns_step
 
-        g = self.generator
-        centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
-        contexts, mask = windows(centres, sentence, self.window, g)
-        if self.shared_negatives:
-            contexts = contexts.masked_fill(~mask, -1)
-        else:
-            centres = centres.unsqueeze(1).expand_as(contexts)[mask]
-            contexts = contexts[mask]
-        negatives = self.negatives.sample((centres.numel(), self.negative), g)
+        centres, contexts, mask, negatives = self.sample(tokens, sentence)
+        if mask is not None:
+            contexts = contexts.masked_fill(~mask, -1)  # the kernel's "no context"
         loss, pairs = sgns_step(
             self.tables.input.data, self.tables.output.data, centres, contexts, negatives, lr_start
         )
