@@ -157,3 +157,18 @@ def test_bad_config_value_is_one_line_naming_the_field(shards, tmp_path, capsys)
 def test_missing_shards_directory_is_a_usage_error(tmp_path, capsys):
     code = main(["train", "--data.shards", str(tmp_path / "nope")])
     assert code == 2 and "manifest.json: not found" in capsys.readouterr().err
+
+
+def test_checkpoints_are_scored_and_logged_when_eval_files_are_set(shards, tmp_path):
+    analogies = tmp_path / "analogies.txt"
+    analogies.write_text(": section\nw1 w2 w3 w4\nw5 w6 w7 w8\n")
+    similarity = tmp_path / "similarity.tsv"
+    similarity.write_text("w1\tw2\t5\nw3\tw9\t1\nw4\tw8\t3\n")
+    run = tmp_path / "run"
+    cfg = config(shards, run, eval={"analogies": str(analogies), "similarity": str(similarity)},
+                 checkpoint={"every_steps": 50})
+    assert train(cfg) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if "analogy/total" in r]
+    assert [r["step"] for r in scored] == [50, 100, 138]
+    assert all(0 <= r["analogy/total"] <= 1 and "similarity/spearman" in r for r in scored)
