@@ -40,7 +40,7 @@ def main(strategy: str, out: Path) -> None:
         bounds[1] = max(1, bounds[1] - 7)
         part = slice(bounds[rank], bounds[rank + 1])
         grads = gradients(tables, centres[part], contexts[part], negatives[part])
-        apply(tables, sync.exchange(grads), 0.1)
+        apply(tables, sync.exchange(grads), 0.1, damping=1.0)
         sync.after_step(tables, step)
         gathered = [torch.empty_like(tables.input.data) for _ in range(world)]
         dist.all_gather(gathered, tables.input.data)

@@ -59,7 +59,7 @@ def test_initialisation_follows_word2vec_c():
     assert torch.count_nonzero(tables.output) == 0
 
 
-def test_repeated_rows_are_damped_by_their_count_to_the_given_power():
+def test_crowded_rows_take_a_step_damped_by_their_summed_curvature():
     g = torch.Generator().manual_seed(3)
     tables = Embeddings(20, 4, g)
     tables.output.data.normal_(0, 0.3, generator=g)
@@ -67,13 +67,22 @@ def test_repeated_rows_are_damped_by_their_count_to_the_given_power():
     contexts = torch.tensor([5, 5, 6, 7, 8])
     negatives = torch.tensor([[9], [9], [9], [10], [11]])
     grads = gradients(tables, centres, contexts, negatives)
-    before_in = tables.input.data.clone()
-    apply(tables, grads, 0.5, duplicate_power=0.5)
-    # Row 5 of the input table is touched twice: each contribution is divided by 2 ** 0.5.
-    expected = before_in[5] + 0.5 * grads.input.values[:2].sum(0) / 2**0.5
+    w_in, w_out = tables.input.data.clone(), tables.output.data.clone()
+    # The curvature of the loss along input row 5 from its first pair: sigma' of each score
+    # times the squared norm of the output row it was scored against.
+    s = torch.stack([w_out[1] @ w_in[5], w_out[9] @ w_in[5]])
+    expected_curv = (torch.sigmoid(s) * torch.sigmoid(-s) * w_out[[1, 9]].pow(2).sum(1)).sum()
+    torch.testing.assert_close(grads.input.curvature[0], expected_curv)
+    lr, damping = 0.5, 2.0
+    apply(tables, grads, lr, damping)
+    # Row 5 of the input table takes two contributions: its step is divided by 1 + k lr H.
+    h = grads.input.curvature[:2].sum()
+    expected = w_in[5] + lr * grads.input.values[:2].sum(0) / (1 + damping * lr * h)
     torch.testing.assert_close(tables.input.data[5], expected)
-    # Row 8 is touched once: undamped.
-    torch.testing.assert_close(tables.input.data[8], before_in[8] + 0.5 * grads.input.values[4])
+    h8 = grads.input.curvature[4]
+    torch.testing.assert_close(
+        tables.input.data[8], w_in[8] + lr * grads.input.values[4] / (1 + damping * lr * h8)
+    )
 
 
 def _dense_window_reference(w_in, w_out, centres, contexts, mask, negatives, lr):

@@ -49,7 +49,7 @@ tokens = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0)
 sentence = torch.arange(200, dtype=torch.int32) // 20
 for shared in (True, False):
     cfg = from_dict(Config, {"model": {"dim": 8, "sample": 0, "shared_negatives": shared},
-                             "optim": {"duplicate_power": 0}})
+                             "optim": {"damping": 0}})
     out = []
     for cls in (TritonStep, TorchStep):
         tables = Embeddings(10, 8, torch.Generator().manual_seed(1))

@@ -27,7 +27,7 @@ def _one_process() -> Embeddings:
     tables = Embeddings(40, 8, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
     for centres, contexts, negatives in global_batches():
-        apply(tables, gradients(tables, centres, contexts, negatives), 0.1)
+        apply(tables, gradients(tables, centres, contexts, negatives), 0.1, damping=1.0)
     return tables
 
 

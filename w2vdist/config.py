@@ -104,17 +104,18 @@ class ModelConfig:
 class OptimConfig:
     """Plain SGD with word2vec.c's linear decay from alpha to alpha * min_alpha_ratio.
 
-    `duplicate_power` damps rows repeated within a batch on the torch path (see `sgns.apply`).
+    `damping` bounds the step of rows a batch updates many times on the torch path
+    (see `sgns.apply`); 0 is plain SGD on the batch.
     """
 
     alpha: float = 0.025
     min_alpha_ratio: float = 1e-4
     batch_words: int = 4096
-    duplicate_power: float = 0.3
+    damping: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.alpha > 0, "optim.alpha", "must be > 0")
-        _check(0 <= self.duplicate_power <= 1, "optim.duplicate_power", "must be in [0, 1]")
+        _check(self.damping >= 0, "optim.damping", "must be >= 0 (0: plain SGD)")
         _check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")
         _check(self.batch_words >= 1, "optim.batch_words", "must be >= 1")
 

@@ -27,10 +27,16 @@ class Embeddings(nn.Module):
 
 @dataclass
 class SparseRows:
-    """Rows `index` of a table get `values` added (duplicates add up)."""
+    """Rows `index` of a table get `values` added (duplicates add up).
+
+    `curvature` is each contribution's second derivative of the loss along its row,
+    sigma'(score) * |other vector|^2 summed over the scores it enters; `apply` uses it to damp
+    rows that a batch updates many times.
+    """
 
     index: torch.Tensor  # (M,) int64
     values: torch.Tensor  # (M, D) float32
+    curvature: torch.Tensor  # (M,) float32
 
 
 @dataclass
@@ -73,32 +79,39 @@ def gradients(
     weight = (mask.unsqueeze(2) & real.unsqueeze(1)).to(scores.dtype)
     label = torch.zeros_like(scores)
     label[:, :, 0] = 1.0
-    g = (label - torch.sigmoid(scores)) * weight  # minus d loss / d score
+    sig = torch.sigmoid(scores)
+    g = (label - sig) * weight  # minus d loss / d score
     signed = torch.where(label.bool(), scores, -scores)
     loss = -(F.logsigmoid(signed) * weight).sum(dtype=torch.float64)
     grad_in = torch.bmm(g, u)  # (N, C, D)
     grad_out = torch.bmm(g.transpose(1, 2), v)  # (N, K+1, D)
+    bend = sig * (1 - sig) * weight  # d2 loss / d score2
+    curv_in = torch.bmm(bend, (u * u).sum(2, keepdim=True)).squeeze(2)  # (N, C)
+    curv_out = torch.bmm(bend.transpose(1, 2), (v * v).sum(2, keepdim=True)).squeeze(2)
     return Gradients(
-        input=SparseRows(contexts[mask], grad_in[mask]),
-        output=SparseRows(targets.reshape(-1), grad_out.reshape(-1, dim)),
+        input=SparseRows(contexts[mask], grad_in[mask], curv_in[mask]),
+        output=SparseRows(targets.reshape(-1), grad_out.reshape(-1, dim), curv_out.reshape(-1)),
         loss=loss,
         pairs=int(mask.sum()),
     )
 
 
-def apply(tables: Embeddings, grads: Gradients, lr: float, duplicate_power: float = 0.0) -> None:
-    """SGD: add lr times each row's summed descent direction, damped for repeated rows.
+def apply(tables: Embeddings, grads: Gradients, lr: float, damping: float = 0.0) -> None:
+    """SGD: add lr times each row's summed descent direction, damped where the batch piles up.
 
     word2vec.c applies updates one pair at a time, so a frequent word's row saturates as it
     goes; a batch computes all of them from the same old row, and their plain sum overshoots
-    once a row repeats hundreds of times (frequent words, and negatives of a small vocabulary).
-    Each contribution to a row touched c times in the batch is therefore divided by
-    c ** duplicate_power: 0 is the plain sum (exact SGD on the batch loss), 1 the mean (far too
-    timid for frequent words). See BENCHMARKS.md for the measurements behind the default.
+    once a row takes hundreds of contributions (frequent words; negatives shared by a window).
+    Each row's step is therefore divided by 1 + damping * lr * H, with H the summed curvature
+    of the row's contributions: the implicit (proximal) SGD step of a quadratic model of the
+    row's loss, which stays plain SGD for rows the batch touches a few times and bounds rows it
+    touches many times. damping = 0 is the exact SGD step on the batch loss. BENCHMARKS.md has
+    the measurements behind the default.
     """
     for table, rows in ((tables.input, grads.input), (tables.output, grads.output)):
         values = rows.values
-        if duplicate_power:
-            counts = torch.bincount(rows.index, minlength=table.shape[0])[rows.index]
-            values = values * counts.to(values.dtype).pow_(-duplicate_power).unsqueeze(1)
+        if damping:
+            total = torch.zeros(table.shape[0], dtype=values.dtype, device=values.device)
+            total.index_add_(0, rows.index, rows.curvature)
+            values = values / (1.0 + damping * lr * total[rows.index]).unsqueeze(1)
         table.index_add_(0, rows.index, values, alpha=lr)

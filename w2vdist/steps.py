@@ -53,7 +53,7 @@ class TorchStep:
         self.window = cfg.model.window
         self.negative = cfg.model.negative
         self.shared_negatives = cfg.model.shared_negatives
-        self.duplicate_power = cfg.optim.duplicate_power
+        self.damping = cfg.optim.damping
         self.sync = sync
         self.generator = generator
 
@@ -79,7 +79,7 @@ class TorchStep:
     ) -> tuple[float, int]:
         centres, contexts, mask, negatives = self.sample(tokens, sentence)
         grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives, mask))
-        apply(self.tables, grads, lr_start, self.duplicate_power)
+        apply(self.tables, grads, lr_start, self.damping)
         return float(grads.loss), grads.pairs
 
 

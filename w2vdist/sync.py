@@ -46,16 +46,19 @@ class Sync:
 class ExactSync(Sync):
     def exchange(self, grads: Gradients) -> Gradients:
         start = time.perf_counter()
-        # One index/value buffer for both tables: output rows are shifted past the input rows.
+        # One buffer for both tables (output rows shifted past the input rows), the curvature
+        # riding as one more column of values.
         index = torch.cat([grads.input.index, grads.output.index + _SHIFT])
-        values = torch.cat([grads.input.values, grads.output.values])
-        gathered_index, gathered_values = _all_gather_rows(index, values, self.world_size)
+        values = torch.cat(
+            [_with_curvature(grads.input), _with_curvature(grads.output)]
+        )
+        gathered_index, gathered = _all_gather_rows(index, values, self.world_size)
         is_output = gathered_index >= _SHIFT
         self.bytes_sent += (self.world_size - 1) * (index.numel() * 8 + values.numel() * 4)
         self.seconds += time.perf_counter() - start
         return Gradients(
-            input=SparseRows(gathered_index[~is_output], gathered_values[~is_output]),
-            output=SparseRows(gathered_index[is_output] - _SHIFT, gathered_values[is_output]),
+            input=_rows(gathered_index[~is_output], gathered[~is_output]),
+            output=_rows(gathered_index[is_output] - _SHIFT, gathered[is_output]),
             loss=grads.loss,
             pairs=grads.pairs,
         )
@@ -87,6 +90,14 @@ class LocalSync(Sync):
 
 
 _SHIFT = 1 << 40  # larger than any vocabulary
+
+
+def _with_curvature(rows: SparseRows) -> torch.Tensor:
+    return torch.cat([rows.values, rows.curvature.unsqueeze(1)], dim=1)
+
+
+def _rows(index: torch.Tensor, packed: torch.Tensor) -> SparseRows:
+    return SparseRows(index, packed[:, :-1].contiguous(), packed[:, -1].contiguous())
 
 
 def _all_gather_rows(
