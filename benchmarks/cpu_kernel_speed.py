@@ -74,7 +74,7 @@ def interleave(items: list, parts: int) -> list:
 
 
 def train_kernel(words, counts, lines, args) -> tuple[float, KeyedVectors]:
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(args.seed)
     vocab, dim = len(words), args.dim
     w_in = torch.from_numpy(((2 * rng.random((vocab, dim)) - 1) / dim).astype(np.float32))
     w_out = torch.zeros(vocab, dim)
@@ -93,7 +93,7 @@ def train_kernel(words, counts, lines, args) -> tuple[float, KeyedVectors]:
             a1 = max(floor, alpha * (1 - done / total))
             block_loss, block_pairs, _ = cpu.train_block(
                 tokens, lengths, w_in, w_out, keep, table, args.window, args.negative,
-                a0, a1, seed=epoch * len(data) + i + 1, threads=args.threads,
+                a0, a1, seed=(args.seed << 32) + epoch * len(data) + i, threads=args.threads,
             )  # fmt: skip
             loss, pairs = loss + block_loss, pairs + block_pairs
     seconds = time.perf_counter() - start
@@ -107,7 +107,7 @@ def train_gensim(total_words: int, args) -> tuple[float, KeyedVectors]:
     model = Word2Vec(
         sg=1, vector_size=args.dim, window=args.window, negative=args.negative,
         sample=args.sample, min_count=args.min_count, alpha=args.alpha,
-        min_alpha=args.alpha * 1e-4, workers=args.threads, seed=1,
+        min_alpha=args.alpha * 1e-4, workers=args.threads, seed=args.seed,
     )  # fmt: skip
     if args.gensim_input == "corpus_file":
         corpus = dict(corpus_file=args.corpus)
@@ -150,6 +150,7 @@ def main() -> None:
     p.add_argument("--gensim-input", choices=("corpus_file", "iterable"), default="corpus_file")
     p.add_argument("--interleave", type=int, default=1, metavar="K",
                    help="feed the kernel blocks round-robin from K parts of the corpus")
+    p.add_argument("--seed", type=int, default=1, help="for both: initial vectors and draws")
     p.add_argument("--skip-gensim", action="store_true")
     args = p.parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)

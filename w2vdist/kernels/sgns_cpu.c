@@ -169,7 +169,7 @@ typedef struct {
   Pairs pairs;
   Loss loss;
   int64_t n_pairs, kept;
-  int err;
+  char pad[64]; /* keeps the counters of neighbouring workers off each other's cache lines */
 } Worker;
 
 static inline void add_loss(Loss *loss, float x, float e) {
@@ -227,6 +227,7 @@ static void train_sentence(Worker *w, int64_t a, int64_t b) {
   const int stride = s->negative + 1;
   const double dalpha = ((double)s->alpha_end - (double)s->alpha_start) / (double)s->n_tokens;
   uint64_t r = w->rng;
+  Loss loss = w->loss; /* a local copy can live in registers across the calls to expf */
 
   /* Subsample the sentence first; windows then span the kept words, as in word2vec.c. */
   int64_t n = 0;
@@ -269,10 +270,11 @@ static void train_sentence(Worker *w, int64_t a, int64_t b) {
         p->n++;
       }
     }
-    train_pairs(s, p, w->neu1e, &w->loss);
+    train_pairs(s, p, w->neu1e, &loss);
     w->n_pairs += p->n;
   }
   w->rng = r;
+  w->loss = loss;
 }
 
 /* Takes shares of whole sentences from the shared counter until none is left. */
