@@ -111,7 +111,7 @@ class OptimConfig:
     alpha: float = 0.025
     min_alpha_ratio: float = 1e-4
     batch_words: int = 4096
-    damping: float = 1.0
+    damping: float = 0.25
 
     def __post_init__(self) -> None:
         _check(self.alpha > 0, "optim.alpha", "must be > 0")
