@@ -10,10 +10,16 @@ same number of threads and gensim's initial vectors (uniform in +-1/dim). gensim
 corpus in its fastest mode (`corpus_file`: each thread takes a contiguous part of the file) or,
 with `--gensim-input iterable`, in file order as the kernel does.
 words/s = in-vocabulary corpus words (before subsampling) x epochs / wall-clock seconds of
-training alone: vocabulary building and loading are not timed. The kernel gets blocks of about
-65,536 words cut at line ends (lines of more than 10,000 words split), as `w2vdist prepare`
-writes them, in file order or (`--interleave K`) round-robin from K parts of the file. Analogies are scored on the 30,000 most frequent words, as gensim does.
-The machine's load average is printed: figures from a busy machine are not comparable.
+training alone: vocabulary building and loading are not timed. The kernel gets blocks of
+about 65,536 words (`--block`) cut at line ends (lines over 10,000 words split), as
+`w2vdist prepare` writes them, in file order or (`--interleave K`) round-robin from K parts
+of the file. Analogies are scored on the 30,000 most frequent words, as gensim does. The
+machine's load average is printed: figures from a busy machine are not comparable.
+
+Quality at 1 epoch depends on the learning-rate schedule: in `corpus_file` mode each gensim
+thread decays alpha by its own progress over the whole corpus, so with 2 threads alpha ends
+the epoch near alpha/2 instead of min_alpha (more learning in a short run). Compare quality
+with `--gensim-input iterable`, or over several epochs.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ from w2vdist.kernels import cpu
 from w2vdist.sampling import keep_probabilities
 
 MAX_SENTENCE = 10_000  # gensim's (and `w2vdist prepare`'s) longest sentence
-BLOCK = 65_536
 
 
 def read_corpus(path: str, min_count: int) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
@@ -47,14 +52,14 @@ def read_corpus(path: str, min_count: int) -> tuple[list[str], np.ndarray, list[
     return words, np.array([counter[w] for w in words], dtype=np.int64), ids
 
 
-def blocks(lines: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(tokens, lengths) blocks of about BLOCK words, sentences split at MAX_SENTENCE words."""
+def blocks(lines: list[np.ndarray], block: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(tokens, lengths) blocks of about `block` words, sentences split at MAX_SENTENCE words."""
     pieces = [ln[i : i + MAX_SENTENCE] for ln in lines for i in range(0, len(ln), MAX_SENTENCE)]
     out, batch, size = [], [], 0
     for piece in pieces:
         batch.append(piece)
         size += len(piece)
-        if size >= BLOCK:
+        if size >= block:
             out.append(batch)
             batch, size = [], 0
     out.append(batch)
@@ -80,7 +85,7 @@ def train_kernel(words, counts, lines, args) -> tuple[float, KeyedVectors]:
     w_out = torch.zeros(vocab, dim)
     keep = keep_probabilities(torch.from_numpy(counts), args.sample)
     table = cpu.unigram_table(counts)
-    data = interleave(blocks(lines), args.interleave)
+    data = interleave(blocks(lines, args.block), args.interleave)
     total = int(sum(len(t) for t, _ in data)) * args.epochs
     alpha, floor = args.alpha, args.alpha * 1e-4
     done, loss, pairs = 0, 0.0, 0
@@ -148,6 +153,7 @@ def main() -> None:
     p.add_argument("--min-count", type=int, default=5)
     p.add_argument("--alpha", type=float, default=0.025)
     p.add_argument("--gensim-input", choices=("corpus_file", "iterable"), default="corpus_file")
+    p.add_argument("--block", type=int, default=65_536, help="words per train_block call")
     p.add_argument("--interleave", type=int, default=1, metavar="K",
                    help="feed the kernel blocks round-robin from K parts of the corpus")
     p.add_argument("--seed", type=int, default=1, help="for both: initial vectors and draws")
