@@ -1,1 +1,1 @@
-"""Compiled training kernels behind the `train.backend` choices (`cpu` for `cpu-kernel`)."""
+"""Compiled training kernels behind `train.backend`: `cpu` (cpu-kernel), `triton_sgns` (triton)."""
