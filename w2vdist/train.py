@@ -30,7 +30,7 @@ from w2vdist import checkpoint, config, distributed
 from w2vdist.config import Config
 from w2vdist.data import TokenBatches, assign_shards
 from w2vdist.errors import UsageError
-from w2vdist.logs import setup_logging
+from w2vdist.logs import set_step, setup_logging
 from w2vdist.metrics import build_metrics
 from w2vdist.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.sgns import Embeddings
@@ -179,6 +179,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         lr = plan.learning_rate(step, alpha, ratio)
         loss, pairs = train_step(tokens, sentence, lr, plan.learning_rate(step + 1, alpha, ratio))
         step += 1
+        set_step(step)
         sync.after_step(tables, step)
 
         # One small all-reduce per step: the global loss and pair count, whether any rank was
@@ -192,7 +193,9 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
             [loss, float(pairs), float(stop.requested), float(minutes_due)], world, sync
         )
         interval.add(control[0], control[1])
-        metrics.progress(step * plan.words_per_step, interval.mean_loss(), interval.words_per_s(step, plan))
+        metrics.progress(
+            step * plan.words_per_step, interval.mean_loss(), interval.words_per_s(step, plan)
+        )
         preempted = control[2] > 0
         epoch_end = step % plan.steps_per_epoch == 0
         if epoch_end:
