@@ -44,7 +44,7 @@ from w2vdist.data import TokenBatches
 from w2vdist.errors import UsageError
 from w2vdist.sgns import Embeddings
 from w2vdist.shards import Manifest
-from w2vdist.steps import build_step, choose_backend
+from w2vdist.steps import build_step, choose_backend, with_batch_words
 from w2vdist.sync import build_sync
 from w2vdist.vectors import atomic_output, check_writable
 from w2vdist.vocab import VOCAB_FILE, Vocab
@@ -183,6 +183,8 @@ def bench(cfg: Config, options: Options) -> dict[str, Any]:
     device = distributed.init(cfg.train.device, cfg.sync.timeout_seconds).device
     threads = cfg.train.threads or max(1, torch.get_num_threads())
     torch.set_num_threads(threads)
+    backend = None if options.loader_only else choose_backend(cfg, device, 1)
+    cfg = with_batch_words(cfg, backend or "torch")
     pin = device.type == "cuda"
     settings: dict[str, Any] = {
         "mode": "loader-only" if options.loader_only else "train",
@@ -204,7 +206,6 @@ def bench(cfg: Config, options: Options) -> dict[str, Any]:
     if options.loader_only:
         work = _loader_work(source, device)
     else:
-        backend = choose_backend(cfg, device, 1)
         settings["backend"] = backend
         work = _train_work(backend, counts, cfg, device, threads, source)
     figures = _timed(work, options, cfg.optim.batch_words, device)

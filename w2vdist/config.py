@@ -108,19 +108,20 @@ class OptimConfig:
     with it on the benchmark corpus (BENCHMARKS.md); 0.025 gives word2vec.c's schedule.
 
     `damping` bounds the step of rows a batch updates many times on the torch path
-    (see `sgns.apply`); 0 is plain SGD on the batch.
+    (see `sgns.apply`); 0 is plain SGD on the batch. `batch_words` (raw words per rank per
+    step) 0 picks the backend's default (`steps.DEFAULT_BATCH_WORDS`).
     """
 
     alpha: float = 0.04
     min_alpha_ratio: float = 1e-4
-    batch_words: int = 4096
+    batch_words: int = 0
     damping: float = 0.25
 
     def __post_init__(self) -> None:
         _check(self.alpha > 0, "optim.alpha", "must be > 0")
         _check(self.damping >= 0, "optim.damping", "must be >= 0 (0: plain SGD)")
         _check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")
-        _check(self.batch_words >= 1, "optim.batch_words", "must be >= 1")
+        _check(self.batch_words >= 0, "optim.batch_words", "must be >= 0 (0: the backend's)")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from w2vdist.metrics import build_metrics
 from w2vdist.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.sgns import Embeddings
 from w2vdist.shards import Manifest
-from w2vdist.steps import build_step, choose_backend
+from w2vdist.steps import build_step, choose_backend, with_batch_words
 from w2vdist.sync import build_sync
 from w2vdist.vocab import VOCAB_FILE, Vocab
 
@@ -119,8 +119,9 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
     if vocab.hash != manifest.vocab_hash:
         raise UsageError(f"{shards_dir / VOCAB_FILE}: does not match manifest.json's vocab_hash")
     owned = assign_shards(manifest, world.size, shards_dir)
-    plan = Plan.build(manifest.total_tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
     backend = choose_backend(cfg, world.device, world.size)
+    cfg = with_batch_words(cfg, backend)
+    plan = Plan.build(manifest.total_tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
     if dry_run:
         if world.is_main:
             _print_plan(cfg, world, manifest, owned, plan, backend)
