@@ -208,14 +208,14 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         if interval.elapsed() >= cfg.train.log_every_seconds or epoch_end or step == end_step:
             metrics.log(step, interval.flush(step, plan, sync, lr, world))
         if preempted or (due and step < end_step):
-            _save(cfg, run_dir, step, plan, tables, generator, sync, metrics, world, log)
+            _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
             last_save = time.monotonic()
         if preempted:
             log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
             break
 
     if not preempted:
-        _save(cfg, run_dir, step, plan, tables, generator, sync, metrics, world, log)
+        _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
     metrics.close()
     stop.restore()
     if world.is_main and not preempted:
@@ -265,7 +265,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _save(cfg, run_dir, step, plan, tables, generator, sync, metrics, world, log) -> None:
+def _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log) -> None:
     """Average (local sync), collect every rank's RNG state, rank 0 writes; scores if asked."""
     sync.average(tables)
     rng = [generator.get_state()]
@@ -286,25 +286,25 @@ def _save(cfg, run_dir, step, plan, tables, generator, sync, metrics, world, log
         **{k: v for k, v in state.items() if k != "rng"},
         "total_steps": plan.total_steps,
         "world_size": world.size,
-        "vocab_hash": Vocab.load(run_dir / VOCAB_FILE).hash,
+        "vocab_hash": vocab.hash,
         "config": config.to_dict(cfg),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     tables_cpu = {"input": tables.input.data, "output": tables.output.data}
     path = checkpoint.save(run_dir, step, tables_cpu, state, meta, cfg.checkpoint.keep)
     log.info("checkpoint %s", path)
-    scores = _evaluate(cfg, run_dir, tables)
+    scores = _evaluate(cfg, vocab, tables)
     if scores:
         metrics.log(step, scores)
         log.info("eval at step %d: %s", step, json.dumps(scores))
 
 
-def _evaluate(cfg: Config, run_dir: Path, tables: Embeddings) -> dict[str, float]:
+def _evaluate(cfg: Config, vocab: Vocab, tables: Embeddings) -> dict[str, float]:
     if not (cfg.eval.analogies or cfg.eval.similarity):
         return {}
     from w2vdist import evaluate
 
-    words = Vocab.load(run_dir / VOCAB_FILE).words
+    words = vocab.words
     vectors = tables.input.data.float().cpu()
     scores: dict[str, float] = {}
     if cfg.eval.analogies:
