@@ -207,3 +207,5 @@ def test_killed_worker_is_restarted_by_torchrun_and_resumes(shards, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # Restarted workers run in sessions of their own: find them by their run directory.
+        subprocess.run(["pkill", "-9", "-f", str(run_dir)], check=False)
