@@ -48,7 +48,9 @@ w2v_gpu_count() {
 # Fill the array W2V_CMD with the torchrun command for `w2vdist train`.
 #   w2v_torchrun NNODES NPROC_PER_NODE RDZV_ENDPOINT RDZV_ID [train args...]
 # RDZV_ENDPOINT "" means one machine (--standalone: a private rendezvous on a free port).
-# Reads PYTHON, SHUTDOWN_TIMEOUT, CONFIG, SHARDS, RUN_DIR and WANDB (empty = not passed).
+# Reads PYTHON, SHUTDOWN_TIMEOUT, MAX_RESTARTS, CONFIG, SHARDS, RUN_DIR and WANDB (empty =
+# not passed). Exports TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: with torchrun's shared store,
+# restarted workers can read their dead predecessors' addresses (pytorch/pytorch#135712).
 w2v_torchrun() {
     local nnodes=$1 nproc=$2 endpoint=$3 rdzv_id=$4
     shift 4
@@ -59,8 +61,9 @@ w2v_torchrun() {
     else
         W2V_CMD+=(--rdzv-backend c10d --rdzv-endpoint "$endpoint" --rdzv-id "$rdzv_id")
     fi
+    export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
     W2V_CMD+=(--signals-to-handle "$W2V_STOP_SIGNALS"
-        --shutdown-timeout "${SHUTDOWN_TIMEOUT:-120}"
+        --shutdown-timeout "${SHUTDOWN_TIMEOUT:-120}" --max-restarts "${MAX_RESTARTS:-0}"
         -m w2vdist train --resume auto)
     [[ -n "${CONFIG:-}" ]] && W2V_CMD+=(--config "$CONFIG")
     [[ -n "${SHARDS:-}" ]] && W2V_CMD+=(--data.shards "$SHARDS")

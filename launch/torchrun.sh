@@ -21,6 +21,8 @@
 #   RDZV_ENDPOINT     host:port of the c10d rendezvous, the same on every machine (NNODES > 1)
 #   RDZV_ID           rendezvous id, the same on every machine (default w2vdist)
 #   SHUTDOWN_TIMEOUT  seconds workers get to checkpoint after a stop signal (default 120)
+#   MAX_RESTARTS      times torchrun restarts the workers after one fails; they resume from
+#                     the newest checkpoint (default 0)
 #   PYTHON            interpreter with w2vdist installed (default python3)
 set -euo pipefail
 

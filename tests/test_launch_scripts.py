@@ -82,15 +82,17 @@ def test_torchrun_command_forwards_stop_signals_and_passes_only_the_settings_giv
     text = " ".join(one)
     assert "--nnodes 1 --nproc-per-node 4 --standalone" in text
     assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in text
-    assert "--shutdown-timeout 120" in text
+    assert "--shutdown-timeout 120 --max-restarts 0" in text
     assert text.endswith("-m w2vdist train --resume auto --data.shards /data/s --wandb offline "
                          "--train.epochs 3")
     assert "--config" not in text and "--train.run_dir" not in text
-    many = " ".join(common('w2v_torchrun 4 8 head:29400 42; echo "${W2V_CMD[@]}"',
-                           SHUTDOWN_TIMEOUT="250").split())
+    many = " ".join(common(
+        'w2v_torchrun 4 8 head:29400 42; echo "$TORCH_DISABLE_SHARE_RDZV_TCP_STORE ${W2V_CMD[@]}"',
+        SHUTDOWN_TIMEOUT="250", MAX_RESTARTS="3").split())
     assert "--nnodes 4 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint head:29400 " \
            "--rdzv-id 42" in many
-    assert "--standalone" not in many and "--shutdown-timeout 250" in many
+    assert "--standalone" not in many and "--shutdown-timeout 250 --max-restarts 3" in many
+    assert many.startswith("1 ")  # restarted workers get a fresh rendezvous store
 
 
 CHILD = """

@@ -37,6 +37,7 @@ def init(device: str, timeout_seconds: float) -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = _device(device, local_rank)
     if size > 1 and not dist.is_initialized():
+        _refuse_stale_restart_store()
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(
             backend=backend,
@@ -45,6 +46,20 @@ def init(device: str, timeout_seconds: float) -> World:
             device_id=resolved if resolved.type == "cuda" else None,
         )
     return World(rank, size, local_rank, resolved, socket.gethostname())
+
+
+def _refuse_stale_restart_store() -> None:
+    """torchrun's c10d rendezvous shares one TCPStore with its workers and keeps it across
+    restarts, so a restarted worker can read the gloo/NCCL address its dead predecessor left
+    there and fail or hang connecting (pytorch/pytorch#135712). Refuse that combination
+    up front: the fix is one variable, an intermittent hang after a failure is not."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        raise UsageError(
+            f"torchrun --max-restarts {restarts}: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+            "before torchrun (its shared rendezvous store hands restarted workers stale peer "
+            "addresses, pytorch/pytorch#135712); launch/torchrun.sh and slurm/ set it"
+        )
 
 
 def _device(name: str, local_rank: int) -> torch.device:

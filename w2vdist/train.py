@@ -19,6 +19,7 @@ import math
 import resource
 import shutil
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,68 +155,71 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         cfg, run_dir, world.rank, run_id, plan.total_words, step * plan.words_per_step
     )
     paths = [str(shards_dir / manifest.shards[i].name) for i in owned[world.rank]]
-    batches = iter(
-        TokenBatches(
-            paths, cfg.optim.batch_words, cfg.train.seed, world.rank, cfg.data.loader_workers,
-            cfg.data.prefetch, pin_memory=world.device.type == "cuda",
-        )
+    # Closed on every exit path: loader workers ignore stop signals, so an interpreter
+    # exiting on an error would otherwise wait for them forever.
+    loader = TokenBatches(
+        paths, cfg.optim.batch_words, cfg.train.seed, world.rank, cfg.data.loader_workers,
+        cfg.data.prefetch, pin_memory=world.device.type == "cuda",
     )
-    for _ in range(step):  # the data position of a resumed run: whole batches already used
-        next(batches)
-    log.info(
-        "training %s backend, %d rank(s), %d steps of %d words (%d per epoch), from step %d",
-        backend, world.size, plan.total_steps, plan.words_per_step, plan.steps_per_epoch, step,
-    )
+    with closing(iter(loader)) as batches:
+        for _ in range(step):  # the data position of a resumed run: whole batches already used
+            next(batches)
+        log.info(
+            "training %s backend, %d rank(s), %d steps of %d words (%d per epoch), from step %d",
+            backend, world.size, plan.total_steps, plan.words_per_step, plan.steps_per_epoch, step,
+        )
 
-    stop = StopRequest()
-    last_save = time.monotonic()
-    end_step = min(plan.total_steps, cfg.train.max_steps or plan.total_steps)
-    interval = _Interval(step)
-    alpha, ratio = cfg.optim.alpha, cfg.optim.min_alpha_ratio
-    preempted = False
-    while step < end_step:
-        tokens, sentence = next(batches)
-        tokens = tokens.to(world.device, non_blocking=True)
-        sentence = sentence.to(world.device, non_blocking=True)
-        lr = plan.learning_rate(step, alpha, ratio)
-        loss, pairs = train_step(tokens, sentence, lr, plan.learning_rate(step + 1, alpha, ratio))
-        step += 1
-        set_step(step)
-        sync.after_step(tables, step)
+        stop = StopRequest()
+        last_save = time.monotonic()
+        end_step = min(plan.total_steps, cfg.train.max_steps or plan.total_steps)
+        interval = _Interval(step)
+        alpha, ratio = cfg.optim.alpha, cfg.optim.min_alpha_ratio
+        preempted = False
+        while step < end_step:
+            tokens, sentence = next(batches)
+            tokens = tokens.to(world.device, non_blocking=True)
+            sentence = sentence.to(world.device, non_blocking=True)
+            lr = plan.learning_rate(step, alpha, ratio)
+            next_lr = plan.learning_rate(step + 1, alpha, ratio)
+            loss, pairs = train_step(tokens, sentence, lr, next_lr)
+            step += 1
+            set_step(step)
+            sync.after_step(tables, step)
 
-        # One small all-reduce per step: the global loss and pair count, whether any rank was
-        # asked to stop, and whether rank 0's clock says a checkpoint is due.
-        minutes_due = (
-            world.is_main
-            and cfg.checkpoint.every_minutes > 0
-            and time.monotonic() - last_save >= 60 * cfg.checkpoint.every_minutes
-        )
-        control = _all_sum(
-            [loss, float(pairs), float(stop.requested), float(minutes_due)], world, sync
-        )
-        interval.add(control[0], control[1])
-        metrics.progress(
-            step * plan.words_per_step, interval.mean_loss(), interval.words_per_s(step, plan)
-        )
-        preempted = control[2] > 0
-        epoch_end = step % plan.steps_per_epoch == 0
-        if epoch_end:
-            sync.average(tables)
-        due = (
-            control[3] > 0
-            or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0)
-        )
-        if interval.elapsed() >= cfg.train.log_every_seconds or epoch_end or step == end_step:
-            metrics.log(step, interval.flush(step, plan, sync, lr, world))
-        if preempted or (due and step < end_step):
+            # One small all-reduce per step: the global loss and pair count, whether any rank was
+            # asked to stop, and whether rank 0's clock says a checkpoint is due.
+            minutes_due = (
+                world.is_main
+                and cfg.checkpoint.every_minutes > 0
+                and time.monotonic() - last_save >= 60 * cfg.checkpoint.every_minutes
+            )
+            control = _all_sum(
+                [loss, float(pairs), float(stop.requested), float(minutes_due)], world, sync
+            )
+            interval.add(control[0], control[1])
+            metrics.progress(
+                step * plan.words_per_step, interval.mean_loss(), interval.words_per_s(step, plan)
+            )
+            preempted = control[2] > 0
+            epoch_end = step % plan.steps_per_epoch == 0
+            if epoch_end:
+                sync.average(tables)
+            due = (
+                control[3] > 0
+                or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0)
+            )
+            if interval.elapsed() >= cfg.train.log_every_seconds or epoch_end or step == end_step:
+                metrics.log(step, interval.flush(step, plan, sync, lr, world))
+            if preempted or (due and step < end_step):
+                _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
+                last_save = time.monotonic()
+            if preempted:
+                log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
+                break
+
+        if not preempted:
             _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
-            last_save = time.monotonic()
-        if preempted:
-            log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
-            break
 
-    if not preempted:
-        _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
     metrics.close()
     stop.restore()
     if world.is_main and not preempted:
