@@ -34,12 +34,15 @@ def main(strategy: str, out: Path) -> None:
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
     sync = build_sync(SyncConfig(strategy=strategy, every_steps=3), world)
     identical_after = []
+    distinct_rows = 0  # what `exact` should send: one row per distinct index and table
     for step, (centres, contexts, negatives) in enumerate(global_batches(), 1):
         # Uneven slices: rank r takes a different share, so padding is exercised.
         bounds = torch.linspace(0, PAIRS, world + 1).long().tolist()
         bounds[1] = max(1, bounds[1] - 7)
         part = slice(bounds[rank], bounds[rank + 1])
         grads = gradients(tables, centres[part], contexts[part], negatives[part])
+        targets = torch.cat([centres[part], negatives[part].flatten()])
+        distinct_rows += len(contexts[part].unique()) + len(targets.unique())
         apply(tables, sync.exchange(grads), 0.1, damping=1.0)
         sync.after_step(tables, step)
         gathered = [torch.empty_like(tables.input.data) for _ in range(world)]
@@ -55,6 +58,7 @@ def main(strategy: str, out: Path) -> None:
             "output": tables.output.data,
             "identical_after": identical_after,
             "bytes_sent": sync.bytes_sent,
+            "distinct_rows": distinct_rows,
         },
         out / f"rank-{rank}.pt",
     )

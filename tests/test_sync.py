@@ -39,7 +39,9 @@ def test_exact_sync_keeps_ranks_identical_and_equals_one_process(tmp_path, nproc
     for r in results:
         torch.testing.assert_close(r["input"], reference.input.data, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r["output"], reference.output.data, rtol=1e-5, atol=1e-6)
-        assert r["bytes_sent"] > 0
+        # Duplicate rows are summed before sending: an int64 index, DIM values and one
+        # curvature per distinct row, to each of the other ranks.
+        assert r["bytes_sent"] == (nproc - 1) * r["distinct_rows"] * (8 + 4 * (8 + 1))
 
 
 def test_local_sync_agrees_right_after_each_averaging_point(tmp_path):

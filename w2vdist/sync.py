@@ -1,7 +1,7 @@
 """How ranks keep their embedding tables in agreement.
 
-`exact`: every step, each rank all-gathers the touched rows' descent directions (indices and
-values, padded to the largest rank's count) and every rank applies all of them in rank order:
+`exact`: every step, each rank all-gathers the touched rows' descent directions (one summed
+row per distinct index, padded to the largest rank's count) and every rank applies all of them in rank order:
 synchronous data parallelism equal to one process on the global batch. Only all_gather is used,
 which NCCL and gloo both implement (stock NCCL has no sparse all-reduce, so DDP's sparse
 buckets cannot run there).
@@ -52,6 +52,7 @@ class ExactSync(Sync):
         values = torch.cat(
             [_with_curvature(grads.input), _with_curvature(grads.output)]
         )
+        index, values = _coalesce(index, values)
         gathered_index, gathered = _all_gather_rows(index, values, self.world_size)
         is_output = gathered_index >= _SHIFT
         self.bytes_sent += (self.world_size - 1) * (index.numel() * 8 + values.numel() * 4)
@@ -94,6 +95,15 @@ _SHIFT = 1 << 40  # larger than any vocabulary
 
 def _with_curvature(rows: SparseRows) -> torch.Tensor:
     return torch.cat([rows.values, rows.curvature.unsqueeze(1)], dim=1)
+
+
+def _coalesce(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per distinct index, its contributions summed. `apply` sums a row's values and
+    curvatures anyway, so the result is the same; what a rank sends shrinks from every
+    contribution to every distinct row, several-fold for Zipfian batches."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    summed = values.new_zeros(len(unique), values.shape[1]).index_add_(0, inverse, values)
+    return unique, summed
 
 
 def _rows(index: torch.Tensor, packed: torch.Tensor) -> SparseRows:
