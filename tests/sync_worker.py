@@ -27,12 +27,13 @@ def global_batches():
         )
 
 
-def main(strategy: str, out: Path) -> None:
+def main(strategy: str, merge: str, every_steps: int, damping: float, out: Path) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
-    sync = build_sync(SyncConfig(strategy=strategy, every_steps=3), world)
+    cfg = SyncConfig(strategy=strategy, every_steps=every_steps, merge=merge)
+    sync = build_sync(cfg, world, tables)
     identical_after = []
     distinct_rows = 0  # what `exact` should send: one row per distinct index and table
     for step, (centres, contexts, negatives) in enumerate(global_batches(), 1):
@@ -43,7 +44,7 @@ def main(strategy: str, out: Path) -> None:
         grads = gradients(tables, centres[part], contexts[part], negatives[part])
         targets = torch.cat([centres[part], negatives[part].flatten()])
         distinct_rows += len(contexts[part].unique()) + len(targets.unique())
-        apply(tables, sync.exchange(grads), 0.1, damping=1.0)
+        apply(tables, sync.exchange(grads), 0.1, damping=damping)
         sync.after_step(tables, step)
         gathered = [torch.empty_like(tables.input.data) for _ in range(world)]
         dist.all_gather(gathered, tables.input.data)
@@ -66,4 +67,5 @@ def main(strategy: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    strategy, merge, every_steps, damping, out = sys.argv[1:]
+    main(strategy, merge, int(every_steps), float(damping), Path(out))

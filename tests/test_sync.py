@@ -1,6 +1,7 @@
 """Sync strategies on real torchrun process groups (gloo): exact equals one process on the
-global batch, local agrees right after each averaging point."""
+global batch, local agrees right after each merge and merges as configured."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,25 +10,31 @@ import pytest
 import torch
 
 from tests.sync_worker import global_batches
+from w2vdist.config import Config, OptimConfig, SyncConfig
 from w2vdist.sgns import Embeddings, apply, gradients
+from w2vdist.sync import with_merge_interval
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 
 
-def _torchrun(nproc: int, strategy: str, out: Path) -> list[dict]:
+def _torchrun(
+    nproc: int, strategy: str, out: Path, merge: str = "sum", every_steps: int = 3,
+    damping: float = 1.0,
+) -> list[dict]:
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={nproc}", str(WORKER), strategy, str(out)],
+         f"--nproc-per-node={nproc}", str(WORKER), strategy, merge, str(every_steps),
+         str(damping), str(out)],
         check=True, timeout=180, cwd=Path(__file__).parent.parent,
     )
     return [torch.load(out / f"rank-{r}.pt") for r in range(nproc)]
 
 
-def _one_process() -> Embeddings:
+def _one_process(lr: float = 0.1, damping: float = 1.0) -> Embeddings:
     tables = Embeddings(40, 8, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
     for centres, contexts, negatives in global_batches():
-        apply(tables, gradients(tables, centres, contexts, negatives), 0.1, damping=1.0)
+        apply(tables, gradients(tables, centres, contexts, negatives), lr, damping=damping)
     return tables
 
 
@@ -44,10 +51,35 @@ def test_exact_sync_keeps_ranks_identical_and_equals_one_process(tmp_path, nproc
         assert r["bytes_sent"] == (nproc - 1) * r["distinct_rows"] * (8 + 4 * (8 + 1))
 
 
-def test_local_sync_agrees_right_after_each_averaging_point(tmp_path):
+def test_local_sync_agrees_right_after_each_merge(tmp_path):
     results = _torchrun(2, "local", tmp_path)
     # every_steps=3: identical after steps 3 and 6 only (steps are 1-based).
     assert results[0]["identical_after"] == [False, False, True, False, False, True]
     torch.testing.assert_close(results[0]["input"], results[1]["input"], rtol=0, atol=0)
     # Local SGD is not the global batch: it must differ from the one-process run.
     assert not torch.allclose(results[0]["input"], _one_process().input.data)
+
+
+@pytest.mark.parametrize("merge, lr", [("sum", 0.1), ("mean", 0.05)])
+def test_local_merge_every_step_is_the_global_batch_summed_or_averaged(tmp_path, merge, lr):
+    """Merging after every step, undamped: each rank's change is lr times its slice's gradient
+    at the same tables, so `sum` is one process on the global batch and `mean` the same at
+    lr / 2."""
+    results = _torchrun(2, "local", tmp_path, merge=merge, every_steps=1, damping=0.0)
+    reference = _one_process(lr=lr, damping=0.0)
+    for r in results:
+        assert all(r["identical_after"])
+        torch.testing.assert_close(r["input"], reference.input.data, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["output"], reference.output.data, rtol=1e-5, atol=1e-6)
+
+
+def test_merge_interval_defaults_to_about_a_million_words_over_all_ranks():
+    cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
+    assert with_merge_interval(cfg, 2).sync.every_steps == 8
+    assert with_merge_interval(cfg, 64).sync.every_steps == 1
+    small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=4096))
+    assert with_merge_interval(small, 4).sync.every_steps == 64
+    chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
+    assert with_merge_interval(chosen, 2).sync.every_steps == 5
+    exact = dataclasses.replace(cfg, sync=SyncConfig(strategy="exact"))
+    assert with_merge_interval(exact, 2).sync.every_steps == 0

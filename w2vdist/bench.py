@@ -258,7 +258,7 @@ def _train_work(
     init = torch.Generator().manual_seed(cfg.train.seed)
     tables = Embeddings(len(counts), cfg.model.dim, init).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    step = build_step(backend, tables, counts, cfg, build_sync(cfg.sync, 1), generator, threads)
+    step = build_step(backend, tables, counts, cfg, build_sync(cfg.sync, 1, tables), generator, threads)
     lr = cfg.optim.alpha
 
     def work() -> tuple[float, int, float]:

@@ -155,14 +155,16 @@ class SyncConfig:
     """How ranks agree on the tables (see README, "Synchronising ranks")."""
 
     strategy: str = "exact"
-    every_steps: int = 64
+    every_steps: int = 0  # local: steps between full merges; 0: about 1M words over all ranks
+    merge: str = "sum"
     hot_rows: int = 0
     hot_every_steps: int = 4
     timeout_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         _choice(self.strategy, "sync.strategy", ("exact", "local"))
-        _check(self.every_steps >= 1, "sync.every_steps", "must be >= 1")
+        _check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
+        _choice(self.merge, "sync.merge", ("sum", "mean"))
         _check(self.hot_rows >= 0, "sync.hot_rows", "must be >= 0 (0: whole table only)")
         _check(self.hot_every_steps >= 1, "sync.hot_every_steps", "must be >= 1")
         _check(self.timeout_seconds > 0, "sync.timeout_seconds", "must be > 0")

@@ -1,27 +1,32 @@
 """How ranks keep their embedding tables in agreement.
 
 `exact`: every step, each rank all-gathers the touched rows' descent directions (one summed
-row per distinct index, padded to the largest rank's count) and every rank applies all of them in rank order:
-synchronous data parallelism equal to one process on the global batch. Only all_gather is used,
+row per distinct index, padded to the largest rank's count) and every rank applies all of them
+in rank order: synchronous data parallelism equal to one process on the global batch. Only all_gather is used,
 which NCCL and gloo both implement (stock NCCL has no sparse all-reduce, so DDP's sparse
 buckets cannot run there).
 
-`local`: local SGD. Each rank updates its own tables; every `every_steps` steps the tables are
-averaged with a dense all-reduce, and the `hot_rows` most frequent rows (the rows that change
-most) every `hot_every_steps` steps, the schedule pWord2Vec uses. Tables are fully averaged at
-every epoch end and before every checkpoint or export.
+`local`: local SGD. Each rank updates its own tables; every `every_steps` steps the ranks'
+changes since the last merge are all-reduced (dense) and added to it, and those of the
+`hot_rows` most frequent rows (the rows that change most) every `hot_every_steps` steps, the
+schedule pWord2Vec uses. Tables are fully merged at every epoch end and before every
+checkpoint or export. `merge=sum` adds the ranks' changes, as if their steps had run one after
+another (Hogwild with a bounded delay); `mean` averages them, which is classic parameter
+averaging but divides each rank's progress by the world size: on the benchmark corpus, 2 ranks
+scored 25.8% analogy with `sum` against 20.9% with `mean` (BENCHMARKS.md).
 
 Bytes each rank sends per step are in README.md ("Synchronising ranks").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
 import torch.distributed as dist
 
-from w2vdist.config import SyncConfig
+from w2vdist.config import Config, SyncConfig
 from w2vdist.sgns import Embeddings, Gradients, SparseRows
 
 
@@ -39,7 +44,7 @@ class Sync:
     def after_step(self, tables: Embeddings, step: int) -> None:
         """Called after the step's update; `step` counts completed steps."""
 
-    def average(self, tables: Embeddings) -> None:
+    def merge(self, tables: Embeddings) -> None:
         """Make all ranks' tables identical (before checkpoints, exports, epoch ends)."""
 
 
@@ -66,27 +71,35 @@ class ExactSync(Sync):
 
 
 class LocalSync(Sync):
-    def __init__(self, world_size: int, cfg: SyncConfig) -> None:
+    def __init__(self, world_size: int, cfg: SyncConfig, tables: Embeddings) -> None:
         super().__init__(world_size)
         self.cfg = cfg
+        # The tables as of the last merge, identical on every rank.
+        self.base = [tables.input.data.clone(), tables.output.data.clone()]
 
     def after_step(self, tables: Embeddings, step: int) -> None:
         if step % self.cfg.every_steps == 0:
-            self.average(tables)
+            self.merge(tables)
         elif self.cfg.hot_rows and step % self.cfg.hot_every_steps == 0:
-            self._average_rows(tables, self.cfg.hot_rows)
+            self._merge_rows(tables, self.cfg.hot_rows)
 
-    def average(self, tables: Embeddings) -> None:
-        self._average_rows(tables, tables.input.shape[0])
+    def merge(self, tables: Embeddings) -> None:
+        self._merge_rows(tables, tables.input.shape[0])
 
-    def _average_rows(self, tables: Embeddings, rows: int) -> None:
+    def _merge_rows(self, tables: Embeddings, rows: int) -> None:
+        """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
+        summed (`merge=sum`) or averaged (`mean`)."""
         start = time.perf_counter()
-        for table in (tables.input, tables.output):
-            block = table.data[:rows]
-            dist.all_reduce(block, op=dist.ReduceOp.SUM)
-            block.div_(self.world_size)
+        for table, base in zip((tables.input, tables.output), self.base):
+            block, before = table.data[:rows], base[:rows]
+            delta = block - before
+            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+            if self.cfg.merge == "mean":
+                delta.div_(self.world_size)
+            torch.add(before, delta, out=block)
+            before.copy_(block)
             # A ring all-reduce sends 2 (W-1)/W of the buffer from each rank.
-            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size * block.numel() * 4)
+            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size * delta.numel() * 4)
         self.seconds += time.perf_counter() - start
 
 
@@ -133,9 +146,23 @@ def _all_gather_rows(
     )
 
 
-def build_sync(cfg: SyncConfig, world_size: int) -> Sync:
+MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
+
+
+def with_merge_interval(cfg: Config, world_size: int) -> Config:
+    """The config with `sync.every_steps` resolved for `local` (0: about MERGE_WORDS words over
+    all ranks between merges). Two ranks at the CPU kernel's 65,536-word steps merge every 8
+    steps, the interval BENCHMARKS.md measures; each added rank adds its own stale changes to
+    a merge, so more ranks merge after fewer steps."""
+    if cfg.sync.every_steps or cfg.sync.strategy != "local" or world_size == 1:
+        return cfg
+    every = max(1, round(MERGE_WORDS / (world_size * cfg.optim.batch_words)))
+    return dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, every_steps=every))
+
+
+def build_sync(cfg: SyncConfig, world_size: int, tables: Embeddings) -> Sync:
     if world_size == 1:
         return Sync()
     if cfg.strategy == "exact":
         return ExactSync(world_size)
-    return LocalSync(world_size, cfg)
+    return LocalSync(world_size, cfg, tables)

@@ -37,7 +37,7 @@ from w2vdist.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.sgns import Embeddings
 from w2vdist.shards import Manifest
 from w2vdist.steps import build_step, choose_backend, with_batch_words
-from w2vdist.sync import build_sync
+from w2vdist.sync import build_sync, with_merge_interval
 from w2vdist.vocab import VOCAB_FILE, Vocab
 
 # Settings a checkpoint must share with the run that resumes it.
@@ -106,6 +106,8 @@ def train(cfg: Config, resume: str = "auto", dry_run: bool = False) -> int:
     log = setup_logging(None if dry_run or not world.is_main else run_dir, world.rank, world.size)
     try:
         return _train(cfg, world, run_dir, resume, dry_run, log)
+    except UsageError:
+        raise  # bad input: the one-line message says it all
     except Exception:
         log.exception("rank %d on %s failed", world.rank, world.host)
         raise
@@ -121,7 +123,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         raise UsageError(f"{shards_dir / VOCAB_FILE}: does not match manifest.json's vocab_hash")
     owned = assign_shards(manifest, world.size, shards_dir)
     backend = choose_backend(cfg, world.device, world.size)
-    cfg = with_batch_words(cfg, backend)
+    cfg = with_merge_interval(with_batch_words(cfg, backend), world.size)
     plan = Plan.build(manifest.total_tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
     if dry_run:
         if world.is_main:
@@ -149,7 +151,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         config.save(cfg, run_dir / "config.json")
         shutil.copyfile(shards_dir / VOCAB_FILE, run_dir / VOCAB_FILE)
 
-    sync = build_sync(cfg.sync, world.size)
+    sync = build_sync(cfg.sync, world.size, tables)
     train_step = build_step(backend, tables, vocab.counts, cfg, sync, generator, threads)
     metrics = build_metrics(
         cfg, run_dir, world.rank, run_id, plan.total_words, step * plan.words_per_step
@@ -203,7 +205,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
             preempted = control[2] > 0
             epoch_end = step % plan.steps_per_epoch == 0
             if epoch_end:
-                sync.average(tables)
+                sync.merge(tables)
             due = (
                 control[3] > 0
                 or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0)
@@ -271,7 +273,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log) -> None:
     """Average (local sync), collect every rank's RNG state, rank 0 writes; scores if asked."""
-    sync.average(tables)
+    sync.merge(tables)
     rng = [generator.get_state()]
     if world.size > 1:
         rng = [None] * world.size
