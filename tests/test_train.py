@@ -64,11 +64,14 @@ def tables(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return w_in, w_out
 
 
-def test_interrupted_and_resumed_run_is_bitwise_equal(shards, tmp_path):
-    assert train(config(shards, tmp_path / "full")) == 0
-    assert train(config(shards, tmp_path / "split", train={"max_steps": 37})) == 0
-    assert checkpoint.load(checkpoint.resolve(tmp_path / "split")).state["step"] == 37
-    assert train(config(shards, tmp_path / "split")) == 0
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_and_resumed_run_is_bitwise_equal(shards, tmp_path, workers):
+    data = {"loader_workers": workers}
+    assert train(config(shards, tmp_path / "full", data=data)) == 0
+    assert train(config(shards, tmp_path / "split", data=data, train={"max_steps": 37})) == 0
+    state = checkpoint.load(checkpoint.resolve(tmp_path / "split")).state
+    assert state["step"] == 37 and state["data"][0][0] > 0  # resumes at a sample, not step 0
+    assert train(config(shards, tmp_path / "split", data=data)) == 0
     full, split = tables(tmp_path / "full"), tables(tmp_path / "split")
     assert torch.equal(full[0], split[0]) and torch.equal(full[1], split[1])
     # ...and training did something: the output table starts at zero.

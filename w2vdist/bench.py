@@ -220,7 +220,7 @@ def _shards(cfg: Config, pin: bool) -> tuple[np.ndarray, Iterator[Batch], dict[s
     if vocab.hash != manifest.vocab_hash:
         raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
     batches = TokenBatches(
-        manifest.shard_paths(directory), cfg.optim.batch_words, cfg.train.seed, 0,
+        manifest.sources(directory), cfg.optim.batch_words, cfg.train.seed, 0,
         cfg.data.loader_workers, cfg.data.prefetch, pin_memory=pin,
     )
     described = {
@@ -258,7 +258,8 @@ def _train_work(
     init = torch.Generator().manual_seed(cfg.train.seed)
     tables = Embeddings(len(counts), cfg.model.dim, init).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    step = build_step(backend, tables, counts, cfg, build_sync(cfg.sync, 1, tables), generator, threads)
+    sync = build_sync(cfg.sync, 1, tables)
+    step = build_step(backend, tables, counts, cfg, sync, generator, threads)
     lr = cfg.optim.alpha
 
     def work() -> tuple[float, int, float]:

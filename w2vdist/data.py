@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import random
 import signal
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,29 +44,52 @@ def assign_shards(manifest: Manifest, world_size: int, directory: str | Path) ->
     return [sorted(s) for s in owned]
 
 
-class ShardSamples(IterableDataset):
-    """Endless (tokens, lengths) samples from one rank's shards, split over loader workers."""
+@dataclass(frozen=True)
+class Position:
+    """Where a rank's token stream stands: `offset` tokens into sample `sample` of the stream
+    its loader delivers (loader workers take turns, so sample j is worker j % n's j // n-th).
+    A checkpoint stores it; a resumed run seeks there instead of reading what came before."""
 
-    def __init__(self, paths: list[str], seed: int, rank: int) -> None:
+    sample: int = 0
+    offset: int = 0
+    workers: int = 1
+
+
+class ShardSamples(IterableDataset):
+    """Endless (tokens, lengths) samples from one rank's shards, split over loader workers.
+
+    `shards` are (path, samples) pairs; each worker first skips `skip` of its own samples,
+    whole shards by their sample counts without opening them, the rest undecoded.
+    """
+
+    def __init__(self, shards: list[tuple[str, int]], seed: int, rank: int, skip: int = 0) -> None:
         super().__init__()
-        self.paths = paths
+        self.shards = shards
         self.seed = seed
         self.rank = rank
+        self.skip = skip
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine = self.paths[worker::workers]
-        cycle = 0
+        mine = self.shards[worker::workers]
+        cycle, skip = divmod(self.skip, sum(samples for _, samples in mine))
         while True:
             order = list(mine)
             random.Random(f"{self.seed}/{self.rank}/{worker}/{cycle}").shuffle(order)
-            dataset = wds.WebDataset(
-                order, shardshuffle=False, nodesplitter=None, workersplitter=None,
-                empty_check=False,
-            )
-            for sample in dataset:
-                yield decode_sample(sample)
+            for path, samples in order:
+                if skip >= samples:
+                    skip -= samples
+                    continue
+                dataset = wds.WebDataset(
+                    [path], shardshuffle=False, nodesplitter=None, workersplitter=None,
+                    empty_check=False,
+                )
+                for sample in dataset:
+                    if skip:
+                        skip -= 1
+                        continue
+                    yield decode_sample(sample)
             cycle += 1
 
 
@@ -76,25 +101,35 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
 
 
 class TokenBatches:
-    """Exactly `batch_words` tokens per batch, with a sentence id per token.
+    """Exactly `batch_words` tokens per batch, with a sentence id per token, from `start` on.
 
     Batch edges cut sentences; a window never crosses an edge, which loses about
-    window / batch_words of the pairs (0.1% at the defaults).
+    window / batch_words of the pairs (0.1% at the defaults). `position` is where the batch
+    after the last one delivered begins.
     """
 
     def __init__(
         self,
-        paths: list[str],
+        shards: list[tuple[str, int]],
         batch_words: int,
         seed: int,
         rank: int,
         loader_workers: int,
         prefetch: int,
         pin_memory: bool,
+        start: Position = Position(),
     ) -> None:
-        workers = min(loader_workers, len(paths))
+        workers = min(loader_workers, len(shards))
+        self.workers = max(1, workers)
+        if start.workers != self.workers:
+            # Another worker count deals the shards differently: keep the amount of data
+            # already read, not the exact order.
+            start = Position(start.sample, 0, self.workers)
+        # Each worker skips its share of the whole rounds before `start`; the trainer reads
+        # the rest of the last round, fewer samples than there are workers.
+        rounds = start.sample // self.workers
         self.loader = DataLoader(
-            ShardSamples(paths, seed, rank),
+            ShardSamples(shards, seed, rank, skip=rounds),
             batch_size=None,
             num_workers=workers,
             prefetch_factor=prefetch if workers else None,
@@ -103,15 +138,27 @@ class TokenBatches:
         )
         self.batch_words = batch_words
         self.pin_memory = pin_memory
+        self.start = start
+        self.first_read = rounds * self.workers
+        self.position = start
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = self.batch_words
         tokens = np.empty(0, dtype=np.int32)
         sentence = np.empty(0, dtype=np.int64)
+        pending: deque[int] = deque()  # tokens the buffer still holds from each sample
         next_sentence = 0
-        for sample_tokens, sample_lengths in self.loader:
+        samples = iter(self.loader)
+        for _ in range(self.start.sample - self.first_read):
+            next(samples)
+        for i, (sample_tokens, sample_lengths) in enumerate(samples):
             sample_tokens = np.asarray(sample_tokens)
             sample_lengths = np.asarray(sample_lengths)
+            if i == 0 and self.start.offset:
+                sample_tokens, sample_lengths = _drop_head(
+                    sample_tokens, sample_lengths, self.start.offset
+                )
+            pending.append(len(sample_tokens))
             ids = np.repeat(
                 np.arange(next_sentence, next_sentence + len(sample_lengths)), sample_lengths
             )
@@ -120,6 +167,7 @@ class TokenBatches:
             sentence = np.concatenate([sentence, ids])
             start = 0
             while len(tokens) - start >= size:
+                self.position = _advance(self.position, pending, size, self.workers)
                 yield self._tensors(tokens[start : start + size], sentence[start : start + size])
                 start += size
             tokens, sentence = tokens[start:], sentence[start:]
@@ -130,3 +178,25 @@ class TokenBatches:
         if self.pin_memory:
             t, s = t.pin_memory(), s.pin_memory()
         return t, s
+
+
+def _drop_head(
+    tokens: np.ndarray, lengths: np.ndarray, offset: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A sample without its first `offset` tokens; the sentence they cut keeps its tail."""
+    ends = np.cumsum(lengths)
+    cut = int(np.searchsorted(ends, offset, side="right"))
+    rest = np.concatenate([[ends[cut] - offset], lengths[cut + 1 :]]).astype(lengths.dtype)
+    return tokens[offset:], rest
+
+
+def _advance(position: Position, pending: deque[int], count: int, workers: int) -> Position:
+    """`position` moved on by `count` tokens, taking them off the samples still `pending`."""
+    sample, offset = position.sample, position.offset
+    while pending and count >= pending[0]:
+        count -= pending.popleft()
+        sample, offset = sample + 1, 0
+    if count:
+        pending[0] -= count
+        offset += count
+    return Position(sample, offset, workers)

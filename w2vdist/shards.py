@@ -63,6 +63,14 @@ class Manifest:
     def shard_paths(self, directory: str | Path) -> list[str]:
         return [str(Path(directory) / s.name) for s in self.shards]
 
+    def sources(
+        self, directory: str | Path, indices: list[int] | None = None
+    ) -> list[tuple[str, int]]:
+        """(path, samples) of the shards at `indices` (all by default), as the loader reads them."""
+        chosen = range(len(self.shards)) if indices is None else indices
+        paths = self.shard_paths(directory)
+        return [(paths[i], self.shards[i].samples) for i in chosen]
+
 
 def encode_sample(key: str, tokens: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
     """A WebDataset sample dict (for `webdataset.TarWriter.write`)."""

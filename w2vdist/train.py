@@ -20,6 +20,7 @@ import resource
 import shutil
 import time
 from contextlib import closing
+from dataclasses import astuple
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch.distributed as dist
 
 from w2vdist import checkpoint, config, distributed
 from w2vdist.config import Config
-from w2vdist.data import TokenBatches, assign_shards
+from w2vdist.data import Position, TokenBatches, assign_shards
 from w2vdist.errors import UsageError
 from w2vdist.logs import set_step, setup_logging
 from w2vdist.metrics import build_metrics
@@ -136,7 +137,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
     tables = Embeddings(len(vocab), cfg.model.dim, init).to(world.device)
     generator = torch.Generator(device=world.device).manual_seed(cfg.train.seed + world.rank)
 
-    step, run_id = 0, None
+    step, run_id, start = 0, None, Position()
     previous = _find_checkpoint(run_dir, resume)
     if previous is not None:
         _check_compatible(previous, cfg, vocab, world.size)
@@ -145,6 +146,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         step = previous.state["step"]
         run_id = previous.state.get("wandb_run_id")
         generator.set_state(previous.state["rng"][world.rank])
+        start = Position(*previous.state["data"][world.rank])
         log.info("resuming from %s at step %d", previous.path, step)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,16 +158,19 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
     metrics = build_metrics(
         cfg, run_dir, world.rank, run_id, plan.total_words, step * plan.words_per_step
     )
-    paths = [str(shards_dir / manifest.shards[i].name) for i in owned[world.rank]]
+    loader = TokenBatches(
+        manifest.sources(shards_dir, owned[world.rank]), cfg.optim.batch_words, cfg.train.seed, world.rank, cfg.data.loader_workers,
+        cfg.data.prefetch, pin_memory=world.device.type == "cuda", start=start,
+    )
+    if loader.start != start:
+        log.warning(
+            "data.loader_workers now deals the shards to %d worker(s), not %d: the resumed "
+            "run continues after the same amount of data, in another order",
+            loader.workers, start.workers,
+        )
     # Closed on every exit path: loader workers ignore stop signals, so an interpreter
     # exiting on an error would otherwise wait for them forever.
-    loader = TokenBatches(
-        paths, cfg.optim.batch_words, cfg.train.seed, world.rank, cfg.data.loader_workers,
-        cfg.data.prefetch, pin_memory=world.device.type == "cuda",
-    )
     with closing(iter(loader)) as batches:
-        for _ in range(step):  # the data position of a resumed run: whole batches already used
-            next(batches)
         log.info(
             "training %s backend, %d rank(s), %d steps of %d words (%d per epoch), from step %d",
             backend, world.size, plan.total_steps, plan.words_per_step, plan.steps_per_epoch, step,
@@ -213,14 +218,16 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
             if interval.elapsed() >= cfg.train.log_every_seconds or epoch_end or step == end_step:
                 metrics.log(step, interval.flush(step, plan, sync, lr, world))
             if preempted or (due and step < end_step):
-                _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
+                _save(cfg, run_dir, step, plan, tables, vocab, generator, loader.position,
+                      sync, metrics, world, log)
                 last_save = time.monotonic()
             if preempted:
                 log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
                 break
 
         if not preempted:
-            _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log)
+            _save(cfg, run_dir, step, plan, tables, vocab, generator, loader.position, sync,
+                  metrics, world, log)
 
     metrics.close()
     stop.restore()
@@ -271,13 +278,17 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, world, log) -> None:
-    """Average (local sync), collect every rank's RNG state, rank 0 writes; scores if asked."""
+def _save(
+    cfg, run_dir, step, plan, tables, vocab, generator, position, sync, metrics, world, log
+) -> None:
+    """Merge (local sync), collect every rank's RNG state and data position, rank 0 writes;
+    scores if asked."""
     sync.merge(tables)
-    rng = [generator.get_state()]
+    mine = (generator.get_state(), astuple(position))
+    ranks = [mine]
     if world.size > 1:
-        rng = [None] * world.size
-        dist.all_gather_object(rng, generator.get_state())
+        ranks = [None] * world.size
+        dist.all_gather_object(ranks, mine)
     if not world.is_main:
         return
     state = {
@@ -285,7 +296,8 @@ def _save(cfg, run_dir, step, plan, tables, vocab, generator, sync, metrics, wor
         "words": step * plan.words_per_step,
         "epoch": step // plan.steps_per_epoch,
         "tokens_per_rank": step * cfg.optim.batch_words,
-        "rng": rng,
+        "rng": [rng for rng, _ in ranks],
+        "data": [data for _, data in ranks],  # Position(sample, offset, workers) per rank
         "wandb_run_id": metrics.run_id,
     }
     meta = {

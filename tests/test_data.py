@@ -1,0 +1,61 @@
+"""The loader's token stream: a resumed stream seeks to its saved position and continues
+exactly as an uninterrupted one, without decoding what it skips."""
+
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from tests.test_train import prepare, write_zipf_corpus
+from w2vdist.data import Position, TokenBatches
+from w2vdist.shards import Manifest, encode_sample
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> list[tuple[str, int]]:
+    root = tmp_path_factory.mktemp("data")
+    out = prepare(write_zipf_corpus(root / "corpus.txt", 1200, seed=3), root / "shards", 5000)
+    return Manifest.load(out).sources(out)
+
+
+def _stream(shards, workers: int, start: Position = Position(), batch_words: int = 700):
+    """(tokens, sentence ids, position after) for each batch of a TokenBatches stream."""
+    loader = TokenBatches(shards, batch_words, 5, 0, workers, 2, False, start=start)
+    for tokens, sentence in loader:
+        yield tokens.numpy().copy(), sentence.numpy().copy(), loader.position
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_stream_started_at_a_saved_position_continues_the_uninterrupted_one(shards, workers):
+    reference = []
+    for item in _stream(shards, workers):
+        reference.append(item)
+        if len(reference) == 130:  # more than two passes over the shards
+            break
+    total = sum(len(t) for t, _, _ in reference)
+    assert total > 2 * 20_000
+    assert any(p.offset for _, _, p in reference)  # positions inside samples are exercised
+    for k in (1, 6, 29, 64, 100):
+        resumed = _stream(shards, workers, start=reference[k - 1][2])
+        for expected, got in zip(reference[k : k + 4], resumed):
+            assert np.array_equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
+            assert expected[2] == got[2]
+
+
+def test_seeking_does_not_decode_the_samples_it_skips(tmp_path):
+    path = tmp_path / "shard.tar"
+    good = [np.arange(i * 10, i * 10 + 10, dtype=np.int32) for i in range(4)]
+    with wds.TarWriter(str(path)) as writer:
+        for i, tokens in enumerate(good):
+            sample = encode_sample(f"{i}", tokens, np.array([4, 6]))
+            if i < 2:
+                sample["tokens.npy"] = b"not an npy file"
+            writer.write(sample)
+    source = [(str(path), 4)]
+    with pytest.raises(ValueError):
+        next(iter(TokenBatches(source, 5, 0, 0, 0, 2, False)))
+    batches = iter(TokenBatches(source, 5, 0, 0, 0, 2, False, start=Position(2, 3)))
+    first, sentence = next(batches)
+    # Sample 2 is 20..29 in sentences of 4 and 6: 23 ends the first.
+    assert first.tolist() == [23, 24, 25, 26, 27] and sentence.tolist() == [0, 1, 1, 1, 1]
+    assert next(batches)[0].tolist() == [28, 29, 30, 31, 32]
