@@ -27,12 +27,12 @@ def global_batches():
         )
 
 
-def main(strategy: str, merge: str, every_steps: int, damping: float, out: Path) -> None:
+def main(strategy: str, merge_scale: float, every_steps: int, damping: float, out: Path) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
-    cfg = SyncConfig(strategy=strategy, every_steps=every_steps, merge=merge)
+    cfg = SyncConfig(strategy=strategy, every_steps=every_steps, merge_scale=merge_scale)
     sync = build_sync(cfg, world, tables)
     identical_after = []
     distinct_rows = 0  # what `exact` should send: one row per distinct index and table
@@ -67,5 +67,5 @@ def main(strategy: str, merge: str, every_steps: int, damping: float, out: Path)
 
 
 if __name__ == "__main__":
-    strategy, merge, every_steps, damping, out = sys.argv[1:]
-    main(strategy, merge, int(every_steps), float(damping), Path(out))
+    strategy, merge_scale, every_steps, damping, out = sys.argv[1:]
+    main(strategy, float(merge_scale), int(every_steps), float(damping), Path(out))

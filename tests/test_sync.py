@@ -18,12 +18,12 @@ WORKER = Path(__file__).with_name("sync_worker.py")
 
 
 def _torchrun(
-    nproc: int, strategy: str, out: Path, merge: str = "sum", every_steps: int = 3,
+    nproc: int, strategy: str, out: Path, merge_scale: float = 2.0, every_steps: int = 3,
     damping: float = 1.0,
 ) -> list[dict]:
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={nproc}", str(WORKER), strategy, merge, str(every_steps),
+         f"--nproc-per-node={nproc}", str(WORKER), strategy, str(merge_scale), str(every_steps),
          str(damping), str(out)],
         check=True, timeout=180, cwd=Path(__file__).parent.parent,
     )
@@ -60,12 +60,12 @@ def test_local_sync_agrees_right_after_each_merge(tmp_path):
     assert not torch.allclose(results[0]["input"], _one_process().input.data)
 
 
-@pytest.mark.parametrize("merge, lr", [("sum", 0.1), ("mean", 0.05)])
-def test_local_merge_every_step_is_the_global_batch_summed_or_averaged(tmp_path, merge, lr):
+@pytest.mark.parametrize("merge_scale, lr", [(2.0, 0.1), (4.0, 0.1), (1.0, 0.05), (0.5, 0.025)])
+def test_local_merge_every_step_scales_the_mean_change(tmp_path, merge_scale, lr):
     """Merging after every step, undamped: each rank's change is lr times its slice's gradient
-    at the same tables, so `sum` is one process on the global batch and `mean` the same at
-    lr / 2."""
-    results = _torchrun(2, "local", tmp_path, merge=merge, every_steps=1, damping=0.0)
+    at the same tables, so with 2 ranks a merge scale of 2 (the sum) is one process on the
+    global batch (a larger scale is capped there), and a scale s the same at lr * s / 2."""
+    results = _torchrun(2, "local", tmp_path, merge_scale=merge_scale, every_steps=1, damping=0.0)
     reference = _one_process(lr=lr, damping=0.0)
     for r in results:
         assert all(r["identical_after"])

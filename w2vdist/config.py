@@ -156,7 +156,7 @@ class SyncConfig:
 
     strategy: str = "exact"
     every_steps: int = 0  # local: steps between full merges; 0: about 1M words over all ranks
-    merge: str = "sum"
+    merge_scale: float = 2.0
     hot_rows: int = 0
     hot_every_steps: int = 4
     timeout_seconds: float = 600.0
@@ -164,7 +164,7 @@ class SyncConfig:
     def __post_init__(self) -> None:
         _choice(self.strategy, "sync.strategy", ("exact", "local"))
         _check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
-        _choice(self.merge, "sync.merge", ("sum", "mean"))
+        _check(self.merge_scale > 0, "sync.merge_scale", "must be > 0 (1: plain averaging)")
         _check(self.hot_rows >= 0, "sync.hot_rows", "must be >= 0 (0: whole table only)")
         _check(self.hot_every_steps >= 1, "sync.hot_every_steps", "must be >= 1")
         _check(self.timeout_seconds > 0, "sync.timeout_seconds", "must be > 0")

@@ -7,13 +7,13 @@ which NCCL and gloo both implement (stock NCCL has no sparse all-reduce, so DDP'
 buckets cannot run there).
 
 `local`: local SGD. Each rank updates its own tables; every `every_steps` steps the ranks'
-changes since the last merge are all-reduced (dense) and added to it, and those of the
-`hot_rows` most frequent rows (the rows that change most) every `hot_every_steps` steps, the
-schedule pWord2Vec uses. Tables are fully merged at every epoch end and before every
-checkpoint or export. `merge=sum` adds the ranks' changes, as if their steps had run one after
-another (Hogwild with a bounded delay); `mean` averages them, which is classic parameter
-averaging but divides each rank's progress by the world size: on the benchmark corpus, 2 ranks
-scored 25.8% analogy with `sum` against 20.9% with `mean` (BENCHMARKS.md).
+mean change since the last merge, times `merge_scale`, is added to it (a dense all-reduce), and
+the same for the `hot_rows` most frequent rows (the rows that change most) every
+`hot_every_steps` steps, the schedule pWord2Vec uses. Tables are fully merged at every epoch end
+and before every checkpoint or export. `merge_scale` 1 is classic parameter averaging, which
+divides what each rank learnt by the world size; the world size (the cap) adds the ranks'
+changes as if their steps had run one after another, which overshoots once several ranks push
+the same frequent rows. The default 2 was the best measured on 2 and 4 ranks (BENCHMARKS.md).
 
 Bytes each rank sends per step are in README.md ("Synchronising ranks").
 """
@@ -87,15 +87,14 @@ class LocalSync(Sync):
         self._merge_rows(tables, tables.input.shape[0])
 
     def _merge_rows(self, tables: Embeddings, rows: int) -> None:
-        """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
-        summed (`merge=sum`) or averaged (`mean`)."""
+        """Rows [0, rows) of both tables become the last merge plus the ranks' mean change
+        since, times `merge_scale` (at most the world size: the sum)."""
         start = time.perf_counter()
         for table, base in zip((tables.input, tables.output), self.base):
             block, before = table.data[:rows], base[:rows]
             delta = block - before
             dist.all_reduce(delta, op=dist.ReduceOp.SUM)
-            if self.cfg.merge == "mean":
-                delta.div_(self.world_size)
+            delta.mul_(min(self.cfg.merge_scale, self.world_size) / self.world_size)
             torch.add(before, delta, out=block)
             before.copy_(block)
             # A ring all-reduce sends 2 (W-1)/W of the buffer from each rank.
