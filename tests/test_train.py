@@ -78,6 +78,16 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(shards, tmp_path, workers)
     assert full[1].abs().sum() > 0
 
 
+def test_resume_with_another_worker_count_warns_and_finishes(shards, tmp_path, capfd):
+    run = tmp_path / "run"
+    assert train(config(shards, run, data={"loader_workers": 2}, train={"max_steps": 20})) == 0
+    assert "deals the shards" not in capfd.readouterr().err  # a fresh run has nothing to warn of
+    assert train(config(shards, run, data={"loader_workers": 1})) == 0
+    assert "deals the shards to 1 worker(s), not 2" in capfd.readouterr().err
+    state = checkpoint.load(checkpoint.resolve(run)).state
+    assert state["step"] > 20 and state["data"][0][2] == 1
+
+
 def test_checkpoint_folders_are_complete_pruned_and_described(shards, tmp_path):
     run = tmp_path / "run"
     assert train(config(shards, run, checkpoint={"every_steps": 10, "keep": 2})) == 0

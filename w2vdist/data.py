@@ -139,7 +139,6 @@ class TokenBatches:
         self.batch_words = batch_words
         self.pin_memory = pin_memory
         self.start = start
-        self.first_read = rounds * self.workers
         self.position = start
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -148,8 +147,9 @@ class TokenBatches:
         sentence = np.empty(0, dtype=np.int64)
         pending: deque[int] = deque()  # tokens the buffer still holds from each sample
         next_sentence = 0
+        self.position = self.start
         samples = iter(self.loader)
-        for _ in range(self.start.sample - self.first_read):
+        for _ in range(self.start.sample % self.workers):  # the workers skipped whole rounds
             next(samples)
         for i, (sample_tokens, sample_lengths) in enumerate(samples):
             sample_tokens = np.asarray(sample_tokens)

@@ -159,10 +159,11 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         cfg, run_dir, world.rank, run_id, plan.total_words, step * plan.words_per_step
     )
     loader = TokenBatches(
-        manifest.sources(shards_dir, owned[world.rank]), cfg.optim.batch_words, cfg.train.seed, world.rank, cfg.data.loader_workers,
-        cfg.data.prefetch, pin_memory=world.device.type == "cuda", start=start,
+        manifest.sources(shards_dir, owned[world.rank]), cfg.optim.batch_words, cfg.train.seed,
+        world.rank, cfg.data.loader_workers, cfg.data.prefetch,
+        pin_memory=world.device.type == "cuda", start=start,
     )
-    if loader.start != start:
+    if previous is not None and loader.start != start:
         log.warning(
             "data.loader_workers now deals the shards to %d worker(s), not %d: the resumed "
             "run continues after the same amount of data, in another order",
