@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from w2vdist import synth
+from w2vdist.config import SynthConfig
 from w2vdist.errors import UsageError
 
-SMALL = synth.SynthSpec(seed=7, sentences=20_000)
+SMALL = SynthConfig(seed=7, sentences=20_000)
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +37,10 @@ def _read_bytes(directory: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    spec = synth.SynthSpec(seed=3, sentences=2000)
+    spec = SynthConfig(seed=3, sentences=2000)
     synth.write(tmp_path / "a", spec)
     synth.write(tmp_path / "b", spec)
-    synth.write(tmp_path / "c", synth.SynthSpec(seed=4, sentences=2000))
+    synth.write(tmp_path / "c", SynthConfig(seed=4, sentences=2000))
     a, b, c = (_read_bytes(tmp_path / d) for d in "abc")
     assert a == b
     for name in (synth.CORPUS_FILE, synth.ANALOGIES_FILE, synth.SIMILARITY_FILE):
@@ -112,11 +113,11 @@ def test_filler_frequencies_are_zipfian(counts) -> None:
 
 
 def test_write_refuses_to_overwrite_and_leaves_no_temporaries(tmp_path: Path) -> None:
-    spec = synth.SynthSpec(sentences=500)
+    spec = SynthConfig(sentences=500)
     synth.write(tmp_path, spec)
     with pytest.raises(UsageError, match="corpus.txt: already exists"):
         synth.write(tmp_path, spec)
-    synth.write(tmp_path, synth.SynthSpec(sentences=600), overwrite=True)
+    synth.write(tmp_path, SynthConfig(sentences=600), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(synth.OUTPUT_FILES)
     assert len((tmp_path / synth.CORPUS_FILE).read_text().splitlines()) == 600
     (tmp_path / "file").write_text("x")
@@ -125,10 +126,10 @@ def test_write_refuses_to_overwrite_and_leaves_no_temporaries(tmp_path: Path) ->
 
 
 def test_bad_settings_name_the_flag() -> None:
-    with pytest.raises(UsageError, match="--sentences"):
-        synth.SynthSpec(sentences=5)
-    with pytest.raises(UsageError, match="--pairs"):
-        synth.SynthSpec(pairs=1)
+    with pytest.raises(UsageError, match="synth.sentences"):
+        SynthConfig(sentences=5)
+    with pytest.raises(UsageError, match="synth.pairs"):
+        SynthConfig(pairs=1)
 
 
 def test_cli_writes_files_and_says_where(tmp_path: Path, capsys) -> None:

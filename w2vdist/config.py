@@ -64,6 +64,29 @@ class PrepareConfig:
         _check(self.workers >= 0, "prepare.workers", "must be >= 0 (0: all cores)")
 
 
+@dataclass(frozen=True)
+class SynthConfig:
+    """`w2vdist synth`: generator settings, saved in `synth.json` so that a corpus can be
+    regenerated exactly."""
+
+    seed: int = 0
+    sentences: int = 160_000
+    groups: int = 4
+    topic_words: int = 20
+    pairs: int = 30
+    filler_words: int = 3000
+    zipf_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "synth.seed", "must be >= 0")
+        _check(self.sentences >= 100, "synth.sentences", "must be >= 100")
+        _check(self.groups >= 2, "synth.groups", "must be >= 2")
+        _check(self.topic_words >= 2, "synth.topic_words", "must be >= 2")
+        _check(self.pairs >= 3, "synth.pairs", "must be >= 3")
+        _check(self.filler_words >= 10, "synth.filler_words", "must be >= 10")
+        _check(self.zipf_exponent > 0, "synth.zipf_exponent", "must be > 0")
+
+
 @dataclass
 class DataConfig:
     """Where the prepared shards are and how they are streamed."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2vdist.config import SynthConfig
 from w2vdist.errors import UsageError
 
 CORPUS_FILE = "corpus.txt"
@@ -64,33 +65,6 @@ TOPIC_SIBLING_SHARE = 0.25
 
 _CONSONANTS = np.array(list("bdfgklmnprtvz"))
 _VOWELS = np.array(list("aeiou"))
-
-
-@dataclasses.dataclass(frozen=True)
-class SynthSpec:
-    """Generator settings; saved in `synth.json` so a corpus can be regenerated exactly."""
-
-    seed: int = 0
-    sentences: int = 160_000
-    groups: int = 4
-    topic_words: int = 20
-    pairs: int = 30
-    filler_words: int = 3000
-    zipf_exponent: float = 1.0
-
-    def __post_init__(self) -> None:
-        checks = (
-            (self.seed >= 0, "--seed", "must be >= 0"),
-            (self.sentences >= 100, "--sentences", "must be >= 100"),
-            (self.groups >= 2, "--groups", "must be >= 2"),
-            (self.topic_words >= 2, "--topic-words", "must be >= 2"),
-            (self.pairs >= 3, "--pairs", "must be >= 3"),
-            (self.filler_words >= 10, "--filler-words", "must be >= 10"),
-            (self.zipf_exponent > 0, "--zipf-exponent", "must be > 0"),
-        )
-        for ok, flag, problem in checks:
-            if not ok:
-                raise UsageError(f"synth: {flag} {problem}")
 
 
 @dataclasses.dataclass
@@ -133,7 +107,7 @@ def _new_words(rng: np.random.Generator, n: int, taken: set[str], min_syllables:
     return out
 
 
-def build_lexicon(spec: SynthSpec, rng: np.random.Generator) -> Lexicon:
+def build_lexicon(spec: SynthConfig, rng: np.random.Generator) -> Lexicon:
     """Draw all words: short filler words (frequent, like function words), longer content words."""
     words: list[str] = []
 
@@ -236,7 +210,7 @@ def _member_content(
     return np.concatenate(parts, axis=1)
 
 
-def generate_corpus(spec: SynthSpec, lex: Lexicon, rng: np.random.Generator) -> str:
+def generate_corpus(spec: SynthConfig, lex: Lexicon, rng: np.random.Generator) -> str:
     """The corpus text: one sentence per line, sentence kinds interleaved at random."""
     n_country = int(spec.sentences * COUNTRY_SHARE)
     n_noun = int(spec.sentences * NOUN_SHARE)
@@ -291,7 +265,7 @@ def analogies_text(lex: Lexicon) -> str:
     return "\n".join(lines) + "\n"
 
 
-def similarity_text(spec: SynthSpec, lex: Lexicon, rng: np.random.Generator) -> str:
+def similarity_text(spec: SynthConfig, lex: Lexicon, rng: np.random.Generator) -> str:
     """Topic-word pairs at three levels of relatedness, an equal number drawn from each."""
     topic_of = np.repeat(np.arange(lex.topics.shape[0]), lex.topics.shape[1])
     group_of = topic_of // TOPICS_PER_GROUP
@@ -313,7 +287,7 @@ def similarity_text(spec: SynthSpec, lex: Lexicon, rng: np.random.Generator) -> 
     return "\n".join(lines) + "\n"
 
 
-def synthesize(spec: SynthSpec) -> dict[str, str]:
+def synthesize(spec: SynthConfig) -> dict[str, str]:
     """All output files' contents, keyed by file name; the same spec gives the same bytes."""
     rng = np.random.default_rng(spec.seed)
     lex = build_lexicon(spec, rng)
@@ -342,7 +316,7 @@ def synthesize(spec: SynthSpec) -> dict[str, str]:
     }
 
 
-def write(out_dir: str | os.PathLike, spec: SynthSpec, overwrite: bool = False) -> dict[str, Path]:
+def write(out_dir: str | os.PathLike, spec: SynthConfig, overwrite: bool = False) -> dict[str, Path]:
     """Write the files; each appears under its final name only once complete, synth.json last."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -380,7 +354,7 @@ _FLAG_HELP = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the files into")
-    for f in dataclasses.fields(SynthSpec):
+    for f in dataclasses.fields(SynthConfig):
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             type=type(f.default),
@@ -391,7 +365,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    spec = SynthSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthSpec)})
+    spec = SynthConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)})
     paths = write(args.out_dir, spec, overwrite=args.overwrite)
     settings = json.loads(paths[SETTINGS_FILE].read_text(encoding="utf-8"))
     print(f"w2vdist synth: {settings['tokens']:,} tokens, {settings['vocab_size']:,} words")
