@@ -39,6 +39,7 @@ import gensim
 import torch
 from gensim.models import Word2Vec
 
+import sgns_settings  # beside this script
 from w2vdist.bench import environment, run_figures
 from w2vdist.shards import Manifest
 
@@ -205,16 +206,7 @@ def check_same_corpus(prepared: dict[str, Any], gensim_run: dict[str, Any]) -> l
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("corpus", metavar="CORPUS", help="text file, one sentence or paragraph a line")
-    p.add_argument("--analogies", metavar="FILE", help="questions-words file")
-    p.add_argument("--similarity", metavar="FILE", help="word pairs with scores (WordSim353)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--dim", type=int, default=100)
-    p.add_argument("--window", type=int, default=5)
-    p.add_argument("--negative", type=int, default=5)
-    p.add_argument("--sample", type=float, default=1e-4)
-    p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--alpha", type=float, default=0.025)
+    sgns_settings.add_arguments(p, epochs=5)
     p.add_argument("--min-alpha-ratio", type=float, default=1e-4, help="final alpha / alpha")
     p.add_argument("--workers", type=int, default=2, help="threads for gensim and w2vdist")
     p.add_argument("--backends", default="cpu-kernel,torch", help="w2vdist train.backend list")

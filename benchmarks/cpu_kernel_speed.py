@@ -1,8 +1,7 @@
 """Training speed (and quality) of the compiled CPU kernel against gensim, same corpus and settings.
 
-    python benchmarks/cpu_kernel_speed.py --corpus /work/data/debcorpus.txt \
-        --analogies /work/shared/eval/questions-words.txt \
-        --similarity /work/shared/eval/wordsim353.tsv [--epochs 1] [--threads 2]
+    python benchmarks/cpu_kernel_speed.py CORPUS --analogies questions-words.txt \
+        --similarity wordsim353.tsv [--epochs 1] [--threads 2]
 
 Both train skip-gram with negative sampling (dim 100, window 5, negative 5, sample 1e-4,
 min_count 5, alpha 0.025 decaying linearly to 0.025e-4) on whitespace-split lines, with the
@@ -35,6 +34,7 @@ import torch
 from gensim.models import KeyedVectors, Word2Vec
 from gensim.models.word2vec import LineSentence
 
+import sgns_settings  # beside this script
 from w2vdist.kernels import cpu
 from w2vdist.sampling import keep_probabilities
 
@@ -141,17 +141,8 @@ def scores(kv: KeyedVectors, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--corpus", default="/work/data/debcorpus.txt")
-    p.add_argument("--analogies")
-    p.add_argument("--similarity")
-    p.add_argument("--epochs", type=int, default=1)
+    sgns_settings.add_arguments(p, epochs=1)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--dim", type=int, default=100)
-    p.add_argument("--window", type=int, default=5)
-    p.add_argument("--negative", type=int, default=5)
-    p.add_argument("--sample", type=float, default=1e-4)
-    p.add_argument("--min-count", type=int, default=5)
-    p.add_argument("--alpha", type=float, default=0.025)
     p.add_argument("--gensim-input", choices=("corpus_file", "iterable"), default="corpus_file")
     p.add_argument("--block", type=int, default=65_536, help="words per train_block call")
     p.add_argument("--interleave", type=int, default=1, metavar="K",
