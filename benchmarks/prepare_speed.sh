@@ -2,7 +2,7 @@
 # Wall-clock time of `w2vdist prepare` on one corpus with the default settings (min_count 5)
 # and 2 workers, the whole command included (start-up, both passes, writing shards).
 #
-#   benchmarks/prepare_speed.sh /work/data/debcorpus.txt [WORKERS]
+#   benchmarks/prepare_speed.sh CORPUS [WORKERS]
 #
 # Prints prepare's summary, then `prepare_speed: SECONDS s, TOKENS/s` on the last line.
 # The output goes to a temporary directory that is removed afterwards.
