@@ -14,7 +14,7 @@ from w2vdist.config import SyncConfig
 from w2vdist.sgns import Embeddings, apply, gradients
 from w2vdist.sync import build_sync
 
-VOCAB, DIM, PAIRS, K, STEPS = 40, 8, 96, 3, 6
+VOCAB, DIM, PAIRS, K, STEPS, LR = 40, 8, 96, 3, 6, 0.1
 
 
 def global_batches():
@@ -27,24 +27,33 @@ def global_batches():
         )
 
 
-def main(strategy: str, merge_scale: float, every_steps: int, damping: float, out: Path) -> None:
+def slices(world: int) -> list[slice]:
+    """Uneven slices of each global batch, one per rank, so that padding is exercised."""
+    bounds = torch.linspace(0, PAIRS, world + 1).long().tolist()
+    bounds[1] = max(1, bounds[1] - 7)
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def main(
+    strategy: str, curvature_weight: float, every_steps: int, damping: float, out: Path
+) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
-    cfg = SyncConfig(strategy=strategy, every_steps=every_steps, merge_scale=merge_scale)
+    cfg = SyncConfig(
+        strategy=strategy, every_steps=every_steps, hot_rows=0, curvature_weight=curvature_weight
+    )
     sync = build_sync(cfg, world, tables)
     identical_after = []
     distinct_rows = 0  # what `exact` should send: one row per distinct index and table
     for step, (centres, contexts, negatives) in enumerate(global_batches(), 1):
         # Uneven slices: rank r takes a different share, so padding is exercised.
-        bounds = torch.linspace(0, PAIRS, world + 1).long().tolist()
-        bounds[1] = max(1, bounds[1] - 7)
-        part = slice(bounds[rank], bounds[rank + 1])
+        part = slices(world)[rank]
         grads = gradients(tables, centres[part], contexts[part], negatives[part])
         targets = torch.cat([centres[part], negatives[part].flatten()])
         distinct_rows += len(contexts[part].unique()) + len(targets.unique())
-        apply(tables, sync.exchange(grads), 0.1, damping=damping)
+        apply(tables, sync.exchange(grads), LR, damping=damping, saturation=sync.saturation)
         sync.after_step(tables, step)
         gathered = [torch.empty_like(tables.input.data) for _ in range(world)]
         dist.all_gather(gathered, tables.input.data)
@@ -67,5 +76,5 @@ def main(strategy: str, merge_scale: float, every_steps: int, damping: float, ou
 
 
 if __name__ == "__main__":
-    strategy, merge_scale, every_steps, damping, out = sys.argv[1:]
-    main(strategy, float(merge_scale), int(every_steps), float(damping), Path(out))
+    strategy, curvature_weight, every_steps, damping, out = sys.argv[1:]
+    main(strategy, float(curvature_weight), int(every_steps), float(damping), Path(out))

@@ -51,8 +51,12 @@ def softplus(x: float) -> float:
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-def reference_train(tokens, lengths, w_in, w_out, keep, table, window, negative, a0, a1, seed):
-    """word2vec.c skip-gram with negative sampling, single thread; updates w_in/w_out in place."""
+def reference_train(
+    tokens, lengths, w_in, w_out, keep, table, window, negative, a0, a1, seed, saturation=None
+):
+    """word2vec.c skip-gram with negative sampling, single thread; updates w_in/w_out in place,
+    and with `saturation` (norm_in, norm_out, sat_in, sat_out) each row's lr |g| / 2 x the other
+    row's squared norm."""
     r = splitmix64(seed)
     loss, pairs, kept = 0.0, 0, 0
     n_tokens, start = len(tokens), 0
@@ -88,6 +92,10 @@ def reference_train(tokens, lengths, w_in, w_out, keep, table, window, negative,
                     loss += softplus(-f if label else f)
                     neu1e += g * w_out[t]
                     w_out[t] += g * w_in[context]
+                    if saturation is not None:
+                        norm_in, norm_out, sat_in, sat_out = saturation
+                        sat_in[context] += 0.5 * abs(g) * norm_out[t]
+                        sat_out[t] += 0.5 * abs(g) * norm_in[context]
                 w_in[context] += neu1e
                 pairs += 1
     return loss, pairs, kept
@@ -181,6 +189,38 @@ def test_matches_reference_single_thread(build, seed: int, window: int, sample: 
     np.testing.assert_allclose(k_in.numpy(), w_in, atol=1e-5)
     np.testing.assert_allclose(k_out.numpy(), w_out, atol=1e-5)
     assert not np.allclose(w_in, w_in0) and not np.allclose(w_out, w_out0)  # it trained
+
+
+def test_saturation_is_gathered_as_the_reference_does() -> None:
+    """For `local` merges: each update adds lr |g| / 2 x the other row's squared norm (as of the
+    last merge) to the updated row's saturation; untracked runs train the same."""
+    from w2vdist.sync import Saturation
+
+    rng = np.random.default_rng(5)
+    vocab, dim = 15, 8
+    counts = zipf_counts(vocab)
+    tokens = rng.choice(vocab, size=200, p=counts / counts.sum()).astype(np.int32)
+    lengths = np.array([50, 3, 97, 50], dtype=np.int32)
+    w_in = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
+    w_out = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
+    keep = keep_probabilities(torch.from_numpy(counts), 1e-2)
+    table = cpu.unigram_table(counts)
+    norms = [torch.rand(vocab) for _ in range(2)]
+    sat = Saturation(*norms, torch.zeros(vocab), torch.zeros(vocab))
+    k_in, k_out = torch.from_numpy(w_in.copy()), torch.from_numpy(w_out.copy())
+    run(tokens, lengths, k_in, k_out, keep, table, window=3, negative=4, alpha_start=0.05,
+        alpha_end=0.01, seed=3, saturation=sat)  # fmt: skip
+    want = [n.numpy().astype(np.float64) for n in norms] + [np.zeros(vocab), np.zeros(vocab)]
+    plain_in, plain_out = torch.from_numpy(w_in.copy()), torch.from_numpy(w_out.copy())
+    run(tokens, lengths, plain_in, plain_out, keep, table, window=3, negative=4,
+        alpha_start=0.05, alpha_end=0.01, seed=3)  # fmt: skip
+    reference_train(tokens, lengths, w_in, w_out, keep.numpy(), table.numpy(), 3, 4,
+                    np.float32(0.05), np.float32(0.01), 3, saturation=want)  # fmt: skip
+
+    assert want[2].sum() > 0 and want[3].sum() > 0
+    np.testing.assert_allclose(sat.sat_in.numpy(), want[2], rtol=1e-4)
+    np.testing.assert_allclose(sat.sat_out.numpy(), want[3], rtol=1e-4)
+    assert torch.equal(k_in, plain_in) and torch.equal(k_out, plain_out)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.05, 0.3, 0.77, 1.0])

@@ -9,22 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.sync_worker import global_batches
+from tests.sync_worker import LR, global_batches, slices
 from w2vdist.config import Config, OptimConfig, SyncConfig
 from w2vdist.sgns import Embeddings, apply, gradients
-from w2vdist.sync import with_merge_interval
+from w2vdist.steps import with_batch_words
+from w2vdist.sync import pack_changes, unpack_changes, with_merge_interval
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 
 
 def _torchrun(
-    nproc: int, strategy: str, out: Path, merge_scale: float = 2.0, every_steps: int = 3,
+    nproc: int, strategy: str, out: Path, curvature_weight: float = 0.1, every_steps: int = 3,
     damping: float = 1.0,
 ) -> list[dict]:
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={nproc}", str(WORKER), strategy, str(merge_scale), str(every_steps),
-         str(damping), str(out)],
+         f"--nproc-per-node={nproc}", str(WORKER), strategy, str(curvature_weight),
+         str(every_steps), str(damping), str(out)],
         check=True, timeout=180, cwd=Path(__file__).parent.parent,
     )
     return [torch.load(out / f"rank-{r}.pt") for r in range(nproc)]
@@ -60,26 +61,79 @@ def test_local_sync_agrees_right_after_each_merge(tmp_path):
     assert not torch.allclose(results[0]["input"], _one_process().input.data)
 
 
-@pytest.mark.parametrize("merge_scale, lr", [(2.0, 0.1), (4.0, 0.1), (1.0, 0.05), (0.5, 0.025)])
-def test_local_merge_every_step_scales_the_mean_change(tmp_path, merge_scale, lr):
+@pytest.mark.parametrize("curvature_weight", [0.0, 0.5])
+def test_local_merge_every_step_weighs_each_rank_by_its_saturation(tmp_path, curvature_weight):
     """Merging after every step, undamped: each rank's change is lr times its slice's gradient
-    at the same tables, so with 2 ranks a merge scale of 2 (the sum) is one process on the
-    global batch (a larger scale is capped there), and a scale s the same at lr * s / 2."""
-    results = _torchrun(2, "local", tmp_path, merge_scale=merge_scale, every_steps=1, damping=0.0)
-    reference = _one_process(lr=lr, damping=0.0)
+    at the same tables and its saturation lr times the slice's curvature per row; the merge is
+    sum_r (1 + c_r) delta_r / (1 + sum_r c_r) with c_r scaled by the curvature weight. Weight 0
+    sums the changes, which is one process on the global batch."""
+    results = _torchrun(2, "local", tmp_path, curvature_weight, every_steps=1, damping=0.0)
+    tables = Embeddings(40, 8, torch.Generator().manual_seed(7))
+    tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
+    for batch in global_batches():
+        packs = []
+        for part in slices(2):
+            centres, contexts, negatives = (t[part] for t in batch)
+            grads = gradients(tables, centres, contexts, negatives)
+            rank_packs = []
+            for table, rows in ((tables.input, grads.input), (tables.output, grads.output)):
+                delta = torch.zeros_like(table).index_add_(0, rows.index, rows.values, alpha=LR)
+                sat = torch.zeros(len(table)).index_add_(0, rows.index, rows.curvature, alpha=LR)
+                rank_packs.append(pack_changes(table + delta, table, sat * curvature_weight))
+            packs.append(rank_packs)
+        for which, table in enumerate((tables.input, tables.output)):
+            table.data += unpack_changes(packs[0][which] + packs[1][which])
     for r in results:
         assert all(r["identical_after"])
-        torch.testing.assert_close(r["input"], reference.input.data, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(r["output"], reference.output.data, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["input"], tables.input.data, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["output"], tables.output.data, rtol=1e-5, atol=1e-6)
+    if curvature_weight == 0:
+        reference = _one_process(lr=LR, damping=0.0)
+        torch.testing.assert_close(results[0]["input"], reference.input.data, rtol=1e-5, atol=1e-6)
 
 
-def test_merge_interval_defaults_to_about_a_million_words_over_all_ranks():
+def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
+    """Per row: a change only one rank made is kept in full, whatever its saturation; the same
+    change made by every rank is not multiplied by the rank count once the rows are saturated;
+    unsaturated rows add up, as if the ranks had trained one after another."""
+    ranks, dim = 4, 3
+    base = torch.zeros(3, dim)
+    lone = torch.tensor([1.0, -2.0, 0.5])
+    same = torch.tensor([0.3, 0.1, -0.2])
+    packs = []
+    for rank in range(ranks):
+        rows = base.clone()
+        rows[0] = lone if rank == 0 else 0.0  # row 0: rank 0 alone, saturated
+        rows[1] = same  # row 1: every rank the same change, saturated
+        rows[2] = same  # row 2: every rank the same change, lightly touched
+        saturation = torch.tensor([50.0 if rank == 0 else 0.0, 1e6, 0.0])
+        packs.append(pack_changes(rows, base, saturation))
+    merged = unpack_changes(torch.stack(packs).sum(0))
+    torch.testing.assert_close(merged[0], lone)
+    torch.testing.assert_close(merged[1], same, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(merged[2], ranks * same)
+    # Plain averaging would have divided the lone change by the rank count.
+    assert not torch.allclose(merged[0], lone / ranks)
+
+
+def test_merge_intervals_default_to_words_over_all_ranks():
+    """Full merges about every 1M words over all ranks, the hot rows about every 256k."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
     assert with_merge_interval(cfg, 2).sync.every_steps == 8
+    assert with_merge_interval(cfg, 2).sync.hot_every_steps == 2
     assert with_merge_interval(cfg, 64).sync.every_steps == 1
     small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=4096))
     assert with_merge_interval(small, 4).sync.every_steps == 64
+    assert with_merge_interval(small, 4).sync.hot_every_steps == 16
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
     assert with_merge_interval(chosen, 2).sync.every_steps == 5
     exact = dataclasses.replace(cfg, sync=SyncConfig(strategy="exact"))
     assert with_merge_interval(exact, 2).sync.every_steps == 0
+
+
+def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():
+    cfg = Config(sync=SyncConfig(strategy="local"))
+    assert [with_batch_words(cfg, "cpu-kernel", w).optim.batch_words for w in (1, 2, 4, 8, 16)] \
+        == [65536, 65536, 65536, 32768, 16384]
+    assert with_batch_words(cfg, "cpu-kernel", 128).optim.batch_words == 4096
+    assert with_batch_words(cfg, "torch", 8).optim.batch_words == 4096

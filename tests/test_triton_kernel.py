@@ -108,6 +108,7 @@ SCENARIOS = {
     "windows": _windows_disjoint,
     "windows-shared": _windows_shared_rows,
     "none": _no_groups,
+    "windows-saturation": _windows_disjoint,
 }
 
 
@@ -115,12 +116,20 @@ def _run_scenarios(out: str) -> None:
     """Child process: the fused step on every scenario, results saved to `out`."""
     from w2vdist.kernels.triton_sgns import sgns_step
 
+    from w2vdist.sync import Saturation
+
     results = {}
     for name, make in SCENARIOS.items():
         tables, centres, contexts, negatives, lr, block_d = make()
         w_in, w_out = tables.input.data.clone(), tables.output.data.clone()
-        loss, pairs = sgns_step(w_in, w_out, centres, contexts, negatives, lr, block_d=block_d)
+        saturation = None
+        if name.endswith("saturation"):
+            saturation = Saturation(*_norms(tables), *(torch.zeros(len(w_in)) for _ in "io"))
+        loss, pairs = sgns_step(w_in, w_out, centres, contexts, negatives, lr, block_d=block_d,
+                                saturation=saturation)
         results[name] = (w_in, w_out, loss, pairs)
+        if saturation is not None:
+            results[name] += (saturation.sat_in, saturation.sat_out)
     torch.save(results, out)
 
 
@@ -136,6 +145,11 @@ def fused(tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return torch.load(out)
+
+
+def _norms(tables: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared row norms, standing in for those of the last merge."""
+    return (tables.input.data ** 2).sum(1) * 0.5, (tables.output.data ** 2).sum(1) * 2.0
 
 
 def _copy(tables: Embeddings) -> Embeddings:
@@ -244,6 +258,29 @@ def test_shared_negatives_with_shared_rows_match_group_by_group_updates(fused):
 
 
 @needs_triton
+def test_saturation_gathers_lr_half_abs_gradient_times_the_other_rows_norm(fused):
+    """For `local` merges each score adds lr |g| / 2 x |other row|^2 to both rows' totals."""
+    tables, centres, contexts, negatives, lr, _ = SCENARIOS["windows-saturation"]()
+    w_in, w_out, _, _, sat_in, sat_out = fused["windows-saturation"]
+    _assert_tables(w_in, w_out, *_reference(*SCENARIOS["windows"]())[:2])
+    norm_in, norm_out = _norms(tables)
+    want_in, want_out = torch.zeros(len(w_in)), torch.zeros(len(w_in))
+    for group in range(len(centres)):
+        targets = [int(centres[group])] + [
+            int(n) for n in negatives[group] if int(n) != int(centres[group])
+        ]
+        for ctx in (int(c) for c in contexts[group] if c >= 0):
+            for i, target in enumerate(targets):
+                score = float(tables.input[ctx] @ tables.output[target])
+                h = 0.5 * lr * abs(float(i == 0) - float(torch.sigmoid(torch.tensor(score))))
+                want_in[ctx] += h * norm_out[target]
+                want_out[target] += h * norm_in[ctx]
+    assert want_in.sum() > 0 and want_out.sum() > 0
+    torch.testing.assert_close(sat_in, want_in, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(sat_out, want_out, rtol=1e-5, atol=1e-7)
+
+
+@needs_triton
 def test_no_groups_changes_nothing(fused):
     tables = SCENARIOS["none"]()[0]
     w_in, w_out, loss, pairs = fused["none"]
@@ -302,8 +339,10 @@ def test_available_needs_triton_and_cuda():
 
 
 @needs_triton
-@pytest.mark.parametrize("width, negative, dim", [(1, 5, 300), (10, 5, 300)])
-def test_kernel_compiles_for_hopper_without_a_gpu(width, negative, dim):
+@pytest.mark.parametrize(
+    "width, negative, dim, track", [(1, 5, 300, False), (10, 5, 300, False), (10, 5, 300, True)]
+)
+def test_kernel_compiles_for_hopper_without_a_gpu(width, negative, dim, track):
     """The interpreter accepts code the GPU compiler rejects; compile to a cubin for sm_90 with
     the default tiles of per-pair (width 1) and shared (window 5) negatives.
     """
@@ -321,12 +360,14 @@ def test_kernel_compiles_for_hopper_without_a_gpu(width, negative, dim):
         pytest.skip("TRITON_INTERPRET is set in this process: triton cannot compile for a GPU")
     block_c, block_t, block_d = triton_sgns.tile_sizes(width, negative, dim)
     pointers = {name: "*i64" for name in ("centres", "contexts", "negatives")}
-    pointers.update(w_in="*fp32", w_out="*fp32", losses="*fp32")
+    floats = ("w_in", "w_out", "norm_in", "norm_out", "sat_in", "sat_out", "losses")
+    pointers.update({name: "*fp32" for name in floats})
     source = ASTSource(
         fn=kernel,
         signature={**pointers, "lr": "fp32", "dim": "i32", "width": "i32", "n_neg": "i32",
-                   "BLOCK_C": "constexpr", "BLOCK_T": "constexpr", "BLOCK_D": "constexpr"},
-        constexprs={"BLOCK_C": block_c, "BLOCK_T": block_t, "BLOCK_D": block_d},
+                   "BLOCK_C": "constexpr", "BLOCK_T": "constexpr", "BLOCK_D": "constexpr",
+                   "TRACK": "constexpr"},
+        constexprs={"BLOCK_C": block_c, "BLOCK_T": block_t, "BLOCK_D": block_d, "TRACK": track},
     )  # fmt: skip
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
     assert compiled.asm["cubin"]

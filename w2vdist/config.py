@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import types
@@ -141,8 +142,12 @@ class OptimConfig:
     damping: float = 0.25
 
     def __post_init__(self) -> None:
-        _check(self.alpha > 0, "optim.alpha", "must be > 0")
-        _check(self.damping >= 0, "optim.damping", "must be >= 0 (0: plain SGD)")
+        _check(math.isfinite(self.alpha) and self.alpha > 0, "optim.alpha", "must be finite, > 0")
+        _check(
+            math.isfinite(self.damping) and self.damping >= 0,
+            "optim.damping",
+            "must be finite, >= 0 (0: plain SGD)",
+        )
         _check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")
         _check(self.batch_words >= 0, "optim.batch_words", "must be >= 0 (0: the backend's)")
 
@@ -179,17 +184,21 @@ class SyncConfig:
 
     strategy: str = "exact"
     every_steps: int = 0  # local: steps between full merges; 0: about 1M words over all ranks
-    merge_scale: float = 2.0
-    hot_rows: int = 0
-    hot_every_steps: int = 4
+    hot_rows: int = 5000  # local: the most frequent rows, merged every hot_every_steps steps
+    hot_every_steps: int = 0  # 0: about 256k words over all ranks
+    curvature_weight: float = 0.1
     timeout_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         _choice(self.strategy, "sync.strategy", ("exact", "local"))
         _check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
-        _check(self.merge_scale > 0, "sync.merge_scale", "must be > 0 (1: plain averaging)")
         _check(self.hot_rows >= 0, "sync.hot_rows", "must be >= 0 (0: whole table only)")
-        _check(self.hot_every_steps >= 1, "sync.hot_every_steps", "must be >= 1")
+        _check(self.hot_every_steps >= 0, "sync.hot_every_steps", "must be >= 0 (0: auto)")
+        _check(
+            math.isfinite(self.curvature_weight) and self.curvature_weight >= 0,
+            "sync.curvature_weight",
+            "must be a finite number >= 0 (0: sum the ranks' changes)",
+        )
         _check(self.timeout_seconds > 0, "sync.timeout_seconds", "must be > 0")
 
 

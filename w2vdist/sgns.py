@@ -9,10 +9,14 @@ That sparse form is what ranks exchange (see `sync.py`) and what `apply` adds in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from w2vdist.sync import Saturation
 
 
 class Embeddings(nn.Module):
@@ -96,7 +100,13 @@ def gradients(
     )
 
 
-def apply(tables: Embeddings, grads: Gradients, lr: float, damping: float = 0.0) -> None:
+def apply(
+    tables: Embeddings,
+    grads: Gradients,
+    lr: float,
+    damping: float = 0.0,
+    saturation: Saturation | None = None,
+) -> None:
     """SGD: add lr times each row's summed descent direction, damped where the batch piles up.
 
     word2vec.c applies updates one pair at a time, so a frequent word's row saturates as it
@@ -106,10 +116,13 @@ def apply(tables: Embeddings, grads: Gradients, lr: float, damping: float = 0.0)
     of the row's contributions: the implicit (proximal) SGD step of a quadratic model of the
     row's loss, which stays plain SGD for rows the batch touches a few times and bounds rows it
     touches many times. damping = 0 is the exact SGD step on the batch loss. BENCHMARKS.md has
-    the measurements behind the default.
+    the measurements behind the default. `saturation` (local sync) gathers lr * H per row.
     """
-    for table, rows in ((tables.input, grads.input), (tables.output, grads.output)):
+    sums = (None, None) if saturation is None else (saturation.sat_in, saturation.sat_out)
+    for table, rows, sat in zip((tables.input, tables.output), (grads.input, grads.output), sums):
         values = rows.values
+        if sat is not None:
+            sat.index_add_(0, rows.index, rows.curvature, alpha=lr)
         if damping:
             total = torch.zeros(table.shape[0], dtype=values.dtype, device=values.device)
             total.index_add_(0, rows.index, rows.curvature)

@@ -25,7 +25,7 @@ from w2vdist.config import Config
 from w2vdist.errors import UsageError
 from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, windows
 from w2vdist.sgns import Embeddings, apply, gradients
-from w2vdist.sync import Sync
+from w2vdist.sync import Saturation, Sync
 
 
 class Step(Protocol):
@@ -80,7 +80,7 @@ class TorchStep:
     ) -> tuple[float, int]:
         centres, contexts, mask, negatives = self.sample(tokens, sentence)
         grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives, mask))
-        apply(self.tables, grads, lr_start, self.damping)
+        apply(self.tables, grads, lr_start, self.damping, self.sync.saturation)
         return float(grads.loss), grads.pairs
 
 
@@ -96,7 +96,8 @@ class TritonStep(TorchStep):
         if mask is not None:
             contexts = contexts.masked_fill(~mask, -1)  # the kernel's "no context"
         loss, pairs = sgns_step(
-            self.tables.input.data, self.tables.output.data, centres, contexts, negatives, lr_start
+            self.tables.input.data, self.tables.output.data, centres, contexts, negatives,
+            lr_start, saturation=self.sync.saturation,
         )
         return float(loss), int(pairs)
 
@@ -111,6 +112,7 @@ class KernelStep:
         cfg: Config,
         generator: torch.Generator,
         threads: int,
+        saturation: Saturation | None,
     ) -> None:
         from w2vdist.kernels import cpu
 
@@ -122,6 +124,7 @@ class KernelStep:
         self.negative = cfg.model.negative
         self.generator = generator
         self.threads = threads
+        self.saturation = saturation
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
@@ -141,6 +144,7 @@ class KernelStep:
             alpha_end=lr_end,
             seed=seed,
             threads=self.threads,
+            saturation=self.saturation,
         )
         return float(loss), int(pairs)
 
@@ -172,16 +176,21 @@ def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
     return backend
 
 
-# Words per step when optim.batch_words is 0: the torch step's damping was tuned at 4,096; the
-# compiled kernel runs faster on larger blocks and ranks then synchronise less often per word.
+# Words per rank per step when optim.batch_words is 0: the torch step was measured at 4,096;
+# the compiled kernel runs faster on larger blocks, up to LOCAL_STEP_WORDS over all ranks so
+# that `local` can merge the hot rows as often as `sync.with_merge_interval` asks.
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 4096, "cpu-kernel": 65_536}
+LOCAL_STEP_WORDS = 1 << 18
 
 
-def with_batch_words(cfg: Config, backend: str) -> Config:
-    """The config with `optim.batch_words` resolved for the backend (0 means its default)."""
+def with_batch_words(cfg: Config, backend: str, world_size: int = 1) -> Config:
+    """The config with `optim.batch_words` resolved for the backend and world (0: default)."""
     if cfg.optim.batch_words:
         return cfg
-    optim = dataclasses.replace(cfg.optim, batch_words=DEFAULT_BATCH_WORDS[backend])
+    words = DEFAULT_BATCH_WORDS[backend]
+    if backend == "cpu-kernel":
+        words = max(4096, min(words, LOCAL_STEP_WORDS // world_size))
+    optim = dataclasses.replace(cfg.optim, batch_words=words)
     return dataclasses.replace(cfg, optim=optim)
 
 
@@ -196,7 +205,7 @@ def build_step(
 ) -> Step:
     counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
     if backend == "cpu-kernel":
-        return KernelStep(tables, counts_t, cfg, generator, threads)
+        return KernelStep(tables, counts_t, cfg, generator, threads, sync.saturation)
     if backend == "triton":
         return TritonStep(tables, counts_t, cfg, sync, generator)
     return TorchStep(tables, counts_t, cfg, sync, generator)

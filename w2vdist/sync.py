@@ -6,14 +6,17 @@ in rank order: synchronous data parallelism equal to one process on the global b
 which NCCL and gloo both implement (stock NCCL has no sparse all-reduce, so DDP's sparse
 buckets cannot run there).
 
-`local`: local SGD. Each rank updates its own tables; every `every_steps` steps the ranks'
-mean change since the last merge, times `merge_scale`, is added to it (a dense all-reduce), and
-the same for the `hot_rows` most frequent rows (the rows that change most) every
-`hot_every_steps` steps, the schedule pWord2Vec uses. Tables are fully merged at every epoch end
-and before every checkpoint or export. `merge_scale` 1 is classic parameter averaging, which
-divides what each rank learnt by the world size; the world size (the cap) adds the ranks'
-changes as if their steps had run one after another, which overshoots once several ranks push
-the same frequent rows. The default 2 was the best measured on 2 and 4 ranks (BENCHMARKS.md).
+`local`: local SGD. Each rank updates its own tables; every `every_steps` steps all rows are
+merged (a dense all-reduce), the `hot_rows` most frequent rows (which every rank updates) every
+`hot_every_steps` steps, as pWord2Vec does, and all rows at every epoch end and before every
+checkpoint or export. A merge adds to the last merged tables each rank's change to a row
+weighted by how far that rank saturated the row (`Saturation`): sum_r (1 + c_r) delta_r /
+(1 + sum_r c_r). A row one rank touched keeps its change whole (averaging would divide it by
+the world size); rows that every rank pushed to the same optimum get about the mean (summing
+would multiply it); lightly touched rows add up, as if the ranks had run one after another.
+c_r is `curvature_weight` times the rank's lr-weighted curvature of the row's updates; the
+curvature summed over a row's updates overstates how far they saturate it along the change
+(the updates point many ways), and 0.1 measured best on 4 and 8 ranks (BENCHMARKS.md).
 
 Bytes each rank sends per step are in README.md ("Synchronising ranks").
 """
@@ -22,12 +25,28 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from w2vdist.config import Config, SyncConfig
 from w2vdist.sgns import Embeddings, Gradients, SparseRows
+
+
+@dataclass
+class Saturation:
+    """What a `local` merge needs to weigh each rank's change to a row, float32[V] each.
+
+    `sat_in`/`sat_out` sum, over a row's updates since the last merge, lr times the curvature
+    of the update's loss along the row; `norm_in`/`norm_out` are the rows' squared norms as of
+    the last merge, which the compiled kernel uses for the curvature |g| / 2 * |other row|^2.
+    """
+
+    norm_in: torch.Tensor
+    norm_out: torch.Tensor
+    sat_in: torch.Tensor
+    sat_out: torch.Tensor
 
 
 class Sync:
@@ -37,6 +56,7 @@ class Sync:
         self.world_size = world_size
         self.seconds = 0.0
         self.bytes_sent = 0
+        self.saturation: Saturation | None = None  # what steps record for `local` merges
 
     def exchange(self, grads: Gradients) -> Gradients:
         return grads
@@ -76,6 +96,12 @@ class LocalSync(Sync):
         self.cfg = cfg
         # The tables as of the last merge, identical on every rank.
         self.base = [tables.input.data.clone(), tables.output.data.clone()]
+        rows = tables.input.shape[0]
+        device = tables.input.device
+        self.saturation = Saturation(
+            *(_squared_norms(t) for t in self.base),
+            torch.zeros(rows, device=device), torch.zeros(rows, device=device),
+        )
 
     def after_step(self, tables: Embeddings, step: int) -> None:
         if step % self.cfg.every_steps == 0:
@@ -87,19 +113,52 @@ class LocalSync(Sync):
         self._merge_rows(tables, tables.input.shape[0])
 
     def _merge_rows(self, tables: Embeddings, rows: int) -> None:
-        """Rows [0, rows) of both tables become the last merge plus the ranks' mean change
-        since, times `merge_scale` (at most the world size: the sum)."""
+        """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
+        each rank's change to a row weighted by 1 + its saturation c_r of the row:
+        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `merge_changes`."""
         start = time.perf_counter()
-        for table, base in zip((tables.input, tables.output), self.base):
+        sat = self.saturation
+        for table, base, sat_rows, norm in (
+            (tables.input, self.base[0], sat.sat_in, sat.norm_in),
+            (tables.output, self.base[1], sat.sat_out, sat.norm_out),
+        ):
             block, before = table.data[:rows], base[:rows]
-            delta = block - before
-            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
-            delta.mul_(min(self.cfg.merge_scale, self.world_size) / self.world_size)
-            torch.add(before, delta, out=block)
+            packed = pack_changes(block, before, sat_rows[:rows] * self.cfg.curvature_weight)
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+            torch.add(before, unpack_changes(packed), out=block)
             before.copy_(block)
+            sat_rows[:rows] = 0
+            norm[:rows] = _squared_norms(block)
             # A ring all-reduce sends 2 (W-1)/W of the buffer from each rank.
-            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size * delta.numel() * 4)
+            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size * packed.numel() * 4)
         self.seconds += time.perf_counter() - start
+
+
+def pack_changes(rows: torch.Tensor, base: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+    """One rank's share of a merge, (R, D + 1): its change (1 + c) * (rows - base), then c."""
+    dim = rows.shape[1]
+    packed = torch.empty(rows.shape[0], dim + 1, dtype=rows.dtype, device=rows.device)
+    torch.sub(rows, base, out=packed[:, :dim])
+    packed[:, :dim].mul_(saturation.unsqueeze(1) + 1)
+    packed[:, dim] = saturation
+    return packed
+
+
+def unpack_changes(summed: torch.Tensor) -> torch.Tensor:
+    """The merged change from the ranks' summed packs: sum (1 + c_r) delta_r / (1 + sum c_r).
+
+    A row only one rank touched keeps that rank's change in full; a row that every rank
+    saturated (c_r >> 1) gets about their mean; rows touched lightly everywhere, the sum, as if
+    the ranks' steps had run one after another. This is the implicit-SGD step of the ranks'
+    pooled quadratic models: rank r's change is lr g_r / (1 + c_r), so the one-process step
+    lr sum g_r / (1 + sum c_r) follows from the changes and saturations alone.
+    """
+    dim = summed.shape[1] - 1
+    return summed[:, :dim] / (summed[:, dim:] + 1)
+
+
+def _squared_norms(table: torch.Tensor) -> torch.Tensor:
+    return (table * table).sum(1)
 
 
 _SHIFT = 1 << 40  # larger than any vocabulary
@@ -146,17 +205,22 @@ def _all_gather_rows(
 
 
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
+HOT_MERGE_WORDS = 1 << 18  # and between merges of the hot rows when sync.hot_every_steps is 0
 
 
 def with_merge_interval(cfg: Config, world_size: int) -> Config:
-    """The config with `sync.every_steps` resolved for `local` (0: about MERGE_WORDS words over
-    all ranks between merges). Two ranks at the CPU kernel's 65,536-word steps merge every 8
-    steps, the interval BENCHMARKS.md measures; each added rank adds its own stale changes to
-    a merge, so more ranks merge after fewer steps."""
-    if cfg.sync.every_steps or cfg.sync.strategy != "local" or world_size == 1:
+    """The config with `local`'s merge intervals resolved (0: about MERGE_WORDS and
+    HOT_MERGE_WORDS words over all ranks). Stale changes add up with the words trained between
+    merges, whatever the rank count: 4 and 8 ranks merging every 256k words over all ranks
+    score alike, at 1M both lose two analogy points more (BENCHMARKS.md); the hot rows, which
+    every rank updates, are what must be merged often."""
+    if cfg.sync.strategy != "local" or world_size == 1:
         return cfg
-    every = max(1, round(MERGE_WORDS / (world_size * cfg.optim.batch_words)))
-    return dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, every_steps=every))
+    step = world_size * cfg.optim.batch_words
+    every = cfg.sync.every_steps or max(1, round(MERGE_WORDS / step))
+    hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
+    sync = dataclasses.replace(cfg.sync, every_steps=every, hot_every_steps=hot)
+    return dataclasses.replace(cfg, sync=sync)
 
 
 def build_sync(cfg: SyncConfig, world_size: int, tables: Embeddings) -> Sync:

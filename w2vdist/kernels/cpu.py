@@ -57,9 +57,13 @@ import tempfile
 import threading
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from w2vdist.sync import Saturation
 
 SOURCE = Path(__file__).with_name("sgns_cpu.c")
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
@@ -95,12 +99,15 @@ def train_block(
     alpha_end: float,
     seed: int,
     threads: int = 0,
+    saturation: Saturation | None = None,
 ) -> tuple[float, int, int]:
     """Train one block in place; returns (loss_sum, pairs, words_kept).
 
     tokens int32[N] and lengths int32[S] (sentence lengths summing to N) as in the shards;
     w_in, w_out float32[V, D]; keep_prob float32[V] (`w2vdist.sampling.keep_probabilities`);
     neg_table int32[V, 2] from `unigram_table`; threads 0: every core this process may use.
+    `saturation` (float32[V] each): each update adds alpha |g| / 2 times the other row's squared
+    norm (as of `saturation.norms`) to the updated row's total, for `local` merges (`sync.py`).
     """
     _check_tensor("tokens", tokens, torch.int32, 1)
     _check_tensor("lengths", lengths, torch.int32, 1)
@@ -131,13 +138,23 @@ def train_block(
         if lo < 0 or hi >= vocab:
             raise ValueError(f"tokens has id {lo if lo < 0 else hi} outside [0, {vocab})")
     _check_table(neg_table, vocab)
+    tracked = [0, 0, 0, 0]
+    if saturation is not None:
+        tracked = []
+        for name in ("norm_in", "norm_out", "sat_in", "sat_out"):
+            t = getattr(saturation, name)
+            _check_tensor(name, t, torch.float32, 1)
+            if t.shape != (vocab,):
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({vocab},)")
+            tracked.append(t.data_ptr())
 
     lib = _require_library()
     loss, pairs, kept = ctypes.c_double(), ctypes.c_int64(), ctypes.c_int64()
     err = lib.w2v_train_block(
         tokens.data_ptr(), tokens.numel(), lengths.data_ptr(), lengths.numel(),
         w_in.data_ptr(), w_out.data_ptr(), vocab, dim, keep_prob.data_ptr(), neg_table.data_ptr(),
-        window, negative, alpha_start, alpha_end, seed & (2**64 - 1), threads or _cores(),
+        window, negative, alpha_start, alpha_end, *tracked, seed & (2**64 - 1),
+        threads or _cores(),
         ctypes.byref(loss), ctypes.byref(pairs), ctypes.byref(kept),
     )  # fmt: skip
     if err:
@@ -236,7 +253,8 @@ def build(flags: list[str], cc: list[str] | None = None) -> ctypes.CDLL:
     lib.w2v_train_block.argtypes = (
         [ctypes.c_void_p, ctypes.c_int64] * 2
         + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
-        + [ctypes.c_int] * 2 + [ctypes.c_float] * 2 + [ctypes.c_uint64, ctypes.c_int]
+        + [ctypes.c_int] * 2 + [ctypes.c_float] * 2 + [ctypes.c_void_p] * 4
+        + [ctypes.c_uint64, ctypes.c_int]
         + [ctypes.POINTER(ctypes.c_double)] + [ctypes.POINTER(ctypes.c_int64)] * 2
     )  # fmt: skip
     lib.w2v_alias_table.restype = ctypes.c_int

@@ -141,6 +141,10 @@ typedef struct {
   const int32_t *table;
   int window, negative;
   float alpha_start, alpha_end;
+  /* Optional (NULL: not tracked): squared row norms as of the last merge, and the saturation
+   * each row gathers, sum of alpha * |g| / 2 * |other row|^2 over its updates (sync.py). */
+  const float *norm_in, *norm_out;
+  float *sat_in, *sat_out;
 } Shared;
 
 /* A chunk of training pairs whose random draws are all made before any of them trains, so that
@@ -201,6 +205,7 @@ static void train_pairs(const Shared *s, const Pairs *p, float *restrict neu1e, 
     float *restrict in = s->w_in + (int64_t)p->context[k] * D;
     const int32_t *t = p->targets + k * (s->negative + 1);
     const float alpha = p->alpha[k];
+    float sat = 0.0f;
     for (int64_t c = 0; c < D; c++) neu1e[c] = 0.0f;
     for (int q = 0; q < p->count[k]; q++) {
       float *restrict out = s->w_out + (int64_t)t[q] * D;
@@ -215,8 +220,14 @@ static void train_pairs(const Shared *s, const Pairs *p, float *restrict neu1e, 
         neu1e[c] += g * o;
         out[c] = o + g * in[c];
       }
+      if (s->sat_in) {
+        const float h = 0.5f * fabsf(g);
+        sat += h * s->norm_out[t[q]];
+        s->sat_out[t[q]] += h * s->norm_in[p->context[k]];
+      }
     }
     for (int64_t c = 0; c < D; c++) in[c] += neu1e[c];
+    if (s->sat_in) s->sat_in[p->context[k]] += sat;
   }
 }
 
@@ -319,8 +330,9 @@ static void worker_free(Worker *w) {
 int w2v_train_block(const int32_t *tokens, int64_t n_tokens, const int32_t *lengths,
                     int64_t n_sentences, float *w_in, float *w_out, int64_t vocab, int64_t dim,
                     const float *keep_prob, const int32_t *table, int window, int negative,
-                    float alpha_start, float alpha_end, uint64_t seed, int threads,
-                    double *loss, int64_t *pairs, int64_t *kept) {
+                    float alpha_start, float alpha_end, const float *norm_in,
+                    const float *norm_out, float *sat_in, float *sat_out, uint64_t seed,
+                    int threads, double *loss, int64_t *pairs, int64_t *kept) {
   int err = W2V_OK;
   int64_t *starts = malloc(sizeof(int64_t) * (n_sentences + 1));
   int64_t *shares = malloc(sizeof(int64_t) * (n_sentences + 1));
@@ -353,7 +365,8 @@ int w2v_train_block(const int32_t *tokens, int64_t n_tokens, const int32_t *leng
                    .n_shares = n_shares, .next_share = 0, .w_in = w_in, .w_out = w_out,
                    .vocab = vocab, .dim = dim, .keep_prob = keep_prob, .table = table,
                    .window = window, .negative = negative, .alpha_start = alpha_start,
-                   .alpha_end = alpha_end};
+                   .alpha_end = alpha_end, .norm_in = norm_in, .norm_out = norm_out,
+                   .sat_in = sat_in, .sat_out = sat_out};
   for (int t = 0; t < threads; t++)
     /* Thread t starts from output t+1 of SplitMix64 seeded with `seed`. */
     if (!worker_init(&workers[t], &shared, longest,

@@ -38,7 +38,12 @@ tests run it. Tile sizes and warps are untuned: no GPU was at hand to time them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from w2vdist.sync import Saturation
 
 try:
     import triton
@@ -70,6 +75,7 @@ def sgns_step(
     negatives: torch.Tensor,
     lr: float,
     block_d: int | None = None,
+    saturation: Saturation | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train groups in place; returns (loss, pairs) as 0-d tensors on the tables' device.
 
@@ -78,6 +84,8 @@ def sgns_step(
     negatives). negatives: int[G, K]. loss is float64, summed over pairs; pairs is int64 (the
     number of contexts that are not -1). block_d: dim tile (power of two), default chosen to
     fit registers. Nothing synchronises with the host, so a caller reads both when it logs.
+    `saturation` (local sync): each score adds lr |g| / 2 times the other row's squared norm
+    to both rows' totals, as the CPU kernel does.
     """
     if _IMPORT_ERROR is not None:
         raise RuntimeError(f"Triton kernel unavailable: {_IMPORT_ERROR}")
@@ -93,13 +101,16 @@ def sgns_step(
     dim = w_in.shape[1]
     block_c, block_t, block_d = tile_sizes(width, n_neg, dim, block_d)
     losses = torch.empty(groups, dtype=torch.float32, device=device)
+    track = saturation is not None
+    sat = (saturation.norm_in, saturation.norm_out, saturation.sat_in, saturation.sat_out) \
+        if track else (losses,) * 4  # never read without TRACK
     _sgns_groups[(groups,)](
-        w_in, w_out,
+        w_in, w_out, *sat,
         centres.to(torch.int64).contiguous(),
         contexts.to(torch.int64).contiguous(),
         negatives.to(torch.int64).contiguous(),
         losses, float(lr), dim, width, n_neg,
-        BLOCK_C=block_c, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+        BLOCK_C=block_c, BLOCK_T=block_t, BLOCK_D=block_d, TRACK=track, num_warps=4,
     )  # fmt: skip
     return losses.sum(dtype=torch.float64), pairs
 
@@ -162,9 +173,9 @@ if _IMPORT_ERROR is None:
 
     @triton.jit
     def _sgns_groups(
-        w_in, w_out, centres, contexts, negatives, losses,
+        w_in, w_out, norm_in, norm_out, sat_in, sat_out, centres, contexts, negatives, losses,
         lr, dim, width, n_neg,
-        BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+        BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, TRACK: tl.constexpr,
     ):  # fmt: skip
         """One group: rows c of `contexts` x targets t (t = 0 the centre, 1..K negatives)."""
         g = tl.program_id(0).to(tl.int64)
@@ -195,6 +206,13 @@ if _IMPORT_ERROR is None:
         signed = tl.where(positive, -scores, scores)  # loss = softplus(signed), computed stably
         loss = tl.maximum(signed, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(signed)))
         tl.store(losses + g, tl.sum(tl.sum(tl.where(ok, loss, 0.0), axis=1), axis=0))
+        if TRACK:  # each row's saturation for `local` merges (sync.Saturation)
+            h = 0.5 * lr * tl.abs(grad)
+            n_out = tl.load(norm_out + target, mask=t_ok, other=0.0)
+            n_in = tl.load(norm_in + ctx, mask=c_ok, other=0.0)
+            tl.atomic_add(sat_in + ctx, tl.sum(h * n_out[None, :], axis=1), mask=c_ok, sem="relaxed")
+            tl.atomic_add(sat_out + target, tl.sum(h * n_in[:, None], axis=0), mask=t_ok,
+                          sem="relaxed")
 
         # Pass 2: per tile, reload (this program has not written it yet), then add lr * grad.
         for d0 in range(0, dim, BLOCK_D):
