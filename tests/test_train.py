@@ -185,3 +185,24 @@ def test_checkpoints_are_scored_and_logged_when_eval_files_are_set(shards, tmp_p
     scored = [r for r in rows if "analogy/total" in r]
     assert [r["step"] for r in scored] == [50, 100, 138]
     assert all(0 <= r["analogy/total"] <= 1 and "similarity/spearman" in r for r in scored)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu-kernel"])
+def test_a_diverging_run_stops_with_an_error_and_saves_no_bad_tables(shards, tmp_path, backend):
+    """A learning rate far too large turns the tables to NaN: the run must stop non-zero, name
+    the cause, and leave no checkpoint of non-finite tables behind."""
+    run = tmp_path / "run"
+    code = main(["train", "--data.shards", str(shards), "--train.run_dir", str(run),
+                 "--train.backend", backend, "--optim.alpha", "1000", "--optim.damping", "0",
+                 "--train.threads", "1", "--data.loader_workers", "0", "--wandb", "disabled"])
+    assert code == 3
+    for step in checkpoint.complete_steps(run):
+        tables = torch.load(step / "tables.pt", weights_only=True)
+        assert all(torch.isfinite(t).all() for t in tables.values()), step
+
+
+def test_settings_that_cannot_be_finite_are_refused():
+    with pytest.raises(UsageError, match="optim.alpha"):
+        from_dict(Config, {"optim": {"alpha": float("inf")}})
+    with pytest.raises(UsageError, match="sync.curvature_weight"):
+        from_dict(Config, {"sync": {"curvature_weight": float("nan")}})

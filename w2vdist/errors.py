@@ -8,3 +8,10 @@ class UsageError(Exception):
     """
 
     exit_code = 2
+
+
+class Diverged(UsageError):
+    """Training numbers stopped being finite: the run stops at once, before saving the bad
+    tables, so the previous checkpoint stays the newest. Exit code 3."""
+
+    exit_code = 3

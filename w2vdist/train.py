@@ -31,7 +31,7 @@ import torch.distributed as dist
 from w2vdist import checkpoint, config, distributed
 from w2vdist.config import Config
 from w2vdist.data import Position, TokenBatches, assign_shards
-from w2vdist.errors import UsageError
+from w2vdist.errors import Diverged, UsageError
 from w2vdist.logs import set_step, setup_logging
 from w2vdist.metrics import build_metrics
 from w2vdist.preemption import EXIT_PREEMPTED, StopRequest
@@ -124,7 +124,7 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
         raise UsageError(f"{shards_dir / VOCAB_FILE}: does not match manifest.json's vocab_hash")
     owned = assign_shards(manifest, world.size, shards_dir)
     backend = choose_backend(cfg, world.device, world.size)
-    cfg = with_merge_interval(with_batch_words(cfg, backend), world.size)
+    cfg = with_merge_interval(with_batch_words(cfg, backend, world.size), world.size)
     plan = Plan.build(manifest.total_tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
     if dry_run:
         if world.is_main:
@@ -204,6 +204,12 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
             control = _all_sum(
                 [loss, float(pairs), float(stop.requested), float(minutes_due)], world, sync
             )
+            if not math.isfinite(control[0]):
+                raise Diverged(
+                    f"training diverged at step {step}: the loss is {control[0]} (lr {lr:.4g}, "
+                    f"{plan.words_per_step:,} words per step); nothing after the last checkpoint "
+                    "was saved; lower optim.alpha or optim.batch_words"
+                )
             interval.add(control[0], control[1])
             metrics.progress(
                 step * plan.words_per_step, interval.mean_loss(), interval.words_per_s(step, plan)
@@ -285,6 +291,11 @@ def _save(
     """Merge (local sync), collect every rank's RNG state and data position, rank 0 writes;
     scores if asked."""
     sync.merge(tables)
+    if not all(bool(torch.isfinite(t).all()) for t in (tables.input, tables.output)):
+        raise Diverged(
+            f"training diverged by step {step}: the tables hold non-finite values and were not "
+            "saved; lower optim.alpha or optim.batch_words"
+        )
     mine = (generator.get_state(), astuple(position))
     ranks = [mine]
     if world.size > 1:
