@@ -68,10 +68,11 @@ def test_crowded_rows_take_a_step_damped_by_their_summed_curvature():
     negatives = torch.tensor([[9], [9], [9], [10], [11]])
     grads = gradients(tables, centres, contexts, negatives)
     w_in, w_out = tables.input.data.clone(), tables.output.data.clone()
-    # The curvature of the loss along input row 5 from its first pair: sigma' of each score
-    # times the squared norm of the output row it was scored against.
+    # The curvature of the loss along input row 5 from its first pair: |g| / 2 of each score
+    # (g = label - sigma(score)) times the squared norm of the output row it was scored against.
     s = torch.stack([w_out[1] @ w_in[5], w_out[9] @ w_in[5]])
-    expected_curv = (torch.sigmoid(s) * torch.sigmoid(-s) * w_out[[1, 9]].pow(2).sum(1)).sum()
+    g_abs = torch.stack([1 - torch.sigmoid(s[0]), torch.sigmoid(s[1])])
+    expected_curv = (0.5 * g_abs * w_out[[1, 9]].pow(2).sum(1)).sum()
     torch.testing.assert_close(grads.input.curvature[0], expected_curv)
     lr, damping = 0.5, 2.0
     apply(tables, grads, lr, damping)

@@ -1,5 +1,6 @@
 """Backend choice, and the triton step run end to end through Triton's CPU interpreter."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2vdist.config import Config, from_dict
+from w2vdist.config import Config, OptimConfig, SyncConfig, from_dict
 from w2vdist.errors import UsageError
-from w2vdist.steps import choose_backend
+from w2vdist.steps import SYNC_STEP_WORDS, batch_warning, choose_backend, with_batch_words
 
 CPU = torch.device("cpu")
 
@@ -40,7 +41,7 @@ def test_triton_needs_cuda():
 
 _INTERPRETED_STEP = """
 import torch
-from w2vdist.config import Config, from_dict
+from w2vdist.config import Config, OptimConfig, SyncConfig, from_dict
 from w2vdist.sgns import Embeddings
 from w2vdist.steps import TritonStep, TorchStep
 from w2vdist.sync import Sync
@@ -77,3 +78,18 @@ def test_triton_step_matches_the_torch_step_under_the_interpreter():
         timeout=300, cwd=Path(__file__).parent.parent,
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
+    """`exact` multiplies the step by the rank count: its default keeps the global step at the
+    largest measured safe size, and a larger step asked for is warned about."""
+    exact = Config(sync=SyncConfig(strategy="exact"))
+    sizes = [with_batch_words(exact, "torch", w).optim.batch_words for w in (1, 2, 4, 16, 128)]
+    assert sizes == [4096, 4096, 4096, SYNC_STEP_WORDS // 16, 256]
+    assert batch_warning("torch", with_batch_words(exact, "torch", 16), 16) is None
+    big = dataclasses.replace(exact, optim=OptimConfig(batch_words=SYNC_STEP_WORDS))
+    assert batch_warning("torch", big, 1) is None
+    assert "65,536 words" in batch_warning("torch", big, 4)
+    assert batch_warning("cpu-kernel", big, 4) is None
+    local = dataclasses.replace(big, sync=SyncConfig(strategy="local"))
+    assert batch_warning("torch", local, 4) is None  # each rank steps alone

@@ -139,7 +139,7 @@ class OptimConfig:
     alpha: float = 0.04
     min_alpha_ratio: float = 1e-4
     batch_words: int = 0
-    damping: float = 0.25
+    damping: float = 0.1
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.alpha) and self.alpha > 0, "optim.alpha", "must be finite, > 0")
@@ -186,7 +186,7 @@ class SyncConfig:
     every_steps: int = 0  # local: steps between full merges; 0: about 1M words over all ranks
     hot_rows: int = 5000  # local: the most frequent rows, merged every hot_every_steps steps
     hot_every_steps: int = 0  # 0: about 256k words over all ranks
-    curvature_weight: float = 0.1
+    curvature_weight: float = 0.1  # local: how much a rank's saturation weighs in merges
     timeout_seconds: float = 600.0
 
     def __post_init__(self) -> None:

@@ -33,9 +33,12 @@ class Embeddings(nn.Module):
 class SparseRows:
     """Rows `index` of a table get `values` added (duplicates add up).
 
-    `curvature` is each contribution's second derivative of the loss along its row,
-    sigma'(score) * |other vector|^2 summed over the scores it enters; `apply` uses it to damp
-    rows that a batch updates many times.
+    `curvature` is each contribution's curvature of the loss along its row, |g| / 2 *
+    |other vector|^2 summed over the scores it enters (g = label - sigma(score)); `apply` uses
+    it to damp rows that a batch updates many times, `local` merges to weigh ranks' changes.
+    |g| / 2 equals the second derivative sigma'(score) at score 0 but, unlike it, does not
+    vanish for confidently wrong scores, whose summed steps would otherwise run away (the
+    torch path diverged at 16,384-word steps with sigma'; BENCHMARKS.md).
     """
 
     index: torch.Tensor  # (M,) int64
@@ -89,7 +92,7 @@ def gradients(
     loss = -(F.logsigmoid(signed) * weight).sum(dtype=torch.float64)
     grad_in = torch.bmm(g, u)  # (N, C, D)
     grad_out = torch.bmm(g.transpose(1, 2), v)  # (N, K+1, D)
-    bend = sig * (1 - sig) * weight  # d2 loss / d score2
+    bend = 0.5 * g.abs()  # curvature per score (see SparseRows)
     curv_in = torch.bmm(bend, (u * u).sum(2, keepdim=True)).squeeze(2)  # (N, C)
     curv_out = torch.bmm(bend.transpose(1, 2), (v * v).sum(2, keepdim=True)).squeeze(2)
     return Gradients(

@@ -181,6 +181,9 @@ def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
 # that `local` can merge the hot rows as often as `sync.with_merge_interval` asks.
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 4096, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 18
+# The largest global step (words over all ranks) at which the batch-synchronous torch path
+# measured within a point of 4,096-word steps (BENCHMARKS.md); `exact` ranks default to it.
+SYNC_STEP_WORDS = 16_384
 
 
 def with_batch_words(cfg: Config, backend: str, world_size: int = 1) -> Config:
@@ -190,8 +193,25 @@ def with_batch_words(cfg: Config, backend: str, world_size: int = 1) -> Config:
     words = DEFAULT_BATCH_WORDS[backend]
     if backend == "cpu-kernel":
         words = max(4096, min(words, LOCAL_STEP_WORDS // world_size))
+    elif backend == "torch" and cfg.sync.strategy == "exact":
+        words = max(256, min(words, SYNC_STEP_WORDS // world_size))
     optim = dataclasses.replace(cfg.optim, batch_words=words)
     return dataclasses.replace(cfg, optim=optim)
+
+
+def batch_warning(backend: str, cfg: Config, world_size: int) -> str | None:
+    """Why a global step is too large for the batch-synchronous torch path, if it is."""
+    if backend != "torch":
+        return None
+    words = cfg.optim.batch_words * (world_size if cfg.sync.strategy == "exact" else 1)
+    if words <= SYNC_STEP_WORDS:
+        return None
+    return (
+        f"the torch backend computes each step's {words:,} words (over all ranks under exact) "
+        f"from the same old tables: above {SYNC_STEP_WORDS:,} words per step its vectors were "
+        "measured worse (BENCHMARKS.md, large steps); use fewer words per step, or "
+        "sync.strategy local"
+    )
 
 
 def build_step(

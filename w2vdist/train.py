@@ -37,7 +37,7 @@ from w2vdist.metrics import build_metrics
 from w2vdist.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.sgns import Embeddings
 from w2vdist.shards import Manifest
-from w2vdist.steps import build_step, choose_backend, with_batch_words
+from w2vdist.steps import batch_warning, build_step, choose_backend, with_batch_words
 from w2vdist.sync import build_sync, with_merge_interval
 from w2vdist.vocab import VOCAB_FILE, Vocab
 
@@ -126,6 +126,9 @@ def _train(cfg, world, run_dir: Path, resume: str, dry_run: bool, log) -> int:
     backend = choose_backend(cfg, world.device, world.size)
     cfg = with_merge_interval(with_batch_words(cfg, backend, world.size), world.size)
     plan = Plan.build(manifest.total_tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
+    warning = batch_warning(backend, cfg, world.size)
+    if warning and world.is_main:
+        log.warning(warning)
     if dry_run:
         if world.is_main:
             _print_plan(cfg, world, manifest, owned, plan, backend)
