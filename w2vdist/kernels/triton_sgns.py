@@ -210,9 +210,10 @@ if _IMPORT_ERROR is None:
             h = 0.5 * lr * tl.abs(grad)
             n_out = tl.load(norm_out + target, mask=t_ok, other=0.0)
             n_in = tl.load(norm_in + ctx, mask=c_ok, other=0.0)
-            tl.atomic_add(sat_in + ctx, tl.sum(h * n_out[None, :], axis=1), mask=c_ok, sem="relaxed")
-            tl.atomic_add(sat_out + target, tl.sum(h * n_in[:, None], axis=0), mask=t_ok,
-                          sem="relaxed")
+            sat_ctx = tl.sum(h * n_out[None, :], axis=1)
+            sat_target = tl.sum(h * n_in[:, None], axis=0)
+            tl.atomic_add(sat_in + ctx, sat_ctx, mask=c_ok, sem="relaxed")
+            tl.atomic_add(sat_out + target, sat_target, mask=t_ok, sem="relaxed")
 
         # Pass 2: per tile, reload (this program has not written it yet), then add lr * grad.
         for d0 in range(0, dim, BLOCK_D):
