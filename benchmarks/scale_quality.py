@@ -67,8 +67,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=_ints, default=[1, 2])
     parser.add_argument("--work", help="keep runs and logs here (default: a temporary dir)")
     parser.add_argument("--json", help="write every figure and the environment here")
-    parser.add_argument("train", nargs="*", help="flags for every `w2vdist train` (after --)")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.train = argv[cut + 1 :]  # flags for every `w2vdist train`
     unknown = set(args.strategies) - {"local", "exact"}
     if unknown:
         parser.error(f"--strategies: unknown {', '.join(sorted(unknown))} (local, exact)")
