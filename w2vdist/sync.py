@@ -115,7 +115,7 @@ class LocalSync(Sync):
     def _merge_rows(self, tables: Embeddings, rows: int) -> None:
         """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
         each rank's change to a row weighted by 1 + its saturation c_r of the row:
-        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `merge_changes`."""
+        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `unpack_changes`."""
         start = time.perf_counter()
         sat = self.saturation
         for table, base, sat_rows, norm in (
