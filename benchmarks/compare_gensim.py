@@ -13,7 +13,7 @@ corpus_file does, so vocabularies and raw word counts agree (the script says if 
 words/s = raw corpus words (every word read, before min_count and subsampling: gensim's
 corpus_total_words, the manifest's stats.raw_tokens) x epochs / seconds. For gensim the
 seconds are those of `train()`. For w2vdist they are the training loop's, summed from the
-run's metrics.jsonl (`w2vdist.bench.run_figures`), and also the whole `w2vdist train` command's
+run's metrics.jsonl (`w2vdist.train.bench.run_figures`), and also the whole `w2vdist train` command's
 (start-up, kernel load and final checkpoint included). gensim's vectors are saved in word2vec
 binary format, w2vdist's exported with `w2vdist export`, and both are scored by
 `w2vdist eval --restrict-vocab 30000`. The machine's load average is recorded with each phase:
@@ -40,8 +40,8 @@ import torch
 from gensim.models import Word2Vec
 
 import sgns_settings  # beside this script
-from w2vdist.bench import environment, run_figures
-from w2vdist.shards import Manifest
+from w2vdist.train.bench import environment, run_figures
+from w2vdist.corpus.shards import Manifest
 
 RESTRICT_VOCAB = 30_000
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from w2vdist.bench import environment, run_figures
+from w2vdist.train.bench import environment, run_figures
 
 RESTRICT_VOCAB = 30_000
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tests.test_train import config, prepare, write_zipf_corpus
-from w2vdist.bench import Synthetic, run_figures
+from w2vdist.train.bench import Synthetic, run_figures
 from w2vdist.cli import main
-from w2vdist.kernels import cpu
-from w2vdist.train import train
+from w2vdist.train.backends import cpu
+from w2vdist.train.loop import train
 
 SMALL = ["--model.dim", "16", "--optim.batch_words", "512", "--train.device", "cpu",
          "--train.threads", "1", "--warmup", "1"]

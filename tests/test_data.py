@@ -7,8 +7,8 @@ import pytest
 import webdataset as wds
 
 from tests.test_train import prepare, write_zipf_corpus
-from w2vdist.data import Position, TokenBatches
-from w2vdist.shards import Manifest, encode_sample
+from w2vdist.train.data import Position, TokenBatches
+from w2vdist.corpus.shards import Manifest, encode_sample
 
 
 @pytest.fixture(scope="module")

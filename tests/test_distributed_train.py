@@ -19,8 +19,8 @@ import webdataset as wds
 
 from tests.test_metrics import offline_runs
 from tests.test_train import prepare, write_zipf_corpus
-from w2vdist import checkpoint
-from w2vdist.shards import Manifest, ShardInfo, decode_sample, encode_sample
+from w2vdist.train import checkpoint
+from w2vdist.corpus.shards import Manifest, ShardInfo, decode_sample, encode_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 

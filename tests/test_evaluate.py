@@ -11,7 +11,9 @@ import torch
 from gensim.models import KeyedVectors
 
 from tests.test_vectors import write_run
-from w2vdist import cli, evaluate, vectors
+from w2vdist import cli
+from w2vdist.vectors import evaluate
+from w2vdist.vectors import word2vec as vectors
 
 
 def planted_model(seed: int) -> tuple[list[str], torch.Tensor, list[tuple[str, ...]]]:

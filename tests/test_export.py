@@ -10,7 +10,8 @@ import torch
 from gensim.models import KeyedVectors
 from tests.test_vectors import WORDS, distance_c_read, write_run
 
-from w2vdist import checkpoint, cli
+from w2vdist import cli
+from w2vdist.train import checkpoint
 
 
 @pytest.mark.parametrize("fmt", ["text", "binary"])

@@ -19,7 +19,7 @@ from gensim.models import KeyedVectors
 
 from tests.conftest import require_tools
 from tests.test_train import prepare, write_zipf_corpus
-from w2vdist import checkpoint
+from w2vdist.train import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 BASH = shutil.which("bash") or "/bin/bash"

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import webdataset
 
-from w2vdist import cli, prepare
-from w2vdist.shards import Manifest, decode_sample
-from w2vdist.tokenize import Tokenizer
-from w2vdist.vocab import Vocab
+from w2vdist import cli
+from w2vdist.corpus import prepare
+from w2vdist.corpus.shards import Manifest, decode_sample
+from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.corpus.vocab import Vocab
 
 
 def prep(*inputs: str | Path, out: Path, **flags: object) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from w2vdist.config import Config, OptimConfig, SyncConfig, from_dict
 from w2vdist.errors import UsageError
-from w2vdist.steps import SYNC_STEP_WORDS, batch_warning, choose_backend, with_batch_words
+from w2vdist.train.backends import SYNC_STEP_WORDS, batch_warning, choose_backend, with_batch_words
 
 CPU = torch.device("cpu")
 
@@ -21,7 +21,7 @@ def cfg(**sections) -> Config:
 
 
 def test_auto_picks_the_cpu_kernel_where_in_place_updates_are_allowed():
-    from w2vdist.kernels import cpu
+    from w2vdist.train.backends import cpu
 
     expected = "cpu-kernel" if cpu.available() else "torch"
     assert choose_backend(cfg(), CPU, 1) == expected
@@ -42,9 +42,9 @@ def test_triton_needs_cuda():
 _INTERPRETED_STEP = """
 import torch
 from w2vdist.config import Config, OptimConfig, SyncConfig, from_dict
-from w2vdist.sgns import Embeddings
-from w2vdist.steps import TritonStep, TorchStep
-from w2vdist.sync import Sync
+from w2vdist.train.sgns import Embeddings
+from w2vdist.train.backends import TritonStep, TorchStep
+from w2vdist.train.sync import Sync
 counts = torch.tensor([50, 30, 20, 10, 8, 6, 5, 4, 3, 2])
 tokens = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0)).int()
 sentence = torch.arange(200, dtype=torch.int32) // 20

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from w2vdist import synth
+from w2vdist.corpus import synth
 from w2vdist.config import SynthConfig
 from w2vdist.errors import UsageError
 

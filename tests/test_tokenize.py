@@ -8,7 +8,7 @@ import pytest
 
 from w2vdist.config import PrepareConfig
 from w2vdist.errors import UsageError
-from w2vdist.tokenize import Tokenizer, read_stopwords
+from w2vdist.corpus.tokenize import Tokenizer, read_stopwords
 
 TRICKY = (
     "Überraschung! naïve Café_au_lait 42, it's\u00a0non\u2028breaking\u3000ideographic"

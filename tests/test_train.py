@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from w2vdist import checkpoint
+from w2vdist.train import checkpoint
 from w2vdist.cli import main
 from w2vdist.config import Config, from_dict
 from w2vdist.errors import UsageError
-from w2vdist.train import train
+from w2vdist.train.loop import train
 
 
 def write_zipf_corpus(path: Path, lines: int, seed: int = 0, vocab: int = 400) -> Path:

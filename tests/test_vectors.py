@@ -10,9 +10,10 @@ import pytest
 import torch
 from gensim.models import KeyedVectors
 
-from w2vdist import checkpoint, vectors
+from w2vdist.train import checkpoint
+from w2vdist.vectors import word2vec as vectors
 from w2vdist.errors import UsageError
-from w2vdist.vocab import Vocab
+from w2vdist.corpus.vocab import Vocab
 
 WORDS = ["the", "of", "Ünïcode", "日本語", "naïve", "x", "ελληνικά", "emoji🙂"]
 

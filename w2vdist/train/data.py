@@ -22,7 +22,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from w2vdist.errors import UsageError
-from w2vdist.shards import Manifest, decode_sample
+from w2vdist.corpus.shards import Manifest, decode_sample
 
 
 def assign_shards(manifest: Manifest, world_size: int, directory: str | Path) -> list[list[int]]:

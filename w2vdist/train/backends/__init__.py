@@ -23,9 +23,9 @@ import torch
 
 from w2vdist.config import Config
 from w2vdist.errors import UsageError
-from w2vdist.sampling import NegativeSampler, keep_probabilities, subsample, windows
-from w2vdist.sgns import Embeddings, apply, gradients
-from w2vdist.sync import Saturation, Sync
+from w2vdist.train.sampling import NegativeSampler, keep_probabilities, subsample, windows
+from w2vdist.train.sgns import Embeddings, apply, gradients
+from w2vdist.train.sync import Saturation, Sync
 
 
 class Step(Protocol):
@@ -90,7 +90,7 @@ class TritonStep(TorchStep):
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
     ) -> tuple[float, int]:
-        from w2vdist.kernels.triton_sgns import sgns_step
+        from w2vdist.train.backends.triton import sgns_step
 
         centres, contexts, mask, negatives = self.sample(tokens, sentence)
         if mask is not None:
@@ -114,7 +114,7 @@ class KernelStep:
         threads: int,
         saturation: Saturation | None,
     ) -> None:
-        from w2vdist.kernels import cpu
+        from w2vdist.train.backends import cpu
 
         self.kernel = cpu
         self.tables = tables
@@ -151,7 +151,7 @@ class KernelStep:
 
 def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
     """`auto`: a fused kernel for the device where the sync strategy allows it, else torch."""
-    from w2vdist.kernels import cpu, triton_sgns
+    from w2vdist.train.backends import cpu, triton as triton_sgns
 
     backend = cfg.train.backend
     in_place_ok = world_size == 1 or cfg.sync.strategy == "local"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vdist import vectors as vec
+from w2vdist.vectors import word2vec as vec
 from w2vdist.errors import UsageError
 
 DEFAULT_RESTRICT_VOCAB = 30_000

@@ -38,16 +38,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vdist import checkpoint, config, distributed
+from w2vdist import config
+from w2vdist.train import checkpoint
+from w2vdist.train import distributed
 from w2vdist.config import Config
-from w2vdist.data import TokenBatches
+from w2vdist.train.data import TokenBatches
 from w2vdist.errors import UsageError
-from w2vdist.sgns import Embeddings
-from w2vdist.shards import Manifest
-from w2vdist.steps import build_step, choose_backend, with_batch_words
-from w2vdist.sync import build_sync
-from w2vdist.vectors import atomic_output, check_writable
-from w2vdist.vocab import VOCAB_FILE, Vocab
+from w2vdist.train.sgns import Embeddings
+from w2vdist.corpus.shards import Manifest
+from w2vdist.train.backends import build_step, choose_backend, with_batch_words
+from w2vdist.train.sync import build_sync
+from w2vdist.vectors.word2vec import atomic_output, check_writable
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DEFAULT_SECONDS = 10.0

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from w2vdist.sync import Saturation
+    from w2vdist.train.sync import Saturation
 
 try:
     import triton

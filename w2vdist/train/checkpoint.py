@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from w2vdist.errors import UsageError
-from w2vdist.vocab import VOCAB_FILE, Vocab
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from w2vdist import vectors as vec
+from w2vdist.vectors import word2vec as vec
 from w2vdist.errors import UsageError
 
 

@@ -39,9 +39,9 @@ from tqdm import tqdm
 from w2vdist import config as config_mod
 from w2vdist.config import PrepareConfig
 from w2vdist.errors import UsageError
-from w2vdist.shards import Manifest, ShardInfo, encode_sample
-from w2vdist.tokenize import Tokenizer
-from w2vdist.vocab import VOCAB_FILE, Vocab
+from w2vdist.corpus.shards import Manifest, ShardInfo, encode_sample
+from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 
 TEXT_SUFFIXES = (".txt", ".gz", ".bz2")
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space

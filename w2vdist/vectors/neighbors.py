@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from w2vdist import vectors as vec
+from w2vdist.vectors import word2vec as vec
 from w2vdist.errors import UsageError
 
 

@@ -21,9 +21,9 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from w2vdist import checkpoint
+from w2vdist.train import checkpoint
 from w2vdist.errors import UsageError
-from w2vdist.vocab import Vocab
+from w2vdist.corpus.vocab import Vocab
 
 TABLES = ("input", "output", "average")
 _SEPARATOR = re.compile(r"\s")

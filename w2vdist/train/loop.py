@@ -28,18 +28,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from w2vdist import checkpoint, config, distributed
+from w2vdist import config
+from w2vdist.train import checkpoint
+from w2vdist.train import distributed
 from w2vdist.config import Config
-from w2vdist.data import Position, TokenBatches, assign_shards
+from w2vdist.train.data import Position, TokenBatches, assign_shards
 from w2vdist.errors import Diverged, UsageError
 from w2vdist.logs import set_step, setup_logging
-from w2vdist.metrics import build_metrics
-from w2vdist.preemption import EXIT_PREEMPTED, StopRequest
-from w2vdist.sgns import Embeddings
-from w2vdist.shards import Manifest
-from w2vdist.steps import batch_warning, build_step, choose_backend, with_batch_words
-from w2vdist.sync import build_sync, with_merge_interval
-from w2vdist.vocab import VOCAB_FILE, Vocab
+from w2vdist.train.metrics import build_metrics
+from w2vdist.train.preemption import EXIT_PREEMPTED, StopRequest
+from w2vdist.train.sgns import Embeddings
+from w2vdist.corpus.shards import Manifest
+from w2vdist.train.backends import batch_warning, build_step, choose_backend, with_batch_words
+from w2vdist.train.sync import build_sync, with_merge_interval
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 
 # Settings a checkpoint must share with the run that resumes it.
 _COMPATIBLE = ("model", "optim", "train.epochs", "train.seed", "sync.strategy")
@@ -335,7 +337,7 @@ def _save(
 def _evaluate(cfg: Config, vocab: Vocab, tables: Embeddings) -> dict[str, float]:
     if not (cfg.eval.analogies or cfg.eval.similarity):
         return {}
-    from w2vdist import evaluate
+    from w2vdist.vectors import evaluate
 
     words = vocab.words
     vectors = tables.input.data.float().cpu()

@@ -1,1 +1,0 @@
-"""Compiled training kernels behind `train.backend`: `cpu` (cpu-kernel), `triton_sgns` (triton)."""
