@@ -13,10 +13,10 @@ corpus_file does, so vocabularies and raw word counts agree (the script says if 
 words/s = raw corpus words (every word read, before min_count and subsampling: gensim's
 corpus_total_words, the manifest's stats.raw_tokens) x epochs / seconds. For gensim the
 seconds are those of `train()`. For w2vdist they are the training loop's, summed from the
-run's metrics.jsonl (`w2vdist.train.bench.run_figures`), and also the whole `w2vdist train` command's
+run's metrics.jsonl (`benchmarks/run_figures.py`), and also the whole `w2vdist train` command's
 (start-up, kernel load and final checkpoint included). gensim's vectors are saved in word2vec
 binary format, w2vdist's exported with `w2vdist export`, and both are scored by
-`w2vdist eval --restrict-vocab 30000`. The machine's load average is recorded with each phase:
+`w2vdist eval --eval.restrict-vocab 30000`. The machine's load average is recorded with each phase:
 figures from a busy machine are not comparable.
 """
 
@@ -40,7 +40,8 @@ import torch
 from gensim.models import Word2Vec
 
 import sgns_settings  # beside this script
-from w2vdist.train.bench import environment, run_figures
+from run_figures import run_figures  # beside this script
+from w2vdist.train.bench import environment
 from w2vdist.corpus.shards import Manifest
 
 RESTRICT_VOCAB = 30_000
@@ -145,12 +146,12 @@ def score(args: argparse.Namespace, system: dict[str, Any], work: Path) -> dict[
     if not (args.analogies or args.similarity):
         return {}
     out = work / f"eval-{system['name'].replace(' ', '-')}.json"
-    command = ["eval", system["vectors"], "--restrict-vocab", str(RESTRICT_VOCAB)]
+    command = ["eval", system["vectors"], "--eval.restrict-vocab", str(RESTRICT_VOCAB)]
     command += ["--json", str(out)]
     if args.analogies:
-        command += ["--analogies", args.analogies]
+        command += ["--eval.analogies", args.analogies]
     if args.similarity:
-        command += ["--similarity", args.similarity]
+        command += ["--eval.similarity", args.similarity]
     w2vdist(command, out.with_suffix(".log"))
     report = json.loads(out.read_text())
     scores = {}

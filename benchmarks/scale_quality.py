@@ -7,7 +7,7 @@ and one process per global step size, against one process at the defaults, same 
 
 Each run is `python -m torch.distributed.run --standalone --nproc-per-node N -m w2vdist train`
 with one thread and one loader worker per rank (ranks time-slice a small machine, which changes
-their speed but not what they compute), then `w2vdist eval --restrict-vocab 30000`.
+their speed but not what they compute), then `w2vdist eval --eval.restrict-vocab 30000`.
 - `local` ranks train with the compiled CPU kernel, `exact` ranks with the torch backend, at
   their defaults for the rank count (`optim.batch_words 0`);
 - `--batch-words` adds one-process torch runs at those global step sizes: the batch-synchronous
@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from w2vdist.train.bench import environment, run_figures
+from run_figures import run_figures  # beside this script
+from w2vdist.train.bench import environment
 
 RESTRICT_VOCAB = 30_000
 
@@ -116,8 +117,8 @@ def train_and_score(
 def score(args: argparse.Namespace, run: Path) -> dict[str, float]:
     out = run / "scores.json"
     subprocess.run(
-        [sys.executable, "-m", "w2vdist", "eval", str(run), "--analogies", args.analogies,
-         "--similarity", args.similarity, "--restrict-vocab", str(RESTRICT_VOCAB),
+        [sys.executable, "-m", "w2vdist", "eval", str(run), "--eval.analogies", args.analogies,
+         "--eval.similarity", args.similarity, "--eval.restrict-vocab", str(RESTRICT_VOCAB),
          "--json", str(out)],
         check=True, capture_output=True,
     )  # fmt: skip

@@ -39,8 +39,8 @@ SHARDS="$out/shards" RUN_DIR="$out/run" WANDB="$WANDB" PYTHON="$PYTHON" "$here/t
 w2v_log "4/5 export: word2vec binary format -> $out/vectors.bin"
 w2v export "$out/run" -o "$out/vectors.bin" --format binary
 w2v_log "5/5 eval: planted analogies and word similarity"
-w2v eval "$out/vectors.bin" --analogies "$out/synth/analogies.txt" \
-    --similarity "$out/synth/similarity.tsv" --json "$out/scores.json"
+w2v eval "$out/vectors.bin" --eval.analogies "$out/synth/analogies.txt" \
+    --eval.similarity "$out/synth/similarity.tsv" --json "$out/scores.json"
 
 "$PYTHON" - "$out/vectors.bin" "$out/scores.json" <<'PY'
 import json, sys

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from w2vdist.config import SyncConfig
 from w2vdist.train.sgns import Embeddings, apply, gradients
-from w2vdist.train.sync import build_sync
+from w2vdist.train.sync import build as build_sync
 
 VOCAB, DIM, PAIRS, K, STEPS, LR = 40, 8, 96, 3, 6, 0.1
 

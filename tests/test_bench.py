@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_train import config, prepare, write_zipf_corpus
-from w2vdist.train.bench import Synthetic, run_figures
+from tests.helpers import config, prepare, write_zipf_corpus
+from benchmarks.run_figures import run_figures
+from w2vdist.train.bench import Synthetic
 from w2vdist.cli import main
 from w2vdist.train.backends import cpu
 from w2vdist.train.loop import train

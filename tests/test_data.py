@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from tests.test_train import prepare, write_zipf_corpus
+from tests.helpers import prepare, write_zipf_corpus
 from w2vdist.train.data import Position, TokenBatches
 from w2vdist.corpus.shards import Manifest, encode_sample
 

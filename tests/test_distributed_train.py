@@ -17,8 +17,7 @@ import shutil
 import torch
 import webdataset as wds
 
-from tests.test_metrics import offline_runs
-from tests.test_train import prepare, write_zipf_corpus
+from tests.helpers import checkpoint_info, offline_runs, prepare, write_zipf_corpus
 from w2vdist.train import checkpoint
 from w2vdist.corpus.shards import Manifest, ShardInfo, decode_sample, encode_sample
 
@@ -83,17 +82,20 @@ def uneven(shards, tmp_path_factory) -> Path:
     return out
 
 
-def final_state(run_dir: Path) -> dict:
-    return checkpoint.load(checkpoint.resolve(run_dir)).state
-
-
 def test_two_ranks_on_three_uneven_shards_finish_with_the_planned_words(uneven, tmp_path):
     result = run(torchrun_cmd(2, *train_args(uneven, tmp_path / "run")))
     assert result.returncode == 0, result.stderr[-3000:]
     total = json.loads((uneven / "manifest.json").read_text())["total_tokens"]
-    words = final_state(tmp_path / "run")["words"]
+    words = checkpoint_info(tmp_path / "run")["words"]
     # Each epoch covers the corpus, overshooting by less than one global step (2 x 400 words).
     assert 2 * total <= words < 2 * (total + 800)
+    # The saved config is the resolved spec of the 2-rank run: no auto or 0-means-default.
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["run"]["world_size"] == 2 and saved["run"]["words_per_step"] == 800
+    assert saved["train"]["device"] == "cpu" and saved["train"]["threads"] == 1
+    assert saved["train"]["max_steps"] == saved["run"]["total_steps"] > 0
+    assert saved["sync"]["every_steps"] > 0 and saved["sync"]["hot_every_steps"] > 0
+    assert "auto" not in json.dumps(saved)
 
 
 def test_fewer_shards_than_ranks_is_refused_before_training(tmp_path):
@@ -155,13 +157,13 @@ def test_signal_checkpoints_and_a_second_launch_finishes(shards, tmp_path, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "stopping at step" in err
-    stopped = final_state(run_dir)
-    planned = json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())["total_steps"]
+    stopped = checkpoint_info(run_dir)
+    planned = checkpoint_info(run_dir)["total_steps"]
     assert 0 < stopped["step"] < planned
 
     again = run(torchrun_cmd(2, *args))
     assert again.returncode == 0, again.stderr[-3000:]
-    done = final_state(run_dir)
+    done = checkpoint_info(run_dir)
     assert done["step"] == planned and done["words"] == planned * 2 * 400
     assert done["wandb_run_id"] == stopped["wandb_run_id"]
     runs = offline_runs(run_dir)
@@ -219,7 +221,7 @@ def test_killed_worker_is_restarted_by_torchrun_and_resumes(shards, tmp_path):
     code, err = _kill_one_worker(shards, run_dir, ("--max-restarts=3",), fresh_store)
     assert code == 0, err[-3000:]
     assert "resuming from" in err and "forcefully" not in err, err[-3000:]
-    meta = json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())
+    meta = checkpoint_info(run_dir)
     assert meta["step"] == meta["total_steps"]
 
 

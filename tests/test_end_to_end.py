@@ -39,8 +39,8 @@ def _export_and_score(corpus: Path, run: Path, tmp_path: Path) -> Path:
     assert main(["export", str(run), "-o", str(vectors), "--format", "binary"]) == 0
     scores = tmp_path / "scores.json"
     synth = corpus / "synth"
-    assert main(["eval", str(vectors), "--analogies", str(synth / "analogies.txt"),
-                 "--similarity", str(synth / "similarity.tsv"), "--json", str(scores)]) == 0
+    assert main(["eval", str(vectors), "--eval.analogies", str(synth / "analogies.txt"),
+                 "--eval.similarity", str(synth / "similarity.tsv"), "--json", str(scores)]) == 0
     result = json.loads(scores.read_text())
     assert result["analogies"]["total"] >= 0.90, result["analogies"]
     assert result["analogies"]["coverage"] == 1.0

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gensim.models import KeyedVectors
 
-from tests.test_vectors import write_run
+from tests.helpers import write_run
 from w2vdist import cli
 from w2vdist.vectors import evaluate
 from w2vdist.vectors import word2vec as vectors
@@ -157,7 +157,7 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     write_questions(tmp_path / "q.txt", words, planted, 4)
     (tmp_path / "s.tsv").write_text("paris\tfrance\t9\nrome\titaly\t8\nw1\tw2\t1\nzzz\tw1\t2\n")
     inp, _ = write_run(tmp_path / "run", words, dim=10)
-    common = ["--analogies", str(tmp_path / "q.txt"), "--similarity", str(tmp_path / "s.tsv")]
+    common = ["--eval.analogies", str(tmp_path / "q.txt"), "--eval.similarity", str(tmp_path / "s.tsv")]
     reports = []
     for fmt in ("text", "binary"):
         vectors.write_word2vec(tmp_path / fmt, words, inp, binary=fmt == "binary")
@@ -169,7 +169,7 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
                     "eval",
                     str(tmp_path / source),
                     *common,
-                    "--restrict-vocab",
+                    "--eval.restrict-vocab",
                     "50",
                     "--json",
                     str(out),
@@ -197,20 +197,20 @@ def test_eval_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     write_run(tmp_path / "run", ["a", "b", "c", "d"])
     run = str(tmp_path / "run")
     assert cli.main(["eval", run]) == 2
-    assert "--analogies FILE and/or --similarity FILE" in capsys.readouterr().err
+    assert "--eval.analogies FILE and/or --eval.similarity FILE" in capsys.readouterr().err
     (tmp_path / "q.txt").write_text("a b c d\n: sec\n")
-    assert cli.main(["eval", run, "--analogies", str(tmp_path / "q.txt")]) == 2
+    assert cli.main(["eval", run, "--eval.analogies", str(tmp_path / "q.txt")]) == 2
     assert (
         f"{tmp_path / 'q.txt'}:1: question before the first ': section' line"
         in capsys.readouterr().err
     )
     (tmp_path / "q.txt").write_text(": sec\n\n")
-    assert cli.main(["eval", run, "--analogies", str(tmp_path / "q.txt")]) == 2
+    assert cli.main(["eval", run, "--eval.analogies", str(tmp_path / "q.txt")]) == 2
     assert "no analogy questions found" in capsys.readouterr().err
-    assert cli.main(["eval", run, "--similarity", str(tmp_path / "none.tsv")]) == 2
+    assert cli.main(["eval", run, "--eval.similarity", str(tmp_path / "none.tsv")]) == 2
     assert "none.tsv: file not found" in capsys.readouterr().err
     (tmp_path / "s.tsv").write_text("# only comments\n")
-    assert cli.main(["eval", run, "--similarity", str(tmp_path / "s.tsv")]) == 2
+    assert cli.main(["eval", run, "--eval.similarity", str(tmp_path / "s.tsv")]) == 2
     assert "no 'word word score' lines" in capsys.readouterr().err
 
 

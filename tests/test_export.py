@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from gensim.models import KeyedVectors
-from tests.test_vectors import WORDS, distance_c_read, write_run
+from tests.helpers import WORDS, distance_c_read, write_run
 
 from w2vdist import cli
 from w2vdist.train import checkpoint
@@ -34,12 +35,21 @@ def test_export_is_read_back_by_gensim_with_counts(tmp_path: Path, fmt: str, tab
         np.testing.assert_array_equal(matrix, expected.numpy())
 
 
-def test_export_from_one_checkpoint_folder(tmp_path: Path) -> None:
+def test_a_checkpoint_folder_copied_elsewhere_alone_exports_and_evaluates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inp, _ = write_run(tmp_path / "run", WORDS)
-    step = checkpoint.complete_steps(tmp_path / "run")[0]
-    assert cli.main(["export", str(step), "-o", str(tmp_path / "v.txt")]) == 0
+    alone = tmp_path / "elsewhere" / "step"
+    shutil.copytree(checkpoint.complete_steps(tmp_path / "run")[0], alone)
+    shutil.rmtree(tmp_path / "run")
+    assert cli.main(["export", str(alone), "-o", str(tmp_path / "v.txt")]) == 0
     kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.txt"))
+    assert kv.index_to_key == WORDS
     np.testing.assert_array_equal(kv.vectors, inp.numpy())
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("the\tof\t3\nx\tnaïve\t1\nthe\tx\t2\n", encoding="utf-8")
+    assert cli.main(["eval", str(alone), "--eval.similarity", str(pairs)]) == 0
+    assert "pairs 3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", ["new york", "tab\tword"])

@@ -18,7 +18,7 @@ import torch
 from gensim.models import KeyedVectors
 
 from tests.conftest import require_tools
-from tests.test_train import prepare, write_zipf_corpus
+from tests.helpers import checkpoint_info, prepare, write_zipf_corpus
 from w2vdist.train import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,10 +161,6 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
     return err
 
 
-def meta(run_dir: Path) -> dict:
-    return json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())
-
-
 def test_ctrl_c_checkpoints_and_the_same_command_resumes_to_the_end(shards, tmp_path):
     run_dir = tmp_path / "run"
     args = (*TRAIN_ARGS, "--train.epochs", "10", "--train.log_every_seconds", "0.2")
@@ -182,12 +178,12 @@ def test_ctrl_c_checkpoints_and_the_same_command_resumes_to_the_end(shards, tmp_
     assert proc.returncode != 0
     assert "no GPU: 2 CPU worker(s) (gloo), 1 thread(s) each" in err
     assert "got INT: asking training to checkpoint and stop" in err
-    stopped = meta(run_dir)
+    stopped = checkpoint_info(run_dir)
     assert 0 < stopped["step"] < stopped["total_steps"]
 
     err = finish(torchrun_sh(*args, NPROC="2", SHARDS=str(shards), RUN_DIR=str(run_dir)))
     assert f"at step {stopped['step']}" in err
-    done = meta(run_dir)
+    done = checkpoint_info(run_dir)
     assert done["step"] == done["total_steps"] and done["words"] == done["total_steps"] * 800
 
 
@@ -212,7 +208,7 @@ def test_two_agents_as_two_nodes_train_the_same_tables_as_one_node(shards, tmp_p
              for _ in range(2)]
     logs = [finish(node) for node in nodes]
     assert any(f"--rdzv-backend c10d --rdzv-endpoint {endpoint}" in log for log in logs)
-    assert meta(tmp_path / "two")["world_size"] == 2
+    assert checkpoint_info(tmp_path / "two")["world_size"] == 2
     for two, one in zip(checkpoint.load_tables(tmp_path / "two")[1:],
                         checkpoint.load_tables(tmp_path / "one")[1:]):
         torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)

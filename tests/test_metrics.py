@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import wandb
-from wandb.proto import wandb_internal_pb2 as pb
 
 from w2vdist import config, logs
+from w2vdist.settings import from_dict
 from w2vdist.train import metrics
+
+from tests.helpers import offline_runs
 
 WANDB_VARS = ("API_KEY", "MODE", "PROJECT", "ENTITY", "NAME", "TAGS", "RUN_ID", "RESUME", "DIR",
               "IDENTITY_TOKEN_FILE", "BASE_URL", "DISABLED")
@@ -44,53 +44,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _cfg(**wandb_fields) -> config.Config:
-    return config.load(overrides={"model": {"dim": 37}, "wandb": wandb_fields})
-
-
-# --- reading wandb's transaction log (leveldb log format; wandb 0.31 ships no reader) --------
-
-BLOCK = 32768
-
-
-def read_records(path: Path) -> list[pb.Record]:
-    data = path.read_bytes()
-    ident, magic, _version = struct.unpack("<4sHB", data[:7])
-    assert (ident, magic) == (b":W&B", 0xBEE1)
-    records, pending, pos = [], b"", 7
-    while pos + 7 <= len(data):
-        if BLOCK - pos % BLOCK < 7:  # too little room left for a header: block trailer
-            pos += BLOCK - pos % BLOCK
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        assert zlib.crc32(bytes([kind]) + chunk) == crc, f"{path}: bad checksum at {pos}"
-        pending += chunk
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST
-            record = pb.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def offline_runs(run_dir: Path) -> list[dict]:
-    """Each offline run under run_dir/wandb, oldest first: run record, config, history rows."""
-    runs = []
-    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        records = read_records(path)
-        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-        rows = {}
-        for r in records:
-            if r.WhichOneof("record_type") == "history":
-                items = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                         for i in r.history.item}
-                rows[r.history.step.num] = {k: v for k, v in items.items()
-                                            if not k.startswith("_")}
-        cfg = {u.key: json.loads(u.value_json) for u in run.config.update}
-        runs.append({"run": run, "config": cfg, "rows": rows})
-    # Directory names only order runs started in different seconds.
-    return sorted(runs, key=lambda r: r["run"].start_time.ToNanoseconds())
+    return from_dict(config.Config, {"model": {"dim": 37}, "wandb": wandb_fields})
 
 
 # --- one run and its resumption, shared by the tests below (wandb start-up is slow) ----------

@@ -19,6 +19,7 @@ import webdataset
 
 from w2vdist import cli
 from w2vdist.corpus import prepare
+from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest, decode_sample
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import Vocab
@@ -194,9 +195,9 @@ def test_same_output_for_any_worker_count(
     """Byte ranges depend on the worker count (small ones allowed here); the output does not."""
     root, _ = corpus
     (root / "big.txt").write_text(random_corpus(9, 3000))
-    monkeypatch.setattr(prepare, "MIN_RANGE_BYTES", 1000)
-    files = prepare.find_files([str(root)])
-    assert len(prepare.split_pieces(files, 1)) != len(prepare.split_pieces(files, 3))
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)
+    files = corpus_text.find_files([str(root)])
+    assert len(corpus_text.split_pieces(files, 1)) != len(corpus_text.split_pieces(files, 3))
     for workers in (1, 3):
         out = tmp_path / f"{workers}"
         assert prep(root, out=out, min_count=2, shard_tokens=5000, workers=workers) == 0
@@ -218,10 +219,10 @@ def test_reading_in_tiny_chunks_and_byte_ranges_changes_nothing(
     ])  # fmt: skip
     path.write_text(text, encoding="utf-8")
     assert prep(path, out=tmp_path / "whole", min_count=1, max_sentence_len=7) == 0
-    monkeypatch.setattr(prepare, "CHUNK_BYTES", 16)
-    monkeypatch.setattr(prepare, "MIN_RANGE_BYTES", 37)
-    monkeypatch.setattr(prepare, "MAX_RANGE_BYTES", 37)
-    assert len(prepare.split_pieces([path], 1)) > 50
+    monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 37)
+    monkeypatch.setattr(corpus_text, "MAX_RANGE_BYTES", 37)
+    assert len(corpus_text.split_pieces([path], 1)) > 50
     assert prep(path, out=tmp_path / "cut", min_count=1, max_sentence_len=7) == 0
     assert files_of(tmp_path / "whole") == files_of(tmp_path / "cut")
     assert Manifest.load(tmp_path / "cut").stats["lines"] == text.count("\n") + 1
@@ -233,9 +234,9 @@ def test_a_line_without_spaces_is_cut_between_characters(
     line = "aé€𝄞" * 40
     path = tmp_path / "t.txt"
     path.write_text(line + "\nnext\n", encoding="utf-8")
-    monkeypatch.setattr(prepare, "CHUNK_BYTES", 16)
-    stats = prepare.TextStats()
-    parts = list(prepare.read_lines(prepare.Piece(0, str(path)), stats))
+    monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 16)
+    stats = corpus_text.TextStats()
+    parts = list(corpus_text.read_lines(corpus_text.Piece(0, str(path)), stats))
     assert len(parts) > 10 and all(not done for _, done in parts[:-2])
     assert "".join(text for text, _ in parts[:-1]) == line and parts[-1] == ("next", True)
     assert stats.undecodable_bytes == 0 and stats.lines == 2
@@ -396,7 +397,7 @@ def test_interrupt_leaves_no_output(tmp_path: Path, signum: int, code: int) -> N
     argv = ["prepare", str(text), "-o", str(out), "--workers", "2", "--min-count", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "w2vdist", *argv], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob("out.tmp-*")) and proc.poll() is None:
+    while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(0.3)  # into the first pass, worker processes starting or running

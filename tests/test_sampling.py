@@ -5,7 +5,7 @@ import math
 import torch
 
 from w2vdist.train.sampling import NegativeSampler, keep_probabilities, subsample, windows
-from w2vdist.train.loop import Plan
+from w2vdist.train.spec import Plan
 
 
 def test_keep_probability_is_word2vec_c_formula():

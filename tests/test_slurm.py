@@ -12,7 +12,7 @@ import torch
 from gensim.models import KeyedVectors
 
 from tests.slurm_cluster import SlurmCluster
-from tests.test_metrics import offline_runs
+from tests.helpers import checkpoint_info, offline_runs
 from w2vdist.train import checkpoint
 from w2vdist.cli import main
 
@@ -53,10 +53,6 @@ def finished(cluster: SlurmCluster, job_id: int, tmp: Path) -> dict[str, str]:
     return job
 
 
-def meta(run_dir: Path) -> dict:
-    return json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())
-
-
 @pytest.fixture(scope="module")
 def shards(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards written by slurm/prepare.sbatch, where the training scripts are told to read."""
@@ -86,7 +82,7 @@ def uninterrupted(slurm_cluster: SlurmCluster, shards: Path, tmp_path_factory) -
 
 
 def test_train_sbatch_on_cpu_workers_trains_and_exports_for_gensim(uninterrupted, tmp_path):
-    done = meta(uninterrupted)
+    done = checkpoint_info(uninterrupted)
     assert done["world_size"] == 2 and done["step"] == done["total_steps"] > 0
     vectors = tmp_path / "vectors.bin"
     assert main(["export", str(uninterrupted), "-o", str(vectors), "--format", "binary"]) == 0
@@ -114,14 +110,14 @@ def test_usr1_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
     assert "got USR1" in log and f"requeueing job {job}" in log
     stopped_at = int(log.split("stopping at step ")[1].split()[0])
     assert f"resuming from {run_dir}/checkpoints/step-{stopped_at:09d}" in log
-    reference, done = meta(uninterrupted), meta(run_dir)
+    reference, done = checkpoint_info(uninterrupted), checkpoint_info(run_dir)
     assert 0 < stopped_at < done["total_steps"]
     assert done["words"] == reference["words"] == done["total_steps"] * 2 * 400
     for ours, theirs in zip(checkpoint.load_tables(run_dir)[1:],
                             checkpoint.load_tables(uninterrupted)[1:]):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     # One W&B run across both segments: two offline segments with the checkpoint's run id.
-    run_id = checkpoint.load(checkpoint.resolve(run_dir)).state["wandb_run_id"]
+    run_id = checkpoint_info(run_dir)["wandb_run_id"]
     runs = offline_runs(run_dir)
     assert len(runs) == 2 and {r["run"].run_id for r in runs} == {run_id}
     assert max(runs[0]["rows"]) <= stopped_at < min(runs[1]["rows"])
@@ -139,7 +135,7 @@ def test_multinode_sbatch_on_one_node_goes_through_srun_and_c10d(
     assert "running: srun --nodes=1 --ntasks-per-node=1 --cpus-per-task=" in log
     assert f"--rdzv-backend c10d --rdzv-endpoint {node}:{20000 + job % 20000}" in log
     assert f"--rdzv-id {job}" in log
-    done = meta(run_dir)
+    done = checkpoint_info(run_dir)
     assert done["world_size"] == 2 and done["step"] == done["total_steps"]
     for ours, theirs in zip(checkpoint.load_tables(run_dir)[1:],
                             checkpoint.load_tables(uninterrupted)[1:]):

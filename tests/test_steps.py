@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2vdist.config import Config, OptimConfig, SyncConfig, from_dict
+from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.errors import UsageError
-from w2vdist.train.backends import SYNC_STEP_WORDS, batch_warning, choose_backend, with_batch_words
+from w2vdist.settings import from_dict
+from w2vdist.train.backends import SYNC_STEP_WORDS, batch_warning, batch_words, choose
 
 CPU = torch.device("cpu")
 
@@ -24,27 +25,28 @@ def test_auto_picks_the_cpu_kernel_where_in_place_updates_are_allowed():
     from w2vdist.train.backends import cpu
 
     expected = "cpu-kernel" if cpu.available() else "torch"
-    assert choose_backend(cfg(), CPU, 1) == expected
-    assert choose_backend(cfg(sync={"strategy": "local"}), CPU, 2) == expected
-    assert choose_backend(cfg(sync={"strategy": "exact"}), CPU, 2) == "torch"
+    assert choose(cfg(), CPU, 1) == expected
+    assert choose(cfg(sync={"strategy": "local"}), CPU, 2) == expected
+    assert choose(cfg(sync={"strategy": "exact"}), CPU, 2) == "torch"
 
 
 def test_in_place_backends_refuse_exact_sync_across_ranks():
     with pytest.raises(UsageError, match="cannot share exact gradients"):
-        choose_backend(cfg(train={"backend": "cpu-kernel"}), CPU, 2)
+        choose(cfg(train={"backend": "cpu-kernel"}), CPU, 2)
 
 
 def test_triton_needs_cuda():
     with pytest.raises(UsageError, match="triton needs a CUDA device"):
-        choose_backend(cfg(train={"backend": "triton"}), CPU, 1)
+        choose(cfg(train={"backend": "triton"}), CPU, 1)
 
 
 _INTERPRETED_STEP = """
 import torch
-from w2vdist.config import Config, OptimConfig, SyncConfig, from_dict
+from w2vdist.config import Config
+from w2vdist.settings import from_dict
 from w2vdist.train.sgns import Embeddings
-from w2vdist.train.backends import TritonStep, TorchStep
-from w2vdist.train.sync import Sync
+from w2vdist.train.backends import build
+from w2vdist.train.sync import OneProcess
 counts = torch.tensor([50, 30, 20, 10, 8, 6, 5, 4, 3, 2])
 tokens = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0)).int()
 sentence = torch.arange(200, dtype=torch.int32) // 20
@@ -52,11 +54,13 @@ for shared in (True, False):
     cfg = from_dict(Config, {"model": {"dim": 8, "sample": 0, "shared_negatives": shared},
                              "optim": {"damping": 0}})
     out = []
-    for cls in (TritonStep, TorchStep):
+    for backend in ("triton", "torch"):
         tables = Embeddings(10, 8, torch.Generator().manual_seed(1))
         tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
         before = tables.input.data.clone(), tables.output.data.clone()
-        step = cls(tables, counts, cfg, Sync(), torch.Generator().manual_seed(3))
+        cfg.train.backend = backend
+        step = build(cfg, tables, counts.numpy(), OneProcess(1, tables.input.device),
+                     torch.Generator().manual_seed(3))
         loss, pairs = step(tokens, sentence, 1e-6, 1e-6)
         out.append((loss, pairs, tables.input.data - before[0], tables.output.data - before[1]))
     (l1, p1, i1, o1), (l2, p2, i2, o2) = out
@@ -83,13 +87,15 @@ def test_triton_step_matches_the_torch_step_under_the_interpreter():
 def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
     """`exact` multiplies the step by the rank count: its default keeps the global step at the
     largest measured safe size, and a larger step asked for is warned about."""
-    exact = Config(sync=SyncConfig(strategy="exact"))
-    sizes = [with_batch_words(exact, "torch", w).optim.batch_words for w in (1, 2, 4, 16, 128)]
+    exact = Config(sync=SyncConfig(strategy="exact"), train=TrainConfig(backend="torch"))
+    sizes = [batch_words(exact, w) for w in (1, 2, 4, 16, 128)]
     assert sizes == [4096, 4096, 4096, SYNC_STEP_WORDS // 16, 256]
-    assert batch_warning("torch", with_batch_words(exact, "torch", 16), 16) is None
+    at_16 = dataclasses.replace(exact, optim=OptimConfig(batch_words=batch_words(exact, 16)))
+    assert batch_warning(at_16, 16) is None
     big = dataclasses.replace(exact, optim=OptimConfig(batch_words=SYNC_STEP_WORDS))
-    assert batch_warning("torch", big, 1) is None
-    assert "65,536 words" in batch_warning("torch", big, 4)
-    assert batch_warning("cpu-kernel", big, 4) is None
+    assert batch_warning(big, 1) is None
+    assert "65,536 words" in batch_warning(big, 4)
+    kernel = dataclasses.replace(big, train=TrainConfig(backend="cpu-kernel"))
+    assert batch_warning(kernel, 4) is None
     local = dataclasses.replace(big, sync=SyncConfig(strategy="local"))
-    assert batch_warning("torch", local, 4) is None  # each rank steps alone
+    assert batch_warning(local, 4) is None  # each rank steps alone

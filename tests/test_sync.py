@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.sync_worker import LR, global_batches, slices
-from w2vdist.config import Config, OptimConfig, SyncConfig
+from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
+from w2vdist.train.backends import batch_words
 from w2vdist.train.sgns import Embeddings, apply, gradients
-from w2vdist.train.backends import with_batch_words
 from w2vdist.train.sync import pack_changes, unpack_changes, with_merge_interval
 
 WORKER = Path(__file__).with_name("sync_worker.py")
@@ -128,12 +128,12 @@ def test_merge_intervals_default_to_words_over_all_ranks():
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
     assert with_merge_interval(chosen, 2).sync.every_steps == 5
     exact = dataclasses.replace(cfg, sync=SyncConfig(strategy="exact"))
-    assert with_merge_interval(exact, 2).sync.every_steps == 0
+    assert with_merge_interval(exact, 2).sync.every_steps == 8  # resolved, unused by exact
 
 
 def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():
-    cfg = Config(sync=SyncConfig(strategy="local"))
-    assert [with_batch_words(cfg, "cpu-kernel", w).optim.batch_words for w in (1, 2, 4, 8, 16)] \
-        == [65536, 65536, 65536, 32768, 16384]
-    assert with_batch_words(cfg, "cpu-kernel", 128).optim.batch_words == 4096
-    assert with_batch_words(cfg, "torch", 8).optim.batch_words == 4096
+    cfg = Config(sync=SyncConfig(strategy="local"), train=TrainConfig(backend="cpu-kernel"))
+    assert [batch_words(cfg, w) for w in (1, 2, 4, 8, 16)] == [65536, 65536, 65536, 32768, 16384]
+    assert batch_words(cfg, 128) == 4096
+    torch_cfg = dataclasses.replace(cfg, train=TrainConfig(backend="torch"))
+    assert batch_words(torch_cfg, 8) == 4096

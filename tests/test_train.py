@@ -5,58 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from w2vdist.train import checkpoint
 from w2vdist.cli import main
-from w2vdist.config import Config, from_dict
+from w2vdist.config import Config
+from w2vdist.settings import flatten, from_dict
 from w2vdist.errors import UsageError
 from w2vdist.train.loop import train
 
-
-def write_zipf_corpus(path: Path, lines: int, seed: int = 0, vocab: int = 400) -> Path:
-    """Zipfian text with some co-occurrence structure: each line draws from one of 8 topics."""
-    rng = np.random.default_rng(seed)
-    words = [f"w{i}" for i in range(vocab)]
-    ranks = np.arange(1, vocab + 1)
-    with open(path, "w") as f:
-        for _ in range(lines):
-            topic = rng.integers(8)
-            p = 1.0 / ranks * np.where(ranks % 8 == topic, 6.0, 1.0)
-            ids = rng.choice(vocab, size=rng.integers(5, 30), p=p / p.sum())
-            f.write(" ".join(words[i] for i in ids) + "\n")
-    return path
-
-
-def prepare(corpus: Path, out: Path, shard_tokens: int = 8000) -> Path:
-    code = main(
-        ["prepare", str(corpus), "-o", str(out), "--min-count", "2",
-         "--shard-tokens", str(shard_tokens), "--block-tokens", "1000", "--workers", "1"]
-    )
-    assert code == 0
-    return out
+from tests.helpers import checkpoint_info, config, prepare, write_zipf_corpus
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     return prepare(write_zipf_corpus(root / "corpus.txt", 2000), root / "shards")
-
-
-def config(shards: Path, run_dir: Path, **sections) -> Config:
-    tree = {
-        "data": {"shards": str(shards), "loader_workers": 0},
-        "model": {"dim": 16},
-        "optim": {"batch_words": 500},
-        "train": {"run_dir": str(run_dir), "epochs": 2, "backend": "torch", "threads": 1},
-        "checkpoint": {"every_minutes": 0},
-        "wandb": {"mode": "disabled"},
-    }
-    for section, values in sections.items():
-        tree.setdefault(section, {}).update(values)
-    return from_dict(Config, tree)
 
 
 def tables(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +34,7 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(shards, tmp_path, workers)
     data = {"loader_workers": workers}
     assert train(config(shards, tmp_path / "full", data=data)) == 0
     assert train(config(shards, tmp_path / "split", data=data, train={"max_steps": 37})) == 0
-    state = checkpoint.load(checkpoint.resolve(tmp_path / "split")).state
+    state = checkpoint_info(tmp_path / "split")
     assert state["step"] == 37 and state["data"][0][0] > 0  # resumes at a sample, not step 0
     assert train(config(shards, tmp_path / "split", data=data)) == 0
     full, split = tables(tmp_path / "full"), tables(tmp_path / "split")
@@ -84,7 +49,7 @@ def test_resume_with_another_worker_count_warns_and_finishes(shards, tmp_path, c
     assert "deals the shards" not in capfd.readouterr().err  # a fresh run has nothing to warn of
     assert train(config(shards, run, data={"loader_workers": 1})) == 0
     assert "deals the shards to 1 worker(s), not 2" in capfd.readouterr().err
-    state = checkpoint.load(checkpoint.resolve(run)).state
+    state = checkpoint_info(run)
     assert state["step"] > 20 and state["data"][0][2] == 1
 
 
@@ -93,21 +58,22 @@ def test_checkpoint_folders_are_complete_pruned_and_described(shards, tmp_path):
     assert train(config(shards, run, checkpoint={"every_steps": 10, "keep": 2})) == 0
     steps = checkpoint.complete_steps(run)
     assert len(steps) == 2
-    meta = json.loads((steps[0] / "meta.json").read_text())
-    state = checkpoint.load(steps[0]).state
-    assert state["step"] == meta["total_steps"] == meta["step"]
-    assert state["words"] == meta["total_steps"] * 500
-    assert meta["world_size"] == 1 and meta["config"]["model"]["dim"] == 16
-    assert len(state["rng"]) == 1 and "tokens_per_rank" in state
+    state = checkpoint_info(steps[0])
+    assert state["step"] == state["total_steps"]
+    assert state["words"] == state["total_steps"] * 500
+    assert state["world_size"] == 1 and state["config"]["model"]["dim"] == 16
+    assert len(state["rng"]) == 1
+    assert sorted(p.name for p in steps[0].iterdir()) == [
+        "COMPLETE", "spec.json", "state.pt", "tables.pt", "vocab.tsv"]
     assert json.loads((run / "config.json").read_text())["model"]["dim"] == 16
-    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert not list((run / "checkpoints").glob(".*tmp-*"))
 
 
 def test_words_trained_cover_the_corpus_each_epoch(shards, tmp_path):
     run = tmp_path / "run"
     train(config(shards, run))
     manifest = json.loads((shards / "manifest.json").read_text())
-    words = checkpoint.load(checkpoint.resolve(run)).state["words"]
+    words = checkpoint_info(run)["words"]
     per_epoch = words / 2
     assert manifest["total_tokens"] <= per_epoch < manifest["total_tokens"] + 500
 
@@ -206,3 +172,59 @@ def test_settings_that_cannot_be_finite_are_refused():
         from_dict(Config, {"optim": {"alpha": float("inf")}})
     with pytest.raises(UsageError, match="sync.curvature_weight"):
         from_dict(Config, {"sync": {"curvature_weight": float("nan")}})
+
+
+def test_saved_config_is_the_resolved_spec_with_no_placeholders(shards, tmp_path):
+    run = tmp_path / "run"
+    code = main(["train", "--data.shards", str(shards), "--train.run_dir", str(run),
+                 "--train.epochs", "1", "--wandb.mode", "auto", "--data.loader_workers", "0"])
+    assert code == 0
+    saved = flatten(json.loads((run / "config.json").read_text()))
+    assert saved["train.backend"] == "cpu-kernel" and saved["train.device"] == "cpu"
+    assert saved["wandb.mode"] in ("online", "offline", "disabled")
+    for key in ("train.threads", "train.max_steps", "optim.batch_words", "sync.every_steps",
+                "sync.hot_every_steps", "run.world_size", "run.total_steps"):
+        assert saved[key] > 0, key
+    assert "auto" not in saved.values()
+    # The step folder carries the same spec.
+    assert flatten(checkpoint_info(run)["config"])["train.backend"] == "cpu-kernel"
+
+
+def test_resume_under_another_resolved_backend_is_refused_naming_it(shards, tmp_path):
+    run = tmp_path / "run"
+    assert train(config(shards, run, train={"backend": "auto", "max_steps": 5})) == 0
+    with pytest.raises(UsageError, match=r"train\.backend 'cpu-kernel' -> 'torch'"):
+        train(config(shards, run, train={"backend": "torch"}))
+
+
+@pytest.mark.parametrize("flag", ["--model.d", "--model.dimm"])
+def test_abbreviated_or_misspelt_flags_are_refused_with_a_suggestion(shards, capsys, flag):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--data.shards", str(shards), flag, "60"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2
+    assert f"unknown flag {flag}; did you mean --model.dim?" in err and len(err.splitlines()) == 1
+
+
+def test_unknown_config_file_key_and_syntax_errors_name_their_place(shards, tmp_path, capsys):
+    bad_key = tmp_path / "key.yaml"
+    bad_key.write_text("model:\n  dimm: 30\n")
+    assert main(["train", "--config", str(bad_key), "--data.shards", str(shards)]) == 2
+    assert "unknown key model.dimm; did you mean model.dim?" in capsys.readouterr().err
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model:\n  dim: [30\n")
+    assert main(["train", "--config", str(bad_yaml)]) == 2
+    assert f"{bad_yaml}:3:1: not valid YAML: expected ',' or ']'" in capsys.readouterr().err
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[model]\ndim = = 3\n")
+    assert main(["train", "--config", str(bad_toml)]) == 2
+    assert "line 2, column 7" in capsys.readouterr().err
+
+
+def test_help_says_what_each_setting_means_and_its_allowed_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--train.backend {auto,torch,cpu-kernel,triton}" in text
+    assert "subsampling threshold of frequent words (0: none); default: 0.0001" in text
+    assert "--model.no-shared-negatives turns it off" in text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,50 +12,8 @@ from gensim.models import KeyedVectors
 from w2vdist.train import checkpoint
 from w2vdist.vectors import word2vec as vectors
 from w2vdist.errors import UsageError
-from w2vdist.corpus.vocab import Vocab
 
-WORDS = ["the", "of", "Ünïcode", "日本語", "naïve", "x", "ελληνικά", "emoji🙂"]
-
-
-def write_run(
-    run_dir: Path, words: list[str], dim: int = 6, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A run directory holding one real checkpoint; returns its (input, output) tables."""
-    gen = torch.Generator().manual_seed(seed)
-    inp, out = torch.randn(len(words), dim, generator=gen), torch.randn(
-        len(words), dim, generator=gen
-    )
-    vocab = Vocab(list(words), np.arange(len(words), 0, -1, dtype=np.int64) * 10)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    vocab.save(run_dir / "vocab.tsv")
-    checkpoint.save(
-        run_dir, 7, {"input": inp, "output": out}, {"step": 7}, {"vocab_hash": vocab.hash}, keep=2
-    )
-    return inp, out
-
-
-def distance_c_read(path: Path) -> tuple[list[bytes], np.ndarray]:
-    """Parse a binary file byte by byte the way word2vec.c's distance.c does."""
-    data = path.read_bytes()
-    header_end = data.index(b"\n")
-    words_n, size = (int(x) for x in data[:header_end].split())  # fscanf("%lld") twice
-    pos = header_end  # fscanf stops before the newline; the word loop skips it
-    words, matrix = [], np.empty((words_n, size), dtype=np.float32)
-    for b in range(words_n):
-        word = bytearray()
-        while True:  # fgetc until ' ' (or EOF); '\n' characters are read but not kept
-            ch = data[pos : pos + 1]
-            pos += 1
-            if not ch or ch == b" ":
-                break
-            if ch != b"\n":
-                word += ch
-        words.append(bytes(word))
-        for a in range(size):  # fread(&M[a + b * size], sizeof(float), 1, f)
-            (matrix[b, a],) = struct.unpack("<f", data[pos : pos + 4])
-            pos += 4
-    return words, matrix
-
+from tests.helpers import WORDS, distance_c_read, write_run
 
 @pytest.fixture
 def matrix() -> torch.Tensor:

@@ -1,7 +1,8 @@
 """`w2vdist COMMAND ...`: one entry point; each command lives in the module named for it.
 
-A command module provides `add_arguments(parser)` and `command(args) -> int`. Only the module
-of the command being run is imported, so `w2vdist export` does not pay for what `train` loads.
+A command module provides `add_arguments(parser)` (its config root's flags, from
+`settings.add_flags`) and `command(args) -> int`. Only the module of the command being run is
+imported, so `w2vdist export` does not pay for what `train` loads.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import sys
 
 from w2vdist.errors import UsageError
+from w2vdist.settings import Parser
 
 COMMANDS = {
     "synth": ("w2vdist.corpus.synth", "generate a corpus with planted structure and its eval files"),
@@ -24,18 +26,20 @@ COMMANDS = {
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="w2vdist", description="Distributed word2vec (skip-gram, negative sampling)."
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     for name, (module_name, help_text) in COMMANDS.items():
         if name != selected:
             sub.add_parser(name, help=help_text)
             continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(
-            name, help=help_text, description=module.__doc__,
+            name, help=help_text, description=module.__doc__, allow_abbrev=False,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)

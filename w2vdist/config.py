@@ -1,27 +1,20 @@
-"""The one typed configuration tree.
+"""The one typed configuration tree, and the root of every command's settings.
 
-Every setting has a default here, can come from a YAML or TOML file, and can be overridden on
-the command line as ``--section.field value``. Each dataclass validates itself on construction,
-so an invalid value fails before any work starts, with a message naming the field.
+Every setting has a default, a meaning and (where it has a fixed set) its allowed values here;
+`settings.py` turns the tree into flags (`--section.field value`) and reads YAML/TOML/JSON
+files into it. Each dataclass validates itself on construction, so an invalid value fails
+before any work starts, with a message naming the field.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
-import os
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import yaml
+from dataclasses import dataclass
 
 from w2vdist.errors import UsageError
+from w2vdist.settings import check_choices, setting
+
+TABLES = ("input", "output", "average")
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -29,34 +22,36 @@ def _check(ok: bool, name: str, message: str) -> None:
         raise UsageError(f"config: {name} {message}")
 
 
-def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
-
-
 @dataclass
 class PrepareConfig:
     """`w2vdist prepare`: corpus text to vocabulary and WebDataset shards."""
 
-    inputs: list[str] = field(default_factory=list)
-    output: str = ""
-    tokenizer: str = "default"
-    lowercase: bool = True
-    stem: str | None = None
-    stopwords: str | None = None
-    min_count: int = 5
-    max_vocab: int = 0
-    shard_tokens: int = 10_000_000
-    block_tokens: int = 65_536
-    max_sentence_len: int = 10_000
-    workers: int = 0
-    overwrite: bool = False
+    inputs: list[str] = setting([], "text files (.txt, .gz, .bz2), directories or globs",
+                                positional=True, metavar="INPUT")
+    output: str = setting("", "output directory", short="-o", metavar="OUT")
+    tokenizer: str = setting("default", "how lines become words: default (Unicode words), "
+                             "nltk's wordpunct or toktok, or whitespace",
+                             choices=("default", "wordpunct", "toktok", "whitespace"))
+    lowercase: bool = setting(True, "lowercase the text (--no-lowercase keeps its case)")
+    stem: str | None = setting(None, "Snowball stemming in this language, e.g. english",
+                               metavar="LANG")
+    stopwords: str | None = setting(None, "remove the words in FILE (one per line)",
+                                    metavar="FILE")
+    min_count: int = setting(5, "drop words seen fewer times")
+    max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
+    shard_tokens: int = setting(10_000_000, "tokens per shard")
+    block_tokens: int = setting(65_536, "tokens per sample")
+    max_sentence_len: int = setting(10_000, "cut longer lines into sentences of N tokens")
+    workers: int = setting(0, "worker processes (0: all cores)")
+    overwrite: bool = setting(False, "replace an existing OUT (once the new one is complete)")
 
     def __post_init__(self) -> None:
-        _choice(self.tokenizer, "prepare.tokenizer", ("default", "wordpunct", "toktok", "whitespace"))
+        check_choices(self, "prepare")
         if self.stem is not None:
             from nltk.stem.snowball import SnowballStemmer  # slow import: only when asked for
 
-            _choice(self.stem, "prepare.stem", SnowballStemmer.languages)
+            _check(self.stem in SnowballStemmer.languages, "prepare.stem",
+                   f"must be one of {', '.join(SnowballStemmer.languages)} (got {self.stem!r})")
         _check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         _check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
         _check(self.shard_tokens >= 1, "prepare.shard_tokens", "must be >= 1")
@@ -70,13 +65,14 @@ class SynthConfig:
     """`w2vdist synth`: generator settings, saved in `synth.json` so that a corpus can be
     regenerated exactly."""
 
-    seed: int = 0
-    sentences: int = 160_000
-    groups: int = 4
-    topic_words: int = 20
-    pairs: int = 30
-    filler_words: int = 3000
-    zipf_exponent: float = 1.0
+    seed: int = setting(0, "random seed; the same seed gives the same bytes")
+    sentences: int = setting(160_000, "number of sentences, about 10.5 tokens each")
+    groups: int = setting(4, "topic groups, 5 topics each")
+    topic_words: int = setting(20, "words per topic")
+    pairs: int = setting(30, "pairs per relation (each gives pairs * (pairs - 1) analogy "
+                         "questions)")
+    filler_words: int = setting(3000, "size of the Zipfian filler vocabulary")
+    zipf_exponent: float = setting(1.0, "filler word frequency ~ rank ** -exponent")
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "synth.seed", "must be >= 0")
@@ -89,12 +85,21 @@ class SynthConfig:
 
 
 @dataclass
+class SynthCommand:
+    """`w2vdist synth OUT_DIR`."""
+
+    out_dir: str = setting("", "directory to write the files into", positional=True)
+    overwrite: bool = setting(False, "replace existing output files")
+    synth: SynthConfig = setting(SynthConfig, "", inline=True)
+
+
+@dataclass
 class DataConfig:
     """Where the prepared shards are and how they are streamed."""
 
-    shards: str = ""
-    loader_workers: int = 1
-    prefetch: int = 4
+    shards: str = setting("", "a `w2vdist prepare` output directory (required)", metavar="DIR")
+    loader_workers: int = setting(1, "loader processes per rank (0: in the training process)")
+    prefetch: int = setting(4, "samples each loader worker reads ahead")
 
     def __post_init__(self) -> None:
         _check(self.loader_workers >= 0, "data.loader_workers", "must be >= 0")
@@ -103,18 +108,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Skip-gram with negative sampling, with word2vec.c's meaning for each knob.
+    """Skip-gram with negative sampling, with word2vec.c's meaning for each knob."""
 
-    `shared_negatives` (torch path): a centre word's K negatives serve all its window's
-    contexts, as pWord2Vec does, instead of K fresh ones per pair as word2vec.c draws.
-    """
-
-    dim: int = 100
-    window: int = 5
-    negative: int = 5
-    sample: float = 1e-4
-    ns_exponent: float = 0.75
-    shared_negatives: bool = True
+    dim: int = setting(100, "vector dimensions")
+    window: int = setting(5, "largest distance of a context word (drawn 1..window per word)")
+    negative: int = setting(5, "negative samples per context")
+    sample: float = setting(1e-4, "subsampling threshold of frequent words (0: none)")
+    ns_exponent: float = setting(0.75, "negatives drawn by count ** exponent")
+    shared_negatives: bool = setting(True, "torch/triton: a centre word's negatives serve all "
+                                     "its window's contexts (pWord2Vec), instead of fresh ones "
+                                     "per pair as word2vec.c draws")
 
     def __post_init__(self) -> None:
         _check(self.dim >= 1, "model.dim", "must be >= 1")
@@ -130,24 +133,19 @@ class OptimConfig:
 
     alpha defaults to 0.04, above word2vec.c's 0.025 for skip-gram: both backends score higher
     with it on the benchmark corpus (BENCHMARKS.md); 0.025 gives word2vec.c's schedule.
-
-    `damping` bounds the step of rows a batch updates many times on the torch path
-    (see `sgns.apply`); 0 is plain SGD on the batch. `batch_words` (raw words per rank per
-    step) 0 picks the backend's default (`steps.DEFAULT_BATCH_WORDS`).
     """
 
-    alpha: float = 0.04
-    min_alpha_ratio: float = 1e-4
-    batch_words: int = 0
-    damping: float = 0.1
+    alpha: float = setting(0.04, "starting learning rate")
+    min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
+    batch_words: int = setting(0, "raw words per rank per step (0: the backend's default, "
+                               "see README)")
+    damping: float = setting(0.1, "torch: bounds the step of rows a batch updates many times "
+                             "(see sgns.apply); 0: plain SGD on the batch")
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.alpha) and self.alpha > 0, "optim.alpha", "must be finite, > 0")
-        _check(
-            math.isfinite(self.damping) and self.damping >= 0,
-            "optim.damping",
-            "must be finite, >= 0 (0: plain SGD)",
-        )
+        _check(math.isfinite(self.damping) and self.damping >= 0, "optim.damping",
+               "must be finite, >= 0 (0: plain SGD)")
         _check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")
         _check(self.batch_words >= 0, "optim.batch_words", "must be >= 0 (0: the backend's)")
 
@@ -156,23 +154,26 @@ class OptimConfig:
 class TrainConfig:
     """The run itself: where it writes, for how long, on what."""
 
-    run_dir: str = "runs/w2vdist"
-    epochs: int = 5
-    device: str = "auto"
-    backend: str = "auto"
-    seed: int = 1
-    threads: int = 0
-    max_steps: int = 0
-    log_every_seconds: float = 5.0
+    run_dir: str = setting("runs/w2vdist", "where checkpoints, logs and metrics go",
+                           metavar="DIR")
+    epochs: int = setting(5, "passes over the corpus")
+    device: str = setting("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+    backend: str = setting("auto", "the step's implementation (auto: the fused kernel of the "
+                           "device where the sync strategy allows it)",
+                           choices=("auto", "torch", "cpu-kernel", "triton"))
+    seed: int = setting(1, "initial tables and every rank's sampling")
+    threads: int = setting(0, "CPU threads per rank (0: all this process may use)")
+    max_steps: int = setting(0, "stop after this many steps (0: the planned steps)")
+    log_every_seconds: float = setting(5.0, "seconds between metrics records")
 
     def __post_init__(self) -> None:
+        check_choices(self, "train")
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "train.device",
             f"must be auto, cpu, cuda or cuda:N (got {self.device!r})",
         )
-        _choice(self.backend, "train.backend", ("auto", "torch", "cpu-kernel", "triton"))
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0: all cores)")
         _check(self.max_steps >= 0, "train.max_steps", "must be >= 0 (0: the planned steps)")
         _check(self.log_every_seconds > 0, "train.log_every_seconds", "must be > 0")
@@ -182,15 +183,19 @@ class TrainConfig:
 class SyncConfig:
     """How ranks agree on the tables (see README, "Synchronising ranks")."""
 
-    strategy: str = "exact"
-    every_steps: int = 0  # local: steps between full merges; 0: about 1M words over all ranks
-    hot_rows: int = 5000  # local: the most frequent rows, merged every hot_every_steps steps
-    hot_every_steps: int = 0  # 0: about 256k words over all ranks
-    curvature_weight: float = 0.1  # local: how much a rank's saturation weighs in merges
-    timeout_seconds: float = 600.0
+    strategy: str = setting("exact", "exact: share every step's gradients; local: train apart, "
+                            "merge periodically", choices=("exact", "local"))
+    every_steps: int = setting(0, "local: steps between full merges (0: about 1M words over "
+                               "all ranks)")
+    hot_rows: int = setting(5000, "local: the most frequent rows, merged more often")
+    hot_every_steps: int = setting(0, "local: steps between merges of the hot rows (0: about "
+                                   "256k words over all ranks)")
+    curvature_weight: float = setting(0.1, "local: how much a rank's saturation of a row "
+                                      "weighs in merges (0: sum the ranks' changes)")
+    timeout_seconds: float = setting(600.0, "a collective waiting longer fails the run")
 
     def __post_init__(self) -> None:
-        _choice(self.strategy, "sync.strategy", ("exact", "local"))
+        check_choices(self, "sync")
         _check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
         _check(self.hot_rows >= 0, "sync.hot_rows", "must be >= 0 (0: whole table only)")
         _check(self.hot_every_steps >= 0, "sync.hot_every_steps", "must be >= 0 (0: auto)")
@@ -206,9 +211,9 @@ class SyncConfig:
 class CheckpointConfig:
     """Rank-0 step folders: periodic, final, the last `keep` kept."""
 
-    every_steps: int = 0
-    every_minutes: float = 10.0
-    keep: int = 2
+    every_steps: int = setting(0, "save every N steps (0: off)")
+    every_minutes: float = setting(10.0, "save every M minutes (0: off)")
+    keep: int = setting(2, "complete step folders kept")
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0: off)")
@@ -218,25 +223,28 @@ class CheckpointConfig:
 
 @dataclass
 class WandbConfig:
-    """Weights & Biases, logged from rank 0. `auto`: online with an API key, else offline."""
+    """Weights & Biases, logged from rank 0."""
 
-    mode: str = "auto"
-    project: str = "w2vdist"
-    entity: str | None = None
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
+    mode: str = setting("auto", "auto: online with an API key, else offline",
+                        choices=("auto", "online", "offline", "disabled"), aliases=("--wandb",))
+    project: str = setting("w2vdist", "W&B project (else WANDB_PROJECT)")
+    entity: str | None = setting(None, "W&B entity (else WANDB_ENTITY)")
+    name: str | None = setting(None, "W&B run name (else the run directory's name)")
+    tags: list[str] = setting([], "W&B tags, comma-separated")
 
     def __post_init__(self) -> None:
-        _choice(self.mode, "wandb.mode", ("auto", "online", "offline", "disabled"))
+        check_choices(self, "wandb")
 
 
 @dataclass
 class EvalConfig:
-    """Scored at each checkpoint when files are given."""
+    """Word-vector scores: at each checkpoint of a run, and by `w2vdist eval`."""
 
-    analogies: str | None = None
-    similarity: str | None = None
-    restrict_vocab: int = 30_000
+    analogies: str | None = setting(None, "questions-words file (3CosAdd accuracy)",
+                                    metavar="FILE")
+    similarity: str | None = setting(None, "'word word score' pairs file (Spearman)",
+                                     metavar="FILE")
+    restrict_vocab: int = setting(30_000, "score analogies over the N most frequent words")
 
     def __post_init__(self) -> None:
         _check(self.restrict_vocab >= 1, "eval.restrict_vocab", "must be >= 1")
@@ -246,192 +254,121 @@ class EvalConfig:
 class Config:
     """Everything `w2vdist train` needs; saved resolved as `config.json` in the run directory."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sync: SyncConfig = field(default_factory=SyncConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = setting(DataConfig, "")
+    model: ModelConfig = setting(ModelConfig, "")
+    optim: OptimConfig = setting(OptimConfig, "")
+    train: TrainConfig = setting(TrainConfig, "")
+    sync: SyncConfig = setting(SyncConfig, "")
+    checkpoint: CheckpointConfig = setting(CheckpointConfig, "")
+    wandb: WandbConfig = setting(WandbConfig, "")
+    eval: EvalConfig = setting(EvalConfig, "")
 
 
-# ---------------------------------------------------------------------------------------------
-# Building a tree from files, dictionaries and command-line strings.
+@dataclass
+class TrainCommand:
+    """`w2vdist train`: the config tree, from a file and flags, and how to start."""
+
+    config_file: str | None = setting(None, "YAML, TOML or JSON file of config sections "
+                                      "(flags override it)", flag="--config", metavar="FILE")
+    resume: str = setting("auto", "auto: continue from the run directory's newest complete "
+                          "checkpoint if any; never: refuse a run directory that has one",
+                          choices=("auto", "never"))
+    dry_run: bool = setting(False, "print the resolved config, world size, shards per rank "
+                            "and planned steps; train nothing", aliases=("--print-config",))
+    config: Config = setting(Config, "", inline=True)
+
+    def __post_init__(self) -> None:
+        check_choices(self, "")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+@dataclass
+class BenchConfig:
+    """`w2vdist bench`: what to time."""
+
+    steps: int | None = setting(None, "time N steps")
+    seconds: float | None = setting(None, "time S seconds (10 when neither this nor --steps)")
+    warmup: int = setting(5, "untimed steps first")
+    loader_only: bool = setting(False, "measure only shards -> device batches")
+    synthetic_vocab: int | None = setting(None, "train on a Zipfian stream over V words "
+                                          "instead of --data.shards")
+    synthetic_tokens: int = setting(4_000_000, "tokens drawn up front and cycled (at least one "
+                                    "batch)")
+    synthetic_sentence: float = setting(20.0, "mean sentence length, geometric")
+    synthetic_zipf: float = setting(1.0, "Zipf exponent: word of rank r drawn with "
+                                    "probability ~ r^-S")
+    json: str | None = setting(None, "also write settings and figures here", metavar="OUT")
+
+    def __post_init__(self) -> None:
+        def at_least(flag: str, value: float | None, low: float) -> None:
+            if value is not None and not value >= low:
+                raise UsageError(f"bench: --{flag} must be >= {low} (got {value})")
+
+        if self.steps is not None and self.seconds is not None:
+            raise UsageError("bench: give --steps or --seconds, not both")
+        at_least("steps", self.steps, 1)
+        at_least("warmup", self.warmup, 0)
+        at_least("synthetic-vocab", self.synthetic_vocab, 1)
+        at_least("synthetic-tokens", self.synthetic_tokens, 1)
+        at_least("synthetic-sentence", self.synthetic_sentence, 1)
+        at_least("synthetic-zipf", self.synthetic_zipf, 0)
+        if self.seconds is not None and not self.seconds > 0:
+            raise UsageError(f"bench: --seconds must be > 0 (got {self.seconds})")
 
 
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+@dataclass
+class BenchCommand:
+    """`w2vdist bench`: the training config and the measurement."""
+
+    config_file: str | None = setting(None, "YAML, TOML or JSON file of config sections",
+                                      flag="--config", metavar="FILE")
+    bench: BenchConfig = setting(BenchConfig, "", inline=True)
+    config: Config = setting(Config, "", inline=True)
 
 
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Convert a value read from YAML/TOML/JSON or the command line to the field's type."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        return _coerce(value, args[0], name)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"config: {name} must be a list (got {value!r})")
-        return [_coerce(v, item, name) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"config: {name} must be true or false (got {value!r})")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise UsageError(f"config: {name} must be a number (got {value!r})")
-        try:
-            number = tp(value) if tp is float else int(float(value)) if _integral(value) else None
-        except (TypeError, ValueError):
-            number = None
-        if number is None:
-            kind = "an integer" if tp is int else "a number"
-            raise UsageError(f"config: {name} must be {kind} (got {value!r})")
-        return number
-    if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise UsageError(f"config: {name} must be a string (got {value!r})")
-        return str(value)
-    raise TypeError(f"unsupported config type {tp} for {name}")
+@dataclass
+class EvalCommand:
+    """`w2vdist eval VECTORS`: the same `eval` section as a training run's."""
+
+    vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
+                           "folder", positional=True)
+    eval: EvalConfig = setting(EvalConfig, "")
+    table: str = setting("input", "checkpoint table to score", choices=TABLES)
+    json: str | None = setting(None, "also write the numbers to this JSON file", metavar="OUT")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "")
 
 
-def _integral(value: Any) -> bool:
-    try:
-        return float(value) == int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        return False
+@dataclass
+class ExportCommand:
+    """`w2vdist export RUN -o OUT`."""
+
+    source: str = setting("", "run directory or checkpoint folder", positional=True,
+                          metavar="RUN_DIR_OR_CHECKPOINT")
+    output: str = setting("", "vectors file to write (required)", short="-o", metavar="OUT")
+    format: str = setting("text", "word2vec format", choices=("text", "binary"))
+    table: str = setting("input", "input (word) vectors, output (context) vectors or their "
+                         "average", choices=TABLES)
+    counts: str | None = setting(None, "also write 'word count' lines (word2vec -save-vocab)",
+                                 metavar="FILE")
+    skip_unwritable: bool = setting(False, "leave out words that are empty or contain "
+                                    "whitespace instead of refusing to export")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "")
+        _check(bool(self.output), "-o/--output", "is required (the vectors file to write)")
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from nested dict `data`, refusing unknown keys by name."""
-    if not isinstance(data, dict):
-        raise UsageError(f"config: {prefix.rstrip('.') or 'top level'} must be a mapping")
-    hints = _hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UsageError(
-            f"config: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if _is_dataclass_type(tp):
-            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
-    return cls(**kwargs)
+@dataclass
+class NeighborsCommand:
+    """`w2vdist neighbors VECTORS WORD...`."""
 
+    vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
+                           "folder", positional=True)
+    words: list[str] = setting([], "words to look up", positional=True, metavar="WORD")
+    k: int = setting(10, "neighbours per word", short="-k")
+    table: str = setting("input", "checkpoint table to search", choices=TABLES)
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def read_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into a nested dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{p}: config file not found")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"{p}: not a valid config file: {first}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{p}: a config file must hold a mapping of sections")
-    return data
-
-
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Nested dict merge: `overrides` wins, sections merge key by key."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def dotted_to_nested(pairs: dict[str, Any]) -> dict[str, Any]:
-    """{'model.dim': '300'} -> {'model': {'dim': '300'}}."""
-    nested: dict[str, Any] = {}
-    for key, value in pairs.items():
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
-def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted name, type, default) for every leaf of the tree, in declaration order."""
-    out = []
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if _is_dataclass_type(tp):
-            out.extend(leaf_fields(tp, f"{prefix}{f.name}."))
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            out.append((f"{prefix}{f.name}", tp, default))
-    return out
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type = Config) -> None:
-    """Add `--section.field VALUE` for every leaf of the tree; unset ones stay None."""
-    group = parser.add_argument_group("configuration (override the config file)")
-    for name, tp, default in leaf_fields(cls):
-        group.add_argument(
-            f"--{name}",
-            dest=f"cfg:{name}",
-            metavar=_metavar(tp),
-            default=None,
-            help=f"default: {default!r}",
-        )
-
-
-def _metavar(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-    return text.upper()
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The `--section.field` values the user actually gave, as a nested dict."""
-    given = {
-        key[len("cfg:"):]: value
-        for key, value in vars(args).items()
-        if key.startswith("cfg:") and value is not None
-    }
-    return dotted_to_nested(given)
-
-
-def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults < config file < overrides, validated."""
-    data = read_file(path) if path else {}
-    return from_dict(Config, merge(data, overrides or {}))
-
-
-def save(cfg: Any, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n")
+    def __post_init__(self) -> None:
+        check_choices(self, "")
+        _check(self.k >= 1, "-k", "must be >= 1")

@@ -6,29 +6,24 @@ word2vec.c does) and packs whole sentences into samples and shards. Big plain-te
 cut into byte ranges; compressed files are read whole by one worker each. Memory is bounded by
 the vocabulary, not the corpus. The output is the same for any number of workers.
 
-Everything is written into `OUT.tmp-<pid>` beside OUT and renamed to OUT once complete, so an
-error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
+Everything is written into a temporary folder beside OUT and renamed to OUT once complete
+(`files.atomic_path`), so an error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
 """
 
 from __future__ import annotations
 
 import argparse
-import bz2
 import contextlib
 import dataclasses
 import functools
-import glob
-import gzip
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import time
-import zlib
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -36,184 +31,18 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from w2vdist import config as config_mod
+from w2vdist import settings
 from w2vdist.config import PrepareConfig
 from w2vdist.errors import UsageError
+from w2vdist.files import atomic_path
 from w2vdist.corpus.shards import Manifest, ShardInfo, encode_sample
+from w2vdist.corpus.text import Piece, TextStats, find_files, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 
-TEXT_SUFFIXES = (".txt", ".gz", ".bz2")
-CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
-MIN_RANGE_BYTES = 1 << 20
-MAX_RANGE_BYTES = 1 << 26
-RANGES_PER_WORKER = 4  # several byte ranges per worker, so that one slow range does not stall
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
 PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-_WHITESPACE = re.compile(r"\s")
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding and reading the input.
-
-
-@dataclass(frozen=True)
-class Piece:
-    """The lines of `path` that start in bytes [start, end); end -1: to the end of the file."""
-
-    number: int
-    path: str
-    start: int = 0
-    end: int = -1
-
-
-def find_files(inputs: Iterable[str]) -> list[Path]:
-    """Files named, found under directories (recursively) or matched by globs, in order."""
-    found: dict[Path, Path] = {}  # resolved -> as named, so a file named twice is read once
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
-            if not files:
-                raise UsageError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this directory")
-        elif path.exists():
-            if not path.is_file():
-                raise UsageError(f"{path}: not a regular file (input is read twice)")
-            files = [path]
-        elif any(c in text for c in "*?["):
-            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not files:
-                raise UsageError(f"{text}: no files matched")
-        else:
-            raise UsageError(f"{path}: no such file or directory")
-        for f in files:
-            found.setdefault(f.resolve(), f)
-    return list(found.values())
-
-
-def split_pieces(files: list[Path], workers: int) -> list[Piece]:
-    """Byte ranges of plain files, sized so each worker gets several; compressed files whole."""
-    sizes = [f.stat().st_size for f in files]
-    plain = sum(s for f, s in zip(files, sizes) if not _compressed(f))
-    step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
-    ranges = []
-    for f, size in zip(files, sizes):
-        if _compressed(f) or size <= step:
-            ranges.append((str(f), 0, -1))
-        else:
-            ranges.extend((str(f), a, min(a + step, size)) for a in range(0, size, step))
-    return [Piece(i, *r) for i, r in enumerate(ranges)]
-
-
-def _compressed(path: Path | str) -> bool:
-    return str(path).endswith((".gz", ".bz2"))
-
-
-@dataclass
-class TextStats:
-    """What reading the text found; summed over pieces for the manifest."""
-
-    lines: int = 0
-    raw_tokens: int = 0
-    undecodable_bytes: int = 0
-
-    def add(self, other: "TextStats") -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-
-def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
-    """(text, line_complete) for each line of the piece, UTF-8 with bad bytes replaced.
-
-    A line longer than CHUNK_BYTES comes in parts cut at spaces, all but the last with
-    line_complete False, so that no line, however long, has to fit in memory.
-    """
-    open_line = False
-    for chunk in _decoded_chunks(piece, stats):
-        *lines, rest = chunk.split("\n")
-        stats.lines += len(lines)
-        for line in lines:
-            yield line, True
-        open_line = bool(rest)
-        if rest:
-            yield rest, False
-    stats.lines += open_line
-
-
-def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[str]:
-    """The piece as text in chunks of whole lines (or of a long line cut at a space)."""
-    carry = b""
-    for block in _piece_bytes(piece):
-        data = carry + block
-        cut = data.rfind(b"\n") + 1 or _safe_cut(data)
-        carry = data[cut:]
-        if cut:
-            yield _decode(data[:cut], stats)
-    if carry:
-        yield _decode(carry, stats)
-
-
-def _safe_cut(data: bytes) -> int:
-    """Where to cut a chunk holding no newline: 0 (wait for more) unless it is already long,
-    then after its last ASCII space, or failing that at a UTF-8 character boundary."""
-    if len(data) < CHUNK_BYTES:
-        return 0
-    cut = max(data.rfind(b" "), data.rfind(b"\t")) + 1
-    if not cut:
-        cut = len(data)
-        while cut > len(data) - 4 and data[cut - 1] & 0xC0 == 0x80:
-            cut -= 1
-        cut -= data[cut - 1] >= 0xC0  # do not end on the lead byte of a split character
-    return cut
-
-
-def _decode(data: bytes, stats: TextStats) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="surrogateescape")
-        text, replaced = _ESCAPED_BYTE.subn("\ufffd", text)
-        stats.undecodable_bytes += replaced
-        return text
-
-
-def _piece_bytes(piece: Piece) -> Iterator[bytes]:
-    """The raw bytes of the lines that start in the piece, in blocks of at most CHUNK_BYTES."""
-    try:
-        with _open_binary(piece.path) as f:
-            if piece.start > 0:
-                f.seek(piece.start - 1)
-                while (skipped := f.readline(CHUNK_BYTES)) and not skipped.endswith(b"\n"):
-                    pass  # the line that began before `start` belongs to the previous piece
-            pos = f.tell()
-            last = b"\n"
-            while piece.end < 0 or pos < piece.end:
-                size = CHUNK_BYTES if piece.end < 0 else min(CHUNK_BYTES, piece.end - pos)
-                if not (block := f.read(size)):
-                    return
-                pos += len(block)
-                last = block[-1:]
-                yield block
-            while last != b"\n" and (block := f.readline(CHUNK_BYTES)):
-                last = block[-1:]  # finish the line that began before `end`
-                yield block
-    except (OSError, EOFError, zlib.error) as exc:
-        kind = {".gz": "gzip", ".bz2": "bzip2"}.get(Path(piece.path).suffix, "text")
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None
-
-
-def _open_binary(path: str) -> IO[bytes]:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    return open(path, "rb")
-
-
-# ---------------------------------------------------------------------------------------------
-# The two passes, each run on one piece in a worker process.
+_WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
 
 
 def count_piece(tokenizer: Tokenizer, piece: Piece) -> tuple[Counter[str], TextStats]:
@@ -412,7 +241,8 @@ def prepare(cfg: PrepareConfig) -> Summary:
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or _cores()
     pieces = split_pieces(files, workers)
-    with _staging_dir(out, cfg.overwrite) as staging, _parallel(min(workers, len(pieces))) as run:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, directory=True) as staging, _parallel(min(workers, len(pieces))) as run:
         stats = TextStats()
         counts: Counter[str] = Counter()
         for piece_counts, piece_stats in run(
@@ -466,6 +296,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
             },
         )
         manifest.save(staging)
+        _check_output(out, cfg.overwrite)  # it may have appeared while we worked
     return Summary(out, manifest, time.monotonic() - started)
 
 
@@ -506,26 +337,6 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """`OUT.tmp-<pid>`, renamed to OUT on success and removed on any error or interrupt."""
-    path = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir()
-    try:
-        yield path
-        if out.exists():
-            _check_output(out, overwrite)  # it may have appeared while we worked
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(path, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(path, out)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def _parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], list[Any], str], Any]]:
     """`run(fn, items, what)`: fn's results over items, in order, with a progress bar; in this
     process for one worker, else in a pool whose workers leave Ctrl-C to this process."""
@@ -555,55 +366,11 @@ def _ignore_sigint() -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = PrepareConfig()
-    parser.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="text files (.txt, .gz, .bz2), directories or globs",
-    )
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
-    flags: list[tuple[str, str, str]] = [
-        ("min-count", "N", f"drop words seen fewer times (default {defaults.min_count})"),
-        ("max-vocab", "N", "keep only the N most frequent words (default 0: no limit)"),
-        ("tokenizer", "NAME", "default (lowercase \\w+), wordpunct, toktok or whitespace"),
-        ("stem", "LANG", "Snowball stemming in this language, e.g. english"),
-        ("stopwords", "FILE", "remove the words in FILE (one per line)"),
-        ("shard-tokens", "N", f"tokens per shard (default {defaults.shard_tokens:,})"),
-        ("block-tokens", "N", f"tokens per sample (default {defaults.block_tokens:,})"),
-        (
-            "max-sentence-len",
-            "N",
-            f"cut longer lines into sentences of N tokens (default {defaults.max_sentence_len:,})",
-        ),
-        ("workers", "N", "worker processes (default 0: all cores)"),
-    ]
-    for flag, metavar, help_text in flags:
-        parser.add_argument(f"--{flag}", metavar=metavar, help=help_text)
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        default=None,
-        help="replace an existing OUT (once the new one is complete)",
-    )
-    parser.add_argument(
-        "--no-lowercase",
-        dest="lowercase",
-        action="store_false",
-        default=None,
-        help="keep the case of the text",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> PrepareConfig:
-    """The flags given, over PrepareConfig's defaults, coerced and validated there."""
-    names = {f.name for f in dataclasses.fields(PrepareConfig)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return config_mod.from_dict(PrepareConfig, given, prefix="prepare.")
+    settings.add_flags(parser, PrepareConfig)
 
 
 def command(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = settings.from_args(PrepareConfig, args, prefix="prepare.")
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         summary = prepare(cfg)

@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from w2vdist.config import SynthConfig
+from w2vdist import settings
+from w2vdist.config import SynthCommand, SynthConfig
 from w2vdist.errors import UsageError
+from w2vdist.files import write_text
 
 CORPUS_FILE = "corpus.txt"
 ANALOGIES_FILE = "analogies.txt"
@@ -293,7 +295,7 @@ def synthesize(spec: SynthConfig) -> dict[str, str]:
     lex = build_lexicon(spec, rng)
     corpus = generate_corpus(spec, lex, rng)
     similarity = similarity_text(spec, lex, rng)
-    settings = {
+    written = {
         "generator": "w2vdist synth",
         "spec": dataclasses.asdict(spec),
         "tokens": corpus.count(" ") + corpus.count("\n"),
@@ -312,7 +314,7 @@ def synthesize(spec: SynthConfig) -> dict[str, str]:
         CORPUS_FILE: corpus,
         ANALOGIES_FILE: analogies_text(lex),
         SIMILARITY_FILE: similarity,
-        SETTINGS_FILE: json.dumps(settings, indent=2) + "\n",
+        SETTINGS_FILE: json.dumps(written, indent=2) + "\n",
     }
 
 
@@ -330,45 +332,20 @@ def write(out_dir: str | os.PathLike, spec: SynthConfig, overwrite: bool = False
         (out / SETTINGS_FILE).unlink(missing_ok=True)
     paths = {}
     for name in OUTPUT_FILES:
-        path = out / name
-        tmp = out / f".{name}.tmp"
-        try:
-            tmp.write_text(contents[name], encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        paths[name] = path
+        write_text(out / name, contents[name])
+        paths[name] = out / name
     return paths
 
 
-_FLAG_HELP = {
-    "seed": "random seed; the same seed gives the same bytes",
-    "sentences": "number of sentences, about 10.5 tokens each",
-    "groups": f"topic groups, {TOPICS_PER_GROUP} topics each",
-    "topic_words": "words per topic",
-    "pairs": "pairs per relation (each gives pairs * (pairs - 1) analogy questions)",
-    "filler_words": "size of the Zipfian filler vocabulary",
-    "zipf_exponent": "filler word frequency ~ rank ** -exponent",
-}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the files into")
-    for f in dataclasses.fields(SynthConfig):
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=type(f.default),
-            default=f.default,
-            help=f"{_FLAG_HELP[f.name]} (default: %(default)s)",
-        )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    settings.add_flags(parser, SynthCommand)
 
 
 def command(args: argparse.Namespace) -> int:
-    spec = SynthConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)})
-    paths = write(args.out_dir, spec, overwrite=args.overwrite)
-    settings = json.loads(paths[SETTINGS_FILE].read_text(encoding="utf-8"))
-    print(f"w2vdist synth: {settings['tokens']:,} tokens, {settings['vocab_size']:,} words")
+    cmd = settings.from_args(SynthCommand, args)
+    paths = write(cmd.out_dir, cmd.synth, overwrite=cmd.overwrite)
+    written = json.loads(paths[SETTINGS_FILE].read_text(encoding="utf-8"))
+    print(f"w2vdist synth: {written['tokens']:,} tokens, {written['vocab_size']:,} words")
     for path in paths.values():
         print(f"  wrote {path}")
     return 0

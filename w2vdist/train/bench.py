@@ -4,7 +4,8 @@
     w2vdist bench --synthetic-vocab 100000 [--synthetic-tokens 4000000] [--steps 500]
     w2vdist bench --data.shards DIR --loader-only
 
-Each step is one call of the trainer's step (`steps.build_step`) on `optim.batch_words` raw
+Each step is one call of the trainer's step (built by `session.Session.build`, exactly as
+`w2vdist train` builds it) on `optim.batch_words` raw
 corpus words: words read before subsampling, as word2vec.c and gensim count them, so words/s
 here compares with theirs. Batches come from the trainer's loader (`data.TokenBatches`, moved
 with `.to(device, non_blocking=True)`) on prepared shards, or from a Zipfian stream drawn up
@@ -17,7 +18,7 @@ does not depend on it. Peak host memory is this process's ru_maxrss (loader work
 separate processes); peak device memory is torch.cuda.max_memory_allocated on CUDA.
 
 One process only: ranks are measured with torchrun and `w2vdist train`, whose metrics.jsonl
-`run_figures` summarises (see benchmarks/README.md).
+`benchmarks/run_figures.py` summarises (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -38,65 +39,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vdist import config
-from w2vdist.train import checkpoint
-from w2vdist.train import distributed
-from w2vdist.config import Config
-from w2vdist.train.data import TokenBatches
+from w2vdist import settings
+from w2vdist.config import BenchCommand, BenchConfig, Config
 from w2vdist.errors import UsageError
-from w2vdist.train.sgns import Embeddings
-from w2vdist.corpus.shards import Manifest
-from w2vdist.train.backends import build_step, choose_backend, with_batch_words
-from w2vdist.train.sync import build_sync
-from w2vdist.vectors.word2vec import atomic_output, check_writable
-from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
+from w2vdist.files import write_text
+from w2vdist.settings import to_dict
+from w2vdist.train import distributed
+from w2vdist.train.session import Session
+from w2vdist.train.spec import Corpus, resolve
+from w2vdist.vectors.word2vec import check_writable
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DEFAULT_SECONDS = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML, TOML or JSON file of config sections")
-    parser.add_argument("--steps", type=int, metavar="N", help="time N steps")
-    parser.add_argument(
-        "--seconds", type=float, metavar="S", help=f"time S seconds (default {DEFAULT_SECONDS:g})"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=5, metavar="N", help="untimed steps first (default 5)"
-    )
-    parser.add_argument(
-        "--loader-only", action="store_true", help="measure only shards -> device batches"
-    )
-    parser.add_argument(
-        "--synthetic-vocab", type=int, metavar="V",
-        help="train on a Zipfian stream over V words instead of --data.shards",
-    )
-    parser.add_argument(
-        "--synthetic-tokens", type=int, default=4_000_000, metavar="N",
-        help="tokens drawn up front and cycled (default 4,000,000; at least one batch)",
-    )
-    parser.add_argument(
-        "--synthetic-sentence", type=float, default=20.0, metavar="L",
-        help="mean sentence length, geometric (default 20)",
-    )
-    parser.add_argument(
-        "--synthetic-zipf", type=float, default=1.0, metavar="S",
-        help="Zipf exponent: word of rank r drawn with probability ~ r^-S (default 1.0)",
-    )
-    parser.add_argument("--json", metavar="OUT", help="also write settings and figures here")
-    config.add_arguments(parser)
+    settings.add_flags(parser, BenchCommand)
 
 
 def command(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config, config.overrides_from_args(args))
-    options = _options(args, cfg)
-    if args.json:
-        check_writable(Path(args.json))
-    report = bench(cfg, options)
+    cmd = settings.from_args(BenchCommand, args)
+    if cmd.bench.json:
+        check_writable(Path(cmd.bench.json))
+    report = bench(cmd.config, cmd.bench)
     print(format_report(report))
-    if args.json:
-        with atomic_output(Path(args.json)) as f:
-            f.write((json.dumps(report, indent=2) + "\n").encode())
+    if cmd.bench.json:
+        write_text(cmd.bench.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -134,104 +102,63 @@ class Synthetic:
         return out
 
 
-@dataclass(frozen=True)
-class Options:
-    steps: int | None
-    seconds: float | None
-    warmup: int
-    loader_only: bool
-    synthetic: Synthetic | None
-
-
-def _options(args: argparse.Namespace, cfg: Config) -> Options:
-    synthetic = None
-    if args.synthetic_vocab is not None:
+def _synthetic(cfg: Config, options: BenchConfig) -> Synthetic | None:
+    """The synthetic stream asked for, if any; refuses contradictory options."""
+    if options.synthetic_vocab is not None:
         if cfg.data.shards:
             raise UsageError("bench: give --data.shards DIR or --synthetic-vocab V, not both")
-        _at_least("--synthetic-vocab", args.synthetic_vocab, 1)
-        _at_least("--synthetic-tokens", args.synthetic_tokens, 1)
-        _at_least("--synthetic-sentence", args.synthetic_sentence, 1)
-        _at_least("--synthetic-zipf", args.synthetic_zipf, 0)
-        synthetic = Synthetic(
-            args.synthetic_vocab, args.synthetic_tokens, args.synthetic_sentence,
-            args.synthetic_zipf,
-        )
-    elif not cfg.data.shards:
+        if options.loader_only:
+            raise UsageError("bench: --loader-only measures the shard loader; give "
+                             "--data.shards DIR")
+        return Synthetic(options.synthetic_vocab, options.synthetic_tokens,
+                         options.synthetic_sentence, options.synthetic_zipf)
+    if not cfg.data.shards:
         raise UsageError("bench: give --data.shards DIR (a `w2vdist prepare` output) or "
                          "--synthetic-vocab V")
-    if args.loader_only and synthetic:
-        raise UsageError("bench: --loader-only measures the shard loader; give --data.shards DIR")
-    if args.steps is not None and args.seconds is not None:
-        raise UsageError("bench: give --steps or --seconds, not both")
-    if args.steps is not None:
-        _at_least("--steps", args.steps, 1)
-    if args.seconds is not None and not args.seconds > 0:
-        raise UsageError(f"bench: --seconds must be > 0 (got {args.seconds})")
-    _at_least("--warmup", args.warmup, 0)
-    seconds = DEFAULT_SECONDS if args.steps is None and args.seconds is None else args.seconds
-    return Options(args.steps, seconds, args.warmup, args.loader_only, synthetic)
+    return None
 
 
-def _at_least(flag: str, value: float, low: float) -> None:
-    if not value >= low:
-        raise UsageError(f"bench: {flag} must be >= {low} (got {value})")
-
-
-def bench(cfg: Config, options: Options) -> dict[str, Any]:
+def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
     """Run the measurement; the report holds the settings, the machine and the figures."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("bench: runs in one process; measure ranks with torchrun and "
                          "`w2vdist train` (see benchmarks/README.md)")
-    device = distributed.init(cfg.train.device, cfg.sync.timeout_seconds).device
-    threads = cfg.train.threads or max(1, torch.get_num_threads())
-    torch.set_num_threads(threads)
-    backend = None if options.loader_only else choose_backend(cfg, device, 1)
-    cfg = with_batch_words(cfg, backend or "torch")
-    pin = device.type == "cuda"
-    settings: dict[str, Any] = {
-        "mode": "loader-only" if options.loader_only else "train",
-        "device": str(device),
-        "threads": threads,
-        "warmup_steps": options.warmup,
-    }
-    if options.synthetic:
-        counts = options.synthetic.counts()
-        source: Iterator[Batch] = itertools.cycle(
-            options.synthetic.batches(cfg.optim.batch_words, cfg.train.seed, pin)
-        )
-        settings["source"] = {"synthetic": asdict(options.synthetic)}
+    synthetic = _synthetic(cfg, options)
+    world = distributed.init(cfg.train.device, cfg.sync.timeout_seconds)
+    if synthetic:
+        corpus = Corpus(synthetic.counts(), "synthetic", synthetic.tokens)
+        described: dict[str, Any] = {"synthetic": asdict(synthetic)}
     else:
-        counts, source, settings["source"] = _shards(cfg, pin)
-
+        corpus = Corpus.load(cfg.data.shards)
+        described = {
+            "shards": str(corpus.directory),
+            "vocab_size": len(corpus.counts),
+            "total_tokens": corpus.tokens,
+            "shard_count": len(corpus.manifest.shards),
+        }
+    session = Session.build(resolve(cfg, world, corpus), world, corpus)
+    cfg = session.spec.config
+    device = world.device
+    if synthetic:
+        source: Iterator[Batch] = itertools.cycle(
+            synthetic.batches(cfg.optim.batch_words, cfg.train.seed, device.type == "cuda")
+        )
+    else:
+        source = iter(session.batches())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if options.loader_only:
-        work = _loader_work(source, device)
-    else:
-        settings["backend"] = backend
-        work = _train_work(backend, counts, cfg, device, threads, source)
+    work = _loader_work(source, device) if options.loader_only else _train_work(session, source)
     figures = _timed(work, options, cfg.optim.batch_words, device)
-    settings["config"] = config.to_dict(cfg)
-    return {"settings": settings, **environment(device), "figures": figures}
-
-
-def _shards(cfg: Config, pin: bool) -> tuple[np.ndarray, Iterator[Batch], dict[str, Any]]:
-    directory = Path(cfg.data.shards)
-    manifest = Manifest.load(directory)
-    vocab = Vocab.load(directory / VOCAB_FILE)
-    if vocab.hash != manifest.vocab_hash:
-        raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
-    batches = TokenBatches(
-        manifest.sources(directory), cfg.optim.batch_words, cfg.train.seed, 0,
-        cfg.data.loader_workers, cfg.data.prefetch, pin_memory=pin,
-    )
-    described = {
-        "shards": str(directory),
-        "vocab_size": manifest.vocab_size,
-        "total_tokens": manifest.total_tokens,
-        "shard_count": len(manifest.shards),
+    what = {
+        "mode": "loader-only" if options.loader_only else "train",
+        "device": str(device),
+        "threads": cfg.train.threads,
+        "warmup_steps": options.warmup,
+        "source": described,
+        **({} if options.loader_only else {"backend": cfg.train.backend}),
+        "config": to_dict(cfg),
     }
-    return vocab.counts, iter(batches), described
+    return {"settings": what, **environment(device), "figures": figures}
 
 
 Work = Callable[[], tuple[float, int, float]]  # one step: (loss sum, pairs, loader seconds)
@@ -253,26 +180,24 @@ def _loader_work(source: Iterator[Batch], device: torch.device) -> Work:
     return work
 
 
-def _train_work(
-    backend: str, counts: np.ndarray, cfg: Config, device: torch.device, threads: int,
-    source: Iterator[Batch],
-) -> Work:
-    init = torch.Generator().manual_seed(cfg.train.seed)
-    tables = Embeddings(len(counts), cfg.model.dim, init).to(device)
-    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    sync = build_sync(cfg.sync, 1, tables)
-    step = build_step(backend, tables, counts, cfg, sync, generator, threads)
-    lr = cfg.optim.alpha
+def _train_work(session: Session, source: Iterator[Batch]) -> Work:
+    """One training step as the trainer takes it, at a constant learning rate (speed does not
+    depend on it)."""
+    lr = session.spec.config.optim.alpha
 
     def work() -> tuple[float, int, float]:
-        (tokens, sentence), seconds = _next_on_device(source, device)
-        loss, pairs = step(tokens, sentence, lr, lr)
+        (tokens, sentence), seconds = _next_on_device(source, session.world.device)
+        loss, pairs = session.step(tokens, sentence, lr, lr)
         return loss, pairs, seconds
 
     return work
 
 
-def _timed(work: Work, options: Options, batch_words: int, device: torch.device) -> dict[str, Any]:
+def _timed(
+    work: Work, options: BenchConfig, batch_words: int, device: torch.device
+) -> dict[str, Any]:
+    """Untimed warm-up steps, then `steps` steps or `seconds` seconds (10 if neither)."""
+    seconds_limit = options.seconds or (None if options.steps else DEFAULT_SECONDS)
     warm_start = time.perf_counter()
     for _ in range(options.warmup):
         work()
@@ -286,9 +211,9 @@ def _timed(work: Work, options: Options, batch_words: int, device: torch.device)
         pairs += step_pairs
         loss += step_loss
         loader_seconds += step_loader
-        if options.steps is not None and steps >= options.steps:
+        if options.steps and steps >= options.steps:
             break
-        if options.seconds is not None and time.perf_counter() - start >= options.seconds:
+        if seconds_limit and time.perf_counter() - start >= seconds_limit:
             break
     _synchronize(device)
     seconds = time.perf_counter() - start
@@ -402,44 +327,3 @@ def format_report(report: dict[str, Any]) -> str:
         f"  source: {source}",
     ]
     return "\n".join(head + [f"  {name:<20} {value}" for name, value in rows])
-
-
-def run_figures(run_dir: str | Path) -> dict[str, Any]:
-    """Throughput of a finished, fresh `w2vdist train` run from its metrics.jsonl.
-
-    Each record covers the steps since the previous one at its `words_per_s`, so the training
-    loop's own time (no start-up, no final checkpoint) is the sum of steps x words per step /
-    words_per_s; the world size comes from the newest checkpoint's meta.json.
-    """
-    run_dir = Path(run_dir)
-    meta = json.loads((checkpoint.resolve(run_dir) / "meta.json").read_text())
-    words_per_step = meta["world_size"] * meta["config"]["optim"]["batch_words"]
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise UsageError(f"{path}: not found; is {run_dir} a `w2vdist train` run directory?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if "words_per_s" in r]
-    if not records:
-        raise UsageError(f"{path}: no speed records")
-    previous, seconds, pairs, sync_seconds = 0, 0.0, 0.0, 0.0
-    for r in records:
-        if r["step"] <= previous:
-            raise UsageError(f"{path}: steps do not increase (a resumed run); measure a fresh run")
-        interval = (r["step"] - previous) * words_per_step / r["words_per_s"]
-        seconds += interval
-        pairs += r["pairs_per_s"] * interval
-        sync_seconds += r["sync_time_share"] * interval
-        previous = r["step"]
-    last = records[-1]
-    return {
-        "world_size": meta["world_size"],
-        "steps": last["step"],
-        "words": last["step"] * words_per_step,
-        "loop_seconds": seconds,
-        "words_per_s": last["step"] * words_per_step / seconds,
-        "pairs_per_s": pairs / seconds,
-        "sync_time_share": sync_seconds / seconds,
-        "sync_bytes_per_step": last["sync_bytes_per_step"],
-        "final_loss": last["loss"],
-        "peak_memory_gb": max(r["memory_gb"] for r in records),
-    }

@@ -1,11 +1,13 @@
-"""Rank-0 checkpoints as step folders that count only when complete.
+"""The training state and the checkpointer that owns its step folders.
 
 Layout: `RUN_DIR/checkpoints/step-000001234/` holding `tables.pt` (both embedding tables),
-`state.pt` (step, words, data positions, every rank's RNG state, W&B run id), `meta.json`
-(human-readable summary and compatibility keys) and, last, `COMPLETE` (sizes and SHA-256 of
-the other files). A folder is written under a temporary name, fsynced, renamed, then marked
-complete; readers ignore folders without the marker and fall back past a corrupt one, so a
-crash at any moment leaves either the previous checkpoint or the new one, never a half one.
+`state.pt` (step, every rank's RNG state and data position, W&B run id), `spec.json` (the
+resolved run spec, `spec.RunSpec`), `vocab.tsv` (the vocabulary the tables were trained with)
+and `COMPLETE` (sizes and SHA-256 of the other files). A folder is self-contained: copied
+anywhere it exports and evaluates alone. It is written under a temporary name, fsynced and
+renamed (`files.atomic_path`); readers ignore folders without the marker and fall back past a
+corrupt one, so a crash at any moment leaves either the previous checkpoint or the new one.
+Everything loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -15,69 +17,129 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from w2vdist.errors import UsageError
+from w2vdist.config import CheckpointConfig
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
+from w2vdist.errors import UsageError
+from w2vdist.files import TMP_MARK, atomic_path
+from w2vdist.train.data import Position
+from w2vdist.train.spec import RunSpec
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
-_FILES = ("tables.pt", "state.pt", "meta.json")
+SPEC_FILE = "spec.json"
+_FILES = ("tables.pt", "state.pt", SPEC_FILE, VOCAB_FILE)
 
 log = logging.getLogger("w2vdist")
 
 
 @dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    `rng` and `data` hold one entry per rank (rank 0 gathers them before saving); the words
+    trained are `step` times the spec's words per step.
+    """
+
+    input: torch.Tensor
+    output: torch.Tensor
+    step: int = 0
+    rng: list[torch.Tensor] = field(default_factory=list)
+    data: list[Position] = field(default_factory=list)
+    wandb_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `state.pt` holds (the tables go to `tables.pt`)."""
+        return {
+            "step": self.step,
+            "rng": self.rng,
+            "data": [list(astuple(p)) for p in self.data],
+            "wandb_run_id": self.wandb_run_id,
+        }
+
+    @classmethod
+    def from_dict(cls, tables: dict[str, torch.Tensor], state: dict[str, Any]) -> "TrainState":
+        return cls(
+            tables["input"], tables["output"], state["step"], list(state["rng"]),
+            [Position(*p) for p in state["data"]], state["wandb_run_id"],
+        )
+
+
+@dataclass
 class Checkpoint:
     path: Path
-    tables: dict[str, torch.Tensor]
-    state: dict[str, Any]
-    meta: dict[str, Any]
+    state: TrainState
+    spec: RunSpec
+    vocab: Vocab
+
+
+class Checkpointer:
+    """Rank 0's step folders of one run: when to save, writing, pruning, finding, loading."""
+
+    def __init__(self, run_dir: str | Path, cfg: CheckpointConfig) -> None:
+        self.root = Path(run_dir) / CHECKPOINTS
+        self.cfg = cfg
+        self.last_save = time.monotonic()
+
+    def clock_due(self) -> bool:
+        """Whether `every_minutes` have passed on this rank's clock (rank 0's decides)."""
+        minutes = self.cfg.every_minutes
+        return minutes > 0 and time.monotonic() - self.last_save >= 60 * minutes
+
+    def due(self, step: int, clock_due: bool) -> bool:
+        every = self.cfg.every_steps
+        return clock_due or bool(every and step % every == 0)
+
+    def steps(self) -> list[Path]:
+        """Complete step folders, newest first."""
+        return complete_steps(self.root.parent)
+
+    def latest(self) -> Checkpoint | None:
+        """The newest checkpoint that loads; corrupt ones are reported and skipped."""
+        for path in self.steps():
+            try:
+                return load(path)
+            except UsageError as exc:
+                log.warning("%s; trying the previous checkpoint", exc)
+        return None
+
+    def save(self, state: TrainState, spec: RunSpec, vocab_file: Path) -> Path:
+        """Write one complete step folder atomically, then prune to the newest `keep`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / step_name(state.step)
+        with atomic_path(final, directory=True) as tmp:
+            tables = {"input": state.input, "output": state.output}
+            torch.save({k: v.detach().cpu().contiguous() for k, v in tables.items()},
+                       tmp / "tables.pt")
+            torch.save(state.to_dict(), tmp / "state.pt")
+            (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+            _link_or_copy(vocab_file, tmp / VOCAB_FILE)
+            digests = {name: _digest(tmp / name) for name in _FILES}
+            (tmp / COMPLETE).write_text(json.dumps(digests, indent=2) + "\n")
+        self.last_save = time.monotonic()
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        for old in self.steps()[self.cfg.keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.root.glob(f".step-*{TMP_MARK}*"):
+            if not stale.name.split(TMP_MARK)[1].startswith(f"{os.getpid()}-"):
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def step_name(step: int) -> str:
     return f"step-{step:09d}"
 
 
-def save(
-    run_dir: Path,
-    step: int,
-    tables: dict[str, torch.Tensor],
-    state: dict[str, Any],
-    meta: dict[str, Any],
-    keep: int,
-) -> Path:
-    """Write one complete step folder atomically and prune to the newest `keep`."""
-    root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / step_name(step)
-    tmp = root / f".tmp-{step_name(step)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in tables.items()}, tmp / "tables.pt")
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    digests = {name: _digest(tmp / name) for name in _FILES}
-    for name in _FILES:
-        _fsync(tmp / name)
-    if final.exists():  # an incomplete folder from a crash at this very step
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    marker = final / COMPLETE
-    marker.write_text(json.dumps(digests, indent=2) + "\n")
-    _fsync(marker)
-    _fsync_dir(final)
-    _prune(root, keep)
-    return final
-
-
-def complete_steps(run_dir: Path) -> list[Path]:
-    """Complete step folders, newest first."""
+def complete_steps(run_dir: str | Path) -> list[Path]:
+    """Complete step folders of a run directory, newest first."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
@@ -85,7 +147,7 @@ def complete_steps(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
-def load(path: Path, verify: bool = True) -> Checkpoint:
+def load(path: str | Path, verify: bool = True) -> Checkpoint:
     """Load one step folder, checking it against its COMPLETE marker."""
     path = Path(path)
     marker = path / COMPLETE
@@ -93,27 +155,22 @@ def load(path: Path, verify: bool = True) -> Checkpoint:
         raise UsageError(f"{path}: not a complete checkpoint (no {COMPLETE} marker)")
     try:
         digests = json.loads(marker.read_text())
+        missing = sorted(set(_FILES) - set(digests))
+        if missing:
+            raise ValueError(f"written by another version of w2vdist (no {missing[0]})")
         if verify:
             for name, expected in digests.items():
-                got = _digest(path / name)
-                if got != expected:
+                if _digest(path / name) != expected:
                     raise ValueError(f"{name} does not match its recorded size/checksum")
         tables = torch.load(path / "tables.pt", map_location="cpu", weights_only=True)
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-        meta = json.loads((path / "meta.json").read_text())
-    except (OSError, ValueError, RuntimeError, EOFError, KeyError) as exc:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        spec = RunSpec.from_dict(json.loads((path / SPEC_FILE).read_text()))
+        vocab = Vocab.load(path / VOCAB_FILE)
+    except (OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: corrupt checkpoint: {exc}") from None
-    return Checkpoint(path, tables, state, meta)
-
-
-def load_latest(run_dir: Path) -> Checkpoint | None:
-    """The newest checkpoint that loads; corrupt ones are reported and skipped."""
-    for path in complete_steps(run_dir):
-        try:
-            return load(path)
-        except UsageError as exc:
-            log.warning("%s; trying the previous checkpoint", exc)
-    return None
+    if vocab.hash != spec.vocab_hash:
+        raise UsageError(f"{path}: corrupt checkpoint: {VOCAB_FILE} does not match {SPEC_FILE}")
+    return Checkpoint(path, TrainState.from_dict(tables, state), spec, vocab)
 
 
 def resolve(path: str | Path) -> Path:
@@ -131,25 +188,17 @@ def resolve(path: str | Path) -> Path:
 
 def load_tables(path: str | Path) -> tuple[Vocab, torch.Tensor, torch.Tensor]:
     """(vocabulary, input table, output table) from a run directory or a step folder."""
-    ckpt = load(resolve(path), verify=False)
-    vocab = Vocab.load(ckpt.path.parent.parent / VOCAB_FILE)
-    if vocab.hash != ckpt.meta.get("vocab_hash"):
-        raise UsageError(f"{ckpt.path}: vocabulary in {vocab_path(ckpt.path)} does not match")
-    return vocab, ckpt.tables["input"], ckpt.tables["output"]
+    ckpt = load(resolve(path))
+    return ckpt.vocab, ckpt.state.input, ckpt.state.output
 
 
-def vocab_path(step_dir: Path) -> Path:
-    return Path(step_dir).parent.parent / VOCAB_FILE
-
-
-def _prune(root: Path, keep: int) -> None:
-    steps = sorted((p for p in root.glob("step-*") if (p / COMPLETE).is_file()), reverse=True)
-    for old in steps[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):
-        if stale.name.endswith(f"-{os.getpid()}"):
-            continue
-        shutil.rmtree(stale, ignore_errors=True)
+def _link_or_copy(source: Path, target: Path) -> None:
+    """The run's vocabulary in the step folder: a hard link where the filesystem allows (no
+    space), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _digest(path: Path) -> str:
@@ -158,16 +207,3 @@ def _digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return f"{path.stat().st_size}:{h.hexdigest()}"
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -31,14 +31,21 @@ import json
 import logging
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import torch
 from tqdm import tqdm
 
 from w2vdist import config
+from w2vdist.settings import to_dict
+
+if TYPE_CHECKING:
+    from w2vdist.train.spec import Plan
+    from w2vdist.train.sync import Sync
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,12 @@ class Metrics:
         self._jsonl.flush()
         if self._run is not None and step >= self._run.starting_step:
             self._run.log(dict(metrics), step=step)
+
+    def __enter__(self) -> "Metrics":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Draw the final bar, close metrics.jsonl and finish the W&B run (flushes its files)."""
@@ -150,7 +163,7 @@ def _start_wandb(cfg: config.Config, run_dir: Path, mode: str, run_id: str | Non
         entity=w.entity,
         name=w.name or (None if os.environ.get("WANDB_NAME") else run_dir.resolve().name),
         tags=w.tags or None,
-        config=config.to_dict(cfg),
+        config=to_dict(cfg),
         id=run_id,
         resume="allow" if run_id else None,
     )
@@ -218,3 +231,56 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+class Interval:
+    """Loss and speed over one reporting interval, summed in float64 and then reset."""
+
+    def __init__(self, step: int, plan: Plan) -> None:
+        self.plan = plan
+        self.start_step = self.step = step
+        self.run_start = self.start = time.perf_counter()
+        self.loss = 0.0
+        self.pairs = 0.0
+        self.sync_seconds = 0.0
+
+    def add(self, loss: float, pairs: float) -> None:
+        self.loss += loss
+        self.pairs += pairs
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def mean_loss(self) -> float:
+        return self.loss / max(self.pairs, 1.0)
+
+    def words_per_s(self, step: int) -> float:
+        return (step - self.step) * self.plan.words_per_step / max(self.elapsed(), 1e-9)
+
+    def flush(self, step: int, sync: Sync, lr: float, device: torch.device) -> dict[str, float]:
+        """The interval's figures, then a new interval from `step`."""
+        seconds = max(self.elapsed(), 1e-9)
+        stats = {
+            "loss": self.mean_loss(),
+            "lr": lr,
+            "words_per_s": self.words_per_s(step),
+            "pairs_per_s": self.pairs / seconds,
+            "epoch": step / self.plan.steps_per_epoch,
+            "progress": step / self.plan.total_steps,
+            "sync_time_share": (sync.seconds - self.sync_seconds) / seconds,
+            "sync_bytes_per_step": sync.bytes_sent / max(step - self.start_step, 1),
+            "memory_gb": _peak_memory_gb(device),
+        }
+        self.step, self.start, self.loss, self.pairs = step, time.perf_counter(), 0.0, 0.0
+        self.sync_seconds = sync.seconds
+        return stats
+
+    def total_words_per_s(self) -> float:
+        seconds = max(time.perf_counter() - self.run_start, 1e-9)
+        return (self.step - self.start_step) * self.plan.words_per_step / seconds
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

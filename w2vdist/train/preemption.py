@@ -17,6 +17,8 @@ _SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
+    """Installed for a `with` block: the previous handlers come back on every exit path."""
+
     def __init__(self) -> None:
         self.signal: str | None = None
         for sig in _SIGNALS:
@@ -30,6 +32,12 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signal is not None
+
+    def __enter__(self) -> "StopRequest":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
     def restore(self) -> None:
         for sig in _SIGNALS:

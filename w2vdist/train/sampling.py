@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from w2vdist.config import ModelConfig
+
 
 def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:
     """word2vec.c's probability of keeping each word: (sqrt(f/t) + 1) * t/f, capped at 1.
@@ -30,6 +32,7 @@ class NegativeSampler:
         cdf = torch.cumsum(weights, 0)
         self.cdf = (cdf / cdf[-1]).to(device)
         self.vocab_size = len(counts)
+        self.exponent = exponent
 
     def probabilities(self) -> torch.Tensor:
         return torch.diff(self.cdf, prepend=self.cdf.new_zeros(1))
@@ -76,3 +79,40 @@ def windows(
     ctx = ctx.clamp(0, max(n - 1, 0))
     mask &= sentence[ctx] == sentence.unsqueeze(1)
     return tokens[ctx], mask
+
+
+class WindowSampler:
+    """A batch of raw tokens to what the torch and Triton steps train on, from one generator.
+
+    Built once per run from the vocabulary's counts; the compiled CPU kernel draws in C from
+    the same keep probabilities (`keep`) and counts.
+    """
+
+    def __init__(
+        self, counts: torch.Tensor, model: ModelConfig, generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        self.counts = counts
+        self.keep = keep_probabilities(counts, model.sample).to(device)
+        self.negatives = NegativeSampler(counts, model.ns_exponent, device)
+        self.window = model.window
+        self.negative = model.negative
+        self.shared_negatives = model.shared_negatives
+        self.generator = generator
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(centres, contexts, mask, negatives) as `sgns.gradients` takes them: whole windows
+        with shared negatives, or one row per pair (mask None) with its own negatives."""
+        g = self.generator
+        centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
+        contexts, mask = windows(centres, sentence, self.window, g)
+        if self.shared_negatives:
+            busy = mask.any(1)
+            centres, contexts, mask = centres[busy], contexts[busy], mask[busy]
+        else:
+            centres = centres.unsqueeze(1).expand_as(contexts)[mask]
+            contexts, mask = contexts[mask].unsqueeze(1), None
+        negatives = self.negatives.sample((centres.numel(), self.negative), g)
+        return centres, contexts, mask, negatives

@@ -50,25 +50,60 @@ class Saturation:
 
 
 class Sync:
-    """One process: nothing to agree with. Also the base of the strategies."""
+    """What every strategy provides: the exchange of a step's gradients (`exact`), the merges
+    after steps and before checkpoints (`local`), the run's small control all-reduce, and the
+    time and bytes all of that cost. Subclasses say which hooks they use."""
 
-    def __init__(self, world_size: int = 1) -> None:
+    saturation: Saturation | None = None  # what steps record for `local` merges
+
+    def __init__(self, world_size: int, device: torch.device) -> None:
         self.world_size = world_size
+        self.device = device
         self.seconds = 0.0
         self.bytes_sent = 0
-        self.saturation: Saturation | None = None  # what steps record for `local` merges
+
+    def exchange(self, grads: Gradients) -> Gradients:
+        raise NotImplementedError
+
+    def after_step(self, tables: Embeddings, step: int) -> None:
+        """Called after the step's update; `step` counts completed steps."""
+        raise NotImplementedError
+
+    def merge(self, tables: Embeddings) -> None:
+        """Make all ranks' tables identical (before checkpoints, exports, epoch ends)."""
+        raise NotImplementedError
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """`values` summed over the ranks (float64): the loop's one small collective a step."""
+        if self.world_size == 1:
+            return values
+        start = time.perf_counter()
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        self.seconds += time.perf_counter() - start
+        return t.tolist()
+
+
+class OneProcess(Sync):
+    """Nothing to agree with."""
 
     def exchange(self, grads: Gradients) -> Gradients:
         return grads
 
     def after_step(self, tables: Embeddings, step: int) -> None:
-        """Called after the step's update; `step` counts completed steps."""
+        pass
 
     def merge(self, tables: Embeddings) -> None:
-        """Make all ranks' tables identical (before checkpoints, exports, epoch ends)."""
+        pass
 
 
 class ExactSync(Sync):
+    def after_step(self, tables: Embeddings, step: int) -> None:
+        pass  # every step's gradients were already shared
+
+    def merge(self, tables: Embeddings) -> None:
+        pass
+
     def exchange(self, grads: Gradients) -> Gradients:
         start = time.perf_counter()
         # One buffer for both tables (output rows shifted past the input rows), the curvature
@@ -92,7 +127,7 @@ class ExactSync(Sync):
 
 class LocalSync(Sync):
     def __init__(self, world_size: int, cfg: SyncConfig, tables: Embeddings) -> None:
-        super().__init__(world_size)
+        super().__init__(world_size, tables.input.device)
         self.cfg = cfg
         # The tables as of the last merge, identical on every rank.
         self.base = [tables.input.data.clone(), tables.output.data.clone()]
@@ -102,6 +137,9 @@ class LocalSync(Sync):
             *(_squared_norms(t) for t in self.base),
             torch.zeros(rows, device=device), torch.zeros(rows, device=device),
         )
+
+    def exchange(self, grads: Gradients) -> Gradients:
+        return grads  # each rank applies its own; merges reconcile them
 
     def after_step(self, tables: Embeddings, step: int) -> None:
         if step % self.cfg.every_steps == 0:
@@ -214,8 +252,6 @@ def with_merge_interval(cfg: Config, world_size: int) -> Config:
     merges, whatever the rank count: 4 and 8 ranks merging every 256k words over all ranks
     score alike, at 1M both lose two analogy points more (BENCHMARKS.md); the hot rows, which
     every rank updates, are what must be merged often."""
-    if cfg.sync.strategy != "local" or world_size == 1:
-        return cfg
     step = world_size * cfg.optim.batch_words
     every = cfg.sync.every_steps or max(1, round(MERGE_WORDS / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
@@ -223,9 +259,9 @@ def with_merge_interval(cfg: Config, world_size: int) -> Config:
     return dataclasses.replace(cfg, sync=sync)
 
 
-def build_sync(cfg: SyncConfig, world_size: int, tables: Embeddings) -> Sync:
+def build(cfg: SyncConfig, world_size: int, tables: Embeddings) -> Sync:
     if world_size == 1:
-        return Sync()
+        return OneProcess(1, tables.input.device)
     if cfg.strategy == "exact":
-        return ExactSync(world_size)
+        return ExactSync(world_size, tables.input.device)
     return LocalSync(world_size, cfg, tables)

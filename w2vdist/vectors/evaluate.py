@@ -32,7 +32,10 @@ import numpy as np
 import torch
 
 from w2vdist.vectors import word2vec as vec
+from w2vdist import settings
+from w2vdist.config import EvalCommand, EvalConfig
 from w2vdist.errors import UsageError
+from w2vdist.files import write_text
 
 DEFAULT_RESTRICT_VOCAB = 30_000
 _MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
@@ -128,6 +131,24 @@ def score_similarity(
 ) -> dict[str, float | int]:
     """Spearman / Pearson correlation with human scores and the OOV rate."""
     return similarity_scores(words, vectors, path, restrict_vocab).metrics()
+
+
+def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict[str, float]:
+    """The scores a training run logs at each checkpoint: `analogy/...` and `similarity/...`
+    for the files `cfg` names (none: empty)."""
+    out: dict[str, float] = {}
+    vectors = vectors.float().cpu()
+    if cfg.analogies:
+        found = score_analogies(words, vectors, cfg.analogies, cfg.restrict_vocab)
+        out.update({f"analogy/{k}": float(v) for k, v in found.items() if _number(v)})
+    if cfg.similarity:
+        found = score_similarity(words, vectors, cfg.similarity)
+        out.update({f"similarity/{k}": float(v) for k, v in found.items() if _number(v)})
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float))
 
 
 def analogy_scores(
@@ -300,62 +321,38 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "vectors",
-        metavar="VECTORS",
-        help="word2vec file (text or binary), run directory or checkpoint folder",
-    )
-    parser.add_argument("--analogies", metavar="FILE", help="questions-words file")
-    parser.add_argument("--similarity", metavar="FILE", help="'word word score' pairs file")
-    parser.add_argument(
-        "--restrict-vocab",
-        type=int,
-        default=DEFAULT_RESTRICT_VOCAB,
-        metavar="N",
-        help=f"use only the N most frequent words (default {DEFAULT_RESTRICT_VOCAB})",
-    )
-    parser.add_argument(
-        "--table",
-        choices=vec.TABLES,
-        default="input",
-        help="checkpoint table to score (default input)",
-    )
-    parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
+    settings.add_flags(parser, EvalCommand)
 
 
 def command(args: argparse.Namespace) -> int:
-    if not args.analogies and not args.similarity:
-        raise UsageError("eval: give --analogies FILE and/or --similarity FILE")
-    if args.restrict_vocab < 1:
-        raise UsageError(f"eval: --restrict-vocab must be >= 1 (got {args.restrict_vocab})")
-    for name in (args.analogies, args.similarity):
+    cmd = settings.from_args(EvalCommand, args)
+    cfg = cmd.eval
+    if not cfg.analogies and not cfg.similarity:
+        raise UsageError("eval: give --eval.analogies FILE and/or --eval.similarity FILE")
+    for name in (cfg.analogies, cfg.similarity):
         if name and not Path(name).is_file():
             raise UsageError(f"{name}: file not found")
-    words, matrix = vec.load(args.vectors, args.table)
-    limit = min(args.restrict_vocab, len(words))
-    report: dict[str, Any] = {
-        "vectors": str(args.vectors),
-        "table": args.table,
-        "restrict_vocab": limit,
-    }
+    if cmd.json:
+        vec.check_writable(Path(cmd.json))
+    words, matrix = vec.load(cmd.vectors, cmd.table)
+    limit = min(cfg.restrict_vocab, len(words))
+    report: dict[str, Any] = {"vectors": cmd.vectors, "table": cmd.table, "restrict_vocab": limit}
     shape = f"{len(words)} words x {matrix.shape[1]} dims"
-    print(f"{args.vectors}: {shape}, using the {limit} most frequent")
-    if args.analogies:
-        analogies = analogy_scores(words, matrix, args.analogies, args.restrict_vocab)
-        _print_analogies(args.analogies, analogies)
+    print(f"{cmd.vectors}: {shape}, using the {limit} most frequent")
+    if cfg.analogies:
+        analogies = analogy_scores(words, matrix, cfg.analogies, cfg.restrict_vocab)
+        _print_analogies(cfg.analogies, analogies)
         report["analogies"] = {
-            "file": args.analogies,
+            "file": cfg.analogies,
             **analogies.metrics(),
             "sections": [{**asdict(s), "accuracy": s.accuracy} for s in analogies.sections],
         }
-    if args.similarity:
-        similarity = similarity_scores(words, matrix, args.similarity, args.restrict_vocab)
-        _print_similarity(args.similarity, similarity)
-        report["similarity"] = {"file": args.similarity, **similarity.metrics()}
-    if args.json:
-        text = json.dumps(_finite_or_null(report), indent=2) + "\n"
-        with vec.atomic_output(Path(args.json)) as f:
-            f.write(text.encode())
+    if cfg.similarity:
+        similarity = similarity_scores(words, matrix, cfg.similarity, cfg.restrict_vocab)
+        _print_similarity(cfg.similarity, similarity)
+        report["similarity"] = {"file": cfg.similarity, **similarity.metrics()}
+    if cmd.json:
+        write_text(cmd.json, json.dumps(_finite_or_null(report), indent=2) + "\n")
     return 0
 
 

@@ -23,58 +23,36 @@ import sys
 from pathlib import Path
 
 from w2vdist.vectors import word2vec as vec
+from w2vdist import settings
+from w2vdist.config import ExportCommand
 from w2vdist.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "source", metavar="RUN_DIR_OR_CHECKPOINT", help="run directory or checkpoint folder"
-    )
-    parser.add_argument(
-        "-o", "--output", required=True, metavar="OUT", help="vectors file to write"
-    )
-    parser.add_argument(
-        "--format",
-        choices=("text", "binary"),
-        default="text",
-        help="word2vec format (default text)",
-    )
-    parser.add_argument(
-        "--table",
-        choices=vec.TABLES,
-        default="input",
-        help="input (word) vectors, output (context) vectors or their average (default input)",
-    )
-    parser.add_argument(
-        "--counts", metavar="FILE", help="also write 'word count' lines (word2vec -save-vocab)"
-    )
-    parser.add_argument(
-        "--skip-unwritable",
-        action="store_true",
-        help="leave out words that are empty or contain whitespace instead of refusing to export",
-    )
+    settings.add_flags(parser, ExportCommand)
 
 
 def command(args: argparse.Namespace) -> int:
-    source, out = Path(args.source), Path(args.output)
+    cmd = settings.from_args(ExportCommand, args)
+    source, out = Path(cmd.source), Path(cmd.output)
     if not source.is_dir():
         raise UsageError(f"{source}: not a run directory or checkpoint folder")
-    counts_path = Path(args.counts) if args.counts else None
+    counts_path = Path(cmd.counts) if cmd.counts else None
     for path in (out, counts_path):
         if path is not None:
             vec.check_writable(path)
     if counts_path is not None and counts_path.resolve() == out.resolve():
         raise UsageError(f"{counts_path}: --counts must differ from the vectors file")
-    vocab, matrix = vec.load_table(source, args.table)
+    vocab, matrix = vec.load_table(source, cmd.table)
     words, counts = vocab.words, vocab.counts.tolist()
     bad = vec.unwritable_rows(words)
-    if bad and args.skip_unwritable:
+    if bad and cmd.skip_unwritable:
         keep = sorted(set(range(len(words))) - set(bad))
         words, counts, matrix = [words[i] for i in keep], [counts[i] for i in keep], matrix[keep]
         first = f"{vocab.words[bad[0]]!r} (row {bad[0]})"
         print(f"w2vdist: left out {len(bad)} unwritable word(s), first {first}", file=sys.stderr)
-    vec.write_word2vec(out, words, matrix, binary=args.format == "binary")
+    vec.write_word2vec(out, words, matrix, binary=cmd.format == "binary")
     if counts_path is not None:
         vec.write_counts(counts_path, words, counts)
-    print(f"wrote {len(words)} x {matrix.shape[1]} {args.table} vectors to {out} ({args.format})")
+    print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({cmd.format})")
     return 0

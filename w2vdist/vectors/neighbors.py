@@ -14,6 +14,8 @@ import sys
 import torch
 
 from w2vdist.vectors import word2vec as vec
+from w2vdist import settings
+from w2vdist.config import NeighborsCommand
 from w2vdist.errors import UsageError
 
 
@@ -31,40 +33,27 @@ def nearest(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "vectors",
-        metavar="VECTORS",
-        help="word2vec file (text or binary), run directory or checkpoint folder",
-    )
-    parser.add_argument("words", metavar="WORD", nargs="+", help="words to look up")
-    parser.add_argument("-k", type=int, default=10, help="neighbours per word (default 10)")
-    parser.add_argument(
-        "--table",
-        choices=vec.TABLES,
-        default="input",
-        help="checkpoint table to search (default input)",
-    )
+    settings.add_flags(parser, NeighborsCommand)
 
 
 def command(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise UsageError(f"neighbors: -k must be >= 1 (got {args.k})")
-    words, matrix = vec.load(args.vectors, args.table)
+    cmd = settings.from_args(NeighborsCommand, args)
+    words, matrix = vec.load(cmd.vectors, cmd.table)
     index = {w: i for i, w in enumerate(words)}
-    found = [w for w in args.words if w in index]
-    for w in args.words:
+    found = [w for w in cmd.words if w in index]
+    for w in cmd.words:
         if w not in index:
             variants = [v for v in words if v.lower() == w.lower()][:3]
             hint = f" (did you mean {', '.join(map(repr, variants))}?)" if variants else ""
             print(
-                f"w2vdist: {w!r} is not in the vocabulary of {args.vectors}{hint}", file=sys.stderr
+                f"w2vdist: {w!r} is not in the vocabulary of {cmd.vectors}{hint}", file=sys.stderr
             )
     if not found:
-        raise UsageError(f"{args.vectors}: none of the words is in the vocabulary")
+        raise UsageError(f"{cmd.vectors}: none of the words is in the vocabulary")
     if len(words) < 2:
-        raise UsageError(f"{args.vectors}: one word has no neighbours")
+        raise UsageError(f"{cmd.vectors}: one word has no neighbours")
     unit = vec.unit_rows(matrix.float())
-    for w, neighbours in zip(found, nearest(words, unit, [index[w] for w in found], args.k)):
+    for w, neighbours in zip(found, nearest(words, unit, [index[w] for w in found], cmd.k)):
         print(w)
         for other, cosine in neighbours:
             print(f"  {cosine:8.4f}  {other}")

@@ -10,22 +10,21 @@ written: `write_word2vec` refuses it with an error naming the word and its row.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
-import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from w2vdist.train import checkpoint
-from w2vdist.errors import UsageError
+from w2vdist.config import TABLES
 from w2vdist.corpus.vocab import Vocab
+from w2vdist.errors import UsageError
+from w2vdist.files import atomic_file
+from w2vdist.train import checkpoint
 
-TABLES = ("input", "output", "average")
 _SEPARATOR = re.compile(r"\s")
 _NUMBER_BYTES = frozenset(b"0123456789+-.eEinfatyINFATY \t\r\n")
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
@@ -52,7 +51,8 @@ def write_word2vec(
             f"{path}: cannot write word {words[row]!r} (row {row}): word2vec files cannot hold "
             f"an empty word or one containing whitespace ({len(bad)} such word(s))"
         )
-    with atomic_output(path) as f:
+    check_writable(path)
+    with atomic_file(path) as f:
         f.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
         for start in range(0, len(words), _WRITE_ROWS):
             rows = array[start : start + _WRITE_ROWS]
@@ -68,7 +68,8 @@ def write_word2vec(
 
 def write_counts(path: str | Path, words: Sequence[str], counts: Sequence[int]) -> None:
     """`word count` lines, the layout of word2vec.c's -save-vocab (gensim's `fvocab`)."""
-    with atomic_output(Path(path)) as f:
+    check_writable(Path(path))
+    with atomic_file(path) as f:
         f.write("".join(f"{w} {int(c)}\n" for w, c in zip(words, counts)).encode())
 
 
@@ -126,30 +127,6 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"{path}: is a directory")
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: directory not found")
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """A file beside `path` that replaces it only once fully written and fsynced.
-
-    On any error the temporary file is removed, so nothing that looks complete is left.
-    """
-    check_writable(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # make the rename itself durable
-    finally:
-        os.close(fd)
 
 
 def _as_float32(matrix: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -1,21 +1,24 @@
 """Training steps: one batch of raw tokens in, the tables updated, (loss sum, pairs) out.
 
-`torch`: the reference path on any device. Subsampling, windows and negatives are tensor ops
-on the device, the update is the hand-written sparse gradient of `sgns.py`, exchanged by the
-sync strategy before it is applied; it is the only path `sync.strategy=exact` can use.
+`torch` (`reference.py`): the reference on any device. Subsampling, windows and negatives are
+tensor ops on the device (`sampling.WindowSampler`), the update is the hand-written sparse
+gradient of `sgns.py`, exchanged by the sync strategy before it is applied; the only backend
+`sync.strategy=exact` can use.
 
-`cpu-kernel`: word2vec.c's pair-at-a-time Hogwild SGD in compiled C (`kernels/`), several
-times faster than eager torch on CPU and as good per word as word2vec.c; ranks agree through
-`sync.strategy=local`.
+`cpu-kernel` (`cpu.py`, `sgns_cpu.c`): word2vec.c's pair-at-a-time Hogwild SGD in compiled C,
+several times faster than eager torch on CPU and as good per word as word2vec.c; ranks agree
+through `sync.strategy=local`.
 
-`triton`: the torch path's sampling, then one fused Triton launch that gathers, scores and
-atomically adds the updates into both tables (`kernels/triton_sgns.py`), with no
-batch x (K+1) x dim intermediate; Hogwild within the batch, so `sync.strategy=local` too.
+`triton` (`triton.py`): the torch path's sampling, then one fused Triton launch that gathers,
+scores and atomically adds the updates into both tables, with no batch x (K+1) x dim
+intermediate; Hogwild within the batch, so `sync.strategy=local` too.
+
+A step takes the learning rate at the start and at the end of its words: the compiled kernel
+decays it word by word, the batch steps use the mean (the rate at the batch's midpoint).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Protocol
 
 import numpy as np
@@ -23,135 +26,19 @@ import torch
 
 from w2vdist.config import Config
 from w2vdist.errors import UsageError
-from w2vdist.train.sampling import NegativeSampler, keep_probabilities, subsample, windows
-from w2vdist.train.sgns import Embeddings, apply, gradients
-from w2vdist.train.sync import Saturation, Sync
-
+from w2vdist.train.sampling import WindowSampler
+from w2vdist.train.sgns import Embeddings
+from w2vdist.train.sync import Sync
 
 class Step(Protocol):
-    name: str
-
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
     ) -> tuple[float, int]: ...
 
 
-class TorchStep:
-    name = "torch"
-
-    def __init__(
-        self,
-        tables: Embeddings,
-        counts: torch.Tensor,
-        cfg: Config,
-        sync: Sync,
-        generator: torch.Generator,
-    ) -> None:
-        device = tables.input.device
-        self.tables = tables
-        self.keep = keep_probabilities(counts, cfg.model.sample).to(device)
-        self.negatives = NegativeSampler(counts, cfg.model.ns_exponent, device)
-        self.window = cfg.model.window
-        self.negative = cfg.model.negative
-        self.shared_negatives = cfg.model.shared_negatives
-        self.damping = cfg.optim.damping
-        self.sync = sync
-        self.generator = generator
-
-    def sample(
-        self, tokens: torch.Tensor, sentence: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(centres, contexts, mask, negatives) as `sgns.gradients` takes them: whole windows
-        with shared negatives, or one row per pair (mask None) with its own negatives."""
-        g = self.generator
-        centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
-        contexts, mask = windows(centres, sentence, self.window, g)
-        if self.shared_negatives:
-            busy = mask.any(1)
-            centres, contexts, mask = centres[busy], contexts[busy], mask[busy]
-        else:
-            centres = centres.unsqueeze(1).expand_as(contexts)[mask]
-            contexts, mask = contexts[mask].unsqueeze(1), None
-        negatives = self.negatives.sample((centres.numel(), self.negative), g)
-        return centres, contexts, mask, negatives
-
-    def __call__(
-        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
-        centres, contexts, mask, negatives = self.sample(tokens, sentence)
-        grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives, mask))
-        apply(self.tables, grads, lr_start, self.damping, self.sync.saturation)
-        return float(grads.loss), grads.pairs
-
-
-class TritonStep(TorchStep):
-    name = "triton"
-
-    def __call__(
-        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
-        from w2vdist.train.backends.triton import sgns_step
-
-        centres, contexts, mask, negatives = self.sample(tokens, sentence)
-        if mask is not None:
-            contexts = contexts.masked_fill(~mask, -1)  # the kernel's "no context"
-        loss, pairs = sgns_step(
-            self.tables.input.data, self.tables.output.data, centres, contexts, negatives,
-            lr_start, saturation=self.sync.saturation,
-        )
-        return float(loss), int(pairs)
-
-
-class KernelStep:
-    name = "cpu-kernel"
-
-    def __init__(
-        self,
-        tables: Embeddings,
-        counts: torch.Tensor,
-        cfg: Config,
-        generator: torch.Generator,
-        threads: int,
-        saturation: Saturation | None,
-    ) -> None:
-        from w2vdist.train.backends import cpu
-
-        self.kernel = cpu
-        self.tables = tables
-        self.keep = keep_probabilities(counts, cfg.model.sample).contiguous()
-        self.table = cpu.unigram_table(counts.numpy(), cfg.model.ns_exponent)
-        self.window = cfg.model.window
-        self.negative = cfg.model.negative
-        self.generator = generator
-        self.threads = threads
-        self.saturation = saturation
-
-    def __call__(
-        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
-        lengths = torch.unique_consecutive(sentence, return_counts=True)[1]
-        seed = int(torch.randint(1, 2**62, (1,), generator=self.generator))
-        loss, pairs, _ = self.kernel.train_block(
-            tokens.to(torch.int32),
-            lengths.to(torch.int32),
-            self.tables.input.data,
-            self.tables.output.data,
-            self.keep,
-            self.table,
-            window=self.window,
-            negative=self.negative,
-            alpha_start=lr_start,
-            alpha_end=lr_end,
-            seed=seed,
-            threads=self.threads,
-            saturation=self.saturation,
-        )
-        return float(loss), int(pairs)
-
-
-def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
+def choose(cfg: Config, device: torch.device, world_size: int) -> str:
     """`auto`: a fused kernel for the device where the sync strategy allows it, else torch."""
-    from w2vdist.train.backends import cpu, triton as triton_sgns
+    from w2vdist.train.backends import cpu, triton
 
     backend = cfg.train.backend
     in_place_ok = world_size == 1 or cfg.sync.strategy == "local"
@@ -159,13 +46,13 @@ def choose_backend(cfg: Config, device: torch.device, world_size: int) -> str:
         if device.type == "cpu":
             backend = "cpu-kernel" if in_place_ok and cpu.available() else "torch"
         else:
-            backend = "triton" if in_place_ok and triton_sgns.available()[0] else "torch"
+            backend = "triton" if in_place_ok and triton.available()[0] else "torch"
     if backend == "cpu-kernel" and device.type != "cpu":
         raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
     if backend == "cpu-kernel" and not cpu.available():
         raise UsageError(f"config: train.backend cpu-kernel: {cpu.unavailable_reason()}")
     if backend == "triton":
-        ok, why = triton_sgns.available()
+        ok, why = triton.available()
         if not ok or device.type != "cuda":
             raise UsageError(f"config: train.backend triton needs a CUDA device ({why or 'cpu'})")
     if backend in ("cpu-kernel", "triton") and not in_place_ok:
@@ -186,22 +73,22 @@ LOCAL_STEP_WORDS = 1 << 18
 SYNC_STEP_WORDS = 16_384
 
 
-def with_batch_words(cfg: Config, backend: str, world_size: int = 1) -> Config:
-    """The config with `optim.batch_words` resolved for the backend and world (0: default)."""
+def batch_words(cfg: Config, world_size: int = 1) -> int:
+    """`optim.batch_words` for the (chosen) backend and world; 0 means the backend's default."""
     if cfg.optim.batch_words:
-        return cfg
+        return cfg.optim.batch_words
+    backend = cfg.train.backend
     words = DEFAULT_BATCH_WORDS[backend]
     if backend == "cpu-kernel":
         words = max(4096, min(words, LOCAL_STEP_WORDS // world_size))
     elif backend == "torch" and cfg.sync.strategy == "exact":
         words = max(256, min(words, SYNC_STEP_WORDS // world_size))
-    optim = dataclasses.replace(cfg.optim, batch_words=words)
-    return dataclasses.replace(cfg, optim=optim)
+    return words
 
 
-def batch_warning(backend: str, cfg: Config, world_size: int) -> str | None:
+def batch_warning(cfg: Config, world_size: int) -> str | None:
     """Why a global step is too large for the batch-synchronous torch path, if it is."""
-    if backend != "torch":
+    if cfg.train.backend != "torch":
         return None
     words = cfg.optim.batch_words * (world_size if cfg.sync.strategy == "exact" else 1)
     if words <= SYNC_STEP_WORDS:
@@ -214,18 +101,20 @@ def batch_warning(backend: str, cfg: Config, world_size: int) -> str | None:
     )
 
 
-def build_step(
-    backend: str,
-    tables: Embeddings,
-    counts: np.ndarray,
-    cfg: Config,
-    sync: Sync,
-    generator: torch.Generator,
-    threads: int,
+def build(
+    cfg: Config, tables: Embeddings, counts: np.ndarray, sync: Sync, generator: torch.Generator
 ) -> Step:
+    """The step of the resolved `cfg.train.backend`."""
     counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
-    if backend == "cpu-kernel":
-        return KernelStep(tables, counts_t, cfg, generator, threads, sync.saturation)
-    if backend == "triton":
-        return TritonStep(tables, counts_t, cfg, sync, generator)
-    return TorchStep(tables, counts_t, cfg, sync, generator)
+    sampler = WindowSampler(counts_t, cfg.model, generator, tables.input.device)
+    if cfg.train.backend == "cpu-kernel":
+        from w2vdist.train.backends.cpu import KernelStep
+
+        return KernelStep(sampler, tables, cfg.train.threads, sync.saturation)
+    if cfg.train.backend == "triton":
+        from w2vdist.train.backends.triton import TritonStep
+
+        return TritonStep(sampler, tables, sync.saturation)
+    from w2vdist.train.backends.reference import TorchStep
+
+    return TorchStep(sampler, tables, sync, cfg.optim.damping)

@@ -62,7 +62,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from w2vdist.files import atomic_path
+
 if TYPE_CHECKING:
+    from w2vdist.train.sampling import WindowSampler
+    from w2vdist.train.sgns import Embeddings
     from w2vdist.train.sync import Saturation
 
 SOURCE = Path(__file__).with_name("sgns_cpu.c")
@@ -281,20 +285,14 @@ def _version(cc: tuple[str, ...]) -> str:
 
 def _compile(cc: list[str], flags: list[str], path: Path) -> None:
     """Compile to a temporary name beside `path`, then rename: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        cmd = [*cc, *flags, *_LINK_FLAGS, "-o", tmp, str(SOURCE), "-lm"]
+    with atomic_path(path) as tmp:
+        cmd = [*cc, *flags, *_LINK_FLAGS, "-o", str(tmp), str(SOURCE), "-lm"]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RuntimeError(str(exc)) from None
         if done.returncode != 0:
             raise RuntimeError((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _cache_dir() -> Path:
@@ -319,3 +317,33 @@ def _cpu_id() -> str:
     except OSError:
         flags = ""
     return f"{platform.machine()} {platform.processor()} {flags.strip()}"
+
+
+class KernelStep:
+    """One `train_block` call per step; sampling happens in C from the sampler's keep
+    probabilities and an alias table of the same counts."""
+
+    def __init__(
+        self, sampler: WindowSampler, tables: Embeddings, threads: int,
+        saturation: Saturation | None,
+    ) -> None:
+        self.sampler = sampler
+        self.tables = tables
+        self.keep = sampler.keep.cpu().contiguous()
+        self.table = unigram_table(sampler.counts.numpy(), sampler.negatives.exponent)
+        self.threads = threads
+        self.saturation = saturation
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]:
+        lengths = torch.unique_consecutive(sentence, return_counts=True)[1]
+        seed = int(torch.randint(1, 2**62, (1,), generator=self.sampler.generator))
+        loss, pairs, _ = train_block(
+            tokens.to(torch.int32), lengths.to(torch.int32),
+            self.tables.input.data, self.tables.output.data, self.keep, self.table,
+            window=self.sampler.window, negative=self.sampler.negative,
+            alpha_start=lr_start, alpha_end=lr_end, seed=seed, threads=self.threads,
+            saturation=self.saturation,
+        )
+        return float(loss), int(pairs)

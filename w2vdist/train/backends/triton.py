@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from w2vdist.train.sampling import WindowSampler
+    from w2vdist.train.sgns import Embeddings
     from w2vdist.train.sync import Saturation
 
 try:
@@ -228,3 +230,26 @@ if _IMPORT_ERROR is None:
             tl.debug_barrier()  # no thread adds to this tile before every thread has read it
             tl.atomic_add(in_rows + d[None, :], lr * grad_in, mask=in_mask, sem="relaxed")
             tl.atomic_add(out_rows + d[None, :], lr * grad_out, mask=out_mask, sem="relaxed")
+
+
+class TritonStep:
+    """The torch path's sampling, then one fused launch (`sgns_step`) updating both tables."""
+
+    def __init__(
+        self, sampler: "WindowSampler", tables: "Embeddings", saturation: "Saturation | None"
+    ) -> None:
+        self.sampler = sampler
+        self.tables = tables
+        self.saturation = saturation
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[float, int]:
+        centres, contexts, mask, negatives = self.sampler(tokens, sentence)
+        if mask is not None:
+            contexts = contexts.masked_fill(~mask, -1)  # the kernel's "no context"
+        loss, pairs = sgns_step(
+            self.tables.input.data, self.tables.output.data, centres, contexts, negatives,
+            0.5 * (lr_start + lr_end), saturation=self.saturation,
+        )
+        return float(loss), int(pairs)

@@ -1,0 +1,65 @@
+"""Everything a training run trains with, built in one place from the resolved spec.
+
+`w2vdist train` and `w2vdist bench` (and scripts) build a `Session` the same way from a
+`spec.resolve`d spec: the tables initialised from the seed (the same on
+every rank), the rank's generator, the sync strategy and the backend's step; `batches` streams
+the rank's own shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from w2vdist.train import backends, sync
+from w2vdist.train.checkpoint import TrainState
+from w2vdist.train.data import Position, TokenBatches, assign_shards
+from w2vdist.train.distributed import World
+from w2vdist.train.sgns import Embeddings
+from w2vdist.train.spec import Corpus, RunSpec
+
+
+@dataclass
+class Session:
+    spec: RunSpec
+    world: World
+    corpus: Corpus
+    tables: Embeddings
+    generator: torch.Generator
+    sync: sync.Sync
+    step: backends.Step
+
+    @classmethod
+    def build(
+        cls, spec: RunSpec, world: World, corpus: Corpus, state: TrainState | None = None
+    ) -> "Session":
+        """Fresh tables from the seed, or a checkpoint's tables and this rank's RNG state."""
+        cfg = spec.config
+        torch.set_num_threads(cfg.train.threads)
+        init = torch.Generator().manual_seed(cfg.train.seed)  # same tables on every rank
+        tables = Embeddings(len(corpus.counts), cfg.model.dim, init).to(world.device)
+        generator = torch.Generator(device=world.device).manual_seed(cfg.train.seed + world.rank)
+        if state is not None:
+            tables.input.data.copy_(state.input)
+            tables.output.data.copy_(state.output)
+            generator.set_state(state.rng[world.rank])
+        strategy = sync.build(cfg.sync, world.size, tables)
+        step = backends.build(cfg, tables, corpus.counts, strategy, generator)
+        return cls(spec, world, corpus, tables, generator, strategy, step)
+
+    def shards(self) -> list[list[int]]:
+        """The shard indices of every rank."""
+        assert self.corpus.manifest is not None and self.corpus.directory is not None
+        return assign_shards(self.corpus.manifest, self.world.size, self.corpus.directory)
+
+    def batches(self, start: Position = Position()) -> TokenBatches:
+        """This rank's token stream from `start`, `optim.batch_words` words a batch."""
+        cfg = self.spec.config
+        assert self.corpus.manifest is not None
+        sources = self.corpus.manifest.sources(self.corpus.directory, self.shards()[self.world.rank])
+        return TokenBatches(
+            sources, cfg.optim.batch_words, cfg.train.seed, self.world.rank,
+            cfg.data.loader_workers, cfg.data.prefetch,
+            pin_memory=self.world.device.type == "cuda", start=start,
+        )

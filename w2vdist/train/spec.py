@@ -1,0 +1,155 @@
+"""The resolved run spec: a config with nothing left to choose, the one the run follows.
+
+`resolve` is the one place where `auto` and 0-means-default settings become real values
+(backend, device, threads, words per step, merge intervals, W&B mode, steps); each rule lives
+beside the component it serves and is called from here only. The spec is what the run saves as
+`config.json`, what `--dry-run` prints, what W&B records, what checkpoints carry and what a
+resume is checked against: a resume whose resolved math differs (the backend included) is
+refused, naming each field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from w2vdist.settings import flatten, from_dict, to_dict
+from w2vdist.config import Config
+from w2vdist.corpus.shards import Manifest
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
+from w2vdist.errors import UsageError
+from w2vdist.train import backends, metrics, sync
+from w2vdist.train.data import assign_shards
+from w2vdist.train.distributed import World
+
+# Settings that change what a run computes: a checkpoint resumes only under the same values.
+MATH_FIELDS = (
+    "model.", "optim.", "train.epochs", "train.seed", "train.backend", "sync.strategy",
+    "sync.every_steps", "sync.hot_rows", "sync.hot_every_steps", "sync.curvature_weight",
+)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What training knows of its data before reading it: word counts, their vocabulary's hash
+    and the words per epoch; `manifest`/`directory` when it comes from `w2vdist prepare`."""
+
+    counts: np.ndarray
+    vocab_hash: str
+    tokens: int
+    words: list[str] | None = None
+    manifest: Manifest | None = None
+    directory: Path | None = None
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Corpus":
+        directory = Path(directory)
+        manifest = Manifest.load(directory)
+        vocab = Vocab.load(directory / VOCAB_FILE)
+        if vocab.hash != manifest.vocab_hash:
+            raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
+        return cls(vocab.counts, vocab.hash, manifest.total_tokens, vocab.words, manifest, directory)
+
+    @property
+    def vocab_file(self) -> Path | None:
+        return None if self.directory is None else self.directory / VOCAB_FILE
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long the run is: fixed up front so every rank runs the same steps."""
+
+    steps_per_epoch: int
+    total_steps: int
+    words_per_step: int  # global: batch_words on every rank
+
+    @classmethod
+    def build(cls, total_tokens: int, world_size: int, batch_words: int, epochs: int) -> "Plan":
+        words_per_step = world_size * batch_words
+        steps_per_epoch = max(1, math.ceil(total_tokens / words_per_step))
+        return cls(steps_per_epoch, steps_per_epoch * epochs, words_per_step)
+
+    @property
+    def total_words(self) -> int:
+        return self.total_steps * self.words_per_step
+
+    def learning_rate(self, step: int, alpha: float, min_ratio: float) -> float:
+        """Linear from alpha to alpha * min_ratio over the planned words."""
+        progress = min(1.0, step / self.total_steps)
+        return alpha * (1.0 - (1.0 - min_ratio) * progress)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A resolved config and what it was resolved against."""
+
+    config: Config
+    world_size: int
+    vocab_hash: str
+    plan: Plan
+
+    @property
+    def backend(self) -> str:
+        return self.config.train.backend
+
+    def learning_rate(self, step: int) -> float:
+        o = self.config.optim
+        return self.plan.learning_rate(step, o.alpha, o.min_alpha_ratio)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **to_dict(self.config),
+            "run": {
+                "world_size": self.world_size,
+                "vocab_hash": self.vocab_hash,
+                **dataclasses.asdict(self.plan),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        data = dict(data)
+        run = data.pop("run")
+        plan = Plan(run["steps_per_epoch"], run["total_steps"], run["words_per_step"])
+        return cls(from_dict(Config, data), run["world_size"], run["vocab_hash"], plan)
+
+    def differences(self, old: "RunSpec") -> list[str]:
+        """What a checkpoint written under `old` would compute differently under this spec."""
+        out = []
+        if old.vocab_hash != self.vocab_hash:
+            out.append("vocabulary (vocab.tsv hash)")
+        if old.world_size != self.world_size:
+            out.append(f"world_size {old.world_size} -> {self.world_size}")
+        before, after = flatten(to_dict(old.config)), flatten(to_dict(self.config))
+        for key in sorted(after):
+            if key.startswith(MATH_FIELDS) and before.get(key) != after[key]:
+                out.append(f"{key} {before.get(key)!r} -> {after[key]!r}")
+        return out
+
+
+def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
+    """The config with every `auto`/0 default made concrete for this world and corpus."""
+    if corpus.manifest is not None:  # every rank needs a shard of its own
+        assign_shards(corpus.manifest, world.size, corpus.directory)
+    backend = backends.choose(cfg, world.device, world.size)
+    cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
+                   threads=cfg.train.threads or max(1, torch.get_num_threads()))
+    cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
+    cfg = sync.with_merge_interval(cfg, world.size)
+    plan = Plan.build(corpus.tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
+    cfg = _replace(cfg, "train", max_steps=min(cfg.train.max_steps or plan.total_steps,
+                                               plan.total_steps))
+    cfg = _replace(cfg, "wandb", mode=metrics.resolve_mode(cfg.wandb.mode) if world.is_main
+                   else cfg.wandb.mode)
+    return RunSpec(cfg, world.size, corpus.vocab_hash, plan)
+
+
+def _replace(cfg: Config, section: str, **values: Any) -> Config:
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
+                                                                    **values)})
