@@ -17,7 +17,6 @@ import pytest
 import torch
 from gensim.models import KeyedVectors
 
-from tests.conftest import require_tools
 from tests.helpers import checkpoint_info, prepare, write_zipf_corpus
 from w2vdist.train import checkpoint
 
@@ -30,13 +29,9 @@ TRAIN_ARGS = (
 )
 
 
-def test_every_shell_script_passes_shellcheck():
-    if shutil.which("shellcheck") is None:
-        if require_tools():
-            pytest.fail("shellcheck is not installed (apt-get install shellcheck)")
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+def test_every_shell_script_passes_shellcheck(shellcheck):
     assert len(SCRIPTS) >= 8
-    result = subprocess.run(["shellcheck", "--external-sources", *map(str, SCRIPTS)], cwd=ROOT,
+    result = subprocess.run([shellcheck, "--external-sources", *map(str, SCRIPTS)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
