@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,38 @@ def shellcheck() -> str:
     if found is None:
         _missing("shellcheck is not installed (apt-get install shellcheck)")
     return found
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
+    """A 1 MiB tmpfs (True) where this machine lets us mount one, else a plain folder (False:
+    the test injects ENOSPC instead)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    yield mount, done.returncode == 0
+    if done.returncode == 0:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A read-only directory: a tmpfs mounted read-only (root ignores permission bits), else
+    one of mode 555."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        _missing(f"cannot mount a read-only tmpfs as root: {done.stderr.strip()}")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"w2vdist: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # read-only, permission, no space, too large: say which path
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"w2vdist: {where}{exc.strerror or exc}".rstrip(), file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"w2vdist: out of memory{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("w2vdist: interrupted", file=sys.stderr)
         return 130

@@ -32,7 +32,12 @@ class PrepareConfig:
     tokenizer: str = setting("default", "how lines become words: default (Unicode words), "
                              "nltk's wordpunct or toktok, or whitespace",
                              choices=("default", "wordpunct", "toktok", "whitespace"))
-    lowercase: bool = setting(True, "lowercase the text (--no-lowercase keeps its case)")
+    lowercase: bool = setting(True, "lowercase the text")
+    normalize: str = setting("nfc", "Unicode normalization before tokenizing (NFC: é typed "
+                             "as e + accent and as one character are the same word)",
+                             choices=("nfc", "nfkc", "none"))
+    encoding: str = setting("utf-8", "the text's encoding (any ASCII-compatible codec, e.g. "
+                            "latin-1, cp1252)")
     stem: str | None = setting(None, "Snowball stemming in this language, e.g. english",
                                metavar="LANG")
     stopwords: str | None = setting(None, "remove the words in FILE (one per line)",
@@ -47,6 +52,11 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "prepare")
+        try:
+            ascii_safe = "a\n".encode(self.encoding) == b"a\n"
+        except LookupError:
+            raise UsageError(f"config: prepare.encoding: unknown encoding {self.encoding!r}") from None
+        _check(ascii_safe, "prepare.encoding", f"{self.encoding!r} is not ASCII-compatible")
         if self.stem is not None:
             from nltk.stem.snowball import SnowballStemmer  # slow import: only when asked for
 

@@ -9,12 +9,17 @@ output or the new one, never a half-written file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from w2vdist.errors import UsageError
 
 TMP_MARK = ".tmp-"
 
@@ -23,6 +28,52 @@ def temporary_sibling(final: Path) -> Path:
     """`.NAME.tmp-PID-RANDOM` beside `final`: unique even where every run has the same PID
     (containers), so a stale one never blocks a rerun."""
     return final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale(directory: Path, name: str = "*") -> None:
+    """Remove temporaries (of `name`, or all) in `directory` left by processes that no longer
+    run: a kill -9, a container stopped mid-write. PIDs repeat across container restarts, so
+    a temporary carrying this process's PID is stale too (callers run this before writing)."""
+    for tmp in directory.glob(f".{name}{TMP_MARK}*"):
+        pid = tmp.name.rsplit(TMP_MARK, 1)[1].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def locked(directory: Path, what: str = "run") -> Iterator[None]:
+    """Hold `directory/.lock` (an flock, released by the kernel when this process ends, so a
+    dead owner's lock is simply taken over); another holder is refused by host and PID."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            owner = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"{directory}: in use by the {what} of {owner}; wait for it to "
+                             "end or use another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager
@@ -34,6 +85,7 @@ def atomic_path(final: str | os.PathLike, directory: bool = False) -> Iterator[P
     any error or interrupt it is removed and `final` is left as it was.
     """
     final = Path(final)
+    remove_stale(final.parent, final.name)
     tmp = temporary_sibling(final)
     if directory:
         tmp.mkdir()

@@ -181,6 +181,8 @@ class ShardPacker:
             self._write(self._tokens, self._lengths)
         if self._writer is not None:
             self._writer.close()
+        for shard in self.shards:  # what the trainer checks each file against
+            shard.bytes = (self.directory / shard.name).stat().st_size
         return self.shards
 
     def _write(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
@@ -240,7 +242,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
     files = find_files(cfg.inputs)
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or _cores()
-    pieces = split_pieces(files, workers)
+    pieces = split_pieces(files, workers, cfg.encoding)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, directory=True) as staging, _parallel(min(workers, len(pieces))) as run:
         stats = TextStats()
@@ -250,6 +252,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         ):
             counts.update(piece_counts)
             stats.add(piece_stats)
+        _check_decoding(stats, cfg.encoding)
         if stats.raw_tokens == 0:
             raise UsageError(
                 f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)"
@@ -288,6 +291,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
                 "sentences": sentences,
                 "oov_dropped": oov,
                 "distinct_words": distinct_words,
+                "encoding": cfg.encoding,
                 "min_count": cfg.min_count,
                 "max_vocab": cfg.max_vocab,
                 "max_sentence_len": cfg.max_sentence_len,
@@ -298,6 +302,22 @@ def prepare(cfg: PrepareConfig) -> Summary:
         manifest.save(staging)
         _check_output(out, cfg.overwrite)  # it may have appeared while we worked
     return Summary(out, manifest, time.monotonic() - started)
+
+
+# Bytes that may fail to decode before prepare calls the text mis-encoded: a stray byte or two
+# in a big corpus is noise, a share like this is text in another encoding.
+UNDECODABLE_SHARE = 1e-4
+UNDECODABLE_MIN = 16
+
+
+def _check_decoding(stats: TextStats, encoding: str) -> None:
+    bad = stats.undecodable_bytes
+    if bad > UNDECODABLE_MIN and bad > UNDECODABLE_SHARE * stats.text_bytes:
+        where, _, offset = stats.first_undecodable.rpartition(":")
+        raise UsageError(
+            f"{where}: {bad:,} bytes are not valid {encoding}, the first at byte {int(offset):,};"
+            " if the text is in another encoding, pass it (--encoding latin-1, cp1252, ...)"
+        )
 
 
 def _cores() -> int:
@@ -328,6 +348,9 @@ def _pack(packer: ShardPacker, encoded: EncodedPiece) -> None:
 
 def _check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but an earlier `prepare` output, and that only if asked."""
+    parent = next(p for p in out.parents if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{parent}: not writable (read-only or no permission)")
     if not out.exists():
         return
     if not overwrite:

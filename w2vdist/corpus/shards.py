@@ -28,6 +28,7 @@ class ShardInfo:
     name: str
     tokens: int
     samples: int
+    bytes: int = 0  # the file's size (0 in manifests written before it was recorded)
 
 
 @dataclass
@@ -59,6 +60,25 @@ class Manifest:
             return cls(**data)
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{path}: unreadable manifest: {exc}") from None
+
+    def check_files(self, directory: str | Path) -> None:
+        """Every shard present, of the size and with the samples the manifest records: a
+        truncated, deleted or miscounted shard fails here, before training, not mid-run."""
+        directory = Path(directory)
+        if not self.shards or self.total_tokens <= 0:
+            raise UsageError(f"{directory / MANIFEST_FILE}: lists no tokens to train on")
+        for shard in self.shards:
+            path = directory / shard.name
+            if shard.samples < 1 or shard.tokens < 1:
+                raise UsageError(f"{directory / MANIFEST_FILE}: shard {shard.name} has "
+                                 f"{shard.samples} samples and {shard.tokens} tokens")
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise UsageError(f"{path}: {exc.strerror.lower()}") from None
+            if shard.bytes and size != shard.bytes:
+                raise UsageError(f"{path}: {size:,} bytes, but the manifest says {shard.bytes:,} "
+                                 "(truncated or replaced; run prepare again)")
 
     def shard_paths(self, directory: str | Path) -> list[str]:
         return [str(Path(directory) / s.name) for s in self.shards]

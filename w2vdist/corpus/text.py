@@ -1,9 +1,12 @@
 """Finding corpus files and reading them as lines, in pieces that workers share.
 
 Plain-text files are cut into byte ranges at line starts, so several workers read one big
-file; compressed files (.gz, .bz2) are read whole by one worker each. Bytes that are not UTF-8
-are replaced and counted (`TextStats`), a line longer than the read unit is read in parts cut
-at a space.
+file; compressed files (gzip, bzip2: recognised by their first bytes, whatever their name) are
+read whole by one worker each. Text is decoded in `prepare.encoding` (UTF-8 by default); bytes
+that do not decode are replaced and counted with the place of the first (`TextStats`), and
+`prepare` stops when there are more than a few, since that is text in another encoding. A NUL
+byte means the file is not text at all: refused. A line longer than the read unit is read in
+parts cut at a space.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Piece:
     path: str
     start: int = 0
     end: int = -1
+    encoding: str = "utf-8"
 
 
 def find_files(inputs: Iterable[str]) -> list[Path]:
@@ -64,7 +68,7 @@ def find_files(inputs: Iterable[str]) -> list[Path]:
     return list(found.values())
 
 
-def split_pieces(files: list[Path], workers: int) -> list[Piece]:
+def split_pieces(files: list[Path], workers: int, encoding: str = "utf-8") -> list[Piece]:
     """Byte ranges of plain files, sized so each worker gets several; compressed files whole."""
     sizes = [f.stat().st_size for f in files]
     plain = sum(s for f, s in zip(files, sizes) if not _compressed(f))
@@ -75,11 +79,24 @@ def split_pieces(files: list[Path], workers: int) -> list[Piece]:
             ranges.append((str(f), 0, -1))
         else:
             ranges.extend((str(f), a, min(a + step, size)) for a in range(0, size, step))
-    return [Piece(i, *r) for i, r in enumerate(ranges)]
+    return [Piece(i, *r, encoding=encoding) for i, r in enumerate(ranges)]
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2"}
+
+
+def compression(path: Path | str) -> str | None:
+    """gzip, bzip2 or None (plain), from the file's first bytes: a name can lie."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def _compressed(path: Path | str) -> bool:
-    return str(path).endswith((".gz", ".bz2"))
+    return compression(path) is not None
 
 
 @dataclass
@@ -88,11 +105,14 @@ class TextStats:
 
     lines: int = 0
     raw_tokens: int = 0
+    text_bytes: int = 0
     undecodable_bytes: int = 0
+    first_undecodable: str = ""  # "PATH:BYTE" of the first byte that did not decode
 
     def add(self, other: "TextStats") -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, mine or theirs if isinstance(mine, str) else mine + theirs)
 
 
 def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
@@ -115,15 +135,22 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
 
 def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[str]:
     """The piece as text in chunks of whole lines (or of a long line cut at a space)."""
-    carry = b""
-    for block in _piece_bytes(piece):
+    carry, at = b"", -1  # at: the offset of carry's first byte
+    for pos, block in _piece_bytes(piece):
+        if at < 0:
+            at = pos
+        nul = block.find(b"\0")
+        if nul >= 0:
+            raise UsageError(f"{piece.path}: not text (a NUL byte at byte {pos + nul:,}); "
+                             "give prepare text files, plain or gzip/bzip2-compressed")
         data = carry + block
         cut = data.rfind(b"\n") + 1 or _safe_cut(data)
         carry = data[cut:]
         if cut:
-            yield _decode(data[:cut], stats)
+            yield _decode(data[:cut], stats, piece, at)
+            at += cut
     if carry:
-        yield _decode(carry, stats)
+        yield _decode(carry, stats, piece, at)
 
 
 def _safe_cut(data: bytes) -> int:
@@ -140,18 +167,22 @@ def _safe_cut(data: bytes) -> int:
     return cut
 
 
-def _decode(data: bytes, stats: TextStats) -> str:
+def _decode(data: bytes, stats: TextStats, piece: Piece, at: int) -> str:
+    stats.text_bytes += len(data)
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="surrogateescape")
+        return data.decode(piece.encoding)
+    except UnicodeDecodeError as exc:
+        if not stats.first_undecodable:
+            stats.first_undecodable = f"{piece.path}:{at + exc.start}"
+        text = data.decode(piece.encoding, errors="surrogateescape")
         text, replaced = _ESCAPED_BYTE.subn("\ufffd", text)
         stats.undecodable_bytes += replaced
         return text
 
 
-def _piece_bytes(piece: Piece) -> Iterator[bytes]:
-    """The raw bytes of the lines that start in the piece, in blocks of at most CHUNK_BYTES."""
+def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
+    """(offset, block): the raw bytes of the lines that start in the piece, in blocks of at
+    most CHUNK_BYTES (offsets in the decompressed text for compressed files)."""
     try:
         with _open_binary(piece.path) as f:
             if piece.start > 0:
@@ -164,22 +195,24 @@ def _piece_bytes(piece: Piece) -> Iterator[bytes]:
                 size = CHUNK_BYTES if piece.end < 0 else min(CHUNK_BYTES, piece.end - pos)
                 if not (block := f.read(size)):
                     return
+                yield pos, block
                 pos += len(block)
                 last = block[-1:]
-                yield block
             while last != b"\n" and (block := f.readline(CHUNK_BYTES)):
                 last = block[-1:]  # finish the line that began before `end`
-                yield block
+                yield pos, block
+                pos += len(block)
     except (OSError, EOFError, zlib.error) as exc:
-        kind = {".gz": "gzip", ".bz2": "bzip2"}.get(Path(piece.path).suffix, "text")
+        kind = compression(piece.path) or "text"
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None
 
 
 def _open_binary(path: str) -> IO[bytes]:
-    if path.endswith(".gz"):
+    kind = compression(path)
+    if kind == "gzip":
         return gzip.open(path, "rb")
-    if path.endswith(".bz2"):
+    if kind == "bzip2":
         return bz2.open(path, "rb")
     return open(path, "rb")
 

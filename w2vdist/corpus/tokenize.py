@@ -1,8 +1,12 @@
 """Turning a line of text into words, identically in `prepare`'s counting and encoding passes.
 
-The default is fast and dependency-free: lowercase, then every run of Unicode word characters
-(`\\w+`) is a word. The nltk tokenizers offered need no data download. None of them can
-produce an empty word or one containing whitespace, which the word2vec formats could not hold.
+The text is first put in Unicode normal form (NFC by default: `é` typed as `e` + combining
+accent and as one character become the same word). The default tokenizer is fast and
+dependency-free: lowercase, then every run of Unicode word characters and combining marks is a
+word, so that words of scripts written with marks (Devanagari's vowel signs and virama, Thai,
+decomposed Latin, the dot of a lowercased `İ`) stay whole. The nltk tokenizers offered need no
+data download. None of them can produce an empty word or one containing whitespace, which the
+word2vec formats could not hold.
 """
 
 from __future__ import annotations
@@ -11,13 +15,27 @@ import functools
 import hashlib
 import re
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from w2vdist.errors import UsageError
 
-WORD = re.compile(r"\w+")
+def _marks() -> str:
+    """Every combining mark (categories Mn, Mc, Me) as ranges of a regex character class:
+    Python's `\\w` leaves them out, which cuts words of many scripts into pieces."""
+    ranges: list[list[int]] = []
+    for c in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me"):
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c])
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+WORD = re.compile(rf"[\w{_marks()}]+")
 STEM_CACHE_WORDS = 1 << 20  # distinct words whose stems are remembered, per process
 
 
@@ -32,12 +50,14 @@ class Tokenizer:
         self,
         name: str = "default",
         lowercase: bool = True,
+        normalize: str = "nfc",
         stem: str | None = None,
         stopwords: frozenset[str] = frozenset(),
         stopwords_file: str | None = None,
     ) -> None:
         self.name = name
         self.lowercase = lowercase
+        self.normalize = normalize
         self.stem = stem
         self.stopwords = stopwords
         self.stopwords_file = stopwords_file
@@ -50,13 +70,17 @@ class Tokenizer:
         stopwords: frozenset[str] = frozenset()
         if cfg.stopwords:
             stopwords = read_stopwords(cfg.stopwords, cfg.lowercase)
-        return cls(cfg.tokenizer, cfg.lowercase, cfg.stem, stopwords, cfg.stopwords)
+        return cls(cfg.tokenizer, cfg.lowercase, cfg.normalize, cfg.stem, stopwords,
+                   cfg.stopwords)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args = (self.name, self.lowercase, self.stem, self.stopwords, self.stopwords_file)
+        args = (self.name, self.lowercase, self.normalize, self.stem, self.stopwords,
+                self.stopwords_file)
         return (Tokenizer, args)
 
     def __call__(self, line: str) -> list[str]:
+        if self.normalize != "none":
+            line = unicodedata.normalize(self.normalize.upper(), line)
         if self.lowercase:
             line = line.lower()
         words = self._split(line)
@@ -68,7 +92,8 @@ class Tokenizer:
 
     def settings(self) -> dict[str, Any]:
         """What the manifest records, enough to tokenize new text the same way."""
-        out: dict[str, Any] = {"name": self.name, "lowercase": self.lowercase, "stem": self.stem}
+        out: dict[str, Any] = {"name": self.name, "lowercase": self.lowercase,
+                               "normalize": self.normalize, "stem": self.stem}
         if self.name == "default":
             out["pattern"] = WORD.pattern
         out["stopwords_file"] = self.stopwords_file

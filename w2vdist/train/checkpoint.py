@@ -12,6 +12,7 @@ Everything loads with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import torch
 from w2vdist.config import CheckpointConfig
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
-from w2vdist.files import TMP_MARK, atomic_path
+from w2vdist.files import atomic_path, remove_stale
 from w2vdist.train.data import Position
 from w2vdist.train.spec import RunSpec
 
@@ -110,18 +111,27 @@ class Checkpointer:
         return None
 
     def save(self, state: TrainState, spec: RunSpec, vocab_file: Path) -> Path:
-        """Write one complete step folder atomically, then prune to the newest `keep`."""
+        """Write one complete step folder atomically, then prune to the newest `keep`.
+
+        A failed write (a full disk, a quota) leaves the earlier folders as they were and no
+        temporary behind, and says what happened in one line.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.root)  # what a save killed mid-way left
         final = self.root / step_name(state.step)
-        with atomic_path(final, directory=True) as tmp:
-            tables = {"input": state.input, "output": state.output}
-            torch.save({k: v.detach().cpu().contiguous() for k, v in tables.items()},
-                       tmp / "tables.pt")
-            torch.save(state.to_dict(), tmp / "state.pt")
-            (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-            _link_or_copy(vocab_file, tmp / VOCAB_FILE)
-            digests = {name: _digest(tmp / name) for name in _FILES}
-            (tmp / COMPLETE).write_text(json.dumps(digests, indent=2) + "\n")
+        try:
+            with atomic_path(final, directory=True) as tmp:
+                tables = {"input": state.input, "output": state.output}
+                torch.save({k: v.detach().cpu().contiguous() for k, v in tables.items()},
+                           tmp / "tables.pt")
+                torch.save(state.to_dict(), tmp / "state.pt")
+                (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+                _link_or_copy(vocab_file, tmp / VOCAB_FILE)
+                digests = {name: _digest(tmp / name) for name in _FILES}
+                (tmp / COMPLETE).write_text(json.dumps(digests, indent=2) + "\n")
+        except (OSError, RuntimeError) as exc:
+            raise UsageError(f"{final}: {_write_failure(exc, self.root, state)}; the earlier "
+                             "checkpoints are kept, the run can resume from the newest") from None
         self.last_save = time.monotonic()
         self._prune()
         return final
@@ -129,9 +139,6 @@ class Checkpointer:
     def _prune(self) -> None:
         for old in self.steps()[self.cfg.keep:]:
             shutil.rmtree(old, ignore_errors=True)
-        for stale in self.root.glob(f".step-*{TMP_MARK}*"):
-            if not stale.name.split(TMP_MARK)[1].startswith(f"{os.getpid()}-"):
-                shutil.rmtree(stale, ignore_errors=True)
 
 
 def step_name(step: int) -> str:
@@ -190,6 +197,16 @@ def load_tables(path: str | Path) -> tuple[Vocab, torch.Tensor, torch.Tensor]:
     """(vocabulary, input table, output table) from a run directory or a step folder."""
     ckpt = load(resolve(path))
     return ckpt.vocab, ckpt.state.input, ckpt.state.output
+
+
+def _write_failure(exc: BaseException, root: Path, state: TrainState) -> str:
+    """What stopped a save, in words: torch reports a full disk as "unexpected pos"."""
+    needed = 2 * state.input.numel() * state.input.element_size()
+    if getattr(exc, "errno", None) == errno.ENOSPC or shutil.disk_usage(root).free < needed:
+        return "no space left on device"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot write: {exc.strerror}"
+    return f"cannot write: {str(exc).splitlines()[0]}"
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

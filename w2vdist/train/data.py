@@ -9,8 +9,11 @@ number of steps whatever the shard sizes, and a rank never runs dry and hangs a 
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
 import signal
+import sys
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,23 +84,44 @@ class ShardSamples(IterableDataset):
                 if skip >= samples:
                     skip -= samples
                     continue
-                dataset = wds.WebDataset(
-                    [path], shardshuffle=False, nodesplitter=None, workersplitter=None,
-                    empty_check=False,
-                )
-                for sample in dataset:
-                    if skip:
-                        skip -= 1
-                        continue
-                    yield decode_sample(sample)
+                try:
+                    yield from self._read(path, skip)
+                except Exception as exc:  # noqa: BLE001 - any failure of one shard's bytes
+                    # An exception raised in a loader worker reaches the trainer wrapped in
+                    # a traceback; a marker carries the one line that says what failed.
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    yield None, f"{path}: unreadable shard ({first})"
+                    return
+                skip = 0
             cycle += 1
+
+    @staticmethod
+    def _read(path: str, skip: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        dataset = wds.WebDataset(
+            [path], shardshuffle=False, nodesplitter=None, workersplitter=None,
+            empty_check=False,
+        )
+        for sample in dataset:
+            if skip:
+                skip -= 1
+                continue
+            yield decode_sample(sample)
 
 
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     """torchrun and SLURM signal the whole process group; a loader worker must not die of a
-    stop request, which the trainer answers by finishing the step and checkpointing."""
+    stop request, which the trainer answers by finishing the step and checkpointing. It dies
+    with the trainer instead: Linux kills it when its parent ends, however that ends."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the line above ran
+            os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class TokenBatches:
@@ -152,6 +176,8 @@ class TokenBatches:
         for _ in range(self.start.sample % self.workers):  # the workers skipped whole rounds
             next(samples)
         for i, (sample_tokens, sample_lengths) in enumerate(samples):
+            if sample_tokens is None:  # ShardSamples' marker of a shard that failed
+                raise UsageError(sample_lengths)
             sample_tokens = np.asarray(sample_tokens)
             sample_lengths = np.asarray(sample_lengths)
             if i == 0 and self.start.offset:

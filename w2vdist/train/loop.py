@@ -27,7 +27,7 @@ import torch.distributed as dist
 from w2vdist import settings
 from w2vdist.config import Config, TrainCommand
 from w2vdist.errors import Diverged, UsageError
-from w2vdist.files import write_text
+from w2vdist.files import locked, write_text
 from w2vdist.logs import set_step, setup_logging
 from w2vdist.train import backends, distributed
 from w2vdist.train.checkpoint import Checkpoint, Checkpointer, TrainState
@@ -55,10 +55,12 @@ def train(cfg: Config, resume: str = "auto", dry_run: bool = False) -> int:
     world = distributed.init(cfg.train.device, cfg.sync.timeout_seconds)
     run_dir = Path(cfg.train.run_dir)
     log = setup_logging(None if dry_run or not world.is_main else run_dir, world.rank, world.size)
+    owner = locked(run_dir) if world.is_main and not dry_run else contextlib.nullcontext()
     try:
-        return _train(cfg, world, run_dir, resume, dry_run, log)
-    except UsageError:
-        raise  # bad input: the one-line message says it all
+        with owner:  # one run per run directory: a second is refused, naming the first
+            return _train(cfg, world, run_dir, resume, dry_run, log)
+    except (UsageError, OSError):
+        raise  # bad input, a path that cannot be written: the one-line message says it all
     except Exception:
         log.exception("rank %d on %s failed", world.rank, world.host)
         raise

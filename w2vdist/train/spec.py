@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class Corpus:
     def load(cls, directory: str | Path) -> "Corpus":
         directory = Path(directory)
         manifest = Manifest.load(directory)
+        manifest.check_files(directory)
         vocab = Vocab.load(directory / VOCAB_FILE)
         if vocab.hash != manifest.vocab_hash:
             raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
@@ -137,6 +139,7 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     """The config with every `auto`/0 default made concrete for this world and corpus."""
     if corpus.manifest is not None:  # every rank needs a shard of its own
         assign_shards(corpus.manifest, world.size, corpus.directory)
+    _check_memory(cfg, world, len(corpus.counts))
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
@@ -148,6 +151,21 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     cfg = _replace(cfg, "wandb", mode=metrics.resolve_mode(cfg.wandb.mode) if world.is_main
                    else cfg.wandb.mode)
     return RunSpec(cfg, world.size, corpus.vocab_hash, plan)
+
+
+def _check_memory(cfg: Config, world: World, vocab_size: int) -> None:
+    """Refuse tables that cannot fit before allocating them (an allocation that fails part
+    way is an opaque out-of-memory error, or the kernel's OOM killer)."""
+    need = 2 * vocab_size * cfg.model.dim * 4
+    if world.device.type == "cuda":
+        have = torch.cuda.get_device_properties(world.device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise UsageError(
+            f"config: model.dim {cfg.model.dim:,}: the two tables of {vocab_size:,} words need "
+            f"{need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB of {world.device}"
+        )
 
 
 def _replace(cfg: Config, section: str, **values: Any) -> Config:

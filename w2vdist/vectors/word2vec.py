@@ -11,6 +11,7 @@ written: `write_word2vec` refuses it with an error naming the word and its row.
 from __future__ import annotations
 
 import mmap
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,11 @@ def read_word2vec(path: str | Path) -> tuple[list[str], torch.Tensor]:
     with open(path, "rb") as f:
         size, dim = _read_header(path, f.readline())
         start = f.tell()
+        # A record takes at least 2 bytes a value in text ("0 ") and 4 in binary: a header
+        # promising more than the file can hold is refused before allocating for it.
+        if size * (2 * dim + 1) > path.stat().st_size - start:
+            raise UsageError(f"{path}:1: the header promises {size:,} words of {dim:,} values, "
+                             f"more than the file's {path.stat().st_size:,} bytes can hold")
         binary = not _is_text_record(f.readline(_TEXT_PROBE + 32 * dim))
         f.seek(start)
         words, array = (_read_binary if binary else _read_text)(path, f, size, dim)
@@ -122,11 +128,14 @@ def unit_rows(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def check_writable(path: Path) -> None:
-    """Fail before any work if `path` cannot become a file (checked again when written)."""
+    """Fail before any work if `path` cannot become a file (checked again when written):
+    writing it means creating a file beside it, so its directory must be writable."""
     if path.is_dir():
         raise UsageError(f"{path}: is a directory")
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: directory not found")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{path.parent}: not writable (read-only or no permission)")
 
 
 def _as_float32(matrix: torch.Tensor | np.ndarray) -> np.ndarray:
