@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 
 TRAIN = ["--model.dim", "32", "--optim.batch_words", "500", "--train.backend", "torch",
          "--sync.strategy", "exact", "--train.threads", "1", "--data.loader_workers", "1",

@@ -41,7 +41,7 @@ from gensim.models import Word2Vec
 
 import sgns_settings  # beside this script
 from run_figures import run_figures  # beside this script
-from w2vdist.train.bench import environment
+from w2vdist.training.bench import environment
 from w2vdist.corpus.shards import Manifest
 
 RESTRICT_VOCAB = 30_000

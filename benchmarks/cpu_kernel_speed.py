@@ -35,8 +35,8 @@ from gensim.models import KeyedVectors, Word2Vec
 from gensim.models.word2vec import LineSentence
 
 import sgns_settings  # beside this script
-from w2vdist.train.backends import cpu
-from w2vdist.train.sampling import keep_probabilities
+from w2vdist.training.backends import cpu
+from w2vdist.training.sampling import keep_probabilities
 
 MAX_SENTENCE = 10_000  # gensim's (and `w2vdist prepare`'s) longest sentence
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from run_figures import run_figures  # beside this script
-from w2vdist.train.bench import environment
+from w2vdist.training.bench import environment
 
 RESTRICT_VOCAB = 30_000
 

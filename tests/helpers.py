@@ -17,10 +17,10 @@ from w2vdist.cli import main
 from w2vdist.config import CheckpointConfig, Config
 from w2vdist.corpus.vocab import Vocab
 from w2vdist.settings import from_dict, to_dict
-from w2vdist.train import checkpoint
-from w2vdist.train.checkpoint import Checkpointer, TrainState
-from w2vdist.train.data import Position
-from w2vdist.train.spec import Plan, RunSpec
+from w2vdist.training import checkpoint
+from w2vdist.training.checkpoint import Checkpointer, TrainState
+from w2vdist.training.data import Position
+from w2vdist.training.spec import Plan, RunSpec
 
 
 def write_zipf_corpus(path: Path, lines: int, seed: int = 0, vocab: int = 400) -> Path:
@@ -147,7 +147,8 @@ def read_records(path: Path) -> list[pb.Record]:
 
 
 def offline_runs(run_dir: Path) -> list[dict]:
-    """Each offline run under run_dir/wandb, oldest first: run record, config, history rows."""
+    """Each offline run under run_dir/wandb, oldest first: run record, config, history rows,
+    artifacts logged."""
     runs = []
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
         records = read_records(path)
@@ -160,6 +161,9 @@ def offline_runs(run_dir: Path) -> list[dict]:
                 rows[r.history.step.num] = {k: v for k, v in items.items()
                                             if not k.startswith("_")}
         cfg = {u.key: json.loads(u.value_json) for u in run.config.update}
-        runs.append({"run": run, "config": cfg, "rows": rows})
+        artifacts = [{"type": r.artifact.type, "name": r.artifact.name,
+                      "metadata": json.loads(r.artifact.metadata or "{}")}
+                     for r in records if r.WhichOneof("record_type") == "artifact"]
+        runs.append({"run": run, "config": cfg, "rows": rows, "artifacts": artifacts})
     # Directory names only order runs started in different seconds.
     return sorted(runs, key=lambda r: r["run"].start_time.ToNanoseconds())

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 
 from w2vdist.config import SyncConfig
-from w2vdist.train.sgns import Embeddings, apply, gradients
-from w2vdist.train.sync import build as build_sync
+from w2vdist.training.sgns import Embeddings, apply, gradients
+from w2vdist.training.sync import build as build_sync
 
 VOCAB, DIM, PAIRS, K, STEPS, LR = 40, 8, 96, 3, 6, 0.1
 

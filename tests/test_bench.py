@@ -14,10 +14,10 @@ import torch
 
 from tests.helpers import config, prepare, write_zipf_corpus
 from benchmarks.run_figures import run_figures
-from w2vdist.train.bench import Synthetic
+from w2vdist.training.bench import Synthetic
 from w2vdist.cli import main
-from w2vdist.train.backends import cpu
-from w2vdist.train.loop import train
+from w2vdist.training.backends import cpu
+from w2vdist.training.loop import train
 
 SMALL = ["--model.dim", "16", "--optim.batch_words", "512", "--train.device", "cpu",
          "--train.threads", "1", "--warmup", "1"]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from w2vdist.train.backends import cpu
-from w2vdist.train.sampling import keep_probabilities
+from w2vdist.training.backends import cpu
+from w2vdist.training.sampling import keep_probabilities
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"{cpu.unavailable_reason()}")
 
@@ -133,7 +133,7 @@ def run(tokens, lengths, w_in, w_out, keep, table, **kw):
 
 
 def test_builds_into_cache_atomically_and_reports_missing_compiler(tmp_path: Path) -> None:
-    probe = "from w2vdist.train.backends import cpu; print(cpu.available(), cpu.unavailable_reason())"
+    probe = "from w2vdist.training.backends import cpu; print(cpu.available(), cpu.unavailable_reason())"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     procs = [
         subprocess.Popen([sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE, text=True)
@@ -194,7 +194,7 @@ def test_matches_reference_single_thread(build, seed: int, window: int, sample: 
 def test_saturation_is_gathered_as_the_reference_does() -> None:
     """For `local` merges: each update adds lr |g| / 2 x the other row's squared norm (as of the
     last merge) to the updated row's saturation; untracked runs train the same."""
-    from w2vdist.train.sync import Saturation
+    from w2vdist.training.sync import Saturation
 
     rng = np.random.default_rng(5)
     vocab, dim = 15, 8

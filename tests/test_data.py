@@ -7,7 +7,8 @@ import pytest
 import webdataset as wds
 
 from tests.helpers import prepare, write_zipf_corpus
-from w2vdist.train.data import Position, TokenBatches
+from w2vdist.errors import UsageError
+from w2vdist.training.data import Position, TokenBatches
 from w2vdist.corpus.shards import Manifest, encode_sample
 
 
@@ -52,7 +53,7 @@ def test_seeking_does_not_decode_the_samples_it_skips(tmp_path):
                 sample["tokens.npy"] = b"not an npy file"
             writer.write(sample)
     source = [(str(path), 4)]
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="shard.tar: unreadable shard"):
         next(iter(TokenBatches(source, 5, 0, 0, 0, 2, False)))
     batches = iter(TokenBatches(source, 5, 0, 0, 0, 2, False, start=Position(2, 3)))
     first, sentence = next(batches)

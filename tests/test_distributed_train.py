@@ -18,7 +18,7 @@ import torch
 import webdataset as wds
 
 from tests.helpers import checkpoint_info, offline_runs, prepare, write_zipf_corpus
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 from w2vdist.corpus.shards import Manifest, ShardInfo, decode_sample, encode_sample
 
 ROOT = Path(__file__).resolve().parent.parent

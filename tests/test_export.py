@@ -12,7 +12,7 @@ from gensim.models import KeyedVectors
 from tests.helpers import WORDS, distance_c_read, write_run
 
 from w2vdist import cli
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 
 
 @pytest.mark.parametrize("fmt", ["text", "binary"])

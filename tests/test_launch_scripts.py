@@ -18,7 +18,7 @@ import torch
 from gensim.models import KeyedVectors
 
 from tests.helpers import checkpoint_info, prepare, write_zipf_corpus
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 BASH = shutil.which("bash") or "/bin/bash"

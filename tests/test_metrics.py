@@ -15,7 +15,7 @@ import wandb
 
 from w2vdist import config, logs
 from w2vdist.settings import from_dict
-from w2vdist.train import metrics
+from w2vdist.training import metrics
 
 from tests.helpers import offline_runs
 
@@ -137,7 +137,7 @@ def test_auto_without_api_key_runs_offline(tmp_path: Path, isolated):
 
 def test_online_that_cannot_start_falls_back_to_offline(tmp_path: Path, isolated, caplog):
     """No API key stands in for no network: either way wandb.init fails and training goes on."""
-    logger = logging.getLogger("w2vdist.train.metrics")
+    logger = logging.getLogger("w2vdist.training.metrics")
     logger.addHandler(caplog.handler)  # also seen when the w2vdist logger does not propagate
     try:
         m = metrics.build_metrics(_cfg(mode="online"), tmp_path, 0, "run-42", 1000, 0)
@@ -170,7 +170,7 @@ def test_auto_with_api_key_means_online(tmp_path: Path, isolated, source: str):
     else:
         isolated.setenv("WANDB_API_KEY", key)
     out = subprocess.run(
-        [sys.executable, "-c", "from w2vdist.train.metrics import resolve_mode; print(resolve_mode('auto'))"],
+        [sys.executable, "-c", "from w2vdist.training.metrics import resolve_mode; print(resolve_mode('auto'))"],
         capture_output=True, text=True, check=True, timeout=60,
     )
     assert out.stdout.strip() == "online"
@@ -216,7 +216,7 @@ def reset_logging():
 
 def test_rank0_logs_info_to_stderr_and_train_log(tmp_path: Path, capsys, reset_logging):
     logs.setup_logging(tmp_path, rank=0, world_size=2)
-    child = logging.getLogger("w2vdist.train.loop")
+    child = logging.getLogger("w2vdist.training.loop")
     child.info("starting")
     logs.set_step(42)
     child.warning("slow sync")

@@ -21,7 +21,7 @@ from w2vdist import cli
 from w2vdist.corpus import prepare
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest, decode_sample
-from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer
 from w2vdist.corpus.vocab import Vocab
 
 
@@ -251,7 +251,8 @@ def test_manifest_records_settings_and_stats(tmp_path: Path) -> None:
     vocab = Vocab.load(out)
     assert manifest.vocab_size == len(vocab) == 2 and manifest.vocab_hash == vocab.hash
     assert manifest.total_tokens == 5
-    settings = {"name": "default", "lowercase": True, "stem": None, "pattern": r"\w+"}
+    settings = {"name": "default", "lowercase": True, "normalize": "nfc", "stem": None,
+                "pattern": WORD_DESCRIPTION}
     assert manifest.tokenizer == {**settings, "stopwords_file": None, "stopwords": 0}
     stats = manifest.stats
     assert stats["lines"] == 3 and stats["sentences"] == 2 and stats["raw_tokens"] == 6
@@ -301,7 +302,6 @@ def _make_bad_inputs(tmp: Path) -> None:
     (tmp / "empty_dir").mkdir()
     (tmp / "empty.txt").write_text("\n  \n... !!\n")
     (tmp / "few.txt").write_text("alpha beta gamma alpha\n")
-    (tmp / "fake.gz").write_bytes(b"this is not gzip data\n" * 10)
     good = gzip.compress(b"some words here\n" * 5000)
     (tmp / "cut.gz").write_bytes(good[: len(good) // 2])
     (tmp / "fake.bz2").write_bytes(b"BZh9" + b"\x00" * 100)
@@ -316,7 +316,6 @@ BAD_INPUTS = {  # case: (arguments, where {tmp} is the test's directory; expecte
     "no text files": ("{tmp}/empty_dir", "empty_dir: no .txt, .gz, .bz2 files"),
     "empty corpus": ("{tmp}/empty.txt", "empty.txt: empty corpus"),
     "below min_count": ("{tmp}/few.txt", "no word occurs min_count=5 times"),
-    "not gzip": ("{tmp}/fake.gz", "fake.gz: cannot read gzip file"),
     "truncated gzip": ("{tmp}/cut.gz", "cut.gz: cannot read gzip file"),
     "bad bzip2": ("{tmp}/fake.bz2", "fake.bz2: cannot read bzip2 file"),
     "stopwords": ("{tmp}/ok.txt --stopwords {tmp}/no", "no: stopword file not found"),
@@ -354,7 +353,8 @@ def test_worker_error_midway_leaves_nothing(corpus: tuple[Path, list[str]], tmp_
 
 
 def test_crash_while_writing_shards_keeps_the_old_output(
-    corpus: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    corpus: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     root, _ = corpus
     out = tmp_path / "out"
@@ -370,8 +370,8 @@ def test_crash_while_writing_shards_keeps_the_old_output(
         return original(self, sample)
 
     monkeypatch.setattr(webdataset.TarWriter, "write", write_then_fail)
-    with pytest.raises(OSError, match="No space left"):
-        prep(root, out=out, overwrite=True, block_tokens=50)
+    assert prep(root, out=out, overwrite=True, block_tokens=50) == 1
+    assert "No space left on device" in capsys.readouterr().err
     assert len(written) == 2
     assert leftovers(out) == ["out"] and files_of(out) == before
 

@@ -22,8 +22,8 @@ from w2vdist.cli import main
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
-from w2vdist.train import checkpoint
-from w2vdist.train.loop import train
+from w2vdist.training import checkpoint
+from w2vdist.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ["--model.dim", "16", "--optim.batch_words", "400", "--train.backend", "torch",
@@ -284,6 +284,10 @@ def test_binary_files_are_refused_and_compression_is_known_by_content(tmp_path):
     disguised.write_bytes(gzip.compress(b"alpha beta gamma\n" * 50))
     assert main(["prepare", str(disguised), "-o", str(tmp_path / "ok"), "--min-count", "1"]) == 0
     assert sorted(Vocab.load(tmp_path / "ok" / "vocab.tsv").words) == ["alpha", "beta", "gamma"]
+    named = tmp_path / "named.gz"  # a name that lies the other way: plain text
+    named.write_bytes(b"delta epsilon\n" * 20)
+    assert main(["prepare", str(named), "-o", str(tmp_path / "ok2"), "--min-count", "1"]) == 0
+    assert sorted(Vocab.load(tmp_path / "ok2" / "vocab.tsv").words) == ["delta", "epsilon"]
 
 
 def test_words_with_combining_marks_stay_whole_and_nfc_is_recorded(tmp_path):

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from w2vdist.train.sampling import NegativeSampler, keep_probabilities, subsample, windows
-from w2vdist.train.spec import Plan
+from w2vdist.training.sampling import NegativeSampler, keep_probabilities, subsample, windows
+from w2vdist.training.spec import Plan
 
 
 def test_keep_probability_is_word2vec_c_formula():

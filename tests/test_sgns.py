@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from w2vdist.train.sgns import Embeddings, apply, gradients
+from w2vdist.training.sgns import Embeddings, apply, gradients
 
 
 def _dense_reference(w_in, w_out, centres, contexts, negatives, lr):

@@ -13,7 +13,7 @@ from gensim.models import KeyedVectors
 
 from tests.slurm_cluster import SlurmCluster
 from tests.helpers import checkpoint_info, offline_runs
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 from w2vdist.cli import main
 
 pytestmark = pytest.mark.slurm

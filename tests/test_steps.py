@@ -12,7 +12,7 @@ import torch
 from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
-from w2vdist.train.backends import SYNC_STEP_WORDS, batch_warning, batch_words, choose
+from w2vdist.training.backends import SYNC_STEP_WORDS, batch_warning, batch_words, choose
 
 CPU = torch.device("cpu")
 
@@ -22,7 +22,7 @@ def cfg(**sections) -> Config:
 
 
 def test_auto_picks_the_cpu_kernel_where_in_place_updates_are_allowed():
-    from w2vdist.train.backends import cpu
+    from w2vdist.training.backends import cpu
 
     expected = "cpu-kernel" if cpu.available() else "torch"
     assert choose(cfg(), CPU, 1) == expected
@@ -44,9 +44,9 @@ _INTERPRETED_STEP = """
 import torch
 from w2vdist.config import Config
 from w2vdist.settings import from_dict
-from w2vdist.train.sgns import Embeddings
-from w2vdist.train.backends import build
-from w2vdist.train.sync import OneProcess
+from w2vdist.training.sgns import Embeddings
+from w2vdist.training.backends import build
+from w2vdist.training.sync import OneProcess
 counts = torch.tensor([50, 30, 20, 10, 8, 6, 5, 4, 3, 2])
 tokens = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0)).int()
 sentence = torch.arange(200, dtype=torch.int32) // 20

@@ -11,9 +11,9 @@ import torch
 
 from tests.sync_worker import LR, global_batches, slices
 from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
-from w2vdist.train.backends import batch_words
-from w2vdist.train.sgns import Embeddings, apply, gradients
-from w2vdist.train.sync import pack_changes, unpack_changes, with_merge_interval
+from w2vdist.training.backends import batch_words
+from w2vdist.training.sgns import Embeddings, apply, gradients
+from w2vdist.training.sync import pack_changes, unpack_changes, with_merge_interval
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 

@@ -8,7 +8,7 @@ import pytest
 
 from w2vdist.config import PrepareConfig
 from w2vdist.errors import UsageError
-from w2vdist.corpus.tokenize import Tokenizer, read_stopwords
+from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer, read_stopwords
 
 TRICKY = (
     "Überraschung! naïve Café_au_lait 42, it's\u00a0non\u2028breaking\u3000ideographic"
@@ -80,7 +80,7 @@ def test_pickles_as_its_settings() -> None:
 def test_settings_describe_the_tokenizer() -> None:
     stopwords = frozenset({"b", "a"})
     settings = Tokenizer(stem="english", stopwords=stopwords, stopwords_file="stop.txt").settings()
-    assert settings["name"] == "default" and settings["pattern"] == r"\w+"
+    assert settings["name"] == "default" and settings["pattern"] == WORD_DESCRIPTION
     assert settings["lowercase"] is True and settings["stem"] == "english"
     assert settings["stopwords_file"] == "stop.txt" and settings["stopwords"] == 2
     assert len(settings["stopwords_sha256"]) == 64

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 from w2vdist.cli import main
 from w2vdist.config import Config
 from w2vdist.settings import flatten, from_dict
 from w2vdist.errors import UsageError
-from w2vdist.train.loop import train
+from w2vdist.training.loop import train
 
 from tests.helpers import checkpoint_info, config, prepare, write_zipf_corpus
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import w2vdist
-from w2vdist.train.sgns import Embeddings, apply, gradients
+from w2vdist.training.sgns import Embeddings, apply, gradients
 
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None,
@@ -114,9 +114,9 @@ SCENARIOS = {
 
 def _run_scenarios(out: str) -> None:
     """Child process: the fused step on every scenario, results saved to `out`."""
-    from w2vdist.train.backends.triton import sgns_step
+    from w2vdist.training.backends.triton import sgns_step
 
-    from w2vdist.train.sync import Saturation
+    from w2vdist.training.sync import Saturation
 
     results = {}
     for name, make in SCENARIOS.items():
@@ -301,7 +301,7 @@ def test_no_groups_changes_nothing(fused):
     ],
 )
 def test_bad_arguments_are_refused(change, message):
-    from w2vdist.train.backends import triton as triton_sgns
+    from w2vdist.training.backends import triton as triton_sgns
 
     args = dict(
         w_in=torch.zeros(5, 8),
@@ -318,7 +318,7 @@ def test_bad_arguments_are_refused(change, message):
 
 @needs_triton
 def test_tile_sizes_fit_the_group_and_refuse_odd_tiles():
-    from w2vdist.train.backends.triton import tile_sizes
+    from w2vdist.training.backends.triton import tile_sizes
 
     assert tile_sizes(1, 5, 300) == (1, 8, 128)
     assert tile_sizes(10, 5, 300) == (16, 8, 32)
@@ -328,7 +328,7 @@ def test_tile_sizes_fit_the_group_and_refuse_odd_tiles():
 
 
 def test_available_needs_triton_and_cuda():
-    from w2vdist.train.backends.triton import available
+    from w2vdist.training.backends.triton import available
 
     ok, reason = available()
     assert ok == (reason == "")
@@ -351,7 +351,7 @@ def test_kernel_compiles_for_hopper_without_a_gpu(width, negative, dim, track):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from w2vdist.train.backends import triton as triton_sgns
+    from w2vdist.training.backends import triton as triton_sgns
 
     if "nvidia" not in backends:
         pytest.skip("this triton has no NVIDIA backend")

@@ -9,9 +9,10 @@ import pytest
 import torch
 from gensim.models import KeyedVectors
 
-from w2vdist.train import checkpoint
+from w2vdist.training import checkpoint
 from w2vdist.vectors import word2vec as vectors
 from w2vdist.errors import UsageError
+from w2vdist.vectors.keyed import WordVectors
 
 from tests.helpers import WORDS, distance_c_read, write_run
 
@@ -131,18 +132,19 @@ def test_malformed_files_name_file_and_place(tmp_path: Path) -> None:
 
 def test_load_run_dir_tables_and_word2vec_file(tmp_path: Path) -> None:
     inp, out = write_run(tmp_path / "run", WORDS)
-    words, table = vectors.load(tmp_path / "run")
-    assert words == WORDS and torch.equal(table, inp)
-    assert torch.equal(vectors.load(tmp_path / "run", "output")[1], out)
-    assert torch.allclose(vectors.load(tmp_path / "run", "average")[1], (inp + out) / 2)
+    loaded = WordVectors.load(tmp_path / "run")
+    assert loaded.index_to_key == WORDS and torch.equal(loaded.vectors, inp)
+    assert torch.equal(WordVectors.load(tmp_path / "run", "output").vectors, out)
+    average = WordVectors.load(tmp_path / "run", "average").vectors
+    assert torch.allclose(average, (inp + out) / 2)
     step = checkpoint.complete_steps(tmp_path / "run")[0]
-    assert torch.equal(vectors.load(step)[1], inp)
-    vectors.write_word2vec(tmp_path / "v.txt", words, table, binary=False)
-    assert torch.equal(vectors.load(tmp_path / "v.txt")[1], inp)
+    assert torch.equal(WordVectors.load(step).vectors, inp)
+    vectors.write_word2vec(tmp_path / "v.txt", WORDS, inp, binary=False)
+    assert torch.equal(WordVectors.load(tmp_path / "v.txt").vectors, inp)
     with pytest.raises(UsageError, match="holds one table"):
-        vectors.load(tmp_path / "v.txt", "output")
+        WordVectors.load(tmp_path / "v.txt", "output")
     with pytest.raises(UsageError, match="table must be one of"):
-        vectors.load(tmp_path / "run", "hidden")
+        WordVectors.load(tmp_path / "run", "hidden")
 
 
 def test_unit_rows_keeps_zero_rows_finite() -> None:

@@ -42,6 +42,10 @@ class PrepareConfig:
                                metavar="LANG")
     stopwords: str | None = setting(None, "remove the words in FILE (one per line)",
                                     metavar="FILE")
+    vocab: str | None = setting(None, "take the vocabulary from FILE (a vocab.tsv, or 'word "
+                                "count' lines as word2vec -save-vocab writes) instead of "
+                                "counting one; min_count and max_vocab still apply",
+                                metavar="FILE")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")
@@ -172,6 +176,9 @@ class TrainConfig:
                            "device where the sync strategy allows it)",
                            choices=("auto", "torch", "cpu-kernel", "triton"))
     seed: int = setting(1, "initial tables and every rank's sampling")
+    init_from: str | None = setting(None, "start from these vectors (run directory, checkpoint "
+                                    "or vectors file): words they know keep their vectors, "
+                                    "the others start as usual", metavar="PATH")
     threads: int = setting(0, "CPU threads per rank (0: all this process may use)")
     max_steps: int = setting(0, "stop after this many steps (0: the planned steps)")
     log_every_seconds: float = setting(5.0, "seconds between metrics records")
@@ -254,7 +261,9 @@ class EvalConfig:
                                     metavar="FILE")
     similarity: str | None = setting(None, "'word word score' pairs file (Spearman)",
                                      metavar="FILE")
-    restrict_vocab: int = setting(30_000, "score analogies over the N most frequent words")
+    restrict_vocab: int = setting(30_000, "score over the N most frequent words")
+    probe_words: list[str] = setting([], "words whose nearest neighbours W&B shows at each "
+                                     "eval (default: ten past the 50 commonest)")
 
     def __post_init__(self) -> None:
         _check(self.restrict_vocab >= 1, "eval.restrict_vocab", "must be >= 1")
@@ -356,7 +365,8 @@ class ExportCommand:
     source: str = setting("", "run directory or checkpoint folder", positional=True,
                           metavar="RUN_DIR_OR_CHECKPOINT")
     output: str = setting("", "vectors file to write (required)", short="-o", metavar="OUT")
-    format: str = setting("text", "word2vec format", choices=("text", "binary"))
+    format: str | None = setting(None, "word2vec format (default: by OUT's extension, .bin "
+                                 "binary, else text)", choices=("text", "binary"))
     table: str = setting("input", "input (word) vectors, output (context) vectors or their "
                          "average", choices=TABLES)
     counts: str | None = setting(None, "also write 'word count' lines (word2vec -save-vocab)",

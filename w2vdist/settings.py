@@ -46,7 +46,7 @@ def check_choices(obj: Any, section: str) -> None:
     for f in dataclasses.fields(obj):
         choices = f.metadata.get("choices")
         value = getattr(obj, f.name)
-        if choices and value not in choices:
+        if choices and value is not None and value not in choices:
             name = f"{section}.{f.name}" if section else f.name
             raise UsageError(f"config: {name} must be one of {', '.join(choices)} (got {value!r})"
                              + _suggest(str(value), choices, ""))

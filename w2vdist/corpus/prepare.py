@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 from array import array
 from collections import Counter
@@ -227,7 +228,9 @@ class Summary:
             f"shards  {len(m.shards):,} ({samples:,} samples) in {self.output}",
             f"time    {self.seconds:.1f} s",
         ]
-        return "\n".join(lines)
+        read = s.get("paths", [])
+        shown = ", ".join(read[:10]) + (f" and {len(read) - 10} more" if len(read) > 10 else "")
+        return "\n".join([f"read    {shown}", *lines] if read else lines)
 
 
 def prepare(cfg: PrepareConfig) -> Summary:
@@ -257,8 +260,11 @@ def prepare(cfg: PrepareConfig) -> Summary:
             raise UsageError(
                 f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)"
             )
-        vocab = build_vocab(counts, cfg.min_count, cfg.max_vocab)
         distinct_words = len(counts)
+        if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
+            given = Vocab.load(cfg.vocab)
+            counts = Counter(dict(zip(given.words, given.counts.tolist())))
+        vocab = build_vocab(counts, cfg.min_count, cfg.max_vocab)
         del counts
         vocab.save(staging / VOCAB_FILE)
         parts = staging / "parts"
@@ -286,6 +292,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
             tokenizer=tokenizer.settings(),
             stats={
                 "files": len(files),
+                "paths": [str(f) for f in files],
                 "bytes": sum(f.stat().st_size for f in files),
                 **dataclasses.asdict(stats),
                 "sentences": sentences,
@@ -366,7 +373,8 @@ def _parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], list[Any
     pool = None
     if workers > 1:
         # spawn: a fresh interpreter, safe whatever this process has imported or started.
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+        with _main_not_rerun():
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
 
     def run(fn: Callable[[Any], Any], items: list[Any], what: str) -> Iterator[Any]:
         results = pool.imap(fn, items) if pool else map(fn, items)
@@ -378,6 +386,25 @@ def _parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], list[Any
         if pool is not None:
             pool.terminate()  # every result has been used, or an error is on its way out
             pool.join()
+
+
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start workers without running the caller's script again in each of them.
+
+    A spawned worker normally imports the parent's `__main__` from its path, so a script that
+    calls `w2vdist.prepare(...)` at top level, without an `if __name__ == "__main__"` guard,
+    would start workers that start workers until killed. The workers run only w2vdist's own
+    functions, so they need nothing from `__main__`: it is hidden while they start.
+    """
+    main = sys.modules["__main__"]
+    hidden = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(hidden)
 
 
 def _ignore_sigint() -> None:

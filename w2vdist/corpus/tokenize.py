@@ -36,6 +36,7 @@ def _marks() -> str:
 
 
 WORD = re.compile(rf"[\w{_marks()}]+")
+WORD_DESCRIPTION = f"runs of \\w and combining marks (Unicode {unicodedata.unidata_version})"
 STEM_CACHE_WORDS = 1 << 20  # distinct words whose stems are remembered, per process
 
 
@@ -73,6 +74,18 @@ class Tokenizer:
         return cls(cfg.tokenizer, cfg.lowercase, cfg.normalize, cfg.stem, stopwords,
                    cfg.stopwords)
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> "Tokenizer":
+        """The tokenizer a manifest (or vectors trained on it) records: the same words out of
+        the same text. Stopwords are read again from their file when it is still there
+        (without it, they stay in the text: they were never in the vocabulary anyway)."""
+        path = settings.get("stopwords_file")
+        stopwords: frozenset[str] = frozenset()
+        if path and Path(path).is_file():
+            stopwords = read_stopwords(path, settings.get("lowercase", True))
+        return cls(settings.get("name", "default"), settings.get("lowercase", True),
+                   settings.get("normalize", "none"), settings.get("stem"), stopwords, path)
+
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.name, self.lowercase, self.normalize, self.stem, self.stopwords,
                 self.stopwords_file)
@@ -95,7 +108,7 @@ class Tokenizer:
         out: dict[str, Any] = {"name": self.name, "lowercase": self.lowercase,
                                "normalize": self.normalize, "stem": self.stem}
         if self.name == "default":
-            out["pattern"] = WORD.pattern
+            out["pattern"] = WORD_DESCRIPTION
         out["stopwords_file"] = self.stopwords_file
         out["stopwords"] = len(self.stopwords)
         if self.stopwords:

@@ -46,9 +46,11 @@ class Vocab:
         counts: list[int] = []
         with p.open(encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
-                word, sep, count = line.rstrip("\n").rpartition("\t")
+                # vocab.tsv, or word2vec.c's -save-vocab / gensim's fvocab ("word count")
+                line = line.rstrip("\r\n")
+                word, sep, count = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
                 if not sep or not word or not count.isdigit():
-                    raise UsageError(f"{p}:{lineno}: expected 'word<TAB>count'")
+                    raise UsageError(f"{p}:{lineno}: expected 'word<TAB>count' or 'word count'")
                 words.append(word)
                 counts.append(int(count))
         if not words:

@@ -36,6 +36,7 @@ from w2vdist import settings
 from w2vdist.config import EvalCommand, EvalConfig
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
+from w2vdist.vectors.keyed import WordVectors
 
 DEFAULT_RESTRICT_VOCAB = 30_000
 _MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
@@ -135,14 +136,14 @@ def score_similarity(
 
 def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict[str, float]:
     """The scores a training run logs at each checkpoint: `analogy/...` and `similarity/...`
-    for the files `cfg` names (none: empty)."""
+    for the files `cfg` names (none: empty), restricted as `w2vdist eval` restricts them."""
     out: dict[str, float] = {}
     vectors = vectors.float().cpu()
     if cfg.analogies:
         found = score_analogies(words, vectors, cfg.analogies, cfg.restrict_vocab)
         out.update({f"analogy/{k}": float(v) for k, v in found.items() if _number(v)})
     if cfg.similarity:
-        found = score_similarity(words, vectors, cfg.similarity)
+        found = score_similarity(words, vectors, cfg.similarity, cfg.restrict_vocab)
         out.update({f"similarity/{k}": float(v) for k, v in found.items() if _number(v)})
     return out
 
@@ -334,7 +335,8 @@ def command(args: argparse.Namespace) -> int:
             raise UsageError(f"{name}: file not found")
     if cmd.json:
         vec.check_writable(Path(cmd.json))
-    words, matrix = vec.load(cmd.vectors, cmd.table)
+    wv = WordVectors.load(cmd.vectors, cmd.table)
+    words, matrix = wv.index_to_key, wv.vectors
     limit = min(cfg.restrict_vocab, len(words))
     report: dict[str, Any] = {"vectors": cmd.vectors, "table": cmd.table, "restrict_vocab": limit}
     shape = f"{len(words)} words x {matrix.shape[1]} dims"

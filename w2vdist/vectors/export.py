@@ -12,6 +12,11 @@ such a vocabulary with an error naming the first such word and its row, and writ
 with --skip-unwritable it leaves those words out instead (the header counts only the words
 written) and says how many it dropped.
 
+The format follows OUT's extension (`.bin` binary; `.txt`, `.vec` text) unless --format says;
+a --format that contradicts the extension is refused. Beside OUT, `OUT.json` records how the
+vectors were made: the run's resolved settings, prepare's tokenizer, the vocabulary hash, the
+corpus summary, the newest eval scores and the w2vdist version.
+
 Files are written beside OUT under a temporary name, fsynced and renamed, so OUT is either
 absent, the previous file, or complete.
 """
@@ -19,6 +24,7 @@ absent, the previous file, or complete.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +32,9 @@ from w2vdist.vectors import word2vec as vec
 from w2vdist import settings
 from w2vdist.config import ExportCommand
 from w2vdist.errors import UsageError
+from w2vdist.files import write_text
+from w2vdist.vectors import keyed
+from w2vdist.vectors.keyed import WordVectors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,16 +52,34 @@ def command(args: argparse.Namespace) -> int:
             vec.check_writable(path)
     if counts_path is not None and counts_path.resolve() == out.resolve():
         raise UsageError(f"{counts_path}: --counts must differ from the vectors file")
-    vocab, matrix = vec.load_table(source, cmd.table)
-    words, counts = vocab.words, vocab.counts.tolist()
+    wv = WordVectors.load(source, cmd.table)
+    binary = keyed.binary_format(out, None if cmd.format is None else cmd.format == "binary")
+    words, matrix = wv.index_to_key, wv.vectors
+    counts = wv.counts.tolist()
     bad = vec.unwritable_rows(words)
     if bad and cmd.skip_unwritable:
         keep = sorted(set(range(len(words))) - set(bad))
         words, counts, matrix = [words[i] for i in keep], [counts[i] for i in keep], matrix[keep]
-        first = f"{vocab.words[bad[0]]!r} (row {bad[0]})"
+        first = f"{wv.index_to_key[bad[0]]!r} (row {bad[0]})"
         print(f"w2vdist: left out {len(bad)} unwritable word(s), first {first}", file=sys.stderr)
-    vec.write_word2vec(out, words, matrix, binary=cmd.format == "binary")
+    vec.write_word2vec(out, words, matrix, binary=binary)
     if counts_path is not None:
         vec.write_counts(counts_path, words, counts)
-    print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({cmd.format})")
+    write_text(keyed.sidecar(out), keyed.metadata(wv, cmd.table, _scores(source)))
+    kind = "binary" if binary else "text"
+    print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({kind}), "
+          f"settings in {keyed.sidecar(out)}")
     return 0
+
+
+def _scores(source: Path) -> dict[str, float]:
+    """The newest eval scores a run logged (its metrics.jsonl), if any."""
+    path = source / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if any(k.startswith(("analogy/", "similarity/")) for k in record):
+            found = {k: v for k, v in record.items() if k.startswith(("analogy/", "similarity/"))}
+    return found

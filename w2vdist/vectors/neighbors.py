@@ -17,6 +17,7 @@ from w2vdist.vectors import word2vec as vec
 from w2vdist import settings
 from w2vdist.config import NeighborsCommand
 from w2vdist.errors import UsageError
+from w2vdist.vectors.keyed import WordVectors
 
 
 def nearest(
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     cmd = settings.from_args(NeighborsCommand, args)
-    words, matrix = vec.load(cmd.vectors, cmd.table)
+    wv = WordVectors.load(cmd.vectors, cmd.table)
+    words, matrix = wv.index_to_key, wv.vectors
     index = {w: i for i, w in enumerate(words)}
     found = [w for w in cmd.words if w in index]
     for w in cmd.words:

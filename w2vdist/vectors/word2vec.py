@@ -1,11 +1,12 @@
-"""Word vectors in and out: word2vec text/binary files, run directories and checkpoints.
+"""Word vectors in and out of files: word2vec text/binary, fastText `.vec`, GloVe text.
 
 Both word2vec formats start with a header line `V D` and hold the V words most frequent
 first. Text records are `word v1 ... vD` lines; binary records are the UTF-8 word, a space,
 D little-endian float32 values and a newline, as word2vec.c writes them (gensim and
 word2vec.c's readers accept it). Both formats separate fields by whitespace, so a word that
 is empty or contains whitespace (any character for which `str.isspace()` is true) cannot be
-written: `write_word2vec` refuses it with an error naming the word and its row.
+written: `write_word2vec` refuses it with an error naming the word and its row. GloVe's text
+files are word2vec text without the header. `keyed.WordVectors` reads all of these and runs.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from w2vdist.config import TABLES
-from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_file
-from w2vdist.train import checkpoint
 
 _SEPARATOR = re.compile(r"\s")
 _NUMBER_BYTES = frozenset(b"0123456789+-.eEinfatyINFATY \t\r\n")
+_CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked first
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
 _WRITE_ROWS = 4096  # rows formatted per write: bounds the memory of one write call
 
@@ -83,8 +82,9 @@ def read_word2vec(path: str | Path) -> tuple[list[str], torch.Tensor]:
         size, dim = _read_header(path, f.readline())
         start = f.tell()
         # A record takes at least 2 bytes a value in text ("0 ") and 4 in binary: a header
-        # promising more than the file can hold is refused before allocating for it.
-        if size * (2 * dim + 1) > path.stat().st_size - start:
+        # promising far more than the file can hold is refused before allocating for it.
+        too_big = size * dim * 4 > _CHECKED_BYTES
+        if too_big and size * (2 * dim + 1) > path.stat().st_size - start:
             raise UsageError(f"{path}:1: the header promises {size:,} words of {dim:,} values, "
                              f"more than the file's {path.stat().st_size:,} bytes can hold")
         binary = not _is_text_record(f.readline(_TEXT_PROBE + 32 * dim))
@@ -93,33 +93,33 @@ def read_word2vec(path: str | Path) -> tuple[list[str], torch.Tensor]:
     return words, torch.from_numpy(array)
 
 
-def load(path: str | Path, table: str = "input") -> tuple[list[str], torch.Tensor]:
-    """(words, matrix) from a word2vec file, or from a run directory or checkpoint folder.
-
-    `table` picks the checkpoint table; a word2vec file holds only one, so it must be "input".
-    """
+def read_vectors(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """(words, matrix) from a word2vec text/binary or fastText `.vec` file (a `V D` header),
+    or a GloVe-style text file (no header: every line a word and its values)."""
     path = Path(path)
-    if path.is_dir():
-        vocab, matrix = load_table(path, table)
-        return vocab.words, matrix
-    if table != "input":
-        raise UsageError(
-            f"{path}: a word2vec file holds one table; table {table!r} needs a run directory "
-            "or checkpoint folder"
-        )
-    return read_word2vec(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: vectors file not found")
+    with open(path, "rb") as f:
+        first = f.readline(_TEXT_PROBE)
+    if len(first.split()) == 2 and all(p.isdigit() for p in first.split()):
+        return read_word2vec(path)
+    return read_glove(path)
 
 
-def load_table(path: str | Path, table: str) -> tuple[Vocab, torch.Tensor]:
-    """The vocabulary and the input, output or averaged table of a run dir or checkpoint."""
-    if table not in TABLES:
-        raise UsageError(f"table must be one of {', '.join(TABLES)} (got {table!r})")
-    vocab, inp, out = checkpoint.load_tables(path)
-    if table == "input":
-        return vocab, inp.float()
-    if table == "output":
-        return vocab, out.float()
-    return vocab, (inp.float() + out.float()) / 2
+def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """GloVe's text layout: `word v1 ... vD` per line, no header, D from the first line."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        lines = sum(1 for line in f if line.strip())
+        f.seek(0)
+        first = f.readline()
+        dim = len(first.split()) - 1
+        if dim < 1 or not _is_text_record(first):
+            raise UsageError(f"{path}:1: neither a word2vec header 'VOCAB_SIZE DIM' nor a "
+                             f"GloVe line 'word v1 ... vD', got {first[:80]!r}")
+        f.seek(0)
+        words, array = _read_text(path, f, lines, dim, first_line=1)
+    return words, torch.from_numpy(array)
 
 
 def unit_rows(matrix: torch.Tensor) -> torch.Tensor:
@@ -160,11 +160,13 @@ def _is_text_record(line: bytes) -> bool:
     return bool(sep) and set(values) <= _NUMBER_BYTES and any(48 <= b <= 57 for b in values)
 
 
-def _read_text(path: Path, f: BinaryIO, size: int, dim: int) -> tuple[list[str], np.ndarray]:
+def _read_text(
+    path: Path, f: BinaryIO, size: int, dim: int, first_line: int = 2
+) -> tuple[list[str], np.ndarray]:
     words: list[str] = []
     array = np.empty((size, dim), dtype=np.float32)
     for row in range(size):
-        lineno = row + 2
+        lineno = row + first_line
         raw = f.readline()
         if not raw:
             raise UsageError(f"{path}:{lineno}: file ends after {row} of {size} vectors")
@@ -181,7 +183,7 @@ def _read_text(path: Path, f: BinaryIO, size: int, dim: int) -> tuple[list[str],
             raise UsageError(f"{path}:{lineno}: a value of {word!r} is not a number") from None
         words.append(word)
     if f.read().strip():
-        raise UsageError(f"{path}:{size + 2}: more records than the header's {size}")
+        raise UsageError(f"{path}:{size + first_line}: more records than the header's {size}")
     return words, array
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,15 @@ from w2vdist.config import Config
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
-from w2vdist.train import backends, metrics, sync
-from w2vdist.train.data import assign_shards
-from w2vdist.train.distributed import World
+from w2vdist.training import backends, metrics, sync
+from w2vdist.training.data import assign_shards
+from w2vdist.training.distributed import World
 
 # Settings that change what a run computes: a checkpoint resumes only under the same values.
+# `train.epochs` may grow: the run then trains on, its learning rate following the longer
+# plan's line from the step it resumes at (see README, "Continued training").
 MATH_FIELDS = (
-    "model.", "optim.", "train.epochs", "train.seed", "train.backend", "sync.strategy",
+    "model.", "optim.", "train.seed", "train.backend", "train.init_from", "sync.strategy",
     "sync.every_steps", "sync.hot_rows", "sync.hot_every_steps", "sync.curvature_weight",
 )
 
@@ -89,12 +91,16 @@ class Plan:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A resolved config and what it was resolved against."""
+    """A resolved config and what it was resolved against: the world, the vocabulary, the
+    plan, and how the corpus was made (prepare's tokenizer and summary), so that vectors carry
+    what a user needs to tokenize new text the same way."""
 
     config: Config
     world_size: int
     vocab_hash: str
     plan: Plan
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
 
     @property
     def backend(self) -> str:
@@ -111,6 +117,8 @@ class RunSpec:
                 "world_size": self.world_size,
                 "vocab_hash": self.vocab_hash,
                 **dataclasses.asdict(self.plan),
+                "tokenizer": self.tokenizer,
+                "corpus": self.corpus,
             },
         }
 
@@ -119,11 +127,18 @@ class RunSpec:
         data = dict(data)
         run = data.pop("run")
         plan = Plan(run["steps_per_epoch"], run["total_steps"], run["words_per_step"])
-        return cls(from_dict(Config, data), run["world_size"], run["vocab_hash"], plan)
+        return cls(from_dict(Config, data), run["world_size"], run["vocab_hash"], plan,
+                   run.get("tokenizer", {}), run.get("corpus", {}))
 
     def differences(self, old: "RunSpec") -> list[str]:
         """What a checkpoint written under `old` would compute differently under this spec."""
         out = []
+        if self.plan.steps_per_epoch != old.plan.steps_per_epoch:
+            out.append(f"steps per epoch {old.plan.steps_per_epoch} -> "
+                       f"{self.plan.steps_per_epoch}")
+        if self.config.train.epochs < old.config.train.epochs:
+            out.append(f"train.epochs {old.config.train.epochs} -> {self.config.train.epochs} "
+                       "(a run can be extended, not shortened)")
         if old.vocab_hash != self.vocab_hash:
             out.append("vocabulary (vocab.tsv hash)")
         if old.world_size != self.world_size:
@@ -150,7 +165,17 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
                                                plan.total_steps))
     cfg = _replace(cfg, "wandb", mode=metrics.resolve_mode(cfg.wandb.mode) if world.is_main
                    else cfg.wandb.mode)
-    return RunSpec(cfg, world.size, corpus.vocab_hash, plan)
+    made = corpus.manifest
+    return RunSpec(cfg, world.size, corpus.vocab_hash, plan,
+                   made.tokenizer if made else {}, _summary(made) if made else {})
+
+
+def _summary(manifest: Manifest) -> dict[str, Any]:
+    """What the corpus was: enough to tell two runs' data apart at a glance."""
+    keep = ("files", "bytes", "lines", "raw_tokens", "sentences", "min_count", "encoding")
+    return {"total_tokens": manifest.total_tokens, "vocab_size": manifest.vocab_size,
+            "shards": len(manifest.shards),
+            **{k: manifest.stats[k] for k in keep if k in manifest.stats}}
 
 
 def _check_memory(cfg: Config, world: World, vocab_size: int) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from w2vdist.train.sync import Saturation
+    from w2vdist.training.sync import Saturation
 
 
 class Embeddings(nn.Module):

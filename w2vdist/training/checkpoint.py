@@ -29,8 +29,8 @@ from w2vdist.config import CheckpointConfig
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path, remove_stale
-from w2vdist.train.data import Position
-from w2vdist.train.spec import RunSpec
+from w2vdist.training.data import Position
+from w2vdist.training.spec import RunSpec
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"

@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from w2vdist.train.sampling import WindowSampler
-    from w2vdist.train.sgns import Embeddings
-    from w2vdist.train.sync import Saturation
+    from w2vdist.training.sampling import WindowSampler
+    from w2vdist.training.sgns import Embeddings
+    from w2vdist.training.sync import Saturation
 
 try:
     import triton

@@ -44,9 +44,9 @@ from w2vdist.config import BenchCommand, BenchConfig, Config
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
 from w2vdist.settings import to_dict
-from w2vdist.train import distributed
-from w2vdist.train.session import Session
-from w2vdist.train.spec import Corpus, resolve
+from w2vdist.training import distributed
+from w2vdist.training.session import Session
+from w2vdist.training.spec import Corpus, resolve
 from w2vdist.vectors.word2vec import check_writable
 
 Batch = tuple[torch.Tensor, torch.Tensor]

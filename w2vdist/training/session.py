@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from w2vdist.train import backends, sync
-from w2vdist.train.checkpoint import TrainState
-from w2vdist.train.data import Position, TokenBatches, assign_shards
-from w2vdist.train.distributed import World
-from w2vdist.train.sgns import Embeddings
-from w2vdist.train.spec import Corpus, RunSpec
+from w2vdist.errors import UsageError
+from w2vdist.training import backends, sync
+from w2vdist.training.checkpoint import TrainState
+from w2vdist.training.data import Position, TokenBatches, assign_shards
+from w2vdist.training.distributed import World
+from w2vdist.training.sgns import Embeddings
+from w2vdist.training.spec import Corpus, RunSpec
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Session:
             tables.input.data.copy_(state.input)
             tables.output.data.copy_(state.output)
             generator.set_state(state.rng[world.rank])
+        elif cfg.train.init_from:
+            _start_from(tables, corpus, cfg.train.init_from)
         strategy = sync.build(cfg.sync, world.size, tables)
         step = backends.build(cfg, tables, corpus.counts, strategy, generator)
         return cls(spec, world, corpus, tables, generator, strategy, step)
@@ -63,3 +66,23 @@ class Session:
             cfg.data.loader_workers, cfg.data.prefetch,
             pin_memory=self.world.device.type == "cuda", start=start,
         )
+
+
+def _start_from(tables: Embeddings, corpus: Corpus, path: str) -> None:
+    """Known words take the given vectors (and output vectors, when the source has them);
+    the others keep word2vec's initialisation. Identical on every rank."""
+    from w2vdist.vectors.keyed import WordVectors
+
+    given = WordVectors.load(path)
+    if given.vector_size != tables.input.shape[1]:
+        raise UsageError(f"{path}: vectors of {given.vector_size} dims, but model.dim is "
+                         f"{tables.input.shape[1]}")
+    known = [(i, given.key_to_index[w]) for i, w in enumerate(corpus.words or [])
+             if w in given.key_to_index]
+    if not known:
+        raise UsageError(f"{path}: none of its words is in the corpus vocabulary")
+    ours, theirs = (torch.tensor(x) for x in zip(*known))
+    device = tables.input.device
+    tables.input.data[ours.to(device)] = given.vectors[theirs].to(device)
+    if given.output is not None:
+        tables.output.data[ours.to(device)] = given.output[theirs].to(device)

@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,14 +31,15 @@ from w2vdist.config import Config, TrainCommand
 from w2vdist.errors import Diverged, UsageError
 from w2vdist.files import locked, write_text
 from w2vdist.logs import set_step, setup_logging
-from w2vdist.train import backends, distributed
-from w2vdist.train.checkpoint import Checkpoint, Checkpointer, TrainState
-from w2vdist.train.data import Position, assign_shards
-from w2vdist.train.distributed import World
-from w2vdist.train.metrics import Interval, Metrics, build_metrics
-from w2vdist.train.preemption import EXIT_PREEMPTED, StopRequest
-from w2vdist.train.session import Session
-from w2vdist.train.spec import Corpus, RunSpec, resolve
+from w2vdist.training import backends, distributed
+from w2vdist.training.callbacks import Callback
+from w2vdist.training.checkpoint import Checkpoint, Checkpointer, TrainState
+from w2vdist.training.data import Position, assign_shards
+from w2vdist.training.distributed import World
+from w2vdist.training.metrics import Interval, Metrics, build_metrics
+from w2vdist.training.preemption import EXIT_PREEMPTED, StopRequest
+from w2vdist.training.session import Session
+from w2vdist.training.spec import Corpus, RunSpec, resolve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +51,26 @@ def command(args: argparse.Namespace) -> int:
     return train(cmd.config, resume=cmd.resume, dry_run=cmd.dry_run)
 
 
+@dataclass
+class Outcome:
+    """How a run ended: its exit code, resolved spec, newest checkpoint and latest scores."""
+
+    exit_code: int
+    spec: RunSpec | None = None
+    checkpoint: Path | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
 def train(cfg: Config, resume: str = "auto", dry_run: bool = False) -> int:
     """Run (or continue) the training `cfg` describes; the exit code."""
+    return run(cfg, resume, dry_run).exit_code
+
+
+def run(
+    cfg: Config, resume: str = "auto", dry_run: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> Outcome:
+    """`train`, with callbacks, returning what the run produced."""
     if not cfg.data.shards:
         raise UsageError("config: data.shards is required (a `w2vdist prepare` output directory)")
     world = distributed.init(cfg.train.device, cfg.sync.timeout_seconds)
@@ -58,7 +79,7 @@ def train(cfg: Config, resume: str = "auto", dry_run: bool = False) -> int:
     owner = locked(run_dir) if world.is_main and not dry_run else contextlib.nullcontext()
     try:
         with owner:  # one run per run directory: a second is refused, naming the first
-            return _train(cfg, world, run_dir, resume, dry_run, log)
+            return _train(cfg, world, run_dir, resume, dry_run, log, callbacks)
     except (UsageError, OSError):
         raise  # bad input, a path that cannot be written: the one-line message says it all
     except Exception:
@@ -69,8 +90,9 @@ def train(cfg: Config, resume: str = "auto", dry_run: bool = False) -> int:
 
 
 def _train(
-    cfg: Config, world: World, run_dir: Path, resume: str, dry_run: bool, log: logging.Logger
-) -> int:
+    cfg: Config, world: World, run_dir: Path, resume: str, dry_run: bool, log: logging.Logger,
+    callbacks: Sequence[Callback],
+) -> Outcome:
     corpus = Corpus.load(cfg.data.shards)
     spec = resolve(cfg, world, corpus)
     cfg, plan = spec.config, spec.plan
@@ -80,10 +102,15 @@ def _train(
     if dry_run:
         if world.is_main:
             _print_plan(spec, corpus)
-        return 0
+        return Outcome(0, spec)
     checkpointer = Checkpointer(run_dir, cfg.checkpoint)
     previous = _previous(checkpointer, resume, spec)
     state = previous.state if previous else None
+    if state and state.step >= cfg.train.max_steps:
+        if world.is_main:
+            print(f"{run_dir}: already trained, {state.step}/{plan.total_steps} steps "
+                  f"(checkpoint {previous.path}); raise train.epochs to train more", flush=True)
+        return Outcome(0, spec, previous.path)
     session = Session.build(spec, world, corpus, state)
     step = state.step if state else 0
     start = state.data[world.rank] if state else Position()
@@ -116,7 +143,7 @@ def _train(
             plan.steps_per_epoch, step,
         )
         interval = Interval(step, plan)
-        preempted = False
+        preempted, saved = False, Outcome(0, spec)
         while step < cfg.train.max_steps:
             tokens, sentence = (t.to(world.device, non_blocking=True) for t in next(batches))
             lr = spec.learning_rate(step)
@@ -144,24 +171,31 @@ def _train(
             epoch_end = step % plan.steps_per_epoch == 0
             if epoch_end:
                 session.sync.merge(session.tables)
+                for callback in callbacks:
+                    callback.on_epoch_end(step // plan.steps_per_epoch, step, session)
             if (interval.elapsed() >= cfg.train.log_every_seconds or epoch_end
                     or step == cfg.train.max_steps):
                 metrics.log(step, interval.flush(step, session.sync, lr, world.device))
             if preempted or (checkpointer.due(step, clock > 0) and step < cfg.train.max_steps):
-                _save(session, checkpointer, step, loader.position, metrics, log)
+                saved = _save(session, checkpointer, step, loader.position, metrics, log,
+                              callbacks) or saved
             if preempted:
                 log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
                 break
         if not preempted:
-            path = _save(session, checkpointer, step, loader.position, metrics, log)
+            saved = _save(session, checkpointer, step, loader.position, metrics, log,
+                          callbacks) or saved
+            if world.is_main and metrics.wandb_on:
+                _publish(session, saved, metrics, run_dir, step)
 
     if world.is_main and not preempted:
         print(
             f"trained {step}/{plan.total_steps} steps ({step * plan.words_per_step:,} words, "
-            f"{interval.total_words_per_s():,.0f} words/s); checkpoint: {path}",
+            f"{interval.total_words_per_s():,.0f} words/s); checkpoint: {saved.checkpoint}",
             flush=True,
         )
-    return EXIT_PREEMPTED if preempted else 0
+    saved.exit_code = EXIT_PREEMPTED if preempted else 0
+    return saved
 
 
 def _previous(checkpointer: Checkpointer, resume: str, spec: RunSpec) -> Checkpoint | None:
@@ -183,10 +217,10 @@ def _previous(checkpointer: Checkpointer, resume: str, spec: RunSpec) -> Checkpo
 
 def _save(
     session: Session, checkpointer: Checkpointer, step: int, position: Position,
-    metrics: Metrics, log: logging.Logger,
-) -> Path | None:
+    metrics: Metrics, log: logging.Logger, callbacks: Sequence[Callback],
+) -> Outcome | None:
     """Merge (local sync), gather every rank's RNG state and data position; rank 0 writes the
-    step folder and scores it if asked."""
+    step folder and scores it if asked (None on other ranks)."""
     tables, world = session.tables, session.world
     session.sync.merge(tables)
     if not all(bool(torch.isfinite(t).all()) for t in (tables.input, tables.output)):
@@ -205,13 +239,32 @@ def _save(
                        [p for _, p in ranks], metrics.run_id)
     path = checkpointer.save(state, session.spec, session.corpus.vocab_file)
     log.info("checkpoint %s", path)
+    for callback in callbacks:
+        callback.on_checkpoint(path, step)
     from w2vdist.vectors.evaluate import scores
 
     found = scores(session.spec.config.eval, session.corpus.words, tables.input.data)
     if found:
         metrics.log(step, found)
+        metrics.neighbours(step, session.corpus.words, tables.input.data,
+                           session.spec.config.eval.probe_words)
         log.info("eval at step %d: %s", step, json.dumps(found))
-    return path
+        for callback in callbacks:
+            callback.on_eval(step, found)
+    return Outcome(0, session.spec, path, found)
+
+
+def _publish(session: Session, saved: Outcome, metrics: Metrics, run_dir: Path,
+             step: int) -> None:
+    """The run's vectors exported beside it and handed to W&B as an artifact."""
+    from w2vdist.vectors import keyed
+    from w2vdist.vectors.keyed import WordVectors
+
+    vectors = WordVectors.load(saved.checkpoint)
+    out = run_dir / "vectors.bin"
+    vectors.save(out)
+    write_text(keyed.sidecar(out), keyed.metadata(vectors, "input", saved.scores))
+    metrics.publish(out, keyed.sidecar(out), vectors.index_to_key, vectors.vectors, step)
 
 
 def _print_plan(spec: RunSpec, corpus: Corpus) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from w2vdist.train.sampling import WindowSampler
-from w2vdist.train.sgns import Embeddings, apply, gradients
-from w2vdist.train.sync import Sync
+from w2vdist.training.sampling import WindowSampler
+from w2vdist.training.sgns import Embeddings, apply, gradients
+from w2vdist.training.sync import Sync
 
 
 class TorchStep:

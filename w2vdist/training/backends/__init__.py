@@ -19,6 +19,7 @@ decays it word by word, the batch steps use the mean (the rate at the batch's mi
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import numpy as np
@@ -26,9 +27,12 @@ import torch
 
 from w2vdist.config import Config
 from w2vdist.errors import UsageError
-from w2vdist.train.sampling import WindowSampler
-from w2vdist.train.sgns import Embeddings
-from w2vdist.train.sync import Sync
+from w2vdist.training.sampling import WindowSampler
+from w2vdist.training.sgns import Embeddings
+from w2vdist.training.sync import Sync
+
+log = logging.getLogger("w2vdist")
+
 
 class Step(Protocol):
     def __call__(
@@ -38,13 +42,17 @@ class Step(Protocol):
 
 def choose(cfg: Config, device: torch.device, world_size: int) -> str:
     """`auto`: a fused kernel for the device where the sync strategy allows it, else torch."""
-    from w2vdist.train.backends import cpu, triton
+    from w2vdist.training.backends import cpu, triton
 
     backend = cfg.train.backend
     in_place_ok = world_size == 1 or cfg.sync.strategy == "local"
     if backend == "auto":
         if device.type == "cpu":
             backend = "cpu-kernel" if in_place_ok and cpu.available() else "torch"
+            if in_place_ok and backend == "torch":
+                log.warning("the compiled CPU kernel is unavailable (%s): training with the "
+                            "torch backend, several times slower on CPU (BENCHMARKS.md); "
+                            "install gcc or set CC", cpu.unavailable_reason())
         else:
             backend = "triton" if in_place_ok and triton.available()[0] else "torch"
     if backend == "cpu-kernel" and device.type != "cpu":
@@ -108,13 +116,13 @@ def build(
     counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
     sampler = WindowSampler(counts_t, cfg.model, generator, tables.input.device)
     if cfg.train.backend == "cpu-kernel":
-        from w2vdist.train.backends.cpu import KernelStep
+        from w2vdist.training.backends.cpu import KernelStep
 
         return KernelStep(sampler, tables, cfg.train.threads, sync.saturation)
     if cfg.train.backend == "triton":
-        from w2vdist.train.backends.triton import TritonStep
+        from w2vdist.training.backends.triton import TritonStep
 
         return TritonStep(sampler, tables, sync.saturation)
-    from w2vdist.train.backends.reference import TorchStep
+    from w2vdist.training.backends.reference import TorchStep
 
     return TorchStep(sampler, tables, sync, cfg.optim.damping)

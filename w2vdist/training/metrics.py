@@ -16,10 +16,14 @@ W&B settings, highest precedence first:
 - project: ``wandb.project`` when set to something other than the default ``w2vdist``, else
   ``WANDB_PROJECT``, else ``w2vdist``. entity, tags: the config, else ``WANDB_ENTITY`` /
   ``WANDB_TAGS``. name: the config, else ``WANDB_NAME``, else the run directory's name.
-- Files go under ``RUN_DIR/wandb/``. The W&B run id is kept in checkpoints: a resumed run passes
+- Files go under ``$WANDB_DIR/wandb/`` if set, else ``RUN_DIR/wandb/``. The W&B run id is kept in checkpoints: a resumed run passes
   it back and continues the same W&B run, logging at its global step. Steps that W&B already
   holds (logged after the last checkpoint of a killed job) are written to metrics.jsonl again
   but not re-sent, because W&B steps must increase.
+- Besides scalars: at each eval a table of the probe words' nearest neighbours
+  (``eval.probe_words``, else ten words past the 50 commonest); at the end of a run the
+  exported vectors (``RUN_DIR/vectors.bin`` and its ``.json`` metadata) as a ``word-vectors``
+  artifact, and the 1,000 commonest words' vectors as a table for W&B's embedding projector.
 
 wandb is imported only where a run is started or a key looked up: the import takes about a
 second, and ranks other than 0 (or runs with W&B disabled) never need it.
@@ -44,8 +48,8 @@ from w2vdist import config
 from w2vdist.settings import to_dict
 
 if TYPE_CHECKING:
-    from w2vdist.train.spec import Plan
-    from w2vdist.train.sync import Sync
+    from w2vdist.training.spec import Plan
+    from w2vdist.training.sync import Sync
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,48 @@ class Metrics:
         if self._run is not None and step >= self._run.starting_step:
             self._run.log(dict(metrics), step=step)
 
+    @property
+    def wandb_on(self) -> bool:
+        return self._run is not None
+
+    def neighbours(self, step: int, words: list[str], table: torch.Tensor,
+                   probes: list[str], k: int = 8) -> None:
+        """A W&B table of each probe word's k nearest words at `step` (what the space has
+        learnt, readable at a glance); `probes` empty: ten words past the 50 commonest."""
+        if self._run is None:
+            return
+        import wandb
+
+        from w2vdist.vectors.neighbors import nearest
+        from w2vdist.vectors.word2vec import unit_rows
+
+        index = {w: i for i, w in enumerate(words)}
+        rows = [index[w] for w in probes if w in index] or list(range(len(words)))[50:60] \
+            or list(range(min(10, len(words))))
+        found = nearest(words, unit_rows(table.float().cpu()), rows, k)
+        data = [[step, words[r], ", ".join(f"{w} {s:.2f}" for w, s in near)]
+                for r, near in zip(rows, found)]
+        self._run.log({"eval/neighbours": wandb.Table(columns=["step", "word", "nearest"],
+                                                      data=data)}, step=step)
+
+    def publish(self, vectors_file: Path, metadata_file: Path, words: list[str],
+                table: torch.Tensor, step: int, top: int = 1000) -> None:
+        """The exported vectors as a versioned W&B artifact (with their metadata), and the
+        `top` most frequent words' vectors as a table W&B's embedding projector draws."""
+        if self._run is None:
+            return
+        import wandb
+
+        meta = json.loads(metadata_file.read_text())
+        artifact = wandb.Artifact(f"{_safe(self._run.name or 'run')}-vectors",
+                                  type="word-vectors", metadata=meta)
+        artifact.add_file(str(vectors_file))
+        artifact.add_file(str(metadata_file))
+        self._run.log_artifact(artifact)
+        rows = [[w, v] for w, v in zip(words[:top], table[:top].float().cpu().tolist())]
+        self._run.log({"embeddings": wandb.Table(columns=["word", "vector"], data=rows)},
+                      step=step)
+
     def __enter__(self) -> "Metrics":
         return self
 
@@ -111,6 +157,14 @@ class NullMetrics(Metrics):
         pass
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    wandb_on = False
+
+    def neighbours(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def publish(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def close(self) -> None:
@@ -158,7 +212,7 @@ def _start_wandb(cfg: config.Config, run_dir: Path, mode: str, run_id: str | Non
     w = cfg.wandb
     project_is_default = w.project == config.WandbConfig.project
     kwargs: dict[str, Any] = dict(
-        dir=run_dir,
+        dir=os.environ.get("WANDB_DIR") or run_dir,
         project=None if project_is_default and os.environ.get("WANDB_PROJECT") else w.project,
         entity=w.entity,
         name=w.name or (None if os.environ.get("WANDB_NAME") else run_dir.resolve().name),
@@ -176,6 +230,11 @@ def _start_wandb(cfg: config.Config, run_dir: Path, mode: str, run_id: str | Non
         log.warning("W&B: could not start an online run (%s); logging offline to %s",
                     exc, run_dir / "wandb")
         return wandb.init(mode="offline", **kwargs)
+
+
+def _safe(name: str) -> str:
+    """An artifact name W&B accepts: letters, digits, '-', '_', '.'."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
 class _WordBar(tqdm):

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from w2vdist.config import Config, SyncConfig
-from w2vdist.train.sgns import Embeddings, Gradients, SparseRows
+from w2vdist.training.sgns import Embeddings, Gradients, SparseRows
 
 
 @dataclass

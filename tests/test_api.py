@@ -1,0 +1,310 @@
+"""The Python API: WordVectors against gensim, into torch, prepare/train from Python,
+continued training, self-describing exports, W&B artifacts, and the README's example."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gensim.models import KeyedVectors
+
+import w2vdist
+from tests.helpers import offline_runs, write_zipf_corpus
+from w2vdist import WordVectors
+from w2vdist.cli import main
+from w2vdist.corpus.shards import Manifest, decode_sample
+from w2vdist.errors import UsageError
+from w2vdist.training import checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {"model": {"dim": 16}, "optim": {"batch_words": 500},
+         "train": {"backend": "cpu-kernel", "threads": 1, "epochs": 2},
+         "data": {"loader_workers": 0}, "checkpoint": {"every_minutes": 0},
+         "wandb": {"mode": "disabled"}}
+
+
+def sections(run_dir: Path, shards: Path, **more: dict) -> dict:
+    out = {k: dict(v) for k, v in SMALL.items()}
+    out["data"]["shards"] = str(shards)
+    out["train"]["run_dir"] = str(run_dir)
+    for key, values in more.items():
+        out.setdefault(key, {}).update(values)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("api")
+    corpus = write_zipf_corpus(root / "corpus.txt", 2000)
+    with open(corpus, "a", encoding="utf-8") as f:  # words prepare must normalize and lowercase
+        f.write("Café CAFÉ cafe\u0301 w1 w2\n" * 3)
+    w2vdist.prepare(corpus, root / "shards", min_count=2, shard_tokens=8000, block_tokens=1000,
+                    workers=1)
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> w2vdist.TrainResult:
+    run = tmp_path_factory.mktemp("run") / "run"
+    return w2vdist.train(**sections(run, shards))
+
+
+# --- WordVectors ------------------------------------------------------------------------------
+
+
+def test_word_vectors_of_a_run_carry_tables_counts_tokenizer_and_spec(trained):
+    wv = trained.vectors
+    inp, out = checkpoint.load_tables(trained.run_dir)[1:]
+    assert torch.equal(wv.vectors, inp) and torch.equal(wv.output, out)
+    assert wv.counts[0] >= wv.counts[-1] and len(wv.counts) == len(wv)
+    assert wv.tokenizer["normalize"] == "nfc" and wv.spec["train"]["backend"] == "cpu-kernel"
+    assert "w1" in wv and "nope" not in wv and wv["w1"].shape == (16,)
+    assert wv.key_to_index[wv.index_to_key[7]] == 7
+
+
+def test_gensim_round_trip_and_the_same_answers(trained, tmp_path):
+    wv = trained.vectors
+    kv = wv.to_gensim()
+    assert kv.index_to_key == wv.index_to_key
+    np.testing.assert_array_equal(kv.vectors, wv.vectors.numpy())
+    assert kv.get_vecattr("w1", "count") == int(wv.counts[wv.key_to_index["w1"]])
+    ours = wv.most_similar(positive=["w1", "w2"], negative=["w3"], topn=5, restrict_vocab=200)
+    theirs = kv.most_similar(positive=["w1", "w2"], negative=["w3"], topn=5, restrict_vocab=200)
+    assert [w for w, _ in ours] == [w for w, _ in theirs]
+    np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-4)
+    assert wv.doesnt_match(["w1", "w2", "w3", "w350"]) == kv.doesnt_match(
+        ["w1", "w2", "w3", "w350"])
+    assert abs(wv.similarity("w1", "w5") - float(kv.similarity("w1", "w5"))) < 1e-5
+    assert wv.analogy("w1", "w2", "w3", topn=2) == wv.most_similar(["w2", "w3"], ["w1"], topn=2)
+    back = WordVectors.from_gensim(kv)
+    assert back.index_to_key == wv.index_to_key and torch.equal(back.vectors, wv.vectors)
+    assert np.array_equal(back.counts, wv.counts)
+
+
+@pytest.mark.parametrize("name", ["v.bin", "v.txt", "v.vec"])
+def test_files_round_trip_by_extension_and_gensim_reads_them(trained, tmp_path, name):
+    wv = trained.vectors
+    wv.save(tmp_path / name)
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / name), binary=name.endswith(".bin"))
+    np.testing.assert_array_equal(kv.vectors, wv.vectors.numpy())
+    again = WordVectors.load(tmp_path / name)
+    assert again.index_to_key == wv.index_to_key and torch.equal(again.vectors, wv.vectors)
+
+
+def test_glove_files_without_a_header_load(tmp_path):
+    path = tmp_path / "glove.txt"
+    path.write_text("the 0.5 -1 2\nof 1e-3 0 3.5\n", encoding="utf-8")
+    wv = WordVectors.load(path)
+    assert wv.index_to_key == ["the", "of"] and wv.vector_size == 3
+    assert torch.equal(wv["of"], torch.tensor([1e-3, 0, 3.5]))
+
+
+def test_a_format_contradicting_the_extension_is_refused(trained, tmp_path, capsys):
+    with pytest.raises(UsageError, match="cannot hold the text format"):
+        trained.vectors.save(tmp_path / "v.bin", binary=False)
+    code = main(["export", str(trained.run_dir), "-o", str(tmp_path / "v.txt"), "--format",
+                 "binary"])
+    assert code == 2 and "cannot hold the binary format" in capsys.readouterr().err
+    assert not (tmp_path / "v.txt").exists()
+
+
+def test_an_export_explains_itself(trained, tmp_path):
+    assert main(["export", str(trained.run_dir), "-o", str(tmp_path / "v.bin")]) == 0
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin"), binary=True)  # by extension
+    assert len(kv) == len(trained.vectors)
+    meta = json.loads((tmp_path / "v.bin.json").read_text())
+    assert meta["w2vdist_version"] == w2vdist.__version__ and meta["table"] == "input"
+    assert meta["tokenizer"]["normalize"] == "nfc"
+    assert meta["spec"]["run"]["vocab_hash"] == trained.spec.vocab_hash
+    assert meta["spec"]["run"]["corpus"]["total_tokens"] > 0
+
+
+# --- into torch -------------------------------------------------------------------------------
+
+
+def test_to_embedding_rows_and_indices(trained):
+    wv = trained.vectors
+    embedding, vocab = wv.to_embedding(freeze=True)
+    assert embedding.padding_idx == 0 and vocab.pad_index == 0 and vocab.unk_index == 1
+    assert torch.equal(embedding.weight[0], torch.zeros(16))
+    torch.testing.assert_close(embedding.weight[1], wv.vectors.mean(0))
+    assert torch.equal(embedding.weight[2:], wv.vectors)
+    assert vocab.key_to_index["w1"] == wv.key_to_index["w1"] + 2
+    assert vocab.encode("w1 zzz w2", length=5) == [vocab.key_to_index["w1"], 1,
+                                                   vocab.key_to_index["w2"], 0, 0]
+    assert not embedding.weight.requires_grad
+    chosen = torch.full((16,), 0.5)
+    plain, bare = wv.to_embedding(freeze=False, padding=False, unknown_vector=chosen)
+    assert plain.padding_idx is None and bare.unk_index == 0 and plain.weight.requires_grad
+    assert torch.equal(plain.weight[0], chosen)
+    _, none = wv.to_embedding(padding=False, unknown=False)
+    assert none.encode("w1 zzz") == [wv.key_to_index["w1"]]
+
+
+def test_encode_tokenizes_exactly_as_prepare_did(trained, shards):
+    wv = trained.vectors
+    corpus = (shards.parent / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    ours = [i for line in corpus for i in wv.encode(line)]
+    theirs = []
+    for path in Manifest.load(shards).shard_paths(shards):
+        import webdataset
+
+        for sample in webdataset.WebDataset(path, shardshuffle=False, empty_check=False):
+            theirs.extend(decode_sample(sample)[0].tolist())
+    assert ours == theirs
+    assert wv.tokenize("Café CAFÉ cafe\u0301") == ["café"] * 3
+
+
+# --- training from Python ---------------------------------------------------------------------
+
+
+class Seen(w2vdist.Callback):
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def on_epoch_end(self, epoch, step, session) -> None:
+        self.events.append(("epoch", epoch, step, float(session.tables.output.abs().sum())))
+
+    def on_checkpoint(self, path, step) -> None:
+        self.events.append(("checkpoint", step))
+
+    def on_eval(self, step, scores) -> None:
+        self.events.append(("eval", step, scores["similarity/pairs"]))
+
+
+def test_callbacks_see_every_epoch_checkpoint_and_eval(shards, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("w1\tw2\t3\nw3\tw4\t1\nw5\tw9\t2\n")
+    seen = Seen()
+    result = w2vdist.train(**sections(tmp_path / "run", shards, train={"epochs": 3},
+                                      eval={"similarity": str(pairs)}), callbacks=[seen])
+    per_epoch = result.spec.plan.steps_per_epoch
+    epochs = [e for e in seen.events if e[0] == "epoch"]
+    assert [(e[1], e[2]) for e in epochs] == [(i, i * per_epoch) for i in (1, 2, 3)]
+    assert all(e[3] > 0 for e in epochs)
+    assert ("checkpoint", 3 * per_epoch) in seen.events
+    assert ("eval", 3 * per_epoch, 3) in seen.events
+    assert result.scores["similarity/pairs"] == 3 and result.exit_code == 0
+
+
+def test_a_finished_run_says_so_and_more_epochs_extend_its_schedule(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = sections(run, shards, train={"backend": "torch", "epochs": 2})
+    first = w2vdist.train(**args)
+    again = w2vdist.train(**args)
+    assert again.checkpoint == first.checkpoint and "already trained" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="can be extended, not shortened"):
+        w2vdist.train(**sections(run, shards, train={"backend": "torch", "epochs": 1}))
+    args["train"]["epochs"] = 4
+    longer = w2vdist.train(**args)
+    plan = longer.spec.plan
+    assert plan.total_steps == 2 * first.spec.plan.total_steps
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r for r in records if "lr" in r]
+    before = [r for r in lrs if r["step"] <= first.spec.plan.total_steps]
+    after = [r for r in lrs if r["step"] > first.spec.plan.total_steps]
+    # The learning rate follows the 4-epoch plan's line from where the 2-epoch run ended
+    # (back up to half of alpha there, then down to alpha x 1e-4 at the new end).
+    assert longer.spec.learning_rate(first.spec.plan.total_steps) == pytest.approx(0.02, rel=1e-3)
+    for r in after:
+        assert r["lr"] == pytest.approx(longer.spec.learning_rate(r["step"] - 1), rel=1e-9)
+    assert before[-1]["lr"] < 0.01 * 0.04 < after[0]["lr"]
+    assert after[-1]["step"] == plan.total_steps
+
+
+def test_init_from_keeps_the_vectors_of_known_words(trained, shards, tmp_path):
+    given = trained.vectors
+    run = tmp_path / "run"
+    result = w2vdist.train(**sections(run, shards, train={"init_from": str(trained.run_dir),
+                                                          "epochs": 1},
+                                      optim={"alpha": 1e-12}))
+    started = result.vectors
+    torch.testing.assert_close(started.vectors, given.vectors, atol=1e-6, rtol=0)
+    torch.testing.assert_close(started.output, given.output, atol=1e-6, rtol=0)
+    other = tmp_path / "small.txt"
+    other.write_text("w1 -1 -1 -1\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="vectors of 3 dims, but model.dim is 16"):
+        w2vdist.train(**sections(tmp_path / "r2", shards, train={"init_from": str(other)}))
+
+
+def test_prepare_with_a_given_vocabulary(tmp_path):
+    corpus = write_zipf_corpus(tmp_path / "c.txt", 300)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("w1 900\nw0 1000\nw2 5\nabsent 7\n", encoding="utf-8")  # -save-vocab
+    summary = w2vdist.prepare(corpus, tmp_path / "out", vocab=str(vocab), min_count=6)
+    words = (tmp_path / "out" / "vocab.tsv").read_text().split()
+    assert words == ["w0", "1000", "w1", "900", "absent", "7"]
+    assert summary.manifest.stats["paths"] == [str(corpus)]
+
+
+def test_reproducible_settings_give_bitwise_equal_runs(shards, tmp_path):
+    a = w2vdist.train(**sections(tmp_path / "a", shards)).vectors
+    b = w2vdist.train(**sections(tmp_path / "b", shards)).vectors
+    assert torch.equal(a.vectors, b.vectors) and torch.equal(a.output, b.output)
+
+
+def test_without_a_compiler_auto_falls_back_and_says_what_it_costs(shards, tmp_path):
+    env = dict(os.environ, CC="false", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = subprocess.run(
+        [sys.executable, "-m", "w2vdist", "train", "--dry-run", "--data.shards", str(shards)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0
+    assert "backend torch" in result.stdout
+    assert "compiled CPU kernel is unavailable" in result.stderr
+    assert "several times slower" in result.stderr
+
+
+# --- W&B -----------------------------------------------------------------------------------
+
+
+def test_wandb_gets_the_vectors_artifact_neighbours_and_projection(shards, tmp_path,
+                                                                   monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb-home").mkdir()
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("w1\tw2\t3\nw3\tw4\t1\nw5\tw9\t2\n")
+    run = tmp_path / "run"
+    w2vdist.train(**sections(run, shards, wandb={"mode": "offline"},
+                             eval={"similarity": str(pairs), "probe_words": ["w1", "w2"]}))
+    assert not (run / "wandb").exists()  # WANDB_DIR honoured
+    (found,) = offline_runs(tmp_path / "wandb-home")
+    rows = list(found["rows"].values())
+    neighbours = [r for r in rows if "eval/neighbours/_type" in r]
+    assert neighbours and neighbours[-1]["eval/neighbours/_type"] == "table-file"
+    assert neighbours[-1]["eval/neighbours/nrows"] == 2  # the two probe words
+    projection = [r for r in rows if "embeddings/_type" in r]
+    assert projection and projection[-1]["embeddings/nrows"] == len(WordVectors.load(run))
+    assert any("similarity/spearman" in r for r in rows)
+    (vectors,) = [a for a in found["artifacts"] if a["type"] == "word-vectors"]
+    assert vectors["metadata"]["spec"]["model"]["dim"] == 16
+    assert vectors["metadata"]["tokenizer"]["normalize"] == "nfc"
+    assert WordVectors.load(run / "vectors.bin").vector_size == 16
+    assert json.loads((run / "vectors.bin.json").read_text())["words"] > 0
+
+
+# --- the README's example ---------------------------------------------------------------------
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"## Python\n.*?```python\n(.*?)```", readme, flags=re.S)
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")  # top level, no __main__ guard, as users write it
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 3 done" in result.stdout and "classifier loss" in result.stdout
+    loss = float(result.stdout.split("classifier loss")[1].split()[0])
+    assert loss < 0.69  # it learnt something: chance is ln 2

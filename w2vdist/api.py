@@ -1,0 +1,71 @@
+"""The Python API: prepare, train and load vectors from a script or a notebook.
+
+    import w2vdist
+    w2vdist.prepare(["corpus.txt"], "shards", min_count=5)
+    result = w2vdist.train(data={"shards": "shards"}, train={"run_dir": "runs/a", "epochs": 5})
+    result.vectors.most_similar("king")
+
+Settings are the command line's, as keyword sections (`model={"dim": 300}`) or a `Config`;
+both calls are safe at a script's top level, without an `if __name__ == "__main__"` guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from w2vdist.config import Config, PrepareConfig
+from w2vdist.errors import UsageError
+from w2vdist.settings import from_dict, merge, to_dict
+
+if TYPE_CHECKING:
+    from w2vdist.corpus.prepare import Summary
+    from w2vdist.training.callbacks import Callback
+    from w2vdist.training.spec import RunSpec
+    from w2vdist.vectors.keyed import WordVectors
+
+
+def prepare(inputs: str | Path | Sequence[str | Path], output: str | Path,
+            **settings: Any) -> "Summary":
+    """`w2vdist prepare`: `settings` are PrepareConfig's fields (min_count=5, ...)."""
+    from w2vdist.corpus.prepare import prepare as run_prepare
+
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    cfg = from_dict(PrepareConfig, {**settings, "inputs": [str(p) for p in paths],
+                                    "output": str(output)}, "prepare.")
+    return run_prepare(cfg)
+
+
+@dataclass
+class TrainResult:
+    """What a `train` call produced."""
+
+    run_dir: Path
+    spec: "RunSpec"
+    checkpoint: Path | None
+    scores: dict[str, float] = field(default_factory=dict)
+    exit_code: int = 0
+
+    @property
+    def vectors(self) -> "WordVectors":
+        """The trained vectors (loaded from the newest checkpoint on first use)."""
+        from w2vdist.vectors.keyed import WordVectors
+
+        if self.checkpoint is None:
+            raise UsageError(f"{self.run_dir}: the run wrote no checkpoint")
+        return WordVectors.load(self.checkpoint)
+
+
+def train(config: Config | None = None, *, callbacks: Sequence["Callback"] = (),
+          resume: str = "auto", **sections: dict[str, Any]) -> TrainResult:
+    """`w2vdist train` in this process: `config`, overridden by `sections` (data={...},
+    model={...}, ...). A stop signal ends it with `exit_code` 75 and a checkpoint."""
+    from w2vdist.training.loop import run
+
+    tree = merge(to_dict(config) if config else {}, sections)
+    cfg = from_dict(Config, tree)
+    outcome = run(cfg, resume=resume, callbacks=callbacks)
+    return TrainResult(Path(cfg.train.run_dir), outcome.spec, outcome.checkpoint,
+                       outcome.scores, outcome.exit_code)
