@@ -13,24 +13,19 @@ Everything is written into a temporary folder beside OUT and renamed to OUT once
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
-import multiprocessing
 import os
 import re
 import signal
-import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from w2vdist import settings
 from w2vdist.config import PrepareConfig
@@ -40,6 +35,7 @@ from w2vdist.corpus.shards import Manifest, ShardInfo, encode_sample
 from w2vdist.corpus.text import Piece, TextStats, find_files, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
+from w2vdist.corpus.workers import parallel
 
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
 PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time
@@ -247,7 +243,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
     workers = cfg.workers or _cores()
     pieces = split_pieces(files, workers, cfg.encoding)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, directory=True) as staging, _parallel(min(workers, len(pieces))) as run:
+    with atomic_path(out, directory=True) as staging, parallel(min(workers, len(pieces))) as run:
         stats = TextStats()
         counts: Counter[str] = Counter()
         for piece_counts, piece_stats in run(
@@ -364,51 +360,6 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
     if not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file()):
         raise UsageError(f"{out}: exists and is not a `w2vdist prepare` output; not replacing it")
-
-
-@contextlib.contextmanager
-def _parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], list[Any], str], Any]]:
-    """`run(fn, items, what)`: fn's results over items, in order, with a progress bar; in this
-    process for one worker, else in a pool whose workers leave Ctrl-C to this process."""
-    pool = None
-    if workers > 1:
-        # spawn: a fresh interpreter, safe whatever this process has imported or started.
-        with _main_not_rerun():
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
-
-    def run(fn: Callable[[Any], Any], items: list[Any], what: str) -> Iterator[Any]:
-        results = pool.imap(fn, items) if pool else map(fn, items)
-        return tqdm(results, total=len(items), desc=what, unit="piece", disable=None, leave=False)
-
-    try:
-        yield run
-    finally:
-        if pool is not None:
-            pool.terminate()  # every result has been used, or an error is on its way out
-            pool.join()
-
-
-@contextlib.contextmanager
-def _main_not_rerun() -> Iterator[None]:
-    """Start workers without running the caller's script again in each of them.
-
-    A spawned worker normally imports the parent's `__main__` from its path, so a script that
-    calls `w2vdist.prepare(...)` at top level, without an `if __name__ == "__main__"` guard,
-    would start workers that start workers until killed. The workers run only w2vdist's own
-    functions, so they need nothing from `__main__`: it is hidden while they start.
-    """
-    main = sys.modules["__main__"]
-    hidden = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
-    main.__spec__ = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(hidden)
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------------
