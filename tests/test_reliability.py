@@ -172,6 +172,31 @@ def test_a_full_disk_keeps_earlier_checkpoints_and_the_resume_works(shards, smal
     assert "resuming from" in capfd.readouterr().err
 
 
+def test_a_kill_while_pruning_leaves_no_complete_folder_without_its_tables(
+    shards, tmp_path, monkeypatch
+):
+    """Found by benchmarks/chaos.py: pruning removed files one by one, so a SIGKILL part way
+    left a folder that still had its COMPLETE marker but no tables."""
+    run = tmp_path / "run"
+    real_rmtree = shutil.rmtree
+    calls = []
+
+    def killed_midway(path, *args, **kwargs):
+        calls.append(path)
+        Path(path, "tables.pt").unlink()  # the first file goes, then the process dies
+        raise KeyboardInterrupt
+
+    assert train(config(shards, run, checkpoint={"every_steps": 20}, train={"max_steps": 40})) == 0
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(shards, run, checkpoint={"every_steps": 20}, train={"max_steps": 60}))
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert calls
+    for path in checkpoint.complete_steps(run):
+        checkpoint.load(path)  # every folder that counts as complete loads
+    assert train(config(shards, run)) == 0  # and the run goes on
+
+
 # --- 5. every reader verifies checkpoints ----------------------------------------------------
 
 

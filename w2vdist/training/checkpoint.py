@@ -28,7 +28,7 @@ import torch
 from w2vdist.config import CheckpointConfig
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
-from w2vdist.files import atomic_path, remove_stale
+from w2vdist.files import atomic_path, remove_stale, temporary_sibling
 from w2vdist.training.data import Position
 from w2vdist.training.spec import RunSpec
 
@@ -137,8 +137,13 @@ class Checkpointer:
         return final
 
     def _prune(self) -> None:
+        """Drop all but the newest `keep` folders. Each is first renamed to a temporary name
+        (atomic), then removed: a kill during a removal must not leave a folder that still
+        has its COMPLETE marker but lost its tables."""
         for old in self.steps()[self.cfg.keep:]:
-            shutil.rmtree(old, ignore_errors=True)
+            trash = temporary_sibling(old)
+            os.rename(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def step_name(step: int) -> str:
