@@ -6,7 +6,7 @@ Builds a small planted corpus (`w2vdist synth`, `w2vdist prepare`), trains it on
 interruption on 2 torchrun ranks (gloo, torch backend, `exact` sync: deterministic), then, for
 each trial, trains the same run again while hitting it at a random moment with one of:
 
-- `sigkill`: SIGKILL to the whole torchrun process group (a node lost, an OOM kill);
+- `sigkill`: SIGKILL to torchrun and every rank (a node lost, an OOM kill);
 - `sigterm`: SIGTERM to the group (preemption: checkpoint and exit 75);
 - `corrupt`: SIGKILL, then one byte of the newest checkpoint's tables flipped (a torn disk);
 - `stale`: SIGKILL, then a half-written temporary checkpoint folder left behind.
@@ -96,8 +96,10 @@ def trial(shards: Path, run: Path, action: str, after: float,
           expected: tuple[torch.Tensor, ...], attempts: int) -> dict:
     proc = launch(shards, run)
     time.sleep(after)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
+    if action == "sigterm":
+        os.killpg(proc.pid, signal.SIGTERM)  # torchrun forwards it to the ranks
+    else:
+        kill_everything(run)
     proc.wait()
     complete = checkpoint.complete_steps(run)
     if action == "corrupt" and complete:
@@ -122,6 +124,19 @@ def trial(shards: Path, run: Path, action: str, after: float,
         got = checkpoint.load_tables(run)[1:]
         result["max_abs_difference"] = max(float((a - b).abs().max()) for a, b in zip(got, expected))
     return result
+
+
+def kill_everything(run: Path) -> None:
+    """SIGKILL torchrun and every rank and loader worker of the run, and wait until none is
+    left: torchrun starts its ranks in sessions of their own, so killing its process group
+    alone would leave them training (a lost node takes them all)."""
+    for _ in range(100):
+        found = subprocess.run(["pkill", "-KILL", "-f", "--", f"--train.run_dir {run} "],
+                               capture_output=True)
+        if found.returncode != 0:  # nothing left to kill
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"processes of {run} survive SIGKILL")
 
 
 def _loads(path: Path) -> bool:
