@@ -141,15 +141,11 @@ def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict
     vectors = vectors.float().cpu()
     if cfg.analogies:
         found = score_analogies(words, vectors, cfg.analogies, cfg.restrict_vocab)
-        out.update({f"analogy/{k}": float(v) for k, v in found.items() if _number(v)})
+        out.update({f"analogy/{k}": float(v) for k, v in found.items()})
     if cfg.similarity:
         found = score_similarity(words, vectors, cfg.similarity, cfg.restrict_vocab)
-        out.update({f"similarity/{k}": float(v) for k, v in found.items() if _number(v)})
+        out.update({f"similarity/{k}": float(v) for k, v in found.items()})
     return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float))
 
 
 def analogy_scores(
