@@ -251,10 +251,10 @@ def _help(text: str, default: Any, choices: tuple[str, ...] | None, tp: Any) -> 
 def _metavar(tp: Any, choices: tuple[str, ...] | None) -> str:
     if choices:
         return "{" + ",".join(choices) + "}"
+    if typing.get_origin(tp) is list:
+        return "A,B,..."
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     base = args[0] if args else tp
-    if typing.get_origin(base) is list:
-        return "A,B,..."
     return {int: "N", float: "X", str: "TEXT"}.get(base, "VALUE")
 
 
