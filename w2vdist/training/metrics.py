@@ -102,7 +102,7 @@ class Metrics:
         from w2vdist.vectors.word2vec import unit_rows
 
         index = {w: i for i, w in enumerate(words)}
-        rows = [index[w] for w in probes if w in index] or list(range(len(words)))[50:60] \
+        rows = [index[w] for w in probes if w in index] or list(range(50, min(60, len(words)))) \
             or list(range(min(10, len(words))))
         found = nearest(words, unit_rows(table.float().cpu()), rows, k)
         data = [[step, words[r], ", ".join(f"{w} {s:.2f}" for w, s in near)]

@@ -183,7 +183,7 @@ class WordVectors:
         if not self.tokenizer:
             raise UsageError("these vectors carry no tokenizer settings (they were not loaded "
                              "from a w2vdist run): split the text yourself")
-        return Tokenizer.from_settings(self.tokenizer)(text)
+        return self._tokenizer(text)
 
     def encode(self, text: str) -> list[int]:
         """Row indices of `text`'s words; words outside the vocabulary are dropped, as
@@ -216,6 +216,11 @@ class WordVectors:
                                          self.tokenizer)
 
     # ----------------------------------------------------------------------------------------
+
+    @cached_property
+    def _tokenizer(self) -> Tokenizer:
+        """Built once: it may read a stopword file and load nltk or a stemmer."""
+        return Tokenizer.from_settings(self.tokenizer)
 
     @cached_property
     def _unit(self) -> torch.Tensor:
@@ -252,10 +257,14 @@ class EmbeddingVocab:
     def __len__(self) -> int:
         return len(self.index_to_key)
 
+    @cached_property
+    def _tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_settings(self.tokenizer)
+
     def encode(self, text: str, length: int | None = None) -> list[int]:
         """Indices of `text`'s words (prepare's tokenizer): unknown words are `<unk>` (or left
         out without one); padded with `<pad>` or cut to `length` if given."""
-        words = Tokenizer.from_settings(self.tokenizer)(text) if self.tokenizer else text.split()
+        words = self._tokenizer(text) if self.tokenizer else text.split()
         index, unk = self.key_to_index, self.unk_index
         ids = [index.get(w, unk) for w in words]
         ids = [i for i in ids if i is not None]
