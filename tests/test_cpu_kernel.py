@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from w2vdist.training.backends import cpu
-from w2vdist.training.sampling import keep_probabilities
+from w2vdist.training.sampling import alias_table, keep_probabilities
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"{cpu.unavailable_reason()}")
 
@@ -116,7 +116,7 @@ def alias_probabilities(table: torch.Tensor) -> np.ndarray:
 
 def only(word: int, vocab: int) -> torch.Tensor:
     """A negative table that always draws `word`."""
-    return cpu.unigram_table(np.eye(vocab)[word])
+    return alias_table(np.eye(vocab)[word])
 
 
 def run(tokens, lengths, w_in, w_out, keep, table, **kw):
@@ -174,7 +174,7 @@ def test_matches_reference_single_thread(build, seed: int, window: int, sample: 
     w_in = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
     w_out = ((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32)
     keep = keep_probabilities(torch.from_numpy(counts), sample)
-    table = cpu.unigram_table(counts)
+    table = alias_table(counts)
     assert sample == 0 or (keep < 1).any()
 
     w_in0, w_out0 = w_in.copy(), w_out.copy()
@@ -204,7 +204,7 @@ def test_saturation_is_gathered_as_the_reference_does() -> None:
     w_in = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
     w_out = rng.normal(0, 0.3, (vocab, dim)).astype(np.float32)
     keep = keep_probabilities(torch.from_numpy(counts), 1e-2)
-    table = cpu.unigram_table(counts)
+    table = alias_table(counts)
     norms = [torch.rand(vocab) for _ in range(2)]
     sat = Saturation(*norms, torch.zeros(vocab), torch.zeros(vocab))
     k_in, k_out = torch.from_numpy(w_in.copy()), torch.from_numpy(w_out.copy())
@@ -273,7 +273,7 @@ def test_threads_train_whole_sentences(threads: int) -> None:
     tokens = rng.integers(vocab, size=int(lengths.sum()))
     w_in, w_out = torch.rand(vocab, 8) - 0.5, torch.zeros(vocab, 8)
     _, pairs, kept = run(tokens, lengths, w_in, w_out, torch.ones(vocab),
-                         cpu.unigram_table(np.ones(vocab)), window=1, threads=threads)
+                         alias_table(np.ones(vocab)), window=1, threads=threads)
     assert kept == len(tokens)
     assert pairs == 2 * np.maximum(lengths.astype(np.int64) - 1, 0).sum()
 
@@ -299,7 +299,7 @@ def test_negatives_follow_the_unigram_table() -> None:
     neg_words, n_sentences, negative = 10, 3000, 5
     counts = np.array([50, 40, 30, 20, 10, 8, 6, 4, 2, 1])
     vocab, w_in, w_out, tokens, lengths = _footprint_setup(n_sentences, neg_words)
-    table = cpu.unigram_table(np.concatenate([counts, np.zeros(vocab - neg_words)]))
+    table = alias_table(np.concatenate([counts, np.zeros(vocab - neg_words)]))
     share = counts**0.75 / (counts**0.75).sum()
     exact = alias_probabilities(table)
     np.testing.assert_allclose(exact[:neg_words], share, rtol=1e-8)
@@ -344,7 +344,7 @@ def test_multithreaded_training_learns(threads: int) -> None:
     counts = np.bincount(tokens, minlength=vocab)
     w_in = torch.from_numpy(((rng.random((vocab, dim)) - 0.5) / dim).astype(np.float32))
     w_out = torch.zeros(vocab, dim)
-    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-3), cpu.unigram_table(counts)
+    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-3), alias_table(counts)
     per_pair = []
     for epoch in range(4):
         a0, a1 = 0.025 * (1 - epoch / 4), 0.025 * (1 - (epoch + 1) / 4)
@@ -364,7 +364,7 @@ def test_single_thread_is_deterministic() -> None:
     rng = np.random.default_rng(1)
     tokens, lengths = topic_corpus(rng, 200, 4, 10)
     counts = np.bincount(tokens, minlength=40)
-    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-2), cpu.unigram_table(counts)
+    keep, table = keep_probabilities(torch.from_numpy(counts), 1e-2), alias_table(counts)
     init = torch.from_numpy(rng.random((40, 8)).astype(np.float32))
     results = []
     for seed in (5, 5, 6):
@@ -382,7 +382,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         w_in=torch.zeros(vocab, dim),
         w_out=torch.zeros(vocab, dim),
         keep_prob=torch.ones(vocab),
-        neg_table=cpu.unigram_table(np.ones(vocab)),
+        neg_table=alias_table(np.ones(vocab)),
         window=5, negative=5, alpha_start=0.025, alpha_end=0.0, seed=0, threads=1,
     )  # fmt: skip
     cases = [
@@ -394,7 +394,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         ("lengths", torch.tensor([4, 1], dtype=torch.int32), ValueError, "lengths sum to 5"),
         ("tokens", torch.tensor([0, 1, 2, 3, 4, 10], dtype=torch.int32), ValueError,
          "tokens has id 10 outside [0, 10)"),
-        ("neg_table", cpu.unigram_table(np.ones(3)), ValueError,
+        ("neg_table", alias_table(np.ones(3)), ValueError,
          "neg_table has shape (3, 2), expected (10, 2)"),
         ("neg_table", torch.tensor([[0, 10]] * vocab, dtype=torch.int32), ValueError,
          "neg_table has alias 10 outside [0, 10)"),

@@ -2,9 +2,20 @@
 
 import math
 
+import numpy as np
+import pytest
 import torch
 
-from w2vdist.training.sampling import NegativeSampler, keep_probabilities, subsample, windows
+from w2vdist.config import ModelConfig
+
+from w2vdist.training.sampling import (
+    AliasTable,
+    WindowSampler,
+    alias_table,
+    keep_probabilities,
+    subsample,
+    windows,
+)
 from w2vdist.training.spec import Plan
 
 
@@ -23,7 +34,9 @@ def test_subsampling_keeps_each_word_at_its_rate():
     counts = torch.tensor([1000, 100, 10, 1])
     keep = torch.tensor([0.1, 0.5, 0.9, 1.0])
     tokens = torch.arange(4).repeat(20000)
-    kept, _ = subsample(tokens, torch.zeros_like(tokens), keep, torch.Generator().manual_seed(0))
+    buffer, _, count = subsample(tokens, torch.zeros_like(tokens), keep,
+                                 torch.Generator().manual_seed(0))
+    kept = buffer[: int(count)]
     rates = torch.bincount(kept, minlength=4).double() / 20000
     assert torch.allclose(rates, keep.double(), atol=0.015), rates
     assert counts.numel() == 4
@@ -72,11 +85,55 @@ def test_window_shrinks_uniformly_and_stays_in_sentences():
 
 def test_negatives_follow_unigram_to_the_three_quarters():
     counts = torch.tensor([5000, 1000, 200, 40, 8])
-    sampler = NegativeSampler(counts, 0.75, torch.device("cpu"))
+    sampler = AliasTable(counts, 0.75, torch.device("cpu"))
+    want = counts.double() ** 0.75 / (counts.double() ** 0.75).sum()
+    torch.testing.assert_close(sampler.probabilities(), want, rtol=1e-8, atol=0)
     draws = sampler.sample((200000,), torch.Generator().manual_seed(5))
     got = torch.bincount(draws, minlength=5).double() / draws.numel()
-    want = counts.double() ** 0.75 / (counts.double() ** 0.75).sum()
     assert torch.allclose(got, want, atol=0.005), (got, want)
+
+
+def test_alias_table_is_the_same_built_in_c_or_in_python(monkeypatch):
+    from w2vdist.training.backends import cpu
+
+    counts = np.array([int(1e6 / (i + 1) ** 1.1) + 1 for i in range(3000)] + [0, 0, 7])
+    compiled = alias_table(counts)
+    monkeypatch.setattr(cpu, "available", lambda: False)
+    plain = alias_table(counts)
+    assert torch.equal(compiled, plain)
+    with pytest.raises(ValueError, match="at least one positive"):
+        alias_table(np.zeros(3))
+
+
+def test_subsampling_compacts_kept_words_to_the_front_in_order():
+    g = torch.Generator().manual_seed(6)
+    tokens = torch.randint(0, 50, (1000,), generator=g)
+    sentence = torch.arange(1000) // 37
+    keep = torch.rand(50, generator=g)
+    state = g.get_state()
+    out_tokens, out_sentence, kept = subsample(tokens, sentence, keep, g)
+    g.set_state(state)
+    chosen = torch.rand(1000, generator=g) < keep[tokens]
+    n = int(kept)
+    assert out_tokens.shape == tokens.shape and kept.dim() == 0 and n == int(chosen.sum())
+    assert torch.equal(out_tokens[:n], tokens[chosen])
+    assert torch.equal(out_sentence[:n], sentence[chosen])
+    assert (out_sentence[n:] == -1).all()
+
+
+def test_sampler_shapes_depend_on_the_batch_size_alone():
+    """Fixed shapes: two batches of the same size but different words give tensors of the
+    same shapes (nothing is sized by what subsampling kept)."""
+    counts = torch.tensor([10_000, 5000, 100, 50, 10, 5])
+    model = ModelConfig(window=3, negative=4, sample=1e-2)
+    sampler = WindowSampler(counts, model, torch.Generator().manual_seed(1), torch.device("cpu"))
+    frequent = torch.zeros(500, dtype=torch.int64)
+    rare = torch.full((500,), 5)
+    sentence = torch.arange(500) // 50
+    a, b = sampler(frequent, sentence), sampler(rare, sentence)
+    assert [t.shape for t in a] == [t.shape for t in b]
+    assert a[2].sum() < b[2].sum()  # frequent words were dropped: fewer real contexts
+    assert (a[2].sum(1) > 0).sum() < 500 and (b[2].sum(1) > 0).sum() == 500
 
 
 def test_learning_rate_decays_linearly_to_alpha_times_1e_minus_4():

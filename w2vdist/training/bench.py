@@ -161,7 +161,8 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
     return {"settings": what, **environment(device), "figures": figures}
 
 
-Work = Callable[[], tuple[float, int, float]]  # one step: (loss sum, pairs, loader seconds)
+# One step: (loss sum, pairs, loader seconds); loss and pairs may stay on the device.
+Work = Callable[[], tuple[float | torch.Tensor, int | torch.Tensor, float]]
 
 
 def _next_on_device(source: Iterator[Batch], device: torch.device) -> tuple[Batch, float]:
@@ -185,7 +186,7 @@ def _train_work(session: Session, source: Iterator[Batch]) -> Work:
     depend on it)."""
     lr = session.spec.config.optim.alpha
 
-    def work() -> tuple[float, int, float]:
+    def work() -> tuple[torch.Tensor, torch.Tensor, float]:
         (tokens, sentence), seconds = _next_on_device(source, session.world.device)
         loss, pairs = session.step(tokens, sentence, lr, lr)
         return loss, pairs, seconds
@@ -204,7 +205,9 @@ def _timed(
     _synchronize(device)
     start = time.perf_counter()
     warmup_seconds = start - warm_start
-    steps, pairs, loss, loader_seconds = 0, 0, 0.0, 0.0
+    steps, loader_seconds = 0, 0.0
+    pairs: int | torch.Tensor = 0
+    loss: float | torch.Tensor = 0.0
     while True:
         step_loss, step_pairs, step_loader = work()
         steps += 1
@@ -218,6 +221,7 @@ def _timed(
     _synchronize(device)
     seconds = time.perf_counter() - start
     words = steps * batch_words
+    loss, pairs = float(loss), int(pairs)
     figures: dict[str, Any] = {
         "steps": steps,
         "seconds": seconds,

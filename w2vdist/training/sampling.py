@@ -1,11 +1,16 @@
-"""word2vec.c's sampling, vectorised on the training device.
+"""word2vec.c's sampling, vectorised on the training device, in fixed shapes.
 
 Frequent-word subsampling, the dynamic (shrinking) window and unigram^0.75 negatives, written as
-whole-tensor operations over a block of tokens: no per-token Python loop.
+whole-tensor operations over a block of tokens: no per-token Python loop, and no operation
+whose output size depends on the data (boolean indexing, `nonzero`, reading a count back), so
+a step never waits for the device to tell the host a size: kept words are compacted to the
+front of a buffer as long as the batch, with their count left on the device, and what a
+window does not reach is masked, not dropped.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from w2vdist.config import ModelConfig
@@ -24,23 +29,57 @@ def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:
     return keep.clamp(max=1.0).to(torch.float32)
 
 
-class NegativeSampler:
-    """Draws negatives from the unigram distribution raised to `exponent` (word2vec.c: 0.75)."""
+class AliasTable:
+    """Walker's alias method for unigram^`exponent` negatives (word2vec.c: 0.75): a draw is one
+    uniform slot and one coin, two reads, where a CDF search makes about log2(V) dependent
+    reads. `table` is int32[V, 2]: slot i keeps i when a 31-bit coin is below `table[i, 0]`,
+    else the draw is `table[i, 1]`. The compiled CPU kernel and the Triton kernel draw from
+    this same table; the torch step draws here."""
 
     def __init__(self, counts: torch.Tensor, exponent: float, device: torch.device) -> None:
-        weights = counts.to(torch.float64) ** exponent
-        cdf = torch.cumsum(weights, 0)
-        self.cdf = (cdf / cdf[-1]).to(device)
+        self.table = alias_table(counts.numpy(), exponent).to(device)
         self.vocab_size = len(counts)
         self.exponent = exponent
 
     def probabilities(self) -> torch.Tensor:
-        return torch.diff(self.cdf, prepend=self.cdf.new_zeros(1))
+        """Each word's probability of being drawn, float64[V] (what the table encodes)."""
+        table = self.table.cpu().long()
+        keep = table[:, 0].double() / 2**31
+        mass = keep.clone().index_add_(0, table[:, 1], 1 - keep)
+        return mass / self.vocab_size
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        u = torch.rand(shape, generator=generator, device=self.cdf.device, dtype=torch.float64)
-        ids = torch.searchsorted(self.cdf, u, right=True)
-        return ids.clamp_(max=self.vocab_size - 1)
+        device = self.table.device
+        slot = torch.randint(self.vocab_size, shape, generator=generator, device=device)
+        coin = torch.randint(2**31, shape, generator=generator, device=device)
+        row = self.table[slot]
+        return torch.where(coin < row[..., 0], slot, row[..., 1].long())
+
+
+def alias_table(counts: np.ndarray, exponent: float = 0.75) -> torch.Tensor:
+    """The alias table of count^exponent, int32[V, 2] (`AliasTable`): built in C when the CPU
+    kernel is available (V can be millions), else by the same Vose construction here."""
+    from w2vdist.training.backends import cpu
+
+    weights = np.ascontiguousarray(np.asarray(counts, dtype=np.float64) ** exponent)
+    if weights.ndim != 1 or not 0 < weights.size < 2**31 or not weights.sum() > 0:
+        raise ValueError("alias_table needs a 1-D array of counts, at least one positive")
+    if cpu.available():
+        return cpu.alias_table(weights)
+    n = len(weights)
+    total = sum(weights.tolist())  # summed and scaled in C's order: the same table
+    scaled = [w * n / total for w in weights.tolist()]
+    table = np.empty((n, 2), dtype=np.int64)
+    table[:, 0], table[:, 1] = 2**31 - 1, np.arange(n)  # full slots keep themselves
+    small = [i for i, q in enumerate(scaled) if q < 1.0]
+    large = [i for i, q in enumerate(scaled) if q >= 1.0]
+    while small and large:
+        s, g = small.pop(), large[-1]
+        table[s] = min(int(scaled[s] * 2**31), 2**31 - 1), g
+        scaled[g] -= 1.0 - scaled[s]
+        if scaled[g] < 1.0:
+            small.append(large.pop())
+    return torch.from_numpy(table.astype(np.int32))
 
 
 def subsample(
@@ -48,11 +87,21 @@ def subsample(
     sentence: torch.Tensor,
     keep_prob: torch.Tensor,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop frequent words before windowing, as word2vec.c does (windows then span the gaps)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Drop frequent words before windowing, as word2vec.c does (windows then span the gaps).
+
+    Returns (tokens, sentence, kept): the kept words in order at the front of buffers as long
+    as the batch (the rest: token 0, sentence -1) and their count as a 0-d device tensor.
+    """
+    n = tokens.numel()
     draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    kept = draw < keep_prob[tokens]
-    return tokens[kept], sentence[kept]
+    keep = draw < keep_prob[tokens]
+    rank = torch.cumsum(keep, 0)
+    slot = torch.where(keep, rank - 1, n)  # dropped words all go to a spare last slot
+    out_tokens = tokens.new_zeros(n + 1).scatter_(0, slot, tokens)
+    out_sentence = sentence.new_full((n + 1,), -1).scatter_(0, slot, sentence)
+    kept = rank[-1] if n else rank.new_zeros(())
+    return out_tokens[:n], out_sentence[:n], kept
 
 
 def windows(
@@ -60,12 +109,14 @@ def windows(
     sentence: torch.Tensor,
     window: int,
     generator: torch.Generator,
+    kept: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """word2vec.c's dynamic window around every token, inside its sentence.
 
     Each centre word draws its effective window b uniformly from 1..window; every word within b
     positions in the same sentence is a context. Returns `contexts` (N, 2*window) token ids and
-    `mask` (N, 2*window) marking the real ones (the others hold a placeholder id).
+    `mask` (N, 2*window) marking the real ones (the others hold a placeholder id). With `kept`
+    (subsample's count) only the first `kept` tokens are centres or contexts.
     """
     n = tokens.numel()
     device = tokens.device
@@ -75,17 +126,19 @@ def windows(
     )
     pos = torch.arange(n, device=device).unsqueeze(1)
     ctx = pos + offsets
-    mask = (ctx >= 0) & (ctx < n) & (offsets.abs() <= reach)
+    end = n if kept is None else kept
+    mask = (ctx >= 0) & (ctx < end) & (pos < end) & (offsets.abs() <= reach)
     ctx = ctx.clamp(0, max(n - 1, 0))
     mask &= sentence[ctx] == sentence.unsqueeze(1)
     return tokens[ctx], mask
 
 
 class WindowSampler:
-    """A batch of raw tokens to what the torch and Triton steps train on, from one generator.
+    """A batch of raw tokens to what the torch step trains on, from one generator.
 
     Built once per run from the vocabulary's counts; the compiled CPU kernel draws in C from
-    the same keep probabilities (`keep`) and counts.
+    the same keep probabilities (`keep`) and counts, the Triton kernel from `keep` and the
+    alias table (`negatives`).
     """
 
     def __init__(
@@ -94,25 +147,23 @@ class WindowSampler:
     ) -> None:
         self.counts = counts
         self.keep = keep_probabilities(counts, model.sample).to(device)
-        self.negatives = NegativeSampler(counts, model.ns_exponent, device)
+        self.negatives = AliasTable(counts, model.ns_exponent, device)
         self.window = model.window
         self.negative = model.negative
-        self.shared_negatives = model.shared_negatives
+        self.per_pair = model.share_negatives == "pair"
         self.generator = generator
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(centres, contexts, mask, negatives) as `sgns.gradients` takes them: whole windows
-        with shared negatives, or one row per pair (mask None) with its own negatives."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(centres, contexts, mask, negatives) as `sgns.gradients` takes them, shaped by the
+        batch alone: every kept word's window with shared negatives ((N,), (N, 2W), (N, 2W),
+        (N, K)), or one row per window slot with its own negatives ((N 2W,), (N 2W, 1), ...)."""
         g = self.generator
-        centres, sentence = subsample(tokens.long(), sentence, self.keep, g)
-        contexts, mask = windows(centres, sentence, self.window, g)
-        if self.shared_negatives:
-            busy = mask.any(1)
-            centres, contexts, mask = centres[busy], contexts[busy], mask[busy]
-        else:
-            centres = centres.unsqueeze(1).expand_as(contexts)[mask]
-            contexts, mask = contexts[mask].unsqueeze(1), None
+        centres, sentence, kept = subsample(tokens.long(), sentence, self.keep, g)
+        contexts, mask = windows(centres, sentence, self.window, g, kept)
+        if self.per_pair:
+            centres = centres.unsqueeze(1).expand_as(contexts).reshape(-1)
+            contexts, mask = contexts.reshape(-1, 1), mask.reshape(-1, 1)
         negatives = self.negatives.sample((centres.numel(), self.negative), g)
         return centres, contexts, mask, negatives

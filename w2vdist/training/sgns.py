@@ -53,7 +53,7 @@ class Gradients:
     input: SparseRows
     output: SparseRows
     loss: torch.Tensor  # float64 scalar: summed over pairs
-    pairs: int
+    pairs: torch.Tensor  # int64 scalar: (context, centre) pairs trained
 
 
 def gradients(
@@ -95,11 +95,12 @@ def gradients(
     bend = 0.5 * g.abs()  # curvature per score (see SparseRows)
     curv_in = torch.bmm(bend, (u * u).sum(2, keepdim=True)).squeeze(2)  # (N, C)
     curv_out = torch.bmm(bend.transpose(1, 2), (v * v).sum(2, keepdim=True)).squeeze(2)
+    # Masked slots stay, with zero rows: shapes follow the batch, not the data (no host sync).
     return Gradients(
-        input=SparseRows(contexts[mask], grad_in[mask], curv_in[mask]),
+        input=SparseRows(contexts.reshape(-1), grad_in.reshape(-1, dim), curv_in.reshape(-1)),
         output=SparseRows(targets.reshape(-1), grad_out.reshape(-1, dim), curv_out.reshape(-1)),
         loss=loss,
-        pairs=int(mask.sum()),
+        pairs=mask.sum(),
     )
 
 

@@ -29,8 +29,9 @@ Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
 - loss = sum over pairs of -log sig(pos) - sum log sig(-neg), accumulated in double.
 - The learning rate falls linearly from alpha_start to alpha_end with the token's position in
   the block, so callers keep word2vec.c's global decay by passing each block's endpoints.
-- Negatives come from an alias table of count^0.75 (`unigram_table`): exact, 8 bytes a word, so
-  it stays in cache; word2vec.c's 1e8-slot table (400 MB) misses cache on nearly every draw.
+- Negatives come from an alias table of count^0.75 (`sampling.alias_table`): exact, 8 bytes
+  a word, so it stays in cache; word2vec.c's 1e8-slot table (400 MB) misses cache on nearly
+  every draw.
 - RNG: word2vec.c's LCG (r = r * 25214903917 + 11 mod 2^64), but each draw reads the high bits
   (the low bits of a power-of-two LCG have short periods): keep iff (r >> 40) < keep_prob * 2^24;
   h = 1 + ((r >> 32) * window >> 32); negative: x = (r >> 32) * V, row i = x >> 32, kept iff
@@ -109,7 +110,7 @@ def train_block(
 
     tokens int32[N] and lengths int32[S] (sentence lengths summing to N) as in the shards;
     w_in, w_out float32[V, D]; keep_prob float32[V] (`w2vdist.training.sampling.keep_probabilities`);
-    neg_table int32[V, 2] from `unigram_table`; threads 0: every core this process may use.
+    neg_table int32[V, 2] from `sampling.alias_table`; threads 0: every core this process may use.
     `saturation` (float32[V] each): each update adds alpha |g| / 2 times the other row's squared
     norm (as of `saturation.norms`) to the updated row's total, for `local` merges (`sync.py`).
     """
@@ -166,15 +167,10 @@ def train_block(
     return loss.value, pairs.value, kept.value
 
 
-def unigram_table(counts: np.ndarray, power: float = 0.75) -> torch.Tensor:
-    """The negative-sampling distribution count^power as an alias table, int32[V, 2].
-
-    Row i holds (threshold, alias): a draw picks a row uniformly and keeps i with probability
-    threshold / 2^31, else takes the alias (Vose's method, built in C: V can be millions).
-    """
-    weights = np.ascontiguousarray(np.asarray(counts, dtype=np.float64) ** power)
-    if weights.ndim != 1 or not 0 < weights.size < 2**31 or not weights.sum() > 0:
-        raise ValueError("unigram_table needs a 1-D array of counts, at least one positive")
+def alias_table(weights: np.ndarray) -> torch.Tensor:
+    """`sampling.alias_table`'s construction in C (V can be millions): int32[V, 2] rows of
+    (threshold, alias); a draw keeps its slot with probability threshold / 2^31."""
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
     table = torch.empty(len(weights), 2, dtype=torch.int32)
     if _require_library().w2v_alias_table(weights.ctypes.data, len(weights), table.data_ptr()):
         raise MemoryError("CPU kernel: out of memory")
@@ -201,7 +197,7 @@ def _check_table(table: torch.Tensor, vocab: int) -> None:
     if c is not None and c[0]() is table and c[1] == table._version:
         return
     if int(table[:, 0].min()) < 0:
-        raise ValueError("neg_table has a negative threshold; build it with unigram_table()")
+        raise ValueError("neg_table has a negative threshold; build it with sampling.alias_table()")
     lo, hi = (int(v) for v in torch.aminmax(table[:, 1]))
     if lo < 0 or hi >= vocab:
         raise ValueError(f"neg_table has alias {lo if lo < 0 else hi} outside [0, {vocab})")
@@ -330,13 +326,13 @@ class KernelStep:
         self.sampler = sampler
         self.tables = tables
         self.keep = sampler.keep.cpu().contiguous()
-        self.table = unigram_table(sampler.counts.numpy(), sampler.negatives.exponent)
+        self.table = sampler.negatives.table
         self.threads = threads
         self.saturation = saturation
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.unique_consecutive(sentence, return_counts=True)[1]
         seed = int(torch.randint(1, 2**62, (1,), generator=self.sampler.generator))
         loss, pairs, _ = train_block(
@@ -346,4 +342,4 @@ class KernelStep:
             alpha_start=lr_start, alpha_end=lr_end, seed=seed, threads=self.threads,
             saturation=self.saturation,
         )
-        return float(loss), int(pairs)
+        return torch.tensor(loss, dtype=torch.float64), torch.tensor(pairs)

@@ -20,9 +20,9 @@ class TorchStep:
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         centres, contexts, mask, negatives = self.sampler(tokens, sentence)
         grads = self.sync.exchange(gradients(self.tables, centres, contexts, negatives, mask))
         lr = 0.5 * (lr_start + lr_end)
         apply(self.tables, grads, lr, self.damping, self.sync.saturation)
-        return float(grads.loss), grads.pairs
+        return grads.loss, grads.pairs
