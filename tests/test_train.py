@@ -227,4 +227,4 @@ def test_help_says_what_each_setting_means_and_its_allowed_values(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--train.backend {auto,torch,cpu-kernel,triton}" in text
     assert "subsampling threshold of frequent words (0: none); default: 0.0001" in text
-    assert "--model.no-shared-negatives turns it off" in text
+    assert "--model.share_negatives {centre,pair,chunk}" in text

@@ -35,9 +35,12 @@ log = logging.getLogger("w2vdist")
 
 
 class Step(Protocol):
+    """Trains one batch; returns (loss summed over pairs, pairs) as 0-d tensors on the tables'
+    device, which the loop reads only when it reports (a read waits for the device)."""
+
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]: ...
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def choose(cfg: Config, device: torch.device, world_size: int) -> str:
@@ -63,6 +66,10 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
         ok, why = triton.available()
         if not ok or device.type != "cuda":
             raise UsageError(f"config: train.backend triton needs a CUDA device ({why or 'cpu'})")
+    share = cfg.model.share_negatives
+    if (backend, share) in (("torch", "chunk"), ("triton", "pair")):
+        raise UsageError(f"config: model.share_negatives {share} is not a choice of the "
+                         f"{backend} backend (torch: centre or pair; triton: centre or chunk)")
     if backend in ("cpu-kernel", "triton") and not in_place_ok:
         raise UsageError(
             f"config: train.backend {backend} updates tables in place and cannot share exact "
@@ -73,8 +80,10 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 
 # Words per rank per step when optim.batch_words is 0: the torch step was measured at 4,096;
 # the compiled kernel runs faster on larger blocks, up to LOCAL_STEP_WORDS over all ranks so
-# that `local` can merge the hot rows as often as `sync.with_merge_interval` asks.
-DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 4096, "cpu-kernel": 65_536}
+# that `local` can merge the hot rows as often as `sync.with_intervals` asks; the Triton step
+# needs about 10^5-10^6 words to fill a GPU (its Hogwild updates do not grow stale with the
+# step: each program reads the rows as they are when it runs).
+DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 18
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
 # measured within a point of 4,096-word steps (BENCHMARKS.md); `exact` ranks default to it.
@@ -122,7 +131,7 @@ def build(
     if cfg.train.backend == "triton":
         from w2vdist.training.backends.triton import TritonStep
 
-        return TritonStep(sampler, tables, sync.saturation)
+        return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives)
     from w2vdist.training.backends.reference import TorchStep
 
     return TorchStep(sampler, tables, sync, cfg.optim.damping)

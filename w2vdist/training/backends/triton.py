@@ -1,39 +1,36 @@
-"""The GPU training kernel: one fused Triton launch per batch of SGNS groups.
+"""The GPU step: subsampling in fixed shapes, then one chunked Triton kernel that draws the
+windows and negatives and trains both tables. Nothing in a step waits for the host.
 
-Why fused: SGNS is memory-bound. The torch path (`sgns.gradients`) gathers a
-pairs x (K+1) x dim tensor of output rows, writes the same size of gradients and scatters them
-with `index_add_`: several passes over P(K+1)D floats in global memory per step. Here each
-program gathers its rows straight from the tables, keeps scores and gradients in registers and
-adds lr times the gradients into both tables with `tl.atomic_add` (Hogwild, as GPU word2vec
-systems do); the only global intermediate is one float of loss per program.
+Why this shape. SGNS moves little data per flop only when rows are reused: a kept word is a
+centre once and a context of up to 2 x window neighbours, so a program that trains CHUNK
+consecutive centres reads the band of CHUNK + 2 x window input rows once for all of their
+pairs (FULL-W2V keeps that band on chip; wombat tiles contexts x targets) and the centres'
+output rows with their negatives once for every context (pWord2Vec's shared negatives). Every
+score of the chunk is then one small matrix product, band (B x D) times targets (D x J), and
+both gradients are two more (J x B by B x D, B x J by J x D), on Tensor Cores: `tl.dot`, TF32
+operands and fp32 accumulation by default, exact fp32 (`precision="ieee"`) for tests. Scores
+that are not pairs (a band row outside a centre's window, another sentence, a negative equal
+to its centre) are masked to weight 0; the waste is cheap next to the rows' traffic.
 
-A program trains one *group*: a centre word, up to C context words and K negatives shared by
-all of the group's contexts. Each (centre, context) pair trains the context's input row against
-the centre's output row (label 1) and the negatives' output rows (label 0); a negative equal to
-the centre is skipped, as in word2vec.c and `sgns.gradients`.
-- Per-pair negatives (the reference's math): one pair per group, contexts of shape (P,) or
-  (P, 1) and negatives (P, K).
-- Shared negatives: a centre word with its window, contexts (G, C) padded with -1, negatives
-  (G, K). The K+1 output rows are read and written once for all C contexts instead of once per
-  pair, which cuts row traffic from 2(K+2) to 2 + 2(K+1)/C rows per pair (Ji et al. 2016,
-  "Parallelizing Word2Vec in Shared and Distributed Memory").
+Per program: positions first .. first + CHUNK - 1 of the compacted kept words are centres.
+Each draws its window b in 1..window and (per centre, the default) K negatives from the alias
+table, with Philox (`tl.randint4x`) keyed by the step's seed and the word's position, so the
+draws depend on neither the grid nor the order programs run in. With `share="chunk"` the chunk
+draws one set of K negatives for all its centres: J = CHUNK + K targets instead of
+CHUNK x (K+1), at the cost of correlated negatives within a chunk. A row's updates are
+computed from the rows as the program read them (pass 1: scores over dim tiles; pass 2:
+reload each tile, then add to it, a barrier between), and added with atomics: Hogwild across
+programs, as BlazingText and word2vec.c on CPUs. Tables stay fp32: bf16 atomics would round
+small late-training updates away.
 
-Semantics within a program are the reference's: every score and gradient is computed from the
-rows as the program read them, before any of its own updates (pass 1 over dim tiles computes
-scores; pass 2 reloads each tile, then adds to that same tile, so no tile is read after this
-program wrote it; a barrier keeps the program's threads from adding to a tile before all of them
-have read it), and duplicate rows within a group add up. Across programs it is Hogwild: a
-program may read a row that another program of the same launch has already updated. So the
-result equals `sgns.gradients` + `sgns.apply` (up to float summation order) exactly when no
-row of either table is touched by two groups; with rows shared between groups it differs by
-terms of order lr^2 (the sequential interpreter lets later groups see earlier updates; a GPU
-interleaves them nondeterministically). `tests/test_triton_kernel.py` checks both cases.
+Host synchronisation: none. The kept count is read by the kernel from device memory (programs
+past it exit), the learning rate is interpolated across the step in the kernel, the seed is a
+device tensor drawn from the run's generator, and loss and pair counts are per-program buffers
+summed on the device; every shape follows the batch size alone.
 
-Ids must lie in [0, V) (contexts may be -1 for "no context"); they are not checked, since that
-would cost a device synchronisation per step, and the sampling code produces only valid ids.
+Ids are not checked (that would cost a synchronisation); the sampling produces only valid ids.
 The kernel runs on CUDA tensors, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1
-set before triton is imported; such a process cannot also compile for a GPU), which is how the
-tests run it. Tile sizes and warps are untuned: no GPU was at hand to time them.
+set before triton is imported), which is how the tests run it.
 """
 
 from __future__ import annotations
@@ -41,6 +38,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+
+from w2vdist.training.sampling import subsample
 
 if TYPE_CHECKING:
     from w2vdist.training.sampling import WindowSampler
@@ -56,8 +55,8 @@ try:
 except ImportError as exc:  # the package works without triton; `available()` says why
     _IMPORT_ERROR = f"triton is not importable ({exc})"
 
-_MAX_TILE = 4096  # elements of the (C, K+1, BLOCK_D) product one program holds in registers
-_MAX_BLOCK_D = 128
+CHUNK = 16  # kept centres per program: tl.dot needs 16 rows at least
+SHARES = ("centre", "chunk")
 
 
 def available() -> tuple[bool, str]:
@@ -69,78 +68,80 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def sgns_step(
+def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int]:
+    """The kernel's block sizes and warps: BLOCK_B band rows, BLOCK_J targets, BLOCK_D dims.
+
+    Compiled for sm_90 without spills (a test reads ptxas's report): per centre (J = 128 at
+    K = 5) about 255 registers at 8 warps, one program per SM; shared per chunk (J = 32) about
+    170 at 4 warps, three per SM. Forcing 128 registers spills 300 bytes per centre-mode thread.
+    """
+    block_b = triton.next_power_of_2(CHUNK + 2 * window)
+    if share == "centre":
+        block_t = triton.next_power_of_2(negative + 1)
+        block_j = CHUNK * block_t
+    else:
+        block_t = block_j = triton.next_power_of_2(CHUNK + negative)
+    return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j,
+                BLOCK_D=min(32, max(16, triton.next_power_of_2(dim))),
+                num_warps=8 if block_b * block_j >= 4096 else 4)  # fmt: skip
+
+
+def sgns_chunks(
     w_in: torch.Tensor,
     w_out: torch.Tensor,
-    centres: torch.Tensor,
-    contexts: torch.Tensor,
-    negatives: torch.Tensor,
-    lr: float,
-    block_d: int | None = None,
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    kept: torch.Tensor,
+    table: torch.Tensor,
+    seed: torch.Tensor,
+    lr_start: float,
+    lr_end: float,
+    window: int,
+    negative: int,
+    share: str = "centre",
     saturation: Saturation | None = None,
+    precision: str = "tf32",
+    record: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train groups in place; returns (loss, pairs) as 0-d tensors on the tables' device.
+    """Train the kept words in place; returns (loss float64, pairs int64), 0-d on the device.
 
-    w_in, w_out: float32[V, D], contiguous, same device. centres: int[G]. contexts: int[G]
-    (one pair per group: per-pair negatives) or int[G, C] with -1 for no context (shared
-    negatives). negatives: int[G, K]. loss is float64, summed over pairs; pairs is int64 (the
-    number of contexts that are not -1). block_d: dim tile (power of two), default chosen to
-    fit registers. Nothing synchronises with the host, so a caller reads both when it logs.
+    tokens, sentence: int[N] from `sampling.subsample` (kept words first, `kept` of them, a
+    0-d device tensor). table: the alias table, int32[V, 2]. seed: int64[1] on the device.
+    The rate falls linearly from lr_start at the first kept word to lr_end after the last.
     `saturation` (local sync): each score adds lr |g| / 2 times the other row's squared norm
-    to both rows' totals, as the CPU kernel does.
+    to both rows' totals, as the CPU kernel does. `record` (tests): int64[programs, 2,
+    BLOCK_J] receives each program's targets and each target column's window.
     """
     if _IMPORT_ERROR is not None:
         raise RuntimeError(f"Triton kernel unavailable: {_IMPORT_ERROR}")
-    if contexts.dim() == 1:
-        contexts = contexts.unsqueeze(1)
-    _check(w_in, w_out, centres, contexts, negatives)
+    _check(w_in, w_out, tokens, sentence, table, share, precision)
+    blocks = tiles(window, negative, w_in.shape[1], share)
+    programs = triton.cdiv(tokens.numel(), CHUNK)
     device = w_in.device
-    groups, width = contexts.shape
-    n_neg = negatives.shape[1]
-    pairs = (contexts >= 0).sum()
-    if groups == 0:
-        return torch.zeros((), dtype=torch.float64, device=device), pairs
-    dim = w_in.shape[1]
-    block_c, block_t, block_d = tile_sizes(width, n_neg, dim, block_d)
-    losses = torch.empty(groups, dtype=torch.float32, device=device)
-    track = saturation is not None
-    sat = (saturation.norm_in, saturation.norm_out, saturation.sat_in, saturation.sat_out) \
-        if track else (losses,) * 4  # never read without TRACK
-    _sgns_groups[(groups,)](
-        w_in, w_out, *sat,
-        centres.to(torch.int64).contiguous(),
-        contexts.to(torch.int64).contiguous(),
-        negatives.to(torch.int64).contiguous(),
-        losses, float(lr), dim, width, n_neg,
-        BLOCK_C=block_c, BLOCK_T=block_t, BLOCK_D=block_d, TRACK=track, num_warps=4,
-    )  # fmt: skip
-    return losses.sum(dtype=torch.float64), pairs
-
-
-def tile_sizes(
-    width: int, negative: int, dim: int, block_d: int | None = None
-) -> tuple[int, int, int]:
-    """(BLOCK_C, BLOCK_T, BLOCK_D) for groups of `width` contexts and `negative` negatives.
-
-    The (C, K+1, BLOCK_D) product is kept to 4096 floats, which ptxas fits in about 125
-    registers per thread at 4 warps for C=16, K+1=8, without spills.
-    """
-    block_c = triton.next_power_of_2(width)
-    block_t = triton.next_power_of_2(negative + 1)
-    if block_d is None:
-        fit = max(16, _MAX_TILE // (block_c * block_t))
-        block_d = min(_MAX_BLOCK_D, fit, triton.next_power_of_2(dim))
-    elif block_d < 1 or block_d & (block_d - 1):
-        raise ValueError(f"block_d must be a power of two, got {block_d}")
-    return block_c, block_t, block_d
+    losses = torch.zeros(programs, dtype=torch.float32, device=device)
+    pairs = torch.zeros(programs, dtype=torch.int32, device=device)
+    if programs:
+        track = saturation is not None
+        sat = (saturation.norm_in, saturation.norm_out, saturation.sat_in, saturation.sat_out) \
+            if track else (losses,) * 4  # never read without TRACK
+        _sgns_chunk[(programs,)](
+            w_in, w_out, tokens, sentence, kept, table, seed, *sat, losses, pairs,
+            record if record is not None else pairs, float(lr_start), float(lr_end),
+            w_in.shape[0], w_in.shape[1], window, negative,
+            CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, RECORD=record is not None,
+            PRECISION=precision, **blocks,
+        )  # fmt: skip
+    return losses.sum(dtype=torch.float64), pairs.sum(dtype=torch.int64)
 
 
 def _check(
     w_in: torch.Tensor,
     w_out: torch.Tensor,
-    centres: torch.Tensor,
-    contexts: torch.Tensor,
-    negatives: torch.Tensor,
+    tokens: torch.Tensor,
+    sentence: torch.Tensor,
+    table: torch.Tensor,
+    share: str,
+    precision: str,
 ) -> None:
     for name, t in (("w_in", w_in), ("w_out", w_out)):
         if t.dtype != torch.float32 or t.dim() != 2 or not t.is_contiguous():
@@ -149,22 +150,17 @@ def _check(
             )
     if w_out.shape != w_in.shape:
         raise ValueError(f"w_out has shape {tuple(w_out.shape)}, w_in {tuple(w_in.shape)}")
-    groups = centres.shape[0] if centres.dim() == 1 else -1
-    if contexts.dim() != 2 or contexts.shape[0] != groups or contexts.shape[1] < 1:
-        raise ValueError(
-            f"centres {tuple(centres.shape)} and contexts {tuple(contexts.shape)}: expected "
-            "(G,) and (G,) or (G, C) with C >= 1"
-        )
-    if negatives.dim() != 2 or negatives.shape[0] != groups or negatives.shape[1] < 1:
-        raise ValueError(f"negatives has shape {tuple(negatives.shape)}, expected ({groups}, K)")
-    for name, t in (("w_out", w_out), ("centres", centres), ("contexts", contexts),
-                    ("negatives", negatives)):  # fmt: skip
-        if t.device != w_in.device:
-            raise ValueError(f"{name} is on {t.device}, w_in on {w_in.device}")
-    for name, t in (("centres", centres), ("contexts", contexts), ("negatives", negatives)):
-        if t.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"{name} must be int32 or int64, got {t.dtype}")
-    if w_in.device.type != "cuda" and not isinstance(_sgns_groups, InterpretedFunction):
+    if tokens.dim() != 1 or sentence.shape != tokens.shape:
+        raise ValueError(f"tokens {tuple(tokens.shape)} and sentence {tuple(sentence.shape)}: "
+                         "expected two vectors of one length")
+    if table.dtype != torch.int32 or table.shape != (w_in.shape[0], 2):
+        raise ValueError(f"table must be int32[{w_in.shape[0]}, 2] (sampling.AliasTable), got "
+                         f"{table.dtype} {tuple(table.shape)}")
+    if share not in SHARES:
+        raise ValueError(f"share must be one of {', '.join(SHARES)}, got {share!r}")
+    if precision not in ("tf32", "ieee"):
+        raise ValueError(f"precision must be tf32 or ieee, got {precision!r}")
+    if w_in.device.type != "cuda" and not isinstance(_sgns_chunk, InterpretedFunction):
         raise ValueError(
             f"the Triton kernel needs CUDA tensors, got {w_in.device} "
             "(CPU runs only under TRITON_INTERPRET=1, for testing)"
@@ -174,82 +170,142 @@ def _check(
 if _IMPORT_ERROR is None:
 
     @triton.jit
-    def _sgns_groups(
-        w_in, w_out, norm_in, norm_out, sat_in, sat_out, centres, contexts, negatives, losses,
-        lr, dim, width, n_neg,
-        BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, TRACK: tl.constexpr,
+    def _sgns_chunk(
+        w_in, w_out, tokens, sentence, kept_ptr, table, seed_ptr,
+        norm_in, norm_out, sat_in, sat_out, losses, pair_counts, record,
+        lr_start, lr_end, vocab, dim, window, n_neg,
+        CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr,
+        BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, SHARED: tl.constexpr,
+        TRACK: tl.constexpr, RECORD: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
-        """One group: rows c of `contexts` x targets t (t = 0 the centre, 1..K negatives)."""
-        g = tl.program_id(0).to(tl.int64)
-        c = tl.arange(0, BLOCK_C)
-        t = tl.arange(0, BLOCK_T)
-        centre = tl.load(centres + g)
-        neg = tl.load(negatives + g * n_neg + t - 1, mask=(t >= 1) & (t <= n_neg), other=0)
-        target = tl.where(t == 0, centre, neg)
-        t_ok = (t == 0) | ((t <= n_neg) & (neg != centre))
-        ctx = tl.load(contexts + g * width + c, mask=c < width, other=-1)
-        c_ok = ctx >= 0
-        ctx = tl.where(c_ok, ctx, 0)
-        in_rows = w_in + ctx[:, None] * dim
+        """Centres first .. first+CHUNK-1: band rows b (contexts) x target columns j."""
+        pid = tl.program_id(0)
+        kept = tl.load(kept_ptr).to(tl.int64)
+        first = pid.to(tl.int64) * CHUNK
+        if first >= kept:
+            return
+        seed = tl.load(seed_ptr)
+        lr = lr_start + (lr_end - lr_start) * ((first + CHUNK // 2).to(tl.float32)
+                                               / kept.to(tl.float32))
+
+        # The band: positions first - window .. first + CHUNK + window - 1.
+        b = tl.arange(0, BLOCK_B)
+        bpos = first - window + b
+        b_in = (b < CHUNK + 2 * window) & (bpos >= 0) & (bpos < kept)
+        btok = tl.load(tokens + bpos, mask=b_in, other=0).to(tl.int64)
+        bsen = tl.load(sentence + bpos, mask=b_in, other=-1)
+
+        # Target columns: per centre, its output row (t = 0) then its K negatives; shared,
+        # the CHUNK centres then the chunk's K negatives.
+        j = tl.arange(0, BLOCK_J)
+        if SHARED:
+            n = tl.minimum(j, CHUNK - 1)
+            t = tl.where(j < CHUNK, 0, j - CHUNK + 1)
+            draw_at = first * BLOCK_T + j  # the chunk's negatives: offsets of its first centre
+        else:
+            n = j // BLOCK_T
+            t = j % BLOCK_T
+            draw_at = (first + n) * BLOCK_T + t
+        cpos = first + n
+        c_in = cpos < kept
+        ctok = tl.load(tokens + cpos, mask=c_in, other=0).to(tl.int64)
+        csen = tl.load(sentence + cpos, mask=c_in, other=-2)
+        reach_bits, _, _, _ = tl.randint4x(seed, cpos * BLOCK_T)  # a centre's window: slot 0
+        reach = 1 + ((reach_bits.to(tl.uint64) * window.to(tl.uint64)) >> 32).to(tl.int64)
+        _, slot_bits, coin, _ = tl.randint4x(seed, draw_at)
+        slot = ((slot_bits.to(tl.uint64) * vocab.to(tl.uint64)) >> 32).to(tl.int64)
+        threshold = tl.load(table + 2 * slot, mask=t > 0, other=0)
+        alias = tl.load(table + 2 * slot + 1, mask=t > 0, other=0).to(tl.int64)
+        negative = tl.where((coin >> 1).to(tl.int32) < threshold, slot, alias)
+        target = tl.where(t == 0, ctok, negative)
+        if RECORD:
+            tl.store(record + pid * 2 * BLOCK_J + j, target)
+            tl.store(record + pid * 2 * BLOCK_J + BLOCK_J + j, reach)
+
+        # weight[b, j]: how many (context b, centre) pairs train against column j.
+        dist = tl.abs(bpos[:, None] - cpos[None, :])
+        near = (dist >= 1) & (dist <= reach[None, :]) & (bsen[:, None] == csen[None, :])
+        near = near & b_in[:, None] & c_in[None, :]
+        if SHARED:
+            # Column j < CHUNK: centre j's positive; a negative column: every pair of the row
+            # whose centre differs from the negative (word2vec.c skips a negative equal to the
+            # centre): near (B x J, centres only) times same (J x J) counts them.
+            centre_col = (j < CHUNK)[None, :]
+            pos = tl.where(near & centre_col, 1.0, 0.0)
+            neg_col = (j >= CHUNK) & (j < CHUNK + n_neg)
+            counts = (j[:, None] < CHUNK) & (
+                (j[:, None] == j[None, :])
+                | (neg_col[None, :] & (ctok[:, None] != target[None, :]))
+            )
+            weight = tl.dot(pos, tl.where(counts, 1.0, 0.0), input_precision="ieee")
+            positive = centre_col
+        else:
+            valid = (t == 0) | ((t <= n_neg) & (target != ctok))
+            weight = tl.where(near & valid[None, :], 1.0, 0.0)
+            positive = (t == 0)[None, :]
+        b_used = tl.sum(weight, axis=1) > 0
+        j_used = tl.sum(weight, axis=0) > 0
+        in_rows = w_in + btok[:, None] * dim
         out_rows = w_out + target[:, None] * dim
 
-        # Pass 1: scores (C, T) over dim tiles, from the rows as read before any update.
-        scores = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+        # Pass 1: scores (B, J) over dim tiles, from the rows as read before any update.
+        scores = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.float32)
         for d0 in range(0, dim, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
-            d_ok = d < dim
-            v = tl.load(in_rows + d[None, :], mask=c_ok[:, None] & d_ok[None, :], other=0.0)
-            u = tl.load(out_rows + d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
-            scores += tl.sum(v[:, None, :] * u[None, :, :], axis=2)
+            v = tl.load(in_rows + d[None, :], mask=b_used[:, None] & (d < dim)[None, :], other=0.)
+            u = tl.load(out_rows + d[None, :], mask=j_used[:, None] & (d < dim)[None, :], other=0.)
+            scores = tl.dot(v, tl.trans(u), scores, input_precision=PRECISION)
 
-        positive = (t == 0)[None, :]
-        ok = c_ok[:, None] & t_ok[None, :]
-        grad = tl.where(ok, tl.where(positive, 1.0, 0.0) - tl.sigmoid(scores), 0.0)
+        grad = weight * (tl.where(positive, 1.0, 0.0) - tl.sigmoid(scores))
         signed = tl.where(positive, -scores, scores)  # loss = softplus(signed), computed stably
         loss = tl.maximum(signed, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(signed)))
-        tl.store(losses + g, tl.sum(tl.sum(tl.where(ok, loss, 0.0), axis=1), axis=0))
+        tl.store(losses + pid, tl.sum(tl.sum(weight * loss, axis=1), axis=0))
+        tl.store(pair_counts + pid,
+                 tl.sum(tl.sum(tl.where(positive, weight, 0.0), axis=1), axis=0).to(tl.int32))
         if TRACK:  # each row's saturation for `local` merges (sync.Saturation)
             h = 0.5 * lr * tl.abs(grad)
-            n_out = tl.load(norm_out + target, mask=t_ok, other=0.0)
-            n_in = tl.load(norm_in + ctx, mask=c_ok, other=0.0)
-            sat_ctx = tl.sum(h * n_out[None, :], axis=1)
-            sat_target = tl.sum(h * n_in[:, None], axis=0)
-            tl.atomic_add(sat_in + ctx, sat_ctx, mask=c_ok, sem="relaxed")
-            tl.atomic_add(sat_out + target, sat_target, mask=t_ok, sem="relaxed")
+            n_out = tl.load(norm_out + target, mask=j_used, other=0.0)
+            n_in = tl.load(norm_in + btok, mask=b_used, other=0.0)
+            tl.atomic_add(sat_in + btok, tl.sum(h * n_out[None, :], axis=1), mask=b_used,
+                          sem="relaxed")
+            tl.atomic_add(sat_out + target, tl.sum(h * n_in[:, None], axis=0), mask=j_used,
+                          sem="relaxed")
 
         # Pass 2: per tile, reload (this program has not written it yet), then add lr * grad.
         for d0 in range(0, dim, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
-            d_ok = d < dim
-            in_mask = c_ok[:, None] & d_ok[None, :]
-            out_mask = t_ok[:, None] & d_ok[None, :]
+            in_mask = b_used[:, None] & (d < dim)[None, :]
+            out_mask = j_used[:, None] & (d < dim)[None, :]
             v = tl.load(in_rows + d[None, :], mask=in_mask, other=0.0)
             u = tl.load(out_rows + d[None, :], mask=out_mask, other=0.0)
-            grad_in = tl.sum(grad[:, :, None] * u[None, :, :], axis=1)  # (C, D)
-            grad_out = tl.sum(grad[:, :, None] * v[:, None, :], axis=0)  # (T, D)
+            grad_in = tl.dot(grad, u, input_precision=PRECISION)  # (B, D)
+            grad_out = tl.dot(tl.trans(grad), v, input_precision=PRECISION)  # (J, D)
             tl.debug_barrier()  # no thread adds to this tile before every thread has read it
             tl.atomic_add(in_rows + d[None, :], lr * grad_in, mask=in_mask, sem="relaxed")
             tl.atomic_add(out_rows + d[None, :], lr * grad_out, mask=out_mask, sem="relaxed")
 
 
 class TritonStep:
-    """The torch path's sampling, then one fused launch (`sgns_step`) updating both tables."""
+    """Subsampling compacted on the device, a seed from the run's generator, one launch."""
 
     def __init__(
-        self, sampler: "WindowSampler", tables: "Embeddings", saturation: "Saturation | None"
+        self, sampler: WindowSampler, tables: Embeddings, saturation: Saturation | None,
+        share: str, precision: str = "tf32",
     ) -> None:
         self.sampler = sampler
         self.tables = tables
         self.saturation = saturation
+        self.share = share
+        self.precision = precision
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[float, int]:
-        centres, contexts, mask, negatives = self.sampler(tokens, sentence)
-        if mask is not None:
-            contexts = contexts.masked_fill(~mask, -1)  # the kernel's "no context"
-        loss, pairs = sgns_step(
-            self.tables.input.data, self.tables.output.data, centres, contexts, negatives,
-            0.5 * (lr_start + lr_end), saturation=self.saturation,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s, g = self.sampler, self.sampler.generator
+        kept_tokens, kept_sentence, kept = subsample(tokens.long(), sentence, s.keep, g)
+        seed = torch.randint(2**62, (1,), generator=g, device=tokens.device)
+        return sgns_chunks(
+            self.tables.input.data, self.tables.output.data, kept_tokens, kept_sentence, kept,
+            s.negatives.table, seed, lr_start, lr_end, s.window, s.negative, self.share,
+            self.saturation, self.precision,
         )
-        return float(loss), int(pairs)
