@@ -12,7 +12,12 @@ import torch.distributed as dist
 
 from w2vdist.config import SyncConfig
 from w2vdist.training.sgns import Embeddings, apply, gradients
+from w2vdist.training import sync as sync_module
 from w2vdist.training.sync import build as build_sync
+
+# Merges go through the pack buffer 7 rows at a time (7 does not divide the 40 rows), so the
+# merge tests check the blocked merge against the whole-table arithmetic.
+sync_module.MERGE_BLOCK_BYTES = 7 * (8 + 1) * 4
 
 VOCAB, DIM, PAIRS, K, STEPS, LR = 40, 8, 96, 3, 6, 0.1
 

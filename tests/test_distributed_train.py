@@ -231,3 +231,22 @@ def test_restarts_with_torchruns_shared_store_are_refused(shards, tmp_path):
     assert out.returncode != 0
     assert "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in out.stderr, out.stderr[-3000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_local_full_merges_are_spaced_out_when_they_take_too_long(shards, tmp_path):
+    """sync.merge_time_share: full merges that take more than the share of the ranks' time
+    are made less often, the same on every rank (the decision rides on the control
+    all-reduce), and the run still ends with identical tables."""
+    run_dir = tmp_path / "run"
+    done = run(torchrun_cmd(2, *train_args(
+        shards, run_dir, "--sync.strategy", "local", "--train.backend", "cpu-kernel",
+        "--sync.every_steps", "1", "--sync.hot_rows", "0", "--sync.control_every_steps", "2",
+        "--sync.merge_time_share", "0.0001",
+    )))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    spaced = [line for line in lines if "the whole tables now merge every" in line]
+    assert spaced, done.stderr[-3000:]
+    every = [int(line.split("merge every ")[1].split()[0]) for line in spaced]
+    assert every == sorted(every) and every[0] > 1
+    assert checkpoint_info(run_dir)["config"]["sync"]["merge_time_share"] == 0.0001

@@ -13,7 +13,7 @@ from tests.sync_worker import LR, global_batches, slices
 from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.training.backends import batch_words
 from w2vdist.training.sgns import Embeddings, apply, gradients
-from w2vdist.training.sync import pack_changes, unpack_changes, with_merge_interval
+from w2vdist.training.sync import pack_changes, unpack_changes, with_intervals
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 
@@ -116,19 +116,23 @@ def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
     assert not torch.allclose(merged[0], lone / ranks)
 
 
-def test_merge_intervals_default_to_words_over_all_ranks():
-    """Full merges about every 1M words over all ranks, the hot rows about every 256k."""
+def test_sync_intervals_default_to_words_over_all_ranks():
+    """Full merges about every 1M words over all ranks, the hot rows and the control
+    all-reduce about every 256k."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
-    assert with_merge_interval(cfg, 2).sync.every_steps == 8
-    assert with_merge_interval(cfg, 2).sync.hot_every_steps == 2
-    assert with_merge_interval(cfg, 64).sync.every_steps == 1
+    assert with_intervals(cfg, 2).sync.every_steps == 8
+    assert with_intervals(cfg, 2).sync.hot_every_steps == 2
+    assert with_intervals(cfg, 64).sync.every_steps == 1
     small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=4096))
-    assert with_merge_interval(small, 4).sync.every_steps == 64
-    assert with_merge_interval(small, 4).sync.hot_every_steps == 16
+    assert with_intervals(small, 4).sync.every_steps == 64
+    assert with_intervals(small, 4).sync.hot_every_steps == 16
+    assert with_intervals(small, 4).sync.control_every_steps == 16
+    assert with_intervals(small, 1).sync.control_every_steps == 64
+    assert with_intervals(cfg, 8).sync.control_every_steps == 1
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
-    assert with_merge_interval(chosen, 2).sync.every_steps == 5
+    assert with_intervals(chosen, 2).sync.every_steps == 5
     exact = dataclasses.replace(cfg, sync=SyncConfig(strategy="exact"))
-    assert with_merge_interval(exact, 2).sync.every_steps == 8  # resolved, unused by exact
+    assert with_intervals(exact, 2).sync.every_steps == 8  # resolved, unused by exact
 
 
 def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():

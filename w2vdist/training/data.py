@@ -226,3 +226,48 @@ def _advance(position: Position, pending: deque[int], count: int, workers: int) 
         pending[0] -= count
         offset += count
     return Position(sample, offset, workers)
+
+
+class OnDevice:
+    """The loader's batches on the training device; on CUDA one step ahead, copied on a side
+    stream while the current step trains (on the default stream the copy would queue behind
+    the step's kernels). `position` is the loader's position after the batch last handed out,
+    not after the one in flight, so that checkpoints resume at the right batch."""
+
+    def __init__(
+        self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], loader: TokenBatches,
+        device: torch.device,
+    ) -> None:
+        self.batches = batches
+        self.loader = loader
+        self.device = device
+        self.position = loader.position
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.ahead: tuple[tuple[torch.Tensor, ...], Position, object] | None = None
+
+    def __iter__(self) -> "OnDevice":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        if self.stream is None:
+            batch = tuple(t.to(self.device) for t in next(self.batches))
+            self.position = self.loader.position
+            return batch
+        if self.ahead is None:
+            self.ahead = self._copy()
+        batch, self.position, copied = self.ahead
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(copied)
+        for t in batch:
+            t.record_stream(current)  # the side stream's allocation is now used here
+        self.ahead = self._copy()
+        return batch
+
+    def _copy(self) -> tuple[tuple[torch.Tensor, ...], Position, object]:
+        host = next(self.batches)
+        position = self.loader.position
+        with torch.cuda.stream(self.stream):
+            batch = tuple(t.to(self.device, non_blocking=True) for t in host)
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        return batch, position, copied

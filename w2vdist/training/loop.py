@@ -34,7 +34,7 @@ from w2vdist.logs import set_step, setup_logging
 from w2vdist.training import backends, distributed
 from w2vdist.training.callbacks import Callback
 from w2vdist.training.checkpoint import Checkpoint, Checkpointer, TrainState
-from w2vdist.training.data import Position, assign_shards
+from w2vdist.training.data import OnDevice, Position, assign_shards
 from w2vdist.training.distributed import World
 from w2vdist.training.metrics import Interval, Metrics, build_metrics
 from w2vdist.training.preemption import EXIT_PREEMPTED, StopRequest
@@ -136,7 +136,8 @@ def _train(
             plan.total_words, step * plan.words_per_step,
         ))
         stop = stack.enter_context(StopRequest())
-        batches = stack.enter_context(contextlib.closing(iter(loader)))
+        batches = OnDevice(stack.enter_context(contextlib.closing(iter(loader))), loader,
+                           world.device)
         log.info(
             "training %s backend, %d rank(s), %d steps of %d words (%d per epoch), from step %d",
             cfg.train.backend, world.size, plan.total_steps, plan.words_per_step,
@@ -144,23 +145,37 @@ def _train(
         )
         interval = Interval(step, plan)
         preempted, saved = False, Outcome(0, spec)
+        # The step's loss and pair count stay on the device; they are read, summed over the
+        # ranks, only at control steps (`sync.control_every_steps`), so that a GPU never waits
+        # for the host between steps.
+        unread_loss = torch.zeros((), dtype=torch.float64, device=world.device)
+        unread_pairs = torch.zeros((), dtype=torch.float64, device=world.device)
         while step < cfg.train.max_steps:
-            tokens, sentence = (t.to(world.device, non_blocking=True) for t in next(batches))
+            tokens, sentence = next(batches)
             lr = spec.learning_rate(step)
             loss, pairs = session.step(tokens, sentence, lr, spec.learning_rate(step + 1))
+            unread_loss += loss
+            unread_pairs += pairs
             step += 1
             set_step(step)
             session.sync.after_step(session.tables, step)
+            epoch_end = step % plan.steps_per_epoch == 0
+            if not (step % cfg.sync.control_every_steps == 0 or epoch_end
+                    or step == cfg.train.max_steps or checkpointer.due(step, False)):
+                continue
 
-            # One small all-reduce per step: the global loss and pair count, whether any rank was
-            # asked to stop, and whether rank 0's clock says a checkpoint is due.
+            # A control step: one small all-reduce of the loss and pairs since the last one,
+            # whether any rank was asked to stop, and whether rank 0's clock says a checkpoint
+            # is due.
             clock = world.is_main and checkpointer.clock_due()
-            loss, pairs, stopping, clock = session.sync.all_sum(
-                [loss, float(pairs), float(stop.requested), float(clock)]
+            loss, pairs, stopping, clock = session.sync.control(
+                [unread_loss, unread_pairs, float(stop.requested), float(clock)]
             )
+            unread_loss.zero_()
+            unread_pairs.zero_()
             if not math.isfinite(loss):
                 raise Diverged(
-                    f"training diverged at step {step}: the loss is {loss} (lr {lr:.4g}, "
+                    f"training diverged by step {step}: the loss is {loss} (lr {lr:.4g}, "
                     f"{plan.words_per_step:,} words per step); nothing after the last checkpoint "
                     "was saved; lower optim.alpha or optim.batch_words"
                 )
@@ -168,7 +183,6 @@ def _train(
             metrics.progress(step * plan.words_per_step, interval.mean_loss(),
                              interval.words_per_s(step))
             preempted = stopping > 0
-            epoch_end = step % plan.steps_per_epoch == 0
             if epoch_end:
                 session.sync.merge(session.tables)
                 for callback in callbacks:
@@ -177,13 +191,13 @@ def _train(
                     or step == cfg.train.max_steps):
                 metrics.log(step, interval.flush(step, session.sync, lr, world.device))
             if preempted or (checkpointer.due(step, clock > 0) and step < cfg.train.max_steps):
-                saved = _save(session, checkpointer, step, loader.position, metrics, log,
+                saved = _save(session, checkpointer, step, batches.position, metrics, log,
                               callbacks) or saved
             if preempted:
                 log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
                 break
         if not preempted:
-            saved = _save(session, checkpointer, step, loader.position, metrics, log,
+            saved = _save(session, checkpointer, step, batches.position, metrics, log,
                           callbacks) or saved
             if world.is_main and metrics.wandb_on:
                 _publish(session, saved, metrics, run_dir, step)

@@ -24,6 +24,8 @@ Bytes each rank sends per step are in README.md ("Synchronising ranks").
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,6 +34,8 @@ import torch.distributed as dist
 
 from w2vdist.config import Config, SyncConfig
 from w2vdist.training.sgns import Embeddings, Gradients, SparseRows
+
+log = logging.getLogger("w2vdist")
 
 
 @dataclass
@@ -73,15 +77,26 @@ class Sync:
         """Make all ranks' tables identical (before checkpoints, exports, epoch ends)."""
         raise NotImplementedError
 
-    def all_sum(self, values: list[float]) -> list[float]:
-        """`values` summed over the ranks (float64): the loop's one small collective a step."""
-        if self.world_size == 1:
-            return values
+    def control(self, values: list[float | torch.Tensor]) -> list[float]:
+        """`values` (numbers, or 0-d tensors on the device) summed over the ranks, in float64:
+        the loop's one small collective and one read from the device per control step. The
+        strategy's own figures ride along, so that every rank takes the same decisions."""
         start = time.perf_counter()
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        self.seconds += time.perf_counter() - start
-        return t.tolist()
+        mine = self._control_figures()
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
+                         for v in [*values, *mine]])
+        if self.world_size > 1:
+            dist.all_reduce(t)
+            self.seconds += time.perf_counter() - start
+        summed = t.tolist()
+        self._on_control(summed[len(values):])
+        return summed[: len(values)]
+
+    def _control_figures(self) -> list[float]:
+        return []
+
+    def _on_control(self, summed: list[float]) -> None:
+        pass
 
 
 class OneProcess(Sync):
@@ -133,6 +148,10 @@ class LocalSync(Sync):
         self.base = [tables.input.data.clone(), tables.output.data.clone()]
         rows = tables.input.shape[0]
         device = tables.input.device
+        self._buffer: torch.Tensor | None = None  # the merge's pack buffer, reused
+        self.every_steps = cfg.every_steps  # full merges; lengthened if they take too long
+        self._full_seconds = 0.0  # spent in full merges since the last control step
+        self._since = time.perf_counter()
         self.saturation = Saturation(
             *(_squared_norms(t) for t in self.base),
             torch.zeros(rows, device=device), torch.zeros(rows, device=device),
@@ -142,40 +161,83 @@ class LocalSync(Sync):
         return grads  # each rank applies its own; merges reconcile them
 
     def after_step(self, tables: Embeddings, step: int) -> None:
-        if step % self.cfg.every_steps == 0:
+        if step % self.every_steps == 0:
             self.merge(tables)
         elif self.cfg.hot_rows and step % self.cfg.hot_every_steps == 0:
             self._merge_rows(tables, self.cfg.hot_rows)
 
     def merge(self, tables: Embeddings) -> None:
+        start = time.perf_counter()
         self._merge_rows(tables, tables.input.shape[0])
+        self._full_seconds += time.perf_counter() - start
+
+    def _control_figures(self) -> list[float]:
+        now = time.perf_counter()
+        figures = [self._full_seconds, now - self._since]
+        self._full_seconds, self._since = 0.0, now
+        return figures
+
+    def _on_control(self, summed: list[float]) -> None:
+        """Full merges scheduled by time: when they took more than `merge_time_share` of the
+        ranks' time since the last control step, merge the whole tables proportionally less
+        often (the hot rows keep their interval). Every rank sees the same sums, so all take
+        the same decision at the same step."""
+        target = self.cfg.merge_time_share
+        merging, elapsed = summed
+        if target <= 0 or elapsed <= 0 or merging / elapsed <= target:
+            return
+        longer = math.ceil(self.every_steps * merging / elapsed / target)
+        if longer > self.every_steps:
+            log.info("full merges took %.0f%% of the time (sync.merge_time_share %.2g): the "
+                     "whole tables now merge every %d steps, not %d", 100 * merging / elapsed,
+                     target, longer, self.every_steps)
+            self.every_steps = longer
 
     def _merge_rows(self, tables: Embeddings, rows: int) -> None:
         """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
         each rank's change to a row weighted by 1 + its saturation c_r of the row:
-        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `unpack_changes`."""
+        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `unpack_changes`.
+
+        Rows go through one reused buffer of MERGE_BLOCK_BYTES at a time, packed, all-reduced
+        and unpacked in place: no temporary as large as a table (a 2M x 300 table is 2.4 GB).
+        """
         start = time.perf_counter()
         sat = self.saturation
+        rows = min(rows, tables.input.shape[0])
         for table, base, sat_rows, norm in (
             (tables.input, self.base[0], sat.sat_in, sat.norm_in),
             (tables.output, self.base[1], sat.sat_out, sat.norm_out),
         ):
-            block, before = table.data[:rows], base[:rows]
-            packed = pack_changes(block, before, sat_rows[:rows] * self.cfg.curvature_weight)
-            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-            torch.add(before, unpack_changes(packed), out=block)
-            before.copy_(block)
+            dim = table.shape[1]
+            block_rows = max(1, min(rows, MERGE_BLOCK_BYTES // (4 * (dim + 1))))
+            if self._buffer is None or self._buffer.shape != (block_rows, dim + 1):
+                self._buffer = torch.empty(block_rows, dim + 1, device=table.device)
+            for lo in range(0, rows, block_rows):
+                hi = min(rows, lo + block_rows)
+                block, before = table.data[lo:hi], base[lo:hi]
+                packed = pack_changes(block, before, sat_rows[lo:hi] * self.cfg.curvature_weight,
+                                      out=self._buffer[: hi - lo])
+                dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+                torch.add(before, unpack_changes(packed), out=block)
+                before.copy_(block)
+                norm[lo:hi] = _squared_norms(block)
             sat_rows[:rows] = 0
-            norm[:rows] = _squared_norms(block)
             # A ring all-reduce sends 2 (W-1)/W of the buffer from each rank.
-            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size * packed.numel() * 4)
+            self.bytes_sent += int(2 * (self.world_size - 1) / self.world_size
+                                   * rows * (dim + 1) * 4)
         self.seconds += time.perf_counter() - start
 
 
-def pack_changes(rows: torch.Tensor, base: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+MERGE_BLOCK_BYTES = 64 << 20
+
+
+def pack_changes(
+    rows: torch.Tensor, base: torch.Tensor, saturation: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One rank's share of a merge, (R, D + 1): its change (1 + c) * (rows - base), then c."""
     dim = rows.shape[1]
-    packed = torch.empty(rows.shape[0], dim + 1, dtype=rows.dtype, device=rows.device)
+    packed = out if out is not None else rows.new_empty(rows.shape[0], dim + 1)
     torch.sub(rows, base, out=packed[:, :dim])
     packed[:, :dim].mul_(saturation.unsqueeze(1) + 1)
     packed[:, dim] = saturation
@@ -183,7 +245,8 @@ def pack_changes(rows: torch.Tensor, base: torch.Tensor, saturation: torch.Tenso
 
 
 def unpack_changes(summed: torch.Tensor) -> torch.Tensor:
-    """The merged change from the ranks' summed packs: sum (1 + c_r) delta_r / (1 + sum c_r).
+    """The merged change from the ranks' summed packs, computed in place in `summed`'s first
+    D columns: sum (1 + c_r) delta_r / (1 + sum c_r).
 
     A row only one rank touched keeps that rank's change in full; a row that every rank
     saturated (c_r >> 1) gets about their mean; rows touched lightly everywhere, the sum, as if
@@ -192,11 +255,12 @@ def unpack_changes(summed: torch.Tensor) -> torch.Tensor:
     lr sum g_r / (1 + sum c_r) follows from the changes and saturations alone.
     """
     dim = summed.shape[1] - 1
-    return summed[:, :dim] / (summed[:, dim:] + 1)
+    return summed[:, :dim].div_(summed[:, dim:] + 1)
 
 
 def _squared_norms(table: torch.Tensor) -> torch.Tensor:
-    return (table * table).sum(1)
+    """Row norms squared, without a table-sized temporary."""
+    return torch.linalg.vector_norm(table, dim=1).square_()
 
 
 _SHIFT = 1 << 40  # larger than any vocabulary
@@ -244,18 +308,27 @@ def _all_gather_rows(
 
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
 HOT_MERGE_WORDS = 1 << 18  # and between merges of the hot rows when sync.hot_every_steps is 0
+CONTROL_WORDS = 1 << 18  # and between control all-reduces when sync.control_every_steps is 0
+GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
 
 
-def with_merge_interval(cfg: Config, world_size: int) -> Config:
-    """The config with `local`'s merge intervals resolved (0: about MERGE_WORDS and
-    HOT_MERGE_WORDS words over all ranks). Stale changes add up with the words trained between
+def with_intervals(cfg: Config, world_size: int) -> Config:
+    """The config with the sync intervals resolved (0: about MERGE_WORDS, HOT_MERGE_WORDS and
+    CONTROL_WORDS words over all ranks). Stale changes add up with the words trained between
     merges, whatever the rank count: 4 and 8 ranks merging every 256k words over all ranks
     score alike, at 1M both lose two analogy points more (BENCHMARKS.md); the hot rows, which
-    every rank updates, are what must be merged often."""
+    every rank updates, are what must be merged often. The control all-reduce reads the loss
+    from the device: rarely enough that small GPU steps do not wait on it, often enough that a
+    stop request or a non-finite loss is seen within a fraction of a second."""
     step = world_size * cfg.optim.batch_words
     every = cfg.sync.every_steps or max(1, round(MERGE_WORDS / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
-    sync = dataclasses.replace(cfg.sync, every_steps=every, hot_every_steps=hot)
+    control = cfg.sync.control_every_steps or max(1, round(CONTROL_WORDS / step))
+    share = cfg.sync.merge_time_share
+    if share < 0:  # auto: merging by time only on GPUs, where a full merge is costly next to
+        share = GPU_MERGE_TIME_SHARE if cfg.train.device.startswith("cuda") else 0.0  # steps
+    sync = dataclasses.replace(cfg.sync, every_steps=every, hot_every_steps=hot,
+                               control_every_steps=control, merge_time_share=share)
     return dataclasses.replace(cfg, sync=sync)
 
 
