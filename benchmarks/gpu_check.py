@@ -1,0 +1,351 @@
+"""One run on a lent GPU that says whether the GPU path works and how fast: tagged lines.
+
+    bash benchmarks/gpu_check.sh            # on a CUDA machine, at most about 8 minutes
+    bash benchmarks/gpu_check.sh --quick    # anywhere: tiny sizes, Triton's CPU interpreter
+
+Each section prints one line or more, tagged: ENV (GPU, torch, triton, NCCL), CORRECT (the
+kernel against a float64 reference: relative error of the update, exact fp32 and TF32
+operands), BENCH (raw words/s, pairs/s, peak memory and the share of the measured DRAM
+bandwidth that the kernel's modelled traffic uses, per dim, step size and backend), MEM (a
+2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU process group through both sync
+strategies; a full `local` merge at 2M x 300), E2E (synth -> prepare -> train -> eval on the
+device: planted analogies). A section that fails prints `FAIL section: why` and the others
+still run; the exit code is the number of failed sections. `--quick` (and any machine without
+CUDA) runs the same code on CPU at tiny sizes, so that CI keeps the plumbing working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+CHUNK = 16
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes; CPU when no CUDA")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    quick = args.quick or not cuda
+    device = torch.device("cuda" if cuda else "cpu")
+    failed = 0
+    for name, section in SECTIONS.items():
+        start = time.perf_counter()
+        try:
+            section(device, quick)
+        except Exception as exc:  # one section's failure must not hide the others' figures
+            failed += 1
+            print(f"FAIL {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                  flush=True)
+            traceback.print_exc(file=sys.stderr)
+        print(f"# {name} took {time.perf_counter() - start:.1f} s", flush=True)
+    return failed
+
+
+def env(device: torch.device, quick: bool) -> None:
+    import triton
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU)"
+    nccl = ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else "-"
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    print(f"ENV gpu={gpu!r} torch={torch.__version__} triton={triton.__version__} nccl={nccl} "
+          f"cuda={torch.version.cuda} interpreter={interpret} quick={quick}", flush=True)
+
+
+# ---- CORRECT: the kernel against float64 SGD from its own recorded draws -------------------
+
+
+def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, negative: int,
+                chunk: int) -> list[tuple[int, list[int]]]:
+    """The chunk's (context, [centre, negatives...]) pairs, word2vec.c's way, from the draws
+    the kernel recorded (`sgns_chunks(record=...)`)."""
+    first, pairs = chunk * CHUNK, []
+    for n in range(CHUNK):
+        q = first + n
+        if q >= kept:
+            break
+        cols = ([n * block_t + t for t in range(negative + 1)] if share == "centre"
+                else [n] + [CHUNK + k for k in range(negative)])  # fmt: skip
+        centre = int(tokens[q])
+        assert int(record[0, cols[0]]) == centre, "recorded centre differs from the token"
+        outs = [centre] + [int(record[0, c]) for c in cols[1:] if int(record[0, c]) != centre]
+        reach = int(record[1, cols[0]])
+        for b in range(max(0, q - reach), min(kept, q + reach + 1)):
+            if b != q and sentence[b] == sentence[q]:
+                pairs.append((int(tokens[b]), outs))
+    return pairs
+
+
+def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int, share: str,
+                  negative: int, lr: tuple[float, float], norms=None, all_at_once: bool = False):
+    """float64 SGD chunk after chunk, as the kernel defines it (each chunk's gradients from the
+    tables as the chunks before it left them; `all_at_once`: every chunk from the first
+    tables). Returns (w_in, w_out, loss, pairs, (sat_in, sat_out))."""
+    tokens, sentence, record = tokens.cpu(), sentence.cpu(), record.cpu()
+    w_in, w_out = w_in.cpu().double().clone(), w_out.cpu().double().clone()
+    first_in, first_out = w_in.clone(), w_out.clone()
+    norm_in, norm_out = (n.cpu().double() for n in norms) if norms else (None, None)
+    sat_in, sat_out = torch.zeros(len(w_in), dtype=torch.float64), torch.zeros(
+        len(w_in), dtype=torch.float64)
+    loss, count = 0.0, 0
+    for chunk in range(-(-kept // CHUNK)):
+        rate = lr[0] + (lr[1] - lr[0]) * (chunk * CHUNK + CHUNK // 2) / kept
+        read_in, read_out = (first_in, first_out) if all_at_once else (w_in, w_out)
+        grad_in, grad_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
+        for ctx, outs in chunk_pairs(tokens, sentence, kept, record[chunk], block_t, share,
+                                     negative, chunk):  # fmt: skip
+            count += 1
+            v = read_in[ctx]
+            u = read_out[outs]
+            score = u @ v
+            label = torch.zeros_like(score)
+            label[0] = 1
+            g = label - torch.sigmoid(score)
+            grad_in[ctx] += g @ u
+            grad_out.index_add_(0, torch.tensor(outs), g.unsqueeze(1) * v)
+            loss += float(torch.nn.functional.softplus(torch.where(label > 0, -score,
+                                                                   score)).sum())
+            if norms:
+                sat_in[ctx] += float((0.5 * rate * g.abs() * norm_out[outs]).sum())
+                sat_out.index_add_(0, torch.tensor(outs), 0.5 * rate * g.abs() * norm_in[ctx])
+        w_in += rate * grad_in
+        w_out += rate * grad_out
+    return w_in, w_out, loss, count, (sat_in, sat_out)
+
+
+def correct(device: torch.device, quick: bool) -> None:
+    from w2vdist.training.backends.triton import sgns_chunks, tiles
+    from w2vdist.training.sampling import AliasTable, subsample
+
+    g = torch.Generator().manual_seed(int(time.time()))  # fresh inputs every run
+    words = 160 if quick else 2048
+    for share in ("centre", "chunk"):
+        for dim in ((37,) if quick else (100, 300, 37)):
+            for precision in ("ieee", "tf32"):
+                vocab = 300 if quick else 50_000
+                w_in = (torch.randn(vocab, dim, generator=g) * 0.3).to(device)
+                w_out = (torch.randn(vocab, dim, generator=g) * 0.3).to(device)
+                tokens = torch.randint(0, vocab, (words,), generator=g).to(device)
+                sentence = (torch.arange(words) // 23).to(device)
+                keep = torch.full((vocab,), 0.8, device=device)
+                dg = torch.Generator(device=device).manual_seed(1)
+                kt, ks, kept = subsample(tokens, sentence, keep, dg)
+                table = AliasTable(torch.randint(1, 1000, (vocab,), generator=g), 0.75,
+                                   device).table  # fmt: skip
+                blocks = tiles(5, 5, dim, share)
+                record = torch.full((-(-words // CHUNK), 2, blocks["BLOCK_J"]), -1,
+                                    device=device)  # fmt: skip
+                before_in, before_out = w_in.clone(), w_out.clone()
+                lr = (1e-3, 1e-3) if device.type == "cuda" else (0.05, 0.03)
+                seed = torch.randint(2**62, (1,), generator=g).to(device)
+                loss, pairs = sgns_chunks(w_in, w_out, kt, ks, kept, table, seed, *lr, 5, 5,
+                                          share, None, precision, record)  # fmt: skip
+                ref_in, ref_out, ref_loss, ref_pairs, _ = reference_sgd(
+                    before_in, before_out, kt, ks, int(kept), record, blocks["BLOCK_T"], share,
+                    5, lr,
+                )  # fmt: skip
+                errors = []
+                for got, ref, old in ((w_in, ref_in, before_in), (w_out, ref_out, before_out)):
+                    change = ref - old.cpu().double()
+                    errors.append(float((got.cpu().double() - ref).norm() / change.norm()))
+                loss_err = abs(float(loss) - ref_loss) / ref_loss
+                bound = 2e-3 if precision == "tf32" else 1e-4
+                ok = max(errors) < bound and int(pairs) == ref_pairs and loss_err < 1e-4
+                print(f"CORRECT share={share} dim={dim} precision={precision} "
+                      f"rel_err_in={errors[0]:.2e} rel_err_out={errors[1]:.2e} "
+                      f"loss_rel_err={loss_err:.1e} pairs={int(pairs)}/{ref_pairs} "
+                      f"{'ok' if ok else 'BAD'}", flush=True)
+                if not ok:
+                    raise AssertionError(f"kernel differs from the reference (share {share}, "
+                                         f"dim {dim}, {precision})")
+
+
+# ---- BENCH and MEM: the step alone, on Zipfian tokens already on the device ---------------
+
+
+def _zipf_tokens(vocab: int, words: int, device: torch.device) -> torch.Tensor:
+    ranks = torch.arange(1, vocab + 1, dtype=torch.float64)
+    p = 1 / ranks
+    return torch.multinomial((p / p.sum()).float(), words, replacement=True,
+                             generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of `fn` after one warm-up call (device events on CUDA)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _bandwidth(device: torch.device) -> float:
+    """Measured device memory bandwidth, bytes/s: a large copy, bytes read plus written."""
+    n = (1 << 28) if device.type == "cuda" else (1 << 22)
+    a = torch.empty(n, dtype=torch.float32, device=device).uniform_()
+    b = torch.empty_like(a)
+    seconds = _time(lambda: b.copy_(a), device, 10)
+    return 2 * a.numel() * 4 / seconds
+
+
+def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device):
+    from w2vdist.config import Config, ModelConfig, OptimConfig
+    from w2vdist.training import backends
+    from w2vdist.training.sgns import Embeddings
+    from w2vdist.training.sync import OneProcess
+
+    cfg = Config(model=ModelConfig(dim=dim), optim=OptimConfig(batch_words=words))
+    cfg.train.backend = backend
+    counts = torch.bincount(_zipf_tokens(vocab, 1 << 20, torch.device("cpu")),
+                            minlength=vocab) + 1  # fmt: skip
+    tables = Embeddings(vocab, dim, torch.Generator().manual_seed(0)).to(device)
+    step = backends.build(cfg, tables, counts.numpy(), OneProcess(1, device),
+                          torch.Generator(device=device).manual_seed(1))  # fmt: skip
+    return step, tables
+
+
+def bench(device: torch.device, quick: bool) -> None:
+    from w2vdist.training.backends.triton import tiles
+
+    bandwidth = _bandwidth(device)
+    print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
+    vocab = 2000 if quick else 200_000
+    sizes = (512,) if quick else (1 << 17, 1 << 18, 1 << 20)
+    for dim in (100, 300):
+        for backend in ("triton", "torch"):
+            for words in sizes:
+                if backend == "torch" and words > (1 << 18):
+                    continue  # its (N, 2W, K+1, D) intermediates: gigabytes at 1M words
+                step, tables = _step(backend, dim, vocab, words, device)
+                tokens = _zipf_tokens(vocab, words, device)
+                sentence = torch.arange(words, device=device) // 20
+                result = {}
+
+                def run() -> None:
+                    result["out"] = step(tokens, sentence, 0.025, 0.025)
+
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                seconds = _time(run, device, 1 if quick else 20)
+                pairs = int(result["out"][1])
+                peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" \
+                    else float("nan")
+                # Modelled traffic: a program per CHUNK kept words reads its band and target
+                # rows twice and adds to them once (a read and a write): 4 x rows x dim floats.
+                kept = float(step.sampler.keep[tokens].sum())
+                blocks = tiles(5, 5, dim, "centre")
+                rows = CHUNK + 2 * 5 + CHUNK * 6
+                traffic = kept / CHUNK * rows * dim * 4 * 4 if backend == "triton" else float("nan")
+                print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
+                      f"words_per_s={words / seconds:,.0f} pairs_per_s={pairs / seconds:,.0f} "
+                      f"step_ms={seconds * 1e3:.2f} peak_gb={peak:.2f} "
+                      f"bandwidth_share={traffic / seconds / bandwidth:.2f} "
+                      f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']}",
+                      flush=True)
+
+
+def mem(device: torch.device, quick: bool) -> None:
+    vocab, dim = (20_000, 50) if quick else (2_000_000, 300)
+    words = 1 << 10 if quick else 1 << 20
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step, tables = _step("triton", dim, vocab, words, device)
+    tokens = _zipf_tokens(vocab, words, device)
+    step(tokens, torch.arange(words, device=device) // 20, 0.025, 0.025)
+    tables_gb = 2 * vocab * dim * 4 / 2**30
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    print(f"MEM vocab={vocab} dim={dim} words_per_step={words} tables_gb={tables_gb:.2f} "
+          f"peak_gb={peak:.2f}", flush=True)
+
+
+# ---- NCCL: a real process group of one -----------------------------------------------------
+
+
+def nccl(device: torch.device, quick: bool) -> None:
+    import torch.distributed as dist
+
+    from w2vdist.config import SyncConfig
+    from w2vdist.training import sync
+    from w2vdist.training.sgns import Embeddings, gradients
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)
+    dist.init_process_group(backend, store=store, rank=0, world_size=1)
+    try:
+        vocab, dim = (20_000, 50) if quick else (2_000_000, 300)
+        tables = Embeddings(vocab, dim, torch.Generator().manual_seed(0)).to(device)
+        exact = sync.ExactSync(1, device)
+        n = 512
+        ids = torch.randint(0, vocab, (n,), device=device)
+        grads = gradients(tables, ids, ids.view(-1, 1), ids.view(-1, 1).repeat(1, 5))
+        exact.exchange(grads)
+        local = sync.LocalSync(1, SyncConfig(strategy="local"), tables)
+        seconds = _time(lambda: local.merge(tables), device, 3)
+        print(f"NCCL backend={backend} version="
+              f"{'.'.join(map(str, torch.cuda.nccl.version())) if backend == 'nccl' else '-'} "
+              f"exact_exchange=ok full_merge_ms={seconds * 1e3:.1f} vocab={vocab} dim={dim}",
+              flush=True)
+    finally:
+        dist.destroy_process_group()
+
+
+# ---- E2E: the commands a user runs -----------------------------------------------------
+
+
+def e2e(device: torch.device, quick: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sentences = "6000" if quick else "60000"
+        run = [sys.executable, "-m", "w2vdist"]
+        subprocess.run([*run, "synth", str(root / "synth"), "--seed", "3", "--sentences",
+                        sentences], check=True, capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run([*run, "prepare", str(root / "synth" / "corpus.txt"), "-o",
+                        str(root / "shards"), "--min-count", "5"], check=True,
+                       capture_output=True, timeout=300)  # fmt: skip
+        backend = "triton" if device.type == "cuda" else "auto"
+        start = time.perf_counter()
+        subprocess.run([*run, "train", "--data.shards", str(root / "shards"),
+                        "--train.run_dir", str(root / "run"), "--train.backend", backend,
+                        "--model.dim", "50", "--model.sample", "1e-3", "--train.epochs",
+                        "1" if quick else "3", "--wandb", "disabled"], check=True,
+                       capture_output=True, timeout=600)  # fmt: skip
+        seconds = time.perf_counter() - start
+        scores = root / "scores.json"
+        subprocess.run([*run, "eval", str(root / "run"), "--eval.analogies",
+                        str(root / "synth" / "analogies.txt"), "--eval.similarity",
+                        str(root / "synth" / "similarity.tsv"), "--json", str(scores)],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        result = json.loads(scores.read_text())
+        print(f"E2E backend={backend} device={device.type} sentences={sentences} "
+              f"train_s={seconds:.1f} analogies={result['analogies']['total']:.3f} "
+              f"spearman={result['similarity']['spearman']:.3f}", flush=True)
+
+
+SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {
+    "ENV": env, "CORRECT": correct, "BENCH": bench, "MEM": mem, "NCCL": nccl, "E2E": e2e,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The GPU path checked and timed on one lent GPU in at most about 8 minutes, as tagged lines
+# (ENV, CORRECT, BENCH, MEM, NCCL, E2E; FAIL for a failed section); see benchmarks/gpu_check.py.
+#   bash benchmarks/gpu_check.sh            # CUDA machine
+#   bash benchmarks/gpu_check.sh --quick    # any machine: tiny sizes, Triton's CPU interpreter
+# Exit status: the number of failed sections (124 if the whole run passed its time bound).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    export TRITON_INTERPRET=1  # no GPU: the Triton kernel runs on CPU tensors
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec timeout --signal=TERM --kill-after=10 480 python benchmarks/gpu_check.py "$@"

@@ -1,0 +1,29 @@
+"""`benchmarks/gpu_check.sh --quick`: the lent-GPU script's plumbing, on CPU (Triton's
+interpreter), so that the one run a GPU gets is not spent on a broken script."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--quick"],
+                          capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0 and "FAIL" not in out, out + done.stderr[-3000:]
+    for tag in ("ENV", "CORRECT", "BENCH", "MEM", "NCCL", "E2E"):
+        assert re.search(rf"^{tag} ", out, re.M), (tag, out)
+    correct = re.findall(r"^CORRECT .*", out, re.M)
+    assert len(correct) == 4 and all(line.endswith(" ok") for line in correct), correct
+    assert re.search(r"^BENCH backend=triton dim=300 words_per_step=\d+ words_per_s=[\d,]+ ",
+                     out, re.M)  # fmt: skip
+    assert "interpreter=True" in out
