@@ -303,9 +303,9 @@ def test_kernel_compiles_for_hopper_without_spills(share, dim, track):
 def test_bad_arguments_are_refused():
     from w2vdist.training.backends import triton as kernels
 
-    good = dict(w_in=torch.zeros(5, 8), w_out=torch.zeros(5, 8),
-                tokens=torch.zeros(4, dtype=torch.int64), sentence=torch.zeros(4, dtype=torch.int64),
-                table=torch.zeros(5, 2, dtype=torch.int32), share="centre", precision="tf32")  # fmt: skip
+    ids = torch.zeros(4, dtype=torch.int64)
+    good = dict(w_in=torch.zeros(5, 8), w_out=torch.zeros(5, 8), tokens=ids, sentence=ids,
+                table=torch.zeros(5, 2, dtype=torch.int32), share="centre", precision="tf32")
     for change, message in [
         (dict(w_in=torch.zeros(5, 8, dtype=torch.float64)), "w_in must be a contiguous float32"),
         (dict(w_out=torch.zeros(6, 8)), "w_out has shape"),

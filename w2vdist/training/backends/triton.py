@@ -1,8 +1,8 @@
 """The GPU step: subsampling in fixed shapes, then one chunked Triton kernel that draws the
 windows and negatives and trains both tables. Nothing in a step waits for the host.
 
-Why this shape. SGNS moves little data per flop only when rows are reused: a kept word is a
-centre once and a context of up to 2 x window neighbours, so a program that trains CHUNK
+Why this shape. SGNS is bound by moving rows unless rows are reused: a kept word is a centre
+once and a context of up to 2 x window neighbours, so a program that trains CHUNK
 consecutive centres reads the band of CHUNK + 2 x window input rows once for all of their
 pairs (FULL-W2V keeps that band on chip; wombat tiles contexts x targets) and the centres'
 output rows with their negatives once for every context (pWord2Vec's shared negatives). Every
