@@ -19,7 +19,7 @@ from w2vdist.training.sync import build as build_sync
 # merge tests check the blocked merge against the whole-table arithmetic.
 sync_module.MERGE_BLOCK_BYTES = 7 * (8 + 1) * 4
 
-VOCAB, DIM, PAIRS, K, STEPS, LR = 40, 8, 96, 3, 6, 0.1
+VOCAB, DIM, PAIRS, K, STEPS, LR = 200, 8, 96, 3, 6, 0.1
 
 
 def global_batches():

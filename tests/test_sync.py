@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.sync_worker import LR, global_batches, slices
+from tests.sync_worker import DIM, LR, VOCAB, global_batches, slices
 from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.training.backends import batch_words
 from w2vdist.training.sgns import Embeddings, apply, gradients
@@ -32,7 +32,7 @@ def _torchrun(
 
 
 def _one_process(lr: float = 0.1, damping: float = 1.0) -> Embeddings:
-    tables = Embeddings(40, 8, torch.Generator().manual_seed(7))
+    tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
     for centres, contexts, negatives in global_batches():
         apply(tables, gradients(tables, centres, contexts, negatives), lr, damping=damping)
@@ -68,7 +68,7 @@ def test_local_merge_every_step_weighs_each_rank_by_its_saturation(tmp_path, cur
     sum_r (1 + c_r) delta_r / (1 + sum_r c_r) with c_r scaled by the curvature weight. Weight 0
     sums the changes, which is one process on the global batch."""
     results = _torchrun(2, "local", tmp_path, curvature_weight, every_steps=1, damping=0.0)
-    tables = Embeddings(40, 8, torch.Generator().manual_seed(7))
+    tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
     for batch in global_batches():
         packs = []
@@ -141,3 +141,20 @@ def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():
     assert batch_words(cfg, 128) == 4096
     torch_cfg = dataclasses.replace(cfg, train=TrainConfig(backend="torch"))
     assert batch_words(torch_cfg, 8) == 4096
+
+
+def test_local_merges_send_only_the_rows_some_rank_changed(tmp_path):
+    """A merge all-reduces a byte per row and table (which rows any rank changed), then only
+    those rows: here the distinct contexts (input table) and centres and negatives (output
+    table) of the three global batches before each merge, whichever rank trained them."""
+    results = _torchrun(2, "local", tmp_path)  # every_steps=3: merges after steps 3 and 6
+    batches = list(global_batches())
+    expected = 0
+    for first in (0, 3):
+        interval = batches[first : first + 3]
+        inputs = torch.cat([contexts.flatten() for _, contexts, _ in interval]).unique()
+        outputs = torch.cat([torch.cat([c.flatten(), n.flatten()]) for c, _, n in interval])
+        rows = len(inputs) + len(outputs.unique())
+        assert rows < 2 * VOCAB
+        expected += 2 * VOCAB + rows * (DIM + 1) * 4  # ring all-reduce on 2 ranks: x 1
+    assert [r["bytes_sent"] for r in results] == [expected, expected]
