@@ -167,8 +167,11 @@ class TokenBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = self.batch_words
-        tokens = np.empty(0, dtype=np.int32)
-        sentence = np.empty(0, dtype=np.int64)
+        # Samples wait in lists until they fill a batch, then are joined once: joining each
+        # sample onto a growing buffer would copy a 1M-word batch about a hundred times.
+        parts: list[np.ndarray] = []
+        part_ids: list[np.ndarray] = []
+        held = 0  # tokens in `parts`
         pending: deque[int] = deque()  # tokens the buffer still holds from each sample
         next_sentence = 0
         self.position = self.start
@@ -189,14 +192,18 @@ class TokenBatches:
                 np.arange(next_sentence, next_sentence + len(sample_lengths)), sample_lengths
             )
             next_sentence += len(sample_lengths)
-            tokens = np.concatenate([tokens, sample_tokens])
-            sentence = np.concatenate([sentence, ids])
+            parts.append(sample_tokens)
+            part_ids.append(ids)
+            held += len(sample_tokens)
+            if held < size:
+                continue
+            tokens, sentence = np.concatenate(parts), np.concatenate(part_ids)
             start = 0
             while len(tokens) - start >= size:
                 self.position = _advance(self.position, pending, size, self.workers)
                 yield self._tensors(tokens[start : start + size], sentence[start : start + size])
                 start += size
-            tokens, sentence = tokens[start:], sentence[start:]
+            parts, part_ids, held = [tokens[start:]], [sentence[start:]], len(tokens) - start
 
     def _tensors(self, tokens: np.ndarray, sentence: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.from_numpy(np.ascontiguousarray(tokens))  # int32: half the bytes to copy
