@@ -129,10 +129,9 @@ class ModelConfig:
     negative: int = setting(5, "negative samples per context")
     sample: float = setting(1e-4, "subsampling threshold of frequent words (0: none)")
     ns_exponent: float = setting(0.75, "negatives drawn by count ** exponent")
-    share_negatives: str = setting("centre", "torch/triton: centre: a centre word's negatives "
-                                   "serve all its window's contexts (pWord2Vec); pair (torch): "
-                                   "fresh ones per pair, as word2vec.c and the cpu-kernel draw; "
-                                   "chunk (triton): one set for each run of 16 centres",
+    share_negatives: str = setting("centre", "a centre's negatives serve its whole window "
+                                   "(pWord2Vec); pair (torch): fresh per pair (word2vec.c, "
+                                   "cpu-kernel); chunk (triton): per 16 centres",
                                    choices=("centre", "pair", "chunk"))
 
     def __post_init__(self) -> None:
@@ -212,13 +211,10 @@ class SyncConfig:
                                    "256k words over all ranks)")
     curvature_weight: float = setting(0.1, "local: how much a rank's saturation of a row "
                                       "weighs in merges (0: sum the ranks' changes)")
-    merge_time_share: float = setting(-1.0, "local: when full merges take more than this share "
-                                      "of the time, merge the whole tables less often (-1: "
-                                      "0.1 on CUDA, off on CPU; 0: off, merges by words only, "
-                                      "reproducible)")
-    control_every_steps: int = setting(0, "steps between reads of the loss and of stop "
-                                       "requests, one small all-reduce (0: about 256k words "
-                                       "over all ranks)")
+    merge_time_share: float = setting(-1.0, "local: full merges taking more of the time are "
+                                      "spaced out (-1: 0.1 on CUDA, 0: off, reproducible)")
+    control_every_steps: int = setting(0, "steps between reads of loss and stop requests (0: "
+                                       "about 256k words over all ranks)")
     timeout_seconds: float = setting(600.0, "a collective waiting longer fails the run")
 
     def __post_init__(self) -> None:
@@ -226,11 +222,8 @@ class SyncConfig:
         _check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
         _check(self.hot_rows >= 0, "sync.hot_rows", "must be >= 0 (0: whole table only)")
         _check(self.hot_every_steps >= 0, "sync.hot_every_steps", "must be >= 0 (0: auto)")
-        _check(
-            math.isfinite(self.curvature_weight) and self.curvature_weight >= 0,
-            "sync.curvature_weight",
-            "must be a finite number >= 0 (0: sum the ranks' changes)",
-        )
+        _check(math.isfinite(self.curvature_weight) and self.curvature_weight >= 0,
+               "sync.curvature_weight", "must be a finite number >= 0 (0: sum the ranks' changes)")
         _check(math.isfinite(self.merge_time_share) and self.merge_time_share < 1,
                "sync.merge_time_share", "must be below 1 (-1: auto, 0: off)")
         _check(self.control_every_steps >= 0, "sync.control_every_steps", "must be >= 0 (0: auto)")
