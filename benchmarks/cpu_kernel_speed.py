@@ -36,7 +36,7 @@ from gensim.models.word2vec import LineSentence
 
 import sgns_settings  # beside this script
 from w2vdist.training.backends import cpu
-from w2vdist.training.sampling import keep_probabilities
+from w2vdist.training.sampling import alias_table, keep_probabilities
 
 MAX_SENTENCE = 10_000  # gensim's (and `w2vdist prepare`'s) longest sentence
 
@@ -84,7 +84,7 @@ def train_kernel(words, counts, lines, args) -> tuple[float, KeyedVectors]:
     w_in = torch.from_numpy(((2 * rng.random((vocab, dim)) - 1) / dim).astype(np.float32))
     w_out = torch.zeros(vocab, dim)
     keep = keep_probabilities(torch.from_numpy(counts), args.sample)
-    table = cpu.unigram_table(counts)
+    table = alias_table(counts)
     data = interleave(blocks(lines, args.block), args.interleave)
     total = int(sum(len(t) for t, _ in data)) * args.epochs
     alpha, floor = args.alpha, args.alpha * 1e-4
