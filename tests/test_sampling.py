@@ -16,7 +16,7 @@ from w2vdist.training.sampling import (
     subsample,
     windows,
 )
-from w2vdist.training.spec import Plan
+from w2vdist.training.spec import Plan, proportional
 
 
 def test_keep_probability_is_word2vec_c_formula():
@@ -137,8 +137,16 @@ def test_sampler_shapes_depend_on_the_batch_size_alone():
 
 
 def test_learning_rate_decays_linearly_to_alpha_times_1e_minus_4():
-    plan = Plan.build(total_tokens=10_000, world_size=2, batch_words=100, epochs=3)
+    plan = Plan.build(total_tokens=10_000, rank_tokens=[5_000, 5_000], batch_words=100, epochs=3)
     assert plan.steps_per_epoch == 50 and plan.total_steps == 150
     assert plan.learning_rate(0, 0.025, 1e-4) == 0.025
     assert math.isclose(plan.learning_rate(150, 0.025, 1e-4), 0.025 * 1e-4)
     assert math.isclose(plan.learning_rate(75, 0.025, 1e-4), 0.025 * (1 + 1e-4) / 2)
+
+
+def test_ranks_share_a_step_in_proportion_to_their_tokens():
+    plan = Plan.build(total_tokens=9_000, rank_tokens=[5_000, 4_000], batch_words=100, epochs=1)
+    assert plan.rank_words == (111, 89) and plan.words_per_step == 200
+    assert proportional(10, [1, 1, 1]) == (4, 3, 3)  # remainders to the first ranks
+    assert proportional(3, [1_000_000, 1, 1]) == (1, 1, 1)  # every rank takes a word
+    assert sum(proportional(65_536, [7, 3, 11, 5])) == 65_536

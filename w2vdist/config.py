@@ -153,8 +153,8 @@ class OptimConfig:
 
     alpha: float = setting(0.04, "starting learning rate")
     min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
-    batch_words: int = setting(0, "raw words per rank per step (0: the backend's default, "
-                               "see README)")
+    batch_words: int = setting(0, "raw words per rank per step, on average (0: the "
+                               "backend's default, see README)")
     damping: float = setting(0.1, "torch: bounds the step of rows a batch updates many times "
                              "(see sgns.apply); 0: plain SGD on the batch")
 

@@ -3,8 +3,9 @@
 Shards are dealt to ranks by size (largest first, to the rank with the fewest tokens) so that
 ranks hold about equal shares; inside a rank, loader workers split the rank's shards. Each
 worker cycles through its shards forever, reshuffling their order every cycle from the seed,
-and the trainer takes exactly `batch_words` tokens per step. Every rank therefore runs the same
-number of steps whatever the shard sizes, and a rank never runs dry and hangs a collective.
+and the trainer takes exactly its share of a step (`spec.Plan.rank_words`, proportional to the
+rank's tokens) per step. Every rank therefore runs the same number of steps and passes through
+its data as often as the others, and a rank never runs dry and hangs a collective.
 """
 
 from __future__ import annotations

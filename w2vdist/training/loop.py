@@ -3,7 +3,8 @@
     w2vdist train --data.shards DIR --train.run_dir RUN [--config cfg.yaml] [--section.key V]
     torchrun --nproc-per-node 4 -m w2vdist train ...     (same command, N ranks)
 
-Every rank streams its own shards and takes `optim.batch_words` raw tokens per step; all ranks
+Every rank streams its own shards and takes its share of a step's `world_size x
+optim.batch_words` raw tokens (in proportion to its shards' tokens); all ranks
 run the same planned number of steps, so the learning rate, which decays linearly with the
 global words processed, follows the same schedule on 1 or N ranks. Rank 0 writes checkpoints,
 logs and W&B. SIGUSR1/SIGTERM/SIGINT stop every rank after the same step, rank 0 checkpoints,

@@ -57,12 +57,14 @@ class Session:
         return assign_shards(self.corpus.manifest, self.world.size, self.corpus.directory)
 
     def batches(self, start: Position = Position()) -> TokenBatches:
-        """This rank's token stream from `start`, `optim.batch_words` words a batch."""
+        """This rank's token stream from `start`, its share of a step (`Plan.rank_words`) a
+        batch."""
         cfg = self.spec.config
         assert self.corpus.manifest is not None
-        sources = self.corpus.manifest.sources(self.corpus.directory, self.shards()[self.world.rank])
+        sources = self.corpus.manifest.sources(self.corpus.directory,
+                                               self.shards()[self.world.rank])
         return TokenBatches(
-            sources, cfg.optim.batch_words, cfg.train.seed, self.world.rank,
+            sources, self.spec.plan.rank_words[self.world.rank], cfg.train.seed, self.world.rank,
             cfg.data.loader_workers, cfg.data.prefetch,
             pin_memory=self.world.device.type == "cuda", start=start,
         )

@@ -67,17 +67,26 @@ class Corpus:
 
 @dataclass(frozen=True)
 class Plan:
-    """How long the run is: fixed up front so every rank runs the same steps."""
+    """How long the run is: fixed up front so every rank runs the same steps.
+
+    `rank_words` is each rank's share of a step, proportional to the tokens of its shards: a
+    rank holding 5 of 18 equal shards and one holding 4 then both pass through their data
+    `epochs` times, where equal shares would train the first's sentences 4.5 times and the
+    second's 5.6 times: a corpus reweighted by how its shards fell to ranks.
+    """
 
     steps_per_epoch: int
     total_steps: int
-    words_per_step: int  # global: batch_words on every rank
+    words_per_step: int  # global: the sum of rank_words
+    rank_words: tuple[int, ...]
 
     @classmethod
-    def build(cls, total_tokens: int, world_size: int, batch_words: int, epochs: int) -> "Plan":
-        words_per_step = world_size * batch_words
+    def build(cls, total_tokens: int, rank_tokens: list[int], batch_words: int,
+              epochs: int) -> "Plan":
+        words_per_step = len(rank_tokens) * batch_words
         steps_per_epoch = max(1, math.ceil(total_tokens / words_per_step))
-        return cls(steps_per_epoch, steps_per_epoch * epochs, words_per_step)
+        return cls(steps_per_epoch, steps_per_epoch * epochs, words_per_step,
+                   proportional(words_per_step, rank_tokens))
 
     @property
     def total_words(self) -> int:
@@ -126,7 +135,9 @@ class RunSpec:
     def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
         data = dict(data)
         run = data.pop("run")
-        plan = Plan(run["steps_per_epoch"], run["total_steps"], run["words_per_step"])
+        equal = [run["words_per_step"] // run["world_size"]] * run["world_size"]
+        plan = Plan(run["steps_per_epoch"], run["total_steps"], run["words_per_step"],
+                    tuple(run.get("rank_words", equal)))  # runs saved before shares existed
         return cls(from_dict(Config, data), run["world_size"], run["vocab_hash"], plan,
                    run.get("tokenizer", {}), run.get("corpus", {}))
 
@@ -136,6 +147,9 @@ class RunSpec:
         if self.plan.steps_per_epoch != old.plan.steps_per_epoch:
             out.append(f"steps per epoch {old.plan.steps_per_epoch} -> "
                        f"{self.plan.steps_per_epoch}")
+        if self.plan.rank_words != old.plan.rank_words:
+            out.append(f"words per step on each rank {list(old.plan.rank_words)} -> "
+                       f"{list(self.plan.rank_words)}")
         if self.config.train.epochs < old.config.train.epochs:
             out.append(f"train.epochs {old.config.train.epochs} -> {self.config.train.epochs} "
                        "(a run can be extended, not shortened)")
@@ -152,15 +166,18 @@ class RunSpec:
 
 def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     """The config with every `auto`/0 default made concrete for this world and corpus."""
+    rank_tokens = [corpus.tokens] * world.size  # equal shares without a manifest
     if corpus.manifest is not None:  # every rank needs a shard of its own
-        assign_shards(corpus.manifest, world.size, corpus.directory)
+        shards = corpus.manifest.shards
+        rank_tokens = [sum(shards[i].tokens for i in owned)
+                       for owned in assign_shards(corpus.manifest, world.size, corpus.directory)]
     _check_memory(cfg, world, len(corpus.counts))
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
     cfg = sync.with_intervals(cfg, world.size)
-    plan = Plan.build(corpus.tokens, world.size, cfg.optim.batch_words, cfg.train.epochs)
+    plan = Plan.build(corpus.tokens, rank_tokens, cfg.optim.batch_words, cfg.train.epochs)
     cfg = _replace(cfg, "train", max_steps=min(cfg.train.max_steps or plan.total_steps,
                                                plan.total_steps))
     cfg = _replace(cfg, "wandb", mode=metrics.resolve_mode(cfg.wandb.mode) if world.is_main
@@ -168,6 +185,21 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     made = corpus.manifest
     return RunSpec(cfg, world.size, corpus.vocab_hash, plan,
                    made.tokenizer if made else {}, _summary(made) if made else {})
+
+
+def proportional(total: int, weights: list[int]) -> tuple[int, ...]:
+    """`total` (>= len(weights)) split in proportion to `weights` by largest remainders, at
+    least 1 each: every rank takes part in every step."""
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    for i, share in enumerate(shares):
+        if share == 0:
+            shares[i] = 1
+            shares[max(range(len(shares)), key=shares.__getitem__)] -= 1
+    return tuple(shares)
 
 
 def _summary(manifest: Manifest) -> dict[str, Any]:
