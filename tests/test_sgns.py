@@ -122,3 +122,33 @@ def test_shared_window_negatives_equal_autograd_on_the_plain_loop():
     assert abs(grads.loss.item() - ref_loss) < 1e-4 * abs(ref_loss)
     torch.testing.assert_close(tables.input.data, ref_in, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(tables.output.data, ref_out, rtol=1e-5, atol=1e-6)
+
+
+def test_a_large_step_computed_in_pieces_is_the_same_step(monkeypatch):
+    """The torch step computes a large batch's gradient piece by piece from the same tables
+    (bounded memory); the update, loss and pairs equal those of the batch in one piece."""
+    from w2vdist.config import Config, ModelConfig
+    from w2vdist.training import backends
+    from w2vdist.training.backends import reference
+    from w2vdist.training.sync import OneProcess
+
+    counts = torch.tensor([50, 30, 20, 10, 8, 6, 5, 4, 3, 2])
+    tokens = torch.randint(0, 10, (600,), generator=torch.Generator().manual_seed(0))
+    sentence = torch.arange(600) // 30
+    out = []
+    for piece in (10_000, 64):
+        monkeypatch.setattr(reference, "PIECE_CENTRES", piece)
+        cfg = Config(model=ModelConfig(dim=8, sample=0.0))
+        cfg.train.backend = "torch"
+        tables = Embeddings(10, 8, torch.Generator().manual_seed(1))
+        tables.output.data.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+        step = backends.build(cfg, tables, counts.numpy(), OneProcess(1, tables.input.device),
+                              torch.Generator().manual_seed(3))
+        loss, pairs = step(tokens, sentence, 0.5, 0.5)
+        out.append((tables.input.data, tables.output.data, float(loss), int(pairs)))
+    whole, pieced = out
+    assert pieced[3] == whole[3] > 1000
+    assert abs(pieced[2] - whole[2]) < 1e-9 * whole[2]
+    torch.testing.assert_close(pieced[0], whole[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pieced[1], whole[1], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(whole[1], torch.zeros_like(whole[1]))

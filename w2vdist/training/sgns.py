@@ -45,6 +45,14 @@ class SparseRows:
     values: torch.Tensor  # (M, D) float32
     curvature: torch.Tensor  # (M,) float32
 
+    def packed(self) -> torch.Tensor:
+        """(M, D + 1): the values with the curvature as one more column, to move as one."""
+        return torch.cat([self.values, self.curvature.unsqueeze(1)], dim=1)
+
+    @classmethod
+    def unpacked(cls, index: torch.Tensor, packed: torch.Tensor) -> "SparseRows":
+        return cls(index, packed[:, :-1].contiguous(), packed[:, -1].contiguous())
+
 
 @dataclass
 class Gradients:
@@ -101,6 +109,30 @@ def gradients(
         output=SparseRows(targets.reshape(-1), grad_out.reshape(-1, dim), curv_out.reshape(-1)),
         loss=loss,
         pairs=mask.sum(),
+    )
+
+
+def coalesce(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per distinct index, its contributions summed. `apply` sums a row's values and
+    curvatures anyway, so the update is the same; what is held or sent shrinks from every
+    contribution to every distinct row, several-fold for Zipfian batches."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    summed = values.new_zeros(len(unique), values.shape[1]).index_add_(0, inverse, values)
+    return unique, summed
+
+
+def pieced(grads: list[Gradients]) -> Gradients:
+    """The gradients of one batch computed in pieces from the same tables, as one: each
+    table's rows coalesced, so a large step holds its distinct rows, not every contribution."""
+
+    def rows(parts: list[SparseRows]) -> SparseRows:
+        return SparseRows.unpacked(*coalesce(torch.cat([p.index for p in parts]),
+                                             torch.cat([p.packed() for p in parts])))
+
+    return Gradients(
+        input=rows([g.input for g in grads]), output=rows([g.output for g in grads]),
+        loss=torch.stack([g.loss for g in grads]).sum(),
+        pairs=torch.stack([g.pairs for g in grads]).sum(),
     )
 
 

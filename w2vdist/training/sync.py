@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from w2vdist.config import Config, SyncConfig
-from w2vdist.training.sgns import Embeddings, Gradients, SparseRows
+from w2vdist.training.sgns import Embeddings, Gradients, SparseRows, coalesce
 
 log = logging.getLogger("w2vdist")
 
@@ -124,17 +124,15 @@ class ExactSync(Sync):
         # One buffer for both tables (output rows shifted past the input rows), the curvature
         # riding as one more column of values.
         index = torch.cat([grads.input.index, grads.output.index + _SHIFT])
-        values = torch.cat(
-            [_with_curvature(grads.input), _with_curvature(grads.output)]
-        )
-        index, values = _coalesce(index, values)
+        values = torch.cat([grads.input.packed(), grads.output.packed()])
+        index, values = coalesce(index, values)
         gathered_index, gathered = _all_gather_rows(index, values, self.world_size)
         is_output = gathered_index >= _SHIFT
         self.bytes_sent += (self.world_size - 1) * (index.numel() * 8 + values.numel() * 4)
         self.seconds += time.perf_counter() - start
         return Gradients(
-            input=_rows(gathered_index[~is_output], gathered[~is_output]),
-            output=_rows(gathered_index[is_output] - _SHIFT, gathered[is_output]),
+            input=SparseRows.unpacked(gathered_index[~is_output], gathered[~is_output]),
+            output=SparseRows.unpacked(gathered_index[is_output] - _SHIFT, gathered[is_output]),
             loss=grads.loss,
             pairs=grads.pairs,
         )
@@ -276,23 +274,6 @@ def _curvature_norms(table: torch.Tensor) -> torch.Tensor:
 
 
 _SHIFT = 1 << 40  # larger than any vocabulary
-
-
-def _with_curvature(rows: SparseRows) -> torch.Tensor:
-    return torch.cat([rows.values, rows.curvature.unsqueeze(1)], dim=1)
-
-
-def _coalesce(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One row per distinct index, its contributions summed. `apply` sums a row's values and
-    curvatures anyway, so the result is the same; what a rank sends shrinks from every
-    contribution to every distinct row, several-fold for Zipfian batches."""
-    unique, inverse = torch.unique(index, return_inverse=True)
-    summed = values.new_zeros(len(unique), values.shape[1]).index_add_(0, inverse, values)
-    return unique, summed
-
-
-def _rows(index: torch.Tensor, packed: torch.Tensor) -> SparseRows:
-    return SparseRows(index, packed[:, :-1].contiguous(), packed[:, -1].contiguous())
 
 
 def _all_gather_rows(
