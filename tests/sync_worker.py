@@ -40,17 +40,19 @@ def slices(world: int) -> list[slice]:
 
 
 def main(
-    strategy: str, curvature_weight: float, every_steps: int, damping: float, out: Path
+    strategy: str, curvature_weight: float, every_steps: int, damping: float, out: Path,
+    hot_rows: int = 0,
 ) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
     tables.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
     cfg = SyncConfig(
-        strategy=strategy, every_steps=every_steps, hot_rows=0, curvature_weight=curvature_weight
+        strategy=strategy, every_steps=every_steps, hot_rows=hot_rows, hot_every_steps=1,
+        curvature_weight=curvature_weight,
     )
     sync = build_sync(cfg, world, tables)
-    identical_after = []
+    identical_after, hot_identical_after = [], []
     distinct_rows = 0  # what `exact` should send: one row per distinct index and table
     for step, (centres, contexts, negatives) in enumerate(global_batches(), 1):
         # Uneven slices: rank r takes a different share, so padding is exercised.
@@ -67,11 +69,16 @@ def main(
         dist.all_gather(gathered_out, tables.output.data)
         same = same and all(torch.equal(gathered_out[0], t) for t in gathered_out)
         identical_after.append(same)
+        hot_identical_after.append(
+            all(torch.equal(gathered[0][:hot_rows], t[:hot_rows]) for t in gathered)
+            and all(torch.equal(gathered_out[0][:hot_rows], t[:hot_rows]) for t in gathered_out)
+        )
     torch.save(
         {
             "input": tables.input.data,
             "output": tables.output.data,
             "identical_after": identical_after,
+            "hot_identical_after": hot_identical_after,
             "bytes_sent": sync.bytes_sent,
             "distinct_rows": distinct_rows,
         },
@@ -81,5 +88,6 @@ def main(
 
 
 if __name__ == "__main__":
-    strategy, curvature_weight, every_steps, damping, out = sys.argv[1:]
-    main(strategy, float(curvature_weight), int(every_steps), float(damping), Path(out))
+    strategy, curvature_weight, every_steps, damping, out, hot_rows = sys.argv[1:]
+    main(strategy, float(curvature_weight), int(every_steps), float(damping), Path(out),
+         int(hot_rows))

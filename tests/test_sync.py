@@ -20,12 +20,12 @@ WORKER = Path(__file__).with_name("sync_worker.py")
 
 def _torchrun(
     nproc: int, strategy: str, out: Path, curvature_weight: float = 0.1, every_steps: int = 3,
-    damping: float = 1.0,
+    damping: float = 1.0, hot_rows: int = 0,
 ) -> list[dict]:
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
          f"--nproc-per-node={nproc}", str(WORKER), strategy, str(curvature_weight),
-         str(every_steps), str(damping), str(out)],
+         str(every_steps), str(damping), str(out), str(hot_rows)],
         check=True, timeout=180, cwd=Path(__file__).parent.parent,
     )
     return [torch.load(out / f"rank-{r}.pt") for r in range(nproc)]
@@ -92,6 +92,65 @@ def test_local_merge_every_step_weighs_each_rank_by_its_saturation(tmp_path, cur
         torch.testing.assert_close(results[0]["input"], reference.input.data, rtol=1e-5, atol=1e-6)
 
 
+def test_hot_rows_merge_every_step_and_everything_every_third(tmp_path):
+    """Hot merges (rows [0, 50) of both tables, every step, overlapped with the next step) and
+    full merges (every 3 steps) on real ranks equal the merge arithmetic run here on two
+    copies of the tables: a hot merge packs each rank's change as of its step, and the merged
+    change lands after the next step, under what each rank trained meanwhile. The worker's
+    7-row pack blocks cut across both tables."""
+    hot, weight = 50, 0.5
+    results = _torchrun(2, "local", tmp_path, weight, every_steps=3, damping=0.0, hot_rows=hot)
+    assert results[0]["identical_after"] == [False, False, True, False, False, True]
+    assert results[0]["hot_identical_after"] == [False, False, True, False, False, True]
+    start = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
+    start.output.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
+    base = [start.input.data.clone(), start.output.data.clone()]
+    ranks = []
+    for _ in range(2):
+        tables = Embeddings(VOCAB, DIM)
+        tables.input.data.copy_(base[0])
+        tables.output.data.copy_(base[1])
+        ranks.append(([tables.input.data, tables.output.data], [torch.zeros(VOCAB)] * 2))
+    ranks = [(t, [s.clone() for s in sat]) for t, sat in ranks]
+
+    def packs(rows: int, which: int) -> list[torch.Tensor]:
+        return [pack_changes(t[which][:rows], base[which][:rows], sat[which][:rows] * weight)
+                for t, sat in ranks]
+
+    pending = None  # (summed packs, each rank's snapshot) per table
+    for step, batch in enumerate(global_batches(), 1):
+        for (tables, sat), part in zip(ranks, slices(2)):
+            model = Embeddings(VOCAB, DIM)
+            model.input.data, model.output.data = tables
+            grads = gradients(model, *(t[part] for t in batch))
+            for table, rows, s in zip(tables, (grads.input, grads.output), sat):
+                s.index_add_(0, rows.index, rows.curvature, alpha=LR)
+                table.index_add_(0, rows.index, rows.values, alpha=LR)
+        if pending is not None:  # the last step's hot merge lands
+            for which, (summed, snapshots) in enumerate(pending):
+                merged = base[which][:hot] + unpack_changes(summed)
+                for (tables, _), snapshot in zip(ranks, snapshots):
+                    tables[which][:hot] += merged - snapshot
+                base[which][:hot] = merged
+            pending = None
+        rows = VOCAB if step % 3 == 0 else hot
+        merging = [(sum(packs(rows, which)), [t[which][:rows].clone() for t, _ in ranks])
+                   for which in range(2)]  # fmt: skip
+        for _, sat in ranks:
+            for s in sat:
+                s[:rows] = 0
+        if rows == hot:
+            pending = merging
+            continue
+        for which, (summed, _) in enumerate(merging):
+            base[which] += unpack_changes(summed)
+            for tables, _ in ranks:
+                tables[which][:] = base[which]
+    for r in results:
+        torch.testing.assert_close(r["input"], base[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["output"], base[1], rtol=1e-5, atol=1e-6)
+
+
 def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
     """Per row: a change only one rank made is kept in full, whatever its saturation; the same
     change made by every rank is not multiplied by the rank count once the rows are saturated;
@@ -117,17 +176,17 @@ def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
 
 
 def test_sync_intervals_default_to_words_over_all_ranks():
-    """Full merges about every 1M words over all ranks, the hot rows and the control
-    all-reduce about every 256k."""
+    """Full merges about every 1M words over all ranks, the hot rows about every 16k (at
+    least every step), the control all-reduce about every 256k."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
     assert with_intervals(cfg, 2).sync.every_steps == 8
-    assert with_intervals(cfg, 2).sync.hot_every_steps == 2
+    assert with_intervals(cfg, 2).sync.hot_every_steps == 1
     assert with_intervals(cfg, 64).sync.every_steps == 1
-    small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=4096))
-    assert with_intervals(small, 4).sync.every_steps == 64
-    assert with_intervals(small, 4).sync.hot_every_steps == 16
-    assert with_intervals(small, 4).sync.control_every_steps == 16
-    assert with_intervals(small, 1).sync.control_every_steps == 64
+    small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=2048))
+    assert with_intervals(small, 4).sync.every_steps == 128
+    assert with_intervals(small, 4).sync.hot_every_steps == 2
+    assert with_intervals(small, 4).sync.control_every_steps == 32
+    assert with_intervals(small, 1).sync.control_every_steps == 128
     assert with_intervals(cfg, 8).sync.control_every_steps == 1
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
     assert with_intervals(chosen, 2).sync.every_steps == 5
@@ -137,8 +196,10 @@ def test_sync_intervals_default_to_words_over_all_ranks():
 
 def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():
     cfg = Config(sync=SyncConfig(strategy="local"), train=TrainConfig(backend="cpu-kernel"))
-    assert [batch_words(cfg, w) for w in (1, 2, 4, 8, 16)] == [65536, 65536, 65536, 32768, 16384]
-    assert batch_words(cfg, 128) == 4096
+    # One process has nothing to merge; N ranks take 16k words a step between them, so that
+    # the hot rows merge every 16k words over all ranks.
+    assert [batch_words(cfg, w) for w in (1, 2, 4, 8, 16)] == [65536, 8192, 4096, 2048, 1024]
+    assert batch_words(cfg, 128) == 1024
     torch_cfg = dataclasses.replace(cfg, train=TrainConfig(backend="torch"))
     assert batch_words(torch_cfg, 8) == 4096
 

@@ -206,9 +206,9 @@ class SyncConfig:
                             "merge periodically", choices=("exact", "local"))
     every_steps: int = setting(0, "local: steps between full merges (0: about 1M words over "
                                "all ranks)")
-    hot_rows: int = setting(5000, "local: the most frequent rows, merged more often")
+    hot_rows: int = setting(2000, "local: the most frequent rows, merged more often")
     hot_every_steps: int = setting(0, "local: steps between merges of the hot rows (0: about "
-                                   "256k words over all ranks)")
+                                   "16k words over all ranks)")
     curvature_weight: float = setting(0.1, "local: how much a rank's saturation of a row "
                                       "weighs in merges (0: sum the ranks' changes)")
     merge_time_share: float = setting(-1.0, "local: full merges taking more of the time are "

@@ -2,21 +2,22 @@
 
 `exact`: every step, each rank all-gathers the touched rows' descent directions (one summed
 row per distinct index, padded to the largest rank's count) and every rank applies all of them
-in rank order: synchronous data parallelism equal to one process on the global batch. Only all_gather is used,
-which NCCL and gloo both implement (stock NCCL has no sparse all-reduce, so DDP's sparse
-buckets cannot run there).
+in rank order: synchronous data parallelism equal to one process on the global batch. Only
+all_gather is used, which NCCL and gloo both implement (stock NCCL has no sparse all-reduce,
+so DDP's sparse buckets cannot run there).
 
-`local`: local SGD. Each rank updates its own tables; every `every_steps` steps all rows are
-merged (a dense all-reduce), the `hot_rows` most frequent rows (which every rank updates) every
-`hot_every_steps` steps, as pWord2Vec does, and all rows at every epoch end and before every
-checkpoint or export. A merge adds to the last merged tables each rank's change to a row
-weighted by how far that rank saturated the row (`Saturation`): sum_r (1 + c_r) delta_r /
-(1 + sum_r c_r). A row one rank touched keeps its change whole (averaging would divide it by
-the world size); rows that every rank pushed to the same optimum get about the mean (summing
-would multiply it); lightly touched rows add up, as if the ranks had run one after another.
-c_r is `curvature_weight` times the rank's lr-weighted curvature of the row's updates; the
-curvature summed over a row's updates overstates how far they saturate it along the change
-(the updates point many ways), and 0.1 measured best on 4 and 8 ranks (BENCHMARKS.md).
+`local`: local SGD. Each rank updates its own tables; every `every_steps` steps the rows some
+rank changed are merged, the `hot_rows` most frequent rows (which every rank updates) every
+`hot_every_steps` steps, as pWord2Vec does, in the background while the next step trains,
+and all rows at every epoch end and before every checkpoint or export. A merge adds to the
+last merged tables each rank's change to a row weighted by how far that rank saturated the
+row (`Saturation`): sum_r (1 + c_r) delta_r / (1 + sum_r c_r). A row one rank touched keeps
+its change whole (averaging would divide it by the world size); rows that every rank pushed
+to the same optimum get about the mean (summing would multiply it); lightly touched rows add
+up, as if the ranks had run one after another. c_r is `curvature_weight` times the rank's
+lr-weighted curvature of the row's updates; the curvature summed over a row's updates
+overstates how far they saturate it along the change (the updates point many ways), and 0.1
+measured best on 4 and 8 ranks (BENCHMARKS.md).
 
 Bytes each rank sends per step are in README.md ("Synchronising ranks").
 """
@@ -146,7 +147,9 @@ class LocalSync(Sync):
         self.base = [tables.input.data.clone(), tables.output.data.clone()]
         rows = tables.input.shape[0]
         device = tables.input.device
-        self._buffer: torch.Tensor | None = None  # the merge's pack buffer, reused
+        # The merges' pack buffer: grown to the largest block merged so far, then reused.
+        self._buffer = torch.empty(0, tables.input.shape[1] + 1, device=device)
+        self._hot: tuple[dist.Work, torch.Tensor, torch.Tensor] | None = None  # in flight
         self.every_steps = cfg.every_steps  # full merges; lengthened if they take too long
         self._full_seconds = 0.0  # spent in full merges since the last control step
         self._since = time.perf_counter()
@@ -159,15 +162,56 @@ class LocalSync(Sync):
         return grads  # each rank applies its own; merges reconcile them
 
     def after_step(self, tables: Embeddings, step: int) -> None:
+        self._finish_hot(tables)  # the last hot merge, which ran alongside this step
         if step % self.every_steps == 0:
             self.merge(tables)
         elif self.cfg.hot_rows and step % self.cfg.hot_every_steps == 0:
-            self._merge_rows(tables, self.cfg.hot_rows)
+            self._start_hot(tables)
 
     def merge(self, tables: Embeddings) -> None:
+        self._finish_hot(tables)
         start = time.perf_counter()
         self._merge_rows(tables, tables.input.shape[0])
         self._full_seconds += time.perf_counter() - start
+
+    def _start_hot(self, tables: Embeddings) -> None:
+        """Start merging the hot rows of both tables in the background: their changes since
+        the last merge, as of now, are packed and all-reduced while the next step trains
+        (`_finish_hot` then adds the merged change under what the rank trained meanwhile).
+        Hot merges come every few thousand words; overlapped, the ranks' wait for the slowest
+        and the transfer hide behind a step instead of adding to it."""
+        start = time.perf_counter()
+        rows = min(self.cfg.hot_rows, tables.input.shape[0])
+        sat = self.saturation
+        snapshot = torch.cat([tables.input.data[:rows], tables.output.data[:rows]])
+        packed = pack_changes(snapshot, torch.cat([self.base[0][:rows], self.base[1][:rows]]),
+                              torch.cat([sat.sat_in[:rows], sat.sat_out[:rows]])
+                              * self.cfg.curvature_weight)  # fmt: skip
+        sat.sat_in[:rows] = 0
+        sat.sat_out[:rows] = 0
+        self._hot = (dist.all_reduce(packed, async_op=True), packed, snapshot)
+        self.bytes_sent += int(self._ring * packed.numel() * 4)
+        self.seconds += time.perf_counter() - start
+
+    def _finish_hot(self, tables: Embeddings) -> None:
+        if self._hot is None:
+            return
+        start = time.perf_counter()
+        work, packed, snapshot = self._hot
+        self._hot = None
+        work.wait()
+        rows = len(snapshot) // 2
+        change = unpack_changes(packed)
+        for which, (table, base, norm) in enumerate((
+            (tables.input, self.base[0], self.saturation.norm_in),
+            (tables.output, self.base[1], self.saturation.norm_out),
+        )):  # fmt: skip
+            part = slice(which * rows, (which + 1) * rows)
+            merged = base[:rows] + change[part]
+            table.data[:rows] += merged - snapshot[part]  # keeps what trained since the snapshot
+            base[:rows] = merged
+            norm[:rows] = _curvature_norms(merged)
+        self.seconds += time.perf_counter() - start
 
     def _control_figures(self) -> list[float]:
         now = time.perf_counter()
@@ -199,40 +243,62 @@ class LocalSync(Sync):
         Only rows that some rank changed travel: a row's saturation is positive exactly when
         the row was updated (`_curvature_norms`), the ranks agree on the union with a one-byte
         -per-row all-reduce, and a merge then costs the rows touched, not the vocabulary (a
-        few thousand rows a step against 2M). The rows go through one reused buffer of
-        MERGE_BLOCK_BYTES at a time: no temporary as large as a table.
+        few thousand rows a step against 2M). Both tables' rows go through one reused buffer
+        of up to MERGE_BLOCK_BYTES, one all-reduce per block: no temporary is as large as a
+        table.
         """
         start = time.perf_counter()
         sat = self.saturation
         rows = min(rows, tables.input.shape[0])
+        sides = ((tables.input, self.base[0], sat.sat_in, sat.norm_in),
+                 (tables.output, self.base[1], sat.sat_out, sat.norm_out))
         touched = torch.stack([sat.sat_in[:rows] > 0, sat.sat_out[:rows] > 0]).to(torch.uint8)
         dist.all_reduce(touched, op=dist.ReduceOp.MAX)
-        ring = 2 * (self.world_size - 1) / self.world_size  # share of a buffer a rank sends
-        self.bytes_sent += int(ring * touched.numel())
-        for which, (table, base, sat_rows, norm) in enumerate((
-            (tables.input, self.base[0], sat.sat_in, sat.norm_in),
-            (tables.output, self.base[1], sat.sat_out, sat.norm_out),
-        )):  # fmt: skip
-            index = touched[which].nonzero().squeeze(1)  # merges wait for the ranks anyway
-            dim = table.shape[1]
-            block_rows = max(1, min(len(index), MERGE_BLOCK_BYTES // (4 * (dim + 1))))
-            if self._buffer is None or self._buffer.shape[0] < block_rows \
-                    or self._buffer.shape[1] != dim + 1:
-                self._buffer = torch.empty(block_rows, dim + 1, device=table.device)
-            for lo in range(0, len(index), block_rows):
-                part = index[lo : lo + block_rows]
-                before = base.index_select(0, part)
-                packed = pack_changes(table.data.index_select(0, part), before,
-                                      sat_rows[part] * self.cfg.curvature_weight,
-                                      out=self._buffer[: len(part)])  # fmt: skip
-                dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-                merged = before.add_(unpack_changes(packed))
-                table.data.index_copy_(0, part, merged)
-                base.index_copy_(0, part, merged)
-                norm[part] = _curvature_norms(merged)
+        self.bytes_sent += int(self._ring * touched.numel())
+        indices = [t.nonzero().squeeze(1) for t in touched]  # merges wait for the ranks anyway
+        dim = tables.input.shape[1]
+        block_rows = MERGE_BLOCK_BYTES // (4 * (dim + 1))
+        pieces = [(side, index[lo : lo + block_rows]) for side, index in zip(sides, indices)
+                  for lo in range(0, len(index), block_rows)]  # fmt: skip
+        block: list[tuple[tuple[torch.Tensor, ...], torch.Tensor]] = []
+        for piece in pieces:
+            if block and sum(len(p) for _, p in block) + len(piece[1]) > block_rows:
+                self._merge_block(block)
+                block = []
+            block.append(piece)
+        if block:
+            self._merge_block(block)
+        for (_, _, sat_rows, _), index in zip(sides, indices):
             sat_rows[:rows] = 0
-            self.bytes_sent += int(ring * len(index) * (dim + 1) * 4)
+            self.bytes_sent += int(self._ring * len(index) * (dim + 1) * 4)
         self.seconds += time.perf_counter() - start
+
+    @property
+    def _ring(self) -> float:
+        return 2 * (self.world_size - 1) / self.world_size  # share of a buffer a rank sends
+
+    def _merge_block(self, block: list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]) -> None:
+        """Pack each (side, rows) of `block` into the buffer, all-reduce it once, write back."""
+        total = sum(len(part) for _, part in block)
+        if self._buffer.shape[0] < total:
+            self._buffer = torch.empty(total, self._buffer.shape[1], device=self.device)
+        befores, lo = [], 0
+        for (table, base, sat_rows, _), part in block:
+            before = base.index_select(0, part)
+            pack_changes(table.data.index_select(0, part), before,
+                         sat_rows[part] * self.cfg.curvature_weight,
+                         out=self._buffer[lo : lo + len(part)])  # fmt: skip
+            befores.append(before)
+            lo += len(part)
+        packed = self._buffer[:total]
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        lo = 0
+        for ((table, base, _, norm), part), before in zip(block, befores):
+            merged = before.add_(unpack_changes(packed[lo : lo + len(part)]))
+            table.data.index_copy_(0, part, merged)
+            base.index_copy_(0, part, merged)
+            norm[part] = _curvature_norms(merged)
+            lo += len(part)
 
 
 MERGE_BLOCK_BYTES = 64 << 20
@@ -300,7 +366,7 @@ def _all_gather_rows(
 
 
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
-HOT_MERGE_WORDS = 1 << 18  # and between merges of the hot rows when sync.hot_every_steps is 0
+HOT_MERGE_WORDS = 1 << 14  # and between merges of the hot rows when sync.hot_every_steps is 0
 CONTROL_WORDS = 1 << 18  # and between control all-reduces when sync.control_every_steps is 0
 GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
 
@@ -308,9 +374,10 @@ GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on
 def with_intervals(cfg: Config, world_size: int) -> Config:
     """The config with the sync intervals resolved (0: about MERGE_WORDS, HOT_MERGE_WORDS and
     CONTROL_WORDS words over all ranks). Stale changes add up with the words trained between
-    merges, whatever the rank count: 4 and 8 ranks merging every 256k words over all ranks
-    score alike, at 1M both lose two analogy points more (BENCHMARKS.md); the hot rows, which
-    every rank updates, are what must be merged often. The control all-reduce reads the loss
+    merges, whatever the rank count, and the hot rows, which every rank updates, are what
+    must be merged often: on 4 ranks, merging them every 16k words over all ranks instead of
+    every 256k gained a point of analogies and 0.02 WordSim353 (BENCHMARKS.md), while merging
+    everything four times as often gained nothing measurable. The control all-reduce reads the loss
     from the device: rarely enough that small GPU steps do not wait on it, often enough that a
     stop request or a non-finite loss is seen within a fraction of a second."""
     step = world_size * cfg.optim.batch_words

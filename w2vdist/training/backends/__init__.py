@@ -79,12 +79,13 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 
 
 # Words per rank per step when optim.batch_words is 0: the torch step was measured at 4,096;
-# the compiled kernel runs faster on larger blocks, up to LOCAL_STEP_WORDS over all ranks so
-# that `local` can merge the hot rows as often as `sync.with_intervals` asks; the Triton step
+# the compiled kernel runs faster on larger blocks (one process: 65,536), but N ranks share
+# LOCAL_STEP_WORDS a step so that `local` can merge the hot rows as often as
+# `sync.with_intervals` asks (a merge waits for a step to end); the Triton step
 # needs about 10^5-10^6 words to fill a GPU (its Hogwild updates do not grow stale with the
 # step: each program reads the rows as they are when it runs).
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
-LOCAL_STEP_WORDS = 1 << 18
+LOCAL_STEP_WORDS = 1 << 14
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
 # measured within a point of 4,096-word steps (BENCHMARKS.md); `exact` ranks default to it.
 SYNC_STEP_WORDS = 16_384
@@ -97,7 +98,8 @@ def batch_words(cfg: Config, world_size: int = 1) -> int:
     backend = cfg.train.backend
     words = DEFAULT_BATCH_WORDS[backend]
     if backend == "cpu-kernel":
-        words = max(4096, min(words, LOCAL_STEP_WORDS // world_size))
+        if world_size > 1:  # one process has nothing to merge: its blocks stay large
+            words = max(1024, min(words, LOCAL_STEP_WORDS // world_size))
     elif backend == "torch" and cfg.sync.strategy == "exact":
         words = max(256, min(words, SYNC_STEP_WORDS // world_size))
     return words
