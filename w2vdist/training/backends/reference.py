@@ -2,7 +2,10 @@
 
 A step's gradient is computed in pieces of PIECE_CENTRES kept words, all from the same
 tables, and coalesced to one row per index (`sgns.pieced`): the same step, but a 1M-word
-step holds its distinct rows instead of every contribution (about 13 GB at dim 100)."""
+step holds its distinct rows instead of every contribution (about 13 GB at dim 100). Steps of
+that size are above what the batch-synchronous path trains well (`batch_warning`); their
+coalescing (`torch.unique`) reads its size from the device once per piece, the only host
+synchronisation of the step."""
 
 from __future__ import annotations
 
@@ -29,13 +32,14 @@ class TorchStep:
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         centres, contexts, mask, negatives = self.sampler(tokens, sentence)
-        if len(centres) <= PIECE_CENTRES:
+        kept = centres.shape[0]  # the batch's size, not its data: no host sync
+        if kept <= PIECE_CENTRES:
             grads = gradients(self.tables, centres, contexts, negatives, mask)
         else:
             grads = pieced([
                 gradients(self.tables, *(t[i : i + PIECE_CENTRES]
                                          for t in (centres, contexts, negatives, mask)))
-                for i in range(0, len(centres), PIECE_CENTRES)
+                for i in range(0, kept, PIECE_CENTRES)
             ])
         grads = self.sync.exchange(grads)
         lr = 0.5 * (lr_start + lr_end)
