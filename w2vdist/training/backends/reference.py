@@ -1,11 +1,11 @@
 """The reference step: sampled on the device, the sparse SGNS gradient, exchanged, applied.
 
 A step's gradient is computed in pieces of PIECE_CENTRES kept words, all from the same
-tables, and coalesced to one row per index (`sgns.pieced`): the same step, but a 1M-word
-step holds its distinct rows instead of every contribution (about 13 GB at dim 100). Steps of
-that size are above what the batch-synchronous path trains well (`batch_warning`); their
-coalescing (`torch.unique`) reads its size from the device once per piece, the only host
-synchronisation of the step."""
+tables, each piece coalesced to one row per index as it comes (`sgns.pieced`): the same
+step, but a 1M-word step holds its distinct rows instead of every contribution (about 13 GB
+at dim 100). Steps of that size are above what the batch-synchronous path trains well
+(`batch_warning`); their coalescing (`torch.unique`) reads its size from the device once per
+piece, the only host synchronisation of the step."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ class TorchStep:
         if kept <= PIECE_CENTRES:
             grads = gradients(self.tables, centres, contexts, negatives, mask)
         else:
-            grads = pieced([
+            grads = pieced(
                 gradients(self.tables, *(t[i : i + PIECE_CENTRES]
                                          for t in (centres, contexts, negatives, mask)))
                 for i in range(0, kept, PIECE_CENTRES)
-            ])
+            )
         grads = self.sync.exchange(grads)
         lr = 0.5 * (lr_start + lr_end)
         apply(self.tables, grads, lr, self.damping, self.sync.saturation)
