@@ -11,9 +11,10 @@ import torch
 
 from tests.sync_worker import DIM, LR, VOCAB, global_batches, slices
 from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
+from w2vdist.errors import UsageError
 from w2vdist.training.backends import batch_words
 from w2vdist.training.sgns import Embeddings, apply, gradients
-from w2vdist.training.sync import pack_changes, unpack_changes, with_intervals
+from w2vdist.training.sync import pack_changes, resolved, unpack_changes
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 
@@ -179,19 +180,31 @@ def test_sync_intervals_default_to_words_over_all_ranks():
     """Full merges about every 1M words over all ranks, the hot rows about every 16k (at
     least every step), the control all-reduce about every 256k."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
-    assert with_intervals(cfg, 2).sync.every_steps == 8
-    assert with_intervals(cfg, 2).sync.hot_every_steps == 1
-    assert with_intervals(cfg, 64).sync.every_steps == 1
+    assert resolved(cfg, 2).sync.every_steps == 8
+    assert resolved(cfg, 2).sync.hot_every_steps == 1
+    assert resolved(cfg, 64).sync.every_steps == 1
     small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=2048))
-    assert with_intervals(small, 4).sync.every_steps == 128
-    assert with_intervals(small, 4).sync.hot_every_steps == 2
-    assert with_intervals(small, 4).sync.control_every_steps == 32
-    assert with_intervals(small, 1).sync.control_every_steps == 128
-    assert with_intervals(cfg, 8).sync.control_every_steps == 1
+    assert resolved(small, 4).sync.every_steps == 128
+    assert resolved(small, 4).sync.hot_every_steps == 2
+    assert resolved(small, 4).sync.control_every_steps == 32
+    assert resolved(small, 1).sync.control_every_steps == 128
+    assert resolved(cfg, 8).sync.control_every_steps == 1
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
-    assert with_intervals(chosen, 2).sync.every_steps == 5
+    assert resolved(chosen, 2).sync.every_steps == 5
     exact = dataclasses.replace(cfg, sync=SyncConfig(strategy="exact"))
-    assert with_intervals(exact, 2).sync.every_steps == 8  # resolved, unused by exact
+    assert resolved(exact, 2).sync.every_steps == 8  # resolved, unused by exact
+
+
+def test_hot_rows_default_grows_with_the_rank_count():
+    """2,000 hot rows on 2-3 ranks (merging time), 5,000 from 4 (staleness); a chosen count,
+    0 included, stays."""
+    cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=4096))
+    assert [resolved(cfg, n).sync.hot_rows for n in (2, 3, 4, 16)] == [2000, 2000, 5000, 5000]
+    for chosen in (0, 300):
+        fixed = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", hot_rows=chosen))
+        assert resolved(fixed, 8).sync.hot_rows == chosen
+    with pytest.raises(UsageError, match="sync.hot_rows"):
+        SyncConfig(hot_rows=-2)
 
 
 def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():

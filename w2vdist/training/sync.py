@@ -369,17 +369,22 @@ MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps 
 HOT_MERGE_WORDS = 1 << 14  # and between merges of the hot rows when sync.hot_every_steps is 0
 CONTROL_WORDS = 1 << 18  # and between control all-reduces when sync.control_every_steps is 0
 GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
+HOT_ROWS = 2000  # sync.hot_rows's auto value below HOT_ROWS_MANY_FROM ranks
+HOT_ROWS_MANY, HOT_ROWS_MANY_FROM = 5000, 4
 
 
-def with_intervals(cfg: Config, world_size: int) -> Config:
-    """The config with the sync intervals resolved (0: about MERGE_WORDS, HOT_MERGE_WORDS and
-    CONTROL_WORDS words over all ranks). Stale changes add up with the words trained between
-    merges, whatever the rank count, and the hot rows, which every rank updates, are what
-    must be merged often: on 4 ranks, merging them every 16k words over all ranks instead of
-    every 256k gained a point of analogies and 0.02 WordSim353 (BENCHMARKS.md), while merging
-    everything four times as often gained nothing measurable. The control all-reduce reads the loss
-    from the device: rarely enough that small GPU steps do not wait on it, often enough that a
-    stop request or a non-finite loss is seen within a fraction of a second."""
+def resolved(cfg: Config, world_size: int) -> Config:
+    """The config with the sync's auto settings resolved: intervals of about MERGE_WORDS,
+    HOT_MERGE_WORDS and CONTROL_WORDS words over all ranks, and the hot rows. Stale changes add
+    up with the words trained between merges, whatever the rank count, and the hot rows, which
+    every rank updates, are what must be merged often: on 4 ranks, merging them every 16k
+    words over all ranks instead of every 256k gained a point of analogies and 0.02 WordSim353
+    (BENCHMARKS.md), while merging everything four times as often gained nothing measurable.
+    More ranks leave more rows stale between full merges: from 4 ranks 5,000 hot rows keep
+    analogies within a point of one process where 2,000 lost 1.6 at 8 ranks; on 2 ranks 2,000
+    keep the time spent merging under a fifth. The control all-reduce reads the loss from the
+    device: rarely enough that small GPU steps do not wait on it, often enough that a stop
+    request or a non-finite loss is seen within a fraction of a second."""
     step = world_size * cfg.optim.batch_words
     every = cfg.sync.every_steps or max(1, round(MERGE_WORDS / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
@@ -387,8 +392,12 @@ def with_intervals(cfg: Config, world_size: int) -> Config:
     share = cfg.sync.merge_time_share
     if share < 0:  # auto: merging by time only on GPUs, where a full merge is costly next to
         share = GPU_MERGE_TIME_SHARE if cfg.train.device.startswith("cuda") else 0.0  # steps
-    sync = dataclasses.replace(cfg.sync, every_steps=every, hot_every_steps=hot,
-                               control_every_steps=control, merge_time_share=share)
+    hot_rows = cfg.sync.hot_rows
+    if hot_rows < 0:
+        hot_rows = HOT_ROWS_MANY if world_size >= HOT_ROWS_MANY_FROM else HOT_ROWS
+    sync = dataclasses.replace(cfg.sync, every_steps=every, hot_rows=hot_rows,
+                               hot_every_steps=hot, control_every_steps=control,
+                               merge_time_share=share)
     return dataclasses.replace(cfg, sync=sync)
 
 

@@ -81,7 +81,7 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 # Words per rank per step when optim.batch_words is 0: the torch step was measured at 4,096;
 # the compiled kernel runs faster on larger blocks (one process: 65,536), but N ranks share
 # LOCAL_STEP_WORDS a step so that `local` can merge the hot rows as often as
-# `sync.with_intervals` asks (a merge waits for a step to end); the Triton step
+# `sync.resolved` asks (a merge waits for a step to end); the Triton step
 # needs about 10^5-10^6 words to fill a GPU (its Hogwild updates do not grow stale with the
 # step: each program reads the rows as they are when it runs).
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
