@@ -149,7 +149,11 @@ class LocalSync(Sync):
         device = tables.input.device
         # The merges' pack buffer: grown to the largest block merged so far, then reused.
         self._buffer = torch.empty(0, tables.input.shape[1] + 1, device=device)
-        self._hot: tuple[dist.Work, torch.Tensor, torch.Tensor] | None = None  # in flight
+        # Hot merges' pack and the rows as packed (input rows, then output rows), reused.
+        hot = min(cfg.hot_rows, rows)
+        self._hot_pack = torch.empty(2 * hot, tables.input.shape[1] + 1, device=device)
+        self._hot_rows = torch.empty(2 * hot, tables.input.shape[1], device=device)
+        self._hot: dist.Work | None = None  # the hot merge in flight
         self.every_steps = cfg.every_steps  # full merges; lengthened if they take too long
         self._full_seconds = 0.0  # spent in full merges since the last control step
         self._since = time.perf_counter()
@@ -181,37 +185,41 @@ class LocalSync(Sync):
         Hot merges come every few thousand words; overlapped, the ranks' wait for the slowest
         and the transfer hide behind a step instead of adding to it."""
         start = time.perf_counter()
-        rows = min(self.cfg.hot_rows, tables.input.shape[0])
-        sat = self.saturation
-        snapshot = torch.cat([tables.input.data[:rows], tables.output.data[:rows]])
-        packed = pack_changes(snapshot, torch.cat([self.base[0][:rows], self.base[1][:rows]]),
-                              torch.cat([sat.sat_in[:rows], sat.sat_out[:rows]])
-                              * self.cfg.curvature_weight)  # fmt: skip
-        sat.sat_in[:rows] = 0
-        sat.sat_out[:rows] = 0
-        self._hot = (dist.all_reduce(packed, async_op=True), packed, snapshot)
-        self.bytes_sent += int(self._ring * packed.numel() * 4)
+        for part, table, base, sat in self._hot_sides(tables):
+            rows = sat.shape[0]
+            self._hot_rows[part] = table.data[:rows]
+            pack_changes(self._hot_rows[part], base[:rows],
+                         sat * self.cfg.curvature_weight, out=self._hot_pack[part])
+            sat.zero_()
+        self._hot = dist.all_reduce(self._hot_pack, async_op=True)
+        self.bytes_sent += int(self._ring * self._hot_pack.numel() * 4)
         self.seconds += time.perf_counter() - start
 
     def _finish_hot(self, tables: Embeddings) -> None:
         if self._hot is None:
             return
         start = time.perf_counter()
-        work, packed, snapshot = self._hot
+        self._hot.wait()
         self._hot = None
-        work.wait()
-        rows = len(snapshot) // 2
-        change = unpack_changes(packed)
-        for which, (table, base, norm) in enumerate((
-            (tables.input, self.base[0], self.saturation.norm_in),
-            (tables.output, self.base[1], self.saturation.norm_out),
-        )):  # fmt: skip
-            part = slice(which * rows, (which + 1) * rows)
-            merged = base[:rows] + change[part]
-            table.data[:rows] += merged - snapshot[part]  # keeps what trained since the snapshot
-            base[:rows] = merged
-            norm[:rows] = _curvature_norms(merged)
+        change = unpack_changes(self._hot_pack)
+        norms = (self.saturation.norm_in, self.saturation.norm_out)
+        for (part, table, base, sat), norm in zip(self._hot_sides(tables), norms):
+            rows = sat.shape[0]
+            base[:rows] += change[part]
+            # What the rank trained since the snapshot stays on top of the merged rows.
+            moved = torch.sub(base[:rows], self._hot_rows[part], out=self._hot_rows[part])
+            table.data[:rows] += moved
+            norm[:rows] = _curvature_norms(base[:rows])
         self.seconds += time.perf_counter() - start
+
+    def _hot_sides(self, tables: Embeddings) -> list[tuple[slice, torch.Tensor, torch.Tensor,
+                                                           torch.Tensor]]:
+        """(slice of the hot buffers, table, its last merge, its hot rows' saturation) for the
+        input, then the output table."""
+        rows = self._hot_rows.shape[0] // 2
+        sat = self.saturation
+        return [(slice(0, rows), tables.input, self.base[0], sat.sat_in[:rows]),
+                (slice(rows, 2 * rows), tables.output, self.base[1], sat.sat_out[:rows])]
 
     def _control_figures(self) -> list[float]:
         now = time.perf_counter()
