@@ -167,6 +167,19 @@ def test_a_diverging_run_stops_with_an_error_and_saves_no_bad_tables(shards, tmp
         assert all(torch.isfinite(t).all() for t in tables.values()), step
 
 
+def test_a_run_whose_loss_climbs_far_above_an_untrained_model_stops(shards, tmp_path, capsys):
+    """Undamped 16,384-word torch steps at alpha 0.3 overshoot: the loss stays finite but
+    climbs past 1e20 (it exited 0 before); the run must stop non-zero and say why."""
+    run = tmp_path / "run"
+    code = main(["train", "--data.shards", str(shards), "--train.run_dir", str(run),
+                 "--train.backend", "torch", "--optim.alpha", "0.3", "--optim.damping", "0",
+                 "--optim.batch_words", "16384", "--train.threads", "1",
+                 "--data.loader_workers", "0", "--wandb", "disabled"])
+    assert code == 3
+    assert "times an untrained model's 4.16" in capsys.readouterr().err
+    assert not checkpoint.complete_steps(run)
+
+
 def test_settings_that_cannot_be_finite_are_refused():
     with pytest.raises(UsageError, match="optim.alpha"):
         from_dict(Config, {"optim": {"alpha": float("inf")}})
