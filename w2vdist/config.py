@@ -206,8 +206,7 @@ class SyncConfig:
                             "merge periodically", choices=("exact", "local"))
     every_steps: int = setting(0, "local: steps between full merges (0: about 1M words over "
                                "all ranks)")
-    hot_rows: int = setting(-1, "local: the most frequent rows, merged more often (-1: 2,000 "
-                            "on 2-3 ranks, 5,000 from 4)")
+    hot_rows: int = setting(-1, "local: top rows merged often (-1: 2,000 on 2-3 ranks, else 5,000)")
     hot_every_steps: int = setting(0, "local: steps between merges of the hot rows (0: about "
                                    "16k words over all ranks)")
     curvature_weight: float = setting(0.1, "local: how much a rank's saturation of a row "
@@ -221,8 +220,7 @@ class SyncConfig:
     def __post_init__(self) -> None:
         check_choices(self, "sync")
         _check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
-        _check(self.hot_rows >= -1, "sync.hot_rows", "must be >= 0 (0: whole table only) or "
-               "-1 (auto)")
+        _check(self.hot_rows >= -1, "sync.hot_rows", "must be >= -1 (-1: auto, 0: none)")
         _check(self.hot_every_steps >= 0, "sync.hot_every_steps", "must be >= 0 (0: auto)")
         _check(math.isfinite(self.curvature_weight) and self.curvature_weight >= 0,
                "sync.curvature_weight", "must be a finite number >= 0 (0: sum the ranks' changes)")
