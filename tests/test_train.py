@@ -168,7 +168,7 @@ def test_a_diverging_run_stops_with_an_error_and_saves_no_bad_tables(shards, tmp
 
 
 def test_a_run_whose_loss_climbs_far_above_an_untrained_model_stops(shards, tmp_path, capsys):
-    """Undamped 16,384-word torch steps at alpha 0.3 overshoot: the loss stays finite but
+    """Undamped 16,384-word torch steps at alpha 0.3 run away: the loss stays finite but
     climbs past 1e20 (it exited 0 before); the run must stop non-zero and say why."""
     run = tmp_path / "run"
     code = main(["train", "--data.shards", str(shards), "--train.run_dir", str(run),
