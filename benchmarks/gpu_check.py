@@ -301,7 +301,7 @@ def nccl(device: torch.device, quick: bool) -> None:
         ids = torch.randint(0, vocab, (n,), device=device)
         grads = gradients(tables, ids, ids.view(-1, 1), ids.view(-1, 1).repeat(1, 5))
         exact.exchange(grads)
-        local = sync.LocalSync(1, SyncConfig(strategy="local"), tables)
+        local = sync.LocalSync(1, SyncConfig(strategy="local", hot_rows=sync.HOT_ROWS), tables)
         seconds = _time(lambda: local.merge(tables), device, 3)
         print(f"NCCL backend={backend} version="
               f"{'.'.join(map(str, torch.cuda.nccl.version())) if backend == 'nccl' else '-'} "
