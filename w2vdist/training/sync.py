@@ -149,6 +149,8 @@ class LocalSync(Sync):
         device = tables.input.device
         # The merges' pack buffer: grown to the largest block merged so far, then reused.
         self._buffer = torch.empty(0, tables.input.shape[1] + 1, device=device)
+        if cfg.hot_rows < 0:
+            raise ValueError("LocalSync needs sync.hot_rows resolved (sync.resolved), not -1")
         # Hot merges' pack and the rows as packed (input rows, then output rows), reused.
         hot = min(cfg.hot_rows, rows)
         self._hot_pack = torch.empty(2 * hot, tables.input.shape[1] + 1, device=device)
