@@ -8,7 +8,9 @@ import torch
 from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
-from w2vdist.training.backends import SYNC_STEP_WORDS, batch_warning, batch_words, choose
+from w2vdist.training.backends import (
+    SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose,
+)
 
 CPU = torch.device("cpu")
 
@@ -51,6 +53,16 @@ def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
     assert batch_warning(kernel, 4) is None
     local = dataclasses.replace(big, sync=SyncConfig(strategy="local"))
     assert batch_warning(local, 4) is None  # each rank steps alone
+
+
+def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
+    """The torch step's damping slows its crowded rows, so it starts higher (BENCHMARKS.md)."""
+    assert alpha(cfg(train={"backend": "torch"})) == 0.06
+    assert alpha(cfg(train={"backend": "cpu-kernel"})) == alpha(cfg(train={"backend": "triton"})) \
+        == 0.04
+    assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025})) == 0.025
+    with pytest.raises(UsageError, match="optim.alpha must be finite, >= 0"):
+        cfg(optim={"alpha": -0.01})
 
 
 def test_negative_sharing_is_checked_against_the_backend():

@@ -147,11 +147,13 @@ class ModelConfig:
 class OptimConfig:
     """Plain SGD with word2vec.c's linear decay from alpha to alpha * min_alpha_ratio.
 
-    alpha defaults to 0.04, above word2vec.c's 0.025 for skip-gram: both backends score higher
-    with it on the benchmark corpus (BENCHMARKS.md); 0.025 gives word2vec.c's schedule.
+    alpha 0 resolves per backend (`backends.alpha`): above word2vec.c's 0.025 for skip-gram,
+    which scored lower on the benchmark corpus (BENCHMARKS.md); 0.025 gives word2vec.c's
+    schedule.
     """
 
-    alpha: float = setting(0.04, "starting learning rate")
+    alpha: float = setting(0.0, "starting learning rate (0: the backend's, 0.04 or 0.06 for "
+                           "torch; see README)")
     min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
     batch_words: int = setting(0, "raw words per rank per step, on average (0: the "
                                "backend's default, see README)")
@@ -159,7 +161,8 @@ class OptimConfig:
                              "(see sgns.apply); 0: plain SGD on the batch")
 
     def __post_init__(self) -> None:
-        _check(math.isfinite(self.alpha) and self.alpha > 0, "optim.alpha", "must be finite, > 0")
+        _check(math.isfinite(self.alpha) and self.alpha >= 0, "optim.alpha",
+               "must be finite, >= 0 (0: the backend's)")
         _check(math.isfinite(self.damping) and self.damping >= 0, "optim.damping",
                "must be finite, >= 0 (0: plain SGD)")
         _check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")

@@ -91,6 +91,17 @@ LOCAL_STEP_WORDS = 1 << 14
 SYNC_STEP_WORDS = 16_384
 
 
+# Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels scored best at
+# 0.04; the torch step, whose damping slows the rows a step updates many times, at 0.06: the
+# same as 0.04 at 4,096-word steps and 1.3 analogy points higher at 65,536 (BENCHMARKS.md).
+DEFAULT_ALPHA = {"torch": 0.06, "triton": 0.04, "cpu-kernel": 0.04}
+
+
+def alpha(cfg: Config) -> float:
+    """`optim.alpha` for the (chosen) backend; 0 means the backend's default."""
+    return cfg.optim.alpha or DEFAULT_ALPHA[cfg.train.backend]
+
+
 def batch_words(cfg: Config, world_size: int = 1) -> int:
     """`optim.batch_words` for the (chosen) backend and world; 0 means the backend's default."""
     if cfg.optim.batch_words:
