@@ -87,8 +87,9 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 14
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
-# measured within a point of 4,096-word steps (BENCHMARKS.md); `exact` ranks default to it.
-SYNC_STEP_WORDS = 16_384
+# measured within a point of 4,096-word steps (BENCHMARKS.md: 0.8 points at 65,536, three seeds
+# each; 262,144 lost 10 at alpha 0.04); `exact` ranks default to it.
+SYNC_STEP_WORDS = 65_536
 
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels scored best at
