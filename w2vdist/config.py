@@ -147,13 +147,10 @@ class ModelConfig:
 class OptimConfig:
     """Plain SGD with word2vec.c's linear decay from alpha to alpha * min_alpha_ratio.
 
-    alpha 0 resolves per backend (`backends.alpha`): above word2vec.c's 0.025 for skip-gram,
-    which scored lower on the benchmark corpus (BENCHMARKS.md); 0.025 gives word2vec.c's
-    schedule.
+    alpha 0 resolves per backend (`backends.alpha`), above word2vec.c's 0.025 (BENCHMARKS.md).
     """
 
-    alpha: float = setting(0.0, "starting learning rate (0: the backend's, 0.04 or 0.06 for "
-                           "torch; see README)")
+    alpha: float = setting(0.0, "starting learning rate (0: the backend's; see README)")
     min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
     batch_words: int = setting(0, "raw words per rank per step, on average (0: the "
                                "backend's default, see README)")
