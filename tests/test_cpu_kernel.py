@@ -194,7 +194,7 @@ def test_matches_reference_single_thread(build, seed: int, window: int, sample: 
 def test_saturation_is_gathered_as_the_reference_does() -> None:
     """For `local` merges: each update adds lr |g| / 2 x the other row's squared norm (as of the
     last merge) to the updated row's saturation; untracked runs train the same."""
-    from w2vdist.training.sync import Saturation
+    from w2vdist.training.merge import Saturation
 
     rng = np.random.default_rng(5)
     vocab, dim = 15, 8

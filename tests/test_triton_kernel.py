@@ -70,7 +70,7 @@ def _run_scenarios(out: str) -> None:
     """Child process: the kernel on every scenario, results and recorded draws saved."""
     from w2vdist.training.backends.triton import sgns_chunks, tiles
     from w2vdist.training.sampling import AliasTable, subsample
-    from w2vdist.training.sync import Saturation
+    from w2vdist.training.merge import Saturation
 
     results = {}
     for name, make in SCENARIOS.items():

@@ -9,14 +9,13 @@ That sparse form is what ranks exchange (see `sync.py`) and what `apply` adds in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from w2vdist.training.sync import Saturation
+from w2vdist.training.merge import Saturation
 
 
 class Embeddings(nn.Module):

@@ -11,13 +11,7 @@ rank changed are merged, the `hot_rows` most frequent rows (which every rank upd
 `hot_every_steps` steps, as pWord2Vec does, in the background while the next step trains,
 and all rows at every epoch end and before every checkpoint or export. A merge adds to the
 last merged tables each rank's change to a row weighted by how far that rank saturated the
-row (`Saturation`): sum_r (1 + c_r) delta_r / (1 + sum_r c_r). A row one rank touched keeps
-its change whole (averaging would divide it by the world size); rows that every rank pushed
-to the same optimum get about the mean (summing would multiply it); lightly touched rows add
-up, as if the ranks had run one after another. c_r is `curvature_weight` times the rank's
-lr-weighted curvature of the row's updates; the curvature summed over a row's updates
-overstates how far they saturate it along the change (the updates point many ways), and 0.1
-measured best on 4 and 8 ranks (BENCHMARKS.md).
+row: the rule and its arithmetic are in `merge`.
 
 Bytes each rank sends per step are in README.md ("Synchronising ranks").
 """
@@ -28,30 +22,15 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from w2vdist.config import Config, SyncConfig
+from w2vdist.training.merge import Saturation, curvature_norms, pack_changes, unpack_changes
 from w2vdist.training.sgns import Embeddings, Gradients, SparseRows, coalesce
 
 log = logging.getLogger("w2vdist")
-
-
-@dataclass
-class Saturation:
-    """What a `local` merge needs to weigh each rank's change to a row, float32[V] each.
-
-    `sat_in`/`sat_out` sum, over a row's updates since the last merge, lr times the curvature
-    of the update's loss along the row; `norm_in`/`norm_out` are the rows' squared norms as of
-    the last merge, which the compiled kernel uses for the curvature |g| / 2 * |other row|^2.
-    """
-
-    norm_in: torch.Tensor
-    norm_out: torch.Tensor
-    sat_in: torch.Tensor
-    sat_out: torch.Tensor
 
 
 class Sync:
@@ -160,7 +139,7 @@ class LocalSync(Sync):
         self._full_seconds = 0.0  # spent in full merges since the last control step
         self._since = time.perf_counter()
         self.saturation = Saturation(
-            *(_curvature_norms(t) for t in self.base),
+            *(curvature_norms(t) for t in self.base),
             torch.zeros(rows, device=device), torch.zeros(rows, device=device),
         )
 
@@ -211,7 +190,7 @@ class LocalSync(Sync):
             # What the rank trained since the snapshot stays on top of the merged rows.
             moved = torch.sub(base[:rows], self._hot_rows[part], out=self._hot_rows[part])
             table.data[:rows] += moved
-            norm[:rows] = _curvature_norms(base[:rows])
+            norm[:rows] = curvature_norms(base[:rows])
         self.seconds += time.perf_counter() - start
 
     def _hot_sides(self, tables: Embeddings) -> list[tuple[slice, torch.Tensor, torch.Tensor,
@@ -248,10 +227,10 @@ class LocalSync(Sync):
     def _merge_rows(self, tables: Embeddings, rows: int) -> None:
         """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
         each rank's change to a row weighted by 1 + its saturation c_r of the row:
-        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `unpack_changes`.
+        sum_r (1 + c_r) delta_r / (1 + sum_r c_r). See `merge.unpack_changes`.
 
         Only rows that some rank changed travel: a row's saturation is positive exactly when
-        the row was updated (`_curvature_norms`), the ranks agree on the union with a one-byte
+        the row was updated (`merge.curvature_norms`), the ranks agree on the union with a one-byte
         -per-row all-reduce, and a merge then costs the rows touched, not the vocabulary (a
         few thousand rows a step against 2M). Both tables' rows go through one reused buffer
         of up to MERGE_BLOCK_BYTES, one all-reduce per block: no temporary is as large as a
@@ -307,46 +286,11 @@ class LocalSync(Sync):
             merged = before.add_(unpack_changes(packed[lo : lo + len(part)]))
             table.data.index_copy_(0, part, merged)
             base.index_copy_(0, part, merged)
-            norm[part] = _curvature_norms(merged)
+            norm[part] = curvature_norms(merged)
             lo += len(part)
 
 
 MERGE_BLOCK_BYTES = 64 << 20
-
-
-def pack_changes(
-    rows: torch.Tensor, base: torch.Tensor, saturation: torch.Tensor,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One rank's share of a merge, (R, D + 1): its change (1 + c) * (rows - base), then c."""
-    dim = rows.shape[1]
-    packed = out if out is not None else rows.new_empty(rows.shape[0], dim + 1)
-    torch.sub(rows, base, out=packed[:, :dim])
-    packed[:, :dim].mul_(saturation.unsqueeze(1) + 1)
-    packed[:, dim] = saturation
-    return packed
-
-
-def unpack_changes(summed: torch.Tensor) -> torch.Tensor:
-    """The merged change from the ranks' summed packs, computed in place in `summed`'s first
-    D columns: sum (1 + c_r) delta_r / (1 + sum c_r).
-
-    A row only one rank touched keeps that rank's change in full; a row that every rank
-    saturated (c_r >> 1) gets about their mean; rows touched lightly everywhere, the sum, as if
-    the ranks' steps had run one after another. This is the implicit-SGD step of the ranks'
-    pooled quadratic models: rank r's change is lr g_r / (1 + c_r), so the one-process step
-    lr sum g_r / (1 + sum c_r) follows from the changes and saturations alone.
-    """
-    dim = summed.shape[1] - 1
-    return summed[:, :dim].div_(summed[:, dim:] + 1)
-
-
-def _curvature_norms(table: torch.Tensor) -> torch.Tensor:
-    """Row norms squared, as the curvature of the other table's updates uses them, plus a
-    floor far below any real norm (1e-20): every update then adds a positive saturation, even
-    one made against a row that was zero at the last merge (the output table starts at zero),
-    so a row's saturation is positive exactly when the row changed. No table-sized temporary."""
-    return torch.linalg.vector_norm(table, dim=1).square_().add_(1e-20)
 
 
 _SHIFT = 1 << 40  # larger than any vocabulary

@@ -66,9 +66,9 @@ import torch
 from w2vdist.files import atomic_path
 
 if TYPE_CHECKING:
+    from w2vdist.training.merge import Saturation
     from w2vdist.training.sampling import WindowSampler
     from w2vdist.training.sgns import Embeddings
-    from w2vdist.training.sync import Saturation
 
 SOURCE = Path(__file__).with_name("sgns_cpu.c")
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
@@ -112,7 +112,7 @@ def train_block(
     w_in, w_out float32[V, D]; keep_prob float32[V] (`w2vdist.training.sampling.keep_probabilities`);
     neg_table int32[V, 2] from `sampling.alias_table`; threads 0: every core this process may use.
     `saturation` (float32[V] each): each update adds alpha |g| / 2 times the other row's squared
-    norm (as of `saturation.norms`) to the updated row's total, for `local` merges (`sync.py`).
+    norm (as of `saturation.norms`) to the updated row's total, for `local` merges (`merge.py`).
     """
     _check_tensor("tokens", tokens, torch.int32, 1)
     _check_tensor("lengths", lengths, torch.int32, 1)

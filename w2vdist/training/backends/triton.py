@@ -42,9 +42,9 @@ import torch
 from w2vdist.training.sampling import subsample
 
 if TYPE_CHECKING:
+    from w2vdist.training.merge import Saturation
     from w2vdist.training.sampling import WindowSampler
     from w2vdist.training.sgns import Embeddings
-    from w2vdist.training.sync import Saturation
 
 try:
     import triton
@@ -262,7 +262,7 @@ if _IMPORT_ERROR is None:
         tl.store(losses + pid, tl.sum(tl.sum(weight * loss, axis=1), axis=0))
         tl.store(pair_counts + pid,
                  tl.sum(tl.sum(tl.where(positive, weight, 0.0), axis=1), axis=0).to(tl.int32))
-        if TRACK:  # each row's saturation for `local` merges (sync.Saturation)
+        if TRACK:  # each row's saturation for `local` merges (merge.Saturation)
             h = 0.5 * lr * tl.abs(grad)
             n_out = tl.load(norm_out + target, mask=j_used, other=0.0)
             n_in = tl.load(norm_in + btok, mask=b_used, other=0.0)
