@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,25 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_used(shards, tmp
 def test_checkpoint_of_another_config_is_refused_with_the_difference(shards, tmp_path):
     run = tmp_path / "run"
     train(config(shards, run, train={"max_steps": 5}))
-    with pytest.raises(UsageError, match=r"model\.dim 16 -> 32"):
+    with pytest.raises(UsageError, match=r"model\.dim 16 -> 32 \(--model\.dim 16 keeps"):
         train(config(shards, run, model={"dim": 32}))
+
+
+def test_a_refused_resume_names_the_flags_that_keep_the_checkpoints_math(shards, tmp_path):
+    """A run resolved under an older default (here the learning rate) resumes with the flag
+    the refusal names, and that flag alone."""
+    run = tmp_path / "run"
+    train(config(shards, run, optim={"alpha": 0.02}, train={"max_steps": 5}))
+    with pytest.raises(UsageError) as refused:
+        train(config(shards, run, train={"max_steps": 10}))
+    named = re.findall(r"\((--\S+) (\S+) keeps the checkpoint's\)", str(refused.value))
+    assert named == [("--optim.alpha", "0.02")]
+    code = main(["train", "--data.shards", str(shards), "--train.run_dir", str(run),
+                 "--data.loader_workers", "0", "--model.dim", "16", "--optim.batch_words", "500",
+                 "--train.epochs", "2", "--train.backend", "torch", "--train.threads", "1",
+                 "--checkpoint.every_minutes", "0", "--train.max_steps", "10",
+                 "--wandb", "disabled", *named[0]])
+    assert code == 0 and (run / "checkpoints" / "step-000000010").is_dir()
 
 
 def test_checkpoint_of_another_vocabulary_is_refused(shards, tmp_path):

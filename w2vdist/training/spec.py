@@ -160,7 +160,9 @@ class RunSpec:
         before, after = flatten(to_dict(old.config)), flatten(to_dict(self.config))
         for key in sorted(after):
             if key.startswith(MATH_FIELDS) and before.get(key) != after[key]:
-                out.append(f"{key} {before.get(key)!r} -> {after[key]!r}")
+                was = before.get(key)
+                keep = "" if was in (None, "") else f" (--{key} {was} keeps the checkpoint's)"
+                out.append(f"{key} {was!r} -> {after[key]!r}{keep}")
         return out
 
 
