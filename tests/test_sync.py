@@ -179,7 +179,8 @@ def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
 
 def test_sync_intervals_default_to_words_over_all_ranks():
     """Full merges about every 1M words over all ranks, the hot rows about every 16k (at
-    least every step), the control all-reduce about every 256k."""
+    least every step), the control all-reduce about every 256k on GPUs and every step on
+    CPUs."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
     assert resolved(cfg, 2).sync.every_steps == 8
     assert resolved(cfg, 2).sync.hot_every_steps == 1
@@ -187,8 +188,10 @@ def test_sync_intervals_default_to_words_over_all_ranks():
     small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=2048))
     assert resolved(small, 4).sync.every_steps == 128
     assert resolved(small, 4).sync.hot_every_steps == 2
-    assert resolved(small, 4).sync.control_every_steps == 32
-    assert resolved(small, 1).sync.control_every_steps == 128
+    on_gpu = dataclasses.replace(small, train=TrainConfig(device="cuda"))
+    assert resolved(on_gpu, 4).sync.control_every_steps == 32
+    assert resolved(on_gpu, 1).sync.control_every_steps == 128
+    assert resolved(small, 4).sync.control_every_steps == 1  # on CPU, after every step
     assert resolved(cfg, 8).sync.control_every_steps == 1
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
     assert resolved(chosen, 2).sync.every_steps == 5

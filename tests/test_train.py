@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from w2vdist.cli import main
 from w2vdist.config import Config
 from w2vdist.settings import flatten, from_dict
 from w2vdist.errors import UsageError
-from w2vdist.training.loop import train
+from w2vdist.training.callbacks import Callback
+from w2vdist.training.loop import run as run_training, train
+from w2vdist.training.preemption import EXIT_PREEMPTED
 
 from tests.helpers import checkpoint_info, config, prepare, write_zipf_corpus
 
@@ -116,6 +120,23 @@ def test_a_refused_resume_names_the_flags_that_keep_the_checkpoints_math(shards,
                  "--checkpoint.every_minutes", "0", "--train.max_steps", "10",
                  "--wandb", "disabled", *named[0]])
     assert code == 0 and (run / "checkpoints" / "step-000000010").is_dir()
+
+
+def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_path):
+    """On CPU the stop request is read after every step: a run of 500-word steps, whose
+    control interval on a GPU would be 524 steps (past the epoch end at 69), stops and
+    checkpoints at the step after the signal."""
+
+    class SignalAtStep3(Callback):
+        def on_checkpoint(self, path: Path, step: int) -> None:
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    run = tmp_path / "run"
+    outcome = run_training(config(shards, run, checkpoint={"every_steps": 3}),
+                           callbacks=[SignalAtStep3()])
+    assert outcome.exit_code == EXIT_PREEMPTED
+    assert checkpoint_info(run)["step"] == 4
 
 
 def test_checkpoint_of_another_vocabulary_is_refused(shards, tmp_path):

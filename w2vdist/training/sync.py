@@ -321,7 +321,7 @@ def _all_gather_rows(
 
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
 HOT_MERGE_WORDS = 1 << 14  # and between merges of the hot rows when sync.hot_every_steps is 0
-CONTROL_WORDS = 1 << 18  # and between control all-reduces when sync.control_every_steps is 0
+CONTROL_WORDS = 1 << 18  # and between control all-reduces on GPUs (control_every_steps 0)
 GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
 HOT_ROWS = 2000  # sync.hot_rows's auto value below HOT_ROWS_MANY_FROM ranks
 HOT_ROWS_MANY, HOT_ROWS_MANY_FROM = 5000, 4
@@ -337,15 +337,20 @@ def resolved(cfg: Config, world_size: int) -> Config:
     More ranks leave more rows stale between full merges: from 4 ranks 5,000 hot rows keep
     analogies within a point of one process where 2,000 lost 1.6 at 8 ranks; on 2 ranks 2,000
     keep the time spent merging under a fifth. The control all-reduce reads the loss from the
-    device: rarely enough that small GPU steps do not wait on it, often enough that a stop
-    request or a non-finite loss is seen within a fraction of a second."""
+    device: on GPUs rarely enough that small steps do not wait on it, often enough that a stop
+    request or a non-finite loss is seen within a fraction of a second; on CPUs, where the read
+    costs nothing and a step takes up to seconds, after every step, so that a stop request
+    is honoured after the step in flight whatever the step size (a scheduler's grace period
+    is tens of seconds: 256k words at dim 200 take longer than that on a busy CPU)."""
     step = world_size * cfg.optim.batch_words
     every = cfg.sync.every_steps or max(1, round(MERGE_WORDS / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
-    control = cfg.sync.control_every_steps or max(1, round(CONTROL_WORDS / step))
+    cuda = cfg.train.device.startswith("cuda")
+    control = cfg.sync.control_every_steps or (max(1, round(CONTROL_WORDS / step)) if cuda
+                                               else 1)
     share = cfg.sync.merge_time_share
     if share < 0:  # auto: merging by time only on GPUs, where a full merge is costly next to
-        share = GPU_MERGE_TIME_SHARE if cfg.train.device.startswith("cuda") else 0.0  # steps
+        share = GPU_MERGE_TIME_SHARE if cuda else 0.0  # steps
     hot_rows = cfg.sync.hot_rows
     if hot_rows < 0:
         hot_rows = HOT_ROWS_MANY if world_size >= HOT_ROWS_MANY_FROM else HOT_ROWS
