@@ -167,3 +167,12 @@ def offline_runs(run_dir: Path) -> list[dict]:
         runs.append({"run": run, "config": cfg, "rows": rows, "artifacts": artifacts})
     # Directory names only order runs started in different seconds.
     return sorted(runs, key=lambda r: r["run"].start_time.ToNanoseconds())
+
+
+def alias_probabilities(table: torch.Tensor) -> np.ndarray:
+    """The exact distribution an alias table draws from."""
+    t = table.numpy().astype(np.float64)
+    keep = t[:, 0] / 2**31
+    p = keep.copy()
+    np.add.at(p, t[:, 1].astype(np.int64), 1 - keep)
+    return p / len(t)

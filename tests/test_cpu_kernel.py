@@ -16,6 +16,8 @@ import torch
 from w2vdist.training.backends import cpu
 from w2vdist.training.sampling import alias_table, keep_probabilities
 
+from tests.helpers import alias_probabilities
+
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"{cpu.unavailable_reason()}")
 
 MASK = 2**64 - 1
@@ -103,15 +105,6 @@ def reference_train(
 
 def zipf_counts(vocab: int) -> np.ndarray:
     return np.array([int(10_000 / (i + 1)) + 1 for i in range(vocab)], dtype=np.int64)
-
-
-def alias_probabilities(table: torch.Tensor) -> np.ndarray:
-    """The exact distribution an alias table draws from."""
-    t = table.numpy().astype(np.float64)
-    keep = t[:, 0] / 2**31
-    p = keep.copy()
-    np.add.at(p, t[:, 1].astype(np.int64), 1 - keep)
-    return p / len(t)
 
 
 def only(word: int, vocab: int) -> torch.Tensor:

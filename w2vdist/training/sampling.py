@@ -41,13 +41,6 @@ class AliasTable:
         self.vocab_size = len(counts)
         self.exponent = exponent
 
-    def probabilities(self) -> torch.Tensor:
-        """Each word's probability of being drawn, float64[V] (what the table encodes)."""
-        table = self.table.cpu().long()
-        keep = table[:, 0].double() / 2**31
-        mass = keep.clone().index_add_(0, table[:, 1], 1 - keep)
-        return mass / self.vocab_size
-
     def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         device = self.table.device
         slot = torch.randint(self.vocab_size, shape, generator=generator, device=device)
