@@ -57,6 +57,7 @@ import subprocess
 import tempfile
 import threading
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -315,20 +316,19 @@ def _cpu_id() -> str:
     return f"{platform.machine()} {platform.processor()} {flags.strip()}"
 
 
+@dataclass
 class KernelStep:
     """One `train_block` call per step; sampling happens in C from the sampler's keep
     probabilities and an alias table of the same counts."""
 
-    def __init__(
-        self, sampler: WindowSampler, tables: Embeddings, threads: int,
-        saturation: Saturation | None,
-    ) -> None:
-        self.sampler = sampler
-        self.tables = tables
-        self.keep = sampler.keep.cpu().contiguous()
-        self.table = sampler.negatives.table
-        self.threads = threads
-        self.saturation = saturation
+    sampler: WindowSampler
+    tables: Embeddings
+    threads: int
+    saturation: Saturation | None
+
+    def __post_init__(self) -> None:
+        self.keep = self.sampler.keep.cpu().contiguous()
+        self.table = self.sampler.negatives.table
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float

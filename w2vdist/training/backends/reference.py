@@ -9,6 +9,8 @@ piece, the only host synchronisation of the step."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from w2vdist.training.sampling import WindowSampler
@@ -19,14 +21,12 @@ from w2vdist.training.sync import Sync
 PIECE_CENTRES = 1 << 15
 
 
+@dataclass
 class TorchStep:
-    def __init__(
-        self, sampler: WindowSampler, tables: Embeddings, sync: Sync, damping: float
-    ) -> None:
-        self.sampler = sampler
-        self.tables = tables
-        self.sync = sync
-        self.damping = damping
+    sampler: WindowSampler
+    tables: Embeddings
+    sync: Sync
+    damping: float
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float

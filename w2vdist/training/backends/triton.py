@@ -35,6 +35,7 @@ set before triton is imported), which is how the tests run it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -285,18 +286,15 @@ if _IMPORT_ERROR is None:
             tl.atomic_add(out_rows + d[None, :], lr * grad_out, mask=out_mask, sem="relaxed")
 
 
+@dataclass
 class TritonStep:
     """Subsampling compacted on the device, a seed from the run's generator, one launch."""
 
-    def __init__(
-        self, sampler: WindowSampler, tables: Embeddings, saturation: Saturation | None,
-        share: str, precision: str = "tf32",
-    ) -> None:
-        self.sampler = sampler
-        self.tables = tables
-        self.saturation = saturation
-        self.share = share
-        self.precision = precision
+    sampler: WindowSampler
+    tables: Embeddings
+    saturation: Saturation | None
+    share: str
+    precision: str = "tf32"
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
