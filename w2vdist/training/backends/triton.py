@@ -69,8 +69,10 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int]:
-    """The kernel's block sizes and warps: BLOCK_B band rows, BLOCK_J targets, BLOCK_D dims.
+def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | bool]:
+    """The kernel's block sizes and compile options: BLOCK_B band rows, BLOCK_J targets,
+    BLOCK_D dims, warps, and fused multiply-adds asked for by name (Triton's default until
+    3.9, which warns when it is left unsaid; 3.10 turns it off).
 
     Compiled for sm_90 without spills (a test reads ptxas's report): per centre (J = 128 at
     K = 5) about 255 registers at 8 warps, one program per SM; shared per chunk (J = 32) about
@@ -84,7 +86,8 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int]:
         block_t = block_j = triton.next_power_of_2(CHUNK + negative)
     return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j,
                 BLOCK_D=min(32, max(16, triton.next_power_of_2(dim))),
-                num_warps=8 if block_b * block_j >= 4096 else 4)  # fmt: skip
+                num_warps=8 if block_b * block_j >= 4096 else 4,
+                enable_fp_fusion=True)  # fmt: skip
 
 
 def sgns_chunks(
