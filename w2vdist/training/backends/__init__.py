@@ -87,8 +87,9 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 14
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
-# measured within a point of 4,096-word steps (BENCHMARKS.md: 0.8 points at 65,536, three seeds
-# each; 262,144 lost 10 at alpha 0.04); `exact` ranks default to it.
+# measured within a point of 4,096-word steps on the benchmark setting (BENCHMARKS.md: 0.8
+# points at 65,536, three seeds each); at dim 200, window 8, negative 10, sample 1e-5 even
+# 16,384 lost 1.1 and 65,536 lost 2.2, so this bound is not setting-free; `exact` defaults to it.
 SYNC_STEP_WORDS = 65_536
 
 
