@@ -16,7 +16,7 @@ from wandb.proto import wandb_internal_pb2 as pb
 from w2vdist.cli import main
 from w2vdist.config import CheckpointConfig, Config
 from w2vdist.corpus.vocab import Vocab
-from w2vdist.settings import from_dict, to_dict
+from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import checkpoint
 from w2vdist.training.checkpoint import Checkpointer, TrainState
 from w2vdist.training.data import Position
@@ -46,7 +46,8 @@ def prepare(corpus: Path, out: Path, shard_tokens: int = 8000) -> Path:
     return out
 
 
-def config(shards: Path, run_dir: Path, **sections) -> Config:
+def settings(shards: Path, run_dir: Path, **sections) -> dict[str, dict[str, Any]]:
+    """A small, fast torch run's settings as a tree, `sections` overriding them."""
     tree = {
         "data": {"shards": str(shards), "loader_workers": 0},
         "model": {"dim": 16},
@@ -57,7 +58,17 @@ def config(shards: Path, run_dir: Path, **sections) -> Config:
     }
     for section, values in sections.items():
         tree.setdefault(section, {}).update(values)
-    return from_dict(Config, tree)
+    return tree
+
+
+def config(shards: Path, run_dir: Path, **sections) -> Config:
+    return from_dict(Config, settings(shards, run_dir, **sections))
+
+
+def flags(shards: Path, run_dir: Path, **sections) -> list[str]:
+    """The same settings as `w2vdist train` flags."""
+    return [arg for key, value in flatten(settings(shards, run_dir, **sections)).items()
+            for arg in (f"--{key}", str(value))]
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from w2vdist.training.callbacks import Callback
 from w2vdist.training.loop import run as run_training, train
 from w2vdist.training.preemption import EXIT_PREEMPTED
 
-from tests.helpers import checkpoint_info, config, prepare, write_zipf_corpus
+from tests.helpers import checkpoint_info, config, flags, prepare, write_zipf_corpus
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +114,7 @@ def test_a_refused_resume_names_the_flags_that_keep_the_checkpoints_math(shards,
         train(config(shards, run, train={"max_steps": 10}))
     named = re.findall(r"\((--\S+) (\S+) keeps the checkpoint's\)", str(refused.value))
     assert named == [("--optim.alpha", "0.02")]
-    code = main(["train", "--data.shards", str(shards), "--train.run_dir", str(run),
-                 "--data.loader_workers", "0", "--model.dim", "16", "--optim.batch_words", "500",
-                 "--train.epochs", "2", "--train.backend", "torch", "--train.threads", "1",
-                 "--checkpoint.every_minutes", "0", "--train.max_steps", "10",
-                 "--wandb", "disabled", *named[0]])
+    code = main(["train", *flags(shards, run, train={"max_steps": 10}), *named[0]])
     assert code == 0 and (run / "checkpoints" / "step-000000010").is_dir()
 
 
