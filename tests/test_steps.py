@@ -56,8 +56,17 @@ def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
 
 
 def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
-    """The torch step's damping slows its crowded rows, so it starts higher (BENCHMARKS.md)."""
-    assert alpha(cfg(train={"backend": "torch"})) == 0.06
+    """The torch step's damping slows its crowded rows, the more the larger its global step,
+    so it starts higher, and higher still for larger steps (BENCHMARKS.md)."""
+
+    def torch_alpha(words: int, world_size: int = 1, strategy: str = "exact") -> float:
+        return alpha(cfg(train={"backend": "torch"}, optim={"batch_words": words},
+                         sync={"strategy": strategy}), world_size)
+
+    assert [torch_alpha(w) for w in (500, 4096, 16384, 65536)] == [0.06, 0.06, 0.065, 0.07]
+    assert torch_alpha(4096, 16) == 0.07  # exact: one update from 16 ranks' words
+    assert torch_alpha(4096, 16, "local") == 0.06  # local: each rank steps alone
+    assert torch_alpha(1 << 20) == 0.07  # beyond the safe step (train warns): not raised further
     assert alpha(cfg(train={"backend": "cpu-kernel"})) == alpha(cfg(train={"backend": "triton"})) \
         == 0.04
     assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025})) == 0.025

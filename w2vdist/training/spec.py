@@ -177,8 +177,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
-    cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size),
-                   alpha=backends.alpha(cfg))
+    cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
+    cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size))
     cfg = sync.resolved(cfg, world.size)
     plan = Plan.build(corpus.tokens, rank_tokens, cfg.optim.batch_words, cfg.train.epochs)
     cfg = _replace(cfg, "train", max_steps=min(cfg.train.max_steps or plan.total_steps,

@@ -20,6 +20,7 @@ decays it word by word, the batch steps use the mean (the rate at the batch's mi
 from __future__ import annotations
 
 import logging
+import math
 from typing import Protocol
 
 import numpy as np
@@ -94,14 +95,25 @@ SYNC_STEP_WORDS = 65_536
 
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels scored best at
-# 0.04; the torch step, whose damping slows the rows a step updates many times, at 0.06: the
-# same as 0.04 at 4,096-word steps and 1.3 analogy points higher at 65,536 (BENCHMARKS.md).
+# 0.04. The torch step's damping slows the rows a step updates many times, and the more the
+# larger the step, so its rate grows with the global step: 0.06 up to 4,096 words (as good as
+# 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS, the best of 0.06-0.08 there on the
+# benchmark setting (BENCHMARKS.md, "The torch step's learning rate by step size").
 DEFAULT_ALPHA = {"torch": 0.06, "triton": 0.04, "cpu-kernel": 0.04}
+TORCH_ALPHA_AT_SYNC_STEP = 0.07
 
 
-def alpha(cfg: Config) -> float:
-    """`optim.alpha` for the (chosen) backend; 0 means the backend's default."""
-    return cfg.optim.alpha or DEFAULT_ALPHA[cfg.train.backend]
+def alpha(cfg: Config, world_size: int = 1) -> float:
+    """`optim.alpha` for the (chosen) backend and resolved step; 0 means the backend's default."""
+    if cfg.optim.alpha:
+        return cfg.optim.alpha
+    base = DEFAULT_ALPHA[cfg.train.backend]
+    if cfg.train.backend != "torch":
+        return base
+    small = DEFAULT_BATCH_WORDS["torch"]
+    words = min(max(global_step_words(cfg, world_size), small), SYNC_STEP_WORDS)
+    share = math.log(words / small) / math.log(SYNC_STEP_WORDS / small)
+    return round(base + share * (TORCH_ALPHA_AT_SYNC_STEP - base), 6)
 
 
 def batch_words(cfg: Config, world_size: int = 1) -> int:
@@ -118,11 +130,16 @@ def batch_words(cfg: Config, world_size: int = 1) -> int:
     return words
 
 
+def global_step_words(cfg: Config, world_size: int) -> int:
+    """The words one update is computed from: every rank's under `exact`, one rank's else."""
+    return cfg.optim.batch_words * (world_size if cfg.sync.strategy == "exact" else 1)
+
+
 def batch_warning(cfg: Config, world_size: int) -> str | None:
     """Why a global step is too large for the batch-synchronous torch path, if it is."""
     if cfg.train.backend != "torch":
         return None
-    words = cfg.optim.batch_words * (world_size if cfg.sync.strategy == "exact" else 1)
+    words = global_step_words(cfg, world_size)
     if words <= SYNC_STEP_WORDS:
         return None
     return (
