@@ -88,17 +88,18 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 14
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
-# measured within a point of 4,096-word steps on the benchmark setting (BENCHMARKS.md: 0.8
-# points at 65,536, three seeds each); at dim 200, window 8, negative 10, sample 1e-5 even
-# 16,384 lost 1.1 and 65,536 lost 2.2, so this bound is not setting-free; `exact` defaults to it.
+# measured within a point of 4,096-word steps, at its default learning rate for that step
+# (`alpha`): 0.4 points below on the benchmark setting and at dim 200, window 8, negative 10,
+# sample 1e-5 (BENCHMARKS.md, two seeds or more each); `exact` defaults to it.
 SYNC_STEP_WORDS = 65_536
 
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels scored best at
 # 0.04. The torch step's damping slows the rows a step updates many times, and the more the
 # larger the step, so its rate grows with the global step: 0.06 up to 4,096 words (as good as
-# 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS, the best of 0.06-0.08 there on the
-# benchmark setting (BENCHMARKS.md, "The torch step's learning rate by step size").
+# 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS: the best of 0.06-0.08 there on the
+# benchmark setting, and at another (dim 200, window 8, negative 10, sample 1e-5) within half
+# a point of 4,096-word steps where 0.06 lost 2.2 (BENCHMARKS.md, "... by step size").
 DEFAULT_ALPHA = {"torch": 0.06, "triton": 0.04, "cpu-kernel": 0.04}
 TORCH_ALPHA_AT_SYNC_STEP = 0.07
 
