@@ -61,6 +61,9 @@ def test_four_real_ranks_recover_the_planted_structure(corpus, tmp_path, strateg
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    # exact's torch step starts at the rate of its 16,384-word global step, not of one rank's.
+    alpha = json.loads((run / "config.json").read_text())["optim"]["alpha"]
+    assert alpha == (0.065 if strategy == "exact" else 0.04)
     _export_and_score(corpus, run, tmp_path)
 
 
