@@ -67,9 +67,9 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
     assert torch_alpha(4096, 16) == 0.07  # exact: one update from 16 ranks' words
     assert torch_alpha(4096, 16, "local") == 0.06  # local: each rank steps alone
     assert torch_alpha(1 << 20) == 0.07  # beyond the safe step (train warns): not raised further
-    assert alpha(cfg(train={"backend": "cpu-kernel"})) == alpha(cfg(train={"backend": "triton"})) \
-        == 0.04
-    assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025})) == 0.025
+    assert alpha(cfg(train={"backend": "cpu-kernel"}), 1) \
+        == alpha(cfg(train={"backend": "triton"}), 1) == 0.04
+    assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025}), 16) == 0.025
     with pytest.raises(UsageError, match="optim.alpha must be finite, >= 0"):
         cfg(optim={"alpha": -0.01})
 

@@ -104,8 +104,9 @@ DEFAULT_ALPHA = {"torch": 0.06, "triton": 0.04, "cpu-kernel": 0.04}
 TORCH_ALPHA_AT_SYNC_STEP = 0.07
 
 
-def alpha(cfg: Config, world_size: int = 1) -> float:
-    """`optim.alpha` for the (chosen) backend and resolved step; 0 means the backend's default."""
+def alpha(cfg: Config, world_size: int) -> float:
+    """`optim.alpha` for the (chosen) backend; 0 means the backend's default, which for torch
+    follows the global step, so `optim.batch_words` must be resolved (`batch_words`) first."""
     if cfg.optim.alpha:
         return cfg.optim.alpha
     base = DEFAULT_ALPHA[cfg.train.backend]
