@@ -118,8 +118,9 @@ def alpha(cfg: Config, world_size: int) -> float:
     return round(base + share * (TORCH_ALPHA_AT_SYNC_STEP - base), 6)
 
 
-def batch_words(cfg: Config, world_size: int = 1) -> int:
-    """`optim.batch_words` for the (chosen) backend and world; 0 means the backend's default."""
+def batch_words(cfg: Config, world_size: int) -> int:
+    """`optim.batch_words` for the (chosen) backend and world; 0 means the backend's default,
+    which shrinks with the ranks that share a merge (`local`) or one update (`exact`)."""
     if cfg.optim.batch_words:
         return cfg.optim.batch_words
     backend = cfg.train.backend
