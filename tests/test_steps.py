@@ -57,7 +57,8 @@ def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
 
 def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
     """The torch step's damping slows its crowded rows, the more the larger its global step,
-    so it starts higher, and higher still for larger steps (BENCHMARKS.md)."""
+    so it starts higher, and higher still for larger steps; the pair-at-a-time kernels start
+    higher the harder frequent words are subsampled (BENCHMARKS.md)."""
 
     def torch_alpha(words: int, world_size: int = 1, strategy: str = "exact") -> float:
         return alpha(cfg(train={"backend": "torch"}, optim={"batch_words": words},
@@ -67,8 +68,16 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
     assert torch_alpha(4096, 16) == 0.07  # exact: one update from 16 ranks' words
     assert torch_alpha(4096, 16, "local") == 0.06  # local: each rank steps alone
     assert torch_alpha(1 << 20) == 0.07  # beyond the safe step (train warns): not raised further
-    assert alpha(cfg(train={"backend": "cpu-kernel"}), 1) \
-        == alpha(cfg(train={"backend": "triton"}), 1) == 0.04
+
+    def pair_alpha(sample: float, backend: str = "cpu-kernel") -> float:
+        return alpha(cfg(train={"backend": backend}, model={"sample": sample}), 1)
+
+    samples = (0, 1e-3, 1e-4, 5e-5, 3e-5, 1e-5, 1e-6)
+    assert [pair_alpha(s) for s in samples] == [0.04, 0.04, 0.04, 0.051514, 0.06, 0.06, 0.06]
+    assert [pair_alpha(s, "triton") for s in samples] == [pair_alpha(s) for s in samples]
+    assert alpha(cfg(train={"backend": "cpu-kernel"}), 16) == 0.04  # the model's default sample
+    assert alpha(cfg(train={"backend": "torch"}, model={"sample": 1e-5},
+                     optim={"batch_words": 4096}), 1) == 0.06  # torch follows its step only
     assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025}), 16) == 0.025
     with pytest.raises(UsageError, match="optim.alpha must be finite, >= 0"):
         cfg(optim={"alpha": -0.01})

@@ -94,28 +94,42 @@ LOCAL_STEP_WORDS = 1 << 14
 SYNC_STEP_WORDS = 65_536
 
 
-# Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels scored best at
-# 0.04. The torch step's damping slows the rows a step updates many times, and the more the
-# larger the step, so its rate grows with the global step: 0.06 up to 4,096 words (as good as
-# 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS: the best of 0.06-0.08 there on the
-# benchmark setting, and at another (dim 200, window 8, negative 10, sample 1e-5) within half
-# a point of 4,096-word steps where 0.06 lost 2.2 (BENCHMARKS.md, "... by step size").
-DEFAULT_ALPHA = {"torch": 0.06, "triton": 0.04, "cpu-kernel": 0.04}
+# Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels (cpu-kernel, and
+# triton, which makes the same per-pair updates) follow how hard frequent words are subsampled:
+# 0.04 at sample >= 1e-4 (or none), the best of 0.03-0.07 there, and log-linear to 0.06 at
+# sample <= 3e-5, where few frequent words are left to train the rows and 0.04 lost 3-5 analogy
+# points to 0.06 at two settings (BENCHMARKS.md, "The compiled kernel's learning rate by
+# subsampling"). The torch step's damping slows the rows a step updates many times, and the
+# more the larger the step, so its rate grows with the global step: 0.06 up to 4,096 words (as
+# good as 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS: the best of 0.06-0.08 there on
+# the benchmark setting, and at another (dim 200, window 8, negative 10, sample 1e-5) within
+# half a point of 4,096-word steps where 0.06 lost 2.2 (BENCHMARKS.md, "... by step size").
+PAIR_ALPHA = 0.04
+PAIR_ALPHA_SUBSAMPLED = 0.06
+PAIR_ALPHA_SAMPLES = (1e-4, 3e-5)  # model.sample where the pair rate starts and stops rising
+TORCH_ALPHA = 0.06
 TORCH_ALPHA_AT_SYNC_STEP = 0.07
 
 
 def alpha(cfg: Config, world_size: int) -> float:
     """`optim.alpha` for the (chosen) backend; 0 means the backend's default, which for torch
-    follows the global step, so `optim.batch_words` must be resolved (`batch_words`) first."""
+    follows the global step, so `optim.batch_words` must be resolved (`batch_words`) first, and
+    for the pair-at-a-time kernels follows `model.sample`."""
     if cfg.optim.alpha:
         return cfg.optim.alpha
-    base = DEFAULT_ALPHA[cfg.train.backend]
     if cfg.train.backend != "torch":
-        return base
+        high, low = PAIR_ALPHA_SAMPLES
+        sample = min(max(cfg.model.sample or high, low), high)  # 0: no subsampling
+        return _log_linear(sample, high, low, PAIR_ALPHA, PAIR_ALPHA_SUBSAMPLED)
     small = DEFAULT_BATCH_WORDS["torch"]
     words = min(max(global_step_words(cfg, world_size), small), SYNC_STEP_WORDS)
-    share = math.log(words / small) / math.log(SYNC_STEP_WORDS / small)
-    return round(base + share * (TORCH_ALPHA_AT_SYNC_STEP - base), 6)
+    return _log_linear(words, small, SYNC_STEP_WORDS, TORCH_ALPHA, TORCH_ALPHA_AT_SYNC_STEP)
+
+
+def _log_linear(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    """y0 at x0 to y1 at x1, linear in log x (x between them), rounded to 6 decimals."""
+    share = math.log(x / x0) / math.log(x1 / x0)
+    return round(y0 + share * (y1 - y0), 6)
 
 
 def batch_words(cfg: Config, world_size: int) -> int:
