@@ -96,14 +96,14 @@ SYNC_STEP_WORDS = 65_536
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels (cpu-kernel, and
 # triton, which makes the same per-pair updates) follow how hard frequent words are subsampled:
-# 0.04 at sample >= 1e-4 (or none), the best of 0.03-0.07 there, and log-linear to 0.06 at
-# sample <= 3e-5, where few frequent words are left to train the rows and 0.04 lost 3-5 analogy
-# points to 0.06 at two settings (BENCHMARKS.md, "The compiled kernel's learning rate by
-# subsampling"). The torch step's damping slows the rows a step updates many times, and the
-# more the larger the step, so its rate grows with the global step: 0.06 up to 4,096 words (as
-# good as 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS: the best of 0.06-0.08 there on
-# the benchmark setting, and at another (dim 200, window 8, negative 10, sample 1e-5) within
-# half a point of 4,096-word steps where 0.06 lost 2.2 (BENCHMARKS.md, "... by step size").
+# 0.04 at sample >= 1e-4 or none (the best of 0.04-0.07 at 1e-4, of 0.03-0.04 at 1e-3),
+# log-linear to 0.06 at sample <= 3e-5 (at 1e-5, 0.04 scored 4-5 analogy points under 0.06 at
+# two settings; BENCHMARKS.md, "The compiled kernel's learning rate by subsampling").
+# The torch step's damping slows the rows a step updates many times, and the more the larger
+# the step, so its rate grows with the global step: 0.06 up to 4,096 words (as good as 0.04
+# there), log-linear to 0.07 at SYNC_STEP_WORDS: the best of 0.06-0.08 there on the benchmark
+# setting, and at another (dim 200, window 8, negative 10, sample 1e-5) within half a point of
+# 4,096-word steps where 0.06 lost 2.2 (BENCHMARKS.md, "... by step size").
 PAIR_ALPHA = 0.04
 PAIR_ALPHA_SUBSAMPLED = 0.06
 PAIR_ALPHA_SAMPLES = (1e-4, 3e-5)  # model.sample where the pair rate starts and stops rising
