@@ -57,8 +57,8 @@ def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
 
 def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
     """The torch step's damping slows its crowded rows, the more the larger its global step,
-    so it starts higher, and higher still for larger steps; the pair-at-a-time kernels start
-    higher the harder frequent words are subsampled (BENCHMARKS.md)."""
+    so it starts higher, and higher still for larger steps; both start higher the harder
+    frequent words are subsampled (BENCHMARKS.md)."""
 
     def torch_alpha(words: int, world_size: int = 1, strategy: str = "exact") -> float:
         return alpha(cfg(train={"backend": "torch"}, optim={"batch_words": words},
@@ -76,8 +76,14 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
     assert [pair_alpha(s) for s in samples] == [0.04, 0.04, 0.04, 0.051514, 0.06, 0.06, 0.06]
     assert [pair_alpha(s, "triton") for s in samples] == [pair_alpha(s) for s in samples]
     assert alpha(cfg(train={"backend": "cpu-kernel"}), 16) == 0.04  # the model's default sample
-    assert alpha(cfg(train={"backend": "torch"}, model={"sample": 1e-5},
-                     optim={"batch_words": 4096}), 1) == 0.06  # torch follows its step only
+
+    def subsampled_torch_alpha(words: int, sample: float) -> float:
+        return alpha(cfg(train={"backend": "torch"}, model={"sample": sample},
+                         optim={"batch_words": words}), 1)
+
+    assert [subsampled_torch_alpha(w, 1e-5) for w in (4096, 65536)] == [0.07, 0.08]
+    assert subsampled_torch_alpha(4096, 0) == subsampled_torch_alpha(4096, 1e-3) == 0.06
+    assert subsampled_torch_alpha(16384, 5e-5) == 0.070757
     assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025}), 16) == 0.025
     with pytest.raises(UsageError, match="optim.alpha must be finite, >= 0"):
         cfg(optim={"alpha": -0.01})

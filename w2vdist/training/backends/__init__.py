@@ -89,47 +89,49 @@ DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 14
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
 # measured within a point of 4,096-word steps, at its default learning rate for that step
-# (`alpha`): 0.4 points below on the benchmark setting and at dim 200, window 8, negative 10,
+# (`alpha`): 0.4 points below on the benchmark setting, 1.0 at dim 200, window 8, negative 10,
 # sample 1e-5 (BENCHMARKS.md, two seeds or more each); `exact` defaults to it.
 SYNC_STEP_WORDS = 65_536
 
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels (cpu-kernel, and
-# triton, which makes the same per-pair updates) follow how hard frequent words are subsampled:
-# 0.04 at sample >= 1e-4 or none (the best of 0.04-0.07 at 1e-4, of 0.03-0.04 at 1e-3),
-# log-linear to 0.06 at sample <= 3e-5 (at 1e-5, 0.04 scored 4-5 analogy points under 0.06 at
-# two settings; BENCHMARKS.md, "The compiled kernel's learning rate by subsampling").
-# The torch step's damping slows the rows a step updates many times, and the more the larger
-# the step, so its rate grows with the global step: 0.06 up to 4,096 words (as good as 0.04
-# there), log-linear to 0.07 at SYNC_STEP_WORDS: the best of 0.06-0.08 there on the benchmark
-# setting, and at another (dim 200, window 8, negative 10, sample 1e-5) within half a point of
-# 4,096-word steps where 0.06 lost 2.2 (BENCHMARKS.md, "... by step size").
+# triton, which makes the same per-pair updates) start at 0.04: the best of 0.04-0.07 at the
+# default sample 1e-4 (and of 0.03-0.04 at 1e-3). The torch step's damping slows the rows a
+# step updates many times, and the more the larger the step, so its rate grows with the global
+# step: 0.06 up to 4,096 words (as good as 0.04 there), log-linear to 0.07 at SYNC_STEP_WORDS,
+# the best of 0.06-0.08 there on the benchmark setting (BENCHMARKS.md, "... by step size").
+# Both rise with subsampling, log-linearly from model.sample 1e-4 to 3e-5 and held below: by
+# 0.02 for the kernels (at 1e-5, 0.04 scored 4-5 analogy points under 0.06 at two settings),
+# by 0.01 for torch (at dim 200, window 8, negative 10, sample 1e-5: 0.07 above 0.06 at 4,096
+# words, 0.08 above 0.07 at 65,536; BENCHMARKS.md, "... by subsampling").
 PAIR_ALPHA = 0.04
-PAIR_ALPHA_SUBSAMPLED = 0.06
-PAIR_ALPHA_SAMPLES = (1e-4, 3e-5)  # model.sample where the pair rate starts and stops rising
 TORCH_ALPHA = 0.06
 TORCH_ALPHA_AT_SYNC_STEP = 0.07
+SUBSAMPLING_SAMPLES = (1e-4, 3e-5)  # model.sample where the rates start and stop rising
+SUBSAMPLED_RISE = {"pair": 0.02, "torch": 0.01}
 
 
 def alpha(cfg: Config, world_size: int) -> float:
-    """`optim.alpha` for the (chosen) backend; 0 means the backend's default, which for torch
-    follows the global step, so `optim.batch_words` must be resolved (`batch_words`) first, and
-    for the pair-at-a-time kernels follows `model.sample`."""
+    """`optim.alpha` for the (chosen) backend; 0 means the backend's default, which rises with
+    subsampling (`model.sample`) and for torch with the global step, so `optim.batch_words`
+    must be resolved (`batch_words`) first."""
     if cfg.optim.alpha:
         return cfg.optim.alpha
+    high, low = SUBSAMPLING_SAMPLES
+    sample = min(max(cfg.model.sample or high, low), high)  # 0: no subsampling
+    subsampled = _log_linear(sample, high, low, 0.0, 1.0)
     if cfg.train.backend != "torch":
-        high, low = PAIR_ALPHA_SAMPLES
-        sample = min(max(cfg.model.sample or high, low), high)  # 0: no subsampling
-        return _log_linear(sample, high, low, PAIR_ALPHA, PAIR_ALPHA_SUBSAMPLED)
+        return round(PAIR_ALPHA + subsampled * SUBSAMPLED_RISE["pair"], 6)
     small = DEFAULT_BATCH_WORDS["torch"]
     words = min(max(global_step_words(cfg, world_size), small), SYNC_STEP_WORDS)
-    return _log_linear(words, small, SYNC_STEP_WORDS, TORCH_ALPHA, TORCH_ALPHA_AT_SYNC_STEP)
+    by_step = _log_linear(words, small, SYNC_STEP_WORDS, TORCH_ALPHA, TORCH_ALPHA_AT_SYNC_STEP)
+    return round(by_step + subsampled * SUBSAMPLED_RISE["torch"], 6)
 
 
 def _log_linear(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
-    """y0 at x0 to y1 at x1, linear in log x (x between them), rounded to 6 decimals."""
+    """y0 at x0 to y1 at x1, linear in log x (x between them)."""
     share = math.log(x / x0) / math.log(x1 / x0)
-    return round(y0 + share * (y1 - y0), 6)
+    return y0 + share * (y1 - y0)
 
 
 def batch_words(cfg: Config, world_size: int) -> int:
