@@ -81,9 +81,9 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
         return alpha(cfg(train={"backend": "torch"}, model={"sample": sample},
                          optim={"batch_words": words}), 1)
 
-    assert [subsampled_torch_alpha(w, 1e-5) for w in (4096, 65536)] == [0.07, 0.08]
+    assert [subsampled_torch_alpha(w, 1e-5) for w in (4096, 65536)] == [0.08, 0.09]
     assert subsampled_torch_alpha(4096, 0) == subsampled_torch_alpha(4096, 1e-3) == 0.06
-    assert subsampled_torch_alpha(16384, 5e-5) == 0.070757
+    assert subsampled_torch_alpha(16384, 5e-5) == 0.076514
     assert alpha(cfg(train={"backend": "torch"}, optim={"alpha": 0.025}), 16) == 0.025
     with pytest.raises(UsageError, match="optim.alpha must be finite, >= 0"):
         cfg(optim={"alpha": -0.01})
