@@ -2,6 +2,9 @@
 exactly as an uninterrupted one, without decoding what it skips."""
 
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import webdataset as wds
@@ -60,3 +63,18 @@ def test_seeking_does_not_decode_the_samples_it_skips(tmp_path):
     # Sample 2 is 20..29 in sentences of 4 and 6: 23 ends the first.
     assert first.tolist() == [23, 24, 25, 26, 27] and sentence.tolist() == [0, 1, 1, 1, 1]
     assert next(batches)[0].tolist() == [28, 29, 30, 31, 32]
+
+
+def test_a_script_that_ends_with_its_loader_open_exits(shards):
+    """Loader workers ignore SIGTERM, the stop request that the trainer answers, and SIGTERM
+    is how multiprocessing stops them when the interpreter exits: unless the trainer's side
+    kills them, a script that raised mid-run waited on them forever."""
+    script = (
+        "from w2vdist.training.data import TokenBatches\n"
+        f"batches = iter(TokenBatches({shards!r}, 100, 0, 0, 2, 2, False))\n"
+        "next(batches)\n"
+        "raise SystemExit(5)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 5 and done.stderr == ""

@@ -10,11 +10,14 @@ its data as often as the others, and a rank never runs dry and hangs a collectiv
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import multiprocessing
 import os
 import random
 import signal
 import sys
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +112,31 @@ class ShardSamples(IterableDataset):
             yield decode_sample(sample)
 
 
+class _WorkerContext(multiprocessing.context.ForkContext):
+    """Forks loader workers and keeps a weak list of them, so that they are killed when the
+    trainer's interpreter exits. They ignore SIGTERM (below), which is how multiprocessing
+    stops daemonic children at exit before it joins them: a script that ended while a loader
+    was still open (a run that raised, say) waited forever on its workers."""
+
+    class Process(multiprocessing.context.ForkProcess):
+        def start(self) -> None:
+            super().start()
+            _workers.add(self)
+
+
+_workers: "weakref.WeakSet[multiprocessing.process.BaseProcess]" = weakref.WeakSet()
+
+
+@atexit.register  # after multiprocessing's own exit hook, so it runs before it
+def _kill_workers() -> None:
+    live = [worker for worker in list(_workers) if worker.is_alive()]
+    if live:
+        # torch's SIGCHLD handler would report each kill as a worker that failed.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for worker in live:
+            worker.kill()
+
+
 def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     """torchrun and SLURM signal the whole process group; a loader worker must not die of a
     stop request, which the trainer answers by finishing the step and checkpointing. It dies
@@ -160,6 +188,7 @@ class TokenBatches:
             prefetch_factor=prefetch if workers else None,
             persistent_workers=False,
             worker_init_fn=_leave_stop_signals_to_the_trainer,
+            multiprocessing_context=_WorkerContext() if workers else None,
         )
         self.batch_words = batch_words
         self.pin_memory = pin_memory

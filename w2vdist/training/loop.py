@@ -129,8 +129,8 @@ def _train(
                 loader.workers, start.workers,
             )
 
-    # Every exit path closes the loader (its workers ignore stop signals, so an interpreter
-    # exiting on an error would wait for them forever), the metrics and the signal handlers.
+    # Every exit path closes the loader (its workers end with the run, not with the
+    # interpreter), the metrics and the signal handlers.
     with contextlib.ExitStack() as stack:
         metrics = stack.enter_context(build_metrics(
             cfg, run_dir, world.rank, state.wandb_run_id if state else None,
