@@ -114,4 +114,14 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def _unnpy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    """The array an `.npy` file holds, as a read-only view of its bytes: `np.load` would copy
+    it, which halved the loader's rate."""
+    header = io.BytesIO(data)
+    version = np.lib.format.read_magic(header)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(header)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(header)
+    if fortran or dtype.hasobject or len(shape) != 1:
+        raise ValueError(f"expected a one-dimensional array, not shape {shape} of {dtype}")
+    return np.frombuffer(data, dtype=dtype, count=shape[0], offset=header.tell())

@@ -122,11 +122,11 @@ def _train(
     loader = session.batches(start)
     if previous is not None:
         log.info("resuming from %s at step %d", previous.path, step)
-        if loader.start != start:
+        if loader.reordered:
             log.warning(
-                "data.loader_workers now deals the shards to %d worker(s), not %d: the resumed "
-                "run continues after the same amount of data, in another order",
-                loader.workers, start.workers,
+                "the loader now deals the shards to %d worker(s), %d sample(s) at a time, not "
+                "%d, %d at a time: the resumed run continues after the same amount of data, in "
+                "another order", loader.workers, loader.chunk, start.workers, start.chunk,
             )
 
     # Every exit path closes the loader (its workers end with the run, not with the

@@ -15,7 +15,7 @@ import torch
 from w2vdist.errors import UsageError
 from w2vdist.training import backends, sync
 from w2vdist.training.checkpoint import TrainState
-from w2vdist.training.data import Position, TokenBatches, assign_shards
+from w2vdist.training.data import Position, TokenBatches, assign_shards, chunk_samples
 from w2vdist.training.distributed import World
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.spec import Corpus, RunSpec
@@ -61,12 +61,15 @@ class Session:
         batch."""
         cfg = self.spec.config
         assert self.corpus.manifest is not None
-        sources = self.corpus.manifest.sources(self.corpus.directory,
-                                               self.shards()[self.world.rank])
+        manifest = self.corpus.manifest
+        mine = self.shards()[self.world.rank]
+        words = self.spec.plan.rank_words[self.world.rank]
+        chunk = chunk_samples(sum(manifest.shards[i].tokens for i in mine),
+                              sum(manifest.shards[i].samples for i in mine), words)
         return TokenBatches(
-            sources, self.spec.plan.rank_words[self.world.rank], cfg.train.seed, self.world.rank,
-            cfg.data.loader_workers, cfg.data.prefetch,
-            pin_memory=self.world.device.type == "cuda", start=start,
+            manifest.sources(self.corpus.directory, mine), words, cfg.train.seed,
+            self.world.rank, cfg.data.loader_workers, cfg.data.prefetch,
+            pin_memory=self.world.device.type == "cuda", chunk=chunk, start=start,
         )
 
 
