@@ -9,9 +9,10 @@ operands), BENCH (raw words/s, pairs/s, peak memory and the share of the measure
 bandwidth that the kernel's modelled traffic uses, per dim, step size and backend), MEM (a
 2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU process group through both sync
 strategies; a full `local` merge at 2M x 300), E2E (synth -> prepare -> train -> eval on the
-device: planted analogies). A section that fails prints `FAIL section: why` and the others
-still run; the exit code is the number of failed sections. `--quick` (and any machine without
-CUDA) runs the same code on CPU at tiny sizes, so that CI keeps the plumbing working.
+device: planted analogies), LOADER (the loader alone, shards to the device, by worker
+count). A section that fails prints `FAIL section: why` and the others still run; the exit
+code is the number of failed sections. `--quick` (and any machine without CUDA) runs the same
+code on CPU at tiny sizes, so that CI keeps the plumbing working.
 """
 
 from __future__ import annotations
@@ -343,8 +344,40 @@ def e2e(device: torch.device, quick: bool) -> None:
               f"spearman={result['similarity']['spearman']:.3f}", flush=True)
 
 
+# ---- LOADER: shards -> pinned batches -> device, without training -----------------------
+
+
+def loader(device: torch.device, quick: bool) -> None:
+    """The loader alone at a GPU-sized step, by worker count: it must stay several times
+    ahead of BENCH's step. Last, so that its minute cannot cost another section's figures."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        words, batch = (300_000, 65_536) if quick else (8_000_000, 1_048_576)
+        vocabulary = np.array([f"w{i}" for i in range(50_000)])
+        ranks = np.random.default_rng(0).zipf(1.1, words) % len(vocabulary)
+        lines = vocabulary[ranks].reshape(-1, 20)
+        (root / "corpus.txt").write_text("\n".join(" ".join(line) for line in lines) + "\n")
+        run = [sys.executable, "-m", "w2vdist"]
+        subprocess.run([*run, "prepare", str(root / "corpus.txt"), "-o", str(root / "shards"),
+                        "--min-count", "1", "--workers", str(min(8, os.cpu_count() or 1))],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        for workers in (0, 1) if quick else (0, 1, 2, 4):
+            out = root / f"loader-{workers}.json"
+            subprocess.run([*run, "bench", "--loader-only", "--data.shards", str(root / "shards"),
+                            "--optim.batch_words", str(batch), "--data.loader_workers",
+                            str(workers), "--seconds", "2" if quick else "5", "--warmup", "2",
+                            "--train.device", device.type, "--json", str(out)],
+                           check=True, capture_output=True, timeout=120)  # fmt: skip
+            figures = json.loads(out.read_text())["figures"]
+            print(f"LOADER device={device.type} workers={workers} words_per_step={batch} "
+                  f"words_per_s={figures['words_per_s']:,.0f} cpus={os.cpu_count()}", flush=True)
+
+
 SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {
     "ENV": env, "CORRECT": correct, "BENCH": bench, "MEM": mem, "NCCL": nccl, "E2E": e2e,
+    "LOADER": loader,
 }
 
 if __name__ == "__main__":

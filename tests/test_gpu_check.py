@@ -20,10 +20,12 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     out = done.stdout
     assert done.returncode == 0 and "FAIL" not in out, out + done.stderr[-3000:]
-    for tag in ("ENV", "CORRECT", "BENCH", "MEM", "NCCL", "E2E"):
+    for tag in ("ENV", "CORRECT", "BENCH", "MEM", "NCCL", "E2E", "LOADER"):
         assert re.search(rf"^{tag} ", out, re.M), (tag, out)
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 4 and all(line.endswith(" ok") for line in correct), correct
     assert re.search(r"^BENCH backend=triton dim=300 words_per_step=\d+ words_per_s=[\d,]+ ",
                      out, re.M)  # fmt: skip
     assert "interpreter=True" in out
+    assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ ",
+                          out, re.M)) == 2
