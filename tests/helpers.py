@@ -101,7 +101,7 @@ def write_run(
     vocab = Vocab(list(words), np.arange(len(words), 0, -1, dtype=np.int64) * 10)
     run_dir.mkdir(parents=True, exist_ok=True)
     vocab.save(run_dir / "vocab.tsv")
-    spec = RunSpec(Config(), 1, vocab.hash, Plan(7, 7, 1, (1,)))
+    spec = RunSpec(Config(), 1, vocab.hash, Plan(7, 7, (1,)))
     state = TrainState(inp, out, step=7, rng=[torch.Generator().get_state()], data=[Position()])
     Checkpointer(run_dir, CheckpointConfig()).save(state, spec, run_dir / "vocab.tsv")
     return inp, out

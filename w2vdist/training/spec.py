@@ -77,7 +77,6 @@ class Plan:
 
     steps_per_epoch: int
     total_steps: int
-    words_per_step: int  # global: the sum of rank_words
     rank_words: tuple[int, ...]
 
     @classmethod
@@ -85,8 +84,13 @@ class Plan:
               epochs: int) -> "Plan":
         words_per_step = len(rank_tokens) * batch_words
         steps_per_epoch = max(1, math.ceil(total_tokens / words_per_step))
-        return cls(steps_per_epoch, steps_per_epoch * epochs, words_per_step,
+        return cls(steps_per_epoch, steps_per_epoch * epochs,
                    proportional(words_per_step, rank_tokens))
+
+    @property
+    def words_per_step(self) -> int:
+        """Global: all ranks' shares."""
+        return sum(self.rank_words)
 
     @property
     def total_words(self) -> int:
@@ -126,6 +130,7 @@ class RunSpec:
                 "world_size": self.world_size,
                 "vocab_hash": self.vocab_hash,
                 **dataclasses.asdict(self.plan),
+                "words_per_step": self.plan.words_per_step,  # for readers of config.json
                 "tokenizer": self.tokenizer,
                 "corpus": self.corpus,
             },
@@ -136,7 +141,7 @@ class RunSpec:
         data = dict(data)
         run = data.pop("run")
         equal = [run["words_per_step"] // run["world_size"]] * run["world_size"]
-        plan = Plan(run["steps_per_epoch"], run["total_steps"], run["words_per_step"],
+        plan = Plan(run["steps_per_epoch"], run["total_steps"],
                     tuple(run.get("rank_words", equal)))  # runs saved before shares existed
         return cls(from_dict(Config, data), run["world_size"], run["vocab_hash"], plan,
                    run.get("tokenizer", {}), run.get("corpus", {}))
