@@ -2,16 +2,18 @@
 exactly as an uninterrupted one, without decoding what it skips."""
 
 
+import itertools
 import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 import webdataset as wds
 
 from tests.helpers import prepare, write_zipf_corpus
 from w2vdist.errors import UsageError
-from w2vdist.training.data import Position, TokenBatches
+from w2vdist.training.data import MIXED, Position, TokenBatches
 from w2vdist.corpus.shards import Manifest, encode_sample
 
 
@@ -48,65 +50,89 @@ def test_a_stream_started_at_a_saved_position_continues_the_uninterrupted_one(
             assert expected[2] == got[2]
 
 
-def test_seeking_does_not_decode_the_samples_it_skips(tmp_path):
-    path = tmp_path / "shard.tar"
-    good = [np.arange(i * 10, i * 10 + 10, dtype=np.int32) for i in range(4)]
+def _write_shard(path, samples) -> list[tuple[np.ndarray, np.ndarray]]:
     with wds.TarWriter(str(path)) as writer:
-        for i, tokens in enumerate(good):
-            sample = encode_sample(f"{i}", tokens, np.array([4, 6]))
-            if i < 2:
+        for i, (tokens, lengths) in enumerate(samples):
+            writer.write(encode_sample(f"{i:09d}", tokens, lengths))
+    return samples
+
+
+def _numbered_samples(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Samples of a few sentences each; sentence g (over all samples) is g * 100 + 0, 1, ..."""
+    rng = np.random.default_rng(0)
+    out, g = [], 0
+    for _ in range(count):
+        lengths = rng.integers(1, 30, size=rng.integers(2, 9)).astype(np.int32)
+        tokens = np.concatenate([(g + k) * 100 + np.arange(n) for k, n in enumerate(lengths)])
+        out.append((tokens.astype(np.int32), lengths))
+        g += len(lengths)
+    return out
+
+
+def test_seeking_does_not_read_the_samples_it_skips(tmp_path):
+    samples = _numbered_samples(4)
+    _write_shard(tmp_path / "good.tar", samples)
+    reference = list(itertools.islice(_stream([(str(tmp_path / "good.tar"), 4)], 0, 1,
+                                              batch_words=5), 100))
+    # The same samples, the first two that the (seeded) order visits unreadable.
+    owner = {int(g): i for i, (tokens, _) in enumerate(samples) for g in tokens // 100}
+    visits = [owner[int(g)] for tokens, _, _ in reference for g in tokens // 100]
+    first_two = list(dict.fromkeys(visits))[:2]
+    path = tmp_path / "shard.tar"
+    with wds.TarWriter(str(path)) as writer:
+        for i, (tokens, lengths) in enumerate(samples):
+            sample = encode_sample(f"{i:09d}", tokens, lengths)
+            if i in first_two:
                 sample["tokens.npy"] = b"not an npy file"
             writer.write(sample)
     source = [(str(path), 4)]
     with pytest.raises(UsageError, match="shard.tar: unreadable shard"):
-        next(iter(TokenBatches(source, 5, 0, 0, 0, 2, False, chunk=1)))
-    batches = iter(TokenBatches(source, 5, 0, 0, 0, 2, False, chunk=1, start=Position(2, 3)))
-    first, sentence = next(batches)
-    # Sample 2 is 20..29 in sentences of 4 and 6: 23 ends the first.
-    assert first.tolist() == [23, 24, 25, 26, 27] and sentence.tolist() == [0, 1, 1, 1, 1]
-    assert next(batches)[0].tolist() == [28, 29, 30, 31, 32]
-
-
-@pytest.mark.parametrize("workers, chunk", [(0, 1), (0, 4), (1, 3)])
-def test_batches_are_the_shard_cut_in_order_with_an_id_per_sentence(tmp_path, workers, chunk):
-    path = tmp_path / "shard.tar"
-    rng = np.random.default_rng(0)
-    samples = []
-    with wds.TarWriter(str(path)) as writer:
-        for i in range(7):
-            lengths = rng.integers(1, 30, size=rng.integers(1, 9)).astype(np.int32)
-            tokens = rng.integers(0, 1000, size=int(lengths.sum())).astype(np.int32)
-            writer.write(encode_sample(f"{i}", tokens, lengths))
-            samples.append((tokens, lengths))
-    # Three passes over the shard, and where each sentence (samples never share one) starts.
-    tokens = np.concatenate([t for t, _ in samples] * 3)
-    lengths = np.concatenate([l for _, l in samples] * 3)
-    starts = np.zeros(len(tokens), dtype=bool)
-    starts[np.cumsum(lengths)[:-1]] = True
-    size = 37
-    batches = iter(TokenBatches([(str(path), 7)], size, 0, 0, workers, 2, False, chunk=chunk))
-    for b in range(len(tokens) // size):
-        got, sentence = (x.numpy() for x in next(batches))
-        expected = slice(b * size, (b + 1) * size)
-        assert np.array_equal(got, tokens[expected])
-        assert sentence[0] == 0
-        assert np.array_equal(np.diff(sentence) == 1, starts[expected][1:])
-        assert np.all(np.diff(sentence) >= 0) and np.all(np.diff(sentence) <= 1)
-
-
-@pytest.mark.parametrize("workers", [0, 1])
-def test_one_worker_streams_the_same_whatever_its_chunks_and_resumes_across_them(
-    shards, workers
-):
-    """With one worker the chunk size does not change the order, so a position saved with
-    one sample a turn (checkpoints from before chunks) resumes exactly with chunks."""
-    by_one = [item for item, _ in zip(_stream(shards, workers, 1), range(60))]
-    by_five = [item for item, _ in zip(_stream(shards, workers, 5), range(60))]
-    for one, five in zip(by_one, by_five):
-        assert np.array_equal(one[0], five[0]) and np.array_equal(one[1], five[1])
-    resumed = _stream(shards, workers, 5, start=by_one[29][2])
-    for expected, got in zip(by_one[30:34], resumed):
+        next(_stream(source, 0, 1))
+    k = next(k for k, (_, _, p) in enumerate(reference) if p.sample == 2 and p.offset > 0)
+    resumed = _stream(source, 0, 1, start=reference[k][2], batch_words=5)
+    for expected, got in zip(reference[k + 1 : k + 5], resumed):
         assert np.array_equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
+
+
+@pytest.mark.parametrize("workers, chunk", [(0, 1), (0, 7), (1, 7)])
+def test_every_pass_reads_every_sentence_whole_once_mixed_anew(tmp_path, workers, chunk):
+    path = tmp_path / "shard.tar"
+    samples = _write_shard(path, _numbered_samples(7))
+    per_pass = sum(len(t) for t, _ in samples)
+    size = 37
+    batches = list(itertools.islice(_stream([(str(path), 7)], workers, chunk, batch_words=size),
+                                    4 * per_pass // size))
+    tokens = np.concatenate([t for t, _, _ in batches])
+    starts = tokens % 100 == 0
+    # Sentence ids: from 0 in each batch, rising by one exactly where a sentence starts.
+    for b, (_, sentence, _) in enumerate(batches):
+        steps = np.diff(sentence)
+        assert sentence[0] == 0 and np.all((steps == 0) | (steps == 1))
+        assert np.array_equal(steps == 1, starts[b * size + 1 : (b + 1) * size])
+    sentences = np.split(tokens, np.flatnonzero(starts)[1:])
+    for piece in sentences[:-1]:  # each whole: g * 100 + 0, 1, ..., its length - 1
+        assert np.array_equal(piece, piece[0] + np.arange(len(piece)))
+    passes = [tokens[k : k + per_pass] for k in range(0, len(tokens) - per_pass + 1, per_pass)]
+    everything = np.sort(np.concatenate([t for t, _ in samples]))
+    assert len(passes) >= 3 and all(np.array_equal(np.sort(p), everything) for p in passes)
+    orders = [tuple(p[p % 100 == 0] // 100) for p in passes]
+    assert len(set(orders)) == len(orders)  # a new order every pass
+    if chunk == 7:  # the samples' sentences mixed, not one sample's after another's
+        owner = {g: i for i, (t, _) in enumerate(samples) for g in set(t // 100)}
+        by_sample = [owner[g] for g in orders[0]]
+        assert sum(a != b for a, b in zip(by_sample, by_sample[1:])) > 14
+
+
+def test_another_chunk_size_resumes_after_as_many_chunks_of_data(shards):
+    reference = list(itertools.islice(_stream(shards, 1, 3), 40))
+    saved = next(p for _, _, p in reference if p.sample >= 6 and p.offset > 0)
+    loader = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=2, start=saved)
+    assert "1 worker(s), 2 sample(s) at a time, not 1, 3 at a time" in loader.reordered
+    assert loader.start == Position(saved.sample - saved.sample % 2, 0, 1, 2, MIXED)
+    fresh = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=2, start=loader.start)
+    assert fresh.reordered is None
+    for a, b in itertools.islice(zip(loader, fresh), 5):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_a_script_that_ends_with_its_loader_open_exits(shards):
@@ -122,3 +148,16 @@ def test_a_script_that_ends_with_its_loader_open_exits(shards):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 5 and done.stderr == ""
+
+
+def test_a_position_saved_in_shard_order_continues_after_as_many_samples(shards):
+    """Checkpoints from before samples were read in a new order every pass: their position
+    counts samples of another order, so the stream keeps the count and drops the offset."""
+    old = Position(9, 17, 1, 1, "shards")
+    loader = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=1, start=old)
+    assert "whole shards were read in order" in loader.reordered
+    same_count = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=1,
+                              start=Position(9, 0, 1, 1, MIXED))
+    assert same_count.reordered is None
+    for (a, b), (c, d) in zip(zip(loader, range(5)), zip(same_count, range(5))):
+        assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,44 @@ class Manifest:
         chosen = range(len(self.shards)) if indices is None else indices
         paths = self.shard_paths(directory)
         return [(paths[i], self.shards[i].samples) for i in chosen]
+
+
+class ShardReader:
+    """Any sample of one shard, in any order: the tar's headers are read once for where each
+    sample's two fields lie, then a sample costs two reads. The loader visits a rank's samples
+    in a new order every pass this way, and seeks without reading what it skips."""
+
+    def __init__(self, path: str | Path, samples: int) -> None:
+        self.path = str(path)
+        fields: dict[str, dict[str, tuple[int, int]]] = {}
+        with tarfile.open(self.path, "r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    key, _, name = Path(member.name).name.partition(".")
+                    fields.setdefault(key, {})[name] = (member.offset_data, member.size)
+        self.where: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        for key, found in fields.items():
+            if "tokens.npy" not in found or "lengths.npy" not in found:
+                raise ValueError(f"sample {key} lacks tokens.npy or lengths.npy")
+            self.where.append((found["tokens.npy"], found["lengths.npy"]))
+        if len(self.where) != samples:
+            raise ValueError(f"{len(self.where)} samples, but the manifest says {samples}")
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, lengths) of sample `index`, in the shard's order."""
+        with open(self.path, "rb") as file:
+            arrays = []
+            for offset, size in self.where[index]:
+                file.seek(offset)
+                data = file.read(size)
+                if len(data) != size:
+                    raise ValueError(f"sample {index} is cut short")
+                arrays.append(_unnpy(data))
+        tokens, lengths = arrays
+        if int(lengths.sum()) != len(tokens):
+            raise ValueError(f"sample {index}: sentence lengths sum to {int(lengths.sum())}, "
+                             f"not its {len(tokens)} tokens")
+        return tokens, lengths
 
 
 def encode_sample(key: str, tokens: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:

@@ -123,11 +123,8 @@ def _train(
     if previous is not None:
         log.info("resuming from %s at step %d", previous.path, step)
         if loader.reordered:
-            log.warning(
-                "the loader now deals the shards to %d worker(s), %d sample(s) at a time, not "
-                "%d, %d at a time: the resumed run continues after the same amount of data, in "
-                "another order", loader.workers, loader.chunk, start.workers, start.chunk,
-            )
+            log.warning("the checkpoint's data position is read in another order (%s): the "
+                        "resumed run continues after the same amount of data", loader.reordered)
 
     # Every exit path closes the loader (its workers end with the run, not with the
     # interpreter), the metrics and the signal handlers.
