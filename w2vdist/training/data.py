@@ -151,14 +151,24 @@ def _mixed_chunk(
     if get_worker_info() is not None:
         joined.share_memory_()
         ids.share_memory_()
-    sentence_lengths = np.concatenate(lengths)
-    order = rng.permutation(len(sentence_lengths))
+    sentence_lengths = np.concatenate(lengths).astype(np.intp)
+    order = rng.permutation(np.flatnonzero(sentence_lengths))
+    if len(order) == 0:
+        return joined, ids
     was = (np.cumsum(sentence_lengths) - sentence_lengths)[order]  # where each sentence began
     sentence_lengths = sentence_lengths[order]
-    now = np.cumsum(sentence_lengths) - sentence_lengths
-    np.take(np.concatenate(tokens), np.repeat(was - now, sentence_lengths) + np.arange(len(ids)),
-            out=joined.numpy())
-    ids.numpy()[:] = np.repeat(np.arange(len(sentence_lengths), dtype=np.int32), sentence_lengths)
+    ends = np.cumsum(sentence_lengths)[:-1]  # where each sentence but the last now ends
+    # Where each token comes from: one on from the token before, except where a sentence
+    # starts (a running sum: a third of the time of building the index from repeats).
+    source = np.ones(len(ids), dtype=np.intp)
+    source[0] = was[0]
+    source[ends] = was[1:] - (was[:-1] + sentence_lengths[:-1]) + 1
+    np.cumsum(source, out=source)
+    np.take(np.concatenate(tokens), source, out=joined.numpy())
+    starts = ids.numpy()
+    starts[:] = 0
+    starts[ends] = 1
+    np.cumsum(starts, out=starts)
     return joined, ids
 
 
