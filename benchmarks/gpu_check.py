@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 CHUNK = 16
@@ -350,8 +351,6 @@ def e2e(device: torch.device, quick: bool) -> None:
 def loader(device: torch.device, quick: bool) -> None:
     """The loader alone at a GPU-sized step, by worker count: it must stay several times
     ahead of BENCH's step. Last, so that its minute cannot cost another section's figures."""
-    import numpy as np
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         words, batch = (300_000, 65_536) if quick else (8_000_000, 1_048_576)

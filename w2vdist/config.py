@@ -113,8 +113,7 @@ class DataConfig:
 
     shards: str = setting("", "a `w2vdist prepare` output directory (required)", metavar="DIR")
     loader_workers: int = setting(1, "loader processes per rank (0: in the training process)")
-    prefetch: int = setting(4, "chunks (a batch's and at least 1M words' samples) each loader "
-                                "worker reads ahead")
+    prefetch: int = setting(4, "chunks of samples (1M words or a batch) a worker reads ahead")
 
     def __post_init__(self) -> None:
         _check(self.loader_workers >= 0, "data.loader_workers", "must be >= 0")
