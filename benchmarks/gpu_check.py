@@ -213,7 +213,7 @@ def _bandwidth(device: torch.device) -> float:
 
 
 def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device):
-    from w2vdist.config import Config, ModelConfig, OptimConfig
+    from w2vdist.training.config import Config, ModelConfig, OptimConfig
     from w2vdist.training import backends
     from w2vdist.training.sgns import Embeddings
     from w2vdist.training.sync import OneProcess
@@ -288,7 +288,7 @@ def mem(device: torch.device, quick: bool) -> None:
 def nccl(device: torch.device, quick: bool) -> None:
     import torch.distributed as dist
 
-    from w2vdist.config import SyncConfig
+    from w2vdist.training.config import SyncConfig
     from w2vdist.training import sync
     from w2vdist.training.sgns import Embeddings, gradients
 

@@ -14,11 +14,11 @@ import torch
 from wandb.proto import wandb_internal_pb2 as pb
 
 from w2vdist.cli import main
-from w2vdist.config import CheckpointConfig, Config
 from w2vdist.corpus.vocab import Vocab
 from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import checkpoint
 from w2vdist.training.checkpoint import Checkpointer, TrainState
+from w2vdist.training.config import CheckpointConfig, Config
 from w2vdist.training.data import Position
 from w2vdist.training.spec import Plan, RunSpec
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from w2vdist.config import SyncConfig
-from w2vdist.training.sgns import Embeddings, apply, gradients
 from w2vdist.training import sync as sync_module
+from w2vdist.training.config import SyncConfig
+from w2vdist.training.sgns import Embeddings, apply, gradients
 from w2vdist.training.sync import build as build_sync
 
 # Merges go through the pack buffer 7 rows at a time (7 does not divide the 40 rows), so the

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import wandb
 
-from w2vdist import config, logs
+from w2vdist import logs
 from w2vdist.settings import from_dict
 from w2vdist.training import metrics
+from w2vdist.training.config import Config
 
 from tests.helpers import offline_runs
 
@@ -43,8 +44,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     wandb.teardown()  # forget settings read from this test's environment
 
 
-def _cfg(**wandb_fields) -> config.Config:
-    return from_dict(config.Config, {"model": {"dim": 37}, "wandb": wandb_fields})
+def _cfg(**wandb_fields) -> Config:
+    return from_dict(Config, {"model": {"dim": 37}, "wandb": wandb_fields})
 
 
 # --- one run and its resumption, shared by the tests below (wandb start-up is slow) ----------

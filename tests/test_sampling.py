@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from w2vdist.config import ModelConfig
+from w2vdist.training.config import ModelConfig
 
 from w2vdist.training.sampling import (
     AliasTable,

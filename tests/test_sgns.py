@@ -127,7 +127,7 @@ def test_shared_window_negatives_equal_autograd_on_the_plain_loop():
 def test_a_large_step_computed_in_pieces_is_the_same_step(monkeypatch):
     """The torch step computes a large batch's gradient piece by piece from the same tables
     (bounded memory); the update, loss and pairs equal those of the batch in one piece."""
-    from w2vdist.config import Config, ModelConfig
+    from w2vdist.training.config import Config, ModelConfig
     from w2vdist.training import backends
     from w2vdist.training.backends import reference
     from w2vdist.training.sync import OneProcess

@@ -5,12 +5,12 @@ import dataclasses
 import pytest
 import torch
 
-from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
 from w2vdist.training.backends import (
     SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose,
 )
+from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 
 CPU = torch.device("cpu")
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from tests.sync_worker import DIM, LR, VOCAB, global_batches, slices
-from w2vdist.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.errors import UsageError
 from w2vdist.training.backends import batch_words
-from w2vdist.training.sgns import Embeddings, apply, gradients
+from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.training.merge import pack_changes, unpack_changes
+from w2vdist.training.sgns import Embeddings, apply, gradients
 from w2vdist.training.sync import resolved
 
 WORKER = Path(__file__).with_name("sync_worker.py")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from w2vdist.corpus import synth
-from w2vdist.config import SynthConfig
+from w2vdist.corpus.config import SynthConfig
 from w2vdist.errors import UsageError
 
 SMALL = SynthConfig(seed=7, sentences=20_000)

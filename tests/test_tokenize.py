@@ -6,9 +6,9 @@ import pickle
 
 import pytest
 
-from w2vdist.config import PrepareConfig
-from w2vdist.errors import UsageError
+from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer, read_stopwords
+from w2vdist.errors import UsageError
 
 TRICKY = (
     "Überraschung! naïve Café_au_lait 42, it's\u00a0non\u2028breaking\u3000ideographic"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from w2vdist.training import checkpoint
 from w2vdist.cli import main
-from w2vdist.config import Config
-from w2vdist.settings import flatten, from_dict
 from w2vdist.errors import UsageError
+from w2vdist.settings import flatten, from_dict
+from w2vdist.training import checkpoint
 from w2vdist.training.callbacks import Callback
+from w2vdist.training.config import Config
 from w2vdist.training.loop import run as run_training, train
 from w2vdist.training.preemption import EXIT_PREEMPTED
 

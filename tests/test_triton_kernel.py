@@ -206,7 +206,7 @@ def _count_host_syncs() -> dict[str, dict[str, int]]:
     on a GPU the launch is asynchronous."""
     from torch.overrides import TorchFunctionMode
 
-    from w2vdist.config import Config, ModelConfig
+    from w2vdist.training.config import Config, ModelConfig
     from w2vdist.training import backends
     from w2vdist.training.sgns import Embeddings
     from w2vdist.training.sync import OneProcess

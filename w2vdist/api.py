@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from w2vdist.config import Config, PrepareConfig
+from w2vdist.corpus.config import PrepareConfig
 from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict, merge, to_dict
+from w2vdist.training.config import Config
 
 if TYPE_CHECKING:
     from w2vdist.corpus.prepare import Summary

@@ -1,4 +1,5 @@
-"""From files, dictionaries and command-line flags to the config dataclasses of `config.py`.
+"""From files, dictionaries and command-line flags to the commands' config dataclasses (each
+pipeline stage's `config.py`).
 
 One flag generator serves every command: each command has a root dataclass, and every leaf
 field becomes `--section.field` (words joined by `-` or `_`, both accepted), its help the
@@ -39,6 +40,12 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
         factory = default if callable(default) else (lambda d=default: type(d)(d))
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def check(ok: bool, name: str, message: str) -> None:
+    """Refuse a field's value: `name` the field (`section.field`), `message` what it must be."""
+    if not ok:
+        raise UsageError(f"config: {name} {message}")
 
 
 def check_choices(obj: Any, section: str) -> None:

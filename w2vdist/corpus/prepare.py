@@ -28,14 +28,14 @@ from typing import IO, Any
 import numpy as np
 
 from w2vdist import settings
-from w2vdist.config import PrepareConfig
-from w2vdist.errors import UsageError
-from w2vdist.files import atomic_path
+from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.shards import Manifest, ShardInfo, encode_sample
 from w2vdist.corpus.text import Piece, TextStats, find_files, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import parallel
+from w2vdist.errors import UsageError
+from w2vdist.files import atomic_path
 
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
 PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time

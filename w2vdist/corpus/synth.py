@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from w2vdist import settings
-from w2vdist.config import SynthCommand, SynthConfig
+from w2vdist.corpus.config import SynthCommand, SynthConfig
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
 

@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 from w2vdist import settings
-from w2vdist.config import BenchCommand, BenchConfig, Config
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
 from w2vdist.settings import to_dict
 from w2vdist.training import distributed
+from w2vdist.training.config import BenchCommand, BenchConfig, Config
 from w2vdist.training.session import Session
 from w2vdist.training.spec import Corpus, resolve
 from w2vdist.vectors.word2vec import check_writable

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from w2vdist.config import CheckpointConfig
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path, remove_stale, temporary_sibling
+from w2vdist.training.config import CheckpointConfig
 from w2vdist.training.data import Position
 from w2vdist.training.spec import RunSpec
 

@@ -28,13 +28,13 @@ import torch
 import torch.distributed as dist
 
 from w2vdist import settings
-from w2vdist.config import Config, TrainCommand
 from w2vdist.errors import Diverged, UsageError
 from w2vdist.files import locked, write_text
 from w2vdist.logs import set_step, setup_logging
 from w2vdist.training import backends, distributed
 from w2vdist.training.callbacks import Callback
 from w2vdist.training.checkpoint import Checkpoint, Checkpointer, TrainState
+from w2vdist.training.config import Config, TrainCommand
 from w2vdist.training.data import OnDevice, Position, assign_shards
 from w2vdist.training.distributed import World
 from w2vdist.training.metrics import Interval, Metrics, build_metrics

@@ -44,8 +44,8 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from w2vdist import config
 from w2vdist.settings import to_dict
+from w2vdist.training.config import Config, WandbConfig
 
 if TYPE_CHECKING:
     from w2vdist.training.spec import Plan
@@ -171,7 +171,7 @@ class NullMetrics(Metrics):
         pass
 
 
-def build_metrics(cfg: config.Config, run_dir: Path, rank: int, run_id: str | None,
+def build_metrics(cfg: Config, run_dir: Path, rank: int, run_id: str | None,
                   total_words: int, start_words: int) -> Metrics:
     """The run's logger: a real one on rank 0, `NullMetrics` elsewhere.
 
@@ -206,11 +206,11 @@ def resolve_mode(mode: str) -> str:
     return "online" if has_key else "offline"
 
 
-def _start_wandb(cfg: config.Config, run_dir: Path, mode: str, run_id: str | None) -> Any:
+def _start_wandb(cfg: Config, run_dir: Path, mode: str, run_id: str | None) -> Any:
     import wandb
 
     w = cfg.wandb
-    project_is_default = w.project == config.WandbConfig.project
+    project_is_default = w.project == WandbConfig.project
     kwargs: dict[str, Any] = dict(
         dir=os.environ.get("WANDB_DIR") or run_dir,
         project=None if project_is_default and os.environ.get("WANDB_PROJECT") else w.project,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from w2vdist.config import ModelConfig
+from w2vdist.training.config import ModelConfig
 
 
 def keep_probabilities(counts: torch.Tensor, sample: float) -> torch.Tensor:

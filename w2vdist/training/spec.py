@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vdist.settings import flatten, from_dict, to_dict
-from w2vdist.config import Config
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
+from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import backends, metrics, sync
+from w2vdist.training.config import Config
 from w2vdist.training.data import assign_shards
 from w2vdist.training.distributed import World
 

@@ -26,7 +26,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from w2vdist.config import Config, SyncConfig
+from w2vdist.training.config import Config, SyncConfig
 from w2vdist.training.merge import Saturation, curvature_norms, pack_changes, unpack_changes
 from w2vdist.training.sgns import Embeddings, Gradients, SparseRows, coalesce
 

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vdist.vectors import word2vec as vec
 from w2vdist import settings
-from w2vdist.config import EvalCommand, EvalConfig
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
+from w2vdist.vectors import word2vec as vec
+from w2vdist.vectors.config import EvalCommand, EvalConfig
 from w2vdist.vectors.keyed import WordVectors
 
 DEFAULT_RESTRICT_VOCAB = 30_000

@@ -28,12 +28,12 @@ import json
 import sys
 from pathlib import Path
 
-from w2vdist.vectors import word2vec as vec
 from w2vdist import settings
-from w2vdist.config import ExportCommand
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
+from w2vdist.vectors import word2vec as vec
 from w2vdist.vectors import keyed
+from w2vdist.vectors.config import ExportCommand
 from w2vdist.vectors.keyed import WordVectors
 
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from w2vdist.config import TABLES
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.errors import UsageError
 from w2vdist.vectors import word2vec as w2v
+from w2vdist.vectors.config import TABLES
 
 PAD, UNK = "<pad>", "<unk>"
 

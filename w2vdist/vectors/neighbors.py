@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from w2vdist.vectors import word2vec as vec
 from w2vdist import settings
-from w2vdist.config import NeighborsCommand
 from w2vdist.errors import UsageError
+from w2vdist.vectors import word2vec as vec
+from w2vdist.vectors.config import NeighborsCommand
 from w2vdist.vectors.keyed import WordVectors
 
 

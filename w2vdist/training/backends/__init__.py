@@ -26,8 +26,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from w2vdist.config import Config
 from w2vdist.errors import UsageError
+from w2vdist.training.config import Config
 from w2vdist.training.sampling import WindowSampler
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.sync import Sync

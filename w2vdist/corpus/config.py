@@ -1,0 +1,99 @@
+"""The settings of the corpus commands: `w2vdist prepare` and `w2vdist synth`.
+
+Like every command's settings they are dataclasses whose fields carry their meaning, default
+and allowed values (`settings.setting`), from which `settings.py` generates the flags and reads
+config files; each validates itself on construction, so a bad value fails before any work,
+naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from w2vdist.errors import UsageError
+from w2vdist.settings import check, check_choices, setting
+
+
+@dataclass
+class PrepareConfig:
+    """`w2vdist prepare`: corpus text to vocabulary and WebDataset shards."""
+
+    inputs: list[str] = setting([], "text files (.txt, .gz, .bz2), directories or globs",
+                                positional=True, metavar="INPUT")
+    output: str = setting("", "output directory", short="-o", metavar="OUT")
+    tokenizer: str = setting("default", "how lines become words: default (Unicode words), "
+                             "nltk's wordpunct or toktok, or whitespace",
+                             choices=("default", "wordpunct", "toktok", "whitespace"))
+    lowercase: bool = setting(True, "lowercase the text")
+    normalize: str = setting("nfc", "Unicode normalization before tokenizing (NFC: é typed "
+                             "as e + accent and as one character are the same word)",
+                             choices=("nfc", "nfkc", "none"))
+    encoding: str = setting("utf-8", "the text's encoding (any ASCII-compatible codec, e.g. "
+                            "latin-1, cp1252)")
+    stem: str | None = setting(None, "Snowball stemming in this language, e.g. english",
+                               metavar="LANG")
+    stopwords: str | None = setting(None, "remove the words in FILE (one per line)",
+                                    metavar="FILE")
+    vocab: str | None = setting(None, "take the vocabulary from FILE (a vocab.tsv, or 'word "
+                                "count' lines as word2vec -save-vocab writes) instead of "
+                                "counting one; min_count and max_vocab still apply",
+                                metavar="FILE")
+    min_count: int = setting(5, "drop words seen fewer times")
+    max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
+    shard_tokens: int = setting(10_000_000, "tokens per shard")
+    block_tokens: int = setting(65_536, "tokens per sample")
+    max_sentence_len: int = setting(10_000, "cut longer lines into sentences of N tokens")
+    workers: int = setting(0, "worker processes (0: all cores)")
+    overwrite: bool = setting(False, "replace an existing OUT (once the new one is complete)")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "prepare")
+        try:
+            ascii_safe = "a\n".encode(self.encoding) == b"a\n"
+        except LookupError:
+            raise UsageError(f"config: prepare.encoding: unknown encoding {self.encoding!r}") from None
+        check(ascii_safe, "prepare.encoding", f"{self.encoding!r} is not ASCII-compatible")
+        if self.stem is not None:
+            from nltk.stem.snowball import SnowballStemmer  # slow import: only when asked for
+
+            check(self.stem in SnowballStemmer.languages, "prepare.stem",
+                   f"must be one of {', '.join(SnowballStemmer.languages)} (got {self.stem!r})")
+        check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
+        check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
+        check(self.shard_tokens >= 1, "prepare.shard_tokens", "must be >= 1")
+        check(self.block_tokens >= 1, "prepare.block_tokens", "must be >= 1")
+        check(self.max_sentence_len >= 2, "prepare.max_sentence_len", "must be >= 2")
+        check(self.workers >= 0, "prepare.workers", "must be >= 0 (0: all cores)")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """`w2vdist synth`: generator settings, saved in `synth.json` so that a corpus can be
+    regenerated exactly."""
+
+    seed: int = setting(0, "random seed; the same seed gives the same bytes")
+    sentences: int = setting(160_000, "number of sentences, about 10.5 tokens each")
+    groups: int = setting(4, "topic groups, 5 topics each")
+    topic_words: int = setting(20, "words per topic")
+    pairs: int = setting(30, "pairs per relation (each gives pairs * (pairs - 1) analogy "
+                         "questions)")
+    filler_words: int = setting(3000, "size of the Zipfian filler vocabulary")
+    zipf_exponent: float = setting(1.0, "filler word frequency ~ rank ** -exponent")
+
+    def __post_init__(self) -> None:
+        check(self.seed >= 0, "synth.seed", "must be >= 0")
+        check(self.sentences >= 100, "synth.sentences", "must be >= 100")
+        check(self.groups >= 2, "synth.groups", "must be >= 2")
+        check(self.topic_words >= 2, "synth.topic_words", "must be >= 2")
+        check(self.pairs >= 3, "synth.pairs", "must be >= 3")
+        check(self.filler_words >= 10, "synth.filler_words", "must be >= 10")
+        check(self.zipf_exponent > 0, "synth.zipf_exponent", "must be > 0")
+
+
+@dataclass
+class SynthCommand:
+    """`w2vdist synth OUT_DIR`."""
+
+    out_dir: str = setting("", "directory to write the files into", positional=True)
+    overwrite: bool = setting(False, "replace existing output files")
+    synth: SynthConfig = setting(SynthConfig, "", inline=True)

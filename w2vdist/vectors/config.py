@@ -1,0 +1,80 @@
+"""The settings of the commands that read trained vectors: `w2vdist eval`, `export` and
+`neighbors` (the `eval` section is also a training run's, for its scores at each checkpoint).
+
+Fields carry their meaning, default and allowed values (`settings.setting`); each dataclass
+validates itself on construction, naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from w2vdist.settings import check, check_choices, setting
+
+TABLES = ("input", "output", "average")
+
+
+@dataclass
+class EvalConfig:
+    """Word-vector scores: at each checkpoint of a run, and by `w2vdist eval`."""
+
+    analogies: str | None = setting(None, "questions-words file (3CosAdd accuracy)",
+                                    metavar="FILE")
+    similarity: str | None = setting(None, "'word word score' pairs file (Spearman)",
+                                     metavar="FILE")
+    restrict_vocab: int = setting(30_000, "score over the N most frequent words")
+    probe_words: list[str] = setting([], "words whose nearest neighbours W&B shows at each "
+                                     "eval (default: ten past the 50 commonest)")
+
+    def __post_init__(self) -> None:
+        check(self.restrict_vocab >= 1, "eval.restrict_vocab", "must be >= 1")
+
+
+@dataclass
+class EvalCommand:
+    """`w2vdist eval VECTORS`: the same `eval` section as a training run's."""
+
+    vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
+                           "folder", positional=True)
+    eval: EvalConfig = setting(EvalConfig, "")
+    table: str = setting("input", "checkpoint table to score", choices=TABLES)
+    json: str | None = setting(None, "also write the numbers to this JSON file", metavar="OUT")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "")
+
+
+@dataclass
+class ExportCommand:
+    """`w2vdist export RUN -o OUT`."""
+
+    source: str = setting("", "run directory or checkpoint folder", positional=True,
+                          metavar="RUN_DIR_OR_CHECKPOINT")
+    output: str = setting("", "vectors file to write (required)", short="-o", metavar="OUT")
+    format: str | None = setting(None, "word2vec format (default: by OUT's extension, .bin "
+                                 "binary, else text)", choices=("text", "binary"))
+    table: str = setting("input", "input (word) vectors, output (context) vectors or their "
+                         "average", choices=TABLES)
+    counts: str | None = setting(None, "also write 'word count' lines (word2vec -save-vocab)",
+                                 metavar="FILE")
+    skip_unwritable: bool = setting(False, "leave out words that are empty or contain "
+                                    "whitespace instead of refusing to export")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "")
+        check(bool(self.output), "-o/--output", "is required (the vectors file to write)")
+
+
+@dataclass
+class NeighborsCommand:
+    """`w2vdist neighbors VECTORS WORD...`."""
+
+    vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
+                           "folder", positional=True)
+    words: list[str] = setting([], "words to look up", positional=True, metavar="WORD")
+    k: int = setting(10, "neighbours per word", short="-k")
+    table: str = setting("input", "checkpoint table to search", choices=TABLES)
+
+    def __post_init__(self) -> None:
+        check_choices(self, "")
+        check(self.k >= 1, "-k", "must be >= 1")
