@@ -353,6 +353,7 @@ def loader(device: torch.device, quick: bool) -> None:
     ahead of BENCH's step. Last, so that its minute cannot cost another section's figures."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        # Workers read whole shards: 8 shards, so that up to 8 workers have their own.
         words, batch = (300_000, 65_536) if quick else (8_000_000, 1_048_576)
         vocabulary = np.array([f"w{i}" for i in range(50_000)])
         ranks = np.random.default_rng(0).zipf(1.1, words) % len(vocabulary)
@@ -360,7 +361,8 @@ def loader(device: torch.device, quick: bool) -> None:
         (root / "corpus.txt").write_text("\n".join(" ".join(line) for line in lines) + "\n")
         run = [sys.executable, "-m", "w2vdist"]
         subprocess.run([*run, "prepare", str(root / "corpus.txt"), "-o", str(root / "shards"),
-                        "--min-count", "1", "--workers", str(min(8, os.cpu_count() or 1))],
+                        "--min-count", "1", "--shard-tokens", str(words // 8),
+                        "--workers", str(min(8, os.cpu_count() or 1))],
                        check=True, capture_output=True, timeout=300)  # fmt: skip
         for workers in (0, 1) if quick else (0, 1, 2, 4):
             out = root / f"loader-{workers}.json"

@@ -6,6 +6,7 @@ Timings are never asserted: only that the figures exist, are positive and add up
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,23 @@ def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
     assert f["seconds"] >= 0.3 and f["steps"] >= 1 and f["words"] == 512 * f["steps"]
     assert "pairs" not in f
     assert "loader only" in capsys.readouterr().out
+
+
+def test_more_loader_workers_than_shards_says_so(shards, tmp_path, caplog):
+    """Workers read whole shards: a rank's worker count is capped by its shards, and a GPU run
+    asking for more loader throughput than it gets must hear why."""
+    count = len(json.loads((shards / "manifest.json").read_text())["shards"])
+    logger = logging.getLogger("w2vdist")
+    logger.addHandler(caplog.handler)  # also seen when the w2vdist logger does not propagate
+    try:
+        report = run_bench(["--data.shards", str(shards), "--loader-only", "--seconds", "0.2",
+                            "--data.loader_workers", str(count + 1), *SMALL],
+                           tmp_path / "loader.json")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert report["figures"]["steps"] >= 1
+    assert (f"data.loader_workers is {count + 1}, but rank 0 has {count} shard(s) and a worker "
+            f"reads whole shards: {count} worker(s)") in caplog.text
 
 
 @pytest.mark.parametrize(
