@@ -13,7 +13,7 @@ import webdataset as wds
 
 from tests.helpers import prepare, write_zipf_corpus
 from w2vdist.errors import UsageError
-from w2vdist.training.data import MIXED, Position, TokenBatches
+from w2vdist.training.data import MIXED, Position, TokenBatches, loader_workers
 from w2vdist.corpus.shards import Manifest, encode_sample
 
 
@@ -161,3 +161,10 @@ def test_a_position_saved_in_shard_order_continues_after_as_many_samples(shards)
     assert same_count.reordered is None
     for (a, b), (c, d) in zip(zip(loader, range(5)), zip(same_count, range(5))):
         assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+
+
+def test_loader_workers_auto_gives_a_gpu_rank_two_and_a_cpu_rank_one():
+    assert loader_workers(-1, torch.device("cuda")) == 2
+    assert loader_workers(-1, torch.device("cpu")) == 1
+    assert loader_workers(0, torch.device("cuda")) == 0  # asked for: in the trainer
+    assert loader_workers(3, torch.device("cpu")) == 3

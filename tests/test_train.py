@@ -160,6 +160,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and not run.exists()
     assert '"batch_words": 500' in out and "world size: 1" in out
+    assert '"loader_workers": 1' in out  # auto (-1) on CPU
     assert "rank 0:" in out and "planned:" in out
 
 

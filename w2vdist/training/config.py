@@ -22,11 +22,13 @@ class DataConfig:
     """Where the prepared shards are and how they are streamed."""
 
     shards: str = setting("", "a `w2vdist prepare` output directory (required)", metavar="DIR")
-    loader_workers: int = setting(1, "loader processes per rank (0: in the training process)")
+    loader_workers: int = setting(-1, "loader processes per rank (0: in the training process; "
+                                  "-1: 2 on CUDA, 1 on CPU)")
     prefetch: int = setting(4, "chunks of samples (1M words or a batch) a worker reads ahead")
 
     def __post_init__(self) -> None:
-        check(self.loader_workers >= 0, "data.loader_workers", "must be >= 0")
+        check(self.loader_workers >= -1, "data.loader_workers",
+              "must be >= -1 (-1: auto, 0: in the training process)")
         check(self.prefetch >= 1, "data.prefetch", "must be >= 1")
 
 

@@ -183,6 +183,15 @@ def chunk_samples(tokens: int, samples: int, batch_words: int) -> int:
     return max(1, -(-max(batch_words, MIX_WORDS) // mean))
 
 
+def loader_workers(setting: int, device: torch.device) -> int:
+    """`data.loader_workers`, -1 resolved: 2 on CUDA, where the step leaves the host's cores
+    to the loader (mixed 1M-word chunks: one worker 77M words/s, two 104M on two shared cores,
+    BENCHMARKS.md; the dim-100 target is 100M), else 1, beside the CPU step's threads."""
+    if setting >= 0:
+        return setting
+    return 2 if device.type == "cuda" else 1
+
+
 class _WorkerContext(multiprocessing.context.ForkContext):
     """Forks loader workers and keeps a weak list of them, so that they are killed when the
     trainer's interpreter exits. They ignore SIGTERM (below), which is how multiprocessing

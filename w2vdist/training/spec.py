@@ -1,11 +1,11 @@
 """The resolved run spec: a config with nothing left to choose, the one the run follows.
 
 `resolve` is the one place where `auto` and 0-means-default settings become real values
-(backend, device, threads, words per step, merge intervals, W&B mode, steps); each rule lives
-beside the component it serves and is called from here only. The spec is what the run saves as
-`config.json`, what `--dry-run` prints, what W&B records, what checkpoints carry and what a
-resume is checked against: a resume whose resolved math differs (the backend included) is
-refused, naming each field.
+(backend, device, threads, loader workers, words per step, merge intervals, W&B mode, steps);
+each rule lives beside the component it serves and is called from here only. The spec is what
+the run saves as `config.json`, what `--dry-run` prints, what W&B records, what checkpoints
+carry and what a resume is checked against: a resume whose resolved math differs (the backend
+included) is refused, naming each field.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from w2vdist.errors import UsageError
 from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import backends, metrics, sync
 from w2vdist.training.config import Config
-from w2vdist.training.data import assign_shards
+from w2vdist.training.data import assign_shards, loader_workers
 from w2vdist.training.distributed import World
 
 # Settings that change what a run computes: a checkpoint resumes only under the same values.
@@ -182,6 +182,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
+    cfg = _replace(cfg, "data", loader_workers=loader_workers(cfg.data.loader_workers,
+                                                              world.device))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size))
     cfg = sync.resolved(cfg, world.size)
