@@ -5,6 +5,7 @@ exactly as an uninterrupted one, without decoding what it skips."""
 import itertools
 import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
@@ -13,6 +14,8 @@ import webdataset as wds
 
 from tests.helpers import prepare, write_zipf_corpus
 from w2vdist.errors import UsageError
+from w2vdist.training import chunks
+from w2vdist.training.chunks import ChunkBuffers
 from w2vdist.training.data import MIXED, Position, TokenBatches, loader_workers
 from w2vdist.corpus.shards import Manifest, encode_sample
 
@@ -48,6 +51,31 @@ def test_a_stream_started_at_a_saved_position_continues_the_uninterrupted_one(
         for expected, got in zip(reference[k : k + 4], resumed):
             assert np.array_equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
             assert expected[2] == got[2]
+
+
+def test_a_trainer_that_dwells_on_a_chunk_reads_it_as_it_was_made(shards):
+    """Workers reuse their chunk buffers (`chunks.ChunkBuffers`): while the trainer is still
+    reading one chunk, the worker makes every chunk it is asked for ahead, and none may land
+    in the buffer being read."""
+    reference = list(itertools.islice(_stream(shards, 0, 1, batch_words=100), 120))
+    dwelling = _stream(shards, 1, 1, batch_words=100)
+    got = [next(dwelling)]
+    time.sleep(2)  # the worker fills every buffer it may meanwhile
+    got += itertools.islice(dwelling, 119)
+    assert len(reference[0][0]) == 100 and reference[-1][2].sample >= 2  # 2 chunks and more
+    for expected, seen in zip(reference, got, strict=True):
+        assert np.array_equal(expected[0], seen[0]) and np.array_equal(expected[1], seen[1])
+
+
+def test_a_chunk_written_over_while_read_stops_the_stream(shards, monkeypatch):
+    """The trainer checks each chunk's number once it has read it: with one buffer a worker
+    writes over the chunk the trainer is reading, and the stream must fail, not train on it."""
+    monkeypatch.setattr(chunks, "ChunkBuffers", lambda count, shared: ChunkBuffers(1, shared))
+    dwelling = _stream(shards, 1, 1, batch_words=100)
+    next(dwelling)
+    time.sleep(2)
+    with pytest.raises(RuntimeError, match=r"worker 0's buffer for its chunk \d+ holds its "):
+        list(itertools.islice(dwelling, 120))
 
 
 def _write_shard(path, samples) -> list[tuple[np.ndarray, np.ndarray]]:

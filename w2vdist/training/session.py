@@ -16,7 +16,8 @@ import torch
 from w2vdist.errors import UsageError
 from w2vdist.training import backends, sync
 from w2vdist.training.checkpoint import TrainState
-from w2vdist.training.data import Position, TokenBatches, assign_shards, chunk_samples
+from w2vdist.training.chunks import chunk_samples
+from w2vdist.training.data import Position, TokenBatches, assign_shards
 from w2vdist.training.distributed import World
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.spec import Corpus, RunSpec
