@@ -106,8 +106,10 @@ class TokenBatches:
         # Each worker skips its share of the whole rounds before `start`; the trainer drops
         # the rest, less than a round.
         rounds = start.sample // (self.workers * chunk)
+        # A worker's chunks not yet read: the trainer's and the `prefetch` asked for ahead.
         self.loader = DataLoader(
-            ShardChunks(shards, seed, rank, chunk, skip=rounds * chunk, in_flight=prefetch + 1),
+            ShardChunks(shards, seed, rank, chunk, skip=rounds * chunk,
+                        in_flight=prefetch + 1 if workers else 1),
             batch_size=None,
             num_workers=workers,
             prefetch_factor=prefetch if workers else None,
