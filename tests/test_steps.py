@@ -73,9 +73,9 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
         return alpha(cfg(train={"backend": backend}, model={"sample": sample}), 1)
 
     samples = (0, 1e-3, 1e-4, 5e-5, 3e-5, 1e-5, 1e-6)
-    assert [pair_alpha(s) for s in samples] == [0.04, 0.04, 0.04, 0.051514, 0.06, 0.06, 0.06]
+    assert [pair_alpha(s) for s in samples] == [0.05, 0.05, 0.05, 0.055757, 0.06, 0.06, 0.06]
     assert [pair_alpha(s, "triton") for s in samples] == [pair_alpha(s) for s in samples]
-    assert alpha(cfg(train={"backend": "cpu-kernel"}), 16) == 0.04  # the model's default sample
+    assert alpha(cfg(train={"backend": "cpu-kernel"}), 16) == 0.05  # the model's default sample
 
     def subsampled_torch_alpha(words: int, sample: float) -> float:
         return alpha(cfg(train={"backend": "torch"}, model={"sample": sample},
