@@ -7,6 +7,7 @@ of a step (`spec.Plan.rank_words`, proportional to the rank's tokens) per step. 
 therefore runs the same number of steps and passes through its data as often as the others,
 and a rank never runs dry and hangs a collective.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -61,16 +62,15 @@ class Position:
 
 MIXED = "mixed"  # `Position.order` of streams of mixed chunks
 
+
 def loader_workers(setting: int, device: torch.device) -> int:
     """`data.loader_workers`, -1 resolved: 2 on CUDA, where the step leaves the host's cores
-    to the loader (mixed 1M-word chunks: one worker 77M words/s, two 104M on two shared cores,
-    BENCHMARKS.md; the dim-100 target is 100M), else 1, beside the CPU step's threads."""
+    to the loader, which must stay well ahead of it (1M-word chunks on two shared cores: one
+    worker 114-122M words/s, two 150-156M, BENCHMARKS.md; the dim-100 target is 100M); else 1,
+    beside the CPU step's threads."""
     if setting >= 0:
         return setting
     return 2 if device.type == "cuda" else 1
-
-
-
 
 
 class TokenBatches:
