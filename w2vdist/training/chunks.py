@@ -73,9 +73,9 @@ class ShardChunks(IterableDataset):
             lengths.append(sample_lengths)
             if len(tokens) == self.chunk:
                 seed = random.Random(f"{self.seed}/{self.rank}/{worker}/{made}").getrandbits(64)
-                chunk = buffers.next(sum(len(t) for t in tokens), made)
-                _mix(tokens, lengths, np.random.default_rng(seed), *chunk)
-                yield chunk
+                joined, ids, number = buffers.next(sum(len(t) for t in tokens), made)
+                _mix(tokens, lengths, np.random.default_rng(seed), joined, ids)
+                yield joined, ids, number
                 tokens, lengths = [], []
                 made += 1
 
@@ -136,7 +136,7 @@ class ChunkBuffers:
 
 def _mix(
     tokens: list[np.ndarray], lengths: list[np.ndarray], rng: np.random.Generator,
-    joined: torch.Tensor, ids: torch.Tensor, _: torch.Tensor,
+    joined: torch.Tensor, ids: torch.Tensor,
 ) -> None:
     """The samples' sentences in a random order into `joined`, with their ids into `ids`."""
     sentence_lengths = np.concatenate(lengths).astype(np.intp)
@@ -168,7 +168,6 @@ def chunk_samples(tokens: int, samples: int, batch_words: int) -> int:
     0.9 analogy points over 4 on the benchmark corpus, and as its shuffled lines did)."""
     mean = max(1, tokens // max(1, samples))
     return max(1, -(-max(batch_words, MIX_WORDS) // mean))
-
 
 
 class WorkerContext(multiprocessing.context.ForkContext):

@@ -10,6 +10,7 @@ and a rank never runs dry and hangs a collective.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from w2vdist.errors import UsageError
 from w2vdist.training.chunks import (
     Chunk, ShardChunks, WorkerContext, leave_stop_signals_to_the_trainer,
 )
+
+log = logging.getLogger("w2vdist")
 
 
 def assign_shards(manifest: Manifest, world_size: int, directory: str | Path) -> list[list[int]]:
@@ -96,6 +99,10 @@ class TokenBatches:
         start: Position = Position(),
     ) -> None:
         workers = min(loader_workers, len(shards))
+        if workers < loader_workers:
+            log.warning("data.loader_workers is %d, but rank %d has %d shard(s) and a worker "
+                        "reads whole shards: %d worker(s) (prepare with a smaller "
+                        "--shard-tokens for more)", loader_workers, rank, len(shards), workers)
         self.workers = max(1, workers)
         self.chunk = chunk
         # A stream dealt otherwise is kept to the amount of data already read, not the order.
@@ -105,10 +112,10 @@ class TokenBatches:
         start = Position(start.sample, start.offset, self.workers, chunk, MIXED)
         # Each worker skips its share of the whole rounds before `start`; the trainer drops
         # the rest, less than a round.
-        rounds = start.sample // (self.workers * chunk)
+        self.rounds = start.sample // (self.workers * chunk)
         # A worker's chunks not yet read: the trainer's and the `prefetch` asked for ahead.
         self.loader = DataLoader(
-            ShardChunks(shards, seed, rank, chunk, skip=rounds * chunk,
+            ShardChunks(shards, seed, rank, chunk, skip=self.rounds * chunk,
                         in_flight=prefetch + 1 if workers else 1),
             batch_size=None,
             num_workers=workers,
@@ -154,14 +161,13 @@ class TokenBatches:
         """The workers' chunks as arrays with their number and the (worker, number) they
         must have, less the chunks and tokens before `start` that the workers did not skip; a
         failed shard's marker raised as its error."""
-        rounds = self.start.sample // (self.workers * self.chunk)
         drop = self.start.sample % (self.workers * self.chunk) // self.chunk
         offset = self.start.offset
         for i, (chunk_tokens, chunk_ids, number) in enumerate(chunks):
             if chunk_tokens is None:
                 raise UsageError(chunk_ids)
             # Workers take turns, and each numbers its chunks on from the rounds it skipped.
-            expected = (i % self.workers, rounds + i // self.workers)
+            expected = (i % self.workers, self.rounds + i // self.workers)
             _check_number(number, expected)
             if drop:
                 drop -= 1

@@ -8,7 +8,6 @@ the rank's own shards.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +20,6 @@ from w2vdist.training.data import Position, TokenBatches, assign_shards
 from w2vdist.training.distributed import World
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.spec import Corpus, RunSpec
-
-log = logging.getLogger("w2vdist")
 
 
 @dataclass
@@ -70,11 +67,6 @@ class Session:
         words = self.spec.plan.rank_words[self.world.rank]
         chunk = chunk_samples(sum(manifest.shards[i].tokens for i in mine),
                               sum(manifest.shards[i].samples for i in mine), words)
-        if cfg.data.loader_workers > len(mine):
-            log.warning("data.loader_workers is %d, but rank %d has %d shard(s) and a worker "
-                        "reads whole shards: %d worker(s) (prepare with a smaller "
-                        "--shard-tokens for more)", cfg.data.loader_workers, self.world.rank,
-                        len(mine), len(mine))
         return TokenBatches(
             manifest.sources(self.corpus.directory, mine), words, cfg.train.seed,
             self.world.rank, cfg.data.loader_workers, cfg.data.prefetch,
