@@ -5,9 +5,11 @@
 
 Both train skip-gram with negative sampling (dim 100, window 5, negative 5, sample 1e-4,
 min_count 5, alpha 0.025 decaying linearly to 0.025e-4) on whitespace-split lines, with the
-same number of threads and gensim's initial vectors (uniform in +-1/dim). gensim reads the
-corpus in its fastest mode (`corpus_file`: each thread takes a contiguous part of the file) or,
-with `--gensim-input iterable`, in file order as the kernel does.
+same number of threads and gensim's initial vectors (uniform in +-1/dim); the kernel draws its
+negatives once per centre word (`--share-negatives centre`, w2vdist's default) or per pair, as
+gensim does (`pair`). gensim reads the corpus in its fastest mode (`corpus_file`: each thread
+takes a contiguous part of the file) or, with `--gensim-input iterable`, in file order as the
+kernel does.
 words/s = in-vocabulary corpus words (before subsampling) x epochs / wall-clock seconds of
 training alone: vocabulary building and loading are not timed. The kernel gets blocks of
 about 65,536 words (`--block`) cut at line ends (lines over 10,000 words split), as
@@ -99,6 +101,7 @@ def train_kernel(words, counts, lines, args) -> tuple[float, KeyedVectors]:
             block_loss, block_pairs, _ = cpu.train_block(
                 tokens, lengths, w_in, w_out, keep, table, args.window, args.negative,
                 a0, a1, seed=(args.seed << 32) + epoch * len(data) + i, threads=args.threads,
+                share_negatives=args.share_negatives == "centre",
             )  # fmt: skip
             loss, pairs = loss + block_loss, pairs + block_pairs
     seconds = time.perf_counter() - start
@@ -148,6 +151,9 @@ def main() -> None:
     p.add_argument("--interleave", type=int, default=1, metavar="K",
                    help="feed the kernel blocks round-robin from K parts of the corpus")
     p.add_argument("--seed", type=int, default=1, help="for both: initial vectors and draws")
+    p.add_argument("--share-negatives", choices=("centre", "pair"), default="centre",
+                   help="the kernel's negatives: per centre word (w2vdist's default) or per "
+                   "pair (word2vec.c, gensim)")
     p.add_argument("--skip-gensim", action="store_true")
     args = p.parse_args()
     logging.getLogger("gensim").setLevel(logging.WARNING)

@@ -54,11 +54,13 @@ def softplus(x: float) -> float:
 
 
 def reference_train(
-    tokens, lengths, w_in, w_out, keep, table, window, negative, a0, a1, seed, saturation=None
+    tokens, lengths, w_in, w_out, keep, table, window, negative, a0, a1, seed, saturation=None,
+    share=False,
 ):
     """word2vec.c skip-gram with negative sampling, single thread; updates w_in/w_out in place,
     and with `saturation` (norm_in, norm_out, sat_in, sat_out) each row's lr |g| / 2 x the other
-    row's squared norm."""
+    row's squared norm. `share`: a centre's negatives, drawn at its first context, serve its
+    whole window."""
     r = splitmix64(seed)
     loss, pairs, kept = 0.0, 0, 0
     n_tokens, start = len(tokens), 0
@@ -77,16 +79,17 @@ def reference_train(
             alpha = a0 + (a1 - a0) * p / n_tokens
             r = lcg(r)
             half = 1 + below(r, window)
+            drawn = None
             for j in range(max(0, i - half), min(len(sentence) - 1, i + half) + 1):
                 if j == i:
                     continue
                 context = sentence[j][0]
-                targets = [(word, 1.0)]
-                for _ in range(negative):
-                    r = lcg(r)
-                    t = draw_negative(table, r)
-                    if t != word:
-                        targets.append((t, 0.0))
+                if drawn is None or not share:
+                    drawn = []
+                    for _ in range(negative):
+                        r = lcg(r)
+                        drawn.append(draw_negative(table, r))
+                targets = [(word, 1.0)] + [(t, 0.0) for t in drawn if t != word]
                 neu1e = np.zeros_like(w_in[context])
                 for t, label in targets:
                     f = float(np.dot(w_in[context], w_out[t]))
@@ -156,8 +159,11 @@ def build(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(cpu._state, "lib", cpu.build(BUILDS[request.param]))
 
 
+@pytest.mark.parametrize("share", [False, True], ids=["pair", "centre"])
 @pytest.mark.parametrize("seed,window,sample", [(1, 3, 1e-2), (7, 5, 0.0), (123, 2, 5e-2)])
-def test_matches_reference_single_thread(build, seed: int, window: int, sample: float) -> None:
+def test_matches_reference_single_thread(
+    build, seed: int, window: int, sample: float, share: bool
+) -> None:
     rng = np.random.default_rng(seed)
     vocab, dim = 15, 8
     counts = zipf_counts(vocab)
@@ -173,9 +179,10 @@ def test_matches_reference_single_thread(build, seed: int, window: int, sample: 
     w_in0, w_out0 = w_in.copy(), w_out.copy()
     k_in, k_out = torch.from_numpy(w_in.copy()), torch.from_numpy(w_out.copy())
     got = run(tokens, lengths, k_in, k_out, keep, table, window=window, negative=4,
-              alpha_start=0.05, alpha_end=0.01, seed=seed)  # fmt: skip
+              alpha_start=0.05, alpha_end=0.01, seed=seed, share_negatives=share)  # fmt: skip
     want = reference_train(tokens, lengths, w_in, w_out, keep.numpy(), table.numpy(),
-                           window, 4, np.float32(0.05), np.float32(0.01), seed)  # fmt: skip
+                           window, 4, np.float32(0.05), np.float32(0.01), seed,
+                           share=share)  # fmt: skip
 
     assert got[1:] == want[1:]
     assert got[0] == pytest.approx(want[0], rel=1e-5)

@@ -42,8 +42,8 @@ class ModelConfig:
     sample: float = setting(1e-4, "subsampling threshold of frequent words (0: none)")
     ns_exponent: float = setting(0.75, "negatives drawn by count ** exponent")
     share_negatives: str = setting("centre", "a centre's negatives serve its whole window "
-                                   "(pWord2Vec); pair (torch): fresh per pair (word2vec.c, "
-                                   "cpu-kernel); chunk (triton): per 16 centres",
+                                   "(pWord2Vec); pair (torch, cpu-kernel): fresh per pair "
+                                   "(word2vec.c); chunk (triton): per 16 centres",
                                    choices=("centre", "pair", "chunk"))
 
     def __post_init__(self) -> None:

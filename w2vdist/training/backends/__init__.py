@@ -6,8 +6,9 @@ gradient of `sgns.py`, exchanged by the sync strategy before it is applied; the 
 `sync.strategy=exact` can use.
 
 `cpu-kernel` (`cpu.py`, `sgns_cpu.c`): word2vec.c's pair-at-a-time Hogwild SGD in compiled C,
-several times faster than eager torch on CPU and as good per word as word2vec.c; ranks agree
-through `sync.strategy=local`.
+a centre's negatives shared across its window by default (pWord2Vec), several times faster than
+eager torch on CPU and better per word than word2vec.c; ranks agree through
+`sync.strategy=local`.
 
 `triton` (`triton.py`): the torch path's sampling, then one fused Triton launch that gathers,
 scores and atomically adds the updates into both tables, with no batch x (K+1) x dim
@@ -68,9 +69,10 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
         if not ok or device.type != "cuda":
             raise UsageError(f"config: train.backend triton needs a CUDA device ({why or 'cpu'})")
     share = cfg.model.share_negatives
-    if (backend, share) in (("torch", "chunk"), ("triton", "pair")):
+    if (backend, share) in (("torch", "chunk"), ("cpu-kernel", "chunk"), ("triton", "pair")):
         raise UsageError(f"config: model.share_negatives {share} is not a choice of the "
-                         f"{backend} backend (torch: centre or pair; triton: centre or chunk)")
+                         f"{backend} backend (torch, cpu-kernel: centre or pair; triton: "
+                         "centre or chunk)")
     if backend in ("cpu-kernel", "triton") and not in_place_ok:
         raise UsageError(
             f"config: train.backend {backend} updates tables in place and cannot share exact "
@@ -179,7 +181,8 @@ def build(
     if cfg.train.backend == "cpu-kernel":
         from w2vdist.training.backends.cpu import KernelStep
 
-        return KernelStep(sampler, tables, cfg.train.threads, sync.saturation)
+        return KernelStep(sampler, tables, cfg.train.threads, sync.saturation,
+                          cfg.model.share_negatives == "centre")
     if cfg.train.backend == "triton":
         from w2vdist.training.backends.triton import TritonStep
 

@@ -23,7 +23,10 @@ Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
 - Per centre word a half-width h is drawn uniformly from [1, window]; each kept word within h
   is a context c. The pair trains input row c against the centre word's output row (label 1)
   and `negative` draws from `neg_table` (label 0); a draw equal to the centre word is skipped,
-  not redrawn, as in word2vec.c.
+  not redrawn, as in word2vec.c. The draws are fresh per pair (word2vec.c), or with
+  `share_negatives` made once per centre word for the first of its contexts and used for all
+  of them (pWord2Vec): a sixth of the draws at window 5, output rows that stay in cache across the window,
+  and on the benchmark corpus vectors as good or better (BENCHMARKS.md).
 - Exact sigmoid (no 1000-entry table, no clipping at |x| > 6). The input row's gradient is
   summed over the targets and added after them; output rows are updated target by target.
 - loss = sum over pairs of -log sig(pos) - sum log sig(-neg), accumulated in double.
@@ -106,6 +109,7 @@ def train_block(
     seed: int,
     threads: int = 0,
     saturation: Saturation | None = None,
+    share_negatives: bool = False,
 ) -> tuple[float, int, int]:
     """Train one block in place; returns (loss_sum, pairs, words_kept).
 
@@ -159,7 +163,8 @@ def train_block(
     err = lib.w2v_train_block(
         tokens.data_ptr(), tokens.numel(), lengths.data_ptr(), lengths.numel(),
         w_in.data_ptr(), w_out.data_ptr(), vocab, dim, keep_prob.data_ptr(), neg_table.data_ptr(),
-        window, negative, alpha_start, alpha_end, *tracked, seed & (2**64 - 1),
+        window, negative, alpha_start, alpha_end, *tracked, int(share_negatives),
+        seed & (2**64 - 1),
         threads or _cores(),
         ctypes.byref(loss), ctypes.byref(pairs), ctypes.byref(kept),
     )  # fmt: skip
@@ -255,7 +260,7 @@ def build(flags: list[str], cc: list[str] | None = None) -> ctypes.CDLL:
         [ctypes.c_void_p, ctypes.c_int64] * 2
         + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
         + [ctypes.c_int] * 2 + [ctypes.c_float] * 2 + [ctypes.c_void_p] * 4
-        + [ctypes.c_uint64, ctypes.c_int]
+        + [ctypes.c_int, ctypes.c_uint64, ctypes.c_int]
         + [ctypes.POINTER(ctypes.c_double)] + [ctypes.POINTER(ctypes.c_int64)] * 2
     )  # fmt: skip
     lib.w2v_alias_table.restype = ctypes.c_int
@@ -325,6 +330,7 @@ class KernelStep:
     tables: Embeddings
     threads: int
     saturation: Saturation | None
+    share_negatives: bool
 
     def __post_init__(self) -> None:
         self.keep = self.sampler.keep.cpu().contiguous()
@@ -340,6 +346,6 @@ class KernelStep:
             self.tables.input.data, self.tables.output.data, self.keep, self.table,
             window=self.sampler.window, negative=self.sampler.negative,
             alpha_start=lr_start, alpha_end=lr_end, seed=seed, threads=self.threads,
-            saturation=self.saturation,
+            saturation=self.saturation, share_negatives=self.share_negatives,
         )
         return torch.tensor(loss, dtype=torch.float64), torch.tensor(pairs)

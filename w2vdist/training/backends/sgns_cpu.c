@@ -145,6 +145,7 @@ typedef struct {
    * each row gathers, sum of alpha * |g| / 2 * |other row|^2 over its updates (sync.py). */
   const float *norm_in, *norm_out;
   float *sat_in, *sat_out;
+  int share; /* 1: a centre word's negatives serve every context of its window */
 } Shared;
 
 /* A chunk of training pairs whose random draws are all made before any of them trains, so that
@@ -265,15 +266,25 @@ static void train_sentence(Worker *w, int64_t a, int64_t b) {
       const int64_t half = 1 + (int64_t)below(r, (uint64_t)s->window);
       const int64_t lo = i - half > 0 ? i - half : 0;
       const int64_t hi = i + half < n - 1 ? i + half : n - 1;
+      int32_t *first = NULL; /* the window's first pair's targets, when they are shared */
+      int shared_count = 0;
       for (int64_t j = lo; j <= hi; j++) {
         if (j == i) continue;
         int32_t *t = p->targets + p->n * stride;
         int nt = 0;
-        t[nt++] = word;
-        for (int d = 0; d < s->negative; d++) {
-          r = lcg(r);
-          const int32_t neg = draw_negative(s->table, (uint64_t)s->vocab, r);
-          if (neg != word) t[nt++] = neg;
+        if (first) {
+          for (; nt < shared_count; nt++) t[nt] = first[nt];
+        } else {
+          t[nt++] = word;
+          for (int d = 0; d < s->negative; d++) {
+            r = lcg(r);
+            const int32_t neg = draw_negative(s->table, (uint64_t)s->vocab, r);
+            if (neg != word) t[nt++] = neg;
+          }
+          if (s->share) {
+            first = t;
+            shared_count = nt;
+          }
         }
         p->context[p->n] = w->sen[j];
         p->count[p->n] = nt;
@@ -331,8 +342,8 @@ int w2v_train_block(const int32_t *tokens, int64_t n_tokens, const int32_t *leng
                     int64_t n_sentences, float *w_in, float *w_out, int64_t vocab, int64_t dim,
                     const float *keep_prob, const int32_t *table, int window, int negative,
                     float alpha_start, float alpha_end, const float *norm_in,
-                    const float *norm_out, float *sat_in, float *sat_out, uint64_t seed,
-                    int threads, double *loss, int64_t *pairs, int64_t *kept) {
+                    const float *norm_out, float *sat_in, float *sat_out, int share,
+                    uint64_t seed, int threads, double *loss, int64_t *pairs, int64_t *kept) {
   int err = W2V_OK;
   int64_t *starts = malloc(sizeof(int64_t) * (n_sentences + 1));
   int64_t *shares = malloc(sizeof(int64_t) * (n_sentences + 1));
@@ -366,7 +377,7 @@ int w2v_train_block(const int32_t *tokens, int64_t n_tokens, const int32_t *leng
                    .vocab = vocab, .dim = dim, .keep_prob = keep_prob, .table = table,
                    .window = window, .negative = negative, .alpha_start = alpha_start,
                    .alpha_end = alpha_end, .norm_in = norm_in, .norm_out = norm_out,
-                   .sat_in = sat_in, .sat_out = sat_out};
+                   .sat_in = sat_in, .sat_out = sat_out, .share = share};
   for (int t = 0; t < threads; t++)
     /* Thread t starts from output t+1 of SplitMix64 seeded with `seed`. */
     if (!worker_init(&workers[t], &shared, longest,
