@@ -106,17 +106,25 @@ def test_checkpoint_of_another_config_is_refused_with_the_difference(shards, tmp
         train(config(shards, run, model={"dim": 32}))
 
 
-def test_a_refused_resume_names_the_flags_that_keep_the_checkpoints_math(shards, tmp_path):
-    """A run resolved under an older default (here the learning rate) resumes with the flag
-    the refusal names, and that flag alone."""
+def test_a_resume_keeps_the_runs_choices_and_refuses_other_values(shards, tmp_path, capfd):
+    """A setting left to be chosen (here the learning rate, chosen by an older version's
+    default when the run started) continues as the run chose it; another value given is
+    refused, naming the flag that keeps the checkpoint's, and that flag resumes."""
     run = tmp_path / "run"
     train(config(shards, run, optim={"alpha": 0.02}, train={"max_steps": 5}))
     with pytest.raises(UsageError) as refused:
-        train(config(shards, run, train={"max_steps": 10}))
+        train(config(shards, run, optim={"alpha": 0.03}, train={"max_steps": 10}))
     named = re.findall(r"\((--\S+) (\S+) keeps the checkpoint's\)", str(refused.value))
     assert named == [("--optim.alpha", "0.02")]
     code = main(["train", *flags(shards, run, train={"max_steps": 10}), *named[0]])
     assert code == 0 and (run / "checkpoints" / "step-000000010").is_dir()
+    capfd.readouterr()
+
+    assert train(config(shards, run, train={"max_steps": 15})) == 0  # alpha left to be chosen
+    assert re.search(r"resuming with the run's optim\.alpha 0\.02 \(a new run would choose "
+                     r"0\.0[5-9]\)", capfd.readouterr().err)
+    assert json.loads((run / "config.json").read_text())["optim"]["alpha"] == 0.02
+    assert checkpoint_info(run)["step"] == 15
 
 
 def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_path):

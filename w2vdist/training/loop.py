@@ -40,7 +40,7 @@ from w2vdist.training.distributed import World
 from w2vdist.training.metrics import Interval, Metrics, build_metrics
 from w2vdist.training.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.training.session import Session
-from w2vdist.training.spec import Corpus, RunSpec, resolve
+from w2vdist.training.spec import Corpus, RunSpec, keep_choices, resolve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +95,10 @@ def _train(
     callbacks: Sequence[Callback],
 ) -> Outcome:
     corpus = Corpus.load(cfg.data.shards)
-    spec = resolve(cfg, world, corpus)
+    checkpointer = Checkpointer(run_dir, cfg.checkpoint)
+    previous = _previous(checkpointer, resume)
+    spec = resolve(cfg, world, corpus) if previous is None else \
+        _resumed(cfg, previous, world, corpus, log)
     cfg, plan = spec.config, spec.plan
     warning = backends.batch_warning(cfg, world.size)
     if warning and world.is_main:
@@ -104,8 +107,6 @@ def _train(
         if world.is_main:
             _print_plan(spec, corpus)
         return Outcome(0, spec)
-    checkpointer = Checkpointer(run_dir, cfg.checkpoint)
-    previous = _previous(checkpointer, resume, spec)
     state = previous.state if previous else None
     if state and state.step >= cfg.train.max_steps:
         if world.is_main:
@@ -231,8 +232,8 @@ def _diverged(loss: float, pairs: float, negative: int) -> str | None:
     return None
 
 
-def _previous(checkpointer: Checkpointer, resume: str, spec: RunSpec) -> Checkpoint | None:
-    """The checkpoint to continue from, refused if it was trained with other math."""
+def _previous(checkpointer: Checkpointer, resume: str) -> Checkpoint | None:
+    """The checkpoint to continue from, if any."""
     if not checkpointer.steps():
         return None
     if resume == "never":
@@ -242,10 +243,26 @@ def _previous(checkpointer: Checkpointer, resume: str, spec: RunSpec) -> Checkpo
     if found is None:
         raise UsageError(f"{checkpointer.root.parent}: every checkpoint is corrupt; move them "
                          "away to start over")
-    differences = spec.differences(found.spec)
-    if differences:
-        raise UsageError(f"{found.path}: cannot resume, it differs in " + "; ".join(differences))
     return found
+
+
+def _resumed(
+    cfg: Config, previous: Checkpoint, world: World, corpus: Corpus, log: logging.Logger
+) -> RunSpec:
+    """The spec that continues `previous`: settings left to be chosen keep the run's choices
+    (a newer version may choose otherwise), and any other difference in math is refused."""
+    spec = resolve(keep_choices(cfg, previous.spec), world, corpus)
+    differences = spec.differences(previous.spec)
+    if differences:
+        raise UsageError(f"{previous.path}: cannot resume, it differs in " +
+                         "; ".join(differences))
+    if world.is_main:
+        kept = settings.flatten(settings.to_dict(spec.config))
+        fresh = settings.flatten(settings.to_dict(resolve(cfg, world, corpus).config))
+        for key in sorted(k for k in kept if kept[k] != fresh[k]):
+            log.info("resuming with the run's %s %s (a new run would choose %s)", key,
+                     kept[key], fresh[key])
+    return spec
 
 
 def _save(

@@ -36,6 +36,14 @@ MATH_FIELDS = (
     "model.", "optim.", "train.seed", "train.backend", "train.init_from", "sync.strategy",
     "sync.every_steps", "sync.hot_rows", "sync.hot_every_steps", "sync.curvature_weight",
 )
+# Math settings whose default is chosen when a run starts (section, field, the value meaning
+# "choose"). A resume that leaves one at that value continues with what the run chose, so a
+# newer version's choice never stops a run it did not start (`keep_choices`). The backend is
+# not among them: another device is another computation, which a resume refuses.
+CHOSEN_AT_START = (
+    ("optim", "alpha", 0.0), ("optim", "batch_words", 0), ("sync", "every_steps", 0),
+    ("sync", "hot_rows", -1), ("sync", "hot_every_steps", 0),
+)
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,15 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
     made = corpus.manifest
     return RunSpec(cfg, world.size, corpus.vocab_hash, plan,
                    made.tokenizer if made else {}, _summary(made) if made else {})
+
+
+def keep_choices(cfg: Config, old: RunSpec) -> Config:
+    """`cfg` with each setting of CHOSEN_AT_START that it leaves to be chosen set to what
+    `old`'s run chose."""
+    for section, name, choose in CHOSEN_AT_START:
+        if getattr(getattr(cfg, section), name) == choose:
+            cfg = _replace(cfg, section, **{name: getattr(getattr(old.config, section), name)})
+    return cfg
 
 
 def proportional(total: int, weights: list[int]) -> tuple[int, ...]:
