@@ -99,7 +99,8 @@ SYNC_STEP_WORDS = 65_536
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels (cpu-kernel, and
 # triton, which makes the same per-pair updates) start at 0.05: with the corpus mixed (`chunks`)
 # the best of 0.03-0.06 at the default sample 1e-4 (+0.33 analogy points over 0.04, five seeds,
-# each ahead) and of 0.04-0.05 at 1e-3. The torch step's damping slows the rows a step updates
+# each ahead; with a centre's negatives shared, still the best of 0.04-0.06 over three seeds)
+# and of 0.04-0.05 at 1e-3. The torch step's damping slows the rows a step updates
 # many times, and the more the larger the step, so its rate grows with the global step: 0.06 up
 # to 4,096 words (0.07 no better there), log-linear to 0.07 at SYNC_STEP_WORDS, the best of
 # 0.06-0.08 there on the benchmark setting (BENCHMARKS.md, "... by step size"). Both rise with
