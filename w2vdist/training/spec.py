@@ -37,9 +37,10 @@ MATH_FIELDS = (
     "sync.every_steps", "sync.hot_rows", "sync.hot_every_steps", "sync.curvature_weight",
 )
 # Math settings whose default is chosen when a run starts (section, field, the value meaning
-# "choose"). A resume that leaves one at that value continues with what the run chose, so a
-# newer version's choice never stops a run it did not start (`keep_choices`). The backend is
-# not among them: another device is another computation, which a resume refuses.
+# "choose"). A resume that leaves one at that value continues with what the run chose
+# (`keep_choices`), so a run started under other defaults (an older version's) resumes as it
+# began. The backend is not among them: another device is another computation, which a
+# resume refuses.
 CHOSEN_AT_START = (
     ("optim", "alpha", 0.0), ("optim", "batch_words", 0), ("sync", "every_steps", 0),
     ("sync", "hot_rows", -1), ("sync", "hot_every_steps", 0),

@@ -25,8 +25,9 @@ Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
   and `negative` draws from `neg_table` (label 0); a draw equal to the centre word is skipped,
   not redrawn, as in word2vec.c. The draws are fresh per pair (word2vec.c), or with
   `share_negatives` made once per centre word for the first of its contexts and used for all
-  of them (pWord2Vec): a sixth of the draws at window 5, output rows that stay in cache across the window,
-  and on the benchmark corpus vectors as good or better (BENCHMARKS.md).
+  of them (pWord2Vec): a sixth of the draws at window 5, output rows that stay in cache across
+  the window, 1.3x the speed, and on the benchmark corpus vectors as good or better
+  (BENCHMARKS.md).
 - Exact sigmoid (no 1000-entry table, no clipping at |x| > 6). The input row's gradient is
   summed over the targets and added after them; output rows are updated target by target.
 - loss = sum over pairs of -log sig(pos) - sum log sig(-neg), accumulated in double.
