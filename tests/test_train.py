@@ -19,6 +19,7 @@ from w2vdist.training.callbacks import Callback
 from w2vdist.training.config import Config
 from w2vdist.training.loop import run as run_training, train
 from w2vdist.training.preemption import EXIT_PREEMPTED
+from w2vdist.training.spec import keep_choices
 
 from tests.helpers import checkpoint_info, config, flags, prepare, write_zipf_corpus
 
@@ -125,6 +126,17 @@ def test_a_resume_keeps_the_runs_choices_and_refuses_other_values(shards, tmp_pa
                      r"0\.0[5-9]\)", capfd.readouterr().err)
     assert json.loads((run / "config.json").read_text())["optim"]["alpha"] == 0.02
     assert checkpoint_info(run)["step"] == 15
+
+
+def test_only_the_settings_chosen_at_start_are_kept_from_the_run():
+    ran = from_dict(Config, {"optim": {"alpha": 0.04, "batch_words": 8192},
+                             "sync": {"every_steps": 32, "hot_rows": 3000, "hot_every_steps": 2},
+                             "model": {"dim": 50}})
+    kept = keep_choices(Config(), ran)
+    assert (kept.optim.alpha, kept.optim.batch_words, kept.sync.every_steps, kept.sync.hot_rows,
+            kept.sync.hot_every_steps) == (0.04, 8192, 32, 3000, 2)
+    assert kept.model.dim == 100  # a default, not a choice: a resume refuses the difference
+    assert keep_choices(from_dict(Config, {"optim": {"alpha": 0.03}}), ran).optim.alpha == 0.03
 
 
 def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_path):

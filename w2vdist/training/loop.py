@@ -251,7 +251,7 @@ def _resumed(
 ) -> RunSpec:
     """The spec that continues `previous`: settings left to be chosen keep the run's choices
     (a newer version may choose otherwise), and any other difference in math is refused."""
-    spec = resolve(keep_choices(cfg, previous.spec), world, corpus)
+    spec = resolve(keep_choices(cfg, previous.spec.config), world, corpus)
     differences = spec.differences(previous.spec)
     if differences:
         raise UsageError(f"{previous.path}: cannot resume, it differs in " +

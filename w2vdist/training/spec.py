@@ -206,12 +206,12 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
                    made.tokenizer if made else {}, _summary(made) if made else {})
 
 
-def keep_choices(cfg: Config, old: RunSpec) -> Config:
-    """`cfg` with each setting of CHOSEN_AT_START that it leaves to be chosen set to what
-    `old`'s run chose."""
+def keep_choices(cfg: Config, ran: Config) -> Config:
+    """`cfg` with each setting of CHOSEN_AT_START that it leaves to be chosen set to what the
+    run resolved as `ran` chose."""
     for section, name, choose in CHOSEN_AT_START:
         if getattr(getattr(cfg, section), name) == choose:
-            cfg = _replace(cfg, section, **{name: getattr(getattr(old.config, section), name)})
+            cfg = _replace(cfg, section, **{name: getattr(getattr(ran, section), name)})
     return cfg
 
 
