@@ -117,7 +117,7 @@ class SyncConfig:
     strategy: str = setting("exact", "exact: share every step's gradients; local: train apart, "
                             "merge periodically", choices=("exact", "local"))
     every_steps: int = setting(0, "local: steps between full merges (0: about 1M words over "
-                               "all ranks)")
+                               "all ranks, 256k from 8 ranks)")
     hot_rows: int = setting(-1, "local: top rows merged often (-1: 2,000 on 2-3 ranks, else 5,000)")
     hot_every_steps: int = setting(0, "local: steps between merges of the hot rows (0: about "
                                    "16k words over all ranks)")
@@ -131,7 +131,7 @@ class SyncConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "sync")
-        check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: about 1M words)")
+        check(self.every_steps >= 0, "sync.every_steps", "must be >= 0 (0: auto)")
         check(self.hot_rows >= -1, "sync.hot_rows", "must be >= -1 (-1: auto, 0: none)")
         check(self.hot_every_steps >= 0, "sync.hot_every_steps", "must be >= 0 (0: auto)")
         check(math.isfinite(self.curvature_weight) and self.curvature_weight >= 0,
