@@ -91,7 +91,8 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
 
 def test_negative_sharing_is_checked_against_the_backend():
     for backend in ("torch", "cpu-kernel"):
-        with pytest.raises(UsageError, match=f"share_negatives chunk is not a choice of the {backend}"):
+        refused = f"share_negatives chunk is not a choice of the {backend}"
+        with pytest.raises(UsageError, match=refused):
             choose(cfg(train={"backend": backend}, model={"share_negatives": "chunk"}), CPU, 1)
     with pytest.raises(UsageError, match="model.share_negatives must be one of centre, pair"):
         cfg(model={"share_negatives": "window"})
