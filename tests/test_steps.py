@@ -98,3 +98,16 @@ def test_negative_sharing_is_checked_against_the_backend():
         cfg(model={"share_negatives": "window"})
     assert choose(cfg(train={"backend": "torch"}, model={"share_negatives": "pair"}), CPU, 1) \
         == "torch"
+
+
+def test_the_cpu_kernel_step_shares_negatives_as_the_config_says():
+    from w2vdist.training import backends
+    from w2vdist.training.sgns import Embeddings
+    from w2vdist.training.sync import OneProcess
+
+    for share, shared in (("centre", True), ("pair", False)):
+        config = cfg(train={"backend": "cpu-kernel"}, model={"dim": 4, "share_negatives": share})
+        step = backends.build(config, Embeddings(10, 4, torch.Generator().manual_seed(0)),
+                              torch.arange(10, 0, -1).numpy(), OneProcess(1, CPU),
+                              torch.Generator().manual_seed(1))
+        assert step.share_negatives is shared

@@ -40,7 +40,9 @@ from w2vdist.training.distributed import World
 from w2vdist.training.metrics import Interval, Metrics, build_metrics
 from w2vdist.training.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.training.session import Session
-from w2vdist.training.spec import Corpus, RunSpec, keep_choices, resolve
+from w2vdist.training.spec import (
+    CHOSEN_AT_START, Corpus, RunSpec, keep_choices, resolve,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,9 +261,10 @@ def _resumed(
     if world.is_main:
         kept = settings.flatten(settings.to_dict(spec.config))
         fresh = settings.flatten(settings.to_dict(resolve(cfg, world, corpus).config))
-        for key in sorted(k for k in kept if kept[k] != fresh[k]):
-            log.info("resuming with the run's %s %s (a new run would choose %s)", key,
-                     kept[key], fresh[key])
+        for key in (f"{section}.{name}" for section, name, _ in CHOSEN_AT_START):
+            if kept[key] != fresh[key]:
+                log.info("resuming with the run's %s %s (a new run would choose %s)", key,
+                         kept[key], fresh[key])
     return spec
 
 

@@ -119,6 +119,7 @@ def train_block(
     neg_table int32[V, 2] from `sampling.alias_table`; threads 0: every core this process may use.
     `saturation` (float32[V] each): each update adds alpha |g| / 2 times the other row's squared
     norm (as of `saturation.norms`) to the updated row's total, for `local` merges (`merge.py`).
+    `share_negatives`: a centre word's negatives serve its whole window (else fresh per pair).
     """
     _check_tensor("tokens", tokens, torch.int32, 1)
     _check_tensor("lengths", lengths, torch.int32, 1)
