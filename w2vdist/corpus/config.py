@@ -18,9 +18,15 @@ from w2vdist.settings import check, check_choices, setting
 class PrepareConfig:
     """`w2vdist prepare`: corpus text to vocabulary and WebDataset shards."""
 
-    inputs: list[str] = setting([], "text files (.txt, .gz, .bz2), directories or globs",
+    inputs: list[str] = setting([], "text or JSON Lines files (.txt, .jsonl, .ndjson, .json; "
+                                "plain or gzip, bzip2, xz, zstd), directories or globs",
                                 positional=True, metavar="INPUT")
     output: str = setting("", "output directory", short="-o", metavar="OUT")
+    format: str = setting("auto", "how files hold their text: text (one sentence or paragraph "
+                          "a line), jsonl (one JSON object a line, the text in --text-field), "
+                          "or auto: jsonl for files named .jsonl, .ndjson or .json (before any "
+                          "compression suffix), else text", choices=("auto", "text", "jsonl"))
+    text_field: str = setting("text", "the field of a JSON Lines record that holds its text")
     tokenizer: str = setting("default", "how lines become words: default (Unicode words), "
                              "nltk's wordpunct or toktok, or whitespace",
                              choices=("default", "wordpunct", "toktok", "whitespace"))
@@ -58,6 +64,7 @@ class PrepareConfig:
 
             check(self.stem in SnowballStemmer.languages, "prepare.stem",
                    f"must be one of {', '.join(SnowballStemmer.languages)} (got {self.stem!r})")
+        check(bool(self.text_field), "prepare.text_field", "must name a field")
         check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
         check(self.shard_tokens >= 1, "prepare.shard_tokens", "must be >= 1")

@@ -215,8 +215,11 @@ class Summary:
     def __str__(self) -> str:
         m, s = self.manifest, self.manifest.stats
         samples = sum(x.samples for x in m.shards)
+        json_lines = s.get("json_lines_files", 0)
+        kinds = f" ({json_lines:,} JSON Lines file(s), text in {s['text_field']!r})" \
+            if json_lines else ""
         lines = [
-            f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} lines, "
+            f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} lines{kinds}, "
             f"{s['undecodable_bytes']:,} undecodable bytes replaced",
             f"tokens  {s['raw_tokens']:,} read, {s['oov_dropped']:,} out of vocabulary dropped, "
             f"{m.total_tokens:,} kept in {s['sentences']:,} sentences",
@@ -241,7 +244,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
     files = find_files(cfg.inputs)
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or _cores()
-    pieces = split_pieces(files, workers, cfg.encoding)
+    pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, directory=True) as staging, parallel(min(workers, len(pieces))) as run:
         stats = TextStats()
@@ -295,6 +298,8 @@ def prepare(cfg: PrepareConfig) -> Summary:
                 "oov_dropped": oov,
                 "distinct_words": distinct_words,
                 "encoding": cfg.encoding,
+                "json_lines_files": sum(p.text_field is not None for p in pieces if p.start == 0),
+                "text_field": cfg.text_field,
                 "min_count": cfg.min_count,
                 "max_vocab": cfg.max_vocab,
                 "max_sentence_len": cfg.max_sentence_len,

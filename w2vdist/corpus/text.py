@@ -1,12 +1,17 @@
 """Finding corpus files and reading them as lines, in pieces that workers share.
 
-Plain-text files are cut into byte ranges at line starts, so several workers read one big
-file; compressed files (gzip, bzip2: recognised by their first bytes, whatever their name) are
-read whole by one worker each. Text is decoded in `prepare.encoding` (UTF-8 by default); bytes
-that do not decode are replaced and counted with the place of the first (`TextStats`), and
-`prepare` stops when there are more than a few, since that is text in another encoding. A NUL
-byte means the file is not text at all: refused. A line longer than the read unit is read in
-parts cut at a space.
+Plain files are cut into byte ranges at line starts, so several workers read one big file;
+compressed files (gzip, bzip2, xz, zstd: recognised by their first bytes, whatever their name)
+are read whole by one worker each. Text is decoded in `prepare.encoding` (UTF-8 by default);
+bytes that do not decode are replaced and counted with the place of the first (`TextStats`),
+and `prepare` stops when there are more than a few, since that is text in another encoding. A
+NUL byte means the file is not text at all: refused. A line longer than the read unit is read
+in parts cut at a space.
+
+JSON Lines files (`.jsonl`, `.ndjson`, `.json`, compressed or not: how the datasets of
+language-model corpora ship) hold one object per line; the text is one field of it, read as
+lines of text in turn (a document's paragraphs). A record that is not an object, or lacks the
+field, stops `prepare`, naming the file and the record's byte.
 """
 
 from __future__ import annotations
@@ -15,16 +20,25 @@ import bz2
 import dataclasses
 import glob
 import gzip
+import io
+import json
+import lzma
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import zstandard
 
 from w2vdist.errors import UsageError
 
-TEXT_SUFFIXES = (".txt", ".gz", ".bz2")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# What a directory is searched for: `.json` only when named, since a dataset's folder often
+# holds a JSON metadata file beside its JSON Lines.
+TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", *COMPRESSED_SUFFIXES)
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 MIN_RANGE_BYTES = 1 << 20
 MAX_RANGE_BYTES = 1 << 26
@@ -35,13 +49,15 @@ _WHITESPACE = re.compile(r"\s")
 
 @dataclass(frozen=True)
 class Piece:
-    """The lines of `path` that start in bytes [start, end); end -1: to the end of the file."""
+    """The lines of `path` that start in bytes [start, end); end -1: to the end of the file.
+    `text_field` names the field that holds the text of a JSON Lines file; None: plain text."""
 
     number: int
     path: str
     start: int = 0
     end: int = -1
     encoding: str = "utf-8"
+    text_field: str | None = None
 
 
 def find_files(inputs: Iterable[str]) -> list[Path]:
@@ -68,28 +84,42 @@ def find_files(inputs: Iterable[str]) -> list[Path]:
     return list(found.values())
 
 
-def split_pieces(files: list[Path], workers: int, encoding: str = "utf-8") -> list[Piece]:
-    """Byte ranges of plain files, sized so each worker gets several; compressed files whole."""
+def split_pieces(
+    files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
+    text_field: str = "text",
+) -> list[Piece]:
+    """Byte ranges of plain files, sized so each worker gets several; compressed files whole.
+    `file_format` auto reads files named like JSON Lines (`is_json_lines`) as such."""
     sizes = [f.stat().st_size for f in files]
     plain = sum(s for f, s in zip(files, sizes) if not _compressed(f))
     step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
     ranges = []
     for f, size in zip(files, sizes):
+        json_lines = file_format == "jsonl" or (file_format == "auto" and is_json_lines(f))
+        field = text_field if json_lines else None
         if _compressed(f) or size <= step:
-            ranges.append((str(f), 0, -1))
+            ranges.append((str(f), 0, -1, field))
         else:
-            ranges.extend((str(f), a, min(a + step, size)) for a in range(0, size, step))
-    return [Piece(i, *r, encoding=encoding) for i, r in enumerate(ranges)]
+            ranges.extend((str(f), a, min(a + step, size), field) for a in range(0, size, step))
+    return [Piece(i, p, a, b, encoding, field) for i, (p, a, b, field) in enumerate(ranges)]
 
 
-_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2"}
+def is_json_lines(path: Path) -> bool:
+    """Whether the name, less any compression suffix, ends as a JSON Lines file's does."""
+    name = path.name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name.endswith(JSON_LINES_SUFFIXES)
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def compression(path: Path | str) -> str | None:
-    """gzip, bzip2 or None (plain), from the file's first bytes: a name can lie."""
+    """gzip, bzip2, xz, zstd or None (plain), from the file's first bytes: a name can lie."""
     try:
         with open(path, "rb") as f:
-            head = f.read(3)
+            head = f.read(6)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
@@ -121,8 +151,11 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     A line longer than CHUNK_BYTES comes in parts cut at spaces, all but the last with
     line_complete False, so that no line, however long, has to fit in memory.
     """
+    if piece.text_field is not None:
+        yield from _json_lines(piece, stats)
+        return
     open_line = False
-    for chunk in _decoded_chunks(piece, stats):
+    for _, chunk in _decoded_chunks(piece, stats):
         *lines, rest = chunk.split("\n")
         stats.lines += len(lines)
         for line in lines:
@@ -133,8 +166,76 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     stats.lines += open_line
 
 
-def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[str]:
-    """The piece as text in chunks of whole lines (or of a long line cut at a space)."""
+def _json_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
+    """The lines of the text field of each record (a JSON object on a line of its own).
+
+    A record must be read whole to be parsed: one longer than CHUNK_BYTES is gathered from its
+    parts (it starts its chunk, since chunks end after a newline or inside a long line).
+    """
+    parts: list[str] = []
+    parts_at = 0  # the byte where the gathered record starts
+    for at, chunk in _decoded_chunks(piece, stats):
+        *records, rest = chunk.split("\n")
+        pos = 0  # the character where the next record starts in the chunk
+        for line in records:
+            stats.lines += 1
+            if parts:
+                text = _field(piece, "".join(parts) + line, lambda: parts_at)
+                parts.clear()
+            else:  # the byte is measured only for an error message
+                text = _field(piece, line, lambda: at + len(chunk[:pos].encode(piece.encoding,
+                                                                               "replace")))
+            pos += len(line) + 1
+            for text_line in text.split("\n") if text else ():
+                yield text_line, True
+        if rest:
+            parts_at = parts_at if parts else at
+            parts.append(rest)
+    if parts:
+        stats.lines += 1
+        text = _field(piece, "".join(parts), lambda: parts_at)
+        for text_line in text.split("\n") if text else ():
+            yield text_line, True
+
+
+def _field(piece: Piece, record: str, where: Callable[[], int]) -> str | None:
+    try:
+        return _record_text(record, piece.text_field or "")
+    except ValueError as exc:
+        raise UsageError(f"{piece.path}: the record at byte {where():,} {exc}") from None
+
+
+def _record_text(record: str, field: str) -> str | None:
+    """The text a JSON Lines record holds in `field` (None for a blank line or a null);
+    ValueError saying what is wrong with the record."""
+    if not record.strip():
+        return None
+    try:
+        data = json.loads(record)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc.msg}); JSON Lines hold one object per line "
+                         "(--format text reads the file as plain text)") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"is a JSON {_json_kind(data)}, not an object; JSON Lines hold one "
+                         "object per line")
+    if field not in data:
+        raise ValueError(f"has no {field!r} field (its fields: {', '.join(data) or 'none'}); "
+                         "name the text's field with --text-field")
+    text = data[field]
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"holds a JSON {_json_kind(text)} in {field!r}, not text")
+    return text
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+             dict: "object", type(None): "null"}
+    return kinds[type(value)]
+
+
+def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str]]:
+    """(byte, text): the piece as text in chunks of whole lines (or of a long line cut at a
+    space), each with the offset of its first byte."""
     carry, at = b"", -1  # at: the offset of carry's first byte
     for pos, block in _piece_bytes(piece):
         if at < 0:
@@ -147,10 +248,10 @@ def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[str]:
         cut = data.rfind(b"\n") + 1 or _safe_cut(data)
         carry = data[cut:]
         if cut:
-            yield _decode(data[:cut], stats, piece, at)
+            yield at, _decode(data[:cut], stats, piece, at)
             at += cut
     if carry:
-        yield _decode(carry, stats, piece, at)
+        yield at, _decode(carry, stats, piece, at)
 
 
 def _safe_cut(data: bytes) -> int:
@@ -189,7 +290,7 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
                 f.seek(piece.start - 1)
                 while (skipped := f.readline(CHUNK_BYTES)) and not skipped.endswith(b"\n"):
                     pass  # the line that began before `start` belongs to the previous piece
-            pos = f.tell()
+            pos = f.tell() if piece.start > 0 else 0  # compressed files are read whole
             last = b"\n"
             while piece.end < 0 or pos < piece.end:
                 size = CHUNK_BYTES if piece.end < 0 else min(CHUNK_BYTES, piece.end - pos)
@@ -202,20 +303,65 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
                 last = block[-1:]  # finish the line that began before `end`
                 yield pos, block
                 pos += len(block)
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
         kind = compression(piece.path) or "text"
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def _open_binary(path: str) -> IO[bytes] | io.RawIOBase:
     kind = compression(path)
     if kind == "gzip":
         return gzip.open(path, "rb")
     if kind == "bzip2":
         return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    if kind == "zstd":
+        return _ZstdFrames(path)
     return open(path, "rb")
 
 
-# ---------------------------------------------------------------------------------------------
-# The two passes, each run on one piece in a worker process.
+class _ZstdFrames(io.RawIOBase):
+    """The zstd frames of a file, one after another as `zstd -d` reads them, raising at the end
+    of a file that ends inside a frame (zstandard's own readers return what they have, so a
+    truncated download would be read as a shorter corpus)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._file = open(path, "rb")
+        self._context = zstandard.ZstdDecompressor()
+        self._frame = self._context.decompressobj()
+        self._inside = False  # whether input has gone into a frame not yet complete
+        self._out, self._at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._at == len(self._out):
+            block = self._file.read(CHUNK_BYTES)
+            if not block:
+                if self._inside:
+                    raise zstandard.ZstdError("the file ends inside a frame (truncated)")
+                return 0
+            self._out, self._at = self._decompress(block), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._frame.decompress(data))
+            self._inside = not self._frame.eof
+            if self._inside:
+                break
+            data = self._frame.unused_data
+            self._frame = self._context.decompressobj()
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()

@@ -1,0 +1,172 @@
+"""`w2vdist prepare` on JSON Lines and on xz and zstd files: the same shards as the same text."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import random
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.test_prepare import files_of, leftovers, prep, random_corpus
+from w2vdist import cli
+from w2vdist.corpus import text as corpus_text
+from w2vdist.corpus.shards import Manifest
+
+
+def documents(text: str, seed: int) -> list[str]:
+    """The text's lines grouped into documents of 1-6 lines, as a dataset's records hold them."""
+    rng = random.Random(seed)
+    lines = text.rstrip("\n").split("\n")
+    docs = []
+    while lines:
+        n = rng.randint(1, 6)
+        docs.append("\n".join(lines[:n]))
+        lines = lines[n:]
+    return docs
+
+
+def json_lines(docs: list[str], field: str = "text", ascii_only: bool = False) -> bytes:
+    """One object per document, with other fields around the text, blank lines and null texts
+    between them (which hold no words)."""
+    out = []
+    for i, doc in enumerate(docs):
+        out.append(json.dumps({"id": i, field: doc, "meta": {"url": f"u{i}"}},
+                              ensure_ascii=ascii_only))
+        if i % 7 == 0:
+            out += ["", json.dumps({"id": -i, field: None})]
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def shards_and_vocab(out: Path) -> dict[str, bytes]:
+    return {name: data for name, data in files_of(out).items() if name != "manifest.json"}
+
+
+def test_json_lines_give_the_shards_of_the_same_text(tmp_path: Path) -> None:
+    """Plain, gzip, zstd and xz JSON Lines (each suffix) read in one run: the same vocabulary
+    and shards, byte for byte, as the text in plain files."""
+    texts = [random_corpus(seed, 300) for seed in range(4)]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i, text in enumerate(texts):
+        (plain / f"{i}.txt").write_text(text, encoding="utf-8")
+    records = [json_lines(documents(t, i), ascii_only=i % 2 == 1) for i, t in enumerate(texts)]
+    jsonl = tmp_path / "jsonl"
+    jsonl.mkdir()
+    (jsonl / "0.jsonl").write_bytes(records[0])
+    (jsonl / "1.jsonl.gz").write_bytes(gzip.compress(records[1]))
+    half = records[2].index(b"\n", len(records[2]) // 2) + 1  # two frames, as `cat` joins them
+    frames = [zstandard.ZstdCompressor().compress(r) for r in (records[2][:half], records[2][half:])]
+    (jsonl / "2.ndjson.zst").write_bytes(b"".join(frames))
+    (jsonl / "3.json.xz").write_bytes(lzma.compress(records[3]))
+    (jsonl / "dataset_info.json").write_text('{"features": {}}')  # not searched for in a dir
+    inputs = [jsonl / "0.jsonl", jsonl / "1.jsonl.gz", jsonl / "2.ndjson.zst", jsonl / "3.json.xz"]
+
+    assert prep(plain, out=tmp_path / "from-text", min_count=2, shard_tokens=3000) == 0
+    assert prep(*inputs, out=tmp_path / "from-json", min_count=2, shard_tokens=3000) == 0
+    expected = shards_and_vocab(tmp_path / "from-text")
+    assert len(expected) > 3 and shards_and_vocab(tmp_path / "from-json") == expected
+    stats = Manifest.load(tmp_path / "from-json").stats
+    assert stats["json_lines_files"] == 4 and stats["text_field"] == "text"
+    assert stats["lines"] == sum(r.count(b"\n") for r in records)
+
+    # A directory is searched for .jsonl, .ndjson and compressed files, not .json metadata.
+    assert prep(jsonl / "0.jsonl", jsonl / "1.jsonl.gz", jsonl / "2.ndjson.zst",
+                out=tmp_path / "named", min_count=2, shard_tokens=3000) == 0
+    (jsonl / "3.json.xz").unlink()
+    assert prep(jsonl, out=tmp_path / "dir", min_count=2, shard_tokens=3000) == 0
+    assert Manifest.load(tmp_path / "dir").stats["files"] == 3
+    assert shards_and_vocab(tmp_path / "dir") == shards_and_vocab(tmp_path / "named")
+
+
+def test_json_lines_in_byte_ranges_and_tiny_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records cut anywhere by byte ranges and chunks (raw UTF-8 and escapes, records longer
+    than a chunk, no final newline) read as when each file is read whole."""
+    docs = documents(random_corpus(5, 200), 5) + ["Ünïcödé wörds " * 9 + "é" * 40, "end ÿ"]
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(json_lines(docs).rstrip(b"\n"))
+    assert prep(path, out=tmp_path / "whole", min_count=1, max_sentence_len=7) == 0
+    monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 37)
+    monkeypatch.setattr(corpus_text, "MAX_RANGE_BYTES", 37)
+    assert len(corpus_text.split_pieces([path], 1)) > 50
+    assert prep(path, out=tmp_path / "cut", min_count=1, max_sentence_len=7, workers=2) == 0
+    assert files_of(tmp_path / "whole") == files_of(tmp_path / "cut")
+
+
+def test_format_and_text_field_flags(tmp_path: Path) -> None:
+    """--format overrides the name; --text-field names another field."""
+    docs = ["alpha beta gamma", "beta gamma delta\nalpha"]
+    named_txt = tmp_path / "records.txt"
+    named_txt.write_bytes(json_lines(docs, field="content"))
+    assert prep(named_txt, out=tmp_path / "a", min_count=1, format="jsonl",
+                text_field="content") == 0
+    (tmp_path / "plain.txt").write_text("\n".join(docs) + "\n")
+    assert prep(tmp_path / "plain.txt", out=tmp_path / "b", min_count=1) == 0
+    assert shards_and_vocab(tmp_path / "a") == shards_and_vocab(tmp_path / "b")
+
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_bytes(json_lines(docs))
+    assert prep(jsonl, out=tmp_path / "c", min_count=1, format="text") == 0
+    assert "meta" in (tmp_path / "c" / "vocab.tsv").read_text()  # the JSON read as words
+
+
+def _bad_inputs(tmp: Path) -> None:
+    good = json.dumps({"text": "fine words"})
+    lines = {
+        "broken.jsonl": [good, '{"text": "unclosed'],
+        "array.jsonl": [good, good, '["a", "b"]'],
+        "field.jsonl": [good, '{"body": "x", "id": 2}'],
+        "number.jsonl": [json.dumps({"text": 12})],
+        "table.json": ['[{"text": "a"},', '{"text": "b"}]'],
+    }
+    for name, records in lines.items():
+        (tmp / name).write_text("\n".join(records) + "\n")
+    data = json_lines(["some words here"] * 500)
+    (tmp / "cut.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data)[:-40])
+    (tmp / "cut.jsonl.xz").write_bytes(lzma.compress(data)[:-40])
+
+
+BYTE = len(json.dumps({"text": "fine words"})) + 1  # where the second record starts
+BAD_INPUTS = {  # file: expected message
+    "broken.jsonl": f"broken.jsonl: the record at byte {BYTE} is not JSON (Unterminated string",
+    "array.jsonl": f"array.jsonl: the record at byte {2 * BYTE} is a JSON array, not an object",
+    "field.jsonl": f"field.jsonl: the record at byte {BYTE} has no 'text' field (its fields: "
+                   "body, id); name the text's field with --text-field",
+    "number.jsonl": "number.jsonl: the record at byte 0 holds a JSON number in 'text', not text",
+    "table.json": "table.json: the record at byte 0 is not JSON",
+    "cut.jsonl.zst": "cut.jsonl.zst: cannot read zstd file",
+    "cut.jsonl.xz": "cut.jsonl.xz: cannot read xz file",
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_records_and_files_are_one_line_and_exit_2(name: str, tmp_path: Path,
+                                                       capsys) -> None:
+    _bad_inputs(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["prepare", str(tmp_path / name), "-o", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("w2vdist: ") and err.count("\n") == 1, err
+    assert BAD_INPUTS[name] in err, err
+    assert leftovers(out) == []
+
+
+def test_a_bad_record_is_placed_by_its_byte_in_a_byte_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A record deep in a file read in ranges is named by its byte in the whole file."""
+    records = [json.dumps({"text": f"words {i} é"}, ensure_ascii=False) for i in range(400)]
+    records[317] = '{"text": 3}'
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(records) + "\n", encoding="utf-8")
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 100)
+    assert len(corpus_text.split_pieces([path], 4)) > 10
+    at = len("\n".join(records[:317]).encode("utf-8")) + 1
+    assert cli.main(["prepare", str(path), "-o", str(tmp_path / "out"), "--workers", "2"]) == 2
+    assert f"t.jsonl: the record at byte {at:,} holds a JSON number" in capsys.readouterr().err
