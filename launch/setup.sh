@@ -15,7 +15,8 @@
 # Settings (environment variables):
 #   PYTHON         interpreter to install into (default python3: activate a virtualenv first)
 #   TORCH_VERSION  torch version (default 2.13.0)
-#   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile;
+#   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile,
+#                  triton, pyarrow; gpu: triton; parquet: pyarrow; comma-separated;
 #                  "" for none)
 #   EDITABLE       1 (default): pip install -e, for a checkout you work in; 0: regular install
 set -euo pipefail

@@ -54,7 +54,7 @@ def test_base_is_a_pinned_cuda_pytorch_image_of_the_installed_torch(commands):
 def test_installs_with_the_readme_install_step(commands):
     runs = [" ".join(c.value) for c in of(commands, "RUN")]
     installs = [r for r in runs if "pip" in r or "setup.sh" in r]
-    assert installs == ["EDITABLE=0 EXTRAS=gpu bash launch/setup.sh"]
+    assert installs == ["EDITABLE=0 EXTRAS=gpu,parquet bash launch/setup.sh"]
     # The README's commands install through the same script.
     readme = (ROOT / "README.md").read_text()
     first_block = readme.split("```")[1]

@@ -1,4 +1,5 @@
-"""`w2vdist prepare` on JSON Lines and on xz and zstd files: the same shards as the same text."""
+"""`w2vdist prepare` on JSON Lines, Parquet, xz and zstd files: the same shards as the same
+text in plain files."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import gzip
 import json
 import lzma
 import random
+import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 
@@ -70,7 +74,7 @@ def test_json_lines_give_the_shards_of_the_same_text(tmp_path: Path) -> None:
     expected = shards_and_vocab(tmp_path / "from-text")
     assert len(expected) > 3 and shards_and_vocab(tmp_path / "from-json") == expected
     stats = Manifest.load(tmp_path / "from-json").stats
-    assert stats["json_lines_files"] == 4 and stats["text_field"] == "text"
+    assert stats["formats"] == {"jsonl": 4} and stats["text_field"] == "text"
     assert stats["lines"] == sum(r.count(b"\n") for r in records)
 
     # A directory is searched for .jsonl, .ndjson and compressed files, not .json metadata.
@@ -116,6 +120,62 @@ def test_format_and_text_field_flags(tmp_path: Path) -> None:
     assert "meta" in (tmp_path / "c" / "vocab.tsv").read_text()  # the JSON read as words
 
 
+def write_parquet(path: Path, docs: list[str], column: str = "text", rows_per_group: int = 40,
+                  text_type: pa.DataType = pa.string()) -> None:
+    """The documents as a table with other columns around the text and null texts between."""
+    texts: list[str | None] = []
+    for i, doc in enumerate(docs):
+        texts += [doc, None] if i % 9 == 0 else [doc]
+    table = pa.table({"id": pa.array(range(len(texts))),
+                      column: pa.array(texts, text_type),
+                      "url": pa.array([f"u{i}" for i in range(len(texts))])})
+    pq.write_table(table, path, row_group_size=rows_per_group)
+
+
+def test_parquet_gives_the_shards_of_the_same_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parquet tables (string, large string and dictionary columns, several row groups, one
+    without the .parquet name) read as the same text, whole or in runs of row groups shared
+    by two workers."""
+    texts = [random_corpus(seed, 300) for seed in range(3)]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i, text in enumerate(texts):
+        (plain / f"{i}.txt").write_text(text, encoding="utf-8")
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    types = [pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]
+    names = ["0.parquet", "1.parquet", "2.data"]  # Parquet is known by its first bytes
+    for text, kind, name in zip(texts, types, names):
+        write_parquet(tables / name, documents(text, 1), text_type=kind)
+    inputs = [tables / name for name in names]
+
+    assert prep(plain, out=tmp_path / "from-text", min_count=2, shard_tokens=3000) == 0
+    assert prep(*inputs, out=tmp_path / "whole", min_count=2, shard_tokens=3000) == 0
+    expected = shards_and_vocab(tmp_path / "from-text")
+    assert len(expected) > 3 and shards_and_vocab(tmp_path / "whole") == expected
+    stats = Manifest.load(tmp_path / "whole").stats
+    assert stats["formats"] == {"parquet": 3}
+    assert stats["lines"] == sum(pq.ParquetFile(f).metadata.num_rows for f in inputs)
+
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)
+    pieces = corpus_text.split_pieces(inputs, 2)
+    assert len(pieces) > 6 and {(p.format, p.text_field) for p in pieces} == {("parquet", "text")}
+    assert prep(*inputs, out=tmp_path / "runs", min_count=2, shard_tokens=3000, workers=2) == 0
+    assert shards_and_vocab(tmp_path / "runs") == expected
+
+
+def test_parquet_text_in_another_column(tmp_path: Path) -> None:
+    docs = ["alpha beta gamma", "beta gamma delta\nalpha"]
+    write_parquet(tmp_path / "t.parquet", docs, column="content")
+    assert prep(tmp_path / "t.parquet", out=tmp_path / "a", min_count=1,
+                text_field="content") == 0
+    (tmp_path / "plain.txt").write_text("\n".join(docs) + "\n")
+    assert prep(tmp_path / "plain.txt", out=tmp_path / "b", min_count=1) == 0
+    assert shards_and_vocab(tmp_path / "a") == shards_and_vocab(tmp_path / "b")
+
+
 def _bad_inputs(tmp: Path) -> None:
     good = json.dumps({"text": "fine words"})
     lines = {
@@ -130,6 +190,10 @@ def _bad_inputs(tmp: Path) -> None:
     data = json_lines(["some words here"] * 500)
     (tmp / "cut.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data)[:-40])
     (tmp / "cut.jsonl.xz").write_bytes(lzma.compress(data)[:-40])
+    write_parquet(tmp / "column.parquet", ["some words"], column="body")
+    pq.write_table(pa.table({"text": [1, 2]}), tmp / "numbers.parquet")
+    write_parquet(tmp / "t.parquet", ["some words here"] * 100)
+    (tmp / "cut.parquet").write_bytes((tmp / "t.parquet").read_bytes()[:-100])
 
 
 BYTE = len(json.dumps({"text": "fine words"})) + 1  # where the second record starts
@@ -142,6 +206,11 @@ BAD_INPUTS = {  # file: expected message
     "table.json": "table.json: the record at byte 0 is not JSON",
     "cut.jsonl.zst": "cut.jsonl.zst: cannot read zstd file",
     "cut.jsonl.xz": "cut.jsonl.xz: cannot read xz file",
+    "column.parquet": "column.parquet: no 'text' column (its columns: id, body, url); name the "
+                      "text's column with --text-field",
+    "numbers.parquet": "numbers.parquet: the 'text' column holds int64, not text",
+    "cut.parquet": "cut.parquet: cannot read parquet file",
+    "field.jsonl --format parquet": "field.jsonl: cannot read parquet file",
 }
 
 
@@ -150,7 +219,9 @@ def test_bad_records_and_files_are_one_line_and_exit_2(name: str, tmp_path: Path
                                                        capsys) -> None:
     _bad_inputs(tmp_path)
     out = tmp_path / "out"
-    assert cli.main(["prepare", str(tmp_path / name), "-o", str(out), "--workers", "1"]) == 2
+    file, *flags = name.split()
+    assert cli.main(["prepare", str(tmp_path / file), *flags, "-o", str(out), "--workers",
+                     "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("w2vdist: ") and err.count("\n") == 1, err
     assert BAD_INPUTS[name] in err, err
@@ -170,3 +241,14 @@ def test_a_bad_record_is_placed_by_its_byte_in_a_byte_range(
     at = len("\n".join(records[:317]).encode("utf-8")) + 1
     assert cli.main(["prepare", str(path), "-o", str(tmp_path / "out"), "--workers", "2"]) == 2
     assert f"t.jsonl: the record at byte {at:,} holds a JSON number" in capsys.readouterr().err
+
+
+def test_parquet_without_pyarrow_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    write_parquet(tmp_path / "t.parquet", ["some words"])
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what an install without it gives
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    assert cli.main(["prepare", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "t.parquet: reading Parquet needs pyarrow (pip install 'w2vdist[parquet]')" in err

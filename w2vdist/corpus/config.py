@@ -19,14 +19,18 @@ class PrepareConfig:
     """`w2vdist prepare`: corpus text to vocabulary and WebDataset shards."""
 
     inputs: list[str] = setting([], "text or JSON Lines files (.txt, .jsonl, .ndjson, .json; "
-                                "plain or gzip, bzip2, xz, zstd), directories or globs",
+                                "plain or gzip, bzip2, xz, zstd), Parquet files, directories "
+                                "or globs",
                                 positional=True, metavar="INPUT")
     output: str = setting("", "output directory", short="-o", metavar="OUT")
     format: str = setting("auto", "how files hold their text: text (one sentence or paragraph "
-                          "a line), jsonl (one JSON object a line, the text in --text-field), "
-                          "or auto: jsonl for files named .jsonl, .ndjson or .json (before any "
-                          "compression suffix), else text", choices=("auto", "text", "jsonl"))
-    text_field: str = setting("text", "the field of a JSON Lines record that holds its text")
+                          "a line), jsonl (one JSON object a line, its text in --text-field), "
+                          "parquet (a table, its text in the --text-field column), or auto: "
+                          "parquet by the file's first bytes, jsonl for names ending .jsonl, "
+                          ".ndjson or .json (before any compression suffix), else text",
+                          choices=("auto", "text", "jsonl", "parquet"))
+    text_field: str = setting("text", "the JSON Lines field or Parquet column that holds the "
+                              "text")
     tokenizer: str = setting("default", "how lines become words: default (Unicode words), "
                              "nltk's wordpunct or toktok, or whitespace",
                              choices=("default", "wordpunct", "toktok", "whitespace"))

@@ -37,6 +37,7 @@ from w2vdist.corpus.workers import parallel
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
 
+FORMAT_NAMES = {"text": "text", "jsonl": "JSON Lines", "parquet": "Parquet"}
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
 PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time
 _WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
@@ -215,9 +216,10 @@ class Summary:
     def __str__(self) -> str:
         m, s = self.manifest, self.manifest.stats
         samples = sum(x.samples for x in m.shards)
-        json_lines = s.get("json_lines_files", 0)
-        kinds = f" ({json_lines:,} JSON Lines file(s), text in {s['text_field']!r})" \
-            if json_lines else ""
+        records = {name: n for name, n in s.get("formats", {}).items() if name != "text"}
+        kinds = " ({}; text in {!r})".format(", ".join(
+            f"{n:,} {FORMAT_NAMES[name]}" for name, n in records.items()), s["text_field"]) \
+            if records else ""
         lines = [
             f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} lines{kinds}, "
             f"{s['undecodable_bytes']:,} undecodable bytes replaced",
@@ -298,7 +300,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
                 "oov_dropped": oov,
                 "distinct_words": distinct_words,
                 "encoding": cfg.encoding,
-                "json_lines_files": sum(p.text_field is not None for p in pieces if p.start == 0),
+                "formats": dict(Counter(p.format for p in pieces if p.start == 0)),
                 "text_field": cfg.text_field,
                 "min_count": cfg.min_count,
                 "max_vocab": cfg.max_vocab,

@@ -1,44 +1,39 @@
 """Finding corpus files and reading them as lines, in pieces that workers share.
 
-Plain files are cut into byte ranges at line starts, so several workers read one big file;
-compressed files (gzip, bzip2, xz, zstd: recognised by their first bytes, whatever their name)
-are read whole by one worker each. Text is decoded in `prepare.encoding` (UTF-8 by default);
-bytes that do not decode are replaced and counted with the place of the first (`TextStats`),
-and `prepare` stops when there are more than a few, since that is text in another encoding. A
-NUL byte means the file is not text at all: refused. A line longer than the read unit is read
-in parts cut at a space.
+Plain files are cut into byte ranges at line starts and Parquet files into runs of row groups,
+so several workers read one big file; compressed files (gzip, bzip2, xz, zstd: recognised by
+their first bytes, whatever their name; `filetypes`) are read whole by one worker each. Text
+is decoded in `prepare.encoding` (UTF-8 by default); bytes that do not decode are replaced and
+counted with the place of the first (`TextStats`), and `prepare` stops when there are more
+than a few, since that is text in another encoding. A NUL byte means the file is not text at
+all: refused. A line longer than the read unit is read in parts cut at a space.
 
-JSON Lines files (`.jsonl`, `.ndjson`, `.json`, compressed or not: how the datasets of
-language-model corpora ship) hold one object per line; the text is one field of it, read as
-lines of text in turn (a document's paragraphs). A record that is not an object, or lacks the
-field, stops `prepare`, naming the file and the record's byte.
+JSON Lines files (`.jsonl`, `.ndjson`, `.json`, compressed or not) and Parquet tables, as the
+datasets of language-model corpora ship, hold one document per record; its text is one field,
+read as lines of text in turn (the document's paragraphs). A record that is not an object or
+lacks the field, or a table without the column, stops `prepare`, naming the file (and the
+record's byte).
 """
 
 from __future__ import annotations
 
-import bz2
 import dataclasses
 import glob
-import gzip
-import io
 import json
-import lzma
+import math
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
-import zstandard
-
+from w2vdist.corpus import filetypes
 from w2vdist.errors import UsageError
 
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # What a directory is searched for: `.json` only when named, since a dataset's folder often
 # holds a JSON metadata file beside its JSON Lines.
-TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", *COMPRESSED_SUFFIXES)
+TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *filetypes.COMPRESSED_SUFFIXES)
+FORMATS = ("text", "jsonl", "parquet")
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 MIN_RANGE_BYTES = 1 << 20
 MAX_RANGE_BYTES = 1 << 26
@@ -49,15 +44,17 @@ _WHITESPACE = re.compile(r"\s")
 
 @dataclass(frozen=True)
 class Piece:
-    """The lines of `path` that start in bytes [start, end); end -1: to the end of the file.
-    `text_field` names the field that holds the text of a JSON Lines file; None: plain text."""
+    """The lines of `path` that start in bytes [start, end) (end -1: to the end of the file);
+    for Parquet, its row groups [start, end). `text_field`: the field or column holding the
+    text of a JSON Lines or Parquet file."""
 
     number: int
     path: str
     start: int = 0
     end: int = -1
     encoding: str = "utf-8"
-    text_field: str | None = None
+    format: str = "text"
+    text_field: str = "text"
 
 
 def find_files(inputs: Iterable[str]) -> list[Path]:
@@ -88,45 +85,35 @@ def split_pieces(
     files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
     text_field: str = "text",
 ) -> list[Piece]:
-    """Byte ranges of plain files, sized so each worker gets several; compressed files whole.
-    `file_format` auto reads files named like JSON Lines (`is_json_lines`) as such."""
+    """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
+    gets several; compressed files whole. `file_format` auto: `format_of` each file."""
     sizes = [f.stat().st_size for f in files]
-    plain = sum(s for f, s in zip(files, sizes) if not _compressed(f))
+    formats = [file_format if file_format != "auto" else format_of(f) for f in files]
+    plain = sum(s for f, s in zip(files, sizes) if not filetypes.compressed(f))
     step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
-    ranges = []
-    for f, size in zip(files, sizes):
-        json_lines = file_format == "jsonl" or (file_format == "auto" and is_json_lines(f))
-        field = text_field if json_lines else None
-        if _compressed(f) or size <= step:
-            ranges.append((str(f), 0, -1, field))
+    ranges: list[tuple[str, int, int, str]] = []
+    for f, size, kind in zip(files, sizes, formats):
+        if kind == "parquet":
+            groups = filetypes.parquet_row_groups(str(f), text_field)
+            per = math.ceil(groups / max(1, min(groups, math.ceil(size / step))))
+            ranges.extend((str(f), a, min(a + per, groups), kind) for a in range(0, groups, per))
+        elif filetypes.compressed(f) or size <= step:
+            ranges.append((str(f), 0, -1, kind))
         else:
-            ranges.extend((str(f), a, min(a + step, size), field) for a in range(0, size, step))
-    return [Piece(i, p, a, b, encoding, field) for i, (p, a, b, field) in enumerate(ranges)]
+            ranges.extend((str(f), a, min(a + step, size), kind) for a in range(0, size, step))
+    return [Piece(i, path, a, b, encoding, kind, text_field)
+            for i, (path, a, b, kind) in enumerate(ranges)]
 
 
-def is_json_lines(path: Path) -> bool:
-    """Whether the name, less any compression suffix, ends as a JSON Lines file's does."""
+def format_of(path: Path) -> str:
+    """parquet for a Parquet file (by its first bytes), jsonl for a name that, less any
+    compression suffix, ends as a JSON Lines file's does, else text."""
+    if filetypes.kind(path) == "parquet":
+        return "parquet"
     name = path.name.lower()
-    for suffix in COMPRESSED_SUFFIXES:
+    for suffix in filetypes.COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
-    return name.endswith(JSON_LINES_SUFFIXES)
-
-
-_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
-
-
-def compression(path: Path | str) -> str | None:
-    """gzip, bzip2, xz, zstd or None (plain), from the file's first bytes: a name can lie."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
-
-
-def _compressed(path: Path | str) -> bool:
-    return compression(path) is not None
+    return "jsonl" if name.endswith(JSON_LINES_SUFFIXES) else "text"
 
 
 @dataclass
@@ -151,8 +138,11 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     A line longer than CHUNK_BYTES comes in parts cut at spaces, all but the last with
     line_complete False, so that no line, however long, has to fit in memory.
     """
-    if piece.text_field is not None:
+    if piece.format == "jsonl":
         yield from _json_lines(piece, stats)
+        return
+    if piece.format == "parquet":
+        yield from _parquet_lines(piece, stats)
         return
     open_line = False
     for _, chunk in _decoded_chunks(piece, stats):
@@ -198,9 +188,20 @@ def _json_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
             yield text_line, True
 
 
+def _parquet_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
+    """The lines of the text column of each row of the piece's row groups."""
+    for texts, size in filetypes.parquet_texts(piece.path, piece.text_field, piece.start,
+                                               piece.end):
+        stats.lines += len(texts)
+        stats.text_bytes += size
+        for text in texts:
+            for line in text.split("\n") if text else ():
+                yield line, True
+
+
 def _field(piece: Piece, record: str, where: Callable[[], int]) -> str | None:
     try:
-        return _record_text(record, piece.text_field or "")
+        return _record_text(record, piece.text_field)
     except ValueError as exc:
         raise UsageError(f"{piece.path}: the record at byte {where():,} {exc}") from None
 
@@ -243,7 +244,7 @@ def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str]]
         nul = block.find(b"\0")
         if nul >= 0:
             raise UsageError(f"{piece.path}: not text (a NUL byte at byte {pos + nul:,}); "
-                             "give prepare text files, plain or gzip/bzip2-compressed")
+                             "give prepare text or JSON Lines files, plain or compressed, or Parquet")
         data = carry + block
         cut = data.rfind(b"\n") + 1 or _safe_cut(data)
         carry = data[cut:]
@@ -285,7 +286,7 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
     """(offset, block): the raw bytes of the lines that start in the piece, in blocks of at
     most CHUNK_BYTES (offsets in the decompressed text for compressed files)."""
     try:
-        with _open_binary(piece.path) as f:
+        with filetypes.open_binary(piece.path) as f:
             if piece.start > 0:
                 f.seek(piece.start - 1)
                 while (skipped := f.readline(CHUNK_BYTES)) and not skipped.endswith(b"\n"):
@@ -303,65 +304,7 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
                 last = block[-1:]  # finish the line that began before `end`
                 yield pos, block
                 pos += len(block)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
-        kind = compression(piece.path) or "text"
+    except filetypes.READ_ERRORS as exc:
+        kind = filetypes.kind(piece.path) or "text"
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None
-
-
-def _open_binary(path: str) -> IO[bytes] | io.RawIOBase:
-    kind = compression(path)
-    if kind == "gzip":
-        return gzip.open(path, "rb")
-    if kind == "bzip2":
-        return bz2.open(path, "rb")
-    if kind == "xz":
-        return lzma.open(path, "rb")
-    if kind == "zstd":
-        return _ZstdFrames(path)
-    return open(path, "rb")
-
-
-class _ZstdFrames(io.RawIOBase):
-    """The zstd frames of a file, one after another as `zstd -d` reads them, raising at the end
-    of a file that ends inside a frame (zstandard's own readers return what they have, so a
-    truncated download would be read as a shorter corpus)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._file = open(path, "rb")
-        self._context = zstandard.ZstdDecompressor()
-        self._frame = self._context.decompressobj()
-        self._inside = False  # whether input has gone into a frame not yet complete
-        self._out, self._at = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while self._at == len(self._out):
-            block = self._file.read(CHUNK_BYTES)
-            if not block:
-                if self._inside:
-                    raise zstandard.ZstdError("the file ends inside a frame (truncated)")
-                return 0
-            self._out, self._at = self._decompress(block), 0
-        n = min(len(buffer), len(self._out) - self._at)
-        buffer[:n] = self._out[self._at : self._at + n]
-        self._at += n
-        return n
-
-    def _decompress(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            out.append(self._frame.decompress(data))
-            self._inside = not self._frame.eof
-            if self._inside:
-                break
-            data = self._frame.unused_data
-            self._frame = self._context.decompressobj()
-        return b"".join(out)
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()

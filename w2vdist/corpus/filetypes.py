@@ -1,0 +1,146 @@
+"""What a corpus file is, from its first bytes (a name can lie), and how it is opened: gzip,
+bzip2, xz and zstd streams, read whole by one worker each, and Parquet tables, whose row groups
+several workers share. A file that ends early is refused rather than read as a shorter corpus.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from w2vdist.errors import UsageError
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
+          b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet"}
+READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
+PARQUET_BATCH_ROWS = 4096  # rows of one column held at a time
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+def kind(path: Path | str) -> str | None:
+    """gzip, bzip2, xz, zstd, parquet or None (plain), from the file's first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def compressed(path: Path | str) -> bool:
+    return kind(path) not in (None, "parquet")
+
+
+def open_binary(path: str) -> IO[bytes] | io.RawIOBase:
+    """The file's bytes, decompressed as its first bytes say."""
+    found = kind(path)
+    if found == "gzip":
+        return gzip.open(path, "rb")
+    if found == "bzip2":
+        return bz2.open(path, "rb")
+    if found == "xz":
+        return lzma.open(path, "rb")
+    if found == "zstd":
+        return _ZstdFrames(path)
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The zstd frames of a file, one after another as `zstd -d` reads them, raising at the end
+    of a file that ends inside a frame (zstandard's own readers return what they have, so a
+    truncated download would be read as a shorter corpus)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._file = open(path, "rb")
+        self._context = zstandard.ZstdDecompressor()
+        self._frame = self._context.decompressobj()
+        self._inside = False  # whether input has gone into a frame not yet complete
+        self._out, self._at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._at == len(self._out):
+            block = self._file.read(READ_UNIT)
+            if not block:
+                if self._inside:
+                    raise zstandard.ZstdError("the file ends inside a frame (truncated)")
+                return 0
+            self._out, self._at = self._decompress(block), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._frame.decompress(data))
+            self._inside = not self._frame.eof
+            if self._inside:
+                break
+            data = self._frame.unused_data
+            self._frame = self._context.decompressobj()
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parquet: pyarrow is an optional dependency (`pip install 'w2vdist[parquet]'`).
+
+
+def parquet_row_groups(path: str, column: str) -> int:
+    """How many row groups the file has, once its footer is read and `column` found to hold
+    text (so a wrong column stops `prepare` before any work)."""
+    pa, pq = _pyarrow(path)
+    try:
+        schema = pq.ParquetFile(path).schema_arrow
+        groups = pq.ParquetFile(path).metadata.num_row_groups
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
+    if column not in schema.names:
+        raise UsageError(f"{path}: no {column!r} column (its columns: {', '.join(schema.names)});"
+                         " name the text's column with --text-field")
+    kind_of = schema.field(column).type
+    if pa.types.is_dictionary(kind_of):
+        kind_of = kind_of.value_type
+    if not (pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of)
+            or pa.types.is_string_view(kind_of)):
+        raise UsageError(f"{path}: the {column!r} column holds {kind_of}, not text")
+    return groups
+
+
+def parquet_texts(path: str, column: str, first: int, end: int) -> Iterator[tuple[list, int]]:
+    """(texts, bytes) for each batch of `column` in row groups [first, end): None for a null."""
+    pa, pq = _pyarrow(path)
+    try:
+        table = pq.ParquetFile(path)
+        for batch in table.iter_batches(PARQUET_BATCH_ROWS, range(first, end), [column]):
+            values = batch.column(0)
+            yield values.to_pylist(), values.nbytes
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
+
+
+def _pyarrow(path: str) -> tuple[Any, Any]:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise UsageError(f"{path}: reading Parquet needs pyarrow "
+                         "(pip install 'w2vdist[parquet]')") from None
+    return pyarrow, pyarrow.parquet
