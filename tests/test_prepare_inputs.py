@@ -136,8 +136,8 @@ def test_parquet_gives_the_shards_of_the_same_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Parquet tables (string, large string and dictionary columns, several row groups, one
-    without the .parquet name) read as the same text, whole or in runs of row groups shared
-    by two workers."""
+    without the .parquet name, one without row groups) read as the same text, whole or in runs
+    of row groups shared by two workers."""
     texts = [random_corpus(seed, 300) for seed in range(3)]
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -149,7 +149,9 @@ def test_parquet_gives_the_shards_of_the_same_text(
     names = ["0.parquet", "1.parquet", "2.data"]  # Parquet is known by its first bytes
     for text, kind, name in zip(texts, types, names):
         write_parquet(tables / name, documents(text, 1), text_type=kind)
-    inputs = [tables / name for name in names]
+    pq.ParquetWriter(tables / "none.parquet", pa.schema([("text", pa.string())])).close()
+    assert pq.ParquetFile(tables / "none.parquet").metadata.num_row_groups == 0
+    inputs = [tables / name for name in [*names, "none.parquet"]]
 
     assert prep(plain, out=tmp_path / "from-text", min_count=2, shard_tokens=3000) == 0
     assert prep(*inputs, out=tmp_path / "whole", min_count=2, shard_tokens=3000) == 0

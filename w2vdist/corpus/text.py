@@ -95,7 +95,7 @@ def split_pieces(
     for f, size, kind in zip(files, sizes, formats):
         if kind == "parquet":
             groups = filetypes.parquet_row_groups(str(f), text_field)
-            per = math.ceil(groups / max(1, min(groups, math.ceil(size / step))))
+            per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
             ranges.extend((str(f), a, min(a + per, groups), kind) for a in range(0, groups, per))
         elif filetypes.compressed(f) or size <= step:
             ranges.append((str(f), 0, -1, kind))
