@@ -83,6 +83,16 @@ def test_gensim_round_trip_and_the_same_answers(trained, tmp_path):
         ["w1", "w2", "w3", "w350"])
     assert abs(wv.similarity("w1", "w5") - float(kv.similarity("w1", "w5"))) < 1e-5
     assert wv.analogy("w1", "w2", "w3", topn=2) == wv.most_similar(["w2", "w3"], ["w1"], topn=2)
+    vector = np.random.default_rng(0).standard_normal(wv.vector_size).astype(np.float32)
+    for ours, theirs in [  # vectors in a query are added as they are, words as unit vectors
+        (wv.most_similar(["w1", vector], ["w3"], topn=5), kv.most_similar(["w1", vector], ["w3"],
+                                                                          topn=5)),
+        (wv.similar_by_vector(torch.from_numpy(vector), 5), kv.similar_by_vector(vector, 5)),
+    ]:
+        assert [w for w, _ in ours] == [w for w, _ in theirs]
+        np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-4)
+    with pytest.raises(ValueError, match="a query vector has 3 values; these vectors have 16"):
+        wv.most_similar(np.ones(3))
     back = WordVectors.from_gensim(kv)
     assert back.index_to_key == wv.index_to_key and torch.equal(back.vectors, wv.vectors)
     assert np.array_equal(back.counts, wv.counts)

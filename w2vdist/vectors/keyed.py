@@ -30,6 +30,7 @@ from w2vdist.vectors import word2vec as w2v
 from w2vdist.vectors.config import TABLES
 
 PAD, UNK = "<pad>", "<unk>"
+Query = str | torch.Tensor | np.ndarray  # a word, or a vector of the vectors' size
 
 
 @dataclass
@@ -133,26 +134,32 @@ class WordVectors:
         return float(unit[0] @ unit[1])
 
     def most_similar(
-        self, positive: str | Sequence[str] = (), negative: str | Sequence[str] = (),
+        self, positive: Query | Sequence[Query] = (), negative: Query | Sequence[Query] = (),
         topn: int = 10, restrict_vocab: int | None = None,
     ) -> list[tuple[str, float]]:
-        """gensim's most_similar: the words nearest the mean of the unit vectors of
-        `positive` minus those of `negative` (3CosAdd), the query words left out."""
-        positive = [positive] if isinstance(positive, str) else list(positive)
-        negative = [negative] if isinstance(negative, str) else list(negative)
+        """gensim's most_similar: the words nearest the sum of the unit vectors of `positive`
+        minus those of `negative` (3CosAdd), the query words left out. A query may also be a
+        vector (a tensor or array of `vector_size`), added as it is, as gensim adds it."""
+        positive = [positive] if _single(positive) else list(positive)
+        negative = [negative] if _single(negative) else list(negative)
         if not positive and not negative:
-            raise ValueError("most_similar needs at least one word")
+            raise ValueError("most_similar needs at least one word or vector")
         limit = len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
         unit = self._unit[:limit]
-        weights = [(w, 1.0) for w in positive] + [(w, -1.0) for w in negative]
-        query = sum(s * self._unit[self._index(w)] for w, s in weights)
+        weights = [(q, 1.0) for q in positive] + [(q, -1.0) for q in negative]
+        query = sum(s * self._query_vector(q) for q, s in weights)
         scores = unit @ w2v.unit_rows(query.unsqueeze(0))[0]
-        for word, _ in weights:
+        for word in (q for q, _ in weights if isinstance(q, str)):
             if self.key_to_index[word] < limit:
                 scores[self.key_to_index[word]] = -torch.inf
         top = scores.topk(min(topn, int(torch.isfinite(scores).sum())))
         return [(self.index_to_key[i], float(s)) for i, s in zip(top.indices.tolist(),
                                                                    top.values.tolist())]
+
+    def similar_by_vector(self, vector: torch.Tensor | np.ndarray, topn: int = 10,
+                          restrict_vocab: int | None = None) -> list[tuple[str, float]]:
+        """The words nearest `vector` by cosine (gensim's similar_by_vector)."""
+        return self.most_similar([vector], topn=topn, restrict_vocab=restrict_vocab)
 
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """`a` is to `b` as `c` is to ...: most_similar(positive=[b, c], negative=[a])."""
@@ -226,6 +233,15 @@ class WordVectors:
     def _unit(self) -> torch.Tensor:
         return w2v.unit_rows(self.vectors)
 
+    def _query_vector(self, query: Query) -> torch.Tensor:
+        if isinstance(query, str):
+            return self._unit[self._index(query)]
+        vector = torch.as_tensor(query, dtype=self.vectors.dtype).flatten()
+        if vector.numel() != self.vector_size:
+            raise ValueError(f"a query vector has {vector.numel()} values; these vectors have "
+                             f"{self.vector_size}")
+        return vector
+
     def _index(self, word: str) -> int:
         try:
             return self.key_to_index[word]
@@ -273,6 +289,12 @@ class EmbeddingVocab:
                 raise ValueError("padding to a length needs a <pad> row (padding=True)")
             ids = ids[:length] + [self.pad_index] * (length - len(ids))  # type: ignore[list-item]
         return ids
+
+
+def _single(query: Any) -> bool:
+    """Whether a most_similar argument is one query (a word or one vector), not a list."""
+    return isinstance(query, str) or (isinstance(query, (torch.Tensor, np.ndarray))
+                                      and query.ndim == 1)
 
 
 def binary_format(path: Path, binary: bool | None) -> bool:
