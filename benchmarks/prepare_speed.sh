@@ -19,7 +19,7 @@ end=$(date +%s.%N)
 
 python - "$out/prepared" "$start" "$end" <<'EOF'
 import sys
-from w2vdist.shards import Manifest
+from w2vdist.corpus.shards import Manifest
 
 manifest = Manifest.load(sys.argv[1])
 seconds = float(sys.argv[3]) - float(sys.argv[2])

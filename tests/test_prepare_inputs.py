@@ -7,6 +7,7 @@ import gzip
 import json
 import lzma
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -254,3 +255,20 @@ def test_parquet_without_pyarrow_names_the_extra(
     assert cli.main(["prepare", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "t.parquet: reading Parquet needs pyarrow (pip install 'w2vdist[parquet]')" in err
+
+
+def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
+    """benchmarks/prepare_formats.py (which fails unless every format gives the text's shards)
+    and benchmarks/prepare_speed.sh, on a small corpus."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(random_corpus(7, 3000), encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    report = tmp_path / "formats.json"
+    subprocess.run([sys.executable, root / "benchmarks" / "prepare_formats.py", corpus,
+                    "--repeats", "1", "--files", "3", "--json", report], check=True,
+                   capture_output=True)
+    seconds = json.loads(report.read_text())["seconds"]
+    assert set(seconds) == {"text", "jsonl", "jsonl.zst", "parquet"}
+    done = subprocess.run(["bash", root / "benchmarks" / "prepare_speed.sh", corpus, "1"],
+                          check=True, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1].startswith("prepare_speed: ")
