@@ -44,6 +44,12 @@ class PrepareConfig:
                                metavar="LANG")
     stopwords: str | None = setting(None, "remove the words in FILE (one per line)",
                                     metavar="FILE")
+    phrases: int = setting(0, "join word pairs that occur together far more often than "
+                           "chance into one token (new_york), as word2vec.c's word2phrase: N "
+                           "passes, each of which can join a phrase with a further word, for "
+                           "phrases of up to 2^N words (0: none); the pairs go to phrases.tsv")
+    phrase_threshold: float = setting(100.0, "word2phrase's threshold for joining a pair "
+                                      "(higher: fewer phrases)")
     vocab: str | None = setting(None, "take the vocabulary from FILE (a vocab.tsv, or 'word "
                                 "count' lines as word2vec -save-vocab writes) instead of "
                                 "counting one; min_count and max_vocab still apply",
@@ -69,6 +75,8 @@ class PrepareConfig:
             check(self.stem in SnowballStemmer.languages, "prepare.stem",
                    f"must be one of {', '.join(SnowballStemmer.languages)} (got {self.stem!r})")
         check(bool(self.text_field), "prepare.text_field", "must name a field")
+        check(0 <= self.phrases <= 4, "prepare.phrases", "must be 0-4 (passes)")
+        check(self.phrase_threshold > 0, "prepare.phrase_threshold", "must be > 0")
         check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
         check(self.shard_tokens >= 1, "prepare.shard_tokens", "must be >= 1")

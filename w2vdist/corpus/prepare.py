@@ -2,7 +2,8 @@
 
 Two passes over the input, spread over worker processes: the first counts words and builds
 the vocabulary, the second turns each line into word ids (out-of-vocabulary words dropped, as
-word2vec.c does) and packs whole sentences into samples and shards. Big plain-text files are
+word2vec.c does) and packs whole sentences into samples and shards. With `--phrases N`, N
+passes before them find the word pairs to join into phrases (`phrases`). Big plain-text files are
 cut into byte ranges; compressed files are read whole by one worker each. Memory is bounded by
 the vocabulary, not the corpus. The output is the same for any number of workers.
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from w2vdist import settings
 from w2vdist.corpus.config import PrepareConfig
+from w2vdist.corpus.phrases import MAX_PAIRS, PHRASES_FILE, Phrases, choose, count_pairs, prune
 from w2vdist.corpus.shards import Manifest, ShardInfo, encode_sample
 from w2vdist.corpus.text import Piece, TextStats, find_files, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
@@ -43,19 +45,26 @@ PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time
 _WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
 
 
-def count_piece(tokenizer: Tokenizer, piece: Piece) -> tuple[Counter[str], TextStats]:
-    """Pass 1: how often each word occurs in the piece."""
+def count_piece(
+    tokenizer: Tokenizer, with_pairs: bool, piece: Piece
+) -> tuple[Counter[str], Counter[str], TextStats]:
+    """Pass 1: how often each word (and, for a phrase pass, each adjacent pair of words in a
+    line) occurs in the piece."""
     stats = TextStats()
     counts: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
     words: list[str] = []
     for text, _ in read_lines(piece, stats):
-        words += tokenizer(text)
+        line = tokenizer(text)
+        words += line
+        if with_pairs:
+            count_pairs(line, pairs)
         if len(words) >= FLUSH_TOKENS:
             counts.update(words)
             words.clear()
     counts.update(words)
     stats.raw_tokens = counts.total()
-    return counts, stats
+    return counts, pairs, stats
 
 
 @dataclass
@@ -226,6 +235,9 @@ class Summary:
             f"tokens  {s['raw_tokens']:,} read, {s['oov_dropped']:,} out of vocabulary dropped, "
             f"{m.total_tokens:,} kept in {s['sentences']:,} sentences",
             f"vocab   {m.vocab_size:,} words (min_count {s['min_count']})",
+            *([f"phrases {s['phrases']:,} pairs joined in {s['phrase_passes']} pass(es) "
+               f"(threshold {s['phrase_threshold']:g}; {PHRASES_FILE})"]
+              if s.get("phrase_passes") else []),
             f"shards  {len(m.shards):,} ({samples:,} samples) in {self.output}",
             f"time    {self.seconds:.1f} s",
         ]
@@ -249,18 +261,16 @@ def prepare(cfg: PrepareConfig) -> Summary:
     pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, directory=True) as staging, parallel(min(workers, len(pieces))) as run:
-        stats = TextStats()
-        counts: Counter[str] = Counter()
-        for piece_counts, piece_stats in run(
-            functools.partial(count_piece, tokenizer), pieces, "counting"
-        ):
-            counts.update(piece_counts)
-            stats.add(piece_stats)
-        _check_decoding(stats, cfg.encoding)
-        if stats.raw_tokens == 0:
-            raise UsageError(
-                f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)"
-            )
+        phrases = Phrases()
+        for number in range(1, cfg.phrases + 1):  # each pass reads the text as joined so far
+            counts, pairs, _ = _count(run, tokenizer.with_phrases(phrases), pieces, files,
+                                      cfg.encoding, f"phrases {number}/{cfg.phrases}", True)
+            phrases = phrases.then(choose(counts, pairs, cfg.min_count, cfg.phrase_threshold))
+            del counts, pairs
+        if cfg.phrases:
+            phrases.save(staging / PHRASES_FILE)
+            tokenizer = tokenizer.with_phrases(phrases, str(out / PHRASES_FILE))
+        counts, _, stats = _count(run, tokenizer, pieces, files, cfg.encoding, "counting")
         distinct_words = len(counts)
         if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
             given = Vocab.load(cfg.vocab)
@@ -305,6 +315,9 @@ def prepare(cfg: PrepareConfig) -> Summary:
                 "min_count": cfg.min_count,
                 "max_vocab": cfg.max_vocab,
                 "max_sentence_len": cfg.max_sentence_len,
+                "phrase_passes": cfg.phrases,
+                "phrase_threshold": cfg.phrase_threshold,
+                "phrases": len(phrases),
                 "block_tokens": cfg.block_tokens,
                 "shard_tokens": cfg.shard_tokens,
             },
@@ -318,6 +331,29 @@ def prepare(cfg: PrepareConfig) -> Summary:
 # in a big corpus is noise, a share like this is text in another encoding.
 UNDECODABLE_SHARE = 1e-4
 UNDECODABLE_MIN = 16
+
+
+def _count(
+    run: Any, tokenizer: Tokenizer, pieces: list[Piece], files: list[Path], encoding: str,
+    what: str, with_pairs: bool = False,
+) -> tuple[Counter[str], Counter[str], TextStats]:
+    """Word counts (and adjacent pairs' counts `with_pairs`, for a phrase pass) over every
+    piece; text in another encoding, or with no words, stops here."""
+    stats = TextStats()
+    counts: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    for piece_counts, piece_pairs, piece_stats in run(
+        functools.partial(count_piece, tokenizer, with_pairs), pieces, what
+    ):
+        counts.update(piece_counts)
+        pairs.update(piece_pairs)
+        if len(pairs) > MAX_PAIRS:
+            prune(pairs, MAX_PAIRS)
+        stats.add(piece_stats)
+    _check_decoding(stats, encoding)
+    if stats.raw_tokens == 0:
+        raise UsageError(f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)")
+    return counts, pairs, stats
 
 
 def _check_decoding(stats: TextStats, encoding: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from w2vdist.corpus.phrases import Phrases
 from w2vdist.errors import UsageError
 
 def _marks() -> str:
@@ -55,6 +56,8 @@ class Tokenizer:
         stem: str | None = None,
         stopwords: frozenset[str] = frozenset(),
         stopwords_file: str | None = None,
+        phrases: Phrases = Phrases(),
+        phrases_file: str | None = None,
     ) -> None:
         self.name = name
         self.lowercase = lowercase
@@ -62,6 +65,8 @@ class Tokenizer:
         self.stem = stem
         self.stopwords = stopwords
         self.stopwords_file = stopwords_file
+        self.phrases = phrases
+        self.phrases_file = phrases_file
         self._split = _splitter(name)
         self._stem = _stemmer(stem) if stem else None
 
@@ -83,12 +88,21 @@ class Tokenizer:
         stopwords: frozenset[str] = frozenset()
         if path and Path(path).is_file():
             stopwords = read_stopwords(path, settings.get("lowercase", True))
+        phrases, phrases_file = Phrases(), settings.get("phrases_file")
+        if settings.get("phrases"):  # joined words must be joined again: the file must be there
+            phrases = Phrases.load(phrases_file, settings.get("phrases_sha256"))
         return cls(settings.get("name", "default"), settings.get("lowercase", True),
-                   settings.get("normalize", "none"), settings.get("stem"), stopwords, path)
+                   settings.get("normalize", "none"), settings.get("stem"), stopwords, path,
+                   phrases, phrases_file)
+
+    def with_phrases(self, phrases: Phrases, phrases_file: str | None = None) -> "Tokenizer":
+        """This tokenizer, then `phrases` joined."""
+        return Tokenizer(self.name, self.lowercase, self.normalize, self.stem, self.stopwords,
+                         self.stopwords_file, phrases, phrases_file)
 
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.name, self.lowercase, self.normalize, self.stem, self.stopwords,
-                self.stopwords_file)
+                self.stopwords_file, self.phrases, self.phrases_file)
         return (Tokenizer, args)
 
     def __call__(self, line: str) -> list[str]:
@@ -101,6 +115,8 @@ class Tokenizer:
             words = [w for w in words if w not in self.stopwords]
         if self._stem is not None:
             words = [s for s in map(self._stem, words) if s]
+        if self.phrases:
+            words = self.phrases(words)
         return words
 
     def settings(self) -> dict[str, Any]:
@@ -114,6 +130,11 @@ class Tokenizer:
         if self.stopwords:
             joined = "\n".join(sorted(self.stopwords)).encode("utf-8")
             out["stopwords_sha256"] = hashlib.sha256(joined).hexdigest()
+        if self.phrases:  # by reference: the file can hold a million pairs
+            out["phrases_file"] = self.phrases_file
+            out["phrases"] = len(self.phrases)
+            out["phrase_passes"] = len(self.phrases.passes)
+            out["phrases_sha256"] = self.phrases.sha256()
         return out
 
 

@@ -1,0 +1,162 @@
+"""`w2vdist prepare --phrases`: the pairs word2vec.c's word2phrase joins, joined again when new
+text is tokenized. The reference is word2phrase itself (tests/reference/word2phrase.c, as
+Google released it with word2vec), compiled here."""
+
+from __future__ import annotations
+
+import collections
+import random
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.test_prepare import files_of, prep, sentences
+from w2vdist.corpus import phrases as corpus_phrases
+from w2vdist.corpus import text as corpus_text
+from w2vdist.corpus.phrases import Phrase, Phrases, choose
+from w2vdist.corpus.shards import Manifest
+from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.errors import UsageError
+
+PLANTED = ["new york city", "new york", "los angeles", "united states", "united nations"]
+
+
+def planted_corpus(path: Path, lines: int = 6000, seed: int = 0) -> Path:
+    """Zipfian filler with planted collocations (`new york city` for a second pass). Every
+    line starts with `bos` and ends with `eos`: word2phrase also counts the pair a line's last
+    word makes with the next line's first (which it never joins), so those are always the
+    same pair, which no line holds."""
+    rng = random.Random(seed)
+    filler = [f"f{i}" for i in range(400)]
+    weights = [1 / (i + 1) for i in range(len(filler))]
+    out = []
+    for _ in range(lines):
+        words = rng.choices(filler, weights, k=rng.randint(3, 14))
+        for phrase in PLANTED:
+            if rng.random() < 0.05:
+                words.insert(rng.randrange(len(words) + 1), phrase)
+        if rng.random() < 0.03:  # the words of a phrase also apart
+            words.insert(rng.randrange(len(words) + 1), rng.choice(["new", "york", "city"]))
+        out.append(" ".join(["bos", *words, "eos"]))
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def word2phrase(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = Path(__file__).parent / "reference" / "word2phrase.c"
+    binary = tmp_path_factory.mktemp("word2phrase") / "word2phrase"
+    subprocess.run(["gcc", "-O2", "-o", binary, source, "-lm", "-pthread"], check=True)
+    return binary
+
+
+def run_word2phrase(binary: Path, corpus: Path, out: Path, passes: int,
+                    threshold: float = 100, min_count: int = 5) -> list[list[str]]:
+    """word2phrase run `passes` times, each on the last one's output: its lines of words.
+    It holds file names in 60 bytes, so it runs in their directory."""
+    name = corpus.name
+    for n in range(passes):
+        target = f"{out.name}.{n}"
+        subprocess.run([binary, "-train", name, "-output", target, "-threshold", str(threshold),
+                        "-min-count", str(min_count), "-debug", "0"], check=True,
+                       stdout=subprocess.DEVNULL, cwd=out.parent)
+        name = target
+    return [line.split() for line in (out.parent / name).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_prepare_joins_the_pairs_word2phrase_joins(word2phrase: Path, tmp_path: Path,
+                                                  passes: int) -> None:
+    corpus = planted_corpus(tmp_path / "corpus.txt")
+    joined = run_word2phrase(word2phrase, corpus, tmp_path / "w2p", passes, threshold=50)
+    counts = Counter(w for line in joined for w in line)
+    expected = [kept for line in joined if (kept := [w for w in line if counts[w] >= 5])]
+
+    out = tmp_path / "out"
+    assert prep(corpus, out=out, min_count=5, phrases=passes, phrase_threshold=50,
+                tokenizer="whitespace", no_lowercase=True, normalize="none") == 0
+    assert sentences(out) == expected
+    words = set(w for line in expected for w in line)
+    planted = {"new_york", "los_angeles", "united_states", "united_nations"}
+    assert planted <= words and ("new_york_city" in words) == (passes == 2)
+    stats = Manifest.load(out).stats
+    assert stats["phrase_passes"] == passes and stats["phrases"] == len(
+        Phrases.load(out / "phrases.tsv"))
+
+
+def test_joining_runs_left_to_right_without_chaining_in_a_pass() -> None:
+    one = Phrases().then([Phrase("a", "b", 9, 200.0), Phrase("b", "c", 9, 300.0)])
+    assert one(["a", "b", "c", "b", "c"]) == ["a_b", "c", "b_c"]
+    assert one(["x", "a"]) == ["x", "a"] and one([]) == []
+    two = one.then([Phrase("a_b", "c", 9, 200.0)])
+    assert two(["a", "b", "c", "a", "b"]) == ["a_b_c", "a_b"]
+    assert len(two) == 3 and len(two.passes) == 2
+
+
+def test_the_score_is_word2phrase_s() -> None:
+    """(count(a b) - min_count) / count(a) / count(b) x words > threshold, both words and the
+    pair seen more than min_count times; sorted by pair count. (Powers of two: word2phrase's
+    float32 arithmetic is exact on them.)"""
+    words = Counter({"a": 8, "b": 16, "c": 4, "d": 2, "e": 8, "f": 8})
+    words["filler"] = 1024 - words.total()
+    pairs = Counter({"a b": 7, "a c": 5, "d e": 4, "e f": 5, "b a": 4})
+    # a b: (7-3)/8/16*1024 = 32; a c: (5-3)/8/4*1024 = 64; d e: d below min_count;
+    # e f: (5-3)/8/8*1024 = 32; b a: (4-3)/16/8*1024 = 8
+    found = choose(words, pairs, min_count=3, threshold=16)
+    assert found == [Phrase("a", "b", 7, 32.0), Phrase("a", "c", 5, 64.0),
+                     Phrase("e", "f", 5, 32.0)]
+    assert choose(words, pairs, min_count=3, threshold=32) == [found[1]]  # strictly above
+    assert choose(words, pairs, min_count=5, threshold=1) == [Phrase("a", "b", 7, 16.0)]
+    assert choose(words, Counter(), min_count=5, threshold=1) == []
+    # (6-3)/10/10*1000 is 30, but 30.0000019 in word2phrase's float32, so it joins the pair at
+    # a threshold of 30 (checked with the binary): so does prepare.
+    tie = Counter({"a": 10, "b": 10, "filler": 980})
+    assert [p.count for p in choose(tie, Counter({"a b": 6}), min_count=3, threshold=30)] == [6]
+
+
+def test_new_text_is_tokenized_with_the_phrases(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = planted_corpus(tmp_path / "corpus.txt")
+    assert prep(corpus, out=tmp_path / "one", phrases=2, phrase_threshold=50) == 0
+    manifest = Manifest.load(tmp_path / "one")
+    tokenizer = Tokenizer.from_settings(manifest.tokenizer)
+    assert tokenizer("New York City, and LOS ANGELES!") == ["new_york_city", "and", "los_angeles"]
+    assert manifest.tokenizer["phrases_file"] == str(tmp_path / "one" / "phrases.tsv")
+
+    # The same shards from two workers reading byte ranges.
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 5000)
+    assert len(corpus_text.split_pieces([corpus], 2)) > 4
+    assert prep(corpus, out=tmp_path / "two", phrases=2, phrase_threshold=50, workers=2) == 0
+    shards = {n: b for n, b in files_of(tmp_path / "two").items() if n.endswith(".tar")}
+    assert shards == {n: b for n, b in files_of(tmp_path / "one").items() if n.endswith(".tar")}
+
+    # Without the file, or with another one, text cannot be tokenized as prepare did.
+    path = tmp_path / "one" / "phrases.tsv"
+    path.write_text(path.read_text().replace("york", "yorke"))
+    with pytest.raises(UsageError, match="phrases.tsv: not the phrases file prepare wrote"):
+        Tokenizer.from_settings(manifest.tokenizer)
+    shutil.move(path, tmp_path / "elsewhere.tsv")
+    with pytest.raises(UsageError, match="phrases.tsv: cannot read the phrases prepare joined"):
+        Tokenizer.from_settings(manifest.tokenizer)
+
+
+def test_pair_counts_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PIECE_MAX_PAIRS distinct pairs the rarest are dropped; frequent phrases still
+    pass."""
+    seen: list[int] = []
+    prune = corpus_phrases.prune
+
+    def recorded(pairs: collections.Counter[str], limit: int) -> None:
+        prune(pairs, limit)
+        seen.append(len(pairs))
+
+    monkeypatch.setattr(corpus_phrases, "PIECE_MAX_PAIRS", 400)
+    monkeypatch.setattr(corpus_phrases, "prune", recorded)
+    corpus = planted_corpus(tmp_path / "corpus.txt", lines=3000)
+    assert prep(corpus, out=tmp_path / "out", phrases=1, phrase_threshold=50) == 0
+    assert seen and max(seen) <= 200
+    joined = {(p.first, p.second) for p in Phrases.load(tmp_path / "out" / "phrases.tsv").passes[0]}
+    assert {("new", "york"), ("los", "angeles"), ("united", "states")} <= joined

@@ -1,0 +1,150 @@
+"""Phrases: word pairs that occur together far more often than chance, joined into one token
+(`new_york`), found as word2vec.c's word2phrase finds them, so that a phrase gets a vector.
+
+Each pass counts the words and the adjacent pairs of each line of the text as the earlier passes
+left it, then joins a pair `a b` when
+
+    (count(a b) - min_count) / count(a) / count(b) x words > threshold
+
+with both words seen min_count times and `words` the pass's token count: word2phrase's score,
+computed in its float32 arithmetic so that the same pairs pass. Joining runs left to right and
+a joined pair does not join the next word in the same pass, so N passes make phrases of up to
+2^N words. Pair counters are bounded (PIECE_MAX_PAIRS, MAX_PAIRS distinct pairs); past a
+bound the rarest are dropped, as word2phrase and gensim's Phrases do under theirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from w2vdist.errors import UsageError
+
+DELIMITER = "_"
+# Distinct pairs a counter holds, at about 100 bytes each: a worker's for its piece (~400 MB),
+# and the merged one (~3.4 GB; gensim's Phrases holds 40M by default).
+PIECE_MAX_PAIRS = 1 << 22
+MAX_PAIRS = 1 << 25
+PHRASES_FILE = "phrases.tsv"
+_HEADER = "# pass\tfirst\tsecond\tpair count\tscore"
+
+
+@dataclass(frozen=True)
+class Phrase:
+    first: str
+    second: str
+    count: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """The pairs each pass joins, in pass order; callable on a line's words."""
+
+    passes: tuple[tuple[Phrase, ...], ...] = ()
+    _joins: tuple[dict[str, frozenset[str]], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        joins = []
+        for found in self.passes:
+            seconds: dict[str, set[str]] = {}
+            for p in found:
+                seconds.setdefault(p.first, set()).add(p.second)
+            joins.append({a: frozenset(b) for a, b in seconds.items()})
+        object.__setattr__(self, "_joins", tuple(joins))
+
+    def __len__(self) -> int:
+        return sum(map(len, self.passes))
+
+    def __call__(self, words: list[str]) -> list[str]:
+        for joins in self._joins:
+            if len(words) < 2:
+                break
+            out: list[str] = []
+            i, n = 0, len(words)
+            while i < n:
+                word = words[i]
+                seconds = joins.get(word)
+                if seconds is not None and i + 1 < n and words[i + 1] in seconds:
+                    out.append(word + DELIMITER + words[i + 1])
+                    i += 2
+                else:
+                    out.append(word)
+                    i += 1
+            words = out
+        return words
+
+    def then(self, found: list[Phrase]) -> "Phrases":
+        """These passes and one more."""
+        return Phrases((*self.passes, tuple(found)))
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(self._text())
+
+    def sha256(self) -> str:
+        """The hash of the file `save` writes, which tokenizer settings name it by."""
+        return hashlib.sha256(self._text()).hexdigest()
+
+    def _text(self) -> bytes:
+        lines = [_HEADER] + [f"{n}\t{p.first}\t{p.second}\t{p.count}\t{p.score:.6g}"
+                             for n, found in enumerate(self.passes, 1) for p in found]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path, sha256: str | None = None) -> "Phrases":
+        """The phrases `prepare` wrote; UsageError if the file is gone or not the one named."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the phrases prepare joined ({exc.strerror}); "
+                             "text cannot be tokenized as prepare did without them") from None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise UsageError(f"{path}: not the phrases file prepare wrote (its sha256 differs)")
+        passes: list[list[Phrase]] = []
+        for line in data.decode("utf-8").splitlines()[1:]:
+            number, first, second, count, score = line.split("\t")
+            while len(passes) < int(number):
+                passes.append([])
+            passes[-1].append(Phrase(first, second, int(count), float(score)))
+        return cls(tuple(map(tuple, passes)))
+
+
+def count_pairs(words: list[str], pairs: Counter[str]) -> None:
+    """Add a line's adjacent pairs ("a b") to a piece's `pairs`, within PIECE_MAX_PAIRS."""
+    if len(words) > 1:
+        pairs.update(map(" ".join, zip(words, words[1:])))
+        if len(pairs) > PIECE_MAX_PAIRS:
+            prune(pairs, PIECE_MAX_PAIRS)
+
+
+def prune(pairs: Counter[str], limit: int) -> None:
+    """Drop the rarest pairs until at most half of `limit` remain (word2phrase's ReduceVocab:
+    the floor rises one count at a time)."""
+    floor = 1
+    while len(pairs) > limit // 2:
+        for key in [k for k, c in pairs.items() if c <= floor]:
+            del pairs[key]
+        floor += 1
+
+
+def choose(words: Counter[str], pairs: Counter[str], min_count: int,
+           threshold: float) -> list[Phrase]:
+    """The pairs word2phrase joins, by count (most frequent first), then by pair."""
+    candidates = [(key, c) for key, c in pairs.items() if c > min_count]
+    firsts, seconds = zip(*(key.split(" ") for key, _ in candidates)) if candidates else ((), ())
+    pa = np.array([words[a] for a in firsts], dtype=np.int64)
+    pb = np.array([words[b] for b in seconds], dtype=np.int64)
+    pab = np.array([c for _, c in candidates], dtype=np.int64)
+    total = np.float32(words.total())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = (pab - min_count).astype(np.float32) / pa.astype(np.float32) \
+            / pb.astype(np.float32) * total
+    keep = (pa >= min_count) & (pb >= min_count) & (score > np.float32(threshold))
+    found = [Phrase(firsts[i], seconds[i], int(pab[i]), float(score[i]))
+             for i in np.flatnonzero(keep)]
+    found.sort(key=lambda p: (-p.count, p.first, p.second))
+    return found
