@@ -2,10 +2,11 @@
 
 Two passes over the input, spread over worker processes: the first counts words and builds
 the vocabulary, the second turns each line into word ids (out-of-vocabulary words dropped, as
-word2vec.c does) and packs whole sentences into samples and shards. With `--phrases N`, N
-passes before them find the word pairs to join into phrases (`phrases`). Big plain-text files are
-cut into byte ranges; compressed files are read whole by one worker each. Memory is bounded by
-the vocabulary, not the corpus. The output is the same for any number of workers.
+word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`).
+With `--phrases N`, N passes before them find the word pairs to join into phrases (`phrases`).
+Big plain files are cut into byte ranges; compressed files are read whole by one worker each.
+Memory is bounded by the vocabulary (and the bounded pair counts of phrase passes), not the
+corpus. The output is the same for any number of workers.
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
 (`files.atomic_path`), so an error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
@@ -31,7 +32,7 @@ import numpy as np
 from w2vdist import settings
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import MAX_PAIRS, PHRASES_FILE, Phrases, choose, count_pairs, prune
-from w2vdist.corpus.shards import Manifest, ShardInfo, encode_sample
+from w2vdist.corpus.shards import Manifest, ShardPacker
 from w2vdist.corpus.text import Piece, TextStats, find_files, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
@@ -144,72 +145,6 @@ def build_vocab(counts: Counter[str], min_count: int, max_vocab: int) -> Vocab:
             f"occurs {most[1]}); lower --min-count or add text"
         )
     return Vocab([w for w, _ in kept], np.array([c for _, c in kept], dtype=np.int64))
-
-
-# ---------------------------------------------------------------------------------------------
-# Packing sentences into samples and shards (main process).
-
-
-class ShardPacker:
-    """Whole sentences -> samples of at most block_tokens -> shards of at most shard_tokens.
-
-    Greedy: a sample (shard) is closed when the next sentence (sample) would overflow it, so
-    only a single sentence longer than a block, or a sample longer than a shard, exceeds them.
-    Sample boundaries depend only on the sentence stream, so workers cannot change them.
-    """
-
-    def __init__(self, directory: Path, shard_tokens: int, block_tokens: int) -> None:
-        self.directory = directory
-        self.shard_tokens = shard_tokens
-        self.block_tokens = min(block_tokens, shard_tokens)  # a sample never spans two shards
-        self.shards: list[ShardInfo] = []
-        self._writer: Any = None
-        self._samples = 0
-        self._tokens = np.zeros(0, np.int32)  # the open sample's sentences
-        self._lengths = np.zeros(0, np.int32)
-
-    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        """Append whole sentences (tokens concatenated, lengths summing to len(tokens))."""
-        tokens = np.concatenate([self._tokens, tokens])
-        lengths = np.concatenate([self._lengths, lengths])
-        ends = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        first = 0  # first sentence of the sample being built
-        while True:
-            last = int(np.searchsorted(ends, ends[first] + self.block_tokens, side="right")) - 1
-            last = max(last, first + 1)  # a sentence longer than a block is a sample alone
-            if last >= len(lengths):
-                break  # the rest may grow with the next sentences
-            self._write(tokens[ends[first] : ends[last]], lengths[first:last])
-            first = last
-        self._tokens, self._lengths = tokens[ends[first] :], lengths[first:]
-
-    def close(self) -> list[ShardInfo]:
-        if len(self._lengths):
-            self._write(self._tokens, self._lengths)
-        if self._writer is not None:
-            self._writer.close()
-        for shard in self.shards:  # what the trainer checks each file against
-            shard.bytes = (self.directory / shard.name).stat().st_size
-        return self.shards
-
-    def _write(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        # webdataset imports torch (a second or more): only the main process needs it.
-        import webdataset
-
-        shard = self.shards[-1] if self.shards else None
-        if shard is None or (shard.tokens and shard.tokens + len(tokens) > self.shard_tokens):
-            if self._writer is not None:
-                self._writer.close()
-            shard = ShardInfo(f"shard-{len(self.shards):06d}.tar", 0, 0)
-            self.shards.append(shard)
-            # A fixed mtime makes the same input give byte-identical shards.
-            self._writer = webdataset.TarWriter(
-                str(self.directory / shard.name), encoder=False, mtime=0
-            )
-        self._writer.write(encode_sample(f"{self._samples:09d}", tokens, lengths))
-        self._samples += 1
-        shard.tokens += len(tokens)
-        shard.samples += 1
 
 
 # ---------------------------------------------------------------------------------------------

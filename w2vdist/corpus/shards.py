@@ -3,7 +3,8 @@
 Each shard `shard-NNNNNN.tar` holds samples of whole sentences (a sentence longer than
 `max_sentence_len` is cut into pieces). A sample has two int32 `.npy` fields:
 `tokens.npy` (token ids, OOV words already dropped) and `lengths.npy` (sentence lengths,
-summing to the number of tokens). Windows never cross a sentence boundary.
+summing to the number of tokens). Windows never cross a sentence boundary. `ShardPacker`
+writes them; `Manifest` describes and checks them.
 """
 
 from __future__ import annotations
@@ -164,3 +165,69 @@ def _unnpy(data: bytes) -> np.ndarray:
     if fortran or dtype.hasobject or len(shape) != 1:
         raise ValueError(f"expected a one-dimensional array, not shape {shape} of {dtype}")
     return np.frombuffer(data, dtype=dtype, count=shape[0], offset=header.tell())
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: whole sentences packed into samples and shards (`prepare`'s main process).
+
+
+class ShardPacker:
+    """Whole sentences -> samples of at most block_tokens -> shards of at most shard_tokens.
+
+    Greedy: a sample (shard) is closed when the next sentence (sample) would overflow it, so
+    only a single sentence longer than a block, or a sample longer than a shard, exceeds them.
+    Sample boundaries depend only on the sentence stream, so workers cannot change them.
+    """
+
+    def __init__(self, directory: Path, shard_tokens: int, block_tokens: int) -> None:
+        self.directory = directory
+        self.shard_tokens = shard_tokens
+        self.block_tokens = min(block_tokens, shard_tokens)  # a sample never spans two shards
+        self.shards: list[ShardInfo] = []
+        self._writer: Any = None
+        self._samples = 0
+        self._tokens = np.zeros(0, np.int32)  # the open sample's sentences
+        self._lengths = np.zeros(0, np.int32)
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        """Append whole sentences (tokens concatenated, lengths summing to len(tokens))."""
+        tokens = np.concatenate([self._tokens, tokens])
+        lengths = np.concatenate([self._lengths, lengths])
+        ends = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        first = 0  # first sentence of the sample being built
+        while True:
+            last = int(np.searchsorted(ends, ends[first] + self.block_tokens, side="right")) - 1
+            last = max(last, first + 1)  # a sentence longer than a block is a sample alone
+            if last >= len(lengths):
+                break  # the rest may grow with the next sentences
+            self._write(tokens[ends[first] : ends[last]], lengths[first:last])
+            first = last
+        self._tokens, self._lengths = tokens[ends[first] :], lengths[first:]
+
+    def close(self) -> list[ShardInfo]:
+        if len(self._lengths):
+            self._write(self._tokens, self._lengths)
+        if self._writer is not None:
+            self._writer.close()
+        for shard in self.shards:  # what the trainer checks each file against
+            shard.bytes = (self.directory / shard.name).stat().st_size
+        return self.shards
+
+    def _write(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        # webdataset imports torch (a second or more): only the main process needs it.
+        import webdataset
+
+        shard = self.shards[-1] if self.shards else None
+        if shard is None or (shard.tokens and shard.tokens + len(tokens) > self.shard_tokens):
+            if self._writer is not None:
+                self._writer.close()
+            shard = ShardInfo(f"shard-{len(self.shards):06d}.tar", 0, 0)
+            self.shards.append(shard)
+            # A fixed mtime makes the same input give byte-identical shards.
+            self._writer = webdataset.TarWriter(
+                str(self.directory / shard.name), encoder=False, mtime=0
+            )
+        self._writer.write(encode_sample(f"{self._samples:09d}", tokens, lengths))
+        self._samples += 1
+        shard.tokens += len(tokens)
+        shard.samples += 1
