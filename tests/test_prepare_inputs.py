@@ -18,8 +18,11 @@ import zstandard
 
 from tests.test_prepare import files_of, leftovers, prep, random_corpus
 from w2vdist import cli
+from w2vdist.corpus import prepare
+from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest
+from w2vdist.errors import UsageError
 
 
 def documents(text: str, seed: int) -> list[str]:
@@ -102,6 +105,21 @@ def test_json_lines_in_byte_ranges_and_tiny_chunks(
     assert len(corpus_text.split_pieces([path], 1)) > 50
     assert prep(path, out=tmp_path / "cut", min_count=1, max_sentence_len=7, workers=2) == 0
     assert files_of(tmp_path / "whole") == files_of(tmp_path / "cut")
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
+    """Windows tools start UTF-8 files with a byte-order mark: it is skipped, and the bytes
+    errors name still count it."""
+    docs = ["alpha beta gamma", "beta gamma delta"]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json_lines(docs))
+    (tmp_path / "plain.jsonl").write_bytes(json_lines(docs))
+    for name in ("bom", "plain"):
+        assert prep(tmp_path / f"{name}.jsonl", out=tmp_path / name, min_count=1) == 0
+    assert shards_and_vocab(tmp_path / "bom") == shards_and_vocab(tmp_path / "plain")
+    (tmp_path / "bad.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"text": "a"}\n[1]\n')
+    with pytest.raises(UsageError, match="bad.jsonl: the record at byte 17 is a JSON array"):
+        prepare.prepare(PrepareConfig(inputs=[str(tmp_path / "bad.jsonl")],
+                                      output=str(tmp_path / "out"), workers=1))
 
 
 def test_format_and_text_field_flags(tmp_path: Path) -> None:

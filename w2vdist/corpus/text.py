@@ -17,6 +17,7 @@ record's byte).
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import glob
 import json
@@ -238,13 +239,16 @@ def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str]]
     """(byte, text): the piece as text in chunks of whole lines (or of a long line cut at a
     space), each with the offset of its first byte."""
     carry, at = b"", -1  # at: the offset of carry's first byte
+    utf8 = codecs.lookup(piece.encoding).name == "utf-8"
     for pos, block in _piece_bytes(piece):
         if at < 0:
             at = pos
+        if pos == 0 and utf8 and block.startswith(codecs.BOM_UTF8):
+            block, at = block[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)  # a mark, not text
         nul = block.find(b"\0")
         if nul >= 0:
-            raise UsageError(f"{piece.path}: not text (a NUL byte at byte {pos + nul:,}); "
-                             "give prepare text or JSON Lines files, plain or compressed, or Parquet")
+            raise UsageError(f"{piece.path}: not text (a NUL byte at byte {pos + nul:,}); give "
+                             "prepare text or JSON Lines files, plain or compressed, or Parquet")
         data = carry + block
         cut = data.rfind(b"\n") + 1 or _safe_cut(data)
         carry = data[cut:]
