@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from tests.test_prepare import files_of, leftovers, prep, random_corpus
+from tests.test_prepare import files_of, leftovers, prep, random_corpus, sentences
 from w2vdist import cli
 from w2vdist.corpus import prepare
 from w2vdist.corpus.config import PrepareConfig
@@ -120,6 +120,52 @@ def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="bad.jsonl: the record at byte 17 is a JSON array"):
         prepare.prepare(PrepareConfig(inputs=[str(tmp_path / "bad.jsonl")],
                                       output=str(tmp_path / "out"), workers=1))
+
+
+def test_one_compressed_file_is_shared_by_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A compressed file is decompressed in blocks that every worker takes: the same shards as
+    the plain file, from one worker or two; a truncated file still stops it, from a worker."""
+    text = random_corpus(11, 3000)
+    (tmp_path / "plain.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "t.txt.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    docs = documents(text, 11)
+    (tmp_path / "t.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(json_lines(docs)))
+    assert prep(tmp_path / "plain.txt", out=tmp_path / "plain", min_count=2) == 0
+    monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 5000)
+    pieces = corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2)
+    blocks = list(corpus_text.expand(pieces))
+    assert len(pieces) == 1 and len(blocks) > 5
+    assert [b.number for b in blocks] == list(range(len(blocks)))
+    assert all(b.data.endswith(b"\n") for b in blocks)
+    assert b"".join(b.data for b in blocks) == text.encode("utf-8")
+    for name in ("t.txt.gz", "t.jsonl.zst"):
+        for workers in (1, 2):
+            out = tmp_path / f"{name}-{workers}"
+            assert prep(tmp_path / name, out=out, min_count=2, workers=workers) == 0
+            assert shards_and_vocab(out) == shards_and_vocab(tmp_path / "plain")
+
+    cut = gzip.compress(text.encode("utf-8"))
+    (tmp_path / "cut.txt.gz").write_bytes(cut[: len(cut) // 2])
+    assert prep(tmp_path / "cut.txt.gz", out=tmp_path / "cut", workers=2) == 2
+    assert "cut.txt.gz: cannot read gzip file" in capsys.readouterr().err
+
+
+def test_a_compressed_line_longer_than_a_block_is_cut_at_a_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = " ".join(f"w{i % 50}" for i in range(3000))  # one line of 3,000 words, no newline
+    (tmp_path / "t.txt.gz").write_bytes(gzip.compress(line.encode()))
+    monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 2000)
+    monkeypatch.setattr(corpus_text, "MAX_BLOCK_BYTES", 4000)
+    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2)))
+    assert len(blocks) >= 3 and all(len(b.data) <= 5000 for b in blocks)
+    assert all(b.data.endswith(b" ") for b in blocks[:-1])
+    assert prep(tmp_path / "t.txt.gz", out=tmp_path / "out", min_count=1, workers=2) == 0
+    assert [w for s in sentences(tmp_path / "out") for w in s] == line.split()
 
 
 def test_format_and_text_field_flags(tmp_path: Path) -> None:

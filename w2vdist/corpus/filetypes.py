@@ -1,6 +1,7 @@
 """What a corpus file is, from its first bytes (a name can lie), and how it is opened: gzip,
-bzip2, xz and zstd streams, read whole by one worker each, and Parquet tables, whose row groups
-several workers share. A file that ends early is refused rather than read as a shorter corpus.
+bzip2, xz and zstd streams, decompressed by `prepare`'s main process into blocks that its
+workers share, and Parquet tables, whose row groups they share. A file that ends early is
+refused rather than read as a shorter corpus.
 """
 
 from __future__ import annotations

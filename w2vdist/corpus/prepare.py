@@ -4,8 +4,8 @@ Two passes over the input, spread over worker processes: the first counts words 
 the vocabulary, the second turns each line into word ids (out-of-vocabulary words dropped, as
 word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`).
 With `--phrases N`, N passes before them find the word pairs to join into phrases (`phrases`).
-Big plain files are cut into byte ranges; compressed files are read whole by one worker each.
-Memory is bounded by the vocabulary (and the bounded pair counts of phrase passes), not the
+Big plain files are cut into byte ranges; compressed files are decompressed here into blocks
+that the workers share. Memory is bounded by the vocabulary (and the bounded pair counts of phrase passes), not the
 corpus. The output is the same for any number of workers.
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
@@ -30,10 +30,13 @@ from typing import IO, Any
 import numpy as np
 
 from w2vdist import settings
+from w2vdist.corpus import filetypes
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import MAX_PAIRS, PHRASES_FILE, Phrases, choose, count_pairs, prune
 from w2vdist.corpus.shards import Manifest, ShardPacker
-from w2vdist.corpus.text import Piece, TextStats, find_files, read_lines, split_pieces
+from w2vdist.corpus.text import (
+    Piece, TextStats, expand, find_files, read_lines, split_pieces,
+)
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import parallel
@@ -195,7 +198,9 @@ def prepare(cfg: PrepareConfig) -> Summary:
     workers = cfg.workers or _cores()
     pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, directory=True) as staging, parallel(min(workers, len(pieces))) as run:
+    # A compressed file is read in blocks by every worker (`expand`): all of them are used.
+    pool = workers if any(filetypes.compressed(f) for f in files) else min(workers, len(pieces))
+    with atomic_path(out, directory=True) as staging, parallel(pool) as run:
         phrases = Phrases()
         for number in range(1, cfg.phrases + 1):  # each pass reads the text as joined so far
             counts, pairs, _ = _count(run, tokenizer.with_phrases(phrases), pieces, files,
@@ -221,7 +226,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         )
         packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
         sentences = oov = 0
-        for encoded in run(encode, pieces, "encoding"):
+        for encoded in run(encode, expand(pieces), "encoding"):
             _pack(packer, encoded)
             sentences += encoded.sentences
             oov += encoded.oov
@@ -278,7 +283,7 @@ def _count(
     counts: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
     for piece_counts, piece_pairs, piece_stats in run(
-        functools.partial(count_piece, tokenizer, with_pairs), pieces, what
+        functools.partial(count_piece, tokenizer, with_pairs), expand(pieces), what
     ):
         counts.update(piece_counts)
         pairs.update(piece_pairs)

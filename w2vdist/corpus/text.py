@@ -2,11 +2,12 @@
 
 Plain files are cut into byte ranges at line starts and Parquet files into runs of row groups,
 so several workers read one big file; compressed files (gzip, bzip2, xz, zstd: recognised by
-their first bytes, whatever their name; `filetypes`) are read whole by one worker each. Text
-is decoded in `prepare.encoding` (UTF-8 by default); bytes that do not decode are replaced and
-counted with the place of the first (`TextStats`), and `prepare` stops when there are more
-than a few, since that is text in another encoding. A NUL byte means the file is not text at
-all: refused. A line longer than the read unit is read in parts cut at a space.
+their first bytes, whatever their name; `filetypes`) are decompressed by the main process into
+blocks of whole lines that the workers share (`expand`). Text is decoded in `prepare.encoding`
+(UTF-8 by default); bytes that do not decode are replaced and counted with the place of the
+first (`TextStats`), and `prepare` stops when there are more than a few, since that is text in
+another encoding. A NUL byte means the file is not text at all: refused. A line longer than the
+read unit is read in parts cut at a space.
 
 JSON Lines files (`.jsonl`, `.ndjson`, `.json`, compressed or not) and Parquet tables, as the
 datasets of language-model corpora ship, hold one document per record; its text is one field,
@@ -26,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from w2vdist.corpus import filetypes
 from w2vdist.errors import UsageError
@@ -36,6 +38,8 @@ JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *filetypes.COMPRESSED_SUFFIXES)
 FORMATS = ("text", "jsonl", "parquet")
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
+BLOCK_BYTES = 1 << 24  # decompressed text a worker takes from a compressed file at a time
+MAX_BLOCK_BYTES = 1 << 26  # a block without a newline is cut at a space at this size
 MIN_RANGE_BYTES = 1 << 20
 MAX_RANGE_BYTES = 1 << 26
 RANGES_PER_WORKER = 4  # several byte ranges per worker, so that one slow range does not stall
@@ -46,8 +50,9 @@ _WHITESPACE = re.compile(r"\s")
 @dataclass(frozen=True)
 class Piece:
     """The lines of `path` that start in bytes [start, end) (end -1: to the end of the file);
-    for Parquet, its row groups [start, end). `text_field`: the field or column holding the
-    text of a JSON Lines or Parquet file."""
+    for Parquet, its row groups [start, end); for a block of a compressed file, `data`, which
+    starts at byte `start` of the decompressed text. `text_field`: the field or column holding
+    the text of a JSON Lines or Parquet file."""
 
     number: int
     path: str
@@ -56,6 +61,7 @@ class Piece:
     encoding: str = "utf-8"
     format: str = "text"
     text_field: str = "text"
+    data: bytes | None = None  # a block of a compressed file, decompressed (`expand`)
 
 
 def find_files(inputs: Iterable[str]) -> list[Path]:
@@ -104,6 +110,46 @@ def split_pieces(
             ranges.extend((str(f), a, min(a + step, size), kind) for a in range(0, size, step))
     return [Piece(i, path, a, b, encoding, kind, text_field)
             for i, (path, a, b, kind) in enumerate(ranges)]
+
+
+def expand(pieces: list[Piece]) -> Iterator[Piece]:
+    """The pieces as workers read them, numbered in order: each compressed file's piece becomes
+    blocks of its text, decompressed here as they are needed (one process decompresses faster
+    than dozens of workers tokenize), so that one big compressed file keeps every worker busy.
+    A block ends after a newline once it holds BLOCK_BYTES, so that no line is split (one
+    without a newline in MAX_BLOCK_BYTES is cut at a space), and blocks depend on the text
+    alone: the output is the same for any number of workers."""
+    number = 0
+    for piece in pieces:
+        if piece.format == "parquet" or not filetypes.compressed(piece.path):
+            yield dataclasses.replace(piece, number=number)
+            number += 1
+            continue
+        for start, block in _blocks(piece):
+            yield dataclasses.replace(piece, number=number, start=start, end=start + len(block),
+                                      data=block)
+            number += 1
+
+
+def _blocks(piece: Piece) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes): a compressed file's decompressed text in blocks of whole lines."""
+    buffer, at = b"", 0
+    try:
+        with filetypes.open_binary(piece.path) as f:
+            while block := f.read(CHUNK_BYTES):
+                buffer += block
+                if len(buffer) < BLOCK_BYTES:
+                    continue
+                cut = buffer.rfind(b"\n") + 1
+                if not cut and len(buffer) >= MAX_BLOCK_BYTES:
+                    cut = _safe_cut(buffer)
+                if cut:
+                    yield at, buffer[:cut]
+                    buffer, at = buffer[cut:], at + cut
+    except filetypes.READ_ERRORS as exc:
+        _unreadable(piece, exc)
+    if buffer:
+        yield at, buffer
 
 
 def format_of(path: Path) -> str:
@@ -289,13 +335,17 @@ def _decode(data: bytes, stats: TextStats, piece: Piece, at: int) -> str:
 def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
     """(offset, block): the raw bytes of the lines that start in the piece, in blocks of at
     most CHUNK_BYTES (offsets in the decompressed text for compressed files)."""
+    if piece.data is not None:
+        for a in range(0, len(piece.data), CHUNK_BYTES):
+            yield piece.start + a, piece.data[a : a + CHUNK_BYTES]
+        return
     try:
         with filetypes.open_binary(piece.path) as f:
             if piece.start > 0:
                 f.seek(piece.start - 1)
                 while (skipped := f.readline(CHUNK_BYTES)) and not skipped.endswith(b"\n"):
                     pass  # the line that began before `start` belongs to the previous piece
-            pos = f.tell() if piece.start > 0 else 0  # compressed files are read whole
+            pos = f.tell() if piece.start > 0 else 0
             last = b"\n"
             while piece.end < 0 or pos < piece.end:
                 size = CHUNK_BYTES if piece.end < 0 else min(CHUNK_BYTES, piece.end - pos)
@@ -309,6 +359,10 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
                 yield pos, block
                 pos += len(block)
     except filetypes.READ_ERRORS as exc:
-        kind = filetypes.kind(piece.path) or "text"
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None
+        _unreadable(piece, exc)
+
+
+def _unreadable(piece: Piece, exc: Exception) -> NoReturn:
+    kind = filetypes.kind(piece.path) or "text"
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None

@@ -7,25 +7,28 @@ import contextlib
 import multiprocessing
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 from tqdm import tqdm
 
 
 @contextlib.contextmanager
-def parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], list[Any], str], Any]]:
+def parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any], str], Any]]:
     """`run(fn, items, what)`: fn's results over items, in order, with a progress bar; in this
-    process for one worker, else in a pool whose workers leave Ctrl-C to this process."""
+    process for one worker, else in a pool whose workers leave Ctrl-C to this process. Items
+    may come from a generator: the pool takes them as workers free up (each is sent down a
+    pipe, which holds few), and an exception the generator raises comes out in its place."""
     pool = None
     if workers > 1:
         # spawn: a fresh interpreter, safe whatever this process has imported or started.
         with _main_not_rerun():
             pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
 
-    def run(fn: Callable[[Any], Any], items: list[Any], what: str) -> Iterator[Any]:
+    def run(fn: Callable[[Any], Any], items: Iterable[Any], what: str) -> Iterator[Any]:
         results = pool.imap(fn, items) if pool else map(fn, items)
-        return tqdm(results, total=len(items), desc=what, unit="piece", disable=None, leave=False)
+        total = len(items) if isinstance(items, Sized) else None
+        return tqdm(results, total=total, desc=what, unit="piece", disable=None, leave=False)
 
     try:
         yield run
