@@ -119,6 +119,34 @@ def test_a_bad_shard_under_two_ranks_stops_both_within_seconds(shards, tmp_path)
 # --- 3. staging folders of killed runs --------------------------------------------------------
 
 
+def test_a_killed_prepare_worker_stops_prepare_at_once(tmp_path):
+    """The out-of-memory killer takes a worker: prepare says so and exits 2, leaving nothing,
+    instead of waiting for its piece forever (as it did with a multiprocessing.Pool)."""
+    corpus = write_zipf_corpus(tmp_path / "c.txt", 300_000)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "w2vdist", "prepare", str(corpus), "-o",
+                             str(out), "--workers", "2"], stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    deadline = time.monotonic() + 60
+    workers: list[str] = []
+    while not workers:
+        assert time.monotonic() < deadline and proc.poll() is None, "no worker started"
+        time.sleep(0.05)
+        found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                               capture_output=True, text=True)
+        workers = found.stdout.split()
+    os.kill(int(workers[0]), signal.SIGKILL)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)])
+            proc.kill()
+    assert proc.returncode == 2, err[-2000:]
+    assert "prepare: a worker process died" in err and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.glob(".out.tmp-*")) == []
+
+
 def test_prepare_reruns_after_a_hard_kill_and_removes_the_stale_staging(tmp_path):
     corpus = write_zipf_corpus(tmp_path / "c.txt", 60_000)
     out = tmp_path / "out"

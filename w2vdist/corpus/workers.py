@@ -1,41 +1,87 @@
-"""The worker pool of `prepare`'s two passes: spawned processes that leave Ctrl-C to the
-parent and never run the caller's script again."""
+"""The worker pool of `prepare`'s passes: spawned processes that leave Ctrl-C to the parent,
+never run the caller's script again, and cannot hang it: a worker that dies (the kernel's
+out-of-memory killer, a stray `kill -9`) fails the pass at once instead of leaving its piece
+waited for forever, as a `multiprocessing.Pool` would."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sized
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tqdm import tqdm
 
+from w2vdist.errors import UsageError
+
+Run = Callable[[Callable[[Any], Any], Iterable[Any], str], Iterator[Any]]
+JOIN_SECONDS = 10.0  # how long a terminated worker may take to go
+
 
 @contextlib.contextmanager
-def parallel(workers: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any], str], Any]]:
+def parallel(workers: int) -> Iterator[Run]:
     """`run(fn, items, what)`: fn's results over items, in order, with a progress bar; in this
-    process for one worker, else in a pool whose workers leave Ctrl-C to this process. Items
-    may come from a generator: the pool takes them as workers free up (each is sent down a
-    pipe, which holds few), and an exception the generator raises comes out in its place."""
-    pool = None
-    if workers > 1:
-        # spawn: a fresh interpreter, safe whatever this process has imported or started.
-        with _main_not_rerun():
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+    process for one worker, else in a pool of `workers` processes. Items may come from a
+    generator: a few more than there are workers are handed out at a time, so a generator of
+    large items (blocks of decompressed text) is not read ahead, and an exception it raises
+    comes out in its place. On an error or an interrupt the workers are terminated, not waited
+    for."""
+    if workers <= 1:
+        yield lambda fn, items, what: _progress(map(fn, items), items, what)
+        return
+    before = set(multiprocessing.active_children())
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_ignore_sigint)
 
     def run(fn: Callable[[Any], Any], items: Iterable[Any], what: str) -> Iterator[Any]:
-        results = pool.imap(fn, items) if pool else map(fn, items)
-        total = len(items) if isinstance(items, Sized) else None
-        return tqdm(results, total=total, desc=what, unit="piece", disable=None, leave=False)
+        return _progress(_in_order(executor, fn, items, workers + 2), items, what)
 
     try:
         yield run
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        ours = set(multiprocessing.active_children()) - before
+        for process in ours:
+            process.terminate()  # the piece it works on is no longer wanted
+        for process in ours:
+            process.join(JOIN_SECONDS)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _in_order(executor: ProcessPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any],
+              window: int) -> Iterator[Any]:
+    pending: collections.deque[Future[Any]] = collections.deque()
+    try:
+        for item in items:
+            with _main_not_rerun():  # submitting may spawn a worker
+                pending.append(executor.submit(fn, item))
+            if len(pending) >= window:
+                yield _result(pending.popleft())
+        while pending:
+            yield _result(pending.popleft())
     finally:
-        if pool is not None:
-            pool.terminate()  # every result has been used, or an error is on its way out
-            pool.join()
+        for future in pending:
+            future.cancel()
+
+
+def _result(future: Future[Any]) -> Any:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise UsageError("prepare: a worker process died (killed by a signal, or by the system "
+                         "for memory); nothing was written; run it again (with fewer --workers "
+                         "if memory ran out)") from None
+
+
+def _progress(results: Iterator[Any], items: Iterable[Any], what: str) -> Iterator[Any]:
+    total = len(items) if isinstance(items, Sized) else None
+    return tqdm(results, total=total, desc=what, unit="piece", disable=None, leave=False)
 
 
 @contextlib.contextmanager
