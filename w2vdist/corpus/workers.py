@@ -27,9 +27,10 @@ JOIN_SECONDS = 10.0  # how long a terminated worker may take to go
 def parallel(workers: int) -> Iterator[Run]:
     """`run(fn, items, what)`: fn's results over items, in order, with a progress bar; in this
     process for one worker, else in a pool of `workers` processes. Items may come from a
-    generator: a few more than there are workers are handed out at a time, so a generator of
-    large items (blocks of decompressed text) is not read ahead, and an exception it raises
-    comes out in its place. On an error or an interrupt the workers are terminated, not waited
+    generator: about two per worker are handed out at a time (so that no worker waits for the
+    next while the oldest is still running), so a generator of large items (blocks of
+    decompressed text) is not read far ahead, and an exception it raises comes out in its
+    place. On an error or an interrupt the workers are terminated, not waited
     for."""
     if workers <= 1:
         yield lambda fn, items, what: _progress(map(fn, items), items, what)
@@ -39,7 +40,7 @@ def parallel(workers: int) -> Iterator[Run]:
                                    initializer=_ignore_sigint)
 
     def run(fn: Callable[[Any], Any], items: Iterable[Any], what: str) -> Iterator[Any]:
-        return _progress(_in_order(executor, fn, items, workers + 2), items, what)
+        return _progress(_in_order(executor, fn, items, 2 * workers + 2), items, what)
 
     try:
         yield run
