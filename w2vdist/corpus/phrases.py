@@ -35,6 +35,8 @@ _HEADER = "# pass\tfirst\tsecond\tpair count\tscore"
 
 @dataclass(frozen=True)
 class Phrase:
+    """A joined pair, with the pair count and score that joined it (phrases.tsv's columns)."""
+
     first: str
     second: str
     count: int
