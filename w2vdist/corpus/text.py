@@ -36,7 +36,6 @@ JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # What a directory is searched for: `.json` only when named, since a dataset's folder often
 # holds a JSON metadata file beside its JSON Lines.
 TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *filetypes.COMPRESSED_SUFFIXES)
-FORMATS = ("text", "jsonl", "parquet")
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 BLOCK_BYTES = 1 << 24  # decompressed text a worker takes from a compressed file at a time
 MAX_BLOCK_BYTES = 1 << 26  # a block without a newline is cut at a space at this size
@@ -93,7 +92,8 @@ def split_pieces(
     text_field: str = "text",
 ) -> list[Piece]:
     """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
-    gets several; compressed files whole. `file_format` auto: `format_of` each file."""
+    gets several; compressed files whole (`expand` cuts them into blocks as they are read).
+    `file_format` auto: `format_of` each file."""
     sizes = [f.stat().st_size for f in files]
     formats = [file_format if file_format != "auto" else format_of(f) for f in files]
     plain = sum(s for f, s in zip(files, sizes) if not filetypes.compressed(f))
