@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 
+from w2vdist.corpus import tokenize
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer, read_stopwords
 from w2vdist.errors import UsageError
@@ -19,6 +20,14 @@ TRICKY = (
 def test_default_lowercases_and_keeps_unicode_word_characters() -> None:
     words = Tokenizer()("Hello, World! naïve Café_au_lait 42 x-ray")
     assert words == ["hello", "world", "naïve", "café_au_lait", "42", "x", "ray"]
+
+
+def test_ascii_lines_take_a_faster_path_to_the_same_words() -> None:
+    """Every ASCII character, between letters and alone, splits as the Unicode pattern does."""
+    line = "".join(f"a{chr(c)}b {chr(c)} " for c in range(128))
+    assert line.isascii() and tokenize._words(line) == tokenize.WORD.findall(line)
+    assert len(tokenize._words(line)) > 128
+    assert Tokenizer(lowercase=False)("Hello, it's x_1 9") == ["Hello", "it", "s", "x_1", "9"]
 
 
 def test_no_lowercase_keeps_case() -> None:

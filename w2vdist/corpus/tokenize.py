@@ -37,6 +37,7 @@ def _marks() -> str:
 
 
 WORD = re.compile(rf"[\w{_marks()}]+")
+ASCII_WORD = re.compile(r"\w+", re.ASCII)  # WORD's words on ASCII text, twice as fast there
 WORD_DESCRIPTION = f"runs of \\w and combining marks (Unicode {unicodedata.unidata_version})"
 STEM_CACHE_WORDS = 1 << 20  # distinct words whose stems are remembered, per process
 
@@ -156,7 +157,7 @@ def read_stopwords(path: str, lowercase: bool) -> frozenset[str]:
 
 def _splitter(name: str) -> Callable[[str], list[str]]:
     if name == "default":
-        return WORD.findall
+        return _words
     if name == "whitespace":
         return str.split
     # nltk is imported only when asked for: it takes a second or more to import.
@@ -169,6 +170,12 @@ def _splitter(name: str) -> Callable[[str], list[str]]:
 
         return _spaces_normalized(ToktokTokenizer().tokenize)
     raise UsageError(f"config: prepare.tokenizer: unknown tokenizer {name!r}")
+
+
+def _words(line: str) -> list[str]:
+    """WORD's matches: ASCII text (most lines of most corpora; `isascii` is O(1)) holds no
+    combining marks, and word characters are the same there in ASCII and Unicode mode."""
+    return (ASCII_WORD if line.isascii() else WORD).findall(line)
 
 
 def _spaces_normalized(split: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
