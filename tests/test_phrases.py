@@ -5,6 +5,7 @@ Google released it with word2vec), compiled here."""
 from __future__ import annotations
 
 import collections
+import pickle
 import random
 import shutil
 import subprocess
@@ -125,6 +126,11 @@ def test_new_text_is_tokenized_with_the_phrases(tmp_path: Path,
     tokenizer = Tokenizer.from_settings(manifest.tokenizer)
     assert tokenizer("New York City, and LOS ANGELES!") == ["new_york_city", "and", "los_angeles"]
     assert manifest.tokenizer["phrases_file"] == str(tmp_path / "one" / "phrases.tsv")
+
+    # Pickled for a worker, it names the phrases file instead of carrying the pairs.
+    assert b"angeles" not in pickle.dumps(tokenizer) and b"angeles" in pickle.dumps(
+        tokenizer.phrases)
+    assert pickle.loads(pickle.dumps(tokenizer)).phrases == tokenizer.phrases
 
     # The same shards from two workers reading byte ranges.
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 5000)

@@ -15,6 +15,7 @@ bound the rarest are dropped, as word2phrase and gensim's Phrases do under their
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,6 +90,10 @@ class Phrases:
 
     def sha256(self) -> str:
         """The hash of the file `save` writes, which tokenizer settings name it by."""
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:  # once: every piece sent to a worker names the file by it
         return hashlib.sha256(self._text()).hexdigest()
 
     def _text(self) -> bytes:

@@ -201,15 +201,15 @@ def prepare(cfg: PrepareConfig) -> Summary:
     # A compressed file is read in blocks by every worker (`expand`): all of them are used.
     pool = workers if any(filetypes.compressed(f) for f in files) else min(workers, len(pieces))
     with atomic_path(out, directory=True) as staging, parallel(pool) as run:
+        base, phrases_file = tokenizer, str(staging / PHRASES_FILE)  # workers read it there
         phrases = Phrases()
         for number in range(1, cfg.phrases + 1):  # each pass reads the text as joined so far
-            counts, pairs, _ = _count(run, tokenizer.with_phrases(phrases), pieces, files,
-                                      cfg.encoding, f"phrases {number}/{cfg.phrases}", True)
+            counts, pairs, _ = _count(run, tokenizer, pieces, files, cfg.encoding,
+                                      f"phrases {number}/{cfg.phrases}", True)
             phrases = phrases.then(choose(counts, pairs, cfg.min_count, cfg.phrase_threshold))
             del counts, pairs
-        if cfg.phrases:
-            phrases.save(staging / PHRASES_FILE)
-            tokenizer = tokenizer.with_phrases(phrases, str(out / PHRASES_FILE))
+            phrases.save(Path(phrases_file))
+            tokenizer = base.with_phrases(phrases, phrases_file)
         counts, _, stats = _count(run, tokenizer, pieces, files, cfg.encoding, "counting")
         distinct_words = len(counts)
         if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
@@ -240,7 +240,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
             total_tokens=total,
             shards=shards,
             vocab_hash=vocab.hash,
-            tokenizer=tokenizer.settings(),
+            tokenizer=tokenizer.settings(phrases_file=str(out / PHRASES_FILE)),
             stats={
                 "files": len(files),
                 "paths": [str(f) for f in files],

@@ -97,14 +97,19 @@ class Tokenizer:
                    phrases, phrases_file)
 
     def with_phrases(self, phrases: Phrases, phrases_file: str | None = None) -> "Tokenizer":
-        """This tokenizer, then `phrases` joined."""
+        """This tokenizer, then `phrases` joined; `phrases_file` holds them (`Phrases.save`)."""
         return Tokenizer(self.name, self.lowercase, self.normalize, self.stem, self.stopwords,
                          self.stopwords_file, phrases, phrases_file)
 
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.name, self.lowercase, self.normalize, self.stem, self.stopwords,
-                self.stopwords_file, self.phrases, self.phrases_file)
-        return (Tokenizer, args)
+                self.stopwords_file)
+        if self.phrases and self.phrases_file:
+            # A worker reads the phrases file once (`_phrases_from`), rather than receiving a
+            # copy of a table of up to millions of pairs with each piece it is sent.
+            return (_tokenizer_with_phrases_file,
+                    (*args, self.phrases_file, self.phrases.sha256()))
+        return (Tokenizer, (*args, self.phrases, self.phrases_file))
 
     def __call__(self, line: str) -> list[str]:
         if self.normalize != "none":
@@ -120,8 +125,10 @@ class Tokenizer:
             words = self.phrases(words)
         return words
 
-    def settings(self) -> dict[str, Any]:
-        """What the manifest records, enough to tokenize new text the same way."""
+    def settings(self, phrases_file: str | None = None) -> dict[str, Any]:
+        """What the manifest records, enough to tokenize new text the same way; `phrases_file`:
+        where the phrases will be read from, if not where they are now (prepare writes them in
+        its staging folder first)."""
         out: dict[str, Any] = {"name": self.name, "lowercase": self.lowercase,
                                "normalize": self.normalize, "stem": self.stem}
         if self.name == "default":
@@ -132,11 +139,22 @@ class Tokenizer:
             joined = "\n".join(sorted(self.stopwords)).encode("utf-8")
             out["stopwords_sha256"] = hashlib.sha256(joined).hexdigest()
         if self.phrases:  # by reference: the file can hold a million pairs
-            out["phrases_file"] = self.phrases_file
+            out["phrases_file"] = phrases_file or self.phrases_file
             out["phrases"] = len(self.phrases)
             out["phrase_passes"] = len(self.phrases.passes)
             out["phrases_sha256"] = self.phrases.sha256()
         return out
+
+
+def _tokenizer_with_phrases_file(*args: Any) -> Tokenizer:
+    *settings, phrases_file, sha256 = args
+    return Tokenizer(*settings, _phrases_from(phrases_file, sha256), phrases_file)
+
+
+@functools.lru_cache(maxsize=2)
+def _phrases_from(path: str, sha256: str) -> Phrases:
+    """A process's copy of a phrases file (the hash, part of the key, tells passes apart)."""
+    return Phrases.load(path, sha256)
 
 
 def read_stopwords(path: str, lowercase: bool) -> frozenset[str]:
