@@ -233,11 +233,12 @@ def test_parquet_gives_the_shards_of_the_same_text(
     assert shards_and_vocab(tmp_path / "runs") == expected
 
 
-def test_parquet_text_in_another_column(tmp_path: Path) -> None:
+def test_parquet_text_in_another_column(tmp_path: Path, capsys) -> None:
     docs = ["alpha beta gamma", "beta gamma delta\nalpha"]
-    write_parquet(tmp_path / "t.parquet", docs, column="content")
+    write_parquet(tmp_path / "t.parquet", docs, column="content")  # and a null row
     assert prep(tmp_path / "t.parquet", out=tmp_path / "a", min_count=1,
                 text_field="content") == 0
+    assert "3 records (1 Parquet; text in 'content')" in capsys.readouterr().out
     (tmp_path / "plain.txt").write_text("\n".join(docs) + "\n")
     assert prep(tmp_path / "plain.txt", out=tmp_path / "b", min_count=1) == 0
     assert shards_and_vocab(tmp_path / "a") == shards_and_vocab(tmp_path / "b")

@@ -163,12 +163,15 @@ class Summary:
     def __str__(self) -> str:
         m, s = self.manifest, self.manifest.stats
         samples = sum(x.samples for x in m.shards)
-        records = {name: n for name, n in s.get("formats", {}).items() if name != "text"}
+        formats = s.get("formats", {})
+        records = {name: n for name, n in formats.items() if name != "text"}
         kinds = " ({}; text in {!r})".format(", ".join(
             f"{n:,} {FORMAT_NAMES[name]}" for name, n in records.items()), s["text_field"]) \
             if records else ""
+        read = "lines" if not records else "records" if "text" not in formats else \
+            "lines and records"  # a JSON Lines record or a Parquet row counts as one
         lines = [
-            f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} lines{kinds}, "
+            f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} {read}{kinds}, "
             f"{s['undecodable_bytes']:,} undecodable bytes replaced",
             f"tokens  {s['raw_tokens']:,} read, {s['oov_dropped']:,} out of vocabulary dropped, "
             f"{m.total_tokens:,} kept in {s['sentences']:,} sentences",
