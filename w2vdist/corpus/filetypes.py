@@ -20,6 +20,7 @@ import zstandard
 from w2vdist.errors import UsageError
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
           b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet"}
 READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
@@ -37,20 +38,16 @@ def kind(path: Path | str) -> str | None:
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
 
 
-def compressed(path: Path | str) -> bool:
-    return kind(path) not in (None, "parquet")
-
-
-def open_binary(path: str) -> IO[bytes] | io.RawIOBase:
-    """The file's bytes, decompressed as its first bytes say."""
-    found = kind(path)
-    if found == "gzip":
+def open_binary(path: str, compression: str | None) -> IO[bytes] | io.RawIOBase:
+    """The file's bytes, decompressed (`compression`: one of COMPRESSIONS, as `kind` found it,
+    or None)."""
+    if compression == "gzip":
         return gzip.open(path, "rb")
-    if found == "bzip2":
+    if compression == "bzip2":
         return bz2.open(path, "rb")
-    if found == "xz":
+    if compression == "xz":
         return lzma.open(path, "rb")
-    if found == "zstd":
+    if compression == "zstd":
         return _ZstdFrames(path)
     return open(path, "rb")
 
@@ -109,8 +106,8 @@ def parquet_row_groups(path: str, column: str) -> int:
     text (so a wrong column stops `prepare` before any work)."""
     pa, pq = _pyarrow(path)
     try:
-        schema = pq.ParquetFile(path).schema_arrow
-        groups = pq.ParquetFile(path).metadata.num_row_groups
+        table = pq.ParquetFile(path)
+        schema, groups = table.schema_arrow, table.metadata.num_row_groups
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
     if column not in schema.names:

@@ -5,8 +5,8 @@ the vocabulary, the second turns each line into word ids (out-of-vocabulary word
 word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`).
 With `--phrases N`, N passes before them find the word pairs to join into phrases (`phrases`).
 Big plain files are cut into byte ranges; compressed files are decompressed here into blocks
-that the workers share. Memory is bounded by the vocabulary (and the bounded pair counts of phrase passes), not the
-corpus. The output is the same for any number of workers.
+that the workers share. Memory is bounded by the vocabulary (and the bounded pair counts of
+phrase passes), not the corpus. The output is the same for any number of workers.
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
 (`files.atomic_path`), so an error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
@@ -30,7 +30,6 @@ from typing import IO, Any
 import numpy as np
 
 from w2vdist import settings
-from w2vdist.corpus import filetypes
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import MAX_PAIRS, PHRASES_FILE, Phrases, choose, count_pairs, prune
 from w2vdist.corpus.shards import Manifest, ShardPacker
@@ -202,7 +201,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
     pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A compressed file is read in blocks by every worker (`expand`): all of them are used.
-    pool = workers if any(filetypes.compressed(f) for f in files) else min(workers, len(pieces))
+    pool = workers if any(p.compression for p in pieces) else min(workers, len(pieces))
     with atomic_path(out, directory=True) as staging, parallel(pool) as run:
         base, phrases_file = tokenizer, str(staging / PHRASES_FILE)  # workers read it there
         phrases = Phrases()

@@ -50,8 +50,9 @@ _WHITESPACE = re.compile(r"\s")
 class Piece:
     """The lines of `path` that start in bytes [start, end) (end -1: to the end of the file);
     for Parquet, its row groups [start, end); for a block of a compressed file, `data`, which
-    starts at byte `start` of the decompressed text. `text_field`: the field or column holding
-    the text of a JSON Lines or Parquet file."""
+    starts at byte `start` of the decompressed text. `compression`: the file's, as its first
+    bytes say (`filetypes.kind`, read once). `text_field`: the field or column holding the text
+    of a JSON Lines or Parquet file."""
 
     number: int
     path: str
@@ -59,6 +60,7 @@ class Piece:
     end: int = -1
     encoding: str = "utf-8"
     format: str = "text"
+    compression: str | None = None
     text_field: str = "text"
     data: bytes | None = None  # a block of a compressed file, decompressed (`expand`)
 
@@ -95,21 +97,25 @@ def split_pieces(
     gets several; compressed files whole (`expand` cuts them into blocks as they are read).
     `file_format` auto: `format_of` each file."""
     sizes = [f.stat().st_size for f in files]
-    formats = [file_format if file_format != "auto" else format_of(f) for f in files]
-    plain = sum(s for f, s in zip(files, sizes) if not filetypes.compressed(f))
+    kinds = [filetypes.kind(f) for f in files]
+    compressions = [k if k in filetypes.COMPRESSIONS else None for k in kinds]
+    formats = [file_format if file_format != "auto" else format_of(f, k)
+               for f, k in zip(files, kinds)]
+    plain = sum(s for s, c in zip(sizes, compressions) if c is None)
     step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
-    ranges: list[tuple[str, int, int, str]] = []
-    for f, size, kind in zip(files, sizes, formats):
+    pieces: list[Piece] = []
+    for f, size, kind, compression in zip(files, sizes, formats, compressions):
         if kind == "parquet":
             groups = filetypes.parquet_row_groups(str(f), text_field)
             per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
-            ranges.extend((str(f), a, min(a + per, groups), kind) for a in range(0, groups, per))
-        elif filetypes.compressed(f) or size <= step:
-            ranges.append((str(f), 0, -1, kind))
+            ranges = [(a, min(a + per, groups)) for a in range(0, groups, per)]
+        elif compression is not None or size <= step:
+            ranges = [(0, -1)]
         else:
-            ranges.extend((str(f), a, min(a + step, size), kind) for a in range(0, size, step))
-    return [Piece(i, path, a, b, encoding, kind, text_field)
-            for i, (path, a, b, kind) in enumerate(ranges)]
+            ranges = [(a, min(a + step, size)) for a in range(0, size, step)]
+        pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field)
+                   for i, (a, b) in enumerate(ranges)]
+    return pieces
 
 
 def expand(pieces: list[Piece]) -> Iterator[Piece]:
@@ -121,7 +127,7 @@ def expand(pieces: list[Piece]) -> Iterator[Piece]:
     alone: the output is the same for any number of workers."""
     number = 0
     for piece in pieces:
-        if piece.format == "parquet" or not filetypes.compressed(piece.path):
+        if piece.compression is None or piece.format == "parquet":
             yield dataclasses.replace(piece, number=number)
             number += 1
             continue
@@ -135,7 +141,7 @@ def _blocks(piece: Piece) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes): a compressed file's decompressed text in blocks of whole lines."""
     buffer, at = b"", 0
     try:
-        with filetypes.open_binary(piece.path) as f:
+        with filetypes.open_binary(piece.path, piece.compression) as f:
             while block := f.read(CHUNK_BYTES):
                 buffer += block
                 if len(buffer) < BLOCK_BYTES:
@@ -152,10 +158,10 @@ def _blocks(piece: Piece) -> Iterator[tuple[int, bytes]]:
         yield at, buffer
 
 
-def format_of(path: Path) -> str:
-    """parquet for a Parquet file (by its first bytes), jsonl for a name that, less any
-    compression suffix, ends as a JSON Lines file's does, else text."""
-    if filetypes.kind(path) == "parquet":
+def format_of(path: Path, kind: str | None) -> str:
+    """parquet for a Parquet file (`kind`: what its first bytes say), jsonl for a name that,
+    less any compression suffix, ends as a JSON Lines file's does, else text."""
+    if kind == "parquet":
         return "parquet"
     name = path.name.lower()
     for suffix in filetypes.COMPRESSED_SUFFIXES:
@@ -223,16 +229,13 @@ def _json_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
                 text = _field(piece, line, lambda: at + len(chunk[:pos].encode(piece.encoding,
                                                                                "replace")))
             pos += len(line) + 1
-            for text_line in text.split("\n") if text else ():
-                yield text_line, True
+            yield from _text_lines(text)
         if rest:
             parts_at = parts_at if parts else at
             parts.append(rest)
     if parts:
         stats.lines += 1
-        text = _field(piece, "".join(parts), lambda: parts_at)
-        for text_line in text.split("\n") if text else ():
-            yield text_line, True
+        yield from _text_lines(_field(piece, "".join(parts), lambda: parts_at))
 
 
 def _parquet_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
@@ -242,8 +245,13 @@ def _parquet_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]
         stats.lines += len(texts)
         stats.text_bytes += size
         for text in texts:
-            for line in text.split("\n") if text else ():
-                yield line, True
+            yield from _text_lines(text)
+
+
+def _text_lines(text: str | None) -> Iterator[tuple[str, bool]]:
+    """A record's text (None: a null) as complete lines: a document's paragraphs."""
+    for line in text.split("\n") if text else ():
+        yield line, True
 
 
 def _field(piece: Piece, record: str, where: Callable[[], int]) -> str | None:
@@ -340,7 +348,7 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
             yield piece.start + a, piece.data[a : a + CHUNK_BYTES]
         return
     try:
-        with filetypes.open_binary(piece.path) as f:
+        with filetypes.open_binary(piece.path, piece.compression) as f:
             if piece.start > 0:
                 f.seek(piece.start - 1)
                 while (skipped := f.readline(CHUNK_BYTES)) and not skipped.endswith(b"\n"):
@@ -363,6 +371,6 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
 
 
 def _unreadable(piece: Piece, exc: Exception) -> NoReturn:
-    kind = filetypes.kind(piece.path) or "text"
+    kind = piece.compression or "text"
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     raise UsageError(f"{piece.path}: cannot read {kind} file: {reason}") from None

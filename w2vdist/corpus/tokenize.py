@@ -121,7 +121,7 @@ class Tokenizer:
             words = [w for w in words if w not in self.stopwords]
         if self._stem is not None:
             words = [s for s in map(self._stem, words) if s]
-        if self.phrases:
+        if self.phrases.passes:  # O(1), once a line (len would sum every pass)
             words = self.phrases(words)
         return words
 

@@ -30,8 +30,7 @@ def parallel(workers: int) -> Iterator[Run]:
     generator: about two per worker are handed out at a time (so that no worker waits for the
     next while the oldest is still running), so a generator of large items (blocks of
     decompressed text) is not read far ahead, and an exception it raises comes out in its
-    place. On an error or an interrupt the workers are terminated, not waited
-    for."""
+    place. On an error or an interrupt the workers are terminated, not waited for."""
     if workers <= 1:
         yield lambda fn, items, what: _progress(map(fn, items), items, what)
         return
