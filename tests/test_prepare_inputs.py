@@ -4,6 +4,7 @@ text in plain files."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import lzma
 import random
@@ -105,6 +106,35 @@ def test_json_lines_in_byte_ranges_and_tiny_chunks(
     assert len(corpus_text.split_pieces([path], 1)) > 50
     assert prep(path, out=tmp_path / "cut", min_count=1, max_sentence_len=7, workers=2) == 0
     assert files_of(tmp_path / "whole") == files_of(tmp_path / "cut")
+
+
+def test_a_file_of_one_line_is_shared_by_every_worker(tmp_path: Path) -> None:
+    """text8 is one line: it is cut where segments start (after a space, or between characters
+    in a stretch without one), so several workers read it, with the same output for any worker
+    count, and no word is lost or read twice. A JSON Lines record is never cut."""
+    rng = random.Random(3)
+    words = rng.choices(["alpha", "beta", "gamma", "délta", "ünï"], k=600_000)
+    at = next(i for i, end in enumerate(itertools.accumulate(len(w.encode()) + 1 for w in words))
+              if end > corpus_text.MIN_RANGE_BYTES - 9_999)
+    words[at] = "é" * 70_000  # 140 KB without a space across the 2nd segment's start
+    path = tmp_path / "one.txt"
+    path.write_text(" ".join(words), encoding="utf-8")  # no newline at all
+    segments = -(-path.stat().st_size // corpus_text.MIN_RANGE_BYTES)
+    assert segments == 4 and len(corpus_text.split_pieces([path], 2)) == 4
+    for workers in (1, 3):
+        assert prep(path, out=tmp_path / f"{workers}", min_count=1, workers=workers,
+                    max_sentence_len=10**6) == 0
+    assert files_of(tmp_path / "1") == files_of(tmp_path / "3")
+    got = sentences(tmp_path / "1")
+    assert len(got) == segments  # one cut at each segment start
+    assert [w for s in got for w in s if "éé" not in w] == words[:at] + words[at + 1 :]
+    halves = [w for s in got for w in s if "éé" in w]
+    assert len(halves) == 2 and "".join(halves) == words[at]
+    assert Manifest.load(tmp_path / "1").stats["lines"] == 1
+    (tmp_path / "one.jsonl").write_bytes(json_lines([" ".join(words[:400_000])]))
+    assert prep(tmp_path / "one.jsonl", out=tmp_path / "json", min_count=1, workers=2,
+                max_sentence_len=10**6) == 0
+    assert sentences(tmp_path / "json") == [words[:400_000]]
 
 
 def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:

@@ -1,13 +1,17 @@
 """Finding corpus files and reading them as lines, in pieces that workers share.
 
-Plain files are cut into byte ranges at line starts and Parquet files into runs of row groups,
-so several workers read one big file; compressed files (gzip, bzip2, xz, zstd: recognised by
-their first bytes, whatever their name; `filetypes`) are decompressed by the main process into
-blocks of whole lines that the workers share (`expand`). Text is decoded in `prepare.encoding`
-(UTF-8 by default); bytes that do not decode are replaced and counted with the place of the
-first (`TextStats`), and `prepare` stops when there are more than a few, since that is text in
-another encoding. A NUL byte means the file is not text at all: refused. A line longer than the
-read unit is read in parts cut at a space.
+Plain files are cut into byte ranges and Parquet files into runs of row groups, so several
+workers read one big file. A range is a whole number of MIN_RANGE_BYTES segments and starts
+where the line that crosses its first byte ends; a line that runs on LONG_LINE_BYTES past a
+segment's first byte (text8 is one line of 100 MB) is cut there instead, after a space, and
+whatever the worker count, the same cuts are made: every worker is used on such a file too.
+Compressed files (gzip, bzip2, xz, zstd: recognised by their first bytes, whatever their name;
+`filetypes`) are decompressed by the main process into blocks of whole lines that the workers
+share (`expand`). Text is decoded in `prepare.encoding` (UTF-8 by default); bytes that do not
+decode are replaced and counted with the place of the first (`TextStats`), and `prepare` stops
+when there are more than a few, since that is text in another encoding. A NUL byte means the
+file is not text at all: refused. A line longer than the read unit is read in parts cut at a
+space.
 
 JSON Lines files (`.jsonl`, `.ndjson`, `.json`, compressed or not) and Parquet tables, as the
 datasets of language-model corpora ship, hold one document per record; its text is one field,
@@ -23,11 +27,12 @@ import dataclasses
 import glob
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 from w2vdist.corpus import filetypes
 from w2vdist.errors import UsageError
@@ -39,8 +44,9 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *filetypes.COMPRESSED_
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 BLOCK_BYTES = 1 << 24  # decompressed text a worker takes from a compressed file at a time
 MAX_BLOCK_BYTES = 1 << 26  # a block without a newline is cut at a space at this size
-MIN_RANGE_BYTES = 1 << 20
+MIN_RANGE_BYTES = 1 << 20  # a segment: byte ranges are whole numbers of them
 MAX_RANGE_BYTES = 1 << 26
+LONG_LINE_BYTES = 1 << 16  # a line running on this far past a segment's start is cut there
 RANGES_PER_WORKER = 4  # several byte ranges per worker, so that one slow range does not stall
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _WHITESPACE = re.compile(r"\s")
@@ -103,6 +109,7 @@ def split_pieces(
                for f, k in zip(files, kinds)]
     plain = sum(s for s, c in zip(sizes, compressions) if c is None)
     step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
+    step -= step % MIN_RANGE_BYTES
     pieces: list[Piece] = []
     for f, size, kind, compression in zip(files, sizes, formats, compressions):
         if kind == "parquet":
@@ -198,14 +205,14 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
         yield from _parquet_lines(piece, stats)
         return
     open_line = False
-    for _, chunk in _decoded_chunks(piece, stats):
+    for _, chunk, cut in _decoded_chunks(piece, stats):
         *lines, rest = chunk.split("\n")
         stats.lines += len(lines)
         for line in lines:
             yield line, True
-        open_line = bool(rest)
+        open_line = bool(rest) and not cut  # a cut line goes on in the next segment
         if rest:
-            yield rest, False
+            yield rest, cut
     stats.lines += open_line
 
 
@@ -217,7 +224,7 @@ def _json_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     """
     parts: list[str] = []
     parts_at = 0  # the byte where the gathered record starts
-    for at, chunk in _decoded_chunks(piece, stats):
+    for at, chunk, _ in _decoded_chunks(piece, stats):  # never cut: a record is read whole
         *records, rest = chunk.split("\n")
         pos = 0  # the character where the next record starts in the chunk
         for line in records:
@@ -289,12 +296,13 @@ def _json_kind(value: object) -> str:
     return kinds[type(value)]
 
 
-def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str]]:
-    """(byte, text): the piece as text in chunks of whole lines (or of a long line cut at a
-    space), each with the offset of its first byte."""
+def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str, bool]]:
+    """(byte, text, cut): the piece as text in chunks of whole lines (or of a long line cut at
+    a space), each with the offset of its first byte; `cut`: the chunk ends a long line's part
+    at a segment's cut (`_piece_bytes`), which ends a sentence."""
     carry, at = b"", -1  # at: the offset of carry's first byte
     utf8 = codecs.lookup(piece.encoding).name == "utf-8"
-    for pos, block in _piece_bytes(piece):
+    for pos, block, cut_after in _piece_bytes(piece):
         if at < 0:
             at = pos
         if pos == 0 and utf8 and block.startswith(codecs.BOM_UTF8):
@@ -304,13 +312,13 @@ def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str]]
             raise UsageError(f"{piece.path}: not text (a NUL byte at byte {pos + nul:,}); give "
                              "prepare text or JSON Lines files, plain or compressed, or Parquet")
         data = carry + block
-        cut = data.rfind(b"\n") + 1 or _safe_cut(data)
+        cut = len(data) if cut_after else data.rfind(b"\n") + 1 or _safe_cut(data)
         carry = data[cut:]
         if cut:
-            yield at, _decode(data[:cut], stats, piece, at)
+            yield at, _decode(data[:cut], stats, piece, at), cut_after
             at += cut
     if carry:
-        yield at, _decode(carry, stats, piece, at)
+        yield at, _decode(carry, stats, piece, at), False
 
 
 def _safe_cut(data: bytes) -> int:
@@ -340,34 +348,54 @@ def _decode(data: bytes, stats: TextStats, piece: Piece, at: int) -> str:
         return text
 
 
-def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes]]:
-    """(offset, block): the raw bytes of the lines that start in the piece, in blocks of at
-    most CHUNK_BYTES (offsets in the decompressed text for compressed files)."""
+def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes, bool]]:
+    """(offset, block, cut): the raw bytes of the piece in blocks of at most CHUNK_BYTES
+    (offsets in the decompressed text for blocks of compressed files); `cut`: the block ends
+    where a long line is cut (`_segment_start`)."""
     if piece.data is not None:
         for a in range(0, len(piece.data), CHUNK_BYTES):
-            yield piece.start + a, piece.data[a : a + CHUNK_BYTES]
+            yield piece.start + a, piece.data[a : a + CHUNK_BYTES], False
         return
+    cuts = piece.format == "text"  # a JSON Lines record is never cut
     try:
-        with filetypes.open_binary(piece.path, piece.compression) as f:
-            if piece.start > 0:
-                f.seek(piece.start - 1)
-                while (skipped := f.readline(CHUNK_BYTES)) and not skipped.endswith(b"\n"):
-                    pass  # the line that began before `start` belongs to the previous piece
-            pos = f.tell() if piece.start > 0 else 0
-            last = b"\n"
-            while piece.end < 0 or pos < piece.end:
-                size = CHUNK_BYTES if piece.end < 0 else min(CHUNK_BYTES, piece.end - pos)
-                if not (block := f.read(size)):
-                    return
-                yield pos, block
-                pos += len(block)
-                last = block[-1:]
-            while last != b"\n" and (block := f.readline(CHUNK_BYTES)):
-                last = block[-1:]  # finish the line that began before `end`
-                yield pos, block
-                pos += len(block)
-    except filetypes.READ_ERRORS as exc:
+        with open(piece.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            end = size if piece.end < 0 else min(piece.end, size)
+            inner = range(piece.start + MIN_RANGE_BYTES, end, MIN_RANGE_BYTES) if cuts else ()
+            pos, _ = _segment_start(f, piece.start, cuts)
+            for segment in [*inner, end]:
+                stop, cut = _segment_start(f, segment, cuts) if segment < size else (size, False)
+                f.seek(pos)
+                while pos < stop and (block := f.read(min(CHUNK_BYTES, stop - pos))):
+                    pos += len(block)
+                    yield pos - len(block), block, cut and pos == stop
+    except OSError as exc:
         _unreadable(piece, exc)
+
+
+def _segment_start(f: BinaryIO, at: int, cuts: bool) -> tuple[int, bool]:
+    """(start, cut) of the text that belongs to the segment or range beginning at byte `at`:
+    after the line crossing `at`, or (`cuts`) when that line runs on LONG_LINE_BYTES past it,
+    after its first space (tab) from `at` on, or failing one the first UTF-8 character start;
+    `cut` says so. Depends on the bytes around `at` alone, so pieces meet where they agree."""
+    if at == 0:
+        return 0, False
+    f.seek(at - 1)
+    near = f.readline(LONG_LINE_BYTES + 1)
+    if near.endswith(b"\n") or len(near) <= LONG_LINE_BYTES:  # a line end, or the file's
+        return at - 1 + len(near), False
+    if not cuts:
+        start = at - 1 + len(near)
+        while (more := f.readline(CHUNK_BYTES)):
+            start += len(more)
+            if more.endswith(b"\n"):
+                break
+        return start, False
+    space = min((i for i in (near.find(b" ", 1), near.find(b"\t", 1)) if i > 0), default=0)
+    if space:
+        return at + space, True
+    first = next((i for i in range(1, 5) if near[i] & 0xC0 != 0x80), 1)  # a character's start
+    return at - 1 + first, True
 
 
 def _unreadable(piece: Piece, exc: Exception) -> NoReturn:
