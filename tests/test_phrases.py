@@ -166,3 +166,78 @@ def test_pair_counts_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert seen and max(seen) <= 200
     joined = {(p.first, p.second) for p in Phrases.load(tmp_path / "out" / "phrases.tsv").passes[0]}
     assert {("new", "york"), ("los", "angeles"), ("united", "states")} <= joined
+
+
+def test_a_phrases_file_and_a_vocabulary_from_an_earlier_run(tmp_path: Path, capsys) -> None:
+    """Given a run's vocab.tsv and phrases.tsv, prepare tokenizes (here, the same) text as that
+    run did: the same shards and vocabulary. `york city` is a phrase that never forms (`new york
+    city` becomes `new_york city`): not in the vocabulary, it is left out of the phrases file.
+    (One pass: after two, a phrase the second absorbed can fall below min_count, and is then
+    left unjoined too, as below.)"""
+    corpus = planted_corpus(tmp_path / "corpus.txt")
+    first = tmp_path / "first"
+    assert prep(corpus, out=first, phrases=1, phrase_threshold=50) == 0
+    again = tmp_path / "again"
+    assert prep(corpus, out=again, vocab=first / "vocab.tsv",
+                phrases_file=first / "phrases.tsv") == 0
+    assert (f"phrases 4 pairs joined in 1 pass(es) (from {first / 'phrases.tsv'}; 1 not in the "
+            "vocabulary left unjoined; phrases.tsv)") in capsys.readouterr().out
+    kept = {n: b for n, b in files_of(first).items() if n.endswith((".tar", "vocab.tsv"))}
+    assert kept and kept == {n: b for n, b in files_of(again).items() if n in kept}
+    phrases = Phrases.load(first / "phrases.tsv").passes[0]
+    assert Phrases.load(again / "phrases.tsv").passes[0] == tuple(
+        p for p in phrases if (p.first, p.second) != ("york", "city"))
+    tokenizer = Tokenizer.from_settings(Manifest.load(again).tokenizer)
+    assert tokenizer("New York City, los angeles") == ["new_york", "city", "los_angeles"]
+    assert prep(corpus, out=tmp_path / "both", phrases=1, phrases_file=first / "phrases.tsv") == 2
+    assert "give either phrases to find (--phrases N) or a file of them" in capsys.readouterr().err
+
+
+def test_with_a_vocabulary_only_its_phrases_are_joined(tmp_path: Path, capsys) -> None:
+    """A phrase the given vocabulary lacks would be a token it drops, losing both words: it is
+    left unjoined, and so are the parts of a dropped longer phrase that only it needs."""
+    corpus = planted_corpus(tmp_path / "corpus.txt")
+    first = tmp_path / "first"
+    assert prep(corpus, out=first, phrases=2, phrase_threshold=50) == 0
+    lines = (first / "vocab.tsv").read_text().splitlines()
+    assert {"new_york_city", "new_york", "los_angeles"} <= {line.split("\t")[0] for line in lines}
+    vocab = tmp_path / "vocab.tsv"  # new_york is there, new_york_city and los_angeles are not
+    vocab.write_text("".join(line + "\n" for line in lines
+                             if line.split("\t")[0] not in ("new_york_city", "los_angeles"))
+                     + "los\t300\nangeles\t300\n")  # always joined, so far never counted
+    out = tmp_path / "out"
+    assert prep(corpus, out=out, vocab=vocab, phrases=2, phrase_threshold=50) == 0
+    assert "3 not in the vocabulary left unjoined" in capsys.readouterr().out
+    joined = Phrases.load(out / "phrases.tsv")
+    pairs = {(p.first, p.second) for found in joined.passes for p in found}
+    assert ("new", "york") in pairs and ("los", "angeles") not in pairs
+    assert ("new_york", "city") not in pairs
+    words = [w for s in sentences(out) for w in s]
+    assert words.count("los") == words.count("angeles") >= 250 and "new_york" in words
+    stats = Manifest.load(out).stats
+    assert stats["oov_dropped"] == Manifest.load(first).stats["oov_dropped"] == 0
+    assert stats["phrases_not_in_vocab"] == 3  # york_city too, which never forms
+
+
+def test_a_phrase_in_the_vocabulary_keeps_the_joins_that_make_it() -> None:
+    ab, cd, abe = Phrase("a", "b", 9, 1.0), Phrase("c", "d", 9, 1.0), Phrase("a_b", "e", 9, 1.0)
+    phrases = Phrases(((ab, cd), (abe,)))
+    assert phrases.within({"a_b_e", "c"}).passes == ((ab,), (abe,))  # a_b: a part of a_b_e
+    assert phrases.within({"c_d", "a_b"}).passes == ((ab, cd), ())
+    assert phrases.within({"c_d"})(["a", "b", "e", "c", "d"]) == ["a", "b", "e", "c_d"]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("new\tyork\t8\t9.5\n", "not a phrases.tsv (its first line is not"),
+    (f"{corpus_phrases._HEADER}\n1\tnew\tyork\t8\n", "phrases.tsv:2: not a phrases.tsv line"),
+    (f"{corpus_phrases._HEADER}\n2\ta\tb\t8\t9\n1\tc\td\t8\t9\n",
+     "phrases.tsv:3: not a phrases.tsv line"),
+])
+def test_a_bad_phrases_file_is_one_line(text: str, problem: str, tmp_path: Path,
+                                        capsys) -> None:
+    (tmp_path / "phrases.tsv").write_text(text)
+    corpus = planted_corpus(tmp_path / "corpus.txt", lines=100)
+    assert prep(corpus, out=tmp_path / "out", phrases_file=tmp_path / "phrases.tsv") == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

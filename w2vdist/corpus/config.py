@@ -50,10 +50,14 @@ class PrepareConfig:
                            "phrases of up to 2^N words (0: none); the pairs go to phrases.tsv")
     phrase_threshold: float = setting(100.0, "word2phrase's threshold for joining a pair "
                                       "(higher: fewer phrases)")
+    phrases_file: str | None = setting(None, "join the phrases in FILE (the phrases.tsv of an "
+                                       "earlier prepare) instead of finding them: with that "
+                                       "run's vocab.tsv as --vocab, new text gets the same "
+                                       "tokens and ids", metavar="FILE")
     vocab: str | None = setting(None, "take the vocabulary from FILE (a vocab.tsv, or 'word "
                                 "count' lines as word2vec -save-vocab writes) instead of "
-                                "counting one; min_count and max_vocab still apply",
-                                metavar="FILE")
+                                "counting one; min_count and max_vocab still apply, and only "
+                                "phrases in it are joined", metavar="FILE")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")
@@ -76,6 +80,8 @@ class PrepareConfig:
                    f"must be one of {', '.join(SnowballStemmer.languages)} (got {self.stem!r})")
         check(bool(self.text_field), "prepare.text_field", "must name a field")
         check(0 <= self.phrases <= 4, "prepare.phrases", "must be 0-4 (passes)")
+        check(not (self.phrases and self.phrases_file), "prepare.phrases_file",
+              "give either phrases to find (--phrases N) or a file of them, not both")
         check(self.phrase_threshold > 0, "prepare.phrase_threshold", "must be > 0")
         check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")

@@ -85,6 +85,17 @@ class Phrases:
         """These passes and one more."""
         return Phrases((*self.passes, tuple(found)))
 
+    def within(self, words: set[str]) -> "Phrases":
+        """Only the joins that make a word of `words` (a fixed vocabulary), or a part of one
+        a later pass joins: the others would make a token the vocabulary drops, losing both
+        words, where unjoined they are kept."""
+        needed, kept = set(words), []
+        for found in reversed(self.passes):
+            chosen = tuple(p for p in found if p.first + DELIMITER + p.second in needed)
+            needed.update(w for p in chosen for w in (p.first, p.second))
+            kept.append(chosen)
+        return Phrases(tuple(reversed(kept)))
+
     def save(self, path: Path) -> None:
         path.write_bytes(self._text())
 
@@ -111,12 +122,22 @@ class Phrases:
                              "text cannot be tokenized as prepare did without them") from None
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise UsageError(f"{path}: not the phrases file prepare wrote (its sha256 differs)")
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        if not lines or lines[0] != _HEADER:
+            raise UsageError(f"{path}: not a phrases.tsv (its first line is not "
+                             f"{_HEADER!r}, as prepare writes it)")
         passes: list[list[Phrase]] = []
-        for line in data.decode("utf-8").splitlines()[1:]:
-            number, first, second, count, score = line.split("\t")
-            while len(passes) < int(number):
-                passes.append([])
-            passes[-1].append(Phrase(first, second, int(count), float(score)))
+        for n, line in enumerate(lines[1:], 2):
+            try:
+                number, first, second, count, score = line.split("\t")
+                if int(number) < max(1, len(passes)):
+                    raise ValueError("passes out of order")
+                while len(passes) < int(number):
+                    passes.append([])
+                passes[-1].append(Phrase(first, second, int(count), float(score)))
+            except ValueError:
+                raise UsageError(f"{path}:{n}: not a phrases.tsv line (pass, first, second, "
+                                 f"pair count, score; in pass order): {line[:80]!r}") from None
         return cls(tuple(map(tuple, passes)))
 
 

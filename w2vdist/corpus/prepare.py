@@ -176,7 +176,10 @@ class Summary:
             f"{m.total_tokens:,} kept in {s['sentences']:,} sentences",
             f"vocab   {m.vocab_size:,} words (min_count {s['min_count']})",
             *([f"phrases {s['phrases']:,} pairs joined in {s['phrase_passes']} pass(es) "
-               f"(threshold {s['phrase_threshold']:g}; {PHRASES_FILE})"]
+               + (f"(from {s['phrases_file']}" if s.get("phrases_file") else
+                  f"(threshold {s['phrase_threshold']:g}")
+               + (f"; {s['phrases_not_in_vocab']:,} not in the vocabulary left unjoined"
+                  if s.get("phrases_not_in_vocab") else "") + f"; {PHRASES_FILE})"]
               if s.get("phrase_passes") else []),
             f"shards  {len(m.shards):,} ({samples:,} samples) in {self.output}",
             f"time    {self.seconds:.1f} s",
@@ -202,9 +205,14 @@ def prepare(cfg: PrepareConfig) -> Summary:
     out.parent.mkdir(parents=True, exist_ok=True)
     # A compressed file is read in blocks by every worker (`expand`): all of them are used.
     pool = workers if any(p.compression for p in pieces) else min(workers, len(pieces))
+    given = None
+    if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
+        read = Vocab.load(cfg.vocab)
+        given = build_vocab(Counter(dict(zip(read.words, read.counts.tolist()))),
+                            cfg.min_count, cfg.max_vocab)
+    phrases = Phrases.load(cfg.phrases_file) if cfg.phrases_file else Phrases()
     with atomic_path(out, directory=True) as staging, parallel(pool) as run:
         base, phrases_file = tokenizer, str(staging / PHRASES_FILE)  # workers read it there
-        phrases = Phrases()
         for number in range(1, cfg.phrases + 1):  # each pass reads the text as joined so far
             counts, pairs, _ = _count(run, tokenizer, pieces, files, cfg.encoding,
                                       f"phrases {number}/{cfg.phrases}", True)
@@ -212,12 +220,15 @@ def prepare(cfg: PrepareConfig) -> Summary:
             del counts, pairs
             phrases.save(Path(phrases_file))
             tokenizer = base.with_phrases(phrases, phrases_file)
+        found = len(phrases)
+        if given is not None:
+            phrases = phrases.within(set(given.words))
+        if phrases.passes:
+            phrases.save(Path(phrases_file))
+            tokenizer = base.with_phrases(phrases, phrases_file)
         counts, _, stats = _count(run, tokenizer, pieces, files, cfg.encoding, "counting")
         distinct_words = len(counts)
-        if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
-            given = Vocab.load(cfg.vocab)
-            counts = Counter(dict(zip(given.words, given.counts.tolist())))
-        vocab = build_vocab(counts, cfg.min_count, cfg.max_vocab)
+        vocab = given if given is not None else build_vocab(counts, cfg.min_count, cfg.max_vocab)
         del counts
         vocab.save(staging / VOCAB_FILE)
         parts = staging / "parts"
@@ -257,9 +268,11 @@ def prepare(cfg: PrepareConfig) -> Summary:
                 "min_count": cfg.min_count,
                 "max_vocab": cfg.max_vocab,
                 "max_sentence_len": cfg.max_sentence_len,
-                "phrase_passes": cfg.phrases,
+                "phrase_passes": len(phrases.passes),
                 "phrase_threshold": cfg.phrase_threshold,
+                "phrases_file": cfg.phrases_file,
                 "phrases": len(phrases),
+                "phrases_not_in_vocab": found - len(phrases),
                 "block_tokens": cfg.block_tokens,
                 "shard_tokens": cfg.shard_tokens,
             },
