@@ -9,7 +9,7 @@ left it, then joins a pair `a b` when
 with both words seen min_count times and `words` the pass's token count: word2phrase's score,
 computed in its float32 arithmetic so that the same pairs pass. Joining runs left to right and
 a joined pair does not join the next word in the same pass, so N passes make phrases of up to
-2^N words. Pair counters are bounded (PIECE_MAX_PAIRS, MAX_PAIRS distinct pairs); past a
+2^N words. Pair counters are bounded (WORKER_MAX_PAIRS, MAX_PAIRS distinct pairs); past a
 bound the rarest are dropped, as word2phrase and gensim's Phrases do under theirs.
 """
 
@@ -26,10 +26,10 @@ import numpy as np
 from w2vdist.errors import UsageError
 
 DELIMITER = "_"
-# Distinct pairs a counter holds, at about 100 bytes each: a worker's for its piece (~400 MB),
-# and the merged one (~3.4 GB; gensim's Phrases holds 40M by default).
-PIECE_MAX_PAIRS = 1 << 22
+# Distinct pairs counted, at about 100 bytes each: in all (~3.4 GB; gensim's Phrases holds 40M
+# by default), and by each worker, for the pieces it reads, its share of that or at least this.
 MAX_PAIRS = 1 << 25
+WORKER_MAX_PAIRS = 1 << 22
 PHRASES_FILE = "phrases.tsv"
 _HEADER = "# pass\tfirst\tsecond\tpair count\tscore"
 
@@ -141,12 +141,12 @@ class Phrases:
         return cls(tuple(map(tuple, passes)))
 
 
-def count_pairs(words: list[str], pairs: Counter[str]) -> None:
-    """Add a line's adjacent pairs ("a b") to a piece's `pairs`, within PIECE_MAX_PAIRS."""
+def count_pairs(words: list[str], pairs: Counter[str], limit: int) -> None:
+    """Add a line's adjacent pairs ("a b") to a worker's `pairs`, within `limit`."""
     if len(words) > 1:
         pairs.update(map(" ".join, zip(words, words[1:])))
-        if len(pairs) > PIECE_MAX_PAIRS:
-            prune(pairs, PIECE_MAX_PAIRS)
+        if len(pairs) > limit:
+            prune(pairs, limit)
 
 
 def prune(pairs: Counter[str], limit: int) -> None:

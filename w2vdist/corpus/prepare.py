@@ -1,7 +1,7 @@
 """`w2vdist prepare INPUT... -o OUT`: text -> vocab.tsv + WebDataset shards + manifest.json.
 
 Two passes over the input, spread over worker processes: the first counts words and builds
-the vocabulary, the second turns each line into word ids (out-of-vocabulary words dropped, as
+the vocabulary (`counting`), the second turns each line into word ids (out-of-vocabulary words dropped, as
 word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`).
 With `--phrases N`, N passes before them find the word pairs to join into phrases (`phrases`).
 Big plain files are cut into byte ranges; compressed files are decompressed here into blocks
@@ -30,15 +30,16 @@ from typing import IO, Any
 import numpy as np
 
 from w2vdist import settings
+from w2vdist.corpus import counting
 from w2vdist.corpus.config import PrepareConfig
-from w2vdist.corpus.phrases import MAX_PAIRS, PHRASES_FILE, Phrases, choose, count_pairs, prune
+from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardPacker
 from w2vdist.corpus.text import (
     Piece, TextStats, expand, find_files, read_lines, split_pieces,
 )
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
-from w2vdist.corpus.workers import parallel
+from w2vdist.corpus.workers import Workers, parallel
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
 
@@ -46,28 +47,6 @@ FORMAT_NAMES = {"text": "text", "jsonl": "JSON Lines", "parquet": "Parquet"}
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
 PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time
 _WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
-
-
-def count_piece(
-    tokenizer: Tokenizer, with_pairs: bool, piece: Piece
-) -> tuple[Counter[str], Counter[str], TextStats]:
-    """Pass 1: how often each word (and, for a phrase pass, each adjacent pair of words in a
-    line) occurs in the piece."""
-    stats = TextStats()
-    counts: Counter[str] = Counter()
-    pairs: Counter[str] = Counter()
-    words: list[str] = []
-    for text, _ in read_lines(piece, stats):
-        line = tokenizer(text)
-        words += line
-        if with_pairs:
-            count_pairs(line, pairs)
-        if len(words) >= FLUSH_TOKENS:
-            counts.update(words)
-            words.clear()
-    counts.update(words)
-    stats.raw_tokens = counts.total()
-    return counts, pairs, stats
 
 
 @dataclass
@@ -204,17 +183,18 @@ def prepare(cfg: PrepareConfig) -> Summary:
     pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A compressed file is read in blocks by every worker (`expand`): all of them are used.
-    pool = workers if any(p.compression for p in pieces) else min(workers, len(pieces))
+    workers_used = workers if any(p.compression for p in pieces) else min(workers, len(pieces))
     given = None
     if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
         read = Vocab.load(cfg.vocab)
         given = build_vocab(Counter(dict(zip(read.words, read.counts.tolist()))),
                             cfg.min_count, cfg.max_vocab)
     phrases = Phrases.load(cfg.phrases_file) if cfg.phrases_file else Phrases()
-    with atomic_path(out, directory=True) as staging, parallel(pool) as run:
+    with atomic_path(out, directory=True) as staging, parallel(workers_used) as pool:
         base, phrases_file = tokenizer, str(staging / PHRASES_FILE)  # workers read it there
+        scratch = staging / "counts"
         for number in range(1, cfg.phrases + 1):  # each pass reads the text as joined so far
-            counts, pairs, _ = _count(run, tokenizer, pieces, files, cfg.encoding,
+            counts, pairs, _ = _count(pool, tokenizer, pieces, files, cfg, scratch,
                                       f"phrases {number}/{cfg.phrases}", True)
             phrases = phrases.then(choose(counts, pairs, cfg.min_count, cfg.phrase_threshold))
             del counts, pairs
@@ -226,7 +206,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         if phrases.passes:
             phrases.save(Path(phrases_file))
             tokenizer = base.with_phrases(phrases, phrases_file)
-        counts, _, stats = _count(run, tokenizer, pieces, files, cfg.encoding, "counting")
+        counts, _, stats = _count(pool, tokenizer, pieces, files, cfg, scratch, "counting")
         distinct_words = len(counts)
         vocab = given if given is not None else build_vocab(counts, cfg.min_count, cfg.max_vocab)
         del counts
@@ -239,7 +219,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         )
         packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
         sentences = oov = 0
-        for encoded in run(encode, expand(pieces), "encoding"):
+        for encoded in pool.map(encode, expand(pieces), "encoding"):
             _pack(packer, encoded)
             sentences += encoded.sentences
             oov += encoded.oov
@@ -289,23 +269,15 @@ UNDECODABLE_MIN = 16
 
 
 def _count(
-    run: Any, tokenizer: Tokenizer, pieces: list[Piece], files: list[Path], encoding: str,
-    what: str, with_pairs: bool = False,
-) -> tuple[Counter[str], Counter[str], TextStats]:
-    """Word counts (and adjacent pairs' counts `with_pairs`, for a phrase pass) over every
-    piece; text in another encoding, or with no words, stops here."""
-    stats = TextStats()
-    counts: Counter[str] = Counter()
-    pairs: Counter[str] = Counter()
-    for piece_counts, piece_pairs, piece_stats in run(
-        functools.partial(count_piece, tokenizer, with_pairs), expand(pieces), what
-    ):
-        counts.update(piece_counts)
-        pairs.update(piece_pairs)
-        if len(pairs) > MAX_PAIRS:
-            prune(pairs, MAX_PAIRS)
-        stats.add(piece_stats)
-    _check_decoding(stats, encoding)
+    pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], files: list[Path],
+    cfg: PrepareConfig, scratch: Path, what: str, with_pairs: bool = False,
+) -> tuple[Counter[str], dict[str, int], TextStats]:
+    """Word counts (and the counts of pairs that may be phrases `with_pairs`, for a phrase pass)
+    over every piece (`counting.count`); text in another encoding, or with no words, stops
+    here."""
+    counts, pairs, stats = counting.count(pool, tokenizer, pieces, scratch, with_pairs,
+                                          cfg.min_count, what)
+    _check_decoding(stats, cfg.encoding)
     if stats.raw_tokens == 0:
         raise UsageError(f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)")
     return counts, pairs, stats

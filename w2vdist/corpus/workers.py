@@ -1,7 +1,9 @@
 """The worker pool of `prepare`'s passes: spawned processes that leave Ctrl-C to the parent,
 never run the caller's script again, and cannot hang it: a worker that dies (the kernel's
 out-of-memory killer, a stray `kill -9`) fails the pass at once instead of leaving its piece
-waited for forever, as a `multiprocessing.Pool` would."""
+waited for forever, as a `multiprocessing.Pool` would, and one that stops answering fails a
+call to every worker (`Workers.each`, which counting uses to gather what each worker counted)
+within EACH_SECONDS."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import multiprocessing
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,30 +22,59 @@ from tqdm import tqdm
 
 from w2vdist.errors import UsageError
 
-Run = Callable[[Callable[[Any], Any], Iterable[Any], str], Iterator[Any]]
 JOIN_SECONDS = 10.0  # how long a terminated worker may take to go
+EACH_SECONDS = 300.0  # how long `each` waits for every worker to take its call (starting them)
+_barrier: Any = None  # a worker's: every worker waits at it in `each`
+_DIED = ("prepare: a worker process died (killed by a signal, or by the system for memory); "
+         "nothing was written; run it again (with fewer --workers if memory ran out)")
+
+
+class Workers:
+    """`prepare`'s pool: `map` for the pieces, `each` for what every worker process holds."""
+
+    def __init__(self, size: int, executor: ProcessPoolExecutor | None = None) -> None:
+        self.size = size
+        self.executor = executor
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], what: str) -> Iterator[Any]:
+        """fn's results over items, in order, with a progress bar. Items may come from a
+        generator: about two per worker are handed out at a time (so that no worker waits for
+        the next while the oldest is still running), so a generator of large items (blocks of
+        decompressed text) is not read far ahead, and an exception it raises comes out in its
+        place."""
+        if self.executor is None:
+            return _progress(map(fn, items), items, what)
+        return _progress(_in_order(self.executor, fn, items, 2 * self.size + 2), items, what)
+
+    def each(self, fn: Callable[[], Any]) -> list[Any]:
+        """fn() run once in every worker process (here, for one worker), in no set order: one
+        call each, as each call waits at a barrier until every worker has taken one."""
+        if self.executor is None:
+            return [fn()]
+        try:
+            with _main_not_rerun():  # the first call starts the workers
+                futures = [self.executor.submit(_at_barrier, fn) for _ in range(self.size)]
+        except BrokenProcessPool:
+            raise UsageError(_DIED) from None
+        return [_result(f) for f in futures]
 
 
 @contextlib.contextmanager
-def parallel(workers: int) -> Iterator[Run]:
-    """`run(fn, items, what)`: fn's results over items, in order, with a progress bar; in this
-    process for one worker, else in a pool of `workers` processes. Items may come from a
-    generator: about two per worker are handed out at a time (so that no worker waits for the
-    next while the oldest is still running), so a generator of large items (blocks of
-    decompressed text) is not read far ahead, and an exception it raises comes out in its
-    place. On an error or an interrupt the workers are terminated, not waited for."""
+def parallel(workers: int) -> Iterator[Workers]:
+    """A pool of `workers` processes (none for one: in this process), all started at once, so
+    that `each` reaches every one. On an error or an interrupt the workers are terminated, not
+    waited for."""
     if workers <= 1:
-        yield lambda fn, items, what: _progress(map(fn, items), items, what)
+        yield Workers(1)
         return
     before = set(multiprocessing.active_children())
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_ignore_sigint)
-
-    def run(fn: Callable[[Any], Any], items: Iterable[Any], what: str) -> Iterator[Any]:
-        return _progress(_in_order(executor, fn, items, 2 * workers + 2), items, what)
-
+    context = multiprocessing.get_context("spawn")
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(context.Barrier(workers, timeout=EACH_SECONDS),))
     try:
-        yield run
+        pool = Workers(workers, executor)
+        pool.each(int)  # starts them all: the pool starts only as many as it finds work for
+        yield pool
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         ours = set(multiprocessing.active_children()) - before
@@ -74,9 +106,21 @@ def _result(future: Future[Any]) -> Any:
     try:
         return future.result()
     except BrokenProcessPool:
-        raise UsageError("prepare: a worker process died (killed by a signal, or by the system "
-                         "for memory); nothing was written; run it again (with fewer --workers "
-                         "if memory ran out)") from None
+        raise UsageError(_DIED) from None
+    except threading.BrokenBarrierError:
+        raise UsageError(f"prepare: the worker processes did not all start or answer within "
+                         f"{EACH_SECONDS:.0f} s; nothing was written") from None
+
+
+def _at_barrier(fn: Callable[[], Any]) -> Any:
+    _barrier.wait()  # at most EACH_SECONDS, the barrier's timeout
+    return fn()
+
+
+def _start_worker(barrier: Any) -> None:
+    global _barrier
+    _barrier = barrier
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
 def _progress(results: Iterator[Any], items: Iterable[Any], what: str) -> Iterator[Any]:
@@ -101,7 +145,3 @@ def _main_not_rerun() -> Iterator[None]:
     finally:
         main.__dict__.pop("__spec__", None)
         main.__dict__.update(hidden)
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,45 @@
+"""`prepare`'s worker pool: `each` reaches every worker process once, and a worker that stops
+answering fails it in bounded time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import pytest
+
+from w2vdist.corpus import workers as corpus_workers
+from w2vdist.corpus.workers import parallel
+from w2vdist.errors import UsageError
+
+
+def test_each_runs_once_in_every_worker() -> None:
+    with parallel(3) as pool:
+        assert list(pool.map(abs, [-1], "one item")) == [1]  # work for one worker only
+        pids = pool.each(os.getpid)
+        assert len(set(pids)) == 3 and os.getpid() not in pids
+        assert sorted(pool.each(os.getpid)) == sorted(pids)  # the barrier serves again
+    with parallel(1) as pool:
+        assert pool.each(os.getpid) == [os.getpid()]
+
+
+def test_a_worker_that_stops_answering_fails_each_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(corpus_workers, "EACH_SECONDS", 2.0)
+    monkeypatch.setattr(corpus_workers, "JOIN_SECONDS", 1.0)
+    stopped: list[int] = []
+    start = time.monotonic()
+    try:
+        with pytest.raises(UsageError, match="did not all start or answer within 2 s"):
+            with parallel(2) as pool:
+                stopped.append(pool.each(os.getpid)[0])
+                os.kill(stopped[0], signal.SIGSTOP)  # alive, but takes no call
+                pool.each(os.getpid)
+        assert time.monotonic() - start < 30
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

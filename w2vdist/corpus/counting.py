@@ -1,0 +1,118 @@
+"""Pass 1 of `prepare`: how often each word, and for a phrase pass each adjacent pair of words
+in a line, occurs in the corpus.
+
+Each worker process adds the pieces it reads to counters of its own. At the end of the pass
+every worker splits its counters into one partition per worker, by a hash of the word that
+every process computes alike, and writes them to files; then each worker merges one partition
+from every worker's files. The main process only joins the merged partitions, which share no
+word. It used to merge one counter per piece itself, which capped a pass at a few workers'
+speed: a 40 MB piece's counter took it 0.08 s against 1.8 s of a worker's reading, its pair
+counter 1.9 s against 6 s (BENCHMARKS.md, "Counting in the workers").
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import zlib
+from collections import Counter
+from pathlib import Path
+
+from w2vdist.corpus import phrases
+from w2vdist.corpus.text import Piece, TextStats, expand, read_lines
+from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.corpus.workers import Workers
+
+FLUSH_WORDS = 1 << 20
+# This process's counts in the pass under way (a worker's, or this one's with one worker).
+_words: Counter[str] = Counter()
+_pairs: Counter[str] = Counter()
+
+
+def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Path,
+          with_pairs: bool, min_pair_count: int, what: str
+          ) -> tuple[Counter[str], dict[str, int], TextStats]:
+    """(word counts, counts of the pairs seen more than min_pair_count times: the only ones a
+    phrase can be made of, stats) over every piece; `scratch`: a directory for the partitions,
+    made and removed here."""
+    pool.each(_clear)  # a pass that failed in this process may have left counts
+    stats = TextStats()
+    worker_pairs = max(phrases.WORKER_MAX_PAIRS, phrases.MAX_PAIRS // pool.size)
+    for piece_stats in pool.map(functools.partial(count_piece, tokenizer, with_pairs,
+                                                  worker_pairs), expand(pieces), what):
+        stats.add(piece_stats)
+    scratch.mkdir()
+    pool.each(functools.partial(_write_partitions, str(scratch), pool.size))
+    words: Counter[str] = Counter()
+    pairs: dict[str, int] = {}
+    merge = functools.partial(_merge_partition, str(scratch), min_pair_count,
+                              phrases.MAX_PAIRS // pool.size)
+    for part_words, part_pairs in pool.map(merge, range(pool.size), f"{what}: merging"):
+        dict.update(words, part_words)  # partitions share no word: no counts to add up
+        pairs.update(part_pairs)
+    scratch.rmdir()
+    return words, pairs, stats
+
+
+def count_piece(tokenizer: Tokenizer, with_pairs: bool, max_pairs: int, piece: Piece
+                ) -> TextStats:
+    """Add the piece's words (and pairs, up to max_pairs distinct) to this process's
+    counters."""
+    stats = TextStats()
+    words: list[str] = []
+    for text, _ in read_lines(piece, stats):
+        line = tokenizer(text)
+        words += line
+        if with_pairs:
+            phrases.count_pairs(line, _pairs, max_pairs)
+        if len(words) >= FLUSH_WORDS:
+            _add(words, stats)
+    _add(words, stats)
+    return stats
+
+
+def _add(words: list[str], stats: TextStats) -> None:
+    _words.update(words)  # a list at a time: counted in C
+    stats.raw_tokens += len(words)
+    words.clear()
+
+
+def _clear() -> None:
+    _words.clear()
+    _pairs.clear()
+
+
+def _partition(key: str, partitions: int) -> int:
+    """The same in every process (`hash` of a string is salted per process)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def _write_partitions(scratch: str, partitions: int) -> None:
+    """This process's counters split into `partitions` files (named by partition and process),
+    then emptied."""
+    parts: list[tuple[dict[str, int], dict[str, int]]] = [({}, {}) for _ in range(partitions)]
+    for word, n in _words.items():
+        parts[_partition(word, partitions)][0][word] = n
+    for pair, n in _pairs.items():
+        parts[_partition(pair, partitions)][1][pair] = n
+    _clear()
+    for number, part in enumerate(parts):
+        with open(os.path.join(scratch, f"{number:05d}-{os.getpid()}.pickle"), "wb") as f:
+            pickle.dump(part, f, pickle.HIGHEST_PROTOCOL)
+
+
+def _merge_partition(scratch: str, min_pair_count: int, max_pairs: int, number: int
+                     ) -> tuple[dict[str, int], dict[str, int]]:
+    """One partition's counts from every process's file (removed once read)."""
+    words: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    for path in sorted(Path(scratch).glob(f"{number:05d}-*.pickle")):
+        with open(path, "rb") as f:
+            part_words, part_pairs = pickle.load(f)
+        path.unlink()
+        words.update(part_words)
+        pairs.update(part_pairs)
+        if len(pairs) > max_pairs:
+            phrases.prune(pairs, max_pairs)
+    return dict(words), {pair: n for pair, n in pairs.items() if n > min_pair_count}
