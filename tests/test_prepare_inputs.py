@@ -353,8 +353,8 @@ def test_parquet_without_pyarrow_names_the_extra(
 
 
 def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
-    """benchmarks/prepare_formats.py (which fails unless every format gives the text's shards)
-    and benchmarks/prepare_speed.sh, on a small corpus."""
+    """benchmarks/prepare_formats.py (which fails unless every format gives the text's shards),
+    benchmarks/prepare_speed.sh and benchmarks/prepare_passes.py, on a small corpus."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(random_corpus(7, 3000), encoding="utf-8")
     root = Path(__file__).resolve().parents[1]
@@ -367,3 +367,9 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     done = subprocess.run(["bash", root / "benchmarks" / "prepare_speed.sh", corpus, "1"],
                           check=True, capture_output=True, text=True)
     assert done.stdout.splitlines()[-1].startswith("prepare_speed: ")
+    subprocess.run([sys.executable, root / "benchmarks" / "prepare_passes.py", corpus,
+                    "--workers", "2", "--phrases", "1", "--json", report], check=True,
+                   capture_output=True)
+    [run] = json.loads(report.read_text())
+    assert [p["pass"] for p in run["passes"]] == ["phrases 1/1", "counting"]
+    assert run["wall_s"] > 0 and run["main_cpu_s"] > 0 and run["workers_cpu_s"] >= 0
