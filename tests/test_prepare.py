@@ -18,7 +18,7 @@ import pytest
 import webdataset
 
 from w2vdist import cli
-from w2vdist.corpus import prepare
+from w2vdist.corpus import filetypes, prepare
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest, decode_sample
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer
@@ -196,7 +196,7 @@ def test_same_output_for_any_worker_count(
     root, _ = corpus
     (root / "big.txt").write_text(random_corpus(9, 3000))
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)
-    files = corpus_text.find_files([str(root)])
+    files = filetypes.find_files([str(root)])
     assert len(corpus_text.split_pieces(files, 1)) != len(corpus_text.split_pieces(files, 3))
     for workers in (1, 3):
         out = tmp_path / f"{workers}"

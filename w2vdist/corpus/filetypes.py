@@ -1,17 +1,19 @@
-"""What a corpus file is, from its first bytes (a name can lie), and how it is opened: gzip,
-bzip2, xz and zstd streams, decompressed by `prepare`'s main process into blocks that its
-workers share, and Parquet tables, whose row groups they share. A file that ends early is
-refused rather than read as a shorter corpus.
+"""The corpus files an input names (`find_files`); what each is, from its first bytes (a name
+can lie) and its name (`format_of`); and how it is opened: gzip, bzip2, xz and zstd streams,
+decompressed by `prepare`'s main process into blocks that its workers share, and Parquet
+tables, whose row groups they share. A file that ends early is refused rather than read as a
+shorter corpus.
 """
 
 from __future__ import annotations
 
 import bz2
+import glob
 import gzip
 import io
 import lzma
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,12 +22,40 @@ import zstandard
 from w2vdist.errors import UsageError
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# What a directory is searched for: `.json` only when named, since a dataset's folder often
+# holds a JSON metadata file beside its JSON Lines.
+TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *COMPRESSED_SUFFIXES)
 COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
           b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet"}
 READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
 PARQUET_BATCH_ROWS = 4096  # rows of one column held at a time
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+def find_files(inputs: Iterable[str]) -> list[Path]:
+    """Files named, found under directories (recursively) or matched by globs, in order."""
+    found: dict[Path, Path] = {}  # resolved -> as named, so a file named twice is read once
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+            if not files:
+                raise UsageError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this directory")
+        elif path.exists():
+            if not path.is_file():
+                raise UsageError(f"{path}: not a regular file (input is read twice)")
+            files = [path]
+        elif any(c in text for c in "*?["):
+            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not files:
+                raise UsageError(f"{text}: no files matched")
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+        for f in files:
+            found.setdefault(f.resolve(), f)
+    return list(found.values())
 
 
 def kind(path: Path | str) -> str | None:
@@ -36,6 +66,17 @@ def kind(path: Path | str) -> str | None:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def format_of(path: Path, kind: str | None) -> str:
+    """parquet for a Parquet file (`kind`: what its first bytes say), jsonl for a name that,
+    less any compression suffix, ends as a JSON Lines file's does, else text."""
+    if kind == "parquet":
+        return "parquet"
+    name = path.name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return "jsonl" if name.endswith(JSON_LINES_SUFFIXES) else "text"
 
 
 def open_binary(path: str, compression: str | None) -> IO[bytes] | io.RawIOBase:

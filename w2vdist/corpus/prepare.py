@@ -1,12 +1,13 @@
 """`w2vdist prepare INPUT... -o OUT`: text -> vocab.tsv + WebDataset shards + manifest.json.
 
-Two passes over the input, spread over worker processes: the first counts words and builds
-the vocabulary (`counting`), the second turns each line into word ids (out-of-vocabulary words dropped, as
-word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`).
-With `--phrases N`, N passes before them find the word pairs to join into phrases (`phrases`).
-Big plain files are cut into byte ranges; compressed files are decompressed here into blocks
-that the workers share. Memory is bounded by the vocabulary (and the bounded pair counts of
-phrase passes), not the corpus. The output is the same for any number of workers.
+Two passes over the input, spread over worker processes: the first counts words (`counting`)
+and builds the vocabulary, the second turns each line into word ids (out-of-vocabulary words
+dropped, as word2vec.c does) and packs whole sentences into samples and shards
+(`shards.ShardPacker`). With `--phrases N`, N passes before them find the word pairs to join
+into phrases (`phrases`). Big plain files are cut into byte ranges; compressed files are
+decompressed here into blocks that the workers share. Memory is bounded by the vocabulary (and
+the bounded pair counts of phrase passes), not the corpus. The output is the same for any
+number of workers.
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
 (`files.atomic_path`), so an error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
@@ -31,12 +32,11 @@ import numpy as np
 
 from w2vdist import settings
 from w2vdist.corpus import counting
+from w2vdist.corpus.filetypes import find_files
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardPacker
-from w2vdist.corpus.text import (
-    Piece, TextStats, expand, find_files, read_lines, split_pieces,
-)
+from w2vdist.corpus.text import Piece, TextStats, expand, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import Workers, parallel

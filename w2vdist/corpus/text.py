@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import glob
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn
@@ -37,10 +36,6 @@ from typing import BinaryIO, NoReturn
 from w2vdist.corpus import filetypes
 from w2vdist.errors import UsageError
 
-JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
-# What a directory is searched for: `.json` only when named, since a dataset's folder often
-# holds a JSON metadata file beside its JSON Lines.
-TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *filetypes.COMPRESSED_SUFFIXES)
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 BLOCK_BYTES = 1 << 24  # decompressed text a worker takes from a compressed file at a time
 MAX_BLOCK_BYTES = 1 << 26  # a block without a newline is cut at a space at this size
@@ -49,7 +44,6 @@ MAX_RANGE_BYTES = 1 << 26
 LONG_LINE_BYTES = 1 << 16  # a line running on this far past a segment's start is cut there
 RANGES_PER_WORKER = 4  # several byte ranges per worker, so that one slow range does not stall
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
-_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -71,41 +65,17 @@ class Piece:
     data: bytes | None = None  # a block of a compressed file, decompressed (`expand`)
 
 
-def find_files(inputs: Iterable[str]) -> list[Path]:
-    """Files named, found under directories (recursively) or matched by globs, in order."""
-    found: dict[Path, Path] = {}  # resolved -> as named, so a file named twice is read once
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
-            if not files:
-                raise UsageError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this directory")
-        elif path.exists():
-            if not path.is_file():
-                raise UsageError(f"{path}: not a regular file (input is read twice)")
-            files = [path]
-        elif any(c in text for c in "*?["):
-            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not files:
-                raise UsageError(f"{text}: no files matched")
-        else:
-            raise UsageError(f"{path}: no such file or directory")
-        for f in files:
-            found.setdefault(f.resolve(), f)
-    return list(found.values())
-
-
 def split_pieces(
     files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
     text_field: str = "text",
 ) -> list[Piece]:
     """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
     gets several; compressed files whole (`expand` cuts them into blocks as they are read).
-    `file_format` auto: `format_of` each file."""
+    `file_format` auto: `filetypes.format_of` each file."""
     sizes = [f.stat().st_size for f in files]
     kinds = [filetypes.kind(f) for f in files]
     compressions = [k if k in filetypes.COMPRESSIONS else None for k in kinds]
-    formats = [file_format if file_format != "auto" else format_of(f, k)
+    formats = [file_format if file_format != "auto" else filetypes.format_of(f, k)
                for f, k in zip(files, kinds)]
     plain = sum(s for s, c in zip(sizes, compressions) if c is None)
     step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
@@ -163,17 +133,6 @@ def _blocks(piece: Piece) -> Iterator[tuple[int, bytes]]:
         _unreadable(piece, exc)
     if buffer:
         yield at, buffer
-
-
-def format_of(path: Path, kind: str | None) -> str:
-    """parquet for a Parquet file (`kind`: what its first bytes say), jsonl for a name that,
-    less any compression suffix, ends as a JSON Lines file's does, else text."""
-    if kind == "parquet":
-        return "parquet"
-    name = path.name.lower()
-    for suffix in filetypes.COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return "jsonl" if name.endswith(JSON_LINES_SUFFIXES) else "text"
 
 
 @dataclass
