@@ -25,9 +25,13 @@ def test_each_runs_once_in_every_worker() -> None:
         assert pool.each(os.getpid) == [os.getpid()]
 
 
+@pytest.mark.parametrize("stop", [1, 2], ids=["one worker stopped", "both stopped"])
 def test_a_worker_that_stops_answering_fails_each_in_bounded_time(
-    monkeypatch: pytest.MonkeyPatch,
+    stop: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A stopped worker either never reaches the barrier (whose timeout then breaks it for
+    the others) or holds the task queue, so that no call reaches it: the wait for the results
+    is bounded too."""
     monkeypatch.setattr(corpus_workers, "EACH_SECONDS", 2.0)
     monkeypatch.setattr(corpus_workers, "JOIN_SECONDS", 1.0)
     stopped: list[int] = []
@@ -35,8 +39,9 @@ def test_a_worker_that_stops_answering_fails_each_in_bounded_time(
     try:
         with pytest.raises(UsageError, match="did not all start or answer within 2 s"):
             with parallel(2) as pool:
-                stopped.append(pool.each(os.getpid)[0])
-                os.kill(stopped[0], signal.SIGSTOP)  # alive, but takes no call
+                stopped += pool.each(os.getpid)[:stop]
+                for pid in stopped:
+                    os.kill(pid, signal.SIGSTOP)  # alive, but takes no call
                 pool.each(os.getpid)
         assert time.monotonic() - start < 30
     finally:

@@ -13,6 +13,7 @@ import multiprocessing
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,7 +57,10 @@ class Workers:
                 futures = [self.executor.submit(_at_barrier, fn) for _ in range(self.size)]
         except BrokenProcessPool:
             raise UsageError(_DIED) from None
-        return [_result(f) for f in futures]
+        # Waited for here too: a stopped worker can hold the task queue, so that no call
+        # reaches the barrier at all.
+        deadline = time.monotonic() + EACH_SECONDS
+        return [_result(f, max(0.0, deadline - time.monotonic())) for f in futures]
 
 
 @contextlib.contextmanager
@@ -102,12 +106,12 @@ def _in_order(executor: ProcessPoolExecutor, fn: Callable[[Any], Any], items: It
             future.cancel()
 
 
-def _result(future: Future[Any]) -> Any:
+def _result(future: Future[Any], timeout: float | None = None) -> Any:
     try:
-        return future.result()
+        return future.result(timeout)
     except BrokenProcessPool:
         raise UsageError(_DIED) from None
-    except threading.BrokenBarrierError:
+    except (threading.BrokenBarrierError, TimeoutError):
         raise UsageError(f"prepare: the worker processes did not all start or answer within "
                          f"{EACH_SECONDS:.0f} s; nothing was written") from None
 
