@@ -313,7 +313,7 @@ def _make_bad_inputs(tmp: Path) -> None:
 BAD_INPUTS = {  # case: (arguments, where {tmp} is the test's directory; expected message)
     "missing": ("{tmp}/nope.txt", "nope.txt: no such file or directory"),
     "no match": ("{tmp}/*.xyz", "*.xyz: no files matched"),
-    "no text files": ("{tmp}/empty_dir", "empty_dir: no .txt, .jsonl, .ndjson, .parquet, .gz"),
+    "no text files": ("{tmp}/empty_dir", "empty_dir: no .txt, .jsonl, .ndjson, .parquet, .zip, .tar, .gz"),
     "empty corpus": ("{tmp}/empty.txt", "empty.txt: empty corpus"),
     "below min_count": ("{tmp}/few.txt", "no word occurs min_count=5 times"),
     "truncated gzip": ("{tmp}/cut.gz", "cut.gz: cannot read gzip file"),

@@ -19,8 +19,8 @@ class PrepareConfig:
     """`w2vdist prepare`: corpus text to vocabulary and WebDataset shards."""
 
     inputs: list[str] = setting([], "text or JSON Lines files (.txt, .jsonl, .ndjson, .json; "
-                                "plain or gzip, bzip2, xz, zstd), Parquet files, directories "
-                                "or globs",
+                                "plain or gzip, bzip2, xz, zstd), zip or tar archives of them, "
+                                "Parquet files, directories or globs",
                                 positional=True, metavar="INPUT")
     output: str = setting("", "output directory", short="-o", metavar="OUT")
     format: str = setting("auto", "how files hold their text: text (one sentence or paragraph "

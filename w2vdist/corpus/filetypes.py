@@ -1,8 +1,8 @@
 """The corpus files an input names (`find_files`); what each is, from its first bytes (a name
-can lie) and its name (`format_of`); and how it is opened: gzip, bzip2, xz and zstd streams,
-decompressed by `prepare`'s main process into blocks that its workers share, and Parquet
-tables, whose row groups they share. A file that ends early is refused rather than read as a
-shorter corpus.
+can lie) and its name (`format_of`); and how it is opened: gzip, bzip2, xz and zstd streams
+and the files of zip and tar archives (`members`), decompressed by `prepare`'s main process
+into blocks that its workers share, and Parquet tables, whose row groups they share. A file
+that ends early is refused rather than read as a shorter corpus.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import glob
 import gzip
 import io
 import lzma
+import tarfile
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,13 +27,16 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # What a directory is searched for: `.json` only when named, since a dataset's folder often
 # holds a JSON metadata file beside its JSON Lines.
-TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", *COMPRESSED_SUFFIXES)
+TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".parquet", ".zip", ".tar", *COMPRESSED_SUFFIXES)
 COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
+ARCHIVES = ("zip", "tar")  # a tar may also be compressed: found when its text is read
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
-          b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet"}
+          b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip"}
+_TAR_HEAD = 512  # a tar file starts with a header block that says "ustar" at byte 257
 READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
 PARQUET_BATCH_ROWS = 4096  # rows of one column held at a time
-READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError,
+               zipfile.BadZipFile, tarfile.TarError, NotImplementedError)
 
 
 def find_files(inputs: Iterable[str]) -> list[Path]:
@@ -59,13 +64,53 @@ def find_files(inputs: Iterable[str]) -> list[Path]:
 
 
 def kind(path: Path | str) -> str | None:
-    """gzip, bzip2, xz, zstd, parquet or None (plain), from the file's first bytes."""
+    """gzip, bzip2, xz, zstd, parquet, zip, tar or None (plain), from the file's first
+    bytes."""
     try:
         with open(path, "rb") as f:
-            head = f.read(6)
+            head = f.read(_TAR_HEAD)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+    found = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+    return found or ("tar" if _is_tar(head) else None)
+
+
+def members(path: str, kind: str | None) -> Iterator[tuple[str, IO[bytes]]]:
+    """(name, bytes) of each file in a zip or tar archive (compressed or not), in the archive's
+    order; ("", its bytes) for a compressed file that holds no archive."""
+    if kind == "zip":
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir():
+                    with archive.open(info) as member:
+                        yield info.filename, member
+        return
+    with open_binary(path, kind) as f:
+        tar = _is_tar(f.read(_TAR_HEAD))
+    with open_binary(path, kind) as f:  # again, from its start
+        if not tar:
+            yield "", f
+            return
+        with tarfile.open(fileobj=f, mode="r|", tarinfo=_Whole) as archive:
+            for info in archive:
+                member = archive.extractfile(info) if info.isfile() else None
+                if member is not None:
+                    yield info.name, member
+
+
+def _is_tar(head: bytes) -> bool:
+    return head[257:262] == b"ustar"
+
+
+class _Whole(tarfile.TarInfo):
+    """A tar member's header that refuses to be cut short: tarfile itself takes a header cut
+    by the end of the file (a truncated download) for the end of the archive."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        if len(buf) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("the archive ends early (no end-of-archive blocks)")
+        return super().frombuf(buf, encoding, errors)
 
 
 def format_of(path: Path, kind: str | None) -> str:

@@ -38,7 +38,7 @@ from w2vdist.errors import UsageError
 
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 BLOCK_BYTES = 1 << 24  # decompressed text a worker takes from a compressed file at a time
-MAX_BLOCK_BYTES = 1 << 26  # a block without a newline is cut at a space at this size
+MAX_BLOCK_BYTES = 1 << 26  # a JSON Lines block without a newline is cut at this size
 MIN_RANGE_BYTES = 1 << 20  # a segment: byte ranges are whole numbers of them
 MAX_RANGE_BYTES = 1 << 26
 LONG_LINE_BYTES = 1 << 16  # a line running on this far past a segment's start is cut there
@@ -49,10 +49,12 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 @dataclass(frozen=True)
 class Piece:
     """The lines of `path` that start in bytes [start, end) (end -1: to the end of the file);
-    for Parquet, its row groups [start, end); for a block of a compressed file, `data`, which
-    starts at byte `start` of the decompressed text. `compression`: the file's, as its first
-    bytes say (`filetypes.kind`, read once). `text_field`: the field or column holding the text
-    of a JSON Lines or Parquet file."""
+    for Parquet, its row groups [start, end); for a block of a compressed file (or of a file in
+    an archive: `ARCHIVE:FILE`), `data`, which starts at byte `start` of the decompressed text.
+    `compression`: the file's compression or archive kind, as its first bytes say
+    (`filetypes.kind`, read once). `format`: auto for a compressed file or an archive, until
+    `expand` reads the names inside. `text_field`: the field or column holding the text of a
+    JSON Lines or Parquet file."""
 
     number: int
     path: str
@@ -70,13 +72,15 @@ def split_pieces(
     text_field: str = "text",
 ) -> list[Piece]:
     """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
-    gets several; compressed files whole (`expand` cuts them into blocks as they are read).
-    `file_format` auto: `filetypes.format_of` each file."""
+    gets several; compressed files and archives whole (`expand` cuts them into blocks as they
+    are read). `file_format` auto: `filetypes.format_of` each file (a compressed file's or an
+    archive's files, as `expand` reads them)."""
     sizes = [f.stat().st_size for f in files]
     kinds = [filetypes.kind(f) for f in files]
-    compressions = [k if k in filetypes.COMPRESSIONS else None for k in kinds]
-    formats = [file_format if file_format != "auto" else filetypes.format_of(f, k)
-               for f, k in zip(files, kinds)]
+    packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
+    compressions = [k if k in packed else None for k in kinds]
+    formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
+               for f, k, c in zip(files, kinds, compressions)]
     plain = sum(s for s, c in zip(sizes, compressions) if c is None)
     step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
     step -= step % MIN_RANGE_BYTES
@@ -96,43 +100,51 @@ def split_pieces(
 
 
 def expand(pieces: list[Piece]) -> Iterator[Piece]:
-    """The pieces as workers read them, numbered in order: each compressed file's piece becomes
-    blocks of its text, decompressed here as they are needed (one process decompresses faster
-    than dozens of workers tokenize), so that one big compressed file keeps every worker busy.
-    A block ends after a newline once it holds BLOCK_BYTES, so that no line is split (one
-    without a newline in MAX_BLOCK_BYTES is cut at a space), and blocks depend on the text
-    alone: the output is the same for any number of workers."""
+    """The pieces as workers read them, numbered in order: each compressed file's or archive's
+    piece becomes blocks of its text (of each file in an archive, named `ARCHIVE:FILE`, whose
+    format its name says unless one was given), decompressed here as they are needed (one
+    process decompresses faster than dozens of workers tokenize), so that one big compressed
+    file keeps every worker busy. A block ends after its last newline once it holds
+    BLOCK_BYTES, so that no line is split; a block without one is cut after a space (text, as
+    the long lines of plain files are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer
+    record fails). Blocks depend on the text alone: the output is the same for any number of
+    workers."""
     number = 0
     for piece in pieces:
         if piece.compression is None or piece.format == "parquet":
             yield dataclasses.replace(piece, number=number)
             number += 1
             continue
-        for start, block in _blocks(piece):
-            yield dataclasses.replace(piece, number=number, start=start, end=start + len(block),
-                                      data=block)
+        for path, kind, start, block in _blocks(piece):
+            yield dataclasses.replace(piece, number=number, path=path, format=kind, start=start,
+                                      end=start + len(block), data=block)
             number += 1
 
 
-def _blocks(piece: Piece) -> Iterator[tuple[int, bytes]]:
-    """(offset, bytes): a compressed file's decompressed text in blocks of whole lines."""
-    buffer, at = b"", 0
+def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes]]:
+    """(path, format, offset, bytes): a compressed file's or each archived file's decompressed
+    text in blocks of whole lines."""
     try:
-        with filetypes.open_binary(piece.path, piece.compression) as f:
+        for member, f in filetypes.members(piece.path, piece.compression):
+            path = f"{piece.path}:{member}" if member else piece.path
+            kind = piece.format if piece.format != "auto" else \
+                filetypes.format_of(Path(path), None)
+            longest = BLOCK_BYTES if kind == "text" else MAX_BLOCK_BYTES
+            buffer, at = b"", 0
             while block := f.read(CHUNK_BYTES):
                 buffer += block
                 if len(buffer) < BLOCK_BYTES:
                     continue
                 cut = buffer.rfind(b"\n") + 1
-                if not cut and len(buffer) >= MAX_BLOCK_BYTES:
+                if not cut and len(buffer) >= longest:
                     cut = _safe_cut(buffer)
                 if cut:
-                    yield at, buffer[:cut]
+                    yield path, kind, at, buffer[:cut]
                     buffer, at = buffer[cut:], at + cut
+            if buffer:
+                yield path, kind, at, buffer
     except filetypes.READ_ERRORS as exc:
         _unreadable(piece, exc)
-    if buffer:
-        yield at, buffer
 
 
 @dataclass
