@@ -5,7 +5,8 @@ Each worker process adds the pieces it reads to counters of its own. At the end 
 every worker splits its counters into one partition per worker, by a hash of the word that
 every process computes alike, and writes them to files; then each worker merges one partition
 from every worker's files. The main process only joins the merged partitions, which share no
-word. It used to merge one counter per piece itself, which capped a pass at a few workers'
+word. Counts are exact; only past the pair bounds (`phrases.MAX_PAIRS`) does which rare pairs
+are dropped depend on how the pieces fell to the workers. It used to merge one counter per piece itself, which capped a pass at a few workers'
 speed: a 40 MB piece's counter took it 0.08 s against 1.8 s of a worker's reading, its pair
 counter 1.9 s against 6 s (BENCHMARKS.md, "Counting in the workers").
 """
@@ -42,10 +43,14 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     for piece_stats in pool.map(functools.partial(count_piece, tokenizer, with_pairs,
                                                   worker_pairs), expand(pieces), what):
         stats.add(piece_stats)
+    if pool.executor is None:  # counted here, in full: nothing to split or merge
+        words, pairs = _words.copy(), _frequent(_pairs, min_pair_count)
+        _clear()
+        return words, pairs, stats
     scratch.mkdir()
     pool.each(functools.partial(_write_partitions, str(scratch), pool.size))
-    words: Counter[str] = Counter()
-    pairs: dict[str, int] = {}
+    words = Counter()
+    pairs = {}
     merge = functools.partial(_merge_partition, str(scratch), min_pair_count,
                               phrases.MAX_PAIRS // pool.size)
     for part_words, part_pairs in pool.map(merge, range(pool.size), f"{what}: merging"):
@@ -103,7 +108,7 @@ def _write_partitions(scratch: str, partitions: int) -> None:
 
 
 def _merge_partition(scratch: str, min_pair_count: int, max_pairs: int, number: int
-                     ) -> tuple[dict[str, int], dict[str, int]]:
+                     ) -> tuple[Counter[str], dict[str, int]]:
     """One partition's counts from every process's file (removed once read)."""
     words: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
@@ -115,4 +120,8 @@ def _merge_partition(scratch: str, min_pair_count: int, max_pairs: int, number: 
         pairs.update(part_pairs)
         if len(pairs) > max_pairs:
             phrases.prune(pairs, max_pairs)
-    return dict(words), {pair: n for pair, n in pairs.items() if n > min_pair_count}
+    return words, _frequent(pairs, min_pair_count)
+
+
+def _frequent(pairs: Counter[str], min_count: int) -> dict[str, int]:
+    return {pair: n for pair, n in pairs.items() if n > min_count}
