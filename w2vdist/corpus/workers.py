@@ -1,9 +1,9 @@
 """The worker pool of `prepare`'s passes: spawned processes that leave Ctrl-C to the parent,
 never run the caller's script again, and cannot hang it: a worker that dies (the kernel's
 out-of-memory killer, a stray `kill -9`) fails the pass at once instead of leaving its piece
-waited for forever, as a `multiprocessing.Pool` would, and one that stops answering fails a
-call to every worker (`Workers.each`, which counting uses to gather what each worker counted)
-within EACH_SECONDS."""
+waited for forever, as a `multiprocessing.Pool` would, and one that stops answering fails the
+pass within PIECE_SECONDS (a piece) or EACH_SECONDS (a call to every worker, `Workers.each`,
+which counting uses to gather what each worker counted)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from w2vdist.errors import UsageError
 
 JOIN_SECONDS = 10.0  # how long a terminated worker may take to go
 EACH_SECONDS = 300.0  # how long `each` waits for every worker to take its call (starting them)
+PIECE_SECONDS = 3600.0  # how long `map` waits for the oldest piece (a 64 MB piece takes seconds)
 _barrier: Any = None  # a worker's: every worker waits at it in `each`
 _DIED = ("prepare: a worker process died (killed by a signal, or by the system for memory); "
          "nothing was written; run it again (with fewer --workers if memory ran out)")
@@ -98,9 +99,9 @@ def _in_order(executor: ProcessPoolExecutor, fn: Callable[[Any], Any], items: It
             with _main_not_rerun():  # submitting may spawn a worker
                 pending.append(executor.submit(fn, item))
             if len(pending) >= window:
-                yield _result(pending.popleft())
+                yield _result(pending.popleft(), PIECE_SECONDS)
         while pending:
-            yield _result(pending.popleft())
+            yield _result(pending.popleft(), PIECE_SECONDS)
     finally:
         for future in pending:
             future.cancel()
@@ -112,8 +113,8 @@ def _result(future: Future[Any], timeout: float | None = None) -> Any:
     except BrokenProcessPool:
         raise UsageError(_DIED) from None
     except (threading.BrokenBarrierError, TimeoutError):
-        raise UsageError(f"prepare: the worker processes did not all start or answer within "
-                         f"{EACH_SECONDS:.0f} s; nothing was written") from None
+        raise UsageError("prepare: a worker process stopped answering (stopped, or stuck "
+                         "reading a file); nothing was written") from None
 
 
 def _at_barrier(fn: Callable[[], Any]) -> Any:
