@@ -15,7 +15,7 @@ from w2vdist.training.backends import batch_words
 from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 from w2vdist.training.merge import pack_changes, unpack_changes
 from w2vdist.training.sgns import Embeddings, apply, gradients
-from w2vdist.training.sync import resolved
+from w2vdist.training.sync import LocalSync, resolved
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 
@@ -237,3 +237,21 @@ def test_local_merges_send_only_the_rows_some_rank_changed(tmp_path):
         assert rows < 2 * VOCAB
         expected += 2 * VOCAB + rows * (DIM + 1) * 4  # ring all-reduce on 2 ranks: x 1
     assert [r["bytes_sent"] for r in results] == [expected, expected]
+
+
+def test_full_merges_by_time_space_out_and_close_in_again():
+    """sync.merge_time_share: judged at the first control step after a full merge (the
+    summed seconds merging, and elapsed): over the share, merges space out in proportion;
+    under half of it, they close in again, never below sync.every_steps; between, and in
+    windows without a full merge, nothing changes."""
+    tables = Embeddings(VOCAB, DIM, torch.Generator().manual_seed(7))
+    cfg = SyncConfig(strategy="local", every_steps=4, hot_rows=0, hot_every_steps=1,
+                     merge_time_share=0.1)
+    sync = LocalSync(2, cfg, tables)  # no collective is made here: decisions only
+    schedule = []
+    for merging, elapsed in [(0.5, 1.0), (0.0, 3.0), (0.3, 4.0), (0.05, 4.0), (0.001, 4.0),
+                             (0.02, 0.1)]:
+        sync._on_control([merging, elapsed])
+        schedule.append(sync.every_steps)
+    # 50% -> 5x; no merge; 7.5%: kept; 1.25% -> to 2.5% (20 -> 5); 0.025% -> floor 4; 20%
+    assert schedule == [20, 20, 20, 5, 4, 8]

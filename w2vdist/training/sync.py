@@ -135,8 +135,8 @@ class LocalSync(Sync):
         self._hot_pack = torch.empty(2 * hot, tables.input.shape[1] + 1, device=device)
         self._hot_rows = torch.empty(2 * hot, tables.input.shape[1], device=device)
         self._hot: dist.Work | None = None  # the hot merge in flight
-        self.every_steps = cfg.every_steps  # full merges; lengthened if they take too long
-        self._full_seconds = 0.0  # spent in full merges since the last control step
+        self.every_steps = cfg.every_steps  # full merges; by time, if merge_time_share is set
+        self._full_seconds = 0.0  # spent in full merges since the schedule was last judged
         self._since = time.perf_counter()
         self.saturation = Saturation(
             *(curvature_norms(t) for t in self.base),
@@ -203,26 +203,33 @@ class LocalSync(Sync):
                 (slice(rows, 2 * rows), tables.output, self.base[1], sat.sat_out[:rows])]
 
     def _control_figures(self) -> list[float]:
-        now = time.perf_counter()
-        figures = [self._full_seconds, now - self._since]
-        self._full_seconds, self._since = 0.0, now
-        return figures
+        return [self._full_seconds, time.perf_counter() - self._since]
 
     def _on_control(self, summed: list[float]) -> None:
-        """Full merges scheduled by time: when they took more than `merge_time_share` of the
-        ranks' time since the last control step, merge the whole tables proportionally less
-        often (the hot rows keep their interval). Every rank sees the same sums, so all take
-        the same decision at the same step."""
-        target = self.cfg.merge_time_share
+        """Full merges scheduled by time, judged at the first control step after one: when
+        they took more than `merge_time_share` of the ranks' time, the whole tables merge
+        proportionally less often; under half of it, proportionally more often again, down to
+        sync.every_steps (so that a slow first merge, as NCCL sets up its rings, or a busy
+        spell does not space them out for the rest of the run). The hot rows keep their
+        interval. Every rank sees the same sums, so all take the same decision at the same
+        step."""
         merging, elapsed = summed
-        if target <= 0 or elapsed <= 0 or merging / elapsed <= target:
+        target = self.cfg.merge_time_share
+        if merging <= 0 or target <= 0:
+            return  # no full merge to judge by since the last judgement
+        self._full_seconds, self._since = 0.0, time.perf_counter()
+        share = merging / elapsed
+        if share > target:
+            every = math.ceil(self.every_steps * share / target)
+        elif share < target / 2:
+            every = max(self.cfg.every_steps, math.ceil(self.every_steps * 2 * share / target))
+        else:
             return
-        longer = math.ceil(self.every_steps * merging / elapsed / target)
-        if longer > self.every_steps:
-            log.info("full merges took %.0f%% of the time (sync.merge_time_share %.2g): the "
-                     "whole tables now merge every %d steps, not %d", 100 * merging / elapsed,
-                     target, longer, self.every_steps)
-            self.every_steps = longer
+        if every != self.every_steps:
+            log.info("full merges took %.1f%% of the time (sync.merge_time_share %.2g): the "
+                     "whole tables now merge every %d steps, not %d", 100 * share, target,
+                     every, self.every_steps)
+            self.every_steps = every
 
     def _merge_rows(self, tables: Embeddings, rows: int) -> None:
         """Rows [0, rows) of both tables become the last merge plus the ranks' changes since,
