@@ -7,7 +7,7 @@ dropped, as word2vec.c does) and packs whole sentences into samples and shards
 into phrases (`phrases`). Big plain files are cut into byte ranges; compressed files are
 decompressed here into blocks that the workers share. Memory is bounded by the vocabulary (and
 the bounded pair counts of phrase passes), not the corpus. The output is the same for any
-number of workers.
+number of workers (for phrases, while the pair counts stay within their bounds).
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
 (`files.atomic_path`), so an error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
