@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.test_prepare import files_of, prep, sentences
+from w2vdist.corpus import counting
 from w2vdist.corpus import phrases as corpus_phrases
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.phrases import Phrase, Phrases, choose
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
 
 PLANTED = ["new york city", "new york", "los angeles", "united states", "united nations"]
@@ -149,24 +151,29 @@ def test_new_text_is_tokenized_with_the_phrases(tmp_path: Path,
         Tokenizer.from_settings(manifest.tokenizer)
 
 
-def test_pair_counts_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past a worker's share of MAX_PAIRS distinct pairs (WORKER_MAX_PAIRS at least) the
-    rarest are dropped; frequent phrases still pass."""
+@pytest.mark.parametrize("bound", ["MAX_PAIRS", "MAX_WORDS"])
+def test_counts_stay_bounded(bound: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                             ) -> None:
+    """Past a worker's share of MAX_PAIRS distinct pairs (MAX_WORDS words; WORKER_MAX at
+    least) the rarest are dropped as they are counted; frequent words and phrases still
+    pass."""
     seen: list[int] = []
-    prune = corpus_phrases.prune
+    prune = counting.prune
 
-    def recorded(pairs: collections.Counter[str], limit: int) -> None:
-        prune(pairs, limit)
-        seen.append(len(pairs))
+    def recorded(counts: collections.Counter[str], limit: int) -> None:
+        prune(counts, limit)
+        seen.append(len(counts))
 
-    monkeypatch.setattr(corpus_phrases, "MAX_PAIRS", 400)
-    monkeypatch.setattr(corpus_phrases, "WORKER_MAX_PAIRS", 300)
-    monkeypatch.setattr(corpus_phrases, "prune", recorded)
+    monkeypatch.setattr(counting, bound, 200)
+    monkeypatch.setattr(counting, "WORKER_MAX", 100)
+    monkeypatch.setattr(counting, "FLUSH_WORDS", 1000)  # words are counted (and bounded) so
+    monkeypatch.setattr(counting, "prune", recorded)
     corpus = planted_corpus(tmp_path / "corpus.txt", lines=3000)
     assert prep(corpus, out=tmp_path / "out", phrases=1, phrase_threshold=50) == 0
-    assert len(seen) > 3 and max(seen) <= 200  # while counting, not only once merged
+    assert len(seen) > 3 and max(seen) <= 100  # while counting, not only once merged
     joined = {(p.first, p.second) for p in Phrases.load(tmp_path / "out" / "phrases.tsv").passes[0]}
     assert {("new", "york"), ("los", "angeles"), ("united", "states")} <= joined
+    assert {"new_york", "los_angeles", "f0", "f1"} <= set(Vocab.load(tmp_path / "out").words)
 
 
 def test_a_phrases_file_and_a_vocabulary_from_an_earlier_run(tmp_path: Path, capsys) -> None:

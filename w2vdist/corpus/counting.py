@@ -5,10 +5,13 @@ Each worker process adds the pieces it reads to counters of its own. At the end 
 every worker splits its counters into one partition per worker, by a hash of the word that
 every process computes alike, and writes them to files; then each worker merges one partition
 from every worker's files. The main process only joins the merged partitions, which share no
-word. Counts are exact; only past the pair bounds (`phrases.MAX_PAIRS`) does which rare pairs
-are dropped depend on how the pieces fell to the workers. It used to merge one counter per piece itself, which capped a pass at a few workers'
+word. It used to merge one counter per piece itself, which capped a pass at a few workers'
 speed: a 40 MB piece's counter took it 0.08 s against 1.8 s of a worker's reading, its pair
 counter 1.9 s against 6 s (BENCHMARKS.md, "Counting in the workers").
+
+Counts are exact; only past their bounds (MAX_WORDS, MAX_PAIRS, as word2vec.c's and
+word2phrase's ReduceVocab) are the rarest dropped, which of them depending on how the pieces
+fell to the workers.
 """
 
 from __future__ import annotations
@@ -18,14 +21,19 @@ import os
 import pickle
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from w2vdist.corpus import phrases
 from w2vdist.corpus.text import Piece, TextStats, expand, read_lines
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.workers import Workers
 
 FLUSH_WORDS = 1 << 20
+# Distinct words and pairs counted, at about 100 bytes each: in all (~3.4 GB each; word2vec.c
+# prunes its vocabulary at 21M words, gensim's Phrases at 40M), and by each worker, for the
+# pieces it reads, its share of that or at least WORKER_MAX. Past a bound the rarest are dropped.
+MAX_WORDS = MAX_PAIRS = 1 << 25
+WORKER_MAX = 1 << 22
 # This process's counts in the pass under way (a worker's, or this one's with one worker).
 _words: Counter[str] = Counter()
 _pairs: Counter[str] = Counter()
@@ -39,9 +47,10 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     made and removed here."""
     pool.each(_clear)  # a pass that failed in this process may have left counts
     stats = TextStats()
-    worker_pairs = max(phrases.WORKER_MAX_PAIRS, phrases.MAX_PAIRS // pool.size)
-    for piece_stats in pool.map(functools.partial(count_piece, tokenizer, with_pairs,
-                                                  worker_pairs), expand(pieces), what):
+    bounds = Bounds(max(WORKER_MAX, MAX_WORDS // pool.size),
+                    max(WORKER_MAX, MAX_PAIRS // pool.size))
+    for piece_stats in pool.map(functools.partial(count_piece, tokenizer, with_pairs, bounds),
+                                expand(pieces), what):
         stats.add(piece_stats)
     if pool.executor is None:  # counted here, in full: nothing to split or merge
         words, pairs = _words.copy(), _frequent(_pairs, min_pair_count)
@@ -52,7 +61,7 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     words = Counter()
     pairs = {}
     merge = functools.partial(_merge_partition, str(scratch), min_pair_count,
-                              phrases.MAX_PAIRS // pool.size)
+                              Bounds(MAX_WORDS // pool.size, MAX_PAIRS // pool.size))
     for part_words, part_pairs in pool.map(merge, range(pool.size), f"{what}: merging"):
         dict.update(words, part_words)  # partitions share no word: no counts to add up
         pairs.update(part_pairs)
@@ -60,27 +69,48 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     return words, pairs, stats
 
 
-def count_piece(tokenizer: Tokenizer, with_pairs: bool, max_pairs: int, piece: Piece
+@dataclass(frozen=True)
+class Bounds:
+    """Distinct words and pairs a counter may hold (`prune` past them)."""
+
+    words: int
+    pairs: int
+
+
+def count_piece(tokenizer: Tokenizer, with_pairs: bool, bounds: Bounds, piece: Piece
                 ) -> TextStats:
-    """Add the piece's words (and pairs, up to max_pairs distinct) to this process's
-    counters."""
+    """Add the piece's words (and pairs) to this process's counters, within `bounds`."""
     stats = TextStats()
     words: list[str] = []
     for text, _ in read_lines(piece, stats):
         line = tokenizer(text)
         words += line
-        if with_pairs:
-            phrases.count_pairs(line, _pairs, max_pairs)
+        if with_pairs and len(line) > 1:
+            _pairs.update(map(" ".join, zip(line, line[1:])))
+            if len(_pairs) > bounds.pairs:
+                prune(_pairs, bounds.pairs)
         if len(words) >= FLUSH_WORDS:
-            _add(words, stats)
-    _add(words, stats)
+            _add(words, stats, bounds)
+    _add(words, stats, bounds)
     return stats
 
 
-def _add(words: list[str], stats: TextStats) -> None:
+def _add(words: list[str], stats: TextStats, bounds: Bounds) -> None:
     _words.update(words)  # a list at a time: counted in C
+    if len(_words) > bounds.words:
+        prune(_words, bounds.words)
     stats.raw_tokens += len(words)
     words.clear()
+
+
+def prune(counts: Counter[str], limit: int) -> None:
+    """Drop the rarest until at most half of `limit` remain (word2vec.c's ReduceVocab: the
+    floor rises one count at a time)."""
+    floor = 1
+    while len(counts) > limit // 2:
+        for key in [k for k, c in counts.items() if c <= floor]:
+            del counts[key]
+        floor += 1
 
 
 def _clear() -> None:
@@ -107,7 +137,7 @@ def _write_partitions(scratch: str, partitions: int) -> None:
             pickle.dump(part, f, pickle.HIGHEST_PROTOCOL)
 
 
-def _merge_partition(scratch: str, min_pair_count: int, max_pairs: int, number: int
+def _merge_partition(scratch: str, min_pair_count: int, bounds: Bounds, number: int
                      ) -> tuple[Counter[str], dict[str, int]]:
     """One partition's counts from every process's file (removed once read)."""
     words: Counter[str] = Counter()
@@ -116,10 +146,11 @@ def _merge_partition(scratch: str, min_pair_count: int, max_pairs: int, number: 
         with open(path, "rb") as f:
             part_words, part_pairs = pickle.load(f)
         path.unlink()
-        words.update(part_words)
-        pairs.update(part_pairs)
-        if len(pairs) > max_pairs:
-            phrases.prune(pairs, max_pairs)
+        for counts, part, limit in ((words, part_words, bounds.words),
+                                    (pairs, part_pairs, bounds.pairs)):
+            counts.update(part)
+            if len(counts) > limit:
+                prune(counts, limit)
     return words, _frequent(pairs, min_pair_count)
 
 

@@ -9,8 +9,8 @@ left it, then joins a pair `a b` when
 with both words seen min_count times and `words` the pass's token count: word2phrase's score,
 computed in its float32 arithmetic so that the same pairs pass. Joining runs left to right and
 a joined pair does not join the next word in the same pass, so N passes make phrases of up to
-2^N words. Pair counters are bounded (WORKER_MAX_PAIRS, MAX_PAIRS distinct pairs); past a
-bound the rarest are dropped, as word2phrase and gensim's Phrases do under theirs.
+2^N words. The pairs are counted in `counting`, within bounds past which the rarest are dropped,
+as word2phrase and gensim's Phrases do under theirs.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ import numpy as np
 from w2vdist.errors import UsageError
 
 DELIMITER = "_"
-# Distinct pairs counted, at about 100 bytes each: in all (~3.4 GB; gensim's Phrases holds 40M
-# by default), and by each worker, for the pieces it reads, its share of that or at least this.
-MAX_PAIRS = 1 << 25
-WORKER_MAX_PAIRS = 1 << 22
 PHRASES_FILE = "phrases.tsv"
 _HEADER = "# pass\tfirst\tsecond\tpair count\tscore"
 
@@ -141,25 +137,7 @@ class Phrases:
         return cls(tuple(map(tuple, passes)))
 
 
-def count_pairs(words: list[str], pairs: Counter[str], limit: int) -> None:
-    """Add a line's adjacent pairs ("a b") to a worker's `pairs`, within `limit`."""
-    if len(words) > 1:
-        pairs.update(map(" ".join, zip(words, words[1:])))
-        if len(pairs) > limit:
-            prune(pairs, limit)
-
-
-def prune(pairs: Counter[str], limit: int) -> None:
-    """Drop the rarest pairs until at most half of `limit` remain (word2phrase's ReduceVocab:
-    the floor rises one count at a time)."""
-    floor = 1
-    while len(pairs) > limit // 2:
-        for key in [k for k, c in pairs.items() if c <= floor]:
-            del pairs[key]
-        floor += 1
-
-
-def choose(words: Counter[str], pairs: Counter[str], min_count: int,
+def choose(words: Counter[str], pairs: dict[str, int], min_count: int,
            threshold: float) -> list[Phrase]:
     """The pairs word2phrase joins, by count (most frequent first), then by pair."""
     candidates = [(key, c) for key, c in pairs.items() if c > min_count]
