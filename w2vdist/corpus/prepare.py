@@ -5,9 +5,9 @@ and builds the vocabulary, the second turns each line into word ids (out-of-voca
 dropped, as word2vec.c does) and packs whole sentences into samples and shards
 (`shards.ShardPacker`). With `--phrases N`, N passes before them find the word pairs to join
 into phrases (`phrases`). Big plain files are cut into byte ranges; compressed files are
-decompressed here into blocks that the workers share. Memory is bounded by the vocabulary (and
-the bounded pair counts of phrase passes), not the corpus. The output is the same for any
-number of workers (for phrases, while the pair counts stay within their bounds).
+decompressed here into blocks that the workers share. Memory is bounded by the (bounded) word
+and pair counts, not the corpus. The output is the same for any number of workers while the
+counts stay within their bounds (`counting`).
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
 (`files.atomic_path`), so an error, Ctrl-C or SIGTERM never leaves a shard set that looks complete.
