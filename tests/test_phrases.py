@@ -152,11 +152,11 @@ def test_new_text_is_tokenized_with_the_phrases(tmp_path: Path,
 
 
 @pytest.mark.parametrize("bound", ["MAX_PAIRS", "MAX_WORDS"])
-def test_counts_stay_bounded(bound: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                             ) -> None:
+def test_counts_stay_bounded(bound: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys) -> None:
     """Past a worker's share of MAX_PAIRS distinct pairs (MAX_WORDS words; WORKER_MAX at
     least) the rarest are dropped as they are counted; frequent words and phrases still
-    pass."""
+    pass, and the summary and manifest say how many words were dropped."""
     seen: list[int] = []
     prune = counting.prune
 
@@ -174,6 +174,14 @@ def test_counts_stay_bounded(bound: str, tmp_path: Path, monkeypatch: pytest.Mon
     joined = {(p.first, p.second) for p in Phrases.load(tmp_path / "out" / "phrases.tsv").passes[0]}
     assert {("new", "york"), ("los", "angeles"), ("united", "states")} <= joined
     assert {"new_york", "los_angeles", "f0", "f1"} <= set(Vocab.load(tmp_path / "out").words)
+    pruned = Manifest.load(tmp_path / "out").stats["pruned_words"]
+    said = "rare words dropped while counting" in capsys.readouterr().out
+    assert (pruned > 0 and said) if bound == "MAX_WORDS" else (pruned == 0 and not said)
+    # Two workers: the bounds travel with the calls; the merged partitions are bounded too.
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 20_000)
+    assert prep(corpus, out=tmp_path / "two", phrases=1, phrase_threshold=50, workers=2) == 0
+    assert {"new_york", "los_angeles", "f0", "f1"} <= set(Vocab.load(tmp_path / "two").words)
+    assert (Manifest.load(tmp_path / "two").stats["pruned_words"] > 0) == (bound == "MAX_WORDS")
 
 
 def test_a_phrases_file_and_a_vocabulary_from_an_earlier_run(tmp_path: Path, capsys) -> None:

@@ -62,9 +62,10 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     pairs = {}
     merge = functools.partial(_merge_partition, str(scratch), min_pair_count,
                               Bounds(MAX_WORDS // pool.size, MAX_PAIRS // pool.size))
-    for part_words, part_pairs in pool.map(merge, range(pool.size), f"{what}: merging"):
+    for part_words, part_pairs, pruned in pool.map(merge, range(pool.size), f"{what}: merging"):
         dict.update(words, part_words)  # partitions share no word: no counts to add up
         pairs.update(part_pairs)
+        stats.pruned_words += pruned
     scratch.rmdir()
     return words, pairs, stats
 
@@ -98,7 +99,9 @@ def count_piece(tokenizer: Tokenizer, with_pairs: bool, bounds: Bounds, piece: P
 def _add(words: list[str], stats: TextStats, bounds: Bounds) -> None:
     _words.update(words)  # a list at a time: counted in C
     if len(_words) > bounds.words:
+        before = len(_words)
         prune(_words, bounds.words)
+        stats.pruned_words += before - len(_words)
     stats.raw_tokens += len(words)
     words.clear()
 
@@ -138,20 +141,25 @@ def _write_partitions(scratch: str, partitions: int) -> None:
 
 
 def _merge_partition(scratch: str, min_pair_count: int, bounds: Bounds, number: int
-                     ) -> tuple[Counter[str], dict[str, int]]:
-    """One partition's counts from every process's file (removed once read)."""
+                     ) -> tuple[Counter[str], dict[str, int], int]:
+    """One partition's counts from every process's file (removed once read), and how many
+    distinct words its bound dropped."""
     words: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
+    pruned = 0
     for path in sorted(Path(scratch).glob(f"{number:05d}-*.pickle")):
         with open(path, "rb") as f:
             part_words, part_pairs = pickle.load(f)
         path.unlink()
-        for counts, part, limit in ((words, part_words, bounds.words),
-                                    (pairs, part_pairs, bounds.pairs)):
-            counts.update(part)
-            if len(counts) > limit:
-                prune(counts, limit)
-    return words, _frequent(pairs, min_pair_count)
+        words.update(part_words)
+        if len(words) > bounds.words:
+            before = len(words)
+            prune(words, bounds.words)
+            pruned += before - len(words)
+        pairs.update(part_pairs)
+        if len(pairs) > bounds.pairs:
+            prune(pairs, bounds.pairs)
+    return words, _frequent(pairs, min_pair_count), pruned
 
 
 def _frequent(pairs: Counter[str], min_count: int) -> dict[str, int]:

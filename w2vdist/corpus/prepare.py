@@ -154,7 +154,9 @@ class Summary:
             f"{s['undecodable_bytes']:,} undecodable bytes replaced",
             f"tokens  {s['raw_tokens']:,} read, {s['oov_dropped']:,} out of vocabulary dropped, "
             f"{m.total_tokens:,} kept in {s['sentences']:,} sentences",
-            f"vocab   {m.vocab_size:,} words (min_count {s['min_count']})",
+            f"vocab   {m.vocab_size:,} words (min_count {s['min_count']}"
+            + (f"; {s['pruned_words']:,} rare words dropped while counting, past the bound of "
+               f"distinct words: counts near it are low)" if s.get("pruned_words") else ")"),
             *([f"phrases {s['phrases']:,} pairs joined in {s['phrase_passes']} pass(es) "
                + (f"(from {s['phrases_file']}" if s.get("phrases_file") else
                   f"(threshold {s['phrase_threshold']:g}")

@@ -156,6 +156,7 @@ class TextStats:
     text_bytes: int = 0
     undecodable_bytes: int = 0
     first_undecodable: str = ""  # "PATH:BYTE" of the first byte that did not decode
+    pruned_words: int = 0  # distinct words dropped past the counting bounds (`counting`)
 
     def add(self, other: "TextStats") -> None:
         for f in dataclasses.fields(self):
