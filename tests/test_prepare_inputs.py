@@ -378,3 +378,19 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     [run] = json.loads(report.read_text())
     assert [p["pass"] for p in run["passes"]] == ["phrases 1/1", "counting"]
     assert run["wall_s"] > 0 and run["main_cpu_s"] > 0 and run["workers_cpu_s"] >= 0
+
+
+def test_a_failed_prepare_leaves_no_counts_behind(tmp_path: Path) -> None:
+    """With one worker the counts live in this process: a prepare that fails mid-count (in
+    the Python API, the process lives on) must not leave them to the next one."""
+    (tmp_path / "a.txt").write_text("alpha beta\n" * 50)
+    (tmp_path / "b.txt").write_bytes(b"gamma\0delta\n")
+    with pytest.raises(UsageError, match="not text"):
+        prepare.prepare(PrepareConfig(inputs=[str(tmp_path / "a.txt"), str(tmp_path / "b.txt")],
+                                      output=str(tmp_path / "bad"), workers=1, min_count=1))
+    (tmp_path / "c.txt").write_text("alpha gamma\n" * 3)
+    summary = prepare.prepare(PrepareConfig(inputs=[str(tmp_path / "c.txt")],
+                                            output=str(tmp_path / "good"), workers=1,
+                                            min_count=1))
+    assert (tmp_path / "good" / "vocab.tsv").read_text() == "alpha\t3\ngamma\t3\n"
+    assert summary.manifest.total_tokens == 6
