@@ -12,10 +12,11 @@ Build: `$CC` (else `cc`, `gcc`, `clang`) with `-O3 -march=native`, falling back 
 flags when the compiler refuses. Never `-ffast-math`: linking a shared object with it (GCC < 13)
 adds `crtfastmath.o`, which turns on flush-to-zero in the whole Python process when loaded. The
 library is cached in `$XDG_CACHE_HOME/w2vdist` (else `~/.cache/w2vdist`, else the temp
-directory) under a hash of source, compiler, flags and CPU features, so a home directory shared
-by different nodes never serves code built for another CPU; it is compiled to a temporary name
-and renamed into place, so concurrent ranks never load a half-written file. Without a working
-compiler `available()` is False and `unavailable_reason()` says why; callers use torch instead.
+directory) under a hash of source and header, compiler, flags and CPU features, so a home
+directory shared by different nodes never serves code built for another CPU; it is compiled to
+a temporary name and renamed into place, so concurrent ranks never load a half-written file.
+Without a working compiler `available()` is False and `unavailable_reason()` says why; callers
+use torch instead.
 
 Semantics of `train_block` (word2vec.c skip-gram with negative sampling):
 - Each token is kept with probability `keep_prob[token]` (a draw only when that is < 1); windows
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from w2vdist.training.sgns import Embeddings
 
 SOURCE = Path(__file__).with_name("sgns_cpu.c")
+HEADERS = [SOURCE.with_name("sgns_dot.h")]  # what SOURCE includes: part of the build's key
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 FLAG_SETS = [[*_BASE_FLAGS, "-march=native"], _BASE_FLAGS, ["-O2"]]  # tried in this order
 _LINK_FLAGS = ["-std=c99", "-fPIC", "-shared", "-pthread"]
@@ -249,7 +251,8 @@ def _require_library() -> ctypes.CDLL:
 def build(flags: list[str], cc: list[str] | None = None) -> ctypes.CDLL:
     """The library built with `flags` (once per source, compiler, flags and CPU), loaded."""
     cc = cc or _compiler()
-    key = "\n".join([SOURCE.read_text(), *cc, _version(tuple(cc)), *flags, _cpu_id()])
+    sources = [path.read_text() for path in (SOURCE, *HEADERS)]
+    key = "\n".join([*sources, *cc, _version(tuple(cc)), *flags, _cpu_id()])
     path = _cache_dir() / f"sgns_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
     if not path.exists():
         _compile(cc, flags, path)
