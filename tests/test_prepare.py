@@ -7,10 +7,6 @@ import collections
 import gzip
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -387,22 +383,3 @@ def test_overwrite_replaces_a_previous_output(tmp_path: Path) -> None:
     assert prep(second, out=out, min_count=1, overwrite=True) == 0
     assert Vocab.load(out).words == ["c", "d"] and sentences(out) == [["c", "c", "c", "d"]]
     assert leftovers(out) == ["out"]
-
-
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_leaves_no_output(tmp_path: Path, signum: int, code: int) -> None:
-    text = tmp_path / "big.txt"
-    text.write_text(random_corpus(1, 40_000) * 4)  # takes a few seconds to prepare
-    out = tmp_path / "out"
-    argv = ["prepare", str(text), "-o", str(out), "--workers", "2", "--min-count", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "w2vdist", *argv], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.3)  # into the first pass, worker processes starting or running
-    assert proc.poll() is None, "finished before it could be interrupted"
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert leftovers(out) == []

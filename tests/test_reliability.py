@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.helpers import config, prepare, write_zipf_corpus
+from tests.test_prepare import leftovers, random_corpus
 from w2vdist.cli import main
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import Vocab
@@ -117,6 +118,25 @@ def test_a_bad_shard_under_two_ranks_stops_both_within_seconds(shards, tmp_path)
 
 
 # --- 3. staging folders of killed runs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_no_output(tmp_path: Path, signum: int, code: int) -> None:
+    text = tmp_path / "big.txt"
+    text.write_text(random_corpus(1, 40_000) * 4)  # takes a few seconds to prepare
+    out = tmp_path / "out"
+    argv = ["prepare", str(text), "-o", str(out), "--workers", "2", "--min-count", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "w2vdist", *argv], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.tmp-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)  # into the first pass, worker processes starting or running
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert leftovers(out) == []
 
 
 def test_a_killed_prepare_worker_stops_prepare_at_once(tmp_path):
