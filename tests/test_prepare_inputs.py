@@ -166,7 +166,7 @@ def test_one_compressed_file_is_shared_by_every_worker(
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 5000)
     pieces = corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2)
-    blocks = list(corpus_text.expand(pieces))
+    blocks = list(corpus_text.expand(pieces, 2))
     assert len(pieces) == 1 and len(blocks) > 5
     assert [b.number for b in blocks] == list(range(len(blocks)))
     assert all(b.data.endswith(b"\n") for b in blocks)
@@ -191,7 +191,7 @@ def test_a_compressed_line_longer_than_a_block_is_cut_at_a_space(
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 2000)
     monkeypatch.setattr(corpus_text, "MAX_BLOCK_BYTES", 4000)
-    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2)))
+    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2), 2))
     assert len(blocks) >= 4 and all(len(b.data) <= 3000 for b in blocks)  # BLOCK_BYTES + a read
     assert all(b.data.endswith(b" ") for b in blocks[:-1])
     assert prep(tmp_path / "t.txt.gz", out=tmp_path / "out", min_count=1, workers=2) == 0
@@ -199,7 +199,7 @@ def test_a_compressed_line_longer_than_a_block_is_cut_at_a_space(
     # A JSON Lines record is cut only past MAX_BLOCK_BYTES: this one is read whole.
     record = json_lines([" ".join(line.split()[:700])])  # 3,360 bytes
     (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(record))
-    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.jsonl.gz"], 2)))
+    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.jsonl.gz"], 2), 2))
     assert [b.data for b in blocks] == [record]
 
 

@@ -50,7 +50,7 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     bounds = Bounds(max(WORKER_MAX, MAX_WORDS // pool.size),
                     max(WORKER_MAX, MAX_PAIRS // pool.size))
     for piece_stats in pool.map(functools.partial(count_piece, tokenizer, with_pairs, bounds),
-                                expand(pieces), what):
+                                expand(pieces, pool.size), what):
         stats.add(piece_stats)
     if pool.executor is None:  # counted here, in full: nothing to split or merge
         words, pairs = _words.copy(), _frequent(_pairs, min_pair_count)

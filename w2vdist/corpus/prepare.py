@@ -24,7 +24,6 @@ import signal
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -222,8 +221,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         )
         packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
         sentences = oov = 0
-        formats: Counter[str] = Counter()  # files (and archived files) of each format
-        for encoded in pool.map(encode, _counted(expand(pieces), formats), "encoding"):
+        for encoded in pool.map(encode, expand(pieces, pool.size), "encoding"):
             _pack(packer, encoded)
             sentences += encoded.sentences
             oov += encoded.oov
@@ -247,7 +245,6 @@ def prepare(cfg: PrepareConfig) -> Summary:
                 "oov_dropped": oov,
                 "distinct_words": distinct_words,
                 "encoding": cfg.encoding,
-                "formats": dict(formats),
                 "text_field": cfg.text_field,
                 "min_count": cfg.min_count,
                 "max_vocab": cfg.max_vocab,
@@ -285,13 +282,6 @@ def _count(
     if stats.raw_tokens == 0:
         raise UsageError(f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)")
     return counts, pairs, stats
-
-
-def _counted(pieces: Iterator[Piece], formats: Counter[str]) -> Iterator[Piece]:
-    """The pieces, each file's first counted in `formats` by its format on the way."""
-    for piece in pieces:
-        formats[piece.format] += piece.start == 0
-        yield piece
 
 
 def _check_decoding(stats: TextStats, encoding: str) -> None:

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,26 +100,34 @@ def split_pieces(
     return pieces
 
 
-def expand(pieces: list[Piece]) -> Iterator[Piece]:
-    """The pieces as workers read them, numbered in order: each compressed file's or archive's
-    piece becomes blocks of its text (of each file in an archive, named `ARCHIVE:FILE`, whose
-    format its name says unless one was given), decompressed here as they are needed (one
-    process decompresses faster than dozens of workers tokenize), so that one big compressed
-    file keeps every worker busy. A block ends after its last newline once it holds
-    BLOCK_BYTES, so that no line is split; a block without one is cut after a space (text, as
-    the long lines of plain files are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer
-    record fails). Blocks depend on the text alone: the output is the same for any number of
-    workers."""
+def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
+    """The pieces as workers read them, numbered in order. With fewer compressed files and
+    archives than workers, each one's piece becomes blocks of its text (of each file in an
+    archive, named `ARCHIVE:FILE`, whose format its name says unless one was given),
+    decompressed here as they are needed, so that one big compressed file keeps every worker
+    busy; with as many or more, each goes whole to a worker, which decompresses it into the
+    same blocks (`read_lines`), so that this process does not decompress a whole dataset of
+    them alone. A block ends after its last newline once it holds BLOCK_BYTES, so that no line
+    is split; a block without one is cut after a space (text, as the long lines of plain files
+    are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer record fails). Blocks depend
+    on the text alone: the output is the same for any number of workers."""
+    packed = sum(p.compression is not None and p.format != "parquet" for p in pieces)
     number = 0
     for piece in pieces:
-        if piece.compression is None or piece.format == "parquet":
+        if piece.compression is None or piece.format == "parquet" or packed >= workers:
             yield dataclasses.replace(piece, number=number)
             number += 1
             continue
-        for path, kind, start, block in _blocks(piece):
-            yield dataclasses.replace(piece, number=number, path=path, format=kind, start=start,
-                                      end=start + len(block), data=block)
+        for block in _expanded(piece):
+            yield dataclasses.replace(block, number=number)
             number += 1
+
+
+def _expanded(piece: Piece) -> Iterator[Piece]:
+    """A compressed file's or archive's piece as pieces of one block each (`_blocks`)."""
+    for path, kind, start, block in _blocks(piece):
+        yield dataclasses.replace(piece, path=path, format=kind, start=start,
+                                  end=start + len(block), data=block)
 
 
 def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes]]:
@@ -157,19 +166,39 @@ class TextStats:
     undecodable_bytes: int = 0
     first_undecodable: str = ""  # "PATH:BYTE" of the first byte that did not decode
     pruned_words: int = 0  # distinct words dropped past the counting bounds (`counting`)
+    formats: dict[str, int] = dataclasses.field(default_factory=dict)  # files (archived too)
 
     def add(self, other: "TextStats") -> None:
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            setattr(self, f.name, mine or theirs if isinstance(mine, str) else mine + theirs)
+            if isinstance(mine, dict):
+                mine = dict(Counter(mine) + Counter(theirs))
+            else:
+                mine = mine or theirs if isinstance(mine, str) else mine + theirs
+            setattr(self, f.name, mine)
 
 
 def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     """(text, line_complete) for each line of the piece, UTF-8 with bad bytes replaced.
 
     A line longer than CHUNK_BYTES comes in parts cut at spaces, all but the last with
-    line_complete False, so that no line, however long, has to fit in memory.
+    line_complete False, so that no line, however long, has to fit in memory. A compressed
+    file or archive that `expand` left whole is read here in the blocks the main process would
+    have made, each ending a sentence as the end of a piece does, so that the output is the
+    same whoever decompresses it.
     """
+    if piece.compression is not None and piece.data is None and piece.format != "parquet":
+        for block in _expanded(piece):
+            last = None
+            for line in read_lines(block, stats):
+                if last is not None:
+                    yield last
+                last = line
+            if last is not None:
+                yield last[0], True
+        return
+    if piece.start == 0:
+        stats.formats[piece.format] = stats.formats.get(piece.format, 0) + 1
     if piece.format == "jsonl":
         yield from _json_lines(piece, stats)
         return
