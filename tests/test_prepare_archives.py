@@ -127,6 +127,10 @@ def test_compressed_files_read_whole_by_workers_or_in_blocks_give_the_same(
     pieces = corpus_text.split_pieces(inputs, 3)
     assert len(list(corpus_text.expand(pieces, 3))) > 4 == 2 + 2  # blocks with 3 workers
     assert [p.data for p in corpus_text.expand(pieces, 2)] == [None, None]  # whole with 2
+    big = tmp_path / "big.txt.gz"  # over 1.5 times a worker's share: the main process cuts it
+    big.write_bytes(gzip.compress(random_corpus(7, 3000).encode("utf-8"), compresslevel=0))
+    mixed = corpus_text.split_pieces([*inputs, big], 2)
+    assert len(list(corpus_text.expand(mixed, 2))) > 3
     assert prep(*inputs, out=tmp_path / "whole", min_count=1, workers=1) == 0  # here, whole
     assert prep(*inputs, out=tmp_path / "blocks", min_count=1, workers=3) == 0
     assert shards_and_vocab(tmp_path / "whole") == shards_and_vocab(tmp_path / "blocks")
