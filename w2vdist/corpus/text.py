@@ -105,12 +105,14 @@ def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
     archives than workers, each one's piece becomes blocks of its text (of each file in an
     archive, named `ARCHIVE:FILE`, whose format its name says unless one was given),
     decompressed here as they are needed, so that one big compressed file keeps every worker
-    busy; with as many or more, none over 1.5 times a worker's share of their bytes (which
-    would keep one worker busy long after the others), each goes whole to a worker, which decompresses it into the same blocks (`read_lines`), so that
-    this process does not decompress a whole dataset of them alone. A block ends after its last newline once it holds BLOCK_BYTES, so that no line
-    is split; a block without one is cut after a space (text, as the long lines of plain files
-    are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer record fails). Blocks depend
-    on the text alone: the output is the same for any number of workers."""
+    busy. With as many or more, none over 1.5 times a worker's share of their bytes (which
+    would keep one worker busy long after the others), each goes whole to a worker, which
+    decompresses it into the same blocks (`read_lines`), so that this process does not
+    decompress a whole dataset of them alone. A block ends after its last newline once it holds
+    BLOCK_BYTES, so that no line is split; a block without one is cut after a space (text, as
+    the long lines of plain files are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer
+    record fails). Blocks depend on the text alone: the output is the same for any number of
+    workers."""
     sizes = [os.path.getsize(p.path) for p in pieces
              if p.compression is not None and p.format != "parquet"]
     whole = len(sizes) >= workers and max(sizes) <= 1.5 * sum(sizes) / workers
