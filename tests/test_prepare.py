@@ -201,6 +201,32 @@ def test_same_output_for_any_worker_count(
     assert files_of(tmp_path / "1") == files_of(tmp_path / "3")
 
 
+def test_many_small_files_share_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive small files share a worker call (and a file of ids) of MIN_RANGE_BYTES:
+    the output of the same text in one file, for one worker or two."""
+    text = random_corpus(4, 600)
+    lines = text.splitlines(keepends=True)
+    (tmp_path / "docs").mkdir()
+    for i in range(0, len(lines), 3):
+        (tmp_path / "docs" / f"{i:05d}.txt").write_text("".join(lines[i : i + 3]))
+    (tmp_path / "all.txt").write_text(text)
+    assert prep(tmp_path / "all.txt", out=tmp_path / "one", min_count=1) == 0
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 2000)
+    pieces = corpus_text.split_pieces(filetypes.find_files([str(tmp_path / "docs")]), 2)
+    groups = list(corpus_text.grouped(pieces))
+    assert len(pieces) == 200 and 5 < len(groups) < 40 and sum(groups, []) == pieces
+    for workers in (1, 2):
+        out = tmp_path / f"docs-{workers}"
+        assert prep(tmp_path / "docs", out=out, min_count=1, workers=workers) == 0
+        assert {n: b for n, b in files_of(out).items() if n != "manifest.json"} == {
+            n: b for n, b in files_of(tmp_path / "one").items() if n != "manifest.json"}
+    (tmp_path / "two").mkdir()  # a file's end ends its last line, in a shared task too
+    (tmp_path / "two" / "1.txt").write_text("a b")
+    (tmp_path / "two" / "2.txt").write_text("c d\n")
+    assert prep(tmp_path / "two", out=tmp_path / "ab", min_count=1) == 0
+    assert sentences(tmp_path / "ab") == [["a", "b"], ["c", "d"]]
+
+
 def test_reading_in_tiny_chunks_and_byte_ranges_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from w2vdist.corpus.text import Piece, TextStats, expand, read_lines
+from w2vdist.corpus.text import Piece, TextStats, expand, grouped, read_lines
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.workers import Workers
 
@@ -49,9 +49,9 @@ def count(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], scratch: Pat
     stats = TextStats()
     bounds = Bounds(max(WORKER_MAX, MAX_WORDS // pool.size),
                     max(WORKER_MAX, MAX_PAIRS // pool.size))
-    for piece_stats in pool.map(functools.partial(count_piece, tokenizer, with_pairs, bounds),
-                                expand(pieces, pool.size), what):
-        stats.add(piece_stats)
+    for group_stats in pool.map(functools.partial(count_pieces, tokenizer, with_pairs, bounds),
+                                grouped(expand(pieces, pool.size)), what):
+        stats.add(group_stats)
     if pool.executor is None:  # counted here, in full: nothing to split or merge
         words, pairs = _words.copy(), _frequent(_pairs, min_pair_count)
         _clear()
@@ -78,20 +78,21 @@ class Bounds:
     pairs: int
 
 
-def count_piece(tokenizer: Tokenizer, with_pairs: bool, bounds: Bounds, piece: Piece
-                ) -> TextStats:
-    """Add the piece's words (and pairs) to this process's counters, within `bounds`."""
+def count_pieces(tokenizer: Tokenizer, with_pairs: bool, bounds: Bounds, pieces: list[Piece]
+                 ) -> TextStats:
+    """Add the pieces' words (and pairs) to this process's counters, within `bounds`."""
     stats = TextStats()
     words: list[str] = []
-    for text, _ in read_lines(piece, stats):
-        line = tokenizer(text)
-        words += line
-        if with_pairs and len(line) > 1:
-            _pairs.update(map(" ".join, zip(line, line[1:])))
-            if len(_pairs) > bounds.pairs:
-                prune(_pairs, bounds.pairs)
-        if len(words) >= FLUSH_WORDS:
-            _add(words, stats, bounds)
+    for piece in pieces:
+        for text, _ in read_lines(piece, stats):
+            line = tokenizer(text)
+            words += line
+            if with_pairs and len(line) > 1:
+                _pairs.update(map(" ".join, zip(line, line[1:])))
+                if len(_pairs) > bounds.pairs:
+                    prune(_pairs, bounds.pairs)
+            if len(words) >= FLUSH_WORDS:
+                _add(words, stats, bounds)
     _add(words, stats, bounds)
     return stats
 

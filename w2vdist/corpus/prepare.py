@@ -36,7 +36,7 @@ from w2vdist.corpus.filetypes import find_files
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardPacker
-from w2vdist.corpus.text import Piece, TextStats, expand, read_lines, split_pieces
+from w2vdist.corpus.text import Piece, TextStats, expand, grouped, read_lines, split_pieces
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import Workers, parallel
@@ -60,37 +60,40 @@ class EncodedPiece:
     oov: int
 
 
-def encode_piece(
-    tokenizer: Tokenizer, vocab: tuple[str, str], parts_dir: str, max_len: int, piece: Piece
+def encode_pieces(
+    tokenizer: Tokenizer, vocab: tuple[str, str], parts_dir: str, max_len: int,
+    pieces: list[Piece],
 ) -> EncodedPiece:
-    """Pass 2: the piece's sentences as word ids, lines longer than max_len cut in pieces.
+    """Pass 2: the pieces' sentences as word ids, lines longer than max_len cut in pieces (and
+    a piece's end ends a sentence), into one pair of files.
 
     `vocab` is (vocab.tsv path, vocab hash).
     """
     word_id = _word_ids(*vocab).get
-    prefix = os.path.join(parts_dir, f"piece-{piece.number:06d}")
+    prefix = os.path.join(parts_dir, f"piece-{pieces[0].number:06d}")
     result = EncodedPiece(f"{prefix}.tokens", f"{prefix}.lengths", 0, 0, 0)
     tokens, lengths = array("i"), array("i")
-    pending: list[int] = []  # the sentence being read, while its line comes in parts
     with open(result.tokens_file, "wb") as tok_out, open(result.lengths_file, "wb") as len_out:
-        for text, line_complete in read_lines(piece, TextStats()):
-            words = tokenizer(text)
-            ids = [i for i in map(word_id, words) if i is not None]
-            result.oov += len(words) - len(ids)
+        for piece in pieces:
+            pending: list[int] = []  # the sentence being read, while its line comes in parts
+            for text, line_complete in read_lines(piece, TextStats()):
+                words = tokenizer(text)
+                ids = [i for i in map(word_id, words) if i is not None]
+                result.oov += len(words) - len(ids)
+                if pending:
+                    ids = pending + ids
+                cut = 0
+                while len(ids) - cut >= max_len or (line_complete and len(ids) > cut):
+                    sentence = ids[cut : cut + max_len]
+                    tokens.extend(sentence)
+                    lengths.append(len(sentence))
+                    cut += len(sentence)
+                pending = ids[cut:]
+                if len(tokens) >= FLUSH_TOKENS:
+                    _flush(tokens, lengths, tok_out, len_out, result)
             if pending:
-                ids = pending + ids
-            cut = 0
-            while len(ids) - cut >= max_len or (line_complete and len(ids) > cut):
-                sentence = ids[cut : cut + max_len]
-                tokens.extend(sentence)
-                lengths.append(len(sentence))
-                cut += len(sentence)
-            pending = ids[cut:]
-            if len(tokens) >= FLUSH_TOKENS:
-                _flush(tokens, lengths, tok_out, len_out, result)
-        if pending:
-            tokens.extend(pending)
-            lengths.append(len(pending))
+                tokens.extend(pending)
+                lengths.append(len(pending))
         _flush(tokens, lengths, tok_out, len_out, result)
     return result
 
@@ -217,11 +220,11 @@ def prepare(cfg: PrepareConfig) -> Summary:
         parts.mkdir()
         vocab_key = (str(staging / VOCAB_FILE), vocab.hash)
         encode = functools.partial(
-            encode_piece, tokenizer, vocab_key, str(parts), cfg.max_sentence_len
+            encode_pieces, tokenizer, vocab_key, str(parts), cfg.max_sentence_len
         )
         packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
         sentences = oov = 0
-        for encoded in pool.map(encode, expand(pieces, pool.size), "encoding"):
+        for encoded in pool.map(encode, grouped(expand(pieces, pool.size)), "encoding"):
             _pack(packer, encoded)
             sentences += encoded.sentences
             oov += encoded.oov

@@ -29,7 +29,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn
@@ -125,6 +125,29 @@ def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
         for block in _expanded(piece):
             yield dataclasses.replace(block, number=number)
             number += 1
+
+
+def grouped(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
+    """Consecutive pieces in tasks of at least MIN_RANGE_BYTES, so that a corpus of many small
+    files costs a worker call, and a file of word ids, per megabyte rather than per file."""
+    group: list[Piece] = []
+    size = 0
+    for piece in pieces:
+        group.append(piece)
+        size += _size(piece)
+        if size >= MIN_RANGE_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _size(piece: Piece) -> int:
+    if piece.data is not None:
+        return len(piece.data)
+    if piece.compression is not None or piece.format == "parquet":
+        return MIN_RANGE_BYTES  # a task of its own
+    return (os.path.getsize(piece.path) if piece.end < 0 else piece.end) - piece.start
 
 
 def _expanded(piece: Piece) -> Iterator[Piece]:
