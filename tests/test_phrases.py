@@ -17,6 +17,7 @@ import pytest
 from tests.test_prepare import files_of, prep, sentences
 from w2vdist.corpus import counting
 from w2vdist.corpus import phrases as corpus_phrases
+from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.phrases import Phrase, Phrases, choose
 from w2vdist.corpus.shards import Manifest
@@ -136,7 +137,7 @@ def test_new_text_is_tokenized_with_the_phrases(tmp_path: Path,
 
     # The same shards from two workers reading byte ranges.
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 5000)
-    assert len(corpus_text.split_pieces([corpus], 2)) > 4
+    assert len(corpus_pieces.split_pieces([corpus], 2)) > 4
     assert prep(corpus, out=tmp_path / "two", phrases=2, phrase_threshold=50, workers=2) == 0
     shards = {n: b for n, b in files_of(tmp_path / "two").items() if n.endswith(".tar")}
     assert shards == {n: b for n, b in files_of(tmp_path / "one").items() if n.endswith(".tar")}

@@ -14,7 +14,8 @@ import pytest
 import webdataset
 
 from w2vdist import cli
-from w2vdist.corpus import filetypes, prepare
+from w2vdist.corpus import prepare
+from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest, decode_sample
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer
@@ -185,48 +186,6 @@ def test_a_sentence_longer_than_a_block_is_a_sample_alone(tmp_path: Path) -> Non
     assert [[len(t) for t, _ in shard] for shard in read_shards(out)] == [[2], [30], [2]]
 
 
-def test_same_output_for_any_worker_count(
-    corpus: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Byte ranges depend on the worker count (small ones allowed here); the output does not."""
-    root, _ = corpus
-    (root / "big.txt").write_text(random_corpus(9, 3000))
-    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)
-    files = filetypes.find_files([str(root)])
-    assert len(corpus_text.split_pieces(files, 1)) != len(corpus_text.split_pieces(files, 3))
-    for workers in (1, 3):
-        out = tmp_path / f"{workers}"
-        assert prep(root, out=out, min_count=2, shard_tokens=5000, workers=workers) == 0
-    assert len(files_of(tmp_path / "1")) > 4
-    assert files_of(tmp_path / "1") == files_of(tmp_path / "3")
-
-
-def test_many_small_files_share_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Consecutive small files share a worker call (and a file of ids) of MIN_RANGE_BYTES:
-    the output of the same text in one file, for one worker or two."""
-    text = random_corpus(4, 600)
-    lines = text.splitlines(keepends=True)
-    (tmp_path / "docs").mkdir()
-    for i in range(0, len(lines), 3):
-        (tmp_path / "docs" / f"{i:05d}.txt").write_text("".join(lines[i : i + 3]))
-    (tmp_path / "all.txt").write_text(text)
-    assert prep(tmp_path / "all.txt", out=tmp_path / "one", min_count=1) == 0
-    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 2000)
-    pieces = corpus_text.split_pieces(filetypes.find_files([str(tmp_path / "docs")]), 2)
-    groups = list(corpus_text.grouped(pieces))
-    assert len(pieces) == 200 and 5 < len(groups) < 40 and sum(groups, []) == pieces
-    for workers in (1, 2):
-        out = tmp_path / f"docs-{workers}"
-        assert prep(tmp_path / "docs", out=out, min_count=1, workers=workers) == 0
-        assert {n: b for n, b in files_of(out).items() if n != "manifest.json"} == {
-            n: b for n, b in files_of(tmp_path / "one").items() if n != "manifest.json"}
-    (tmp_path / "two").mkdir()  # a file's end ends its last line, in a shared task too
-    (tmp_path / "two" / "1.txt").write_text("a b")
-    (tmp_path / "two" / "2.txt").write_text("c d\n")
-    assert prep(tmp_path / "two", out=tmp_path / "ab", min_count=1) == 0
-    assert sentences(tmp_path / "ab") == [["a", "b"], ["c", "d"]]
-
-
 def test_reading_in_tiny_chunks_and_byte_ranges_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,8 +202,8 @@ def test_reading_in_tiny_chunks_and_byte_ranges_changes_nothing(
     assert prep(path, out=tmp_path / "whole", min_count=1, max_sentence_len=7) == 0
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 16)
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 37)
-    monkeypatch.setattr(corpus_text, "MAX_RANGE_BYTES", 37)
-    assert len(corpus_text.split_pieces([path], 1)) > 50
+    monkeypatch.setattr(corpus_pieces, "MAX_RANGE_BYTES", 37)
+    assert len(corpus_pieces.split_pieces([path], 1)) > 50
     assert prep(path, out=tmp_path / "cut", min_count=1, max_sentence_len=7) == 0
     assert files_of(tmp_path / "whole") == files_of(tmp_path / "cut")
     assert Manifest.load(tmp_path / "cut").stats["lines"] == text.count("\n") + 1
@@ -258,7 +217,7 @@ def test_a_line_without_spaces_is_cut_between_characters(
     path.write_text(line + "\nnext\n", encoding="utf-8")
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 16)
     stats = corpus_text.TextStats()
-    parts = list(corpus_text.read_lines(corpus_text.Piece(0, str(path)), stats))
+    parts = list(corpus_text.read_lines(corpus_pieces.Piece(0, str(path)), stats))
     assert len(parts) > 10 and all(not done for _, done in parts[:-2])
     assert "".join(text for text, _ in parts[:-1]) == line and parts[-1] == ("next", True)
     assert stats.undecodable_bytes == 0 and stats.lines == 2

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.test_prepare import prep, random_corpus, sentences
+from tests.test_prepare import prep, random_corpus
 from tests.test_prepare_inputs import documents, json_lines, shards_and_vocab
-from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest
 
 
@@ -107,39 +106,3 @@ def test_a_bad_archive_is_one_line_naming_it(name: str, data: bytes, problem: st
     err = capsys.readouterr().err
     assert problem in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
-
-
-def test_compressed_files_read_whole_by_workers_or_in_blocks_give_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With as many compressed files as workers each goes whole to a worker, which cuts it into
-    the blocks the main process cuts with fewer: a line cut at a block's end ends a sentence
-    either way, and a record is whole either way."""
-    words = random_corpus(5, 400).split()
-    line = " ".join(words)  # one long line: cut into blocks after a space
-    (tmp_path / "x.txt.gz").write_bytes(gzip.compress(line.encode("utf-8")))
-    docs = documents(random_corpus(6, 300), 6)
-    (tmp_path / "y.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(json_lines(docs)))
-    inputs = [tmp_path / "x.txt.gz", tmp_path / "y.jsonl.zst"]
-    assert prep(*inputs, out=tmp_path / "two", min_count=1, workers=2) == 0  # whole, 2 workers
-    monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
-    monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 2000)
-    pieces = corpus_text.split_pieces(inputs, 3)
-    assert len(list(corpus_text.expand(pieces, 3))) > 4 == 2 + 2  # blocks with 3 workers
-    assert [p.data for p in corpus_text.expand(pieces, 2)] == [None, None]  # whole with 2
-    big = tmp_path / "big.txt.gz"  # over 1.5 times a worker's share: the main process cuts it
-    big.write_bytes(gzip.compress(random_corpus(7, 3000).encode("utf-8"), compresslevel=0))
-    mixed = corpus_text.split_pieces([*inputs, big], 2)
-    assert len(list(corpus_text.expand(mixed, 2))) > 3
-    assert prep(*inputs, out=tmp_path / "whole", min_count=1, workers=1) == 0  # here, whole
-    assert prep(*inputs, out=tmp_path / "blocks", min_count=1, workers=3) == 0
-    assert shards_and_vocab(tmp_path / "whole") == shards_and_vocab(tmp_path / "blocks")
-    whole, blocks = (Manifest.load(tmp_path / n).stats for n in ("whole", "blocks"))
-    assert whole["sentences"] == blocks["sentences"] > Manifest.load(tmp_path / "two").stats[
-        "sentences"]  # the long line was cut in blocks of 2,000 bytes, not 16 MB
-    assert whole["lines"] == blocks["lines"] and whole["formats"] == {"text": 1, "jsonl": 1}
-    (tmp_path / "x.txt").write_text(line, encoding="utf-8")
-    (tmp_path / "y.jsonl").write_bytes(json_lines(docs))
-    assert prep(tmp_path / "x.txt", tmp_path / "y.jsonl", out=tmp_path / "plain", min_count=1) == 0
-    tokens = [[w for s in sentences(tmp_path / n) for w in s] for n in ("blocks", "plain")]
-    assert tokens[0] == tokens[1]  # cut, not lost or doubled

@@ -4,7 +4,6 @@ text in plain files."""
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import lzma
 import random
@@ -21,6 +20,7 @@ from tests.test_prepare import files_of, leftovers, prep, random_corpus, sentenc
 from w2vdist import cli
 from w2vdist.corpus import prepare
 from w2vdist.corpus.config import PrepareConfig
+from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest
 from w2vdist.errors import UsageError
@@ -102,39 +102,10 @@ def test_json_lines_in_byte_ranges_and_tiny_chunks(
     assert prep(path, out=tmp_path / "whole", min_count=1, max_sentence_len=7) == 0
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 16)
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 37)
-    monkeypatch.setattr(corpus_text, "MAX_RANGE_BYTES", 37)
-    assert len(corpus_text.split_pieces([path], 1)) > 50
+    monkeypatch.setattr(corpus_pieces, "MAX_RANGE_BYTES", 37)
+    assert len(corpus_pieces.split_pieces([path], 1)) > 50
     assert prep(path, out=tmp_path / "cut", min_count=1, max_sentence_len=7, workers=2) == 0
     assert files_of(tmp_path / "whole") == files_of(tmp_path / "cut")
-
-
-def test_a_file_of_one_line_is_shared_by_every_worker(tmp_path: Path) -> None:
-    """text8 is one line: it is cut where segments start (after a space, or between characters
-    in a stretch without one), so several workers read it, with the same output for any worker
-    count, and no word is lost or read twice. A JSON Lines record is never cut."""
-    rng = random.Random(3)
-    words = rng.choices(["alpha", "beta", "gamma", "délta", "ünï"], k=600_000)
-    at = next(i for i, end in enumerate(itertools.accumulate(len(w.encode()) + 1 for w in words))
-              if end > corpus_text.MIN_RANGE_BYTES - 9_999)
-    words[at] = "é" * 70_000  # 140 KB without a space across the 2nd segment's start
-    path = tmp_path / "one.txt"
-    path.write_text(" ".join(words), encoding="utf-8")  # no newline at all
-    segments = -(-path.stat().st_size // corpus_text.MIN_RANGE_BYTES)
-    assert segments == 4 and len(corpus_text.split_pieces([path], 2)) == 4
-    for workers in (1, 3):
-        assert prep(path, out=tmp_path / f"{workers}", min_count=1, workers=workers,
-                    max_sentence_len=10**6) == 0
-    assert files_of(tmp_path / "1") == files_of(tmp_path / "3")
-    got = sentences(tmp_path / "1")
-    assert len(got) == segments  # one cut at each segment start
-    assert [w for s in got for w in s if "éé" not in w] == words[:at] + words[at + 1 :]
-    halves = [w for s in got for w in s if "éé" in w]
-    assert len(halves) == 2 and "".join(halves) == words[at]
-    assert Manifest.load(tmp_path / "1").stats["lines"] == 1
-    (tmp_path / "one.jsonl").write_bytes(json_lines([" ".join(words[:400_000])]))
-    assert prep(tmp_path / "one.jsonl", out=tmp_path / "json", min_count=1, workers=2,
-                max_sentence_len=10**6) == 0
-    assert sentences(tmp_path / "json") == [words[:400_000]]
 
 
 def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
@@ -165,8 +136,8 @@ def test_one_compressed_file_is_shared_by_every_worker(
     assert prep(tmp_path / "plain.txt", out=tmp_path / "plain", min_count=2) == 0
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 5000)
-    pieces = corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2)
-    blocks = list(corpus_text.expand(pieces, 2))
+    pieces = corpus_pieces.split_pieces([tmp_path / "t.txt.gz"], 2)
+    blocks = list(corpus_pieces.expand(pieces, 2))
     assert len(pieces) == 1 and len(blocks) > 5
     assert [b.number for b in blocks] == list(range(len(blocks)))
     assert all(b.data.endswith(b"\n") for b in blocks)
@@ -191,7 +162,7 @@ def test_a_compressed_line_longer_than_a_block_is_cut_at_a_space(
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 2000)
     monkeypatch.setattr(corpus_text, "MAX_BLOCK_BYTES", 4000)
-    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.txt.gz"], 2), 2))
+    blocks = list(corpus_pieces.expand(corpus_pieces.split_pieces([tmp_path / "t.txt.gz"], 2), 2))
     assert len(blocks) >= 4 and all(len(b.data) <= 3000 for b in blocks)  # BLOCK_BYTES + a read
     assert all(b.data.endswith(b" ") for b in blocks[:-1])
     assert prep(tmp_path / "t.txt.gz", out=tmp_path / "out", min_count=1, workers=2) == 0
@@ -199,7 +170,7 @@ def test_a_compressed_line_longer_than_a_block_is_cut_at_a_space(
     # A JSON Lines record is cut only past MAX_BLOCK_BYTES: this one is read whole.
     record = json_lines([" ".join(line.split()[:700])])  # 3,360 bytes
     (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(record))
-    blocks = list(corpus_text.expand(corpus_text.split_pieces([tmp_path / "t.jsonl.gz"], 2), 2))
+    blocks = list(corpus_pieces.expand(corpus_pieces.split_pieces([tmp_path / "t.jsonl.gz"], 2), 2))
     assert [b.data for b in blocks] == [record]
 
 
@@ -262,7 +233,7 @@ def test_parquet_gives_the_shards_of_the_same_text(
     assert stats["lines"] == sum(pq.ParquetFile(f).metadata.num_rows for f in inputs)
 
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)
-    pieces = corpus_text.split_pieces(inputs, 2)
+    pieces = corpus_pieces.split_pieces(inputs, 2)
     assert len(pieces) > 6 and {(p.format, p.text_field) for p in pieces} == {("parquet", "text")}
     assert prep(*inputs, out=tmp_path / "runs", min_count=2, shard_tokens=3000, workers=2) == 0
     assert shards_and_vocab(tmp_path / "runs") == expected
@@ -340,7 +311,7 @@ def test_a_bad_record_is_placed_by_its_byte_in_a_byte_range(
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(records) + "\n", encoding="utf-8")
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 100)
-    assert len(corpus_text.split_pieces([path], 4)) > 10
+    assert len(corpus_pieces.split_pieces([path], 4)) > 10
     at = len("\n".join(records[:317]).encode("utf-8")) + 1
     assert cli.main(["prepare", str(path), "-o", str(tmp_path / "out"), "--workers", "2"]) == 2
     assert f"t.jsonl: the record at byte {at:,} holds a JSON number" in capsys.readouterr().err

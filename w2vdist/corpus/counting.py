@@ -24,7 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from w2vdist.corpus.text import Piece, TextStats, expand, grouped, read_lines
+from w2vdist.corpus.pieces import Piece, expand, grouped
+from w2vdist.corpus.text import TextStats, read_lines
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.workers import Workers
 

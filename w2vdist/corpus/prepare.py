@@ -36,7 +36,8 @@ from w2vdist.corpus.filetypes import find_files
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardPacker
-from w2vdist.corpus.text import Piece, TextStats, expand, grouped, read_lines, split_pieces
+from w2vdist.corpus.pieces import Piece, expand, grouped, split_pieces
+from w2vdist.corpus.text import TextStats, read_lines
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import Workers, parallel

@@ -1,17 +1,14 @@
-"""Finding corpus files and reading them as lines, in pieces that workers share.
+"""Reading a piece of the corpus (`pieces`) as lines of text.
 
-Plain files are cut into byte ranges and Parquet files into runs of row groups, so several
-workers read one big file. A range is a whole number of MIN_RANGE_BYTES segments and starts
-where the line that crosses its first byte ends; a line that runs on LONG_LINE_BYTES past a
-segment's first byte (text8 is one line of 100 MB) is cut there instead, after a space, and
-whatever the worker count, the same cuts are made: every worker is used on such a file too.
-Compressed files (gzip, bzip2, xz, zstd: recognised by their first bytes, whatever their name;
-`filetypes`) are decompressed by the main process into blocks of whole lines that the workers
-share (`expand`). Text is decoded in `prepare.encoding` (UTF-8 by default); bytes that do not
-decode are replaced and counted with the place of the first (`TextStats`), and `prepare` stops
-when there are more than a few, since that is text in another encoding. A NUL byte means the
-file is not text at all: refused. A line longer than the read unit is read in parts cut at a
-space.
+A byte range of a plain file starts where the line that crosses its first byte ends; a line
+that runs on LONG_LINE_BYTES past a segment's first byte (text8 is one line of 100 MB) is cut
+there instead, after a space: whatever the worker count, the same cuts are made, so every
+worker is used on such a file too. Compressed files and archives (`filetypes`) are read in
+blocks of whole lines (`blocks_of`), the same whether the main process or a worker cuts them.
+Text is decoded in `prepare.encoding` (UTF-8 by default); bytes that do not decode are replaced
+and counted with the place of the first (`TextStats`), and `prepare` stops when there are more
+than a few, since that is text in another encoding. A NUL byte means the file is not text at
+all: refused. A line longer than the read unit is read in parts cut at a space.
 
 JSON Lines files (`.jsonl`, `.ndjson`, `.json`, compressed or not) and Parquet tables, as the
 datasets of language-model corpora ship, hold one document per record; its text is one field,
@@ -25,132 +22,29 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
-import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from w2vdist.corpus import filetypes
 from w2vdist.errors import UsageError
+
+if TYPE_CHECKING:
+    from w2vdist.corpus.pieces import Piece
 
 CHUNK_BYTES = 1 << 22  # read unit; a line longer than this is read in parts, cut at a space
 BLOCK_BYTES = 1 << 24  # decompressed text a worker takes from a compressed file at a time
 MAX_BLOCK_BYTES = 1 << 26  # a JSON Lines block without a newline is cut at this size
 MIN_RANGE_BYTES = 1 << 20  # a segment: byte ranges are whole numbers of them
-MAX_RANGE_BYTES = 1 << 26
 LONG_LINE_BYTES = 1 << 16  # a line running on this far past a segment's start is cut there
-RANGES_PER_WORKER = 4  # several byte ranges per worker, so that one slow range does not stall
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
-@dataclass(frozen=True)
-class Piece:
-    """The lines of `path` that start in bytes [start, end) (end -1: to the end of the file);
-    for Parquet, its row groups [start, end); for a block of a compressed file (or of a file in
-    an archive: `ARCHIVE:FILE`), `data`, which starts at byte `start` of the decompressed text.
-    `compression`: the file's compression or archive kind, as its first bytes say
-    (`filetypes.kind`, read once). `format`: auto for a compressed file or an archive, until
-    `expand` reads the names inside. `text_field`: the field or column holding the text of a
-    JSON Lines or Parquet file."""
-
-    number: int
-    path: str
-    start: int = 0
-    end: int = -1
-    encoding: str = "utf-8"
-    format: str = "text"
-    compression: str | None = None
-    text_field: str = "text"
-    data: bytes | None = None  # a block of a compressed file, decompressed (`expand`)
-
-
-def split_pieces(
-    files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
-    text_field: str = "text",
-) -> list[Piece]:
-    """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
-    gets several; compressed files and archives whole (`expand` cuts them into blocks as they
-    are read). `file_format` auto: `filetypes.format_of` each file (a compressed file's or an
-    archive's files, as `expand` reads them)."""
-    sizes = [f.stat().st_size for f in files]
-    kinds = [filetypes.kind(f) for f in files]
-    packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
-    compressions = [k if k in packed else None for k in kinds]
-    formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
-               for f, k, c in zip(files, kinds, compressions)]
-    plain = sum(s for s, c in zip(sizes, compressions) if c is None)
-    step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, plain // (workers * RANGES_PER_WORKER)))
-    step -= step % MIN_RANGE_BYTES
-    pieces: list[Piece] = []
-    for f, size, kind, compression in zip(files, sizes, formats, compressions):
-        if kind == "parquet":
-            groups = filetypes.parquet_row_groups(str(f), text_field)
-            per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
-            ranges = [(a, min(a + per, groups)) for a in range(0, groups, per)]
-        elif compression is not None or size <= step:
-            ranges = [(0, -1)]
-        else:
-            ranges = [(a, min(a + step, size)) for a in range(0, size, step)]
-        pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field)
-                   for i, (a, b) in enumerate(ranges)]
-    return pieces
-
-
-def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
-    """The pieces as workers read them, numbered in order. With fewer compressed files and
-    archives than workers, each one's piece becomes blocks of its text (of each file in an
-    archive, named `ARCHIVE:FILE`, whose format its name says unless one was given),
-    decompressed here as they are needed, so that one big compressed file keeps every worker
-    busy. With as many or more, none over 1.5 times a worker's share of their bytes (which
-    would keep one worker busy long after the others), each goes whole to a worker, which
-    decompresses it into the same blocks (`read_lines`), so that this process does not
-    decompress a whole dataset of them alone. A block ends after its last newline once it holds
-    BLOCK_BYTES, so that no line is split; a block without one is cut after a space (text, as
-    the long lines of plain files are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer
-    record fails). Blocks depend on the text alone: the output is the same for any number of
-    workers."""
-    sizes = [os.path.getsize(p.path) for p in pieces
-             if p.compression is not None and p.format != "parquet"]
-    whole = len(sizes) >= workers and max(sizes) <= 1.5 * sum(sizes) / workers
-    number = 0
-    for piece in pieces:
-        if piece.compression is None or piece.format == "parquet" or whole:
-            yield dataclasses.replace(piece, number=number)
-            number += 1
-            continue
-        for block in _expanded(piece):
-            yield dataclasses.replace(block, number=number)
-            number += 1
-
-
-def grouped(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
-    """Consecutive pieces in tasks of at least MIN_RANGE_BYTES, so that a corpus of many small
-    files costs a worker call, and a file of word ids, per megabyte rather than per file."""
-    group: list[Piece] = []
-    size = 0
-    for piece in pieces:
-        group.append(piece)
-        size += _size(piece)
-        if size >= MIN_RANGE_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
-
-
-def _size(piece: Piece) -> int:
-    if piece.data is not None:
-        return len(piece.data)
-    if piece.compression is not None or piece.format == "parquet":
-        return MIN_RANGE_BYTES  # a task of its own
-    return (os.path.getsize(piece.path) if piece.end < 0 else piece.end) - piece.start
-
-
-def _expanded(piece: Piece) -> Iterator[Piece]:
+def blocks_of(piece: Piece) -> Iterator[Piece]:
     """A compressed file's or archive's piece as pieces of one block each (`_blocks`)."""
     for path, kind, start, block in _blocks(piece):
         yield dataclasses.replace(piece, path=path, format=kind, start=start,
@@ -215,7 +109,7 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     same whoever decompresses it.
     """
     if piece.compression is not None and piece.data is None and piece.format != "parquet":
-        for block in _expanded(piece):
+        for block in blocks_of(piece):
             last = None
             for line in read_lines(block, stats):
                 if last is not None:
