@@ -41,7 +41,7 @@ class Piece:
     format: str = "text"
     compression: str | None = None
     text_field: str = "text"
-    data: bytes | None = None  # a block of a compressed file, decompressed (`expand`)
+    data: bytes | None = None  # a block of a compressed file, decompressed (`text.blocks_of`)
 
 
 def split_pieces(

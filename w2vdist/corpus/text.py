@@ -60,7 +60,7 @@ def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes]]:
             kind = piece.format if piece.format != "auto" else \
                 filetypes.format_of(Path(path), None)
             longest = BLOCK_BYTES if kind == "text" else MAX_BLOCK_BYTES
-            buffer, at = b"", 0
+            buffer, at = bytearray(), 0  # grown in place: a block is read in many parts
             while block := f.read(CHUNK_BYTES):
                 buffer += block
                 if len(buffer) < BLOCK_BYTES:
@@ -69,10 +69,11 @@ def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes]]:
                 if not cut and len(buffer) >= longest:
                     cut = _safe_cut(buffer)
                 if cut:
-                    yield path, kind, at, buffer[:cut]
-                    buffer, at = buffer[cut:], at + cut
+                    yield path, kind, at, bytes(buffer[:cut])
+                    del buffer[:cut]
+                    at += cut
             if buffer:
-                yield path, kind, at, buffer
+                yield path, kind, at, bytes(buffer)
     except filetypes.READ_ERRORS as exc:
         _unreadable(piece, exc)
 
