@@ -4,9 +4,9 @@ Two passes over the input, spread over worker processes: the first counts words 
 and builds the vocabulary, the second turns each line into word ids (out-of-vocabulary words
 dropped, as word2vec.c does) and packs whole sentences into samples and shards
 (`shards.ShardPacker`). With `--phrases N`, N passes before them find the word pairs to join
-into phrases (`phrases`). Big plain files are cut into byte ranges; compressed files are
-decompressed here into blocks that the workers share. Memory is bounded by the (bounded) word
-and pair counts, not the corpus. The output is the same for any number of workers while the
+into phrases (`phrases`). Big plain files are cut into byte ranges, compressed files into
+blocks, small files share tasks (`pieces`). Memory is bounded by the (bounded) word and pair
+counts, not the corpus. The output is the same for any number of workers while the
 counts stay within their bounds (`counting`).
 
 Everything is written into a temporary folder beside OUT and renamed to OUT once complete
