@@ -110,6 +110,9 @@ def test_compressed_files_read_whole_by_workers_or_in_blocks_give_the_same(
     pieces = corpus_pieces.split_pieces(inputs, 3)
     assert len(list(corpus_pieces.expand(pieces, 3))) > 4 == 2 + 2  # blocks with 3 workers
     assert [p.data for p in corpus_pieces.expand(pieces, 2)] == [None, None]  # whole with 2
+    with monkeypatch.context() as patch:
+        patch.setattr(corpus_pieces, "MAX_WHOLE_BYTES", 100)  # too big to go whole
+        assert None not in [p.data for p in corpus_pieces.expand(pieces, 2)]
     big = tmp_path / "big.txt.gz"  # over 1.5 times a worker's share: the main process cuts it
     big.write_bytes(gzip.compress(random_corpus(7, 3000).encode("utf-8"), compresslevel=0))
     mixed = corpus_pieces.split_pieces([*inputs, big], 2)

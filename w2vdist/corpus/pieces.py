@@ -20,6 +20,7 @@ from pathlib import Path
 from w2vdist.corpus import filetypes, text
 
 MAX_RANGE_BYTES = 1 << 26
+MAX_WHOLE_BYTES = 1 << 30  # a compressed file a worker reads whole: under workers.PIECE_SECONDS
 RANGES_PER_WORKER = 4  # several byte ranges per worker, so that one slow range does not stall
 
 
@@ -83,16 +84,17 @@ def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
     archive, named `ARCHIVE:FILE`, whose format its name says unless one was given),
     decompressed here as they are needed, so that one big compressed file keeps every worker
     busy. With as many or more, none over 1.5 times a worker's share of their bytes (which
-    would keep one worker busy long after the others), each goes whole to a worker, which
-    decompresses it into the same blocks (`text.read_lines`), so that this process does not
-    decompress a whole dataset of them alone. A block ends after its last newline once it holds
-    BLOCK_BYTES, so that no line is split; a block without one is cut after a space (text, as
-    the long lines of plain files are) or, JSON Lines, once it holds MAX_BLOCK_BYTES (a longer
-    record fails). Blocks depend on the text alone: the output is the same for any number of
-    workers."""
+    would keep one worker busy long after the others) or MAX_WHOLE_BYTES, each goes whole to a
+    worker, which decompresses it into the same blocks (`text.read_lines`), so that this
+    process does not decompress a whole dataset of them alone. A block ends after its last
+    newline once it holds BLOCK_BYTES, so that no line is split; a block without one is cut
+    after a space (text, as the long lines of plain files are) or, JSON Lines, once it holds
+    MAX_BLOCK_BYTES (a longer record fails). Blocks depend on the text alone: the output is the
+    same for any number of workers."""
     sizes = [os.path.getsize(p.path) for p in pieces
              if p.compression is not None and p.format != "parquet"]
-    whole = len(sizes) >= workers and max(sizes) <= 1.5 * sum(sizes) / workers
+    whole = len(sizes) >= workers and max(sizes) <= min(MAX_WHOLE_BYTES,
+                                                        1.5 * sum(sizes) / workers)
     number = 0
     for piece in pieces:
         if piece.compression is None or piece.format == "parquet" or whole:

@@ -25,7 +25,9 @@ from w2vdist.errors import UsageError
 
 JOIN_SECONDS = 10.0  # how long a terminated worker may take to go
 EACH_SECONDS = 300.0  # how long `each` waits for every worker to take its call (starting them)
-PIECE_SECONDS = 3600.0  # how long `map` waits for the oldest piece (a 64 MB piece takes seconds)
+# How long `map` waits for its oldest task: at most 64 MB of text or a 1 GB compressed file
+# (`pieces.MAX_WHOLE_BYTES`), seconds to minutes of reading.
+PIECE_SECONDS = 3600.0
 _barrier: Any = None  # a worker's: every worker waits at it in `each`
 _DIED = ("prepare: a worker process died (killed by a signal, or by the system for memory); "
          "nothing was written; run it again (with fewer --workers if memory ran out)")
