@@ -56,6 +56,13 @@ def test_many_small_files_share_tasks(tmp_path: Path, monkeypatch: pytest.Monkey
         assert prep(tmp_path / "docs", out=out, min_count=1, workers=workers) == 0
         assert {n: b for n, b in files_of(out).items() if n != "manifest.json"} == {
             n: b for n, b in files_of(tmp_path / "one").items() if n != "manifest.json"}
+    (tmp_path / "gz").mkdir()  # small compressed files, read whole by workers, share tasks too
+    for doc in sorted((tmp_path / "docs").iterdir()):
+        (tmp_path / "gz" / f"{doc.name}.gz").write_bytes(gzip.compress(doc.read_bytes()))
+    gz = corpus_pieces.split_pieces(filetypes.find_files([str(tmp_path / "gz")]), 2)
+    assert len(list(corpus_pieces.grouped(corpus_pieces.expand(gz, 2)))) < 40
+    assert prep(tmp_path / "gz", out=tmp_path / "gz-2", min_count=1, workers=2) == 0
+    assert shards_and_vocab(tmp_path / "gz-2") == shards_and_vocab(tmp_path / "one")
     (tmp_path / "two").mkdir()  # a file's end ends its last line, in a shared task too
     (tmp_path / "two" / "1.txt").write_text("a b")
     (tmp_path / "two" / "2.txt").write_text("c d\n")

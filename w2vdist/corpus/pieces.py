@@ -122,8 +122,11 @@ def grouped(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
 
 
 def _size(piece: Piece) -> int:
+    """The bytes a piece reads: a compressed file's, whole, as stored (its text is larger)."""
     if piece.data is not None:
         return len(piece.data)
-    if piece.compression is not None or piece.format == "parquet":
+    if piece.format == "parquet":
         return text.MIN_RANGE_BYTES  # a task of its own
-    return (os.path.getsize(piece.path) if piece.end < 0 else piece.end) - piece.start
+    if piece.compression is not None or piece.end < 0:
+        return os.path.getsize(piece.path) - piece.start
+    return piece.end - piece.start
