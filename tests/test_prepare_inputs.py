@@ -190,6 +190,12 @@ def test_format_and_text_field_flags(tmp_path: Path) -> None:
     assert prep(jsonl, out=tmp_path / "c", min_count=1, format="text") == 0
     assert "meta" in (tmp_path / "c" / "vocab.tsv").read_text()  # the JSON read as words
 
+    nested = tmp_path / "nested.jsonl"  # a dotted name is a path through nested objects
+    nested.write_text("".join(json.dumps({"id": i, "doc": {"body": d}}) + "\n"
+                              for i, d in enumerate(docs)))
+    assert prep(nested, out=tmp_path / "d", min_count=1, text_field="doc.body") == 0
+    assert shards_and_vocab(tmp_path / "d") == shards_and_vocab(tmp_path / "b")
+
 
 def write_parquet(path: Path, docs: list[str], column: str = "text", rows_per_group: int = 40,
                   text_type: pa.DataType = pa.string()) -> None:
@@ -257,6 +263,7 @@ def _bad_inputs(tmp: Path) -> None:
         "array.jsonl": [good, good, '["a", "b"]'],
         "field.jsonl": [good, '{"body": "x", "id": 2}'],
         "number.jsonl": [json.dumps({"text": 12})],
+        "nested.jsonl": [json.dumps({"doc": "a string, not an object"})],
         "table.json": ['[{"text": "a"},', '{"text": "b"}]'],
     }
     for name, records in lines.items():
@@ -277,6 +284,10 @@ BAD_INPUTS = {  # file: expected message
     "field.jsonl": f"field.jsonl: the record at byte {BYTE} has no 'text' field (its fields: "
                    "body, id); name the text's field with --text-field",
     "number.jsonl": "number.jsonl: the record at byte 0 holds a JSON number in 'text', not text",
+    "field.jsonl --text-field meta.text": "field.jsonl: the record at byte 0 has no "
+                                          "'meta.text' field (its fields: text)",
+    "nested.jsonl --text-field doc.body": "nested.jsonl: the record at byte 0 has no "
+                                          "'doc.body' field (in 'doc': a JSON string)",
     "table.json": "table.json: the record at byte 0 is not JSON",
     "cut.jsonl.zst": "cut.jsonl.zst: cannot read zstd file",
     "cut.jsonl.xz": "cut.jsonl.xz: cannot read xz file",

@@ -204,10 +204,17 @@ def _record_text(record: str, field: str) -> str | None:
     if not isinstance(data, dict):
         raise ValueError(f"is a JSON {_json_kind(data)}, not an object; JSON Lines hold one "
                          "object per line")
-    if field not in data:
-        raise ValueError(f"has no {field!r} field (its fields: {', '.join(data) or 'none'}); "
-                         "name the text's field with --text-field")
-    text = data[field]
+    text = data
+    # A dotted name not in the record is a path through nested objects (meta.text).
+    path = [field] if field in data or "." not in field else field.split(".")
+    for depth, key in enumerate(path):
+        if not isinstance(text, dict) or key not in text:
+            where = "its fields" if depth == 0 else f"in {'.'.join(path[:depth])!r}"
+            found = (", ".join(text) or "none") if isinstance(text, dict) else \
+                f"a JSON {_json_kind(text)}"
+            raise ValueError(f"has no {field!r} field ({where}: {found}); name the text's "
+                             "field with --text-field")
+        text = text[key]
     if text is not None and not isinstance(text, str):
         raise ValueError(f"holds a JSON {_json_kind(text)} in {field!r}, not text")
     return text
