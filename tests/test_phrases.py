@@ -161,9 +161,10 @@ def test_counts_stay_bounded(bound: str, tmp_path: Path, monkeypatch: pytest.Mon
     seen: list[int] = []
     prune = counting.prune
 
-    def recorded(counts: collections.Counter[str], limit: int) -> None:
-        prune(counts, limit)
+    def recorded(counts: collections.Counter[str], limit: int) -> int:
+        dropped = prune(counts, limit)
         seen.append(len(counts))
+        return dropped
 
     monkeypatch.setattr(counting, bound, 200)
     monkeypatch.setattr(counting, "WORKER_MAX", 100)

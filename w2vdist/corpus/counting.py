@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2vdist.corpus.pieces import Piece, expand, grouped
-from w2vdist.corpus.text import TextStats, read_lines
+from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.workers import Workers
 
@@ -84,7 +84,7 @@ def count_pieces(tokenizer: Tokenizer, with_pairs: bool, bounds: Bounds, pieces:
     """Add the pieces' words (and pairs) to this process's counters, within `bounds`."""
     stats = TextStats()
     words: list[str] = []
-    for piece in pieces:
+    for piece in readable(pieces):
         for text, _ in read_lines(piece, stats):
             line = tokenizer(text)
             words += line
@@ -101,21 +101,20 @@ def count_pieces(tokenizer: Tokenizer, with_pairs: bool, bounds: Bounds, pieces:
 def _add(words: list[str], stats: TextStats, bounds: Bounds) -> None:
     _words.update(words)  # a list at a time: counted in C
     if len(_words) > bounds.words:
-        before = len(_words)
-        prune(_words, bounds.words)
-        stats.pruned_words += before - len(_words)
+        stats.pruned_words += prune(_words, bounds.words)
     stats.raw_tokens += len(words)
     words.clear()
 
 
-def prune(counts: Counter[str], limit: int) -> None:
+def prune(counts: Counter[str], limit: int) -> int:
     """Drop the rarest until at most half of `limit` remain (word2vec.c's ReduceVocab: the
-    floor rises one count at a time)."""
-    floor = 1
+    floor rises one count at a time); how many were dropped."""
+    before, floor = len(counts), 1
     while len(counts) > limit // 2:
         for key in [k for k, c in counts.items() if c <= floor]:
             del counts[key]
         floor += 1
+    return before - len(counts)
 
 
 def _clear() -> None:
@@ -155,9 +154,7 @@ def _merge_partition(scratch: str, min_pair_count: int, bounds: Bounds, number: 
         path.unlink()
         words.update(part_words)
         if len(words) > bounds.words:
-            before = len(words)
-            prune(words, bounds.words)
-            pruned += before - len(words)
+            pruned += prune(words, bounds.words)
         pairs.update(part_pairs)
         if len(pairs) > bounds.pairs:
             prune(pairs, bounds.pairs)

@@ -37,7 +37,7 @@ from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardPacker
 from w2vdist.corpus.pieces import Piece, expand, grouped, split_pieces
-from w2vdist.corpus.text import TextStats, read_lines
+from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import Workers, parallel
@@ -75,7 +75,7 @@ def encode_pieces(
     result = EncodedPiece(f"{prefix}.tokens", f"{prefix}.lengths", 0, 0, 0)
     tokens, lengths = array("i"), array("i")
     with open(result.tokens_file, "wb") as tok_out, open(result.lengths_file, "wb") as len_out:
-        for piece in pieces:
+        for piece in readable(pieces):
             pending: list[int] = []  # the sentence being read, while its line comes in parts
             for text, line_complete in read_lines(piece, TextStats()):
                 words = tokenizer(text)
@@ -209,7 +209,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         found = len(phrases)
         if given is not None:
             phrases = phrases.within(set(given.words))
-        if phrases.passes:
+        if phrases != tokenizer.phrases:  # read from a file, or left within the vocabulary
             phrases.save(Path(phrases_file))
             tokenizer = base.with_phrases(phrases, phrases_file)
         counts, _, stats = _count(pool, tokenizer, pieces, files, cfg, scratch, "counting")

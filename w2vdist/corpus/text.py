@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
@@ -49,6 +49,17 @@ def blocks_of(piece: Piece) -> Iterator[Piece]:
     for path, kind, start, block in _blocks(piece):
         yield dataclasses.replace(piece, path=path, format=kind, start=start,
                                   end=start + len(block), data=block)
+
+
+def readable(pieces: Iterable[Piece]) -> Iterator[Piece]:
+    """The pieces as `read_lines` reads them: a compressed file or archive that
+    `pieces.expand` left whole, in the blocks the main process would have cut (so that the
+    output is the same whoever decompresses it); any other piece as it is."""
+    for piece in pieces:
+        if piece.compression is not None and piece.data is None and piece.format != "parquet":
+            yield from blocks_of(piece)
+        else:
+            yield piece
 
 
 def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes]]:
@@ -105,20 +116,8 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
 
     A line longer than CHUNK_BYTES comes in parts cut at spaces, all but the last with
     line_complete False, so that no line, however long, has to fit in memory. A compressed
-    file or archive that `expand` left whole is read here in the blocks the main process would
-    have made, each ending a sentence as the end of a piece does, so that the output is the
-    same whoever decompresses it.
+    file or archive is read in blocks (`readable`).
     """
-    if piece.compression is not None and piece.data is None and piece.format != "parquet":
-        for block in blocks_of(piece):
-            last = None
-            for line in read_lines(block, stats):
-                if last is not None:
-                    yield last
-                last = line
-            if last is not None:
-                yield last[0], True
-        return
     if piece.start == 0:
         stats.formats[piece.format] = stats.formats.get(piece.format, 0) + 1
     if piece.format == "jsonl":

@@ -3,8 +3,8 @@
  * one (context, centre) pair at a time, plain SGD, Hogwild threads without locks.
  *
  * Built and loaded by w2vdist/training/backends/cpu.py, which documents the semantics and
- * checks every argument; this file trusts its inputs. No OpenMP runtime: plain pthreads, so that loading it
- * never brings a second OpenMP runtime into a process that already has torch's.
+ * checks every argument; this file trusts its inputs. No OpenMP runtime: plain pthreads, so
+ * that loading it never brings a second OpenMP runtime into a process that already has torch's.
  */
 #include <math.h>
 #include <pthread.h>
