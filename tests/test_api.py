@@ -98,6 +98,72 @@ def test_gensim_round_trip_and_the_same_answers(trained, tmp_path):
     assert np.array_equal(back.counts, wv.counts)
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated `init_sims`")
+def test_the_rest_of_the_keyedvectors_surface_answers_as_gensim(trained):
+    wv = trained.vectors
+    kv = wv.to_gensim()
+    close = dict(rtol=1e-4, atol=1e-6)
+
+    def same(ours, theirs):
+        assert [w for w, _ in ours] == [w for w, _ in theirs]
+        np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], **close)
+
+    assert wv.get_index("w1") == kv.get_index("w1") and wv.get_index(7) == kv.get_index(7) == 7
+    assert wv.get_index("nope", -1) == -1 and not wv.has_index_for("nope")
+    assert wv.has_index_for("w1") and not wv.has_index_for(len(wv))
+    with pytest.raises(KeyError, match="'nope' is not in the vocabulary"):
+        wv.get_vector("nope")
+    for norm in (False, True):
+        np.testing.assert_allclose(wv.get_vector("w1", norm=norm), kv.get_vector("w1", norm=norm),
+                                   **close)
+    np.testing.assert_allclose(wv.get_normed_vectors(), kv.get_normed_vectors(), **close)
+    assert wv.get_vecattr("w2", "count") == kv.get_vecattr("w2", "count") > 0
+    vector = np.random.default_rng(1).standard_normal(wv.vector_size).astype(np.float32)
+    for keys, options in [(["w1", "w2", "nope"], {}),
+                          (["w1", vector, "w9"], dict(weights=[2.0, -1.0, 0.5])),
+                          (["w3", "w4"], dict(pre_normalize=False, post_normalize=True))]:
+        np.testing.assert_allclose(wv.get_mean_vector(keys, **options),
+                                   kv.get_mean_vector(keys, **options), **close)
+    with pytest.raises(KeyError):
+        wv.get_mean_vector(["w1", "nope"], ignore_missing=False)
+    assert wv.distance("w1", "w5") == pytest.approx(kv.distance("w1", "w5"), abs=1e-5)
+    for query, others in [("w1", ()), ("w1", ["w2", "w30"]), (vector, ["w4"])]:
+        np.testing.assert_allclose(wv.distances(query, others), kv.distances(query, others),
+                                   **close)
+    np.testing.assert_allclose(wv.cosine_similarities(vector, kv.vectors[:9]),
+                               kv.cosine_similarities(vector, kv.vectors[:9]), **close)
+    assert wv.n_similarity(["w1", "w2"], ["w3"]) == pytest.approx(
+        kv.n_similarity(["w1", "w2"], ["w3"]), abs=1e-5)
+    far = wv.index_to_key[60]
+    assert wv.closer_than("w1", far) == kv.closer_than("w1", far) != []
+    assert wv.rank("w1", far) == kv.rank("w1", far) > 1
+    assert wv.most_similar_to_given("w1", ["w2", "w30", far]) == kv.most_similar_to_given(
+        "w1", ["w2", "w30", far])
+    same(wv.similar_by_word("w2", topn=4), kv.similar_by_word("w2", topn=4))
+    same(wv.most_similar([("w1", 2.0), "w2", ("w3", -0.5)], topn=5),
+         kv.most_similar([("w1", 2.0), "w2", ("w3", -0.5)], topn=5))
+    # a weight in `negative` subtracts too (gensim takes its sign as given there)
+    assert wv.most_similar([("w1", 2.0), "w2"], [("w3", 0.5)], topn=5) == wv.most_similar(
+        [("w1", 2.0), "w2", ("w3", -0.5)], topn=5)
+    np.testing.assert_allclose(wv.most_similar("w1", topn=None), kv.most_similar("w1", topn=None),
+                               **close)
+    assert wv.most_similar("w1", topn=0) == kv.most_similar("w1", topn=0) == []
+    # 3CosMul: gensim searches every word whatever restrict_vocab says; ours stops at it
+    same(wv.most_similar_cosmul(["w2", "w3"], ["w1"], topn=6),
+         kv.most_similar_cosmul(["w2", "w3"], ["w1"], topn=6))
+    same(wv.most_similar_cosmul("w5", topn=3), kv.most_similar_cosmul("w5", topn=3))
+    np.testing.assert_allclose(wv.most_similar_cosmul(["w2"], ["w1"], topn=None),
+                               kv.most_similar_cosmul(["w2"], ["w1"], topn=None), **close)
+    top = KeyedVectors(wv.vector_size)
+    top.add_vectors(wv.index_to_key[:100], wv.vectors[:100].numpy())
+    same(wv.most_similar_cosmul(["w2", "w3"], ["w1"], topn=6, restrict_vocab=100),
+         top.most_similar_cosmul(["w2", "w3"], ["w1"], topn=6))
+    assert wv.most_similar_cosmul(["w2", "w3"], ["w1"], topn=6) != wv.most_similar_cosmul(
+        ["w2", "w3"], ["w1"], topn=6, restrict_vocab=20)
+    with pytest.raises(ValueError, match="at least one positive"):
+        wv.most_similar_cosmul(negative=["w1"])
+
+
 @pytest.mark.parametrize("name", ["v.bin", "v.txt", "v.vec"])
 def test_files_round_trip_by_extension_and_gensim_reads_them(trained, tmp_path, name):
     wv = trained.vectors

@@ -101,6 +101,29 @@ def test_analogies_equal_gensim(tmp_path: Path, seed: int, restrict: int) -> Non
     assert batched.metrics() == metrics
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated `init_sims`")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("restrict", [35, 10_000])
+def test_3cosmul_analogies_equal_gensims_cosmul(tmp_path: Path, seed: int, restrict: int) -> None:
+    words, matrix, planted = planted_model(seed)
+    path = tmp_path / "questions.txt"
+    write_questions(path, words, planted, seed)
+    # gensim's scorer asks most_similar; most_similar_cosmul searches every vector it holds,
+    # so it is given only the restricted ones
+    kv = gensim_kv(words[:restrict], matrix[:restrict])
+    kv.most_similar = kv.most_similar_cosmul
+    score, sections = kv.evaluate_word_analogies(str(path), restrict_vocab=restrict,
+                                                 case_insensitive=True)
+    ours = evaluate.analogy_scores(words, matrix, path, restrict, method="3cosmul")
+    for mine, theirs in zip(ours.sections, sections[:-1]):
+        assert (mine.correct, mine.evaluated) == (
+            len(theirs["correct"]), len(theirs["correct"]) + len(theirs["incorrect"])), mine.name
+    assert ours.metrics()["total"] == score
+    batched = evaluate.analogy_scores(words, matrix, path, restrict, max_scores=1,
+                                      method="3cosmul")
+    assert batched.metrics() == ours.metrics()
+
+
 def test_analogy_metrics_by_hand(tmp_path: Path) -> None:
     """Exclusion of question words, case folding, OOV, semantic / syntactic split."""
     words = ["a", "b", "c", "d", "e", "A", "far"]
@@ -190,7 +213,14 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     assert {k: reports[0]["analogies"][k] for k in expected} == expected
     similarity = reports[0]["similarity"]
     assert similarity["pairs"] + similarity["oov"] == 4 and similarity["oov"] >= 1
-    assert reports[0]["restrict_vocab"] == 50
+    assert reports[0]["restrict_vocab"] == 50 and reports[0]["analogies"]["method"] == "3cosadd"
+    out = tmp_path / "mul.json"
+    assert cli.main(["eval", str(tmp_path / "run"), "--eval.analogies", str(tmp_path / "q.txt"),
+                     "--eval.restrict-vocab", "50", "--eval.analogy-method", "3cosmul",
+                     "--json", str(out)]) == 0
+    assert "q.txt (3cosmul)" in capsys.readouterr().out
+    expected = evaluate.score_analogies(words, inp, tmp_path / "q.txt", 50, "3cosmul")
+    assert {k: json.loads(out.read_text())["analogies"][k] for k in expected} == expected
 
 
 def test_eval_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,6 +228,9 @@ def test_eval_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     run = str(tmp_path / "run")
     assert cli.main(["eval", run]) == 2
     assert "--eval.analogies FILE and/or --eval.similarity FILE" in capsys.readouterr().err
+    assert cli.main(["eval", run, "--eval.analogy-method", "3cosdiv"]) == 2
+    assert "eval.analogy_method must be one of 3cosadd, 3cosmul (got '3cosdiv')" in \
+        capsys.readouterr().err
     (tmp_path / "q.txt").write_text("a b c d\n: sec\n")
     assert cli.main(["eval", run, "--eval.analogies", str(tmp_path / "q.txt")]) == 2
     assert (

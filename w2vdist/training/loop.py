@@ -310,14 +310,14 @@ def _save(
 def _publish(session: Session, saved: Outcome, metrics: Metrics, run_dir: Path,
              step: int) -> None:
     """The run's vectors exported beside it and handed to W&B as an artifact."""
-    from w2vdist.vectors import keyed
+    from w2vdist.vectors.export import metadata, sidecar
     from w2vdist.vectors.keyed import WordVectors
 
     vectors = WordVectors.load(saved.checkpoint)
     out = run_dir / "vectors.bin"
     vectors.save(out)
-    write_text(keyed.sidecar(out), keyed.metadata(vectors, "input", saved.scores))
-    metrics.publish(out, keyed.sidecar(out), vectors.index_to_key, vectors.vectors, step)
+    write_text(sidecar(out), metadata(vectors, "input", saved.scores))
+    metrics.publish(out, sidecar(out), vectors.index_to_key, vectors.vectors, step)
 
 
 def _print_plan(spec: RunSpec, corpus: Corpus) -> None:

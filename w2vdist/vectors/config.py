@@ -12,22 +12,27 @@ from dataclasses import dataclass
 from w2vdist.settings import check, check_choices, setting
 
 TABLES = ("input", "output", "average")
+ANALOGY_METHODS = ("3cosadd", "3cosmul")
 
 
 @dataclass
 class EvalConfig:
     """Word-vector scores: at each checkpoint of a run, and by `w2vdist eval`."""
 
-    analogies: str | None = setting(None, "questions-words file (3CosAdd accuracy)",
+    analogies: str | None = setting(None, "questions-words file (accuracy)",
                                     metavar="FILE")
     similarity: str | None = setting(None, "'word word score' pairs file (Spearman)",
                                      metavar="FILE")
     restrict_vocab: int = setting(30_000, "score over the N most frequent words")
+    analogy_method: str = setting("3cosadd", "how an analogy is answered: 3cosadd (b - a + c, "
+                                  "as word2vec.c and gensim) or 3cosmul (Levy and Goldberg's "
+                                  "product of shifted cosines)", choices=ANALOGY_METHODS)
     probe_words: list[str] = setting([], "words whose nearest neighbours W&B shows at each "
                                      "eval (default: ten past the 50 commonest)")
 
     def __post_init__(self) -> None:
         check(self.restrict_vocab >= 1, "eval.restrict_vocab", "must be >= 1")
+        check_choices(self, "eval")
 
 
 @dataclass

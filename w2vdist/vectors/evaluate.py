@@ -4,7 +4,9 @@ VECTORS is a word2vec file (text or binary, e.g. written by gensim or word2vec.c
 directory / checkpoint folder, so every model is scored by the same code.
 
 Analogies (questions-words format: `: section` lines, then `a b c d` lines): 3CosAdd over unit
-vectors, searching the --restrict-vocab most frequent words, case-insensitively (a word's
+vectors (or, with --eval.analogy-method 3cosmul, Levy and Goldberg's 3CosMul as gensim's
+most_similar_cosmul computes it: cos(d, b) x cos(d, c) / (cos(d, a) + 1e-6), each cosine shifted to
+[0, 1]), searching the --restrict-vocab most frequent words, case-insensitively (a word's
 most frequent case variant stands for it). A question with a word outside those is skipped and
 counted as OOV; the three question words are never the answer. Accuracy is over the questions
 scored, exactly gensim's evaluate_word_analogies(restrict_vocab=N, case_insensitive=True,
@@ -119,9 +121,10 @@ def score_analogies(
     vectors: torch.Tensor,
     path: str | Path,
     restrict_vocab: int = DEFAULT_RESTRICT_VOCAB,
+    method: str = "3cosadd",
 ) -> dict[str, float | int]:
     """Analogy accuracies (total, semantic, syntactic, per section) and coverage."""
-    return analogy_scores(words, vectors, path, restrict_vocab).metrics()
+    return analogy_scores(words, vectors, path, restrict_vocab, method=method).metrics()
 
 
 def score_similarity(
@@ -140,7 +143,8 @@ def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict
     out: dict[str, float] = {}
     vectors = vectors.float().cpu()
     if cfg.analogies:
-        found = score_analogies(words, vectors, cfg.analogies, cfg.restrict_vocab)
+        found = score_analogies(words, vectors, cfg.analogies, cfg.restrict_vocab,
+                                cfg.analogy_method)
         out.update({f"analogy/{k}": float(v) for k, v in found.items()})
     if cfg.similarity:
         found = score_similarity(words, vectors, cfg.similarity, cfg.restrict_vocab)
@@ -154,8 +158,10 @@ def analogy_scores(
     path: str | Path,
     restrict_vocab: int = DEFAULT_RESTRICT_VOCAB,
     max_scores: int = _MAX_SCORES,
+    method: str = "3cosadd",
 ) -> AnalogyScores:
-    """3CosAdd answers for every in-vocabulary question, `max_scores` scores at a time."""
+    """3CosAdd (or 3CosMul) answers for every in-vocabulary question, `max_scores` scores at
+    a time."""
     path = Path(path)
     limit = _restrict(words, vectors, restrict_vocab)
     lookup, canonical = _case_index(words, limit)
@@ -167,10 +173,14 @@ def analogy_scores(
     canonical = canonical.to(unit.device)
     rows = canonical.unsqueeze(0)
     hits = torch.zeros(len(questions), dtype=torch.bool)
-    batch = max(1, max_scores // limit)
+    batch = max(1, max_scores // limit // (1 if method == "3cosadd" else 3))
     for start in range(0, len(ids), batch):
         a, b, c, expected = ids[start : start + batch].T
-        scores = (unit[b] + unit[c] - unit[a]) @ unit.T
+        if method == "3cosadd":
+            scores = (unit[b] + unit[c] - unit[a]) @ unit.T
+        else:
+            shifted = [(1 + unit[x] @ unit.T) / 2 for x in (a, b, c)]
+            scores = shifted[1] * shifted[2] / (shifted[0] + 1e-6)
         question_word = (rows == a[:, None]) | (rows == b[:, None]) | (rows == c[:, None])
         best, answer = scores.masked_fill_(question_word, -math.inf).max(dim=1)
         # Excluding every case variant of a question word is what gensim does, except when
@@ -338,10 +348,12 @@ def command(args: argparse.Namespace) -> int:
     shape = f"{len(words)} words x {matrix.shape[1]} dims"
     print(f"{cmd.vectors}: {shape}, using the {limit} most frequent")
     if cfg.analogies:
-        analogies = analogy_scores(words, matrix, cfg.analogies, cfg.restrict_vocab)
-        _print_analogies(cfg.analogies, analogies)
+        analogies = analogy_scores(words, matrix, cfg.analogies, cfg.restrict_vocab,
+                                   method=cfg.analogy_method)
+        _print_analogies(f"{cfg.analogies} ({cfg.analogy_method})", analogies)
         report["analogies"] = {
             "file": cfg.analogies,
+            "method": cfg.analogy_method,
             **analogies.metrics(),
             "sections": [{**asdict(s), "accuracy": s.accuracy} for s in analogies.sections],
         }

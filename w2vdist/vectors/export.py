@@ -27,12 +27,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from w2vdist import settings
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
 from w2vdist.vectors import word2vec as vec
-from w2vdist.vectors import keyed
 from w2vdist.vectors.config import ExportCommand
 from w2vdist.vectors.keyed import WordVectors
 
@@ -53,7 +53,7 @@ def command(args: argparse.Namespace) -> int:
     if counts_path is not None and counts_path.resolve() == out.resolve():
         raise UsageError(f"{counts_path}: --counts must differ from the vectors file")
     wv = WordVectors.load(source, cmd.table)
-    binary = keyed.binary_format(out, None if cmd.format is None else cmd.format == "binary")
+    binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
     words, matrix = wv.index_to_key, wv.vectors
     counts = wv.counts.tolist()
     bad = vec.unwritable_rows(words)
@@ -65,10 +65,10 @@ def command(args: argparse.Namespace) -> int:
     vec.write_word2vec(out, words, matrix, binary=binary)
     if counts_path is not None:
         vec.write_counts(counts_path, words, counts)
-    write_text(keyed.sidecar(out), keyed.metadata(wv, cmd.table, _scores(source)))
+    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source)))
     kind = "binary" if binary else "text"
     print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({kind}), "
-          f"settings in {keyed.sidecar(out)}")
+          f"settings in {sidecar(out)}")
     return 0
 
 
@@ -83,3 +83,23 @@ def _scores(source: Path) -> dict[str, float]:
         if any(k.startswith(("analogy/", "similarity/")) for k in record):
             found = {k: v for k, v in record.items() if k.startswith(("analogy/", "similarity/"))}
     return found
+
+
+def sidecar(path: Path) -> Path:
+    """Where an export's metadata goes: `vectors.bin` -> `vectors.bin.json`."""
+    return path.with_name(path.name + ".json")
+
+
+def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = None) -> str:
+    """The JSON an export writes beside the vectors: how they were made."""
+    from w2vdist import __version__
+
+    return json.dumps({
+        "w2vdist_version": __version__,
+        "words": len(vectors),
+        "dim": vectors.vector_size,
+        "table": table,
+        "tokenizer": vectors.tokenizer,
+        "spec": vectors.spec,
+        "scores": scores or {},
+    }, indent=2) + "\n"

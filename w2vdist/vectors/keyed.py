@@ -13,7 +13,6 @@ tokenizer settings `prepare` used and the run's resolved spec. Every command tha
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,8 +27,8 @@ from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.errors import UsageError
 from w2vdist.vectors import word2vec as w2v
 from w2vdist.vectors.config import TABLES
+from w2vdist.vectors.embedding import EmbeddingVocab, embedding
 
-PAD, UNK = "<pad>", "<unk>"
 Query = str | torch.Tensor | np.ndarray  # a word, or a vector of the vectors' size
 
 
@@ -106,7 +105,8 @@ class WordVectors:
     def save(self, path: str | Path, binary: bool | None = None) -> None:
         """word2vec format, binary for `.bin` and text otherwise unless `binary` says."""
         path = Path(path)
-        w2v.write_word2vec(path, self.index_to_key, self.vectors, binary=binary_format(path, binary))
+        w2v.write_word2vec(path, self.index_to_key, self.vectors,
+                           binary=w2v.binary_format(path, binary))
 
     # --- the KeyedVectors surface ------------------------------------------------------------
 
@@ -124,39 +124,159 @@ class WordVectors:
     def __contains__(self, word: object) -> bool:
         return word in self.key_to_index
 
-    def __getitem__(self, words: str | Sequence[str]) -> torch.Tensor:
-        if isinstance(words, str):
-            return self.vectors[self._index(words)]
-        return self.vectors[[self._index(w) for w in words]]
+    def __getitem__(self, keys: str | int | Sequence[str | int]) -> torch.Tensor:
+        if isinstance(keys, (str, int, np.integer)):
+            return self.vectors[self.get_index(keys)]
+        return self.vectors[[self.get_index(k) for k in keys]]
+
+    def get_index(self, key: str | int, default: int | None = None) -> int:
+        """The row of `key` (a word, or a row number, as gensim accepts); `default` when it
+        is absent, else KeyError."""
+        row = self.key_to_index.get(key, -1) if isinstance(key, str) else -1
+        if row >= 0:
+            return row
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool) \
+                and 0 <= key < len(self):
+            return int(key)
+        if default is not None:
+            return default
+        raise KeyError(f"{key!r} is not in the vocabulary")
+
+    def has_index_for(self, key: str | int) -> bool:
+        return self.get_index(key, -1) >= 0
+
+    def get_vector(self, key: str | int, norm: bool = False) -> torch.Tensor:
+        """`key`'s vector; scaled to length 1 with `norm`."""
+        return (self._unit if norm else self.vectors)[self.get_index(key)]
+
+    def get_normed_vectors(self) -> torch.Tensor:
+        """Every vector scaled to length 1 (computed once; zero vectors stay zero)."""
+        return self._unit
+
+    def get_vecattr(self, key: str | int, attr: str) -> int:
+        """gensim's per-word attributes; vectors from a run (or gensim) hold `count`."""
+        if attr != "count" or self.counts is None:
+            raise KeyError(f"these vectors hold no {attr!r} attribute"
+                           + ("" if attr != "count" else " (they were not loaded from a run)"))
+        return int(self.counts[self.get_index(key)])
+
+    def get_mean_vector(
+        self, keys: Sequence[Query | int], weights: Sequence[float] | np.ndarray | None = None,
+        pre_normalize: bool = True, post_normalize: bool = False, ignore_missing: bool = True,
+    ) -> torch.Tensor:
+        """gensim's weighted mean of keys' vectors (unit vectors with `pre_normalize`; vectors
+        given as arrays taken as they are): a sentence's vector, say. Missing words are left
+        out unless `ignore_missing` is false."""
+        if not len(keys):
+            raise ValueError("cannot compute the mean of no keys")
+        weights = [1.0] * len(keys) if weights is None else list(map(float, weights))
+        if len(weights) != len(keys):
+            raise ValueError(f"{len(keys)} keys but {len(weights)} weights")
+        mean, total = torch.zeros(self.vector_size), 0.0
+        for key, weight in zip(keys, weights):
+            if isinstance(key, (torch.Tensor, np.ndarray)):
+                vector = self._query_vector(key)
+            elif self.has_index_for(key):
+                vector = self.get_vector(key, norm=pre_normalize)
+            elif ignore_missing:
+                continue
+            else:
+                raise KeyError(f"{key!r} is not in the vocabulary")
+            mean += weight * vector
+            total += abs(weight)
+        mean = mean / total if total > 0 else mean
+        return w2v.unit_rows(mean.unsqueeze(0))[0] if post_normalize else mean
 
     def similarity(self, a: str, b: str) -> float:
         unit = w2v.unit_rows(self[[a, b]])
         return float(unit[0] @ unit[1])
 
+    def distance(self, a: str, b: str) -> float:
+        """Cosine distance: 1 - similarity."""
+        return 1 - self.similarity(a, b)
+
+    @staticmethod
+    def cosine_similarities(vector: torch.Tensor | np.ndarray,
+                            vectors: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The cosine of `vector` with each row of `vectors`."""
+        one = w2v.unit_rows(torch.as_tensor(vector, dtype=torch.float32).reshape(1, -1))[0]
+        return w2v.unit_rows(torch.as_tensor(vectors, dtype=torch.float32)) @ one
+
+    def distances(self, word_or_vector: Query, other_words: Sequence[str] = ()) -> torch.Tensor:
+        """1 - cosine from a word or vector to each of `other_words` (all words if none)."""
+        vector = self._query_vector(word_or_vector) if not isinstance(word_or_vector, str) \
+            else self.get_vector(word_or_vector)
+        others = self.vectors if not other_words else self[list(other_words)]
+        return 1 - self.cosine_similarities(vector, others)
+
+    def n_similarity(self, words_a: Sequence[str], words_b: Sequence[str]) -> float:
+        """Cosine between the means of two sets of words' vectors."""
+        if not (len(words_a) and len(words_b)):
+            raise ValueError("n_similarity needs two non-empty lists of words")
+        return float(self.cosine_similarities(self[list(words_a)].mean(0),
+                                              self[list(words_b)].mean(0).unsqueeze(0))[0])
+
+    def closer_than(self, a: str, b: str) -> list[str]:
+        """The words closer to `a` than `b` is, in row order (`a` left out)."""
+        distances = self.distances(a)
+        row_a, row_b = self.get_index(a), self.get_index(b)
+        rows = torch.nonzero(distances < distances[row_b]).flatten().tolist()
+        return [self.index_to_key[r] for r in rows if r != row_a]
+
+    def rank(self, a: str, b: str) -> int:
+        """`b`'s place among `a`'s neighbours: 1 for the nearest."""
+        return len(self.closer_than(a, b)) + 1
+
+    def most_similar_to_given(self, key: str, keys: Sequence[str]) -> str:
+        """The word of `keys` most similar to `key`."""
+        return keys[int(torch.tensor([self.similarity(key, k) for k in keys]).argmax())]
+
     def most_similar(
-        self, positive: Query | Sequence[Query] = (), negative: Query | Sequence[Query] = (),
-        topn: int = 10, restrict_vocab: int | None = None,
-    ) -> list[tuple[str, float]]:
+        self, positive: Query | Sequence[Query | tuple[Query, float]] = (),
+        negative: Query | Sequence[Query | tuple[Query, float]] = (),
+        topn: int | None = 10, restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]] | torch.Tensor:
         """gensim's most_similar: the words nearest the sum of the unit vectors of `positive`
         minus those of `negative` (3CosAdd), the query words left out. A query may also be a
-        vector (a tensor or array of `vector_size`), added as it is, as gensim adds it."""
-        positive = [positive] if _single(positive) else list(positive)
-        negative = [negative] if _single(negative) else list(negative)
-        if not positive and not negative:
-            raise ValueError("most_similar needs at least one word or vector")
-        limit = len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
-        unit = self._unit[:limit]
-        weights = [(q, 1.0) for q in positive] + [(q, -1.0) for q in negative]
+        vector (a tensor or array of `vector_size`), added as it is, as gensim adds it, and
+        either may come with a weight, `(query, weight)` (one in `negative` is subtracted;
+        gensim adds it as signed). `topn=None`: every word's cosine."""
+        weights = self._weighted(positive, negative)
+        limit = self._limit(restrict_vocab)
         query = sum(s * self._query_vector(q) for q, s in weights)
-        scores = unit @ w2v.unit_rows(query.unsqueeze(0))[0]
-        for word in (q for q, _ in weights if isinstance(q, str)):
-            if self.key_to_index[word] < limit:
-                scores[self.key_to_index[word]] = -torch.inf
-        top = scores.topk(min(topn, int(torch.isfinite(scores).sum())))
-        return [(self.index_to_key[i], float(s)) for i, s in zip(top.indices.tolist(),
-                                                                   top.values.tolist())]
+        scores = self._unit[:limit] @ w2v.unit_rows(query.unsqueeze(0))[0]
+        return self._top(scores, weights, topn)
 
-    def similar_by_vector(self, vector: torch.Tensor | np.ndarray, topn: int = 10,
+    def most_similar_cosmul(
+        self, positive: Query | Sequence[Query] = (), negative: Query | Sequence[Query] = (),
+        topn: int | None = 10, restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """Levy and Goldberg's 3CosMul, as gensim's most_similar_cosmul: the product of the
+        cosines with `positive`, divided by that with `negative` (+1e-6), each shifted to
+        [0, 1]. Less swayed than 3CosAdd by one large similarity. Query vectors are taken by
+        their direction (gensim uses their length too); `restrict_vocab` limits the search
+        (gensim ignores it); a `(query, weight)` raises its factor to that power."""
+        weights = self._weighted(positive, negative)
+        if not any(s > 0 for _, s in weights):
+            raise ValueError("most_similar_cosmul needs at least one positive word or vector")
+        unit = self._unit[:self._limit(restrict_vocab)]
+        top, bottom = torch.ones(len(unit)), torch.ones(len(unit))
+        for query, weight in weights:
+            shifted = (1 + unit @ w2v.unit_rows(self._query_vector(query).unsqueeze(0))[0]) / 2
+            if weight > 0:
+                top *= shifted ** weight
+            else:
+                bottom *= shifted ** -weight
+        return self._top(top / (bottom + 1e-6), weights, topn)
+
+    def similar_by_key(self, key: str, topn: int | None = 10,
+                       restrict_vocab: int | None = None) -> list[tuple[str, float]]:
+        """The words nearest `key` (gensim's similar_by_key / similar_by_word)."""
+        return self.most_similar(key, topn=topn, restrict_vocab=restrict_vocab)
+
+    similar_by_word = similar_by_key
+
+    def similar_by_vector(self, vector: torch.Tensor | np.ndarray, topn: int | None = 10,
                           restrict_vocab: int | None = None) -> list[tuple[str, float]]:
         """The words nearest `vector` by cosine (gensim's similar_by_vector)."""
         return self.most_similar([vector], topn=topn, restrict_vocab=restrict_vocab)
@@ -167,15 +287,17 @@ class WordVectors:
 
     def doesnt_match(self, words: Sequence[str]) -> str:
         """The word farthest from the mean of the others' unit vectors."""
-        unit = self._unit[[self._index(w) for w in words]]
+        unit = self._unit[[self.get_index(w) for w in words]]
         mean = w2v.unit_rows(unit.mean(0, keepdim=True))[0]
         return list(words)[int((unit @ mean).argmin())]
 
-    def evaluate_analogies(self, path: str | Path, restrict_vocab: int = 30_000) -> dict[str, Any]:
-        """What `w2vdist eval --eval.analogies` reports (equal to gensim's scorer)."""
+    def evaluate_analogies(self, path: str | Path, restrict_vocab: int = 30_000,
+                           method: str = "3cosadd") -> dict[str, Any]:
+        """What `w2vdist eval --eval.analogies` reports (3cosadd: equal to gensim's scorer;
+        or 3cosmul)."""
         from w2vdist.vectors.evaluate import score_analogies
 
-        return score_analogies(self.index_to_key, self.vectors, path, restrict_vocab)
+        return score_analogies(self.index_to_key, self.vectors, path, restrict_vocab, method)
 
     def evaluate_pairs(self, path: str | Path, restrict_vocab: int = 30_000) -> dict[str, Any]:
         """What `w2vdist eval --eval.similarity` reports (equal to gensim's scorer)."""
@@ -201,26 +323,14 @@ class WordVectors:
     def to_embedding(
         self, freeze: bool = True, padding: bool = True, unknown: bool = True,
         unknown_vector: torch.Tensor | None = None, max_norm: float | None = None,
-    ) -> tuple[nn.Embedding, "EmbeddingVocab"]:
+    ) -> tuple[nn.Embedding, EmbeddingVocab]:
         """An `nn.Embedding.from_pretrained` of these vectors and the vocabulary that indexes it.
 
         Rows: `<pad>` first (all zeros, the `padding_idx`: no gradient) if `padding`, then
         `<unk>` (the mean vector, or `unknown_vector`) if `unknown`, then the words in order.
         """
-        rows, specials = [], []
-        if padding:
-            rows.append(torch.zeros(1, self.vector_size))
-            specials.append(PAD)
-        if unknown:
-            vector = self.vectors.mean(0) if unknown_vector is None else unknown_vector
-            rows.append(torch.as_tensor(vector, dtype=torch.float32).reshape(1, -1))
-            specials.append(UNK)
-        weight = torch.cat([*rows, self.vectors])
-        embedding = nn.Embedding.from_pretrained(
-            weight, freeze=freeze, padding_idx=0 if padding else None, max_norm=max_norm
-        )
-        return embedding, EmbeddingVocab(specials + self.index_to_key, padding, unknown,
-                                         self.tokenizer)
+        return embedding(self.index_to_key, self.vectors, self.tokenizer, freeze, padding,
+                         unknown, unknown_vector, max_norm)
 
     # ----------------------------------------------------------------------------------------
 
@@ -233,95 +343,45 @@ class WordVectors:
     def _unit(self) -> torch.Tensor:
         return w2v.unit_rows(self.vectors)
 
-    def _query_vector(self, query: Query) -> torch.Tensor:
-        if isinstance(query, str):
-            return self._unit[self._index(query)]
+    def _query_vector(self, query: Query | int) -> torch.Tensor:
+        """A word's unit vector, or a vector given as it is."""
+        if not isinstance(query, (torch.Tensor, np.ndarray)):
+            return self._unit[self.get_index(query)]
         vector = torch.as_tensor(query, dtype=self.vectors.dtype).flatten()
         if vector.numel() != self.vector_size:
             raise ValueError(f"a query vector has {vector.numel()} values; these vectors have "
                              f"{self.vector_size}")
         return vector
 
-    def _index(self, word: str) -> int:
-        try:
-            return self.key_to_index[word]
-        except KeyError:
-            raise KeyError(f"{word!r} is not in the vocabulary") from None
+    def _weighted(self, positive: Any, negative: Any) -> list[tuple[Query, float]]:
+        """most_similar's arguments as (query, signed weight) pairs."""
+        pairs = []
+        for queries, sign in ((positive, 1.0), (negative, -1.0)):
+            for query in [queries] if _single(queries) else list(queries):
+                query, weight = query if isinstance(query, tuple) else (query, 1.0)
+                pairs.append((query, sign * float(weight)))
+        if not pairs:
+            raise ValueError("most_similar needs at least one word or vector")
+        return pairs
 
+    def _limit(self, restrict_vocab: int | None) -> int:
+        return len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
 
-@dataclass
-class EmbeddingVocab:
-    """The rows of `WordVectors.to_embedding`'s table: word <-> index, and `encode`."""
-
-    index_to_key: list[str]
-    padding: bool
-    unknown: bool
-    tokenizer: dict[str, Any]
-
-    @cached_property
-    def key_to_index(self) -> dict[str, int]:
-        return {w: i for i, w in enumerate(self.index_to_key)}
-
-    @property
-    def pad_index(self) -> int | None:
-        return 0 if self.padding else None
-
-    @property
-    def unk_index(self) -> int | None:
-        return int(self.padding) if self.unknown else None
-
-    def __len__(self) -> int:
-        return len(self.index_to_key)
-
-    @cached_property
-    def _tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_settings(self.tokenizer)
-
-    def encode(self, text: str, length: int | None = None) -> list[int]:
-        """Indices of `text`'s words (prepare's tokenizer): unknown words are `<unk>` (or left
-        out without one); padded with `<pad>` or cut to `length` if given."""
-        words = self._tokenizer(text) if self.tokenizer else text.split()
-        index, unk = self.key_to_index, self.unk_index
-        ids = [index.get(w, unk) for w in words]
-        ids = [i for i in ids if i is not None]
-        if length is not None:
-            if self.pad_index is None and len(ids) < length:
-                raise ValueError("padding to a length needs a <pad> row (padding=True)")
-            ids = ids[:length] + [self.pad_index] * (length - len(ids))  # type: ignore[list-item]
-        return ids
+    def _top(self, scores: torch.Tensor, weights: list[tuple[Query, float]],
+             topn: int | None) -> list[tuple[str, float]] | torch.Tensor:
+        """The `topn` best-scoring words, the query words left out; all scores for None."""
+        if topn is None:
+            return scores
+        for query, _ in weights:
+            if not isinstance(query, (torch.Tensor, np.ndarray)) \
+                    and self.get_index(query) < len(scores):
+                scores[self.get_index(query)] = -torch.inf
+        top = scores.topk(max(0, min(topn, int(torch.isfinite(scores).sum()))))
+        return [(self.index_to_key[i], float(v)) for i, v in zip(top.indices.tolist(),
+                                                                   top.values.tolist())]
 
 
 def _single(query: Any) -> bool:
-    """Whether a most_similar argument is one query (a word or one vector), not a list."""
-    return isinstance(query, str) or (isinstance(query, (torch.Tensor, np.ndarray))
+    """Whether a most_similar argument is one query (a word, row or vector), not a list."""
+    return isinstance(query, (str, int, np.integer)) or (isinstance(query, (torch.Tensor, np.ndarray))
                                       and query.ndim == 1)
-
-
-def binary_format(path: Path, binary: bool | None) -> bool:
-    """`.bin` means binary, `.txt`/`.vec` text; an explicit choice that contradicts refused."""
-    by_name = {".bin": True, ".txt": False, ".vec": False}.get(path.suffix.lower())
-    if binary is not None and by_name is not None and binary != by_name:
-        kind = "binary" if binary else "text"
-        raise UsageError(f"{path}: a {path.suffix} file cannot hold the {kind} format; name it "
-                         f"{'.bin' if binary else '.txt or .vec'} or choose the other format")
-    return by_name if binary is None and by_name is not None else bool(binary)
-
-
-def sidecar(path: Path) -> Path:
-    """Where an export's metadata goes: `vectors.bin` -> `vectors.bin.json`."""
-    return path.with_name(path.name + ".json")
-
-
-def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = None) -> str:
-    """The JSON an export writes beside the vectors: how they were made."""
-    from w2vdist import __version__
-
-    return json.dumps({
-        "w2vdist_version": __version__,
-        "words": len(vectors),
-        "dim": vectors.vector_size,
-        "table": table,
-        "tokenizer": vectors.tokenizer,
-        "spec": vectors.spec,
-        "scores": scores or {},
-    }, indent=2) + "\n"

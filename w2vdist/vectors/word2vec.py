@@ -217,3 +217,13 @@ def _parse_binary(
     if data[pos:].strip():
         raise UsageError(f"{path}: more data after the header's {size} records")
     return words, array
+
+
+def binary_format(path: Path, binary: bool | None) -> bool:
+    """`.bin` means binary, `.txt`/`.vec` text; an explicit choice that contradicts refused."""
+    by_name = {".bin": True, ".txt": False, ".vec": False}.get(path.suffix.lower())
+    if binary is not None and by_name is not None and binary != by_name:
+        kind = "binary" if binary else "text"
+        raise UsageError(f"{path}: a {path.suffix} file cannot hold the {kind} format; name it "
+                         f"{'.bin' if binary else '.txt or .vec'} or choose the other format")
+    return by_name if binary is None and by_name is not None else bool(binary)
