@@ -47,6 +47,9 @@ def test_many_small_files_share_tasks(tmp_path: Path, monkeypatch: pytest.Monkey
         (tmp_path / "docs" / f"{i:05d}.txt").write_text("".join(lines[i : i + 3]))
     (tmp_path / "all.txt").write_text(text)
     assert prep(tmp_path / "all.txt", out=tmp_path / "one", min_count=1) == 0
+    # one task of them all: one worker, whatever --workers says (no processes to start)
+    assert prep(tmp_path / "docs", out=tmp_path / "docs-4", min_count=1, workers=4) == 0
+    assert Manifest.load(tmp_path / "docs-4").stats["workers"] == 1
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 2000)
     pieces = corpus_pieces.split_pieces(filetypes.find_files([str(tmp_path / "docs")]), 2)
     groups = list(corpus_pieces.grouped(pieces))
@@ -54,6 +57,7 @@ def test_many_small_files_share_tasks(tmp_path: Path, monkeypatch: pytest.Monkey
     for workers in (1, 2):
         out = tmp_path / f"docs-{workers}"
         assert prep(tmp_path / "docs", out=out, min_count=1, workers=workers) == 0
+        assert Manifest.load(out).stats["workers"] == workers
         assert {n: b for n, b in files_of(out).items() if n != "manifest.json"} == {
             n: b for n, b in files_of(tmp_path / "one").items() if n != "manifest.json"}
     (tmp_path / "gz").mkdir()  # small compressed files, read whole by workers, share tasks too

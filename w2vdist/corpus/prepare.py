@@ -188,8 +188,10 @@ def prepare(cfg: PrepareConfig) -> Summary:
     workers = cfg.workers or _cores()
     pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A compressed file is read in blocks by every worker (`expand`): all of them are used.
-    workers_used = workers if any(p.compression for p in pieces) else min(workers, len(pieces))
+    # A compressed file is read in blocks by every worker (`expand`): all of them are used;
+    # otherwise no more than there are tasks (many small files share one).
+    workers_used = workers if any(p.compression for p in pieces) else \
+        min(workers, sum(1 for _ in grouped(pieces)))
     given = None
     if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
         read = Vocab.load(cfg.vocab)
@@ -242,6 +244,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
             tokenizer=tokenizer.settings(phrases_file=str(out / PHRASES_FILE)),
             stats={
                 "files": len(files),
+                "workers": workers_used,
                 "paths": [str(f) for f in files],
                 "bytes": sum(f.stat().st_size for f in files),
                 **dataclasses.asdict(stats),
