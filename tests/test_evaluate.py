@@ -12,7 +12,8 @@ from gensim.models import KeyedVectors
 
 from tests.helpers import write_run
 from w2vdist import cli
-from w2vdist.vectors import evaluate
+from w2vdist.vectors import evaluate, neighbors
+from w2vdist.vectors.keyed import WordVectors
 from w2vdist.vectors import word2vec as vectors
 
 
@@ -264,4 +265,17 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert lines[0] == "cat" and lines[1].split() == [f"{float(unit[0] @ unit[1]):.4f}", "dog"]
     assert lines[2].split()[1] == "bus" and len(lines) == 3
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "zebra", "truck"]) == 2
-    assert "none of the words is in the vocabulary" in capsys.readouterr().err
+    assert "none of the queries' words is in the vocabulary" in capsys.readouterr().err
+    # expressions, as word2vec.c's word-analogy and distance answer them
+    wv = WordVectors.load(tmp_path / "v.bin")
+    for method, search in [("3cosadd", wv.most_similar), ("3cosmul", wv.most_similar_cosmul)]:
+        assert cli.main(["neighbors", str(tmp_path / "v.bin"), "car - cat + dog", "bus Truck",
+                         "cat - zebra", "-k", "2", "--method", method]) == 0
+        captured = capsys.readouterr()
+        assert "'zebra' is not in the vocabulary" in captured.err
+        expected = ["car - cat + dog"] + [f"  {c:8.4f}  {w}" for w, c in
+                                          search(["car", "dog"], ["cat"], topn=2)]
+        expected += ["bus Truck"] + [f"  {c:8.4f}  {w}" for w, c in
+                                     search(["bus", "Truck"], topn=2)]
+        assert captured.out.splitlines() == expected
+    assert neighbors.parse("c++ - -lrb- + a b") == (["c++", "a", "b"], ["-lrb-"])

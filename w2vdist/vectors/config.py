@@ -76,8 +76,11 @@ class NeighborsCommand:
 
     vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
                            "folder", positional=True)
-    words: list[str] = setting([], "words to look up", positional=True, metavar="WORD")
-    k: int = setting(10, "neighbours per word", short="-k")
+    words: list[str] = setting([], "words to look up, or expressions such as 'paris - france "
+                               "+ italy'", positional=True, metavar="QUERY")
+    k: int = setting(10, "neighbours per query", short="-k")
+    method: str = setting("3cosadd", "how an expression is answered (as eval.analogy_method)",
+                          choices=ANALOGY_METHODS)
     table: str = setting("input", "checkpoint table to search", choices=TABLES)
 
     def __post_init__(self) -> None:

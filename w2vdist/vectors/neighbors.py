@@ -1,9 +1,13 @@
-"""Print each WORD's k nearest words by cosine similarity (the word itself left out).
+"""Print each query's k nearest words by cosine similarity (the query's words left out).
 
-VECTORS is a word2vec file (text or binary) or a run directory / checkpoint folder. Words are
-looked up exactly as written. A word not in the vocabulary is reported on stderr (with its
-case variants, if any) and the others are still answered; the exit status is 0 if at least
-one word was found and 2 if none was.
+VECTORS is a word2vec file (text or binary) or a run directory / checkpoint folder. A query is
+a word, looked up exactly as written, or an expression of words joined by `+` and `-` standing
+alone, as word2vec.c's `distance` and `word-analogy` tools answer them: `"paris - france +
+italy"` finds the words nearest paris's unit vector minus france's plus italy's (3CosAdd;
+`--method 3cosmul` for Levy and Goldberg's 3CosMul), and words side by side add (`"san
+francisco"`). A word not
+in the vocabulary is reported on stderr (with its case variants, if any) and the other queries
+are still answered; the exit status is 0 if at least one query was answered and 2 if none was.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import torch
 
 from w2vdist import settings
 from w2vdist.errors import UsageError
-from w2vdist.vectors import word2vec as vec
 from w2vdist.vectors.config import NeighborsCommand
 from w2vdist.vectors.keyed import WordVectors
 
@@ -25,12 +28,29 @@ def nearest(
 ) -> list[list[tuple[str, float]]]:
     """The k most similar words to each of `rows`, given unit-length vectors."""
     scores = unit[rows] @ unit.T
-    scores[torch.arange(len(rows)), torch.tensor(rows)] = -torch.inf
+    scores[torch.arange(len(rows)), torch.tensor(rows, dtype=torch.long)] = -torch.inf
     top = scores.topk(min(k, len(words) - 1), dim=1)
     return [
         [(words[j], s) for j, s in zip(idx.tolist(), val.tolist())]
         for idx, val in zip(top.indices, top.values)
     ]
+
+
+def parse(query: str) -> tuple[list[str], list[str]]:
+    """An expression's positive and negative words: `a - b + c` -> ([a, c], [b]). Only a `+`
+    or `-` standing alone is an operator (`c++` and `-lrb-` are words)."""
+    positive: list[str] = []
+    negative: list[str] = []
+    sign = positive
+    for token in query.split():
+        if token in ("+", "-"):
+            sign = positive if token == "+" else negative
+        else:
+            sign.append(token)
+            sign = positive
+    if not positive and not negative:
+        raise UsageError(f"{query!r}: no words in this query")
+    return positive, negative
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,23 +60,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     cmd = settings.from_args(NeighborsCommand, args)
     wv = WordVectors.load(cmd.vectors, cmd.table)
-    words, matrix = wv.index_to_key, wv.vectors
-    index = {w: i for i, w in enumerate(words)}
-    found = [w for w in cmd.words if w in index]
-    for w in cmd.words:
-        if w not in index:
-            variants = [v for v in words if v.lower() == w.lower()][:3]
-            hint = f" (did you mean {', '.join(map(repr, variants))}?)" if variants else ""
-            print(
-                f"w2vdist: {w!r} is not in the vocabulary of {cmd.vectors}{hint}", file=sys.stderr
-            )
-    if not found:
-        raise UsageError(f"{cmd.vectors}: none of the words is in the vocabulary")
-    if len(words) < 2:
+    if len(wv) < 2:
         raise UsageError(f"{cmd.vectors}: one word has no neighbours")
-    unit = vec.unit_rows(matrix.float())
-    for w, neighbours in zip(found, nearest(words, unit, [index[w] for w in found], cmd.k)):
-        print(w)
-        for other, cosine in neighbours:
-            print(f"  {cosine:8.4f}  {other}")
+    queries = {q: parse(q) for q in cmd.words}
+    single = [q for q, (pos, neg) in queries.items() if len(pos) == 1 and not neg
+              and _known(wv, cmd.vectors, pos)]
+    answers = dict(zip(single, nearest(wv.index_to_key, wv.get_normed_vectors(),
+                                       [wv.get_index(queries[q][0][0]) for q in single], cmd.k)))
+    search = wv.most_similar if cmd.method == "3cosadd" else wv.most_similar_cosmul
+    for query, (positive, negative) in queries.items():
+        if query not in answers and (len(positive) > 1 or negative) \
+                and _known(wv, cmd.vectors, positive + negative):
+            answers[query] = search(positive, negative, topn=cmd.k)
+    if not answers:
+        raise UsageError(f"{cmd.vectors}: none of the queries' words is in the vocabulary")
+    for query in (q for q in queries if q in answers):
+        print(query)
+        for other, score in answers[query]:
+            print(f"  {score:8.4f}  {other}")
     return 0
+
+
+def _known(wv: WordVectors, source: str, words: list[str]) -> bool:
+    """Whether every word is in the vocabulary; each missing one reported on stderr."""
+    missing = [w for w in words if w not in wv]
+    for w in missing:
+        variants = [v for v in wv.index_to_key if v.lower() == w.lower()][:3]
+        hint = f" (did you mean {', '.join(map(repr, variants))}?)" if variants else ""
+        print(f"w2vdist: {w!r} is not in the vocabulary of {source}{hint}", file=sys.stderr)
+    return not missing
