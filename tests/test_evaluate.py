@@ -181,7 +181,8 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     write_questions(tmp_path / "q.txt", words, planted, 4)
     (tmp_path / "s.tsv").write_text("paris\tfrance\t9\nrome\titaly\t8\nw1\tw2\t1\nzzz\tw1\t2\n")
     inp, _ = write_run(tmp_path / "run", words, dim=10)
-    common = ["--eval.analogies", str(tmp_path / "q.txt"), "--eval.similarity", str(tmp_path / "s.tsv")]
+    common = ["--eval.analogies", str(tmp_path / "q.txt"),
+              "--eval.similarity", str(tmp_path / "s.tsv")]
     reports = []
     for fmt in ("text", "binary"):
         vectors.write_word2vec(tmp_path / fmt, words, inp, binary=fmt == "binary")

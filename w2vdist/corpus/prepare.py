@@ -141,6 +141,7 @@ class Summary:
     output: Path
     manifest: Manifest
     seconds: float
+    workers: int  # processes that read the corpus (1: this one)
 
     def __str__(self) -> str:
         m, s = self.manifest, self.manifest.stats
@@ -167,7 +168,8 @@ class Summary:
                   if s.get("phrases_not_in_vocab") else "") + f"; {PHRASES_FILE})"]
               if s.get("phrase_passes") else []),
             f"shards  {len(m.shards):,} ({samples:,} samples) in {self.output}",
-            f"time    {self.seconds:.1f} s",
+            f"time    {self.seconds:.1f} s, {self.workers} worker"
+            + ("s" if self.workers > 1 else ""),
         ]
         read = s.get("paths", [])
         shown = ", ".join(read[:10]) + (f" and {len(read) - 10} more" if len(read) > 10 else "")
@@ -244,7 +246,6 @@ def prepare(cfg: PrepareConfig) -> Summary:
             tokenizer=tokenizer.settings(phrases_file=str(out / PHRASES_FILE)),
             stats={
                 "files": len(files),
-                "workers": workers_used,
                 "paths": [str(f) for f in files],
                 "bytes": sum(f.stat().st_size for f in files),
                 **dataclasses.asdict(stats),
@@ -267,7 +268,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
         )
         manifest.save(staging)
         _check_output(out, cfg.overwrite)  # it may have appeared while we worked
-    return Summary(out, manifest, time.monotonic() - started)
+    return Summary(out, manifest, time.monotonic() - started, workers_used)
 
 
 # Bytes that may fail to decode before prepare calls the text mis-encoded: a stray byte or two

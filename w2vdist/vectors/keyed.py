@@ -395,5 +395,6 @@ def _cosines(unit: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 
 def _single(query: Any) -> bool:
     """Whether a most_similar argument is one query (a word, row or vector), not a list."""
-    return isinstance(query, (str, int, np.integer)) or (isinstance(query, (torch.Tensor, np.ndarray))
-                                      and query.ndim == 1)
+    if isinstance(query, (torch.Tensor, np.ndarray)):
+        return query.ndim == 1
+    return isinstance(query, (str, int, np.integer))
