@@ -178,7 +178,7 @@ def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
 
 
 def test_sync_intervals_default_to_words_over_all_ranks():
-    """Full merges about every 1M words over all ranks (256k from 8 ranks), the hot rows about
+    """Full merges about every 1M words over all ranks (64k from 8 ranks), the hot rows about
     every 16k (at least every step), the control all-reduce about every 256k on GPUs and every
     step on CPUs."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
@@ -187,7 +187,7 @@ def test_sync_intervals_default_to_words_over_all_ranks():
     assert resolved(cfg, 64).sync.every_steps == 1
     small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=2048))
     assert resolved(small, 4).sync.every_steps == 128
-    assert resolved(small, 8).sync.every_steps == 16  # 256k words from 8 ranks
+    assert resolved(small, 8).sync.every_steps == 4  # 64k words from 8 ranks
     assert resolved(small, 4).sync.hot_every_steps == 2
     on_gpu = dataclasses.replace(small, train=TrainConfig(device="cuda"))
     assert resolved(on_gpu, 4).sync.control_every_steps == 32

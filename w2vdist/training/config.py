@@ -117,7 +117,7 @@ class SyncConfig:
     strategy: str = setting("exact", "exact: share every step's gradients; local: train apart, "
                             "merge periodically", choices=("exact", "local"))
     every_steps: int = setting(0, "local: steps between full merges (0: about 1M words over "
-                               "all ranks, 256k from 8 ranks)")
+                               "all ranks, 64k from 8 ranks)")
     hot_rows: int = setting(-1, "local: top rows merged often (-1: 2,000 on 2-3 ranks, else 5,000)")
     hot_every_steps: int = setting(0, "local: steps between merges of the hot rows (0: about "
                                    "16k words over all ranks)")

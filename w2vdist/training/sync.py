@@ -327,7 +327,7 @@ def _all_gather_rows(
 
 
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
-MERGE_WORDS_MANY, MERGE_WORDS_MANY_FROM = 1 << 18, 8  # the same from this many ranks
+MERGE_WORDS_MANY, MERGE_WORDS_MANY_FROM = 1 << 16, 8  # the same from this many ranks
 HOT_MERGE_WORDS = 1 << 14  # and between merges of the hot rows when sync.hot_every_steps is 0
 CONTROL_WORDS = 1 << 18  # and between control all-reduces on GPUs (control_every_steps 0)
 GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
@@ -344,10 +344,12 @@ def resolved(cfg: Config, world_size: int) -> Config:
     (BENCHMARKS.md), while merging everything four times as often gained nothing measurable.
     More ranks leave more rows stale between full merges: from 4 ranks 5,000 hot rows keep
     analogies within a point of one process where 2,000 lost 1.6 at 8 ranks; on 2 ranks 2,000
-    keep the time spent merging under a fifth. From 8 ranks everything is merged every 256k
-    words: +0.41 analogy points and +0.009 WordSim353 over 1M at 8 ranks (six seeds, WordSim353
-    ahead on each), which brought them within a point of one process (on GPUs
-    `merge_time_share` spaces merges out where they cost more than their share of the time).
+    keep the time spent merging under a fifth. From 8 ranks everything is merged every 64k
+    words: at 8 ranks 256k had gained 0.41 analogy points and 0.009 WordSim353 over 1M (six
+    seeds), and 64k gained 0.91 more at dim 200, window 8, negative 10, sample 1e-5 (four
+    seeds, each ahead), leaving the same at the benchmark setting (on GPUs, whose large steps
+    merge every step anyway, `merge_time_share` spaces merges out where they cost more than
+    their share of the time).
     The control all-reduce reads the loss from the
     device: on GPUs rarely enough that small steps do not wait on it, often enough that a stop
     request or a non-finite loss is seen within a fraction of a second; on CPUs, where the read
