@@ -280,3 +280,5 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                                      search(["bus", "Truck"], topn=2)]
         assert captured.out.splitlines() == expected
     assert neighbors.parse("c++ - -lrb- + a b") == (["c++", "a", "b"], ["-lrb-"])
+    assert cli.main(["neighbors", str(tmp_path / "v.bin"), "- cat", "--method", "3cosmul"]) == 2
+    assert "--method 3cosmul needs a word added in every query" in capsys.readouterr().err

@@ -63,6 +63,9 @@ def command(args: argparse.Namespace) -> int:
     if len(wv) < 2:
         raise UsageError(f"{cmd.vectors}: one word has no neighbours")
     queries = {q: parse(q) for q in cmd.words}
+    if cmd.method == "3cosmul" and any(not pos for pos, _ in queries.values()):
+        raise UsageError("--method 3cosmul needs a word added in every query (3CosMul divides "
+                         "by the subtracted ones)")
     single = [q for q, (pos, neg) in queries.items() if len(pos) == 1 and not neg
               and _known(wv, cmd.vectors, pos)]
     answers = dict(zip(single, nearest(wv.index_to_key, wv.get_normed_vectors(),
