@@ -147,11 +147,13 @@ class WordVectors:
 
     def get_vector(self, key: str | int, norm: bool = False) -> torch.Tensor:
         """`key`'s vector; scaled to length 1 with `norm`."""
-        return (self._unit if norm else self.vectors)[self.get_index(key)]
+        row = self.get_index(key)
+        return self.vectors[row] / self._norms[row] if norm else self.vectors[row]
 
     def get_normed_vectors(self) -> torch.Tensor:
-        """Every vector scaled to length 1 (computed once; zero vectors stay zero)."""
-        return self._unit
+        """Every vector scaled to length 1 (a new table each call, as gensim makes one;
+        zero vectors stay zero)."""
+        return self.vectors / self._norms[:, None]
 
     def get_vecattr(self, key: str | int, attr: str) -> int:
         """gensim's per-word attributes; vectors from a run (or gensim) hold `count`."""
@@ -198,7 +200,8 @@ class WordVectors:
     def cosine_similarities(vector: torch.Tensor | np.ndarray,
                             vectors: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The cosine of `vector` with each row of `vectors`."""
-        return _cosines(w2v.unit_rows(torch.as_tensor(vectors, dtype=torch.float32)),
+        vectors = torch.as_tensor(vectors, dtype=torch.float32)
+        return w2v.cosines(vectors, vectors.norm(dim=1).clamp_min(1e-12),
                         torch.as_tensor(vector, dtype=torch.float32))
 
     def distances(self, word_or_vector: Query, other_words: Sequence[str] = ()) -> torch.Tensor:
@@ -243,7 +246,7 @@ class WordVectors:
         weights = self._weighted(positive, negative)
         limit = self._limit(restrict_vocab)
         query = sum(s * self._query_vector(q) for q, s in weights)
-        scores = _cosines(self._unit[:limit], query)
+        scores = w2v.cosines(self.vectors[:limit], self._norms[:limit], query)
         return self._top(scores, weights, topn)
 
     def most_similar_cosmul(
@@ -258,11 +261,12 @@ class WordVectors:
         weights = self._weighted(positive, negative)
         if not any(s > 0 for _, s in weights):
             raise ValueError("most_similar_cosmul needs at least one positive word or vector")
-        unit = self._unit[:self._limit(restrict_vocab)]
+        limit = self._limit(restrict_vocab)
         # In numpy: torch's threads contended with BLAS's between the products (1.6x the time)
         factors: dict[bool, np.ndarray] = {}  # positive or not: the product of its factors
         for query, weight in weights:
-            shifted = _cosines(unit, self._query_vector(query)).cpu().numpy()
+            shifted = w2v.cosines(self.vectors[:limit], self._norms[:limit],
+                               self._query_vector(query)).cpu().numpy()
             shifted += 1
             shifted /= 2
             if abs(weight) != 1:
@@ -290,7 +294,7 @@ class WordVectors:
 
     def doesnt_match(self, words: Sequence[str]) -> str:
         """The word farthest from the mean of the others' unit vectors."""
-        unit = self._unit[[self.get_index(w) for w in words]]
+        unit = w2v.unit_rows(self[list(words)])
         mean = w2v.unit_rows(unit.mean(0, keepdim=True))[0]
         return list(words)[int((unit @ mean).argmin())]
 
@@ -343,13 +347,15 @@ class WordVectors:
         return Tokenizer.from_settings(self.tokenizer)
 
     @cached_property
-    def _unit(self) -> torch.Tensor:
-        return w2v.unit_rows(self.vectors)
+    def _norms(self) -> torch.Tensor:
+        """Each vector's length (zero vectors: tiny, so that they stay zero when divided).
+        Lengths rather than a unit copy of the table: a 3M x 300 table is 3.6 GB."""
+        return self.vectors.norm(dim=1).clamp_min(1e-12)
 
     def _query_vector(self, query: Query | int) -> torch.Tensor:
         """A word's unit vector, or a vector given as it is."""
         if not isinstance(query, (torch.Tensor, np.ndarray)):
-            return self._unit[self.get_index(query)]
+            return self.get_vector(query, norm=True)
         vector = torch.as_tensor(query, dtype=self.vectors.dtype).flatten()
         if vector.numel() != self.vector_size:
             raise ValueError(f"a query vector has {vector.numel()} values; these vectors have "
@@ -382,15 +388,6 @@ class WordVectors:
         top = scores.topk(max(0, min(topn, len(scores) - len(left_out))))
         return [(self.index_to_key[i], float(v)) for i, v in zip(top.indices.tolist(),
                                                                    top.values.tolist())]
-
-
-def _cosines(unit: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """Each of the unit rows' cosine with `query`. On the CPU through numpy's BLAS: torch's
-    matrix-vector product took 3x as long over a 1M x 300 table (BENCHMARKS.md)."""
-    query = w2v.unit_rows(query.reshape(1, -1))[0]
-    if unit.device.type != "cpu":
-        return unit @ query.to(unit.device)
-    return torch.from_numpy(unit.numpy() @ query.numpy())
 
 
 def _single(query: Any) -> bool:
