@@ -262,7 +262,7 @@ class WordVectors:
         if not any(s > 0 for _, s in weights):
             raise ValueError("most_similar_cosmul needs at least one positive word or vector")
         limit = self._limit(restrict_vocab)
-        # In numpy: torch's threads contended with BLAS's between the products (1.6x the time)
+        # In numpy: torch ops on the scores right after numpy's products took 1.6x the time
         factors: dict[bool, np.ndarray] = {}  # positive or not: the product of its factors
         for query, weight in weights:
             shifted = w2v.cosines(self.vectors[:limit], self._norms[:limit],
