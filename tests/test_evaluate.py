@@ -12,6 +12,7 @@ from gensim.models import KeyedVectors
 
 from tests.helpers import write_run
 from w2vdist import cli
+from w2vdist.errors import UsageError
 from w2vdist.vectors import evaluate, neighbors
 from w2vdist.vectors.keyed import WordVectors
 from w2vdist.vectors import word2vec as vectors
@@ -123,6 +124,8 @@ def test_3cosmul_analogies_equal_gensims_cosmul(tmp_path: Path, seed: int, restr
     batched = evaluate.analogy_scores(words, matrix, path, restrict, max_scores=1,
                                       method="3cosmul")
     assert batched.metrics() == ours.metrics()
+    with pytest.raises(UsageError, match="analogy method must be one of 3cosadd, 3cosmul"):
+        evaluate.analogy_scores(words, matrix, path, restrict, method="3cosdiv")
 
 
 def test_analogy_metrics_by_hand(tmp_path: Path) -> None:

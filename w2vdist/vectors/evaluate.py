@@ -37,7 +37,7 @@ from w2vdist import settings
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
 from w2vdist.vectors import word2vec as vec
-from w2vdist.vectors.config import EvalCommand, EvalConfig
+from w2vdist.vectors.config import ANALOGY_METHODS, EvalCommand, EvalConfig
 from w2vdist.vectors.keyed import WordVectors
 
 DEFAULT_RESTRICT_VOCAB = 30_000
@@ -162,6 +162,9 @@ def analogy_scores(
 ) -> AnalogyScores:
     """3CosAdd (or 3CosMul) answers for every in-vocabulary question, `max_scores` scores at
     a time."""
+    if method not in ANALOGY_METHODS:
+        raise UsageError(f"analogy method must be one of {', '.join(ANALOGY_METHODS)} "
+                         f"(got {method!r})")
     path = Path(path)
     limit = _restrict(words, vectors, restrict_vocab)
     lookup, canonical = _case_index(words, limit)
