@@ -2,7 +2,7 @@
 
     python benchmarks/compare_gensim.py CORPUS --analogies questions-words.txt \
         --similarity wordsim353.tsv [--epochs 5 --dim 100 --window 5 --negative 5 \
-        --sample 1e-4 --min-count 5 --workers 2 --backends cpu-kernel,torch --json OUT]
+        --sample 1e-4 --min-count 5 --workers 2 --backends cpu-kernel,torch --seed 1 --json OUT]
 
 In order: `w2vdist prepare` (timed), gensim's Word2Vec(corpus_file=CORPUS, sg=1, hs=0) with
 `workers` threads (vocabulary scan and training timed apart), then `w2vdist train` once per
@@ -81,7 +81,7 @@ def train_gensim(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model = Word2Vec(
         sg=1, hs=0, vector_size=args.dim, window=args.window, negative=args.negative,
         sample=args.sample, min_count=args.min_count, alpha=args.alpha,
-        min_alpha=args.alpha * args.min_alpha_ratio, workers=args.workers, seed=1,
+        min_alpha=args.alpha * args.min_alpha_ratio, workers=args.workers, seed=args.seed,
     )  # fmt: skip
     start = time.perf_counter()
     model.build_vocab(corpus_file=args.corpus)
@@ -116,7 +116,7 @@ def train_w2vdist(
         "train.threads": args.workers, "model.dim": args.dim, "model.window": args.window,
         "model.negative": args.negative, "model.sample": args.sample,
         "optim.alpha": args.alpha, "optim.min_alpha_ratio": args.min_alpha_ratio,
-        "checkpoint.every_minutes": 0, "wandb.mode": "disabled",
+        "checkpoint.every_minutes": 0, "wandb.mode": "disabled", "train.seed": args.seed,
     }  # fmt: skip
     command = ["train", "--resume", "never"]
     for key, value in flags.items():
@@ -210,6 +210,7 @@ def main() -> None:
     sgns_settings.add_arguments(p, epochs=5)
     p.add_argument("--min-alpha-ratio", type=float, default=1e-4, help="final alpha / alpha")
     p.add_argument("--workers", type=int, default=2, help="threads for gensim and w2vdist")
+    p.add_argument("--seed", type=int, default=1, help="gensim's seed and w2vdist's train.seed")
     p.add_argument("--backends", default="cpu-kernel,torch", help="w2vdist train.backend list")
     p.add_argument("--train-flags", default="", help="more `w2vdist train` flags, one string")
     p.add_argument("--work", metavar="DIR", help="keep shards, runs and vectors here")
