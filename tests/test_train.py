@@ -6,6 +6,9 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -154,6 +157,30 @@ def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_
                            callbacks=[SignalAtStep3()])
     assert outcome.exit_code == EXIT_PREEMPTED
     assert checkpoint_info(run)["step"] == 4
+
+
+def test_a_failed_run_keeps_its_stop_handler_until_it_has_said_why():
+    """torchrun SIGTERMs a survivor as soon as another rank dies: while the failure unwinds,
+    SIGTERM is only recorded, so the survivor lives to log it; then the defaults return."""
+    script = textwrap.dedent("""
+        import contextlib, os, signal
+        from w2vdist.training import preemption
+        with preemption.StopRequest():
+            pass
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a clean exit restores
+        with contextlib.suppress(RuntimeError):
+            with preemption.StopRequest() as stop:
+                raise RuntimeError("a rank died")
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("alive after", stop.signal, flush=True)
+        preemption.restore()
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert done.stdout == "alive after SIGTERM\n"
 
 
 def test_checkpoint_of_another_vocabulary_is_refused(shards, tmp_path):

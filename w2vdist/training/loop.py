@@ -31,7 +31,7 @@ from w2vdist import settings
 from w2vdist.errors import Diverged, UsageError
 from w2vdist.files import locked, write_text
 from w2vdist.logs import set_step, setup_logging
-from w2vdist.training import backends, distributed
+from w2vdist.training import backends, distributed, preemption
 from w2vdist.training.callbacks import Callback
 from w2vdist.training.checkpoint import Checkpoint, Checkpointer, TrainState
 from w2vdist.training.config import Config, TrainCommand
@@ -89,6 +89,7 @@ def run(
         log.exception("rank %d on %s failed", world.rank, world.host)
         raise
     finally:
+        preemption.restore()  # left in place by a failed run until its failure is logged
         distributed.shutdown()
 
 

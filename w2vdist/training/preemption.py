@@ -17,7 +17,10 @@ _SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
-    """Installed for a `with` block: the previous handlers come back on every exit path."""
+    """Installed for a `with` block. On a clean exit the default handlers come back; when the
+    block raises, they stay until the caller has logged the failure and calls `restore`:
+    torchrun SIGTERMs a survivor as soon as another rank dies, and a default handler there
+    would kill it before it says why it stopped."""
 
     def __init__(self) -> None:
         self.signal: str | None = None
@@ -36,9 +39,12 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            restore()
 
-    def restore(self) -> None:
-        for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+
+def restore() -> None:
+    """The default handlers (Ctrl-C raising KeyboardInterrupt) back."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
