@@ -19,7 +19,7 @@ COMMANDS = {
     "prepare": ("w2vdist.corpus.prepare", "tokenize text, build the vocabulary, write WebDataset shards"),
     "train": ("w2vdist.training.loop", "train SGNS embeddings (one process or under torchrun)"),
     "export": ("w2vdist.vectors.export", "write trained vectors in word2vec text or binary format"),
-    "eval": ("w2vdist.vectors.evaluate", "score vectors on analogy and word-similarity files"),
+    "eval": ("w2vdist.vectors.report", "score vectors on analogy and word-similarity files"),
     "neighbors": ("w2vdist.vectors.neighbors", "print the nearest words by cosine similarity"),
     "bench": ("w2vdist.training.bench", "measure training or loader throughput and memory"),
 }

@@ -1,7 +1,5 @@
-"""Score word vectors on analogy questions and word-similarity pairs, as gensim does.
-
-VECTORS is a word2vec file (text or binary, e.g. written by gensim or word2vec.c) or a run
-directory / checkpoint folder, so every model is scored by the same code.
+"""Score word vectors on analogy questions and word-similarity pairs, as gensim does: for
+`w2vdist eval` (`vectors/report.py`), a training run's checkpoints and `WordVectors`.
 
 Analogies (questions-words format: `: section` lines, then `a b c d` lines): 3CosAdd over unit
 vectors (or, with --eval.analogy-method 3cosmul, Levy and Goldberg's 3CosMul as gensim's
@@ -22,23 +20,17 @@ Malformed lines are skipped and reported, as gensim does.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from w2vdist import settings
 from w2vdist.errors import UsageError
-from w2vdist.files import write_text
 from w2vdist.vectors import word2vec as vec
-from w2vdist.vectors.config import ANALOGY_METHODS, EvalCommand, EvalConfig
-from w2vdist.vectors.keyed import WordVectors
+from w2vdist.vectors.config import ANALOGY_METHODS, EvalConfig
 
 DEFAULT_RESTRICT_VOCAB = 30_000
 _MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
@@ -328,87 +320,3 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
     denominator = math.sqrt(float(x @ x) * float(y @ y))
     return float(x @ y) / denominator if denominator else math.nan
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    settings.add_flags(parser, EvalCommand)
-
-
-def command(args: argparse.Namespace) -> int:
-    cmd = settings.from_args(EvalCommand, args)
-    cfg = cmd.eval
-    if not cfg.analogies and not cfg.similarity:
-        raise UsageError("eval: give --eval.analogies FILE and/or --eval.similarity FILE")
-    for name in (cfg.analogies, cfg.similarity):
-        if name and not Path(name).is_file():
-            raise UsageError(f"{name}: file not found")
-    if cmd.json:
-        vec.check_writable(Path(cmd.json))
-    wv = WordVectors.load(cmd.vectors, cmd.table)
-    words, matrix = wv.index_to_key, wv.vectors
-    limit = min(cfg.restrict_vocab, len(words))
-    report: dict[str, Any] = {"vectors": cmd.vectors, "table": cmd.table, "restrict_vocab": limit}
-    shape = f"{len(words)} words x {matrix.shape[1]} dims"
-    print(f"{cmd.vectors}: {shape}, using the {limit} most frequent")
-    if cfg.analogies:
-        analogies = analogy_scores(words, matrix, cfg.analogies, cfg.restrict_vocab,
-                                   method=cfg.analogy_method)
-        _print_analogies(f"{cfg.analogies} ({cfg.analogy_method})", analogies)
-        report["analogies"] = {
-            "file": cfg.analogies,
-            "method": cfg.analogy_method,
-            **analogies.metrics(),
-            "sections": [{**asdict(s), "accuracy": s.accuracy} for s in analogies.sections],
-        }
-    if cfg.similarity:
-        similarity = similarity_scores(words, matrix, cfg.similarity, cfg.restrict_vocab)
-        _print_similarity(cfg.similarity, similarity)
-        report["similarity"] = {"file": cfg.similarity, **similarity.metrics()}
-    if cmd.json:
-        write_text(cmd.json, json.dumps(_finite_or_null(report), indent=2) + "\n")
-    return 0
-
-
-def _print_analogies(path: str, scores: AnalogyScores) -> None:
-    print(f"\nanalogies: {path}")
-    print(f"  {'section':<32} {'correct':>8} {'scored':>8} {'questions':>9} {'accuracy':>9}")
-    semantic = [s for s in scores.sections if not s.syntactic]
-    syntactic = [s for s in scores.sections if s.syntactic]
-    summaries = [
-        scores.summary(n, p) for n, p in [("semantic", semantic), ("syntactic", syntactic)]
-    ]
-    for s in [*scores.sections, None, *summaries, scores.summary("total", scores.sections)]:
-        if s is None:
-            print("  " + "-" * 70)
-            continue
-        counts = f"{s.correct:>8} {s.evaluated:>8} {s.questions:>9}"
-        print(f"  {s.name:<32} {counts} {100 * s.accuracy:>8.2f}%")
-    m = scores.metrics()
-    print(f"  coverage {100 * m['coverage']:.2f}% ({m['oov']} of {m['questions']} questions OOV)")
-    _print_skipped(path, scores.skipped_lines)
-
-
-def _print_similarity(path: str, scores: SimilarityScores) -> None:
-    m = scores.metrics()
-    print(f"\nsimilarity: {path}")
-    print(
-        f"  spearman {scores.spearman:.4f}  pearson {scores.pearson:.4f}  "
-        f"pairs {scores.pairs}  OOV {scores.oov} ({100 * m['oov_rate']:.2f}%)"
-    )
-    _print_skipped(path, scores.skipped_lines)
-
-
-def _print_skipped(path: str, lines: list[int]) -> None:
-    if lines:
-        print(f"  skipped {len(lines)} malformed line(s), first {path}:{lines[0]}")
-
-
-def _finite_or_null(value: Any) -> Any:
-    """JSON has no NaN: an undefined correlation is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_null(v) for v in value]
-    return value
