@@ -175,7 +175,7 @@ def analogy_scores(
             scores = (unit[b] + unit[c] - unit[a]) @ unit.T
         else:
             shifted = [(1 + unit[x] @ unit.T) / 2 for x in (a, b, c)]
-            scores = shifted[1] * shifted[2] / (shifted[0] + 1e-6)
+            scores = shifted[1] * shifted[2] / (shifted[0] + vec.COSMUL_EPSILON)
         question_word = (rows == a[:, None]) | (rows == b[:, None]) | (rows == c[:, None])
         best, answer = scores.masked_fill_(question_word, -math.inf).max(dim=1)
         # Excluding every case variant of a question word is what gensim does, except when

@@ -201,8 +201,8 @@ class WordVectors:
                             vectors: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The cosine of `vector` with each row of `vectors`."""
         vectors = torch.as_tensor(vectors, dtype=torch.float32)
-        return w2v.cosines(vectors, vectors.norm(dim=1).clamp_min(1e-12),
-                        torch.as_tensor(vector, dtype=torch.float32))
+        return w2v.cosines(vectors, w2v.row_norms(vectors),
+                           torch.as_tensor(vector, dtype=torch.float32))
 
     def distances(self, word_or_vector: Query, other_words: Sequence[str] = ()) -> torch.Tensor:
         """1 - cosine from a word or vector to each of `other_words` (all words if none)."""
@@ -252,7 +252,7 @@ class WordVectors:
     def most_similar_cosmul(
         self, positive: Query | Sequence[Query] = (), negative: Query | Sequence[Query] = (),
         topn: int | None = 10, restrict_vocab: int | None = None,
-    ) -> list[tuple[str, float]]:
+    ) -> list[tuple[str, float]] | torch.Tensor:
         """Levy and Goldberg's 3CosMul, as gensim's most_similar_cosmul: the product of the
         cosines with `positive`, divided by that with `negative` (+1e-6), each shifted to
         [0, 1]. Less swayed than 3CosAdd by one large similarity. Query vectors are taken by
@@ -266,14 +266,15 @@ class WordVectors:
         factors: dict[bool, np.ndarray] = {}  # positive or not: the product of its factors
         for query, weight in weights:
             shifted = w2v.cosines(self.vectors[:limit], self._norms[:limit],
-                               self._query_vector(query)).cpu().numpy()
+                                  self._query_vector(query)).cpu().numpy()
             shifted += 1
             shifted /= 2
             if abs(weight) != 1:
                 shifted **= abs(weight)
             sign = weight > 0
             factors[sign] = factors[sign] * shifted if sign in factors else shifted
-        bottom = factors[False] + 1e-6 if False in factors else 1 + 1e-6
+        eps = w2v.COSMUL_EPSILON
+        bottom = factors[False] + eps if False in factors else 1 + eps
         return self._top(torch.from_numpy(factors[True] / bottom), weights, topn)
 
     def similar_by_key(self, key: str, topn: int | None = 10,
@@ -348,9 +349,9 @@ class WordVectors:
 
     @cached_property
     def _norms(self) -> torch.Tensor:
-        """Each vector's length (zero vectors: tiny, so that they stay zero when divided).
-        Lengths rather than a unit copy of the table: a 3M x 300 table is 3.6 GB."""
-        return self.vectors.norm(dim=1).clamp_min(1e-12)
+        """Each vector's length, kept rather than a unit copy of the table (a 3M x 300 table
+        is 3.6 GB)."""
+        return w2v.row_norms(self.vectors)
 
     def _query_vector(self, query: Query | int) -> torch.Tensor:
         """A word's unit vector, or a vector given as it is."""

@@ -122,9 +122,17 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor]:
     return words, torch.from_numpy(array)
 
 
+COSMUL_EPSILON = 1e-6  # 3CosMul's denominator guard, gensim's most_similar_cosmul's
+
+
+def row_norms(matrix: torch.Tensor) -> torch.Tensor:
+    """Each row's length; a zero row's is tiny instead, so that divided it stays zero."""
+    return matrix.norm(dim=1).clamp_min(1e-12)
+
+
 def unit_rows(matrix: torch.Tensor) -> torch.Tensor:
     """Rows scaled to length 1 (zero rows stay zero) so dot products are cosines."""
-    return matrix / matrix.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return matrix / row_norms(matrix)[:, None]
 
 
 def cosines(vectors: torch.Tensor, norms: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
