@@ -3,7 +3,8 @@ and one process per global step size, against one process at the defaults, same 
 
     python benchmarks/scale_quality.py SHARDS --analogies questions-words.txt \
         --similarity wordsim353.tsv [--ranks 1,4,8] [--strategies local,exact] \
-        [--batch-words 4096,65536] [--seeds 1,2] [--work DIR] [--json OUT] [-- TRAIN FLAGS]
+        [--batch-words 4096,65536] [--resize 8:4] [--seeds 1,2] [--work DIR] [--json OUT] \
+        [-- TRAIN FLAGS]
 
 Each run is `python -m torch.distributed.run --standalone --nproc-per-node N -m w2vdist train`
 with one thread and one loader worker per rank (ranks time-slice a small machine, which changes
@@ -12,6 +13,8 @@ their speed but not what they compute), then `w2vdist eval --eval.restrict-vocab
   their defaults for the rank count (`optim.batch_words 0`);
 - `--batch-words` adds one-process torch runs at those global step sizes: the batch-synchronous
   path `exact` takes on N ranks at N times its per-rank step.
+- `--resize A:B` adds runs of each strategy begun on A ranks, stopped at half their planned
+  steps and resumed on B (a job requeued on fewer nodes, an elastic restart).
 Flags after `--` go to every `w2vdist train` (another setting: `--model.dim 300` ...).
 The table gives each run's scores, the sync time share (`local`'s merges, `exact`'s
 exchanges), then the mean over seeds and its difference from one process with the same
@@ -42,8 +45,9 @@ def main() -> None:
     args = parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="scale-quality-"))
     work.mkdir(parents=True, exist_ok=True)
-    setups = [(s, n, 0) for s in args.strategies for n in args.ranks]
-    setups += [("batch", 1, b) for b in args.batch_words]
+    setups = [(s, [n], 0) for s in args.strategies for n in args.ranks]
+    setups += [(s, pair, 0) for s in args.strategies for pair in args.resize]
+    setups += [("batch", [1], b) for b in args.batch_words]
     runs = []
     for strategy, ranks, batch in setups:
         for seed in args.seeds:
@@ -65,6 +69,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ranks", type=_ints, default=[1, 4, 8], help="default 1,4,8")
     parser.add_argument("--strategies", type=lambda s: s.split(","), default=["local"])
     parser.add_argument("--batch-words", type=_ints, default=[], help="one-process torch runs")
+    parser.add_argument("--resize", type=_pairs, default=[], metavar="A:B,...",
+                        help="runs begun on A ranks and finished on B")
     parser.add_argument("--seeds", type=_ints, default=[1, 2])
     parser.add_argument("--work", help="keep runs and logs here (default: a temporary dir)")
     parser.add_argument("--json", help="write every figure and the environment here")
@@ -82,12 +88,17 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def _pairs(text: str) -> list[list[int]]:
+    return [[int(n) for n in pair.split(":")] for pair in text.split(",") if pair]
+
+
 def train_and_score(
-    args: argparse.Namespace, work: Path, strategy: str, ranks: int, batch: int, seed: int
+    args: argparse.Namespace, work: Path, strategy: str, ranks: list[int], batch: int, seed: int
 ) -> dict[str, Any]:
-    name = f"{strategy}-{ranks}-{batch or 'default'}-seed{seed}"
+    """One run over `ranks` (one count, or the count it begins on and the one it ends on)."""
+    name = f"{strategy}-{'-then-'.join(map(str, ranks))}-{batch or 'default'}-seed{seed}"
     run, log = work / name, work / f"{name}.log"
-    flags = ["--data.shards", args.shards, "--train.run_dir", str(run), "--resume", "never",
+    flags = ["--data.shards", args.shards, "--train.run_dir", str(run),
              "--train.threads", "1", "--data.loader_workers", "1", "--train.seed", str(seed),
              "--checkpoint.every_minutes", "0", "--wandb", "disabled"]  # fmt: skip
     if strategy == "batch":
@@ -95,13 +106,21 @@ def train_and_score(
     else:
         flags += ["--sync.strategy", strategy]
         flags += ["--train.backend", "torch"] if strategy == "exact" else []
+    flags += args.train
+    segments = [["--resume", "never"]]
+    if len(ranks) == 2:
+        half = planned_steps(ranks[0], flags) // 2
+        segments = [["--resume", "never", "--train.max_steps", str(half)], ["--resume", "auto"]]
     start = time.perf_counter()
     with open(log, "w") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             f"--nproc-per-node={ranks}", "-m", "w2vdist", "train", *flags, *args.train],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        for n, segment in zip(ranks, segments):
+            done = subprocess.run(
+                [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc-per-node={n}", "-m", "w2vdist", "train", *flags, *segment],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            if done.returncode:
+                break
     seconds = time.perf_counter() - start
     result: dict[str, Any] = {"strategy": strategy, "ranks": ranks, "seed": seed,
                               "seconds": seconds, "exit_code": done.returncode}  # fmt: skip
@@ -109,9 +128,19 @@ def train_and_score(
         result["error"] = log.read_text().strip().splitlines()[-1:]
         return result
     config = json.loads((run / "config.json").read_text())
-    result["global_batch_words"] = ranks * config["optim"]["batch_words"]
+    result["global_batch_words"] = config["run"]["words_per_step"]
     result.update(sync_time_share=run_figures(run)["sync_time_share"], scores=score(args, run))
     return result
+
+
+def planned_steps(ranks: int, flags: list[str]) -> int:
+    """The steps a run of these flags plans on `ranks` ranks (`train --dry-run`)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc-per-node={ranks}", "-m", "w2vdist", "train", *flags, "--dry-run"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return int(done.stdout.split("planned: ")[1].split()[0])
 
 
 def score(args: argparse.Namespace, run: Path) -> dict[str, float]:
@@ -130,7 +159,7 @@ def score(args: argparse.Namespace, run: Path) -> dict[str, float]:
 def _label(r: dict[str, Any]) -> str:
     if r["strategy"] == "batch":
         return f"one process, torch, {r.get('global_batch_words', 0):,}-word steps"
-    return f"{r['strategy']} x {r['ranks']}"
+    return f"{r['strategy']} x {' then '.join(map(str, r['ranks']))}"
 
 
 def row(r: dict[str, Any]) -> str:
@@ -145,10 +174,10 @@ def row(r: dict[str, Any]) -> str:
 def summary(runs: list[dict[str, Any]]) -> str:
     """Mean over seeds per setup, and its difference from one process of the same strategy
     (for one-process step sizes: from the smallest step)."""
-    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, tuple[int, ...], int], list[dict[str, Any]]] = {}
     for r in runs:
         if r["exit_code"] == 0:
-            key = (r["strategy"], r["ranks"], r["global_batch_words"])
+            key = (r["strategy"], tuple(r["ranks"]), r["global_batch_words"])
             groups.setdefault(key, []).append(r["scores"])
     means = {
         k: (statistics.mean(s["analogy"] for s in v), statistics.mean(s["wordsim"] for s in v),
@@ -157,7 +186,7 @@ def summary(runs: list[dict[str, Any]]) -> str:
     }  # fmt: skip
     lines = [f"{'setup':<40}{'seeds':>6}{'analogy':>9}{'WS353':>7}{'vs one process':>20}"]
     for (strategy, ranks, batch), (analogy, wordsim, n) in means.items():
-        same = sorted(k for k in means if k[0] == strategy and k[1] == 1)
+        same = sorted(k for k in means if k[0] == strategy and k[1] == (1,))
         base = means[same[0]] if same and same[0] != (strategy, ranks, batch) else None
         label = _label({"strategy": strategy, "ranks": ranks, "global_batch_words": batch})
         versus = f"{analogy - base[0]:+7.2f} {wordsim - base[1]:+7.3f}" if base else ""

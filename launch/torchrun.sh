@@ -17,7 +17,9 @@
 #   WANDB             auto | online | offline | disabled, --wandb
 #   NPROC             CPU workers when no GPU is visible (default 1)
 #   GPUS_PER_NODE     GPUs to use (default: CUDA_VISIBLE_DEVICES, else all of nvidia-smi -L)
-#   NNODES            machines in the job (default 1)
+#   NNODES            machines in the job (default 1), or MIN:MAX for an elastic job: with
+#                     MAX_RESTARTS, the machines left after one fails meet again and the run
+#                     goes on over them from the newest checkpoint
 #   RDZV_ENDPOINT     host:port of the c10d rendezvous, the same on every machine (NNODES > 1)
 #   RDZV_ID           rendezvous id, the same on every machine (default w2vdist)
 #   SHUTDOWN_TIMEOUT  seconds workers get to checkpoint after a stop signal (default 120)
@@ -34,7 +36,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 : "${RDZV_ENDPOINT:=}"
 : "${RDZV_ID:=w2vdist}"
 
-if ((NNODES > 1)) && [[ -z "$RDZV_ENDPOINT" ]]; then
+if [[ "$NNODES" != 1 && -z "$RDZV_ENDPOINT" ]]; then
     w2v_die "NNODES=$NNODES needs RDZV_ENDPOINT=host:port (the same on every machine)"
 fi
 w2v_workers "$NPROC"

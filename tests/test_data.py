@@ -4,6 +4,7 @@ exactly as an uninterrupted one, without decoding what it skips."""
 
 import itertools
 import subprocess
+from pathlib import Path
 import sys
 import time
 
@@ -16,7 +17,9 @@ from tests.helpers import prepare, write_zipf_corpus
 from w2vdist.errors import UsageError
 from w2vdist.training import chunks
 from w2vdist.training.chunks import ChunkBuffers
-from w2vdist.training.data import MIXED, Position, TokenBatches, loader_workers
+from w2vdist.training.data import (
+    AMOUNT, MIXED, Position, TokenBatches, after_words, loader_workers,
+)
 from w2vdist.corpus.shards import Manifest, encode_sample
 
 
@@ -161,6 +164,32 @@ def test_another_chunk_size_resumes_after_as_many_chunks_of_data(shards):
     assert fresh.reordered is None
     for a, b in itertools.islice(zip(loader, fresh), 5):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stream_started_after_some_words_goes_on_from_about_there(shards, workers):
+    """A run resumed on another number of ranks starts each rank's stream after the words
+    its share of the steps would have read (`after_words`): at a chunk's start plus an
+    offset reckoned from the shards' mean sample, within a sample of the words, and from
+    there the stream is the one that would have gone on."""
+    total = Manifest.load(Path(shards[0][0]).parent).total_tokens
+    samples = sum(n for _, n in shards)
+    reference = list(itertools.islice(_stream(shards, workers, 3, batch_words=100), 800))
+    flat = np.concatenate([t for t, _, _ in reference])
+    assert len(flat) > 3 * total
+    chunk_starts = {}  # where each chunk begins in the stream, from the positions after batches
+    for i, (_, _, position) in enumerate(reference):
+        chunk_starts.setdefault(position.sample, (i + 1) * 100 - position.offset)
+    for words in (0, 2_345, 7_000, 11_000, total + 999, 2 * total + 17):
+        start = after_words(words, total, samples, 3)
+        assert start.order == AMOUNT and start.sample % 3 == 0
+        loader = TokenBatches(shards, 100, 5, 0, workers, 2, False, chunk=3, start=start)
+        assert loader.reordered is None
+        first, _ = next(iter(loader))
+        begins, after = chunk_starts[start.sample], chunk_starts[start.sample + 3]
+        at = begins + start.offset if begins + start.offset < after else after
+        assert abs(at - words) < total / samples  # a sample of mean length
+        assert np.array_equal(first.numpy(), flat[at : at + 100])
 
 
 def test_a_script_that_ends_with_its_loader_open_exits(shards):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,6 +141,45 @@ def test_two_rank_exact_run_resumed_equals_uninterrupted(shards, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
+    """An elastic restart or a job requeued on fewer nodes: 3 ranks, then 2, then one
+    process finish the run 3 ranks planned, its steps, learning rate and W&B run going on;
+    each rank of a new world starts after the words its share of the steps taken would have
+    read (a position counts tokens into a chunk here: every chunk outlasts the run)."""
+    run_dir = tmp_path / "run"
+    args = train_args(shards, run_dir, "--wandb", "offline", "--sync.strategy", "local")
+    first = run(torchrun_cmd(3, *args, "--train.max_steps", "20"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    started = checkpoint_info(run_dir)
+    planned, words_per_step = started["total_steps"], 3 * 400
+
+    second = run(torchrun_cmd(2, *args, "--train.max_steps", "50"))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert ("resuming on 2 rank(s) a run saved on 3: its 1,200 words a step are shared out "
+            "anew") in second.stderr, second.stderr[-3000:]
+    middle = checkpoint_info(run_dir)
+    assert (middle["step"], middle["world_size"], middle["total_steps"]) == (50, 2, planned)
+    shares = json.loads((run_dir / "config.json").read_text())["run"]["rank_words"]
+    assert sum(shares) == words_per_step and len(shares) == 2
+    assert [offset for _, offset, *_ in middle["data"]] == [50 * w for w in shares]
+    assert middle["config"]["optim"]["batch_words"] == 400  # as the run began
+    assert middle["config"]["optim"]["alpha"] == started["config"]["optim"]["alpha"]
+
+    last = subprocess.run([sys.executable, "-m", "w2vdist", "train", *args], cwd=ROOT,
+                          env=env(), capture_output=True, text=True, timeout=240)
+    assert last.returncode == 0, last.stderr[-3000:]
+    done = checkpoint_info(run_dir)
+    assert (done["step"], done["world_size"]) == (planned, 1)
+    assert done["words"] == planned * words_per_step
+    assert [offset for _, offset, *_ in done["data"]] == [planned * words_per_step]
+    runs = offline_runs(run_dir)
+    assert len(runs) == 3 and {r["run"].run_id for r in runs} == {started["wandb_run_id"]}
+    ends = [(min(r["rows"]), max(r["rows"])) for r in runs]
+    assert ends[0][1] <= 20 < ends[1][0] <= ends[1][1] <= 50 < ends[2][0]
+    lr = [r["rows"][max(r["rows"])]["lr"] for r in runs]
+    assert lr == sorted(lr, reverse=True)  # one line down across the three worlds
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -239,6 +279,47 @@ def test_killed_worker_is_restarted_by_torchrun_and_resumes(shards, tmp_path):
     assert "resuming from" in err and "forcefully" not in err, err[-3000:]
     meta = checkpoint_info(run_dir)
     assert meta["step"] == meta["total_steps"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
+    """`torchrun --nnodes 1:2` on two "nodes" (two agents meeting at a c10d rendezvous on
+    localhost): one node dies after a checkpoint, the survivor's worker fails on the broken
+    collective, its agent meets again with the one node left and the run finishes there."""
+    run_dir = tmp_path / "run"
+    args = train_args(shards, run_dir, "--train.epochs", "100", "--checkpoint.every_steps",
+                      "300", "--sync.timeout_seconds", "30")
+    elastic = ("--nnodes=1:2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+               "--rdzv-id=elastic", "--rdzv-conf=last_call_timeout=3", "--max-restarts=2")
+    cmd = [c for c in torchrun_cmd(1, *args, extra=elastic) if c != "--standalone"]
+    fresh_store = dict(env(), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    agents = []
+    try:
+        for _ in range(2):  # the first hosts the rendezvous store, and survives
+            agents.append(subprocess.Popen(cmd, cwd=ROOT, env=fresh_store, text=True,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           start_new_session=True))
+            time.sleep(1)
+        _wait_for(lambda: bool(checkpoint.complete_steps(run_dir)), 120, agents[0])
+        assert checkpoint_info(run_dir)["world_size"] == 2
+        for pid in (*_children(agents[1].pid), agents[1].pid):  # the node and its worker
+            os.kill(pid, signal.SIGKILL)
+        _, err = agents[0].communicate(timeout=240)
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
+                agent.wait()
+        subprocess.run(["pkill", "-9", "-f", str(run_dir)], check=False)
+    assert agents[0].returncode == 0, err[-3000:]
+    assert "resuming on 1 rank(s) a run saved on 2" in err, err[-3000:]
+    done = checkpoint_info(run_dir)
+    assert (done["step"], done["world_size"]) == (done["total_steps"], 1)
 
 
 def test_restarts_with_torchruns_shared_store_are_refused(shards, tmp_path):

@@ -209,11 +209,12 @@ def test_two_agents_as_two_nodes_train_the_same_tables_as_one_node(shards, tmp_p
         torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)
 
 
-def test_torchrun_sh_refuses_several_nodes_without_a_rendezvous():
+@pytest.mark.parametrize("nnodes", ["2", "1:2"])  # a fixed count, an elastic range
+def test_torchrun_sh_refuses_several_nodes_without_a_rendezvous(nnodes):
     result = subprocess.run(["bash", "launch/torchrun.sh"], cwd=ROOT,
-                            env=launcher_env(NNODES="2"), capture_output=True, text=True)
+                            env=launcher_env(NNODES=nnodes), capture_output=True, text=True)
     assert result.returncode == 2
-    assert "NNODES=2 needs RDZV_ENDPOINT=host:port" in result.stderr
+    assert f"NNODES={nnodes} needs RDZV_ENDPOINT=host:port" in result.stderr
 
 
 def test_quickstart_runs_the_whole_pipeline_and_reports_where_and_how_good(tmp_path):

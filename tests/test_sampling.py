@@ -139,7 +139,8 @@ def test_sampler_shapes_depend_on_the_batch_size_alone():
 
 
 def test_learning_rate_decays_linearly_to_alpha_times_1e_minus_4():
-    plan = Plan.build(total_tokens=10_000, rank_tokens=[5_000, 5_000], batch_words=100, epochs=3)
+    plan = Plan.build(total_tokens=10_000, rank_tokens=[5_000, 5_000], words_per_step=200,
+                      epochs=3)
     assert plan.steps_per_epoch == 50 and plan.total_steps == 150
     assert plan.learning_rate(0, 0.025, 1e-4) == 0.025
     assert math.isclose(plan.learning_rate(150, 0.025, 1e-4), 0.025 * 1e-4)
@@ -147,7 +148,8 @@ def test_learning_rate_decays_linearly_to_alpha_times_1e_minus_4():
 
 
 def test_ranks_share_a_step_in_proportion_to_their_tokens():
-    plan = Plan.build(total_tokens=9_000, rank_tokens=[5_000, 4_000], batch_words=100, epochs=1)
+    plan = Plan.build(total_tokens=9_000, rank_tokens=[5_000, 4_000], words_per_step=200,
+                      epochs=1)
     assert plan.rank_words == (111, 89) and plan.words_per_step == 200
     assert proportional(10, [1, 1, 1]) == (4, 3, 3)  # remainders to the first ranks
     assert proportional(3, [1_000_000, 1, 1]) == (1, 1, 1)  # every rank takes a word

@@ -8,7 +8,7 @@ import torch
 from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
 from w2vdist.training.backends import (
-    SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose,
+    SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose, global_step_words,
 )
 from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 
@@ -45,14 +45,15 @@ def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
     sizes = [batch_words(exact, w) for w in (1, 2, 4, 16, 32, 512)]
     assert sizes == [4096, 4096, 4096, 4096, SYNC_STEP_WORDS // 32, 256]
     at_32 = dataclasses.replace(exact, optim=OptimConfig(batch_words=batch_words(exact, 32)))
-    assert batch_warning(at_32, 32) is None
+    assert batch_warning(at_32, global_step_words(at_32, 32)) is None
     big = dataclasses.replace(exact, optim=OptimConfig(batch_words=SYNC_STEP_WORDS))
-    assert batch_warning(big, 1) is None
-    assert "262,144 words" in batch_warning(big, 4)
+    assert batch_warning(big, global_step_words(big, 1)) is None
+    assert "262,144 words" in batch_warning(big, global_step_words(big, 4))
     kernel = dataclasses.replace(big, train=TrainConfig(backend="cpu-kernel"))
-    assert batch_warning(kernel, 4) is None
+    assert batch_warning(kernel, global_step_words(kernel, 4)) is None
     local = dataclasses.replace(big, sync=SyncConfig(strategy="local"))
-    assert batch_warning(local, 4) is None  # each rank steps alone
+    assert global_step_words(local, 4) == SYNC_STEP_WORDS  # each rank steps alone
+    assert batch_warning(local, global_step_words(local, 4)) is None
 
 
 def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():

@@ -177,37 +177,42 @@ def test_merge_keeps_a_lone_change_whole_and_does_not_multiply_agreed_ones():
     assert not torch.allclose(merged[0], lone / ranks)
 
 
+def resolved_for(cfg: Config, ranks: int) -> Config:
+    """The sync settings for `ranks` ranks stepping `optim.batch_words` each."""
+    return resolved(cfg, ranks, ranks * cfg.optim.batch_words)
+
+
 def test_sync_intervals_default_to_words_over_all_ranks():
     """Full merges about every 1M words over all ranks (64k from 8 ranks), the hot rows about
     every 16k (at least every step), the control all-reduce about every 256k on GPUs and every
     step on CPUs."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
-    assert resolved(cfg, 2).sync.every_steps == 8
-    assert resolved(cfg, 2).sync.hot_every_steps == 1
-    assert resolved(cfg, 64).sync.every_steps == 1
+    assert resolved_for(cfg, 2).sync.every_steps == 8
+    assert resolved_for(cfg, 2).sync.hot_every_steps == 1
+    assert resolved_for(cfg, 64).sync.every_steps == 1
     small = dataclasses.replace(cfg, optim=OptimConfig(batch_words=2048))
-    assert resolved(small, 4).sync.every_steps == 128
-    assert resolved(small, 8).sync.every_steps == 4  # 64k words from 8 ranks
-    assert resolved(small, 4).sync.hot_every_steps == 2
+    assert resolved_for(small, 4).sync.every_steps == 128
+    assert resolved_for(small, 8).sync.every_steps == 4  # 64k words from 8 ranks
+    assert resolved_for(small, 4).sync.hot_every_steps == 2
     on_gpu = dataclasses.replace(small, train=TrainConfig(device="cuda"))
-    assert resolved(on_gpu, 4).sync.control_every_steps == 32
-    assert resolved(on_gpu, 1).sync.control_every_steps == 128
-    assert resolved(small, 4).sync.control_every_steps == 1  # on CPU, after every step
-    assert resolved(cfg, 8).sync.control_every_steps == 1
+    assert resolved_for(on_gpu, 4).sync.control_every_steps == 32
+    assert resolved_for(on_gpu, 1).sync.control_every_steps == 128
+    assert resolved_for(small, 4).sync.control_every_steps == 1  # on CPU, after every step
+    assert resolved_for(cfg, 8).sync.control_every_steps == 1
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))
-    assert resolved(chosen, 2).sync.every_steps == 5
+    assert resolved_for(chosen, 2).sync.every_steps == 5
     exact = dataclasses.replace(cfg, sync=SyncConfig(strategy="exact"))
-    assert resolved(exact, 2).sync.every_steps == 8  # resolved, unused by exact
+    assert resolved_for(exact, 2).sync.every_steps == 8  # resolved, unused by exact
 
 
 def test_hot_rows_default_grows_with_the_rank_count():
     """2,000 hot rows on 2-3 ranks (merging time), 5,000 from 4 (staleness); a chosen count,
     0 included, stays."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=4096))
-    assert [resolved(cfg, n).sync.hot_rows for n in (2, 3, 4, 16)] == [2000, 2000, 5000, 5000]
+    assert [resolved_for(cfg, n).sync.hot_rows for n in (2, 3, 4, 16)] == [2000, 2000, 5000, 5000]
     for chosen in (0, 300):
         fixed = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", hot_rows=chosen))
-        assert resolved(fixed, 8).sync.hot_rows == chosen
+        assert resolved_for(fixed, 8).sync.hot_rows == chosen
     with pytest.raises(UsageError, match="sync.hot_rows"):
         SyncConfig(hot_rows=-2)
 

@@ -44,8 +44,8 @@ log = logging.getLogger("w2vdist")
 class TrainState:
     """Everything a run needs to continue exactly where it stopped.
 
-    `rng` and `data` hold one entry per rank (rank 0 gathers them before saving); the words
-    trained are `step` times the spec's words per step.
+    `rng` and `data` hold one entry per rank of the world that saved it (rank 0 gathers them
+    before saving); the words trained are `step` times the spec's words per step.
     """
 
     input: torch.Tensor
@@ -63,6 +63,11 @@ class TrainState:
             "data": [list(astuple(p)) for p in self.data],
             "wandb_run_id": self.wandb_run_id,
         }
+
+    @property
+    def world_size(self) -> int:
+        """How many ranks saved it."""
+        return len(self.data)
 
     @classmethod
     def from_dict(cls, tables: dict[str, torch.Tensor], state: dict[str, Any]) -> "TrainState":

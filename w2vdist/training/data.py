@@ -64,6 +64,17 @@ class Position:
 
 
 MIXED = "mixed"  # `Position.order` of streams of mixed chunks
+AMOUNT = "amount"  # of a position that says only how much of a stream to pass (`after_words`)
+
+
+def after_words(words: int, tokens: int, samples: int, chunk: int) -> Position:
+    """Where a stream of `chunk`-sample chunks stands after `words` tokens, reckoned from its
+    shards' `tokens` in `samples` samples a pass (chunks vary in length: to about a sample).
+    A run resumed on another number of ranks starts each rank there, from the words its share
+    of the steps already taken would have read."""
+    per_chunk = chunk * tokens / max(1, samples)
+    chunks = int(words // per_chunk)
+    return Position(chunks * chunk, int(words - chunks * per_chunk), order=AMOUNT)
 
 
 def loader_workers(setting: int, device: torch.device) -> int:
@@ -109,6 +120,8 @@ class TokenBatches:
         self.reordered = _reordered(start, self.workers, chunk)
         if self.reordered:  # from the start of the chunk that the data already read ends in
             start = Position(start.sample - start.sample % chunk, 0)
+        elif start.order == AMOUNT and start.sample % chunk:
+            raise ValueError(f"{start} is not at the start of a chunk of {chunk} samples")
         start = Position(start.sample, start.offset, self.workers, chunk, MIXED)
         # Each worker skips its share of the whole rounds before `start`; the trainer drops
         # the rest, less than a round.
@@ -193,7 +206,7 @@ def _check_number(number: torch.Tensor, expected: tuple[int, int]) -> None:
 def _reordered(start: Position, workers: int, chunk: int) -> str | None:
     """Why a stream of `workers` workers, `chunk` samples at a time, does not continue the one
     that `start` was saved in (None when it does)."""
-    if (start.sample, start.offset) == (0, 0):
+    if (start.sample, start.offset) == (0, 0) or start.order == AMOUNT:
         return None
     if start.order != MIXED:
         return "it was saved when whole shards were read in order"

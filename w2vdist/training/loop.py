@@ -41,7 +41,7 @@ from w2vdist.training.metrics import Interval, Metrics, build_metrics
 from w2vdist.training.preemption import EXIT_PREEMPTED, StopRequest
 from w2vdist.training.session import Session
 from w2vdist.training.spec import (
-    CHOSEN_AT_START, Corpus, RunSpec, keep_choices, resolve,
+    CHOSEN_AT_START, CHOSEN_FOR_THE_WORLD, Corpus, RunSpec, keep_choices, resolve,
 )
 
 
@@ -103,7 +103,7 @@ def _train(
     spec = resolve(cfg, world, corpus) if previous is None else \
         _resumed(cfg, previous, world, corpus, log)
     cfg, plan = spec.config, spec.plan
-    warning = backends.batch_warning(cfg, world.size)
+    warning = backends.batch_warning(cfg, spec.update_words)
     if warning and world.is_main:
         log.warning(warning)
     if dry_run:
@@ -118,12 +118,11 @@ def _train(
         return Outcome(0, spec, previous.path)
     session = Session.build(spec, world, corpus, state)
     step = state.step if state else 0
-    start = state.data[world.rank] if state else Position()
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.json", json.dumps(spec.to_dict(), indent=2) + "\n")
         shutil.copyfile(corpus.vocab_file, run_dir / corpus.vocab_file.name)
-    loader = session.batches(start)
+    loader = session.batches(state)
     if previous is not None:
         log.info("resuming from %s at step %d", previous.path, step)
         if loader.reordered:
@@ -253,19 +252,33 @@ def _resumed(
     cfg: Config, previous: Checkpoint, world: World, corpus: Corpus, log: logging.Logger
 ) -> RunSpec:
     """The spec that continues `previous`: settings left to be chosen keep the run's choices
-    (a newer version may choose otherwise), and any other difference in math is refused."""
-    spec = resolve(keep_choices(cfg, previous.spec.config), world, corpus)
-    differences = spec.differences(previous.spec)
+    (a newer version may choose otherwise), and any other difference in math is refused. On
+    another number of ranks (an elastic restart, a job requeued on fewer nodes) the run keeps
+    its words per step, shared out among the ranks there are."""
+    ran = previous.spec
+    resized = ran.world_size != world.size
+    spec = resolve(keep_choices(cfg, ran.config, resized), world, corpus,
+                   ran.plan.words_per_step)
+    differences = spec.differences(ran)
     if differences:
         raise UsageError(f"{previous.path}: cannot resume, it differs in " +
                          "; ".join(differences))
-    if world.is_main:
-        kept = settings.flatten(settings.to_dict(spec.config))
-        fresh = settings.flatten(settings.to_dict(resolve(cfg, world, corpus).config))
-        for key in (f"{section}.{name}" for section, name, _ in CHOSEN_AT_START):
-            if kept[key] != fresh[key]:
-                log.info("resuming with the run's %s %s (a new run would choose %s)", key,
-                         kept[key], fresh[key])
+    if not world.is_main:
+        return spec
+    kept = settings.flatten(settings.to_dict(spec.config))
+    fresh = settings.flatten(settings.to_dict(resolve(cfg, world, corpus).config))
+    for key in (f"{section}.{name}" for section, name, _ in CHOSEN_AT_START):
+        if kept[key] != fresh[key] and not (resized and key in CHOSEN_FOR_THE_WORLD):
+            log.info("resuming with the run's %s %s (a new run would choose %s)", key,
+                     kept[key], fresh[key])
+    if resized:
+        log.warning(
+            "resuming on %d rank(s) a run saved on %d: its %s words a step are shared out "
+            "anew (%s to %s a rank), and each rank goes on after the words its share of the "
+            "%d steps taken would have read: the epoch in progress is dealt anew",
+            world.size, ran.world_size, f"{spec.plan.words_per_step:,}",
+            f"{min(spec.plan.rank_words):,}", f"{max(spec.plan.rank_words):,}",
+            previous.state.step)
     return spec
 
 

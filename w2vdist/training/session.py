@@ -8,6 +8,7 @@ the rank's own shards.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from w2vdist.errors import UsageError
 from w2vdist.training import backends, sync
 from w2vdist.training.checkpoint import TrainState
 from w2vdist.training.chunks import chunk_samples
-from w2vdist.training.data import Position, TokenBatches, assign_shards
+from w2vdist.training.data import Position, TokenBatches, after_words, assign_shards
 from w2vdist.training.distributed import World
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.spec import Corpus, RunSpec
@@ -36,7 +37,8 @@ class Session:
     def build(
         cls, spec: RunSpec, world: World, corpus: Corpus, state: TrainState | None = None
     ) -> "Session":
-        """Fresh tables from the seed, or a checkpoint's tables and this rank's RNG state."""
+        """Fresh tables from the seed, or a checkpoint's tables and this rank's RNG state (on
+        another number of ranks, a generator seeded from the seed, the rank and the step)."""
         cfg = spec.config
         torch.set_num_threads(cfg.train.threads)
         init = torch.Generator().manual_seed(cfg.train.seed)  # same tables on every rank
@@ -45,7 +47,11 @@ class Session:
         if state is not None:
             tables.input.data.copy_(state.input)
             tables.output.data.copy_(state.output)
-            generator.set_state(state.rng[world.rank])
+            if state.world_size == world.size:
+                generator.set_state(state.rng[world.rank])
+            else:
+                generator.manual_seed(random.Random(
+                    f"{cfg.train.seed}/{world.rank}/{world.size}/{state.step}").getrandbits(63))
         elif cfg.train.init_from:
             _start_from(tables, corpus, cfg.train.init_from)
         strategy = sync.build(cfg.sync, world.size, tables)
@@ -57,16 +63,24 @@ class Session:
         assert self.corpus.manifest is not None and self.corpus.directory is not None
         return assign_shards(self.corpus.manifest, self.world.size, self.corpus.directory)
 
-    def batches(self, start: Position = Position()) -> TokenBatches:
-        """This rank's token stream from `start`, its share of a step (`Plan.rank_words`) a
-        batch."""
+    def batches(self, state: TrainState | None = None) -> TokenBatches:
+        """This rank's token stream, its share of a step (`Plan.rank_words`) a batch: from the
+        start, or where `state` left it. A run resumed on another number of ranks deals the
+        shards anew: each rank starts after the words its share of the steps taken would have
+        read, so that every rank has passed through the same part of its data."""
         cfg = self.spec.config
         assert self.corpus.manifest is not None
         manifest = self.corpus.manifest
         mine = self.shards()[self.world.rank]
         words = self.spec.plan.rank_words[self.world.rank]
-        chunk = chunk_samples(sum(manifest.shards[i].tokens for i in mine),
-                              sum(manifest.shards[i].samples for i in mine), words)
+        tokens = sum(manifest.shards[i].tokens for i in mine)
+        samples = sum(manifest.shards[i].samples for i in mine)
+        chunk = chunk_samples(tokens, samples, words)
+        start = Position()
+        if state is not None and state.world_size == self.world.size:
+            start = state.data[self.world.rank]
+        elif state is not None:
+            start = after_words(state.step * words, tokens, samples, chunk)
         return TokenBatches(
             manifest.sources(self.corpus.directory, mine), words, cfg.train.seed,
             self.world.rank, cfg.data.loader_workers, cfg.data.prefetch,

@@ -5,7 +5,8 @@
 each rule lives beside the component it serves and is called from here only. The spec is what
 the run saves as `config.json`, what `--dry-run` prints, what W&B records, what checkpoints
 carry and what a resume is checked against: a resume whose resolved math differs (the backend
-included) is refused, naming each field.
+included) is refused, naming each field. A resume on another number of ranks keeps the run's
+words per step, shared out among the ranks there are.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ CHOSEN_AT_START = (
     ("optim", "alpha", 0.0), ("optim", "batch_words", 0), ("sync", "every_steps", 0),
     ("sync", "hot_rows", -1), ("sync", "hot_every_steps", 0),
 )
+# What a resume on another number of ranks chooses anew when left to be chosen: how ranks
+# agree suits the world they are (8 ranks merge more often than 2); the learning rate and the
+# words of a step, the run's schedule, stay as the run began (`resolve`'s `words_per_step`).
+CHOSEN_FOR_THE_WORLD = ("sync.every_steps", "sync.hot_rows", "sync.hot_every_steps")
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,8 @@ class Plan:
     rank_words: tuple[int, ...]
 
     @classmethod
-    def build(cls, total_tokens: int, rank_tokens: list[int], batch_words: int,
+    def build(cls, total_tokens: int, rank_tokens: list[int], words_per_step: int,
               epochs: int) -> "Plan":
-        words_per_step = len(rank_tokens) * batch_words
         steps_per_epoch = max(1, math.ceil(total_tokens / words_per_step))
         return cls(steps_per_epoch, steps_per_epoch * epochs,
                    proportional(words_per_step, rank_tokens))
@@ -128,6 +132,14 @@ class RunSpec:
     def backend(self) -> str:
         return self.config.train.backend
 
+    @property
+    def update_words(self) -> int:
+        """The words one update is computed from: a step's under `exact`, a rank's share
+        (the largest) under `local`."""
+        if self.config.sync.strategy == "exact":
+            return self.plan.words_per_step
+        return max(self.plan.rank_words)
+
     def learning_rate(self, step: int) -> float:
         o = self.config.optim
         return self.plan.learning_rate(step, o.alpha, o.min_alpha_ratio)
@@ -156,12 +168,17 @@ class RunSpec:
                    run.get("tokenizer", {}), run.get("corpus", {}))
 
     def differences(self, old: "RunSpec") -> list[str]:
-        """What a checkpoint written under `old` would compute differently under this spec."""
+        """What a checkpoint written under `old` would compute differently under this spec.
+
+        On another number of ranks the run keeps its words per step, shared out anew, and
+        its sync intervals and hot rows may be chosen for the new world
+        (`CHOSEN_FOR_THE_WORLD`): those differ by design.
+        """
         out = []
         if self.plan.steps_per_epoch != old.plan.steps_per_epoch:
             out.append(f"steps per epoch {old.plan.steps_per_epoch} -> "
                        f"{self.plan.steps_per_epoch}")
-        if self.plan.rank_words != old.plan.rank_words:
+        if self.plan.rank_words != old.plan.rank_words and self.world_size == old.world_size:
             out.append(f"words per step on each rank {list(old.plan.rank_words)} -> "
                        f"{list(self.plan.rank_words)}")
         if self.config.train.epochs < old.config.train.epochs:
@@ -169,19 +186,23 @@ class RunSpec:
                        "(a run can be extended, not shortened)")
         if old.vocab_hash != self.vocab_hash:
             out.append("vocabulary (vocab.tsv hash)")
-        if old.world_size != self.world_size:
-            out.append(f"world_size {old.world_size} -> {self.world_size}")
+        free = CHOSEN_FOR_THE_WORLD if old.world_size != self.world_size else ()
         before, after = flatten(to_dict(old.config)), flatten(to_dict(self.config))
         for key in sorted(after):
-            if key.startswith(MATH_FIELDS) and before.get(key) != after[key]:
+            if key.startswith(MATH_FIELDS) and key not in free and before.get(key) != after[key]:
                 was = before.get(key)
                 keep = "" if was in (None, "") else f" (--{key} {was} keeps the checkpoint's)"
                 out.append(f"{key} {was!r} -> {after[key]!r}{keep}")
         return out
 
 
-def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
-    """The config with every `auto`/0 default made concrete for this world and corpus."""
+def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) -> RunSpec:
+    """The config with every `auto`/0 default made concrete for this world and corpus.
+
+    `words_per_step` (global) is a resumed run's: on another number of ranks too, a run
+    keeps its step, and `optim.batch_words` stays what the run began with (the ranks' shares
+    are the plan's).
+    """
     rank_tokens = [corpus.tokens] * world.size  # equal shares without a manifest
     if corpus.manifest is not None:  # every rank needs a shard of its own
         shards = corpus.manifest.shards
@@ -195,8 +216,9 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
                                                               world.device))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size))
-    cfg = sync.resolved(cfg, world.size)
-    plan = Plan.build(corpus.tokens, rank_tokens, cfg.optim.batch_words, cfg.train.epochs)
+    plan = Plan.build(corpus.tokens, rank_tokens,
+                      words_per_step or world.size * cfg.optim.batch_words, cfg.train.epochs)
+    cfg = sync.resolved(cfg, world.size, plan.words_per_step)
     cfg = _replace(cfg, "train", max_steps=min(cfg.train.max_steps or plan.total_steps,
                                                plan.total_steps))
     cfg = _replace(cfg, "wandb", mode=metrics.resolve_mode(cfg.wandb.mode) if world.is_main
@@ -206,10 +228,13 @@ def resolve(cfg: Config, world: World, corpus: Corpus) -> RunSpec:
                    made.tokenizer if made else {}, _summary(made) if made else {})
 
 
-def keep_choices(cfg: Config, ran: Config) -> Config:
+def keep_choices(cfg: Config, ran: Config, resized: bool = False) -> Config:
     """`cfg` with each setting of CHOSEN_AT_START that it leaves to be chosen set to what the
-    run resolved as `ran` chose."""
+    run resolved as `ran` chose; on another number of ranks (`resized`) but those chosen for
+    the world."""
     for section, name, choose in CHOSEN_AT_START:
+        if resized and f"{section}.{name}" in CHOSEN_FOR_THE_WORLD:
+            continue
         if getattr(getattr(cfg, section), name) == choose:
             cfg = _replace(cfg, section, **{name: getattr(getattr(ran, section), name)})
     return cfg

@@ -335,9 +335,10 @@ HOT_ROWS = 2000  # sync.hot_rows's auto value below HOT_ROWS_MANY_FROM ranks
 HOT_ROWS_MANY, HOT_ROWS_MANY_FROM = 5000, 4
 
 
-def resolved(cfg: Config, world_size: int) -> Config:
-    """The config with the sync's auto settings resolved: intervals of about MERGE_WORDS,
-    HOT_MERGE_WORDS and CONTROL_WORDS words over all ranks, and the hot rows. Stale changes add
+def resolved(cfg: Config, world_size: int, step: int) -> Config:
+    """The config with the sync's auto settings resolved for steps of `step` words over all
+    ranks: intervals of about MERGE_WORDS, HOT_MERGE_WORDS and CONTROL_WORDS words, and the
+    hot rows. Stale changes add
     up with the words trained between merges, whatever the rank count, and the hot rows, which
     every rank updates, are what must be merged often: on 4 ranks, merging them every 16k
     words over all ranks instead of every 256k gained a point of analogies and 0.02 WordSim353
@@ -356,7 +357,6 @@ def resolved(cfg: Config, world_size: int) -> Config:
     costs nothing and a step takes up to seconds, after every step, so that a stop request
     is honoured after the step in flight whatever the step size (a scheduler's grace period
     is tens of seconds: 256k words at dim 200 take longer than that on a busy CPU)."""
-    step = world_size * cfg.optim.batch_words
     merge = MERGE_WORDS_MANY if world_size >= MERGE_WORDS_MANY_FROM else MERGE_WORDS
     every = cfg.sync.every_steps or max(1, round(merge / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))

@@ -158,12 +158,10 @@ def global_step_words(cfg: Config, world_size: int) -> int:
     return cfg.optim.batch_words * (world_size if cfg.sync.strategy == "exact" else 1)
 
 
-def batch_warning(cfg: Config, world_size: int) -> str | None:
-    """Why a global step is too large for the batch-synchronous torch path, if it is."""
-    if cfg.train.backend != "torch":
-        return None
-    words = global_step_words(cfg, world_size)
-    if words <= SYNC_STEP_WORDS:
+def batch_warning(cfg: Config, words: int) -> str | None:
+    """Why updates from `words` words (`global_step_words`) are too many for the
+    batch-synchronous torch path, if they are."""
+    if cfg.train.backend != "torch" or words <= SYNC_STEP_WORDS:
         return None
     return (
         f"the torch backend computes each step's {words:,} words (over all ranks under exact) "
