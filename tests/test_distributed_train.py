@@ -176,7 +176,9 @@ def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
     assert len(runs) == 3 and {r["run"].run_id for r in runs} == {started["wandb_run_id"]}
     ends = [(min(r["rows"]), max(r["rows"])) for r in runs]
     assert ends[0][1] <= 20 < ends[1][0] <= ends[1][1] <= 50 < ends[2][0]
-    lr = [r["rows"][max(r["rows"])]["lr"] for r in runs]
+    last_rows = [r["rows"][max(r["rows"])] for r in runs]
+    assert [row["ranks"] for row in last_rows] == [3, 2, 1]
+    lr = [row["lr"] for row in last_rows]
     assert lr == sorted(lr, reverse=True)  # one line down across the three worlds
 
 

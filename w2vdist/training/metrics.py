@@ -329,6 +329,7 @@ class Interval:
             "sync_time_share": (sync.seconds - self.sync_seconds) / seconds,
             "sync_bytes_per_step": sync.bytes_sent / max(step - self.start_step, 1),
             "memory_gb": _peak_memory_gb(device),
+            "ranks": len(self.plan.rank_words),  # a run may go on over another number
         }
         self.step, self.start, self.loss, self.pairs = step, time.perf_counter(), 0.0, 0.0
         self.sync_seconds = sync.seconds
