@@ -140,6 +140,10 @@ def test_only_the_settings_chosen_at_start_are_kept_from_the_run():
             kept.sync.hot_every_steps) == (0.04, 8192, 32, 3000, 2)
     assert kept.model.dim == 100  # a default, not a choice: a resume refuses the difference
     assert keep_choices(from_dict(Config, {"optim": {"alpha": 0.03}}), ran).optim.alpha == 0.03
+    # On another number of ranks how they agree is chosen for the new world; the schedule stays.
+    moved = keep_choices(Config(), ran, resized=True)
+    assert (moved.optim.alpha, moved.optim.batch_words) == (0.04, 8192)
+    assert (moved.sync.every_steps, moved.sync.hot_rows, moved.sync.hot_every_steps) == (0, -1, 0)
 
 
 def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_path):
