@@ -289,6 +289,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
     """`torchrun --nnodes 1:2` on two "nodes" (two agents meeting at a c10d rendezvous on
     localhost): one node dies after a checkpoint, the survivor's worker fails on the broken
@@ -296,7 +301,8 @@ def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
     run_dir = tmp_path / "run"
     args = train_args(shards, run_dir, "--train.epochs", "100", "--checkpoint.every_steps",
                       "300", "--sync.timeout_seconds", "30")
-    elastic = ("--nnodes=1:2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+    port = _free_port()
+    elastic = ("--nnodes=1:2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
                "--rdzv-id=elastic", "--rdzv-conf=last_call_timeout=3", "--max-restarts=2")
     cmd = [c for c in torchrun_cmd(1, *args, extra=elastic) if c != "--standalone"]
     fresh_store = dict(env(), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
@@ -306,7 +312,7 @@ def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
             agents.append(subprocess.Popen(cmd, cwd=ROOT, env=fresh_store, text=True,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                            start_new_session=True))
-            time.sleep(1)
+            _wait_for(lambda: _listening(port), 60, agents[0])
         _wait_for(lambda: bool(checkpoint.complete_steps(run_dir)), 120, agents[0])
         assert checkpoint_info(run_dir)["world_size"] == 2
         for pid in (*_children(agents[1].pid), agents[1].pid):  # the node and its worker
