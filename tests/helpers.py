@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import struct
 import zlib
 from dataclasses import astuple
@@ -187,3 +188,10 @@ def alias_probabilities(table: torch.Tensor) -> np.ndarray:
     p = keep.copy()
     np.add.at(p, t[:, 1].astype(np.int64), 1 - keep)
     return p / len(t)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now (for a rendezvous endpoint)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 import torch
 from gensim.models import KeyedVectors
 
-from tests.helpers import checkpoint_info, prepare, write_zipf_corpus
+from tests.helpers import checkpoint_info, free_port, prepare, write_zipf_corpus
 from w2vdist.training import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,12 +179,6 @@ def test_ctrl_c_checkpoints_and_the_same_command_resumes_to_the_end(shards, tmp_
     assert f"at step {stopped['step']}" in err
     done = checkpoint_info(run_dir)
     assert done["step"] == done["total_steps"] and done["words"] == done["total_steps"] * 800
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_agents_as_two_nodes_train_the_same_tables_as_one_node(shards, tmp_path):

@@ -134,8 +134,10 @@ class RunSpec:
 
     @property
     def update_words(self) -> int:
-        """The words one update is computed from: a step's under `exact`, a rank's share
-        (the largest) under `local`."""
+        """The words one update is computed from, as `backends.global_step_words` reckons
+        them from the config before there is a plan, but from the plan's real shares: a step's
+        under `exact`, the largest rank's share under `local` (larger than `batch_words` on a
+        run resumed on fewer ranks)."""
         if self.config.sync.strategy == "exact":
             return self.plan.words_per_step
         return max(self.plan.rank_words)
