@@ -353,7 +353,7 @@ def loader(device: torch.device, quick: bool) -> None:
     ahead of BENCH's step. Last, so that its minute cannot cost another section's figures."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        # Workers read whole shards: 8 shards, so that up to 8 workers have their own.
+        # 8 shards, as a rank of a large corpus has several.
         words, batch = (300_000, 65_536) if quick else (8_000_000, 1_048_576)
         vocabulary = np.array([f"w{i}" for i in range(50_000)])
         ranks = np.random.default_rng(0).zipf(1.1, words) % len(vocabulary)

@@ -18,7 +18,7 @@ from w2vdist.errors import UsageError
 from w2vdist.training import chunks
 from w2vdist.training.chunks import ChunkBuffers
 from w2vdist.training.data import (
-    AMOUNT, MIXED, Position, TokenBatches, after_words, loader_workers,
+    AMOUNT, DEALT, MIXED, Position, TokenBatches, after_words, loader_workers,
 )
 from w2vdist.corpus.shards import Manifest, encode_sample
 
@@ -159,7 +159,7 @@ def test_another_chunk_size_resumes_after_as_many_chunks_of_data(shards):
     saved = next(p for _, _, p in reference if p.sample >= 6 and p.offset > 0)
     loader = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=2, start=saved)
     assert "1 worker(s), 2 sample(s) at a time, not 1, 3 at a time" in loader.reordered
-    assert loader.start == Position(saved.sample - saved.sample % 2, 0, 1, 2, MIXED)
+    assert loader.start == Position(saved.sample - saved.sample % 2, 0, 1, 2, DEALT)
     fresh = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=2, start=loader.start)
     assert fresh.reordered is None
     for a, b in itertools.islice(zip(loader, fresh), 5):
@@ -214,7 +214,7 @@ def test_a_position_saved_in_shard_order_continues_after_as_many_samples(shards)
     loader = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=1, start=old)
     assert "whole shards were read in order" in loader.reordered
     same_count = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=1,
-                              start=Position(9, 0, 1, 1, MIXED))
+                              start=Position(9, 0, 1, 1, DEALT))
     assert same_count.reordered is None
     for a, b in itertools.islice(zip(loader, same_count), 5):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -225,3 +225,48 @@ def test_loader_workers_auto_gives_a_gpu_rank_two_and_a_cpu_rank_one():
     assert loader_workers(-1, torch.device("cpu")) == 1
     assert loader_workers(0, torch.device("cuda")) == 0  # asked for: in the trainer
     assert loader_workers(3, torch.device("cpu")) == 3
+
+
+def test_a_position_saved_when_workers_read_their_own_shards_keeps_its_amount(shards):
+    """Checkpoints from before loader workers were dealt samples: one worker read the same
+    stream then as now; two read other samples, so the stream keeps the amount read."""
+    one = TokenBatches(shards, 700, 5, 0, 1, 2, False, chunk=1, start=Position(4, 9, 1, 1, MIXED))
+    assert one.reordered is None and one.start == Position(4, 9, 1, 1, DEALT)
+    two = TokenBatches(shards, 700, 5, 0, 2, 2, False, chunk=1, start=Position(4, 9, 2, 1, MIXED))
+    assert "each loader worker read its own shards" in two.reordered
+    assert two.start == Position(4, 0, 2, 1, DEALT)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_pass_through_uneven_shards_alike(tmp_path, workers):
+    """The trainer takes the workers' chunks in turn, so each must hold an equal share of the
+    rank's samples: with whole shards per worker, a worker holding one small shard read it
+    several times while another passed once through two large ones. Every pass over the
+    rank's samples reads each of them once, however the shards are sized."""
+    samples = _numbered_samples(12)
+    sources = []
+    for name, part in (("a", samples[:7]), ("b", samples[7:9]), ("c", samples[9:])):
+        _write_shard(tmp_path / f"{name}.tar", part)
+        sources.append((str(tmp_path / f"{name}.tar"), len(part)))
+    per_pass = sum(len(t) for t, _ in samples)
+    size = 41
+    batches = itertools.islice(_stream(sources, workers, 1, batch_words=size), 3 * per_pass // size)
+    tokens = np.concatenate([t for t, _, _ in batches])
+    owner = {g: i for i, (t, _) in enumerate(samples) for g in set(t // 100)}
+    firsts = tokens[tokens % 100 == 0] // 100  # each sentence's first token
+    reads = np.bincount([owner[g] for g in firsts], minlength=12)
+    per_sample = np.array([len(lengths) for _, lengths in samples])
+    times = reads / per_sample
+    assert times.max() - times.min() <= 1, times  # within the pass in progress
+
+
+def test_one_shard_feeds_as_many_workers_as_it_has_samples(tmp_path, caplog):
+    path = tmp_path / "shard.tar"
+    _write_shard(path, _numbered_samples(3))
+    assert TokenBatches([(str(path), 3)], 50, 5, 0, 3, 2, False, chunk=1).workers == 3
+    with caplog.at_level("WARNING", logger="w2vdist"):
+        loader = TokenBatches([(str(path), 3)], 50, 5, 0, 4, 2, False, chunk=1)
+    assert loader.workers == 3
+    assert "data.loader_workers is 4, but rank 0 has 3 sample(s) to deal to them" in caplog.text
+    tokens = np.concatenate([t.numpy() for t, _ in itertools.islice(loader, 8)])
+    assert len(set(tokens[tokens % 100 == 0] // 100)) > 10  # all three workers' sentences

@@ -55,9 +55,9 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(shards, tmp_path, workers)
 def test_resume_with_another_worker_count_warns_and_finishes(shards, tmp_path, capfd):
     run = tmp_path / "run"
     assert train(config(shards, run, data={"loader_workers": 2}, train={"max_steps": 20})) == 0
-    assert "deals the shards" not in capfd.readouterr().err  # a fresh run has nothing to warn of
+    assert "deals the samples" not in capfd.readouterr().err  # a fresh run has nothing to warn of
     assert train(config(shards, run, data={"loader_workers": 1})) == 0
-    assert re.search(r"deals the shards to 1 worker\(s\), \d+ sample\(s\) at a time, not 2, ",
+    assert re.search(r"deals the samples to 1 worker\(s\), \d+ sample\(s\) at a time, not 2, ",
                      capfd.readouterr().err)
     state = checkpoint_info(run)
     assert state["step"] > 20 and state["data"][0][2] == 1

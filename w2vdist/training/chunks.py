@@ -1,8 +1,9 @@
-"""What a rank's loader workers do: read samples of their own shards, in a new order every
-pass, and hand the trainer chunks of them, sentences mixed, in buffers they reuse.
+"""What a rank's loader workers do: read their share of the rank's samples, in a new order
+every pass, and hand the trainer chunks of them, sentences mixed, in buffers they reuse.
 
-Each worker cycles through its shards' samples forever, in a new order every cycle from the
-seed, and mixes the sentences of each chunk of samples it hands over (at least 1M words, from
+Each worker cycles through its samples (every W-th of the rank's, from all its shards, so
+that all workers pass through theirs alike) forever, in a new order every cycle from the seed,
+and mixes the sentences of each chunk of samples it hands over (at least 1M words, from
 samples all over its shards): read in order, a corpus's sources train one after another, and the
 benchmark corpus as one shard scored 2 analogy points under the same corpus with its lines
 shuffled; mixed chunks score as the shuffled lines do.
@@ -39,8 +40,8 @@ Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class ShardChunks(IterableDataset):
-    """Endless chunks of `chunk` samples, their sentences mixed, from one rank's shards split
-    over loader workers.
+    """Endless chunks of `chunk` samples, their sentences mixed, from one rank's shards, their
+    samples dealt to loader workers in turn.
 
     `shards` are (path, samples) pairs; each worker first skips `skip` of its own samples,
     without reading them.
@@ -80,9 +81,11 @@ class ShardChunks(IterableDataset):
                 made += 1
 
     def _samples(self, worker: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        mine = self.shards[worker::workers]
-        samples_of = dict(mine)
-        every = [(path, i) for path, samples in mine for i in range(samples)]
+        # Samples, not shards, are dealt to workers: the trainer takes the workers' chunks in
+        # turn, so a worker holding fewer samples would pass through them more often.
+        samples_of = dict(self.shards)
+        every = [(path, i) for path, samples in self.shards for i in range(samples)]
+        every = every[worker::workers]
         cycle, skip = divmod(self.skip, len(every))
         readers: dict[str, ShardReader] = {}
         while True:

@@ -63,7 +63,8 @@ class Position:
     order: str = "shards"  # positions saved before samples were mixed: whole shards in order
 
 
-MIXED = "mixed"  # `Position.order` of streams of mixed chunks
+MIXED = "mixed"  # `Position.order` of streams of mixed chunks, each worker its own shards
+DEALT = "dealt"  # of streams of mixed chunks, the samples dealt to workers in turn
 AMOUNT = "amount"  # of a position that says only how much of a stream to pass (`after_words`)
 
 
@@ -109,11 +110,11 @@ class TokenBatches:
         chunk: int,
         start: Position = Position(),
     ) -> None:
-        workers = min(loader_workers, len(shards))
+        samples = sum(n for _, n in shards)
+        workers = min(loader_workers, samples)
         if workers < loader_workers:
-            log.warning("data.loader_workers is %d, but rank %d has %d shard(s) and a worker "
-                        "reads whole shards: %d worker(s) (prepare with a smaller "
-                        "--shard-tokens for more)", loader_workers, rank, len(shards), workers)
+            log.warning("data.loader_workers is %d, but rank %d has %d sample(s) to deal to "
+                        "them: %d worker(s)", loader_workers, rank, samples, workers)
         self.workers = max(1, workers)
         self.chunk = chunk
         # A stream dealt otherwise is kept to the amount of data already read, not the order.
@@ -122,7 +123,7 @@ class TokenBatches:
             start = Position(start.sample - start.sample % chunk, 0)
         elif start.order == AMOUNT and start.sample % chunk:
             raise ValueError(f"{start} is not at the start of a chunk of {chunk} samples")
-        start = Position(start.sample, start.offset, self.workers, chunk, MIXED)
+        start = Position(start.sample, start.offset, self.workers, chunk, DEALT)
         # Each worker skips its share of the whole rounds before `start`; the trainer drops
         # the rest, less than a round.
         self.rounds = start.sample // (self.workers * chunk)
@@ -208,10 +209,12 @@ def _reordered(start: Position, workers: int, chunk: int) -> str | None:
     that `start` was saved in (None when it does)."""
     if (start.sample, start.offset) == (0, 0) or start.order == AMOUNT:
         return None
-    if start.order != MIXED:
+    if start.order == MIXED and start.workers > 1:
+        return "it was saved when each loader worker read its own shards"
+    if start.order not in (MIXED, DEALT):
         return "it was saved when whole shards were read in order"
     if (start.workers, start.chunk) != (workers, chunk):
-        return (f"the loader now deals the shards to {workers} worker(s), {chunk} sample(s) at "
+        return (f"the loader now deals the samples to {workers} worker(s), {chunk} sample(s) at "
                 f"a time, not {start.workers}, {start.chunk} at a time")
     return None
 
