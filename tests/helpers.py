@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import webdataset as wds
 from wandb.proto import wandb_internal_pb2 as pb
 
 from w2vdist.cli import main
+from w2vdist.corpus.shards import encode_sample
 from w2vdist.corpus.vocab import Vocab
 from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import checkpoint
@@ -84,6 +86,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "wandb_run_id": state.wandb_run_id,
         "rng": state.rng,
         "data": [astuple(p) for p in state.data],
+        "streams": state.streams,
         "config": to_dict(spec.config),
     }
 
@@ -195,3 +198,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_shard(path: Path, samples: list[tuple[np.ndarray, np.ndarray]]
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A WebDataset shard of (tokens, sentence lengths) samples, as prepare writes them."""
+    with wds.TarWriter(str(path)) as writer:
+        for i, (tokens, lengths) in enumerate(samples):
+            writer.write(encode_sample(f"{i:09d}", tokens, lengths))
+    return samples
+
+
+def numbered_samples(count: int, first: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Samples of a few sentences each; sentence g (over all samples, from `first`) is
+    g * 100 + 0, 1, ..."""
+    rng = np.random.default_rng(first)
+    out, g = [], first
+    for _ in range(count):
+        lengths = rng.integers(1, 30, size=rng.integers(2, 9)).astype(np.int32)
+        tokens = np.concatenate([(g + k) * 100 + np.arange(n) for k, n in enumerate(lengths)])
+        out.append((tokens.astype(np.int32), lengths))
+        g += len(lengths)
+    return out

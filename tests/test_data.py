@@ -13,12 +13,12 @@ import torch
 import pytest
 import webdataset as wds
 
-from tests.helpers import prepare, write_zipf_corpus
+from tests.helpers import numbered_samples, prepare, write_shard, write_zipf_corpus
 from w2vdist.errors import UsageError
 from w2vdist.training import chunks
 from w2vdist.training.chunks import ChunkBuffers
 from w2vdist.training.data import (
-    AMOUNT, DEALT, MIXED, Position, TokenBatches, after_words, loader_workers,
+    DEALT, MIXED, Position, TokenBatches, loader_workers,
 )
 from w2vdist.corpus.shards import Manifest, encode_sample
 
@@ -81,28 +81,9 @@ def test_a_chunk_written_over_while_read_stops_the_stream(shards, monkeypatch):
         list(itertools.islice(dwelling, 120))
 
 
-def _write_shard(path, samples) -> list[tuple[np.ndarray, np.ndarray]]:
-    with wds.TarWriter(str(path)) as writer:
-        for i, (tokens, lengths) in enumerate(samples):
-            writer.write(encode_sample(f"{i:09d}", tokens, lengths))
-    return samples
-
-
-def _numbered_samples(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Samples of a few sentences each; sentence g (over all samples) is g * 100 + 0, 1, ..."""
-    rng = np.random.default_rng(0)
-    out, g = [], 0
-    for _ in range(count):
-        lengths = rng.integers(1, 30, size=rng.integers(2, 9)).astype(np.int32)
-        tokens = np.concatenate([(g + k) * 100 + np.arange(n) for k, n in enumerate(lengths)])
-        out.append((tokens.astype(np.int32), lengths))
-        g += len(lengths)
-    return out
-
-
 def test_seeking_does_not_read_the_samples_it_skips(tmp_path):
-    samples = _numbered_samples(4)
-    _write_shard(tmp_path / "good.tar", samples)
+    samples = numbered_samples(4)
+    write_shard(tmp_path / "good.tar", samples)
     reference = list(itertools.islice(_stream([(str(tmp_path / "good.tar"), 4)], 0, 1,
                                               batch_words=5), 100))
     # The same samples, the first two that the (seeded) order visits unreadable.
@@ -128,7 +109,7 @@ def test_seeking_does_not_read_the_samples_it_skips(tmp_path):
 @pytest.mark.parametrize("workers, chunk", [(0, 1), (0, 7), (1, 7)])
 def test_every_pass_reads_every_sentence_whole_once_mixed_anew(tmp_path, workers, chunk):
     path = tmp_path / "shard.tar"
-    samples = _write_shard(path, _numbered_samples(7))
+    samples = write_shard(path, numbered_samples(7))
     per_pass = sum(len(t) for t, _ in samples)
     size = 37
     batches = list(itertools.islice(_stream([(str(path), 7)], workers, chunk, batch_words=size),
@@ -164,32 +145,6 @@ def test_another_chunk_size_resumes_after_as_many_chunks_of_data(shards):
     assert fresh.reordered is None
     for a, b in itertools.islice(zip(loader, fresh), 5):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_stream_started_after_some_words_goes_on_from_about_there(shards, workers):
-    """A run resumed on another number of ranks starts each rank's stream after the words
-    its share of the steps would have read (`after_words`): at a chunk's start plus an
-    offset reckoned from the shards' mean sample, within a sample of the words, and from
-    there the stream is the one that would have gone on."""
-    total = Manifest.load(Path(shards[0][0]).parent).total_tokens
-    samples = sum(n for _, n in shards)
-    reference = list(itertools.islice(_stream(shards, workers, 3, batch_words=100), 800))
-    flat = np.concatenate([t for t, _, _ in reference])
-    assert len(flat) > 3 * total
-    chunk_starts = {}  # where each chunk begins in the stream, from the positions after batches
-    for i, (_, _, position) in enumerate(reference):
-        chunk_starts.setdefault(position.sample, (i + 1) * 100 - position.offset)
-    for words in (0, 2_345, 7_000, 11_000, total + 999, 2 * total + 17):
-        start = after_words(words, total, samples, 3)
-        assert start.order == AMOUNT and start.sample % 3 == 0
-        loader = TokenBatches(shards, 100, 5, 0, workers, 2, False, chunk=3, start=start)
-        assert loader.reordered is None
-        first, _ = next(iter(loader))
-        begins, after = chunk_starts[start.sample], chunk_starts[start.sample + 3]
-        at = begins + start.offset if begins + start.offset < after else after
-        assert abs(at - words) < total / samples  # a sample of mean length
-        assert np.array_equal(first.numpy(), flat[at : at + 100])
 
 
 def test_a_script_that_ends_with_its_loader_open_exits(shards):
@@ -243,10 +198,10 @@ def test_workers_pass_through_uneven_shards_alike(tmp_path, workers):
     rank's samples: with whole shards per worker, a worker holding one small shard read it
     several times while another passed once through two large ones. Every pass over the
     rank's samples reads each of them once, however the shards are sized."""
-    samples = _numbered_samples(12)
+    samples = numbered_samples(12)
     sources = []
     for name, part in (("a", samples[:7]), ("b", samples[7:9]), ("c", samples[9:])):
-        _write_shard(tmp_path / f"{name}.tar", part)
+        write_shard(tmp_path / f"{name}.tar", part)
         sources.append((str(tmp_path / f"{name}.tar"), len(part)))
     per_pass = sum(len(t) for t, _ in samples)
     size = 41
@@ -262,7 +217,7 @@ def test_workers_pass_through_uneven_shards_alike(tmp_path, workers):
 
 def test_one_shard_feeds_as_many_workers_as_it_has_samples(tmp_path, caplog):
     path = tmp_path / "shard.tar"
-    _write_shard(path, _numbered_samples(3))
+    write_shard(path, numbered_samples(3))
     assert TokenBatches([(str(path), 3)], 50, 5, 0, 3, 2, False, chunk=1).workers == 3
     with caplog.at_level("WARNING", logger="w2vdist"):
         loader = TokenBatches([(str(path), 3)], 50, 5, 0, 4, 2, False, chunk=1)

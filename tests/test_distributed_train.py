@@ -146,9 +146,9 @@ def test_two_rank_exact_run_resumed_equals_uninterrupted(shards, tmp_path):
 def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
     """A job requeued on more nodes, then an elastic restart on fewer: 2 ranks, then 3 (a
     rank the checkpoint has no state for), then one process finish the run 2 ranks planned,
-    its steps, learning rate and W&B run going on;
-    each rank of a new world starts after the words its share of the steps taken would have
-    read (a position counts tokens into a chunk here: every chunk outlasts the run)."""
+    its steps, learning rate and W&B run going on; each new world's ranks first read their
+    share of what the ranks before had not read of the epoch (`test_redeal`), then their own
+    shards (a position counts tokens into a chunk here: every chunk outlasts the run)."""
     run_dir = tmp_path / "run"
     args = train_args(shards, run_dir, "--wandb", "offline", "--sync.strategy", "local")
     first = run(torchrun_cmd(2, *args, "--train.max_steps", "20"))
@@ -158,13 +158,17 @@ def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
 
     second = run(torchrun_cmd(3, *args, "--train.max_steps", "50"))
     assert second.returncode == 0, second.stderr[-3000:]
-    assert ("resuming on 3 rank(s) a run saved on 2: its 800 words a step are shared out "
-            "anew") in second.stderr, second.stderr[-3000:]
+    assert ("resuming on 3 rank(s) a run saved on 2 at step 20: its 800 words a step are "
+            "shared out anew") in second.stderr, second.stderr[-3000:]
     middle = checkpoint_info(run_dir)
     assert (middle["step"], middle["world_size"], middle["total_steps"]) == (50, 3, planned)
     shares = json.loads((run_dir / "config.json").read_text())["run"]["rank_words"]
     assert sum(shares) == words_per_step and len(shares) == 3
-    assert [offset for _, offset, *_ in middle["data"]] == [50 * w for w in shares]
+    assert [offset for _, offset, *_ in middle["data"]] == [30 * w for w in shares]
+    epoch = 20 // (planned // 2)  # of 2
+    assert [(s.tag, s.base) for s in middle["streams"]] == \
+        [(f"{r}/3@20", epoch + 1) for r in range(3)]
+    assert all(s.owed for s in middle["streams"])
     assert middle["config"]["optim"]["batch_words"] == 400  # as the run began
     assert middle["config"]["optim"]["alpha"] == started["config"]["optim"]["alpha"]
 
@@ -174,7 +178,8 @@ def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
     done = checkpoint_info(run_dir)
     assert (done["step"], done["world_size"]) == (planned, 1)
     assert done["words"] == planned * words_per_step
-    assert [offset for _, offset, *_ in done["data"]] == [planned * words_per_step]
+    assert [offset for _, offset, *_ in done["data"]] == [(planned - 50) * words_per_step]
+    assert [s.tag for s in done["streams"]] == ["0/1@50"]
     runs = offline_runs(run_dir)
     assert len(runs) == 3 and {r["run"].run_id for r in runs} == {started["wandb_run_id"]}
     ends = [(min(r["rows"]), max(r["rows"])) for r in runs]
@@ -322,7 +327,7 @@ def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
                 agent.wait()
         subprocess.run(["pkill", "-9", "-f", str(run_dir)], check=False)
     assert agents[0].returncode == 0, err[-3000:]
-    assert "resuming on 1 rank(s) a run saved on 2" in err, err[-3000:]
+    assert "resuming on 1 rank(s) a run saved on 2 at step" in err, err[-3000:]
     done = checkpoint_info(run_dir)
     assert (done["step"], done["world_size"]) == (done["total_steps"], 1)
 

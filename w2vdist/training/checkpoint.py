@@ -29,6 +29,7 @@ from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path, remove_stale, temporary_sibling
 from w2vdist.training.config import CheckpointConfig
+from w2vdist.training.chunks import Stream
 from w2vdist.training.data import Position
 from w2vdist.training.spec import RunSpec
 
@@ -44,8 +45,9 @@ log = logging.getLogger("w2vdist")
 class TrainState:
     """Everything a run needs to continue exactly where it stopped.
 
-    `rng` and `data` hold one entry per rank of the world that saved it (rank 0 gathers them
-    before saving); the words trained are `step` times the spec's words per step.
+    `rng`, `data` and `streams` hold one entry per rank of the world that saved it (rank 0
+    gathers the first two before saving; every rank knows all streams); the words trained are
+    `step` times the spec's words per step.
     """
 
     input: torch.Tensor
@@ -54,6 +56,7 @@ class TrainState:
     rng: list[torch.Tensor] = field(default_factory=list)
     data: list[Position] = field(default_factory=list)
     wandb_run_id: str | None = None
+    streams: list[Stream] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """What `state.pt` holds (the tables go to `tables.pt`)."""
@@ -62,6 +65,7 @@ class TrainState:
             "rng": self.rng,
             "data": [list(astuple(p)) for p in self.data],
             "wandb_run_id": self.wandb_run_id,
+            "streams": [s.to_dict() for s in self.streams],
         }
 
     @property
@@ -71,9 +75,11 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, tables: dict[str, torch.Tensor], state: dict[str, Any]) -> "TrainState":
+        data = [Position(*p) for p in state["data"]]
+        streams = [Stream.from_dict(d) for d in state.get("streams", [])]
         return cls(
-            tables["input"], tables["output"], state["step"], list(state["rng"]),
-            [Position(*p) for p in state["data"]], state["wandb_run_id"],
+            tables["input"], tables["output"], state["step"], list(state["rng"]), data,
+            state["wandb_run_id"], streams or [Stream(str(rank)) for rank in range(len(data))],
         )
 
 

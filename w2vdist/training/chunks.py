@@ -25,6 +25,8 @@ import signal
 import sys
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,24 +39,76 @@ from w2vdist.corpus.shards import ShardReader
 # buffer (`ChunkBuffers`), the chunk's int64 number among its worker's chunks. A shard that
 # fails to read is instead (None, one-line message, None).
 Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Sample = tuple[int, int]  # a shard's index in the manifest, a sample's index in the shard
+
+
+@dataclass(frozen=True)
+class Rest:
+    """What was left unread of a mixed chunk when its run went on over another number of
+    ranks, or a part of it: the chunk's `samples` mixed again as then (`key` seeded the mix),
+    its tokens from `offset` to `until` (None: its end), but only the sentences of its first
+    `keep` samples (the others belong to the next pass)."""
+
+    key: str
+    offset: int
+    samples: tuple["Item", ...]
+    keep: int
+    until: int | None = None
+
+
+Item = Sample | Rest
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Which samples a rank's loader reads: `owed` first (dealt to its workers in turn), then
+    its shards' samples pass after pass, in orders seeded by `tag`; `base` is the run's epoch
+    of its first pass. A run's first ranks owe nothing; the ranks of a run resumed on another
+    number of ranks owe the rest of the epoch in progress (`redeal`)."""
+
+    tag: str
+    base: int = 0
+    owed: tuple[Item, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "base": self.base, "owed": [_listed(i) for i in self.owed]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Stream":
+        return cls(d["tag"], d["base"], tuple(_item(i) for i in d["owed"]))
+
+
+def _listed(item: Item) -> list[Any]:
+    if isinstance(item, Rest):
+        return [item.key, item.offset, [_listed(i) for i in item.samples], item.keep,
+                item.until]
+    return list(item)
+
+
+def _item(listed: list[Any]) -> Item:
+    if len(listed) == 2:
+        return int(listed[0]), int(listed[1])
+    key, offset, samples, keep, until = listed
+    return Rest(key, offset, tuple(_item(i) for i in samples), keep, until)
 
 
 class ShardChunks(IterableDataset):
-    """Endless chunks of `chunk` samples, their sentences mixed, from one rank's shards, their
-    samples dealt to loader workers in turn.
+    """Endless chunks of `chunk` samples, their sentences mixed, from one rank's shards (`mine`
+    of the corpus's `sources`, (path, samples) pairs), their samples dealt to loader workers in
+    turn, after what the rank's `stream` owes.
 
-    `shards` are (path, samples) pairs; each worker first skips `skip` of its own samples,
-    without reading them.
+    Each worker first skips `skip` of its own samples, without reading them.
     """
 
     def __init__(
-        self, shards: list[tuple[str, int]], seed: int, rank: int, chunk: int, skip: int = 0,
-        in_flight: int = 1,
+        self, sources: list[tuple[str, int]], mine: list[int], seed: int, stream: Stream,
+        chunk: int, skip: int = 0, in_flight: int = 1,
     ) -> None:
         super().__init__()
-        self.shards = shards
+        self.sources = sources
+        self.mine = mine
         self.seed = seed
-        self.rank = rank
+        self.stream = stream
         self.chunk = chunk
         self.skip = skip
         self.in_flight = in_flight  # chunks of a worker the trainer may not have read yet
@@ -64,46 +118,95 @@ class ShardChunks(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         made = self.skip // self.chunk  # chunks this worker made before, in the whole run
         buffers = ChunkBuffers(self.in_flight + 1, shared=info is not None)
+        reader = SampleReader(self.sources)
         tokens: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
-        for sample_tokens, sample_lengths in self._samples(worker, workers):
-            if sample_tokens is None:
-                yield None, sample_lengths, None
+        for item in worker_items(self.mine, self.sources, self.stream, self.seed, worker,
+                                 workers, self.skip):
+            try:
+                sample_tokens, sample_lengths = reader.read(item)
+            except UnreadableShard as exc:
+                yield None, str(exc), None
                 return
             tokens.append(sample_tokens)
             lengths.append(sample_lengths)
             if len(tokens) == self.chunk:
-                seed = random.Random(f"{self.seed}/{self.rank}/{worker}/{made}").getrandbits(64)
                 joined, ids, number = buffers.next(sum(len(t) for t in tokens), made)
-                _mix(tokens, lengths, np.random.default_rng(seed), joined, ids)
+                _mix(tokens, lengths, mix_key(self.seed, self.stream, worker, made), joined, ids)
                 yield joined, ids, number
                 tokens, lengths = [], []
                 made += 1
 
-    def _samples(self, worker: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # Samples, not shards, are dealt to workers: the trainer takes the workers' chunks in
-        # turn, so a worker holding fewer samples would pass through them more often.
-        samples_of = dict(self.shards)
-        every = [(path, i) for path, samples in self.shards for i in range(samples)]
-        every = every[worker::workers]
-        cycle, skip = divmod(self.skip, len(every))
-        readers: dict[str, ShardReader] = {}
-        while True:
-            order = list(every)
-            random.Random(f"{self.seed}/{self.rank}/{worker}/{cycle}").shuffle(order)
-            for path, i in order[skip:]:
-                try:
-                    if path not in readers:
-                        readers[path] = ShardReader(path, samples_of[path])
-                    yield readers[path].read(i)
-                except Exception as exc:  # noqa: BLE001 - any failure of one shard's bytes
-                    # An exception raised in a loader worker reaches the trainer wrapped in
-                    # a traceback; a marker carries the one line that says what failed.
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    yield None, f"{path}: unreadable shard ({first})"
-                    return
-            skip = 0
-            cycle += 1
+
+def mix_key(seed: int, stream: Stream, worker: int, made: int) -> str:
+    """What seeds the mix of a worker's chunk number `made`."""
+    return f"{seed}/{stream.tag}/{worker}/{made}"
+
+
+def worker_items(
+    mine: list[int], sources: list[tuple[str, int]], stream: Stream, seed: int, worker: int,
+    workers: int, skip: int = 0,
+) -> Iterator[Item]:
+    """A loader worker's samples, endlessly, from its `skip`-th on: its share of what the
+    stream owes, then every `workers`-th of the rank's samples (samples, not shards, are dealt:
+    the trainer takes the workers' chunks in turn, so a worker holding fewer samples would
+    pass through them more often), in a new order every pass."""
+    owed = stream.owed[worker::workers]
+    yield from owed[skip:]
+    every = [(s, i) for s in mine for i in range(sources[s][1])][worker::workers]
+    cycle, skip = divmod(max(0, skip - len(owed)), len(every))
+    while True:
+        order = list(every)
+        random.Random(f"{seed}/{stream.tag}/{worker}/{cycle}").shuffle(order)
+        yield from order[skip:]
+        skip = 0
+        cycle += 1
+
+
+class UnreadableShard(Exception):
+    """A shard's bytes failed to read; the message names the shard."""
+
+
+class SampleReader:
+    """Samples and chunks' rests, from shards opened as they are first needed."""
+
+    def __init__(self, sources: list[tuple[str, int]]) -> None:
+        self.sources = sources
+        self.open: dict[int, ShardReader] = {}
+
+    def read(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, sentence lengths) of a sample or a chunk's rest."""
+        if isinstance(item, Rest):
+            return self._rest(item)
+        shard, index = item
+        path, samples = self.sources[shard]
+        try:
+            if shard not in self.open:
+                self.open[shard] = ShardReader(path, samples)
+            return self.open[shard].read(index)
+        except Exception as exc:  # noqa: BLE001 - any failure of one shard's bytes
+            # An exception raised in a loader worker reaches the trainer wrapped in a
+            # traceback; a marker carries the one line that says what failed.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UnreadableShard(f"{path}: unreadable shard ({first})") from None
+
+    def _rest(self, rest: Rest) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self.read(item) for item in rest.samples]
+        lengths = [p[1] for p in parts]
+        sentence_lengths, order = _mix_order(lengths, rest.key)
+        owner = np.repeat(np.arange(len(parts)), [len(x) for x in lengths])[order]
+        begins = (np.cumsum(sentence_lengths) - sentence_lengths)[order]  # in the samples
+        mixed = sentence_lengths[order]
+        ends = np.cumsum(mixed)  # where each sentence ends in the mixed chunk
+        until = ends[-1] if rest.until is None or len(ends) == 0 else rest.until
+        head = np.maximum(0, rest.offset - (ends - mixed))  # its tokens before `offset`
+        length = np.minimum(mixed, until - (ends - mixed))  # its tokens before `until`
+        kept = (head < length) & (owner < rest.keep)
+        begins, head, length = begins[kept], head[kept], length[kept]
+        flat = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+        pieces = [flat[b + h : b + n] for b, h, n in zip(begins, head, length)]
+        tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        return tokens.astype(np.int32), (length - head).astype(np.int32)
 
 
 class ChunkBuffers:
@@ -137,13 +240,20 @@ class ChunkBuffers:
         return tokens[:size], ids[:size], stamp
 
 
+def _mix_order(lengths: list[np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The samples' sentence lengths, one array, and the random order of its non-empty ones
+    that `key` seeds: the order a chunk's sentences are mixed in."""
+    sentence_lengths = np.concatenate(lengths).astype(np.intp)
+    rng = np.random.default_rng(random.Random(key).getrandbits(64))
+    return sentence_lengths, rng.permutation(np.flatnonzero(sentence_lengths))
+
+
 def _mix(
-    tokens: list[np.ndarray], lengths: list[np.ndarray], rng: np.random.Generator,
-    joined: torch.Tensor, ids: torch.Tensor,
+    tokens: list[np.ndarray], lengths: list[np.ndarray], key: str, joined: torch.Tensor,
+    ids: torch.Tensor,
 ) -> None:
     """The samples' sentences in a random order into `joined`, with their ids into `ids`."""
-    sentence_lengths = np.concatenate(lengths).astype(np.intp)
-    order = rng.permutation(np.flatnonzero(sentence_lengths))
+    sentence_lengths, order = _mix_order(lengths, key)
     if len(order) == 0:
         return
     was = (np.cumsum(sentence_lengths) - sentence_lengths)[order]  # where each sentence began

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from w2vdist.corpus.shards import Manifest
 from w2vdist.errors import UsageError
 from w2vdist.training.chunks import (
-    Chunk, ShardChunks, WorkerContext, leave_stop_signals_to_the_trainer,
+    Chunk, ShardChunks, Stream, WorkerContext, leave_stop_signals_to_the_trainer,
 )
 
 log = logging.getLogger("w2vdist")
@@ -65,17 +65,6 @@ class Position:
 
 MIXED = "mixed"  # `Position.order` of streams of mixed chunks, each worker its own shards
 DEALT = "dealt"  # of streams of mixed chunks, the samples dealt to workers in turn
-AMOUNT = "amount"  # of a position that says only how much of a stream to pass (`after_words`)
-
-
-def after_words(words: int, tokens: int, samples: int, chunk: int) -> Position:
-    """Where a stream of `chunk`-sample chunks stands after `words` tokens, reckoned from its
-    shards' `tokens` in `samples` samples a pass (chunks vary in length: to about a sample).
-    A run resumed on another number of ranks starts each rank there, from the words its share
-    of the steps already taken would have read."""
-    per_chunk = chunk * tokens / max(1, samples)
-    chunks = int(words // per_chunk)
-    return Position(chunks * chunk, int(words - chunks * per_chunk), order=AMOUNT)
 
 
 def loader_workers(setting: int, device: torch.device) -> int:
@@ -89,7 +78,8 @@ def loader_workers(setting: int, device: torch.device) -> int:
 
 
 class TokenBatches:
-    """Exactly `batch_words` tokens per batch, with a sentence id per token, from `start` on.
+    """Exactly `batch_words` tokens per batch, with a sentence id per token, from `start` on,
+    from the rank's `stream` over the shards `mine` (all by default) of `shards`.
 
     Batch edges cut sentences; a window never crosses an edge, which loses about
     window / batch_words of the pairs (0.1% at the defaults). `position` is where the batch
@@ -109,8 +99,11 @@ class TokenBatches:
         *,
         chunk: int,
         start: Position = Position(),
+        mine: list[int] | None = None,
+        stream: Stream | None = None,
     ) -> None:
-        samples = sum(n for _, n in shards)
+        mine = list(range(len(shards))) if mine is None else mine
+        samples = sum(shards[i][1] for i in mine)
         workers = min(loader_workers, samples)
         if workers < loader_workers:
             log.warning("data.loader_workers is %d, but rank %d has %d sample(s) to deal to "
@@ -121,15 +114,14 @@ class TokenBatches:
         self.reordered = _reordered(start, self.workers, chunk)
         if self.reordered:  # from the start of the chunk that the data already read ends in
             start = Position(start.sample - start.sample % chunk, 0)
-        elif start.order == AMOUNT and start.sample % chunk:
-            raise ValueError(f"{start} is not at the start of a chunk of {chunk} samples")
         start = Position(start.sample, start.offset, self.workers, chunk, DEALT)
         # Each worker skips its share of the whole rounds before `start`; the trainer drops
         # the rest, less than a round.
         self.rounds = start.sample // (self.workers * chunk)
         # A worker's chunks not yet read: the trainer's and the `prefetch` asked for ahead.
         self.loader = DataLoader(
-            ShardChunks(shards, seed, rank, chunk, skip=self.rounds * chunk,
+            ShardChunks(shards, mine, seed, stream or Stream(str(rank)), chunk,
+                        skip=self.rounds * chunk,
                         in_flight=prefetch + 1 if workers else 1),
             batch_size=None,
             num_workers=workers,
@@ -207,7 +199,7 @@ def _check_number(number: torch.Tensor, expected: tuple[int, int]) -> None:
 def _reordered(start: Position, workers: int, chunk: int) -> str | None:
     """Why a stream of `workers` workers, `chunk` samples at a time, does not continue the one
     that `start` was saved in (None when it does)."""
-    if (start.sample, start.offset) == (0, 0) or start.order == AMOUNT:
+    if (start.sample, start.offset) == (0, 0):
         return None
     if start.order == MIXED and start.workers > 1:
         return "it was saved when each loader worker read its own shards"

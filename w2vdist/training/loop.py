@@ -273,12 +273,11 @@ def _resumed(
                      kept[key], fresh[key])
     if resized:
         log.warning(
-            "resuming on %d rank(s) a run saved on %d: its %s words a step are shared out "
-            "anew (%s to %s a rank), and each rank goes on after the words its share of the "
-            "%d steps taken would have read: the epoch in progress is dealt anew",
-            world.size, ran.world_size, f"{spec.plan.words_per_step:,}",
-            f"{min(spec.plan.rank_words):,}", f"{max(spec.plan.rank_words):,}",
-            previous.state.step)
+            "resuming on %d rank(s) a run saved on %d at step %d: its %s words a step are "
+            "shared out anew (%s to %s a rank), the shards are dealt anew, and the ranks first "
+            "read what the %d before had not yet read of the epoch in progress",
+            world.size, ran.world_size, previous.state.step, f"{spec.plan.words_per_step:,}",
+            f"{min(spec.plan.rank_words):,}", f"{max(spec.plan.rank_words):,}", ran.world_size)
     return spec
 
 
@@ -303,7 +302,7 @@ def _save(
     if not world.is_main:
         return None
     state = TrainState(tables.input.data, tables.output.data, step, [r for r, _ in ranks],
-                       [p for _, p in ranks], metrics.run_id)
+                       [p for _, p in ranks], metrics.run_id, session.streams)
     path = checkpointer.save(state, session.spec, session.corpus.vocab_file)
     log.info("checkpoint %s", path)
     for callback in callbacks:

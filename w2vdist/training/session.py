@@ -16,9 +16,10 @@ import torch
 from w2vdist.errors import UsageError
 from w2vdist.training import backends, sync
 from w2vdist.training.checkpoint import TrainState
-from w2vdist.training.chunks import chunk_samples
-from w2vdist.training.data import Position, TokenBatches, after_words, assign_shards
+from w2vdist.training.chunks import Stream, chunk_samples
+from w2vdist.training.data import Position, TokenBatches, assign_shards
 from w2vdist.training.distributed import World
+from w2vdist.training.redeal import redeal
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.spec import Corpus, RunSpec
 
@@ -32,16 +33,19 @@ class Session:
     generator: torch.Generator
     sync: sync.Sync
     step: backends.Step
+    streams: list[Stream]  # every rank's (`chunks.Stream`)
 
     @classmethod
     def build(
         cls, spec: RunSpec, world: World, corpus: Corpus, state: TrainState | None = None
     ) -> "Session":
-        """Fresh tables from the seed, or a checkpoint's tables and this rank's RNG state (on
-        another number of ranks, a generator seeded from the seed, the rank and the step)."""
+        """Fresh tables from the seed, or a checkpoint's tables, this rank's RNG state and the
+        ranks' streams (on another number of ranks, a generator seeded from the seed, the rank
+        and the step, and streams that first read the rest of the epoch in progress)."""
         cfg = spec.config
         torch.set_num_threads(cfg.train.threads)
         init = torch.Generator().manual_seed(cfg.train.seed)  # same tables on every rank
+        streams = [Stream(str(rank)) for rank in range(world.size)]
         tables = Embeddings(len(corpus.counts), cfg.model.dim, init).to(world.device)
         generator = torch.Generator(device=world.device).manual_seed(cfg.train.seed + world.rank)
         if state is not None:
@@ -49,14 +53,19 @@ class Session:
             tables.output.data.copy_(state.output)
             if state.world_size == world.size:
                 generator.set_state(state.rng[world.rank])
+                streams = state.streams
             else:
                 generator.manual_seed(random.Random(
                     f"{cfg.train.seed}/{world.rank}/{world.size}/{state.step}").getrandbits(63))
+                assert corpus.manifest is not None and corpus.directory is not None
+                streams = redeal(corpus.manifest, corpus.directory, cfg.train.seed,
+                                 list(zip(state.streams, state.data)), state.step,
+                                 spec.plan.steps_per_epoch, spec.plan.rank_words)
         elif cfg.train.init_from:
             _start_from(tables, corpus, cfg.train.init_from)
         strategy = sync.build(cfg.sync, world.size, tables)
         step = backends.build(cfg, tables, corpus.counts, strategy, generator)
-        return cls(spec, world, corpus, tables, generator, strategy, step)
+        return cls(spec, world, corpus, tables, generator, strategy, step, streams)
 
     def shards(self) -> list[list[int]]:
         """The shard indices of every rank."""
@@ -66,8 +75,8 @@ class Session:
     def batches(self, state: TrainState | None = None) -> TokenBatches:
         """This rank's token stream, its share of a step (`Plan.rank_words`) a batch: from the
         start, or where `state` left it. A run resumed on another number of ranks deals the
-        shards anew: each rank starts after the words its share of the steps taken would have
-        read, so that every rank has passed through the same part of its data."""
+        shards anew, and each rank starts with its share of the rest of the epoch in progress
+        (`redeal`)."""
         cfg = self.spec.config
         assert self.corpus.manifest is not None
         manifest = self.corpus.manifest
@@ -75,16 +84,15 @@ class Session:
         words = self.spec.plan.rank_words[self.world.rank]
         tokens = sum(manifest.shards[i].tokens for i in mine)
         samples = sum(manifest.shards[i].samples for i in mine)
-        chunk = chunk_samples(tokens, samples, words)
         start = Position()
         if state is not None and state.world_size == self.world.size:
             start = state.data[self.world.rank]
-        elif state is not None:
-            start = after_words(state.step * words, tokens, samples, chunk)
         return TokenBatches(
-            manifest.sources(self.corpus.directory, mine), words, cfg.train.seed,
-            self.world.rank, cfg.data.loader_workers, cfg.data.prefetch,
-            pin_memory=self.world.device.type == "cuda", chunk=chunk, start=start,
+            manifest.sources(self.corpus.directory), words, cfg.train.seed, self.world.rank,
+            cfg.data.loader_workers, cfg.data.prefetch,
+            pin_memory=self.world.device.type == "cuda",
+            chunk=chunk_samples(tokens, samples, words), start=start, mine=mine,
+            stream=self.streams[self.world.rank],
         )
 
 
