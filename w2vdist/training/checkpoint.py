@@ -1,9 +1,9 @@
 """The training state and the checkpointer that owns its step folders.
 
 Layout: `RUN_DIR/checkpoints/step-000001234/` holding `tables.pt` (both embedding tables),
-`state.pt` (step, every rank's RNG state and data position, W&B run id), `spec.json` (the
-resolved run spec, `spec.RunSpec`), `vocab.tsv` (the vocabulary the tables were trained with)
-and `COMPLETE` (sizes and SHA-256 of the other files). A folder is self-contained: copied
+`state.pt` (step, every rank's RNG state, data position and stream, W&B run id), `spec.json`
+(the resolved run spec, `spec.RunSpec`), `vocab.tsv` (the vocabulary the tables were trained
+with) and `COMPLETE` (sizes and SHA-256 of the other files). A folder is self-contained: copied
 anywhere it exports and evaluates alone. It is written under a temporary name, fsynced and
 renamed (`files.atomic_path`); readers ignore folders without the marker and fall back past a
 corrupt one, so a crash at any moment leaves either the previous checkpoint or the new one.
