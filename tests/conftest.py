@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,19 @@ def _missing(what: str) -> None:
     if require_tools():
         pytest.fail(what)
     pytest.skip(what)
+
+
+@pytest.fixture
+def w2vdist_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """`caplog`, also hearing the `w2vdist` logger, which stops propagating once a command
+    has set up its logging (`logs.setup`), as earlier tests in a run do."""
+    logger = logging.getLogger("w2vdist")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="w2vdist"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ Timings are never asserted: only that the figures exist, are positive and add up
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -106,20 +105,15 @@ def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
     assert "loader only" in capsys.readouterr().out
 
 
-def test_more_loader_workers_than_shards_all_read(shards, tmp_path, caplog):
+def test_more_loader_workers_than_shards_all_read(shards, tmp_path, w2vdist_log):
     """Workers are dealt samples, not whole shards: a rank with fewer shards than the loader
     workers a GPU run asks for still gets them all."""
     count = len(json.loads((shards / "manifest.json").read_text())["shards"])
-    logger = logging.getLogger("w2vdist")
-    logger.addHandler(caplog.handler)  # also seen when the w2vdist logger does not propagate
-    try:
-        report = run_bench(["--data.shards", str(shards), "--loader-only", "--seconds", "0.2",
-                            "--data.loader_workers", str(count + 1), *SMALL],
-                           tmp_path / "loader.json")
-    finally:
-        logger.removeHandler(caplog.handler)
+    report = run_bench(["--data.shards", str(shards), "--loader-only", "--seconds", "0.2",
+                        "--data.loader_workers", str(count + 1), *SMALL],
+                       tmp_path / "loader.json")
     assert report["figures"]["steps"] >= 1
-    assert "data.loader_workers is" not in caplog.text
+    assert "data.loader_workers is" not in w2vdist_log.text
 
 
 @pytest.mark.parametrize(

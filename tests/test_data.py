@@ -215,13 +215,14 @@ def test_workers_pass_through_uneven_shards_alike(tmp_path, workers):
     assert times.max() - times.min() <= 1, times  # within the pass in progress
 
 
-def test_one_shard_feeds_as_many_workers_as_it_has_samples(tmp_path, caplog):
+def test_one_shard_feeds_as_many_workers_as_it_has_samples(tmp_path, w2vdist_log):
     path = tmp_path / "shard.tar"
     write_shard(path, numbered_samples(3))
     assert TokenBatches([(str(path), 3)], 50, 5, 0, 3, 2, False, chunk=1).workers == 3
-    with caplog.at_level("WARNING", logger="w2vdist"):
-        loader = TokenBatches([(str(path), 3)], 50, 5, 0, 4, 2, False, chunk=1)
+    assert "data.loader_workers" not in w2vdist_log.text
+    loader = TokenBatches([(str(path), 3)], 50, 5, 0, 4, 2, False, chunk=1)
     assert loader.workers == 3
-    assert "data.loader_workers is 4, but rank 0 has 3 sample(s) to deal to them" in caplog.text
+    assert ("data.loader_workers is 4, but rank 0 has 3 sample(s) to deal to them"
+            in w2vdist_log.text)
     tokens = np.concatenate([t.numpy() for t, _ in itertools.islice(loader, 8)])
     assert len(set(tokens[tokens % 100 == 0] // 100)) > 10  # all three workers' sentences

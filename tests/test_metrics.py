@@ -136,17 +136,12 @@ def test_auto_without_api_key_runs_offline(tmp_path: Path, isolated):
     assert len(offline_runs(tmp_path)) == 1
 
 
-def test_online_that_cannot_start_falls_back_to_offline(tmp_path: Path, isolated, caplog):
+def test_online_that_cannot_start_falls_back_to_offline(tmp_path: Path, isolated, w2vdist_log):
     """No API key stands in for no network: either way wandb.init fails and training goes on."""
-    logger = logging.getLogger("w2vdist.training.metrics")
-    logger.addHandler(caplog.handler)  # also seen when the w2vdist logger does not propagate
-    try:
-        m = metrics.build_metrics(_cfg(mode="online"), tmp_path, 0, "run-42", 1000, 0)
-        m.log(1, {"loss": 1.0})
-        m.close()
-    finally:
-        logger.removeHandler(caplog.handler)
-    assert "logging offline" in caplog.text
+    m = metrics.build_metrics(_cfg(mode="online"), tmp_path, 0, "run-42", 1000, 0)
+    m.log(1, {"loss": 1.0})
+    m.close()
+    assert "logging offline" in w2vdist_log.text
     (run,) = offline_runs(tmp_path)
     assert run["run"].run_id == "run-42" and run["rows"] == {1: {"loss": 1.0}}
 

@@ -65,16 +65,17 @@ def _unread(
         per_pass = len(range(worker, samples, workers))
         end = len(stream.owed[worker::workers]) + (epoch - stream.base + 1) * per_pass
         done = max(0, -(-(begun - worker) // workers)) * chunk  # its chunks the trainer read
-        items = list(itertools.islice(
-            worker_items(mine, sources, stream, seed, worker, workers), max(end, done + chunk)))
-        if worker == begun % workers and offset:
-            made = begun // workers
+        partial = worker == begun % workers and offset > 0  # the trainer's chunk is this one's
+        ahead = list(itertools.islice(  # from its first sample not yet read whole
+            worker_items(mine, sources, stream, seed, worker, workers, done),
+            max(end - done, chunk if partial else 0)))
+        if partial:
             keep = min(chunk, end - done)
             if keep > 0:
-                unread.append(Rest(mix_key(seed, stream, worker, made), offset,
-                                   tuple(items[done : done + chunk]), keep))
-            done += chunk
-        unread += items[done:end]
+                unread.append(Rest(mix_key(seed, stream, worker, begun // workers), offset,
+                                   tuple(ahead[:chunk]), keep))
+            ahead, done = ahead[chunk:], done + chunk
+        unread += ahead[: max(0, end - done)]
     return unread
 
 
