@@ -4,6 +4,7 @@ preemption signals, worker restarts, and one W&B run across segments."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -155,6 +156,14 @@ def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     started = checkpoint_info(run_dir)
     planned, words_per_step = started["total_steps"], 2 * 400
+
+    plan = run(torchrun_cmd(3, *args, "--dry-run"))  # what a resize will do, before it does
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"at step 20 (epoch 1), saved on 2 rank(s)" in plan.stdout
+    owed = [int(m.replace(",", "")) for m in re.findall(
+        r"first about ([\d,]+) tokens of epoch 1 the ranks before had not read", plan.stdout)]
+    assert len(owed) == 3 and all(owed)
+    assert checkpoint_info(run_dir)["step"] == 20  # nothing trained
 
     second = run(torchrun_cmd(3, *args, "--train.max_steps", "50"))
     assert second.returncode == 0, second.stderr[-3000:]

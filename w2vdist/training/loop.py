@@ -39,6 +39,7 @@ from w2vdist.training.data import OnDevice, Position, assign_shards
 from w2vdist.training.distributed import World
 from w2vdist.training.metrics import Interval, Metrics, build_metrics
 from w2vdist.training.preemption import EXIT_PREEMPTED, StopRequest
+from w2vdist.training.redeal import owed_tokens, resumed_streams
 from w2vdist.training.session import Session
 from w2vdist.training.spec import (
     CHOSEN_AT_START, CHOSEN_FOR_THE_WORLD, Corpus, RunSpec, keep_choices, resolve,
@@ -108,7 +109,7 @@ def _train(
         log.warning(warning)
     if dry_run:
         if world.is_main:
-            _print_plan(spec, corpus)
+            _print_plan(spec, corpus, previous)
         return Outcome(0, spec)
     state = previous.state if previous else None
     if state and state.step >= cfg.train.max_steps:
@@ -333,15 +334,28 @@ def _publish(session: Session, saved: Outcome, metrics: Metrics, run_dir: Path,
     metrics.publish(out, sidecar(out), vectors.index_to_key, vectors.vectors, step)
 
 
-def _print_plan(spec: RunSpec, corpus: Corpus) -> None:
+def _print_plan(spec: RunSpec, corpus: Corpus, previous: Checkpoint | None) -> None:
+    """The resolved spec, each rank's shards and the plan; on a resume, where it resumes and,
+    on another number of ranks, what each rank owes of the epoch in progress."""
     cfg, plan = spec.config, spec.plan
+    assert corpus.manifest is not None
     print(json.dumps(spec.to_dict(), indent=2))
     print(f"world size: {spec.world_size} (device {cfg.train.device}, "
           f"backend {cfg.train.backend})")
+    owed: list[str] = [""] * spec.world_size
+    if previous is not None:
+        state = previous.state
+        epoch = state.step // plan.steps_per_epoch
+        print(f"resuming from {previous.path} at step {state.step} (epoch {epoch + 1}), saved "
+              f"on {state.world_size} rank(s)")
+        if state.world_size != spec.world_size:
+            owed = [f", first about {owed_tokens(s, corpus.manifest):,} tokens of epoch "
+                    f"{epoch + 1} the ranks before had not read"
+                    for s in resumed_streams(state, corpus, cfg.train.seed, plan)]
     for rank, shards in enumerate(assign_shards(corpus.manifest, spec.world_size,
                                                 corpus.directory)):
         tokens = sum(corpus.manifest.shards[i].tokens for i in shards)
-        print(f"rank {rank}: {len(shards)} shard(s), {tokens:,} tokens")
+        print(f"rank {rank}: {len(shards)} shard(s), {tokens:,} tokens{owed[rank]}")
     print(
         f"planned: {plan.total_steps} steps ({plan.steps_per_epoch} per epoch x "
         f"{cfg.train.epochs}), {plan.words_per_step:,} words per step, "

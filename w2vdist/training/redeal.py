@@ -21,10 +21,22 @@ import random
 from pathlib import Path
 
 from w2vdist.corpus.shards import Manifest
+from w2vdist.training.checkpoint import TrainState
 from w2vdist.training.chunks import Item, Rest, Stream, mix_key, worker_items
 from w2vdist.training.data import DEALT, MIXED, Position, assign_shards
+from w2vdist.training.spec import Corpus, Plan
 
 log = logging.getLogger("w2vdist")
+
+
+def resumed_streams(state: TrainState, corpus: Corpus, seed: int, plan: Plan) -> list[Stream]:
+    """The streams of the ranks that `plan` shares steps among, resuming from `state`: the
+    saved ones on as many ranks, else the epoch in progress dealt out (`redeal`)."""
+    if state.world_size == len(plan.rank_words):
+        return state.streams
+    assert corpus.manifest is not None and corpus.directory is not None
+    return redeal(corpus.manifest, corpus.directory, seed, list(zip(state.streams, state.data)),
+                  state.step, plan.steps_per_epoch, plan.rank_words)
 
 
 def redeal(
@@ -106,6 +118,11 @@ def _share(
     for rank, items in enumerate(dealt):
         random.Random(f"{key}/{rank}").shuffle(items)
     return dealt
+
+
+def owed_tokens(stream: Stream, manifest: Manifest) -> int:
+    """About how many tokens `stream` reads before its own shards."""
+    return round(sum(_tokens(item, manifest) for item in stream.owed))
 
 
 def _split(rest: Rest, tokens: float, manifest: Manifest) -> tuple[Rest, Rest]:

@@ -19,7 +19,7 @@ from w2vdist.training.checkpoint import TrainState
 from w2vdist.training.chunks import Stream, chunk_samples
 from w2vdist.training.data import Position, TokenBatches, assign_shards
 from w2vdist.training.distributed import World
-from w2vdist.training.redeal import redeal
+from w2vdist.training.redeal import resumed_streams
 from w2vdist.training.sgns import Embeddings
 from w2vdist.training.spec import Corpus, RunSpec
 
@@ -53,14 +53,10 @@ class Session:
             tables.output.data.copy_(state.output)
             if state.world_size == world.size:
                 generator.set_state(state.rng[world.rank])
-                streams = state.streams
             else:
                 generator.manual_seed(random.Random(
                     f"{cfg.train.seed}/{world.rank}/{world.size}/{state.step}").getrandbits(63))
-                assert corpus.manifest is not None and corpus.directory is not None
-                streams = redeal(corpus.manifest, corpus.directory, cfg.train.seed,
-                                 list(zip(state.streams, state.data)), state.step,
-                                 spec.plan.steps_per_epoch, spec.plan.rank_words)
+            streams = resumed_streams(state, corpus, cfg.train.seed, spec.plan)
         elif cfg.train.init_from:
             _start_from(tables, corpus, cfg.train.init_from)
         strategy = sync.build(cfg.sync, world.size, tables)
