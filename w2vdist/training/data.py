@@ -1,11 +1,12 @@
 """Streaming prepared shards into fixed-size token batches, each rank its own shards.
 
 Shards are dealt to ranks by size (largest first, to the rank with the fewest tokens) so that
-ranks hold about equal shares; inside a rank, loader workers split the rank's shards and hand
-over chunks of their samples, sentences mixed (`chunks`). The trainer takes exactly its share
+ranks hold about equal shares; inside a rank, the samples are dealt to loader workers in turn,
+which hand over chunks of them, sentences mixed (`chunks`). The trainer takes exactly its share
 of a step (`spec.Plan.rank_words`, proportional to the rank's tokens) per step. Every rank
 therefore runs the same number of steps and passes through its data as often as the others,
-and a rank never runs dry and hangs a collective.
+and a rank never runs dry and hangs a collective. A rank of a run resumed on another number of
+ranks first reads its share of what the ranks before had not read of the epoch (`redeal`).
 """
 
 from __future__ import annotations

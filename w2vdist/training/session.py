@@ -45,9 +45,9 @@ class Session:
         cfg = spec.config
         torch.set_num_threads(cfg.train.threads)
         init = torch.Generator().manual_seed(cfg.train.seed)  # same tables on every rank
-        streams = [Stream(str(rank)) for rank in range(world.size)]
         tables = Embeddings(len(corpus.counts), cfg.model.dim, init).to(world.device)
         generator = torch.Generator(device=world.device).manual_seed(cfg.train.seed + world.rank)
+        streams = [Stream(str(rank)) for rank in range(world.size)]
         if state is not None:
             tables.input.data.copy_(state.input)
             tables.output.data.copy_(state.output)
