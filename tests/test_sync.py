@@ -227,6 +227,16 @@ def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():
     assert batch_words(torch_cfg, 8) == 4096
 
 
+def test_gpu_steps_shrink_with_ranks_down_to_what_fills_a_gpu():
+    """One GPU takes 262,144 words a step; N GPUs under `local` share 524,288, each at least
+    65,536 (the ranks' tables drift apart for a whole step: BENCHMARKS.md)."""
+    cfg = Config(sync=SyncConfig(strategy="local"), train=TrainConfig(backend="triton"))
+    assert [batch_words(cfg, w) for w in (1, 2, 4, 8, 64)] == [
+        262144, 262144, 131072, 65536, 65536]
+    chosen = dataclasses.replace(cfg, optim=OptimConfig(batch_words=1 << 20))
+    assert batch_words(chosen, 8) == 1 << 20
+
+
 def test_local_merges_send_only_the_rows_some_rank_changed(tmp_path):
     """A merge all-reduces a byte per row and table (which rows any rank changed), then only
     those rows: here the distinct contexts (input table) and centres and negatives (output

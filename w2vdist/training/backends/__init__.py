@@ -86,9 +86,15 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 # LOCAL_STEP_WORDS a step so that `local` can merge the hot rows as often as
 # `sync.resolved` asks (a merge waits for a step to end); the Triton step
 # needs about 10^5-10^6 words to fill a GPU (its Hogwild updates do not grow stale with the
-# step: each program reads the rows as they are when it runs).
+# step: each program reads the rows as they are when it runs). Under `local` the ranks' tables
+# drift apart for a whole step, so N GPUs share LOCAL_GPU_STEP_WORDS, down to
+# GPU_STEP_WORDS_MIN a rank: emulated on CPU with the compiled kernel's same per-pair updates,
+# 8 ranks of 262,144-word steps scored 22.55% analogy against 25.62% at 65,536 (two seeds
+# each), 4 ranks 25.96% at 262,144 and 27.04% at 131,072 (BENCHMARKS.md).
 DEFAULT_BATCH_WORDS = {"torch": 4096, "triton": 1 << 18, "cpu-kernel": 65_536}
 LOCAL_STEP_WORDS = 1 << 14
+LOCAL_GPU_STEP_WORDS = 1 << 19
+GPU_STEP_WORDS_MIN = 1 << 16
 # The largest global step (words over all ranks) at which the batch-synchronous torch path
 # measured within a point of 4,096-word steps, at its default learning rate for that step
 # (`alpha`): 0.4 points below on the benchmark setting, 0.6 at dim 200, window 8, negative 10,
@@ -148,6 +154,8 @@ def batch_words(cfg: Config, world_size: int) -> int:
     if backend == "cpu-kernel":
         if world_size > 1:  # one process has nothing to merge: its blocks stay large
             words = max(1024, min(words, LOCAL_STEP_WORDS // world_size))
+    elif backend == "triton" and world_size > 1:
+        words = max(GPU_STEP_WORDS_MIN, min(words, LOCAL_GPU_STEP_WORDS // world_size))
     elif backend == "torch" and cfg.sync.strategy == "exact":
         words = max(256, min(words, SYNC_STEP_WORDS // world_size))
     return words
