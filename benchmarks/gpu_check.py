@@ -234,7 +234,7 @@ def bench(device: torch.device, quick: bool) -> None:
     bandwidth = _bandwidth(device)
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
     vocab = 2000 if quick else 200_000
-    sizes = (512,) if quick else (1 << 16, 1 << 17, 1 << 18, 1 << 20)  # 64k: 8+ GPUs' step
+    sizes = (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
     for dim in (100, 300):
         for backend in ("triton", "torch"):
             for words in sizes:
