@@ -121,8 +121,9 @@ class ShardChunks(IterableDataset):
         reader = SampleReader(self.sources)
         tokens: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
-        for item in worker_items(self.mine, self.sources, self.stream, self.seed, worker,
-                                 workers, self.skip):
+        counts = [samples for _, samples in self.sources]
+        for item in worker_items(self.mine, counts, self.stream, self.seed, worker, workers,
+                                 self.skip):
             try:
                 sample_tokens, sample_lengths = reader.read(item)
             except UnreadableShard as exc:
@@ -144,16 +145,17 @@ def mix_key(seed: int, stream: Stream, worker: int, made: int) -> str:
 
 
 def worker_items(
-    mine: list[int], sources: list[tuple[str, int]], stream: Stream, seed: int, worker: int,
-    workers: int, skip: int = 0,
+    mine: list[int], counts: list[int], stream: Stream, seed: int, worker: int, workers: int,
+    skip: int = 0,
 ) -> Iterator[Item]:
     """A loader worker's samples, endlessly, from its `skip`-th on: its share of what the
-    stream owes, then every `workers`-th of the rank's samples (samples, not shards, are dealt:
-    the trainer takes the workers' chunks in turn, so a worker holding fewer samples would
-    pass through them more often), in a new order every pass."""
+    stream owes, then every `workers`-th sample of the rank's shards `mine` (`counts`: every
+    shard's samples), in a new order every pass. Samples, not shards, are dealt: the trainer
+    takes the workers' chunks in turn, so a worker holding fewer samples would pass through
+    them more often."""
     owed = stream.owed[worker::workers]
     yield from owed[skip:]
-    every = [(s, i) for s in mine for i in range(sources[s][1])][worker::workers]
+    every = [(s, i) for s in mine for i in range(counts[s])][worker::workers]
     cycle, skip = divmod(max(0, skip - len(owed)), len(every))
     while True:
         order = list(every)

@@ -197,15 +197,24 @@ def _check_number(number: torch.Tensor, expected: tuple[int, int]) -> None:
                            f"chunk {int(number)}: a chunk was written over before it was read")
 
 
+def older_dealing(position: Position) -> str | None:
+    """Why `position` counts samples of a stream dealt otherwise than today's (None when it
+    counts today's, of its own worker count and chunk)."""
+    if position.order == MIXED and position.workers > 1:
+        return "it was saved when each loader worker read its own shards"
+    if position.order not in (MIXED, DEALT):
+        return "it was saved when whole shards were read in order"
+    return None
+
+
 def _reordered(start: Position, workers: int, chunk: int) -> str | None:
     """Why a stream of `workers` workers, `chunk` samples at a time, does not continue the one
     that `start` was saved in (None when it does)."""
     if (start.sample, start.offset) == (0, 0):
         return None
-    if start.order == MIXED and start.workers > 1:
-        return "it was saved when each loader worker read its own shards"
-    if start.order not in (MIXED, DEALT):
-        return "it was saved when whole shards were read in order"
+    older = older_dealing(start)
+    if older:
+        return older
     if (start.workers, start.chunk) != (workers, chunk):
         return (f"the loader now deals the samples to {workers} worker(s), {chunk} sample(s) at "
                 f"a time, not {start.workers}, {start.chunk} at a time")

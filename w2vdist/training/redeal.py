@@ -23,7 +23,7 @@ from pathlib import Path
 from w2vdist.corpus.shards import Manifest
 from w2vdist.training.checkpoint import TrainState
 from w2vdist.training.chunks import Item, Rest, Stream, mix_key, worker_items
-from w2vdist.training.data import DEALT, MIXED, Position, assign_shards
+from w2vdist.training.data import Position, assign_shards, older_dealing
 from w2vdist.training.spec import Corpus, Plan
 
 log = logging.getLogger("w2vdist")
@@ -49,11 +49,13 @@ def redeal(
     owned = assign_shards(manifest, len(saved), directory)
     unread: list[list[Item]] = []
     for rank, (stream, position) in enumerate(saved):
-        items = _unread(manifest, owned[rank], stream, position, seed, epoch)
-        if items is None:
-            log.warning("rank %d's data position was saved by an older w2vdist (%s): the "
-                        "rest of its epoch is not read again", rank, position)
-        unread.append(items or [])
+        older = older_dealing(position)
+        if older:
+            log.warning("rank %d's data position was saved by an older w2vdist (%s: %s): the "
+                        "rest of its epoch is not read again", rank, older, position)
+            unread.append([])
+            continue
+        unread.append(_unread(manifest, owned[rank], stream, position, seed, epoch))
     world = len(rank_words)
     return [Stream(f"{rank}/{world}@{step}", epoch + 1, tuple(items))
             for rank, items in enumerate(_share(unread, manifest, rank_words, f"{seed}/{step}"))]
@@ -62,15 +64,12 @@ def redeal(
 def _unread(
     manifest: Manifest, mine: list[int], stream: Stream, position: Position, seed: int,
     epoch: int,
-) -> list[Item] | None:
-    """What one old rank had not read of the epoch in progress (None for a position that
-    does not say which samples were read)."""
+) -> list[Item]:
+    """What one old rank had not read of the epoch in progress. Positions advance a chunk at a
+    time (`data.TokenBatches`), so `position.sample` is a chunk's first."""
     workers, chunk = position.workers, position.chunk
-    if position.order not in (DEALT, MIXED) or (position.order == MIXED and workers > 1) \
-            or position.sample % chunk:
-        return None
-    sources = [("", shard.samples) for shard in manifest.shards]
-    samples = sum(sources[s][1] for s in mine)
+    counts = [shard.samples for shard in manifest.shards]
+    samples = sum(counts[s] for s in mine)
     begun, offset = position.sample // chunk, position.offset  # the trainer's chunk, tokens in
     unread: list[Item] = []
     for worker in range(workers):
@@ -79,7 +78,7 @@ def _unread(
         done = max(0, -(-(begun - worker) // workers)) * chunk  # its chunks the trainer read
         partial = worker == begun % workers and offset > 0  # the trainer's chunk is this one's
         ahead = list(itertools.islice(  # from its first sample not yet read whole
-            worker_items(mine, sources, stream, seed, worker, workers, done),
+            worker_items(mine, counts, stream, seed, worker, workers, done),
             max(end - done, chunk if partial else 0)))
         if partial:
             keep = min(chunk, end - done)
@@ -98,12 +97,11 @@ def _share(
     `rank_words` (a chunk's rest split where a rank's share ends), each rank's in a random
     order, so that its chunks mix samples of every old rank."""
     owed = [item for turn in itertools.zip_longest(*unread) for item in turn if item is not None]
-    total = sum(_tokens(item, manifest) for item in owed)
-    targets = [total * words / sum(rank_words) for words in rank_words]
+    sizes = [_tokens(item, manifest) for item in owed]
+    targets = [sum(sizes) * words / sum(rank_words) for words in rank_words]
     dealt: list[list[Item]] = [[] for _ in rank_words]
     rank, load = 0, 0.0
-    for item in owed:
-        size = _tokens(item, manifest)
+    for item, size in zip(owed, sizes):
         while rank < len(rank_words) - 1 and load + size > targets[rank]:
             room = targets[rank] - load
             if isinstance(item, Rest) and room > 0:
