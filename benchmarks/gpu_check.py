@@ -91,21 +91,28 @@ def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, n
 
 
 def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int, share: str,
-                  negative: int, lr: tuple[float, float], norms=None, all_at_once: bool = False):
+                  negative: int, lr: tuple[float, float], norms=None, all_at_once: bool = False,
+                  damping=None):
     """float64 SGD chunk after chunk, as the kernel defines it (each chunk's gradients from the
     tables as the chunks before it left them; `all_at_once`: every chunk from the first
-    tables). Returns (w_in, w_out, loss, pairs, (sat_in, sat_out))."""
+    tables). `damping` (crowd_in, crowd_out, centres, scale), as `triton.Damping` keeps them:
+    each chunk divides a row's update by 1 + rate x scale x its crowd / the centres before it,
+    then adds its |g| / 2 x |other row as read|^2 to the row's crowd and its centres. Returns
+    (w_in, w_out, loss, pairs, (sat_in, sat_out), (crowd_in, crowd_out, centres))."""
     tokens, sentence, record = tokens.cpu(), sentence.cpu(), record.cpu()
     w_in, w_out = w_in.cpu().double().clone(), w_out.cpu().double().clone()
     first_in, first_out = w_in.clone(), w_out.clone()
     norm_in, norm_out = (n.cpu().double() for n in norms) if norms else (None, None)
-    sat_in, sat_out = torch.zeros(len(w_in), dtype=torch.float64), torch.zeros(
-        len(w_in), dtype=torch.float64)
+    zeros = torch.zeros(len(w_in), dtype=torch.float64)
+    sat_in, sat_out = zeros.clone(), zeros.clone()
+    crowd_in, crowd_out, centres, scale = (torch.as_tensor(t).cpu().double().clone()
+                                           for t in (damping or (zeros, zeros, 0.0, 0.0)))
     loss, count = 0.0, 0
     for chunk in range(-(-kept // CHUNK)):
         rate = lr[0] + (lr[1] - lr[0]) * (chunk * CHUNK + CHUNK // 2) / kept
         read_in, read_out = (first_in, first_out) if all_at_once else (w_in, w_out)
         grad_in, grad_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
+        curv_in, curv_out = torch.zeros_like(crowd_in), torch.zeros_like(crowd_out)
         for ctx, outs in chunk_pairs(tokens, sentence, kept, record[chunk], block_t, share,
                                      negative, chunk):  # fmt: skip
             count += 1
@@ -119,12 +126,22 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
             grad_out.index_add_(0, torch.tensor(outs), g.unsqueeze(1) * v)
             loss += float(torch.nn.functional.softplus(torch.where(label > 0, -score,
                                                                    score)).sum())
+            bend = 0.5 * g.abs()
+            curv_in[ctx] += float((bend * (u * u).sum(1)).sum())
+            curv_out.index_add_(0, torch.tensor(outs), bend * float(v @ v))
             if norms:
-                sat_in[ctx] += float((0.5 * rate * g.abs() * norm_out[outs]).sum())
-                sat_out.index_add_(0, torch.tensor(outs), 0.5 * rate * g.abs() * norm_in[ctx])
+                sat_in[ctx] += float((rate * bend * norm_out[outs]).sum())
+                sat_out.index_add_(0, torch.tensor(outs), rate * bend * norm_in[ctx])
+        if damping:
+            per_centre = rate * scale / centres.clamp(min=1)
+            grad_in /= (1 + per_centre * crowd_in).unsqueeze(1)
+            grad_out /= (1 + per_centre * crowd_out).unsqueeze(1)
+            crowd_in += curv_in
+            crowd_out += curv_out
+            centres += min(CHUNK, kept - chunk * CHUNK)
         w_in += rate * grad_in
         w_out += rate * grad_out
-    return w_in, w_out, loss, count, (sat_in, sat_out)
+    return w_in, w_out, loss, count, (sat_in, sat_out), (crowd_in, crowd_out, centres)
 
 
 def correct(device: torch.device, quick: bool) -> None:
@@ -154,7 +171,7 @@ def correct(device: torch.device, quick: bool) -> None:
                 seed = torch.randint(2**62, (1,), generator=g).to(device)
                 loss, pairs = sgns_chunks(w_in, w_out, kt, ks, kept, table, seed, *lr, 5, 5,
                                           share, None, precision, record)  # fmt: skip
-                ref_in, ref_out, ref_loss, ref_pairs, _ = reference_sgd(
+                ref_in, ref_out, ref_loss, ref_pairs, *_ = reference_sgd(
                     before_in, before_out, kt, ks, int(kept), record, blocks["BLOCK_T"], share,
                     5, lr,
                 )  # fmt: skip
@@ -212,13 +229,15 @@ def _bandwidth(device: torch.device) -> float:
     return 2 * a.numel() * 4 / seconds
 
 
-def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device):
+def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
+          damping: float = 0.1):
     from w2vdist.training.config import Config, ModelConfig, OptimConfig
     from w2vdist.training import backends
     from w2vdist.training.sgns import Embeddings
     from w2vdist.training.sync import OneProcess
 
-    cfg = Config(model=ModelConfig(dim=dim), optim=OptimConfig(batch_words=words))
+    cfg = Config(model=ModelConfig(dim=dim), optim=OptimConfig(batch_words=words,
+                                                               damping=damping))
     cfg.train.backend = backend
     counts = torch.bincount(_zipf_tokens(vocab, 1 << 20, torch.device("cpu")),
                             minlength=vocab) + 1  # fmt: skip
@@ -235,37 +254,40 @@ def bench(device: torch.device, quick: bool) -> None:
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
     vocab = 2000 if quick else 200_000
     sizes = (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
+    # At the default damping of crowded rows; the kernel's own default step also without it.
+    # torch only up to 262,144 words: its (N, 2W, K+1, D) intermediates are GBs at 1M.
+    runs = [("triton", words, 0.1) for words in sizes] + [("triton", min(sizes[-1], 1 << 18), 0.0)]
+    runs += [("torch", words, 0.1) for words in sizes if words <= (1 << 18)]
     for dim in (100, 300):
-        for backend in ("triton", "torch"):
-            for words in sizes:
-                if backend == "torch" and words > (1 << 18):
-                    continue  # its (N, 2W, K+1, D) intermediates: gigabytes at 1M words
-                step, tables = _step(backend, dim, vocab, words, device)
-                tokens = _zipf_tokens(vocab, words, device)
-                sentence = torch.arange(words, device=device) // 20
-                result = {}
+        for backend, words, damping in runs:
+            step, tables = _step(backend, dim, vocab, words, device, damping)
+            tokens = _zipf_tokens(vocab, words, device)
+            sentence = torch.arange(words, device=device) // 20
+            result = {}
 
-                def run() -> None:
-                    result["out"] = step(tokens, sentence, 0.025, 0.025)
+            def run() -> None:
+                result["out"] = step(tokens, sentence, 0.025, 0.025)
 
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                seconds = _time(run, device, 1 if quick else 20)
-                pairs = int(result["out"][1])
-                peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" \
-                    else float("nan")
-                # Modelled traffic: a program per CHUNK kept words reads its band and target
-                # rows twice and adds to them once (a read and a write): 4 x rows x dim floats.
-                kept = float(step.sampler.keep[tokens].sum())
-                blocks = tiles(5, 5, dim, "centre")
-                rows = CHUNK + 2 * 5 + CHUNK * 6
-                traffic = kept / CHUNK * rows * dim * 4 * 4 if backend == "triton" else float("nan")
-                print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
-                      f"words_per_s={words / seconds:,.0f} pairs_per_s={pairs / seconds:,.0f} "
-                      f"step_ms={seconds * 1e3:.2f} peak_gb={peak:.2f} "
-                      f"bandwidth_share={traffic / seconds / bandwidth:.2f} "
-                      f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']}",
-                      flush=True)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds = _time(run, device, 1 if quick else 20)
+            pairs = int(result["out"][1])
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" \
+                else float("nan")
+            # Modelled traffic: a program per CHUNK kept words reads its band and target
+            # rows twice and adds to them once (a read and a write): 4 x rows x dim floats.
+            kept = float(step.sampler.keep[tokens].sum())
+            blocks = tiles(5, 5, dim, "centre")
+            rows = CHUNK + 2 * 5 + CHUNK * 6
+            triton = backend == "triton"
+            traffic = kept / CHUNK * rows * dim * 4 * 4 if triton else float("nan")
+            resident = step.damping.resident if triton and step.damping else "-"
+            print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
+                  f"damping={damping} words_per_s={words / seconds:,.0f} "
+                  f"pairs_per_s={pairs / seconds:,.0f} step_ms={seconds * 1e3:.2f} "
+                  f"peak_gb={peak:.2f} bandwidth_share={traffic / seconds / bandwidth:.2f} "
+                  f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']} "
+                  f"resident_programs={resident}", flush=True)
 
 
 def mem(device: torch.device, quick: bool) -> None:

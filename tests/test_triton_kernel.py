@@ -17,6 +17,7 @@ TRITON_INTERPRET=1) and the references are computed here.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -31,9 +32,13 @@ from benchmarks.gpu_check import CHUNK, reference_sgd
 
 
 
-def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, keep=0.8):
+def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, keep=0.8,
+              damp=False):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(1, 1000, (vocab,), generator=g)
+    # (crowd_in, crowd_out, centres, factor): rows damped by up to 1 / 3.5 at first.
+    damping = (torch.rand(vocab, generator=g) * 20, torch.rand(vocab, generator=g) * 100,
+               16.0, 0.5) if damp else None  # fmt: skip
     return dict(
         w_in=torch.randn(vocab, dim, generator=g) * 0.3,  # large rows: errors cannot hide
         w_out=torch.randn(vocab, dim, generator=g) * 0.3,
@@ -41,7 +46,7 @@ def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, kee
         tokens=torch.randint(0, vocab, (words,), generator=g),
         sentence=torch.arange(words) // sentence_len,
         keep=torch.full((vocab,), keep),
-        lr=lr, share=share, seed=seed, track=track, window=5, negative=5,
+        lr=lr, share=share, seed=seed, track=track, damping=damping, window=5, negative=5,
     )  # fmt: skip
 
 
@@ -52,6 +57,10 @@ SCENARIOS = {
     "chunk-37": lambda: _scenario(200, 37, 130, 17, (0.05, 0.02), "chunk", 4),
     "centre-37-saturation": lambda: _scenario(200, 37, 100, 17, (0.05, 0.05), "centre", 5, True),
     "chunk-37-saturation": lambda: _scenario(200, 37, 100, 17, (0.05, 0.05), "chunk", 6, True),
+    "centre-100-damped": lambda: _scenario(300, 100, 160, 23, (0.05, 0.03), "centre", 10,
+                                           damp=True),
+    "chunk-37-damped": lambda: _scenario(200, 37, 130, 17, (0.05, 0.02), "chunk", 11, True,
+                                         damp=True),
     # Twelve words: every row recurs across chunks, as frequent words do.
     "hot-rows": lambda: _scenario(12, 24, 200, 30, (0.1, 0.1), "centre", 7, keep=1.0),
     "nothing-kept": lambda: _scenario(50, 16, 64, 10, (0.05, 0.05), "centre", 8, keep=0.0),
@@ -68,7 +77,7 @@ def _norms(w_in: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _run_scenarios(out: str) -> None:
     """Child process: the kernel on every scenario, results and recorded draws saved."""
-    from w2vdist.training.backends.triton import sgns_chunks, tiles
+    from w2vdist.training.backends.triton import CHUNK, Damping, sgns_chunks, tiles
     from w2vdist.training.sampling import AliasTable, subsample
     from w2vdist.training.merge import Saturation
 
@@ -83,17 +92,29 @@ def _run_scenarios(out: str) -> None:
         if s["track"]:
             saturation = Saturation(*_norms(w_in, w_out), torch.zeros(len(w_in)),
                                     torch.zeros(len(w_in)))
+        damping = None
+        if s["damping"]:
+            crowd_in, crowd_out, centres, factor = s["damping"]
+            damping = Damping(factor, (crowd_in.clone(), crowd_out.clone()),
+                              torch.tensor(centres))
         blocks = tiles(s["window"], s["negative"], w_in.shape[1], s["share"])
         record = torch.full((-(-len(tokens) // CHUNK), 2, blocks["BLOCK_J"]), -1)
         loss, pairs = sgns_chunks(
             w_in, w_out, tokens, sentence, kept, table, torch.tensor([1000 + s["seed"]]),
             *s["lr"], s["window"], s["negative"], s["share"], saturation, "ieee", record,
+            damping,
         )  # fmt: skip
         results[name] = dict(
             w_in=w_in, w_out=w_out, loss=loss, pairs=pairs, tokens=tokens, sentence=sentence,
             kept=kept, record=record, block_t=blocks["BLOCK_T"], table=table,
             sat=(saturation.sat_in, saturation.sat_out) if saturation else None,
+            crowd=tuple(t.clone() for t in (*damping.crowd, damping.centres)) if damping
+            else None,
+            resident=damping.resident if damping else None,
         )  # fmt: skip
+        if damping:
+            damping.advance(kept)
+            results[name]["advanced"] = (*damping.crowd, damping.centres)
     results["no-sync"] = _count_host_syncs()
     torch.save(results, out)
 
@@ -118,8 +139,17 @@ def _reference(scenario: dict, result: dict, all_at_once: bool = False):
         scenario["w_in"], scenario["w_out"], result["tokens"], result["sentence"],
         int(result["kept"]), result["record"], result["block_t"], scenario["share"],
         scenario["negative"], scenario["lr"], _norms(scenario["w_in"], scenario["w_out"]),
-        all_at_once,
+        all_at_once, _damping(scenario),
     )  # fmt: skip
+
+
+def _damping(scenario: dict) -> tuple | None:
+    """The reference's damping: the scenario's crowd and centres, scale factor x CHUNK (under
+    the interpreter a program's reads miss only its own chunk's updates)."""
+    if scenario["damping"] is None:
+        return None
+    crowd_in, crowd_out, centres, factor = scenario["damping"]
+    return crowd_in, crowd_out, centres, factor * CHUNK
 
 
 def _close(got: torch.Tensor, want: torch.Tensor) -> None:
@@ -127,10 +157,10 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("name", ["centre-100", "chunk-100", "centre-300", "chunk-37",
-                                  "hot-rows"])  # fmt: skip
+                                  "hot-rows", "centre-100-damped", "chunk-37-damped"])
 def test_kernel_equals_chunk_by_chunk_float64_sgd(kernel, name):
     scenario, result = SCENARIOS[name](), kernel[name]
-    want_in, want_out, want_loss, want_pairs, _ = _reference(scenario, result)
+    want_in, want_out, want_loss, want_pairs, *_ = _reference(scenario, result)
     assert int(result["pairs"]) == want_pairs > 0
     assert result["loss"].dtype == torch.float64
     assert float(result["loss"]) == pytest.approx(want_loss, rel=1e-5)
@@ -146,7 +176,7 @@ def test_hogwild_order_matters_at_these_learning_rates(kernel):
     """Trained all at once (every chunk from the first tables) the same pairs give other
     tables: the kernel's sequential agreement above is not a property of a tiny lr."""
     scenario, result = SCENARIOS["hot-rows"](), kernel["hot-rows"]
-    at_once_in, _, _, _, _ = _reference(scenario, result, all_at_once=True)
+    at_once_in = _reference(scenario, result, all_at_once=True)[0]
     sequential_in = _reference(scenario, result)[0]
     change = (sequential_in - scenario["w_in"].double()).norm()
     assert (at_once_in - sequential_in).norm() > 0.05 * change
@@ -157,11 +187,50 @@ def test_hogwild_order_matters_at_these_learning_rates(kernel):
 def test_saturation_gathers_lr_half_abs_gradient_times_the_other_rows_norm(kernel, name):
     """For `local` merges each score adds lr |g| / 2 x |other row|^2 to both rows' totals."""
     scenario, result = SCENARIOS[name](), kernel[name]
-    want_in, want_out, _, _, (sat_in, sat_out) = _reference(scenario, result)
+    want_in, want_out, _, _, (sat_in, sat_out), _ = _reference(scenario, result)
     _close(result["w_in"], want_in)
     assert sat_in.sum() > 0
     torch.testing.assert_close(result["sat"][0].double(), sat_in, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(result["sat"][1].double(), sat_out, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["centre-100-damped", "chunk-37-damped"])
+def test_damping_divides_each_rows_update_by_its_crowd_and_counts_what_it_trained(kernel, name):
+    """Each row's update is divided by 1 + lr x damping x in_flight x the row's curvature per
+    centre trained before it (the float64 reference above does it, program after program);
+    each program then adds its |g| / 2 x |other row as read|^2 to its rows' totals and its
+    centres to theirs, and `advance` decays all of them by the step's kept centres."""
+    from w2vdist.training.backends.triton import CROWD_MEMORY
+
+    scenario, result = SCENARIOS[name](), kernel[name]
+    undamped = reference_sgd(
+        scenario["w_in"], scenario["w_out"], result["tokens"], result["sentence"],
+        int(result["kept"]), result["record"], result["block_t"], scenario["share"],
+        scenario["negative"], scenario["lr"],
+    )[0]  # fmt: skip
+    damped, _, _, _, _, (crowd_in, crowd_out, centres) = _reference(scenario, result)
+    assert (undamped - damped).norm() > 0.1 * (damped - scenario["w_in"].double()).norm()
+    assert (crowd_in > scenario["damping"][0].double()).any()
+    for got, want in zip(result["crowd"], (crowd_in, crowd_out, centres)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+    assert float(centres) == 16 + int(result["kept"])
+    assert result["resident"] == 1  # the interpreter runs one program at a time
+    decay = math.exp(-int(result["kept"]) / CROWD_MEMORY)
+    for got, before in zip(result["advanced"], result["crowd"]):
+        torch.testing.assert_close(got, before * decay)
+
+
+def test_resident_programs_follow_registers_shared_memory_and_threads():
+    """Occupancy as Triton's fused-softmax tutorial reckons it, on an H100's figures: the
+    per-centre kernel's 255 registers at 8 warps leave one program an SM."""
+    from w2vdist.training.backends.triton import resident_programs
+
+    h100 = dict(warpSize=32, max_num_regs=65536, max_shared_mem=232448,
+                multiprocessor_count=132)  # fmt: skip
+    assert resident_programs(255, 8, 0, h100) == 132
+    assert resident_programs(170, 4, 0, h100) == 3 * 132
+    assert resident_programs(64, 4, 40_000, h100) == 5 * 132  # shared memory bounds it
+    assert resident_programs(16, 2, 0, h100) == 32 * 132  # threads bound it
 
 
 def test_nothing_kept_changes_nothing(kernel):
@@ -256,8 +325,8 @@ def _inside_interpreter() -> bool:
 
 @pytest.mark.parametrize("share", ["centre", "chunk"])
 @pytest.mark.parametrize("dim", [100, 300])
-@pytest.mark.parametrize("track", [False, True])
-def test_kernel_compiles_for_hopper_without_spills(share, dim, track):
+@pytest.mark.parametrize("track, damp", [(False, False), (False, True), (True, True)])
+def test_kernel_compiles_for_hopper_without_spills(share, dim, track, damp):
     """Triton compiles for a GPU it does not see: sm_90 machine code from the default tiles,
     with Tensor Core products and Hogwild atomics, and ptxas reports no spills."""
     import tempfile
@@ -273,12 +342,13 @@ def test_kernel_compiles_for_hopper_without_spills(share, dim, track):
     options = {key: blocks.pop(key) for key in ("num_warps", "enable_fp_fusion")}
     pointers = dict(w_in="*fp32", w_out="*fp32", tokens="*i64", sentence="*i64",
                     kept_ptr="*i64", table="*i32", seed_ptr="*i64", norm_in="*fp32",
-                    norm_out="*fp32", sat_in="*fp32", sat_out="*fp32", losses="*fp32",
-                    pair_counts="*i32", record="*i64")  # fmt: skip
+                    norm_out="*fp32", sat_in="*fp32", sat_out="*fp32", crowd_in="*fp32",
+                    crowd_out="*fp32", centres_ptr="*fp32", losses="*fp32", pair_counts="*i32",
+                    record="*i64")  # fmt: skip
     scalars = dict(lr_start="fp32", lr_end="fp32", vocab="i32", dim="i32", window="i32",
-                   n_neg="i32")  # fmt: skip
-    constants = dict(CHUNK=kernels.CHUNK, SHARED=share == "chunk", TRACK=track, RECORD=False,
-                     PRECISION="tf32", **blocks)  # fmt: skip
+                   n_neg="i32", crowd_scale="fp32", first_program="i32")  # fmt: skip
+    constants = dict(CHUNK=kernels.CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damp,
+                     RECORD=False, PRECISION="tf32", **blocks)  # fmt: skip
     source = ASTSource(fn=kernels._sgns_chunk,
                        signature={**pointers, **scalars, **dict.fromkeys(constants, "constexpr")},
                        constexprs=constants)  # fmt: skip

@@ -66,8 +66,9 @@ class OptimConfig:
     min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
     batch_words: int = setting(0, "raw words per rank per step, on average (0: the "
                                "backend's default, see README)")
-    damping: float = setting(0.1, "torch: bounds the step of rows a batch updates many times "
-                             "(see sgns.apply); 0: plain SGD on the batch")
+    damping: float = setting(0.1, "torch, triton: bounds the step of rows a batch (a GPU's "
+                             "programs at once) updates many times (see sgns.apply, "
+                             "triton.Damping); 0: plain SGD")
 
     def __post_init__(self) -> None:
         check(math.isfinite(self.alpha) and self.alpha >= 0, "optim.alpha",

@@ -193,9 +193,13 @@ def build(
         return KernelStep(sampler, tables, cfg.train.threads, sync.saturation,
                           cfg.model.share_negatives == "centre")
     if cfg.train.backend == "triton":
-        from w2vdist.training.backends.triton import TritonStep
+        from w2vdist.training.backends.triton import Damping, TritonStep
 
-        return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives)
+        damping = None
+        if cfg.optim.damping:
+            damping = Damping.zeros(cfg.optim.damping, tables.input.shape[0],
+                                    tables.input.device)
+        return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives, damping)
     from w2vdist.training.backends.reference import TorchStep
 
     return TorchStep(sampler, tables, sync, cfg.optim.damping)

@@ -21,7 +21,10 @@ CHUNK x (K+1), at the cost of correlated negatives within a chunk. A row's updat
 computed from the rows as the program read them (pass 1: scores over dim tiles; pass 2:
 reload each tile, then add to it, a barrier between), and added with atomics: Hogwild across
 programs, as BlazingText and word2vec.c on CPUs. Tables stay fp32: bf16 atomics would round
-small late-training updates away.
+small late-training updates away. A program's reads miss the updates of every program resident
+with it (thousands of centres on a large GPU), which for a frequent word's rows is a
+batch-synchronous step of hundreds of contributions: each row's update is damped as the torch
+step damps a batch's, by an estimate of that crowd from what was trained before (`Damping`).
 
 Host synchronisation: none. The kept count is read by the kernel from device memory (programs
 past it exit), the learning rate is interpolated across the step in the kernel, the seed is a
@@ -36,7 +39,7 @@ set before triton is imported), which is how the tests run it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -75,8 +78,10 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
     3.9, which warns when it is left unsaid; 3.10 turns it off).
 
     Compiled for sm_90 without spills (a test reads ptxas's report): per centre (J = 128 at
-    K = 5) about 255 registers at 8 warps, one program per SM; shared per chunk (J = 32) about
-    170 at 4 warps, three per SM. Forcing 128 registers spills 300 bytes per centre-mode thread.
+    K = 5) 248-253 registers at 8 warps with damping (`Damping`), one program per SM, in dim
+    tiles of 16 (at 32 the damped kernel spilled 4 bytes; undamped it took 210 registers at
+    16, about 255 at 32); shared per chunk (J = 32) about 170 at 4 warps and tiles of 32,
+    three per SM. Forcing 128 registers spills 300 bytes per centre-mode thread.
     """
     block_b = triton.next_power_of_2(CHUNK + 2 * window)
     if share == "centre":
@@ -84,8 +89,8 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
         block_j = CHUNK * block_t
     else:
         block_t = block_j = triton.next_power_of_2(CHUNK + negative)
-    return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j,
-                BLOCK_D=min(32, max(16, triton.next_power_of_2(dim))),
+    block_d = 16 if share == "centre" else min(32, max(16, triton.next_power_of_2(dim)))
+    return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j, BLOCK_D=block_d,
                 num_warps=8 if block_b * block_j >= 4096 else 4,
                 enable_fp_fusion=True)  # fmt: skip
 
@@ -106,6 +111,7 @@ def sgns_chunks(
     saturation: Saturation | None = None,
     precision: str = "tf32",
     record: torch.Tensor | None = None,
+    damping: Damping | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train the kept words in place; returns (loss float64, pairs int64), 0-d on the device.
 
@@ -114,7 +120,9 @@ def sgns_chunks(
     The rate falls linearly from lr_start at the first kept word to lr_end after the last.
     `saturation` (local sync): each score adds lr |g| / 2 times the other row's squared norm
     to both rows' totals, as the CPU kernel does. `record` (tests): int64[programs, 2,
-    BLOCK_J] receives each program's targets and each target column's window.
+    BLOCK_J] receives each program's targets and each target column's window. `damping`: each
+    row's update divided by 1 + lr x the curvature of its crowd, and the step's curvature and
+    centres added to its totals (`Damping`); the caller then calls `damping.advance(kept)`.
     """
     if _IMPORT_ERROR is not None:
         raise RuntimeError(f"Triton kernel unavailable: {_IMPORT_ERROR}")
@@ -128,13 +136,27 @@ def sgns_chunks(
         track = saturation is not None
         sat = (saturation.norm_in, saturation.norm_out, saturation.sat_in, saturation.sat_out) \
             if track else (losses,) * 4  # never read without TRACK
-        _sgns_chunk[(programs,)](
-            w_in, w_out, tokens, sentence, kept, table, seed, *sat, losses, pairs,
-            record if record is not None else pairs, float(lr_start), float(lr_end),
-            w_in.shape[0], w_in.shape[1], window, negative,
-            CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, RECORD=record is not None,
-            PRECISION=precision, **blocks,
-        )  # fmt: skip
+        damp = (*damping.crowd, damping.centres) if damping else (losses,) * 3
+
+        def launch(first: int, count: int, in_flight: int) -> Any:
+            return _sgns_chunk[(count,)](
+                w_in, w_out, tokens, sentence, kept, table, seed, *sat, *damp, losses, pairs,
+                record if record is not None else pairs, float(lr_start), float(lr_end),
+                w_in.shape[0], w_in.shape[1], window, negative,
+                damping.factor * in_flight if damping else 0.0, first,
+                CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damping is not None,
+                RECORD=record is not None, PRECISION=precision, **blocks,
+            )  # fmt: skip
+
+        if damping is None:
+            launch(0, programs, 0)
+        else:
+            first = 0
+            if damping.resident is None:  # known once the kernel is loaded: one program first
+                damping.resident = _resident(launch(0, 1, CHUNK), device)
+                first = 1
+            if first < programs:
+                launch(first, programs - first, CHUNK * min(programs, damping.resident))
     return losses.sum(dtype=torch.float64), pairs.sum(dtype=torch.int64)
 
 
@@ -176,14 +198,16 @@ if _IMPORT_ERROR is None:
     @triton.jit
     def _sgns_chunk(
         w_in, w_out, tokens, sentence, kept_ptr, table, seed_ptr,
-        norm_in, norm_out, sat_in, sat_out, losses, pair_counts, record,
-        lr_start, lr_end, vocab, dim, window, n_neg,
+        norm_in, norm_out, sat_in, sat_out, crowd_in, crowd_out, centres_ptr,
+        losses, pair_counts, record, lr_start, lr_end, vocab, dim, window, n_neg, crowd_scale,
+        first_program,
         CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr,
         BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, SHARED: tl.constexpr,
-        TRACK: tl.constexpr, RECORD: tl.constexpr, PRECISION: tl.constexpr,
+        TRACK: tl.constexpr, DAMP: tl.constexpr, RECORD: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):  # fmt: skip
         """Centres first .. first+CHUNK-1: band rows b (contexts) x target columns j."""
-        pid = tl.program_id(0)
+        pid = tl.program_id(0) + first_program
         kept = tl.load(kept_ptr).to(tl.int64)
         first = pid.to(tl.int64) * CHUNK
         if first >= kept:
@@ -254,11 +278,16 @@ if _IMPORT_ERROR is None:
 
         # Pass 1: scores (B, J) over dim tiles, from the rows as read before any update.
         scores = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.float32)
+        square_in = tl.zeros([BLOCK_B], dtype=tl.float32)  # the rows' squared norms (DAMP)
+        square_out = tl.zeros([BLOCK_J], dtype=tl.float32)
         for d0 in range(0, dim, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             v = tl.load(in_rows + d[None, :], mask=b_used[:, None] & (d < dim)[None, :], other=0.)
             u = tl.load(out_rows + d[None, :], mask=j_used[:, None] & (d < dim)[None, :], other=0.)
             scores = tl.dot(v, tl.trans(u), scores, input_precision=PRECISION)
+            if DAMP:
+                square_in += tl.sum(v * v, axis=1)
+                square_out += tl.sum(u * u, axis=1)
 
         grad = weight * (tl.where(positive, 1.0, 0.0) - tl.sigmoid(scores))
         signed = tl.where(positive, -scores, scores)  # loss = softplus(signed), computed stably
@@ -274,6 +303,21 @@ if _IMPORT_ERROR is None:
                           sem="relaxed")
             tl.atomic_add(sat_out + target, tl.sum(h * n_in[:, None], axis=0), mask=j_used,
                           sem="relaxed")
+        if DAMP:  # `Damping`: the crowd's curvature from what was trained so far, then ours
+            # Read from L2, where the other programs' atomics land (".cg": not a stale L1 line).
+            seen = tl.load(centres_ptr, cache_modifier=".cg")
+            scale = lr * crowd_scale / tl.maximum(seen, 1.0)
+            crowd = tl.load(crowd_in + btok, mask=b_used, other=0.0, cache_modifier=".cg")
+            damp_in = 1.0 / (1.0 + scale * crowd)
+            crowd = tl.load(crowd_out + target, mask=j_used, other=0.0, cache_modifier=".cg")
+            damp_out = 1.0 / (1.0 + scale * crowd)
+            bend = 0.5 * tl.abs(grad)
+            tl.atomic_add(crowd_in + btok, tl.sum(bend * square_out[None, :], axis=1),
+                          mask=b_used, sem="relaxed")
+            tl.atomic_add(crowd_out + target, tl.sum(bend * square_in[:, None], axis=0),
+                          mask=j_used, sem="relaxed")
+            tl.atomic_add(centres_ptr, tl.minimum(kept - first, CHUNK).to(tl.float32),
+                          sem="relaxed")
 
         # Pass 2: per tile, reload (this program has not written it yet), then add lr * grad.
         for d0 in range(0, dim, BLOCK_D):
@@ -284,9 +328,77 @@ if _IMPORT_ERROR is None:
             u = tl.load(out_rows + d[None, :], mask=out_mask, other=0.0)
             grad_in = tl.dot(grad, u, input_precision=PRECISION)  # (B, D)
             grad_out = tl.dot(tl.trans(grad), v, input_precision=PRECISION)  # (J, D)
+            if DAMP:
+                grad_in = grad_in * damp_in[:, None]
+                grad_out = grad_out * damp_out[:, None]
             tl.debug_barrier()  # no thread adds to this tile before every thread has read it
             tl.atomic_add(in_rows + d[None, :], lr * grad_in, mask=in_mask, sem="relaxed")
             tl.atomic_add(out_rows + d[None, :], lr * grad_out, mask=out_mask, sem="relaxed")
+
+
+@dataclass
+class Damping:
+    """How the Triton step keeps crowded rows from overshooting (`optim.damping`).
+
+    On a GPU a program reads its rows, computes, then adds its updates, while every other
+    resident program does the same: each update misses those of about `in_flight` centres
+    (its chunk and the chunks trained alongside it: 2,112 on an H100 or H200 at one program
+    per SM). For a frequent word's rows that is a batch-synchronous step of hundreds of
+    contributions, which overshoot as the torch step's did; emulated on CPU, 2,112 centres
+    cost 1.8 analogy points and 6,336 diverged in the first step (BENCHMARKS.md, "The GPU
+    kernel's crowd"). So each row's update is divided, as the torch step divides a batch's,
+    by 1 + damping x lr x H, H the curvature of the row's updates among `in_flight` centres,
+    estimated from what was trained before it: the row's summed curvature (`crowd`) over the
+    centres trained (`centres`), times `in_flight`. Both totals grow as programs finish, so
+    the estimate follows rows that grow within a step (the first steps), and decay between
+    steps with a memory of CROWD_MEMORY centres, so it follows the run.
+    """
+
+    factor: float
+    crowd: tuple[torch.Tensor, torch.Tensor]  # per row of each table, float32
+    centres: torch.Tensor  # 0-d float32
+    resident: int | None = None  # programs the GPU runs at once, once the kernel is loaded
+
+    @classmethod
+    def zeros(cls, factor: float, rows: int, device: torch.device) -> "Damping":
+        return cls(factor, (torch.zeros(rows, device=device), torch.zeros(rows, device=device)),
+                   torch.zeros((), device=device))  # fmt: skip
+
+    def advance(self, kept: torch.Tensor) -> None:
+        """After a step of `kept` centres (0-d, on the device): older steps count less."""
+        decay = torch.exp(kept.float() / -CROWD_MEMORY)
+        for t in (*self.crowd, self.centres):
+            t.mul_(decay)
+
+
+CROWD_MEMORY = float(1 << 20)  # kept centres (about 2M raw words at sample 1e-4)
+
+
+def resident_programs(regs: int, warps: int, shared: int, device: dict[str, int]) -> int:
+    """Programs of a kernel using `regs` registers a thread, `warps` warps and `shared` bytes
+    that a GPU (`device`: Triton's driver properties) runs at once: occupancy as Triton's
+    fused-softmax tutorial reckons it (registers, shared memory), also bounded by threads."""
+    threads = warps * device["warpSize"]
+    limits = [device["max_num_regs"] // max(1, regs * threads), MAX_THREADS_PER_SM // threads]
+    if shared:
+        limits.append(device["max_shared_mem"] // shared)
+    return max(1, min(limits)) * device["multiprocessor_count"]
+
+
+# Threads an SM holds on NVIDIA's data-centre GPUs since Maxwell (fewer on some GeForce parts,
+# which `resident_programs` then overstates: more damping, not less).
+MAX_THREADS_PER_SM = 2048
+
+
+def _resident(kernel: Any, device: torch.device) -> int:
+    """Programs of the loaded `kernel` (a launch's CompiledKernel) the device runs at once;
+    one under the interpreter, whose launches return nothing."""
+    if device.type != "cuda" or kernel is None:
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = triton.runtime.driver.active.utils.get_device_properties(index)
+    meta = kernel.metadata
+    return resident_programs(kernel.n_regs, meta.num_warps, meta.shared, props)
 
 
 @dataclass
@@ -297,6 +409,7 @@ class TritonStep:
     tables: Embeddings
     saturation: Saturation | None
     share: str
+    damping: Damping | None = None
     precision: str = "tf32"
 
     def __call__(
@@ -305,8 +418,11 @@ class TritonStep:
         s, g = self.sampler, self.sampler.generator
         kept_tokens, kept_sentence, kept = subsample(tokens.long(), sentence, s.keep, g)
         seed = torch.randint(2**62, (1,), generator=g, device=tokens.device)
-        return sgns_chunks(
+        result = sgns_chunks(
             self.tables.input.data, self.tables.output.data, kept_tokens, kept_sentence, kept,
             s.negatives.table, seed, lr_start, lr_end, s.window, s.negative, self.share,
-            self.saturation, self.precision,
+            self.saturation, self.precision, damping=self.damping,
         )
+        if self.damping is not None:
+            self.damping.advance(kept)
+        return result

@@ -1,0 +1,95 @@
+"""The Triton step's crowd on a GPU, emulated on CPU: what its damping (`triton.Damping`) is for.
+
+    python benchmarks/gpu_crowd.py --in-flight 2112 --damping 0.1 -- \
+        --data.shards deb --train.run_dir RUN [more `w2vdist train` flags]
+
+On a GPU every resident program reads its rows, computes, then adds its updates, so each
+update misses those of about `in_flight` centres (its chunk and the chunks trained alongside
+it: one program per SM at 16 centres each is 2,112 centres on an H100 or H200). No GPU is
+needed to see what that does to the vectors: this script trains with the torch backend's
+pairs and negatives (windows with a centre's negatives shared, as the kernel's default), the
+step's kept centres `in_flight` at a time, each piece's gradients from the tables as the
+pieces before it left them, and each row's update divided by 1 + damping x lr x its crowd
+estimated as the kernel does (`triton.Damping`: the row's curvature per centre trained before
+the piece, decayed over steps, x in_flight; `--damping 0`: plain Hogwild). It runs `w2vdist train` in this process with the torch step
+replaced by this one; pass the Triton step's words per step (`--optim.batch_words 262144`)
+and rate (`--optim.alpha 0.05`) to compare with the compiled kernel, which trains pair by
+pair and misses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+import torch
+
+from w2vdist import cli
+from w2vdist.training import backends
+from w2vdist.training.backends.triton import CROWD_MEMORY
+from w2vdist.training.sampling import WindowSampler
+from w2vdist.training.sgns import Embeddings, gradients
+
+
+class CrowdStep:
+    """A GPU's Triton step as CPU torch ops: pieces of `in_flight` kept centres, damped."""
+
+    def __init__(self, sampler: WindowSampler, tables: Embeddings, in_flight: int,
+                 damping: float) -> None:
+        self.sampler, self.tables = sampler, tables
+        self.in_flight, self.damping = in_flight, damping
+        rows = tables.input.shape[0]
+        self.crowd = (torch.zeros(rows), torch.zeros(rows))  # as triton.Damping keeps them
+        self.centres = 0.0
+
+    def __call__(self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float,
+                 lr_end: float) -> tuple[torch.Tensor, torch.Tensor]:
+        centres, contexts, mask, negatives = self.sampler(tokens, sentence)
+        kept = centres.shape[0]
+        loss = torch.zeros((), dtype=torch.float64)
+        pairs = torch.zeros((), dtype=torch.int64)
+        for lo in range(0, kept, self.in_flight):
+            piece = slice(lo, lo + self.in_flight)
+            lr = lr_start + (lr_end - lr_start) * (lo + self.in_flight / 2) / kept
+            grads = gradients(self.tables, centres[piece], contexts[piece], negatives[piece],
+                              mask[piece])  # fmt: skip
+            per_centre = lr * self.damping * self.in_flight / max(self.centres, 1.0)
+            for table, rows, crowd in zip((self.tables.input, self.tables.output),
+                                          (grads.input, grads.output), self.crowd):
+                factor = 1.0 / (1.0 + per_centre * crowd[rows.index])
+                table.data.index_add_(0, rows.index, rows.values * factor.unsqueeze(1),
+                                      alpha=lr)
+                crowd.index_add_(0, rows.index, rows.curvature)
+            self.centres += min(self.in_flight, kept - lo)
+            loss += grads.loss
+            pairs += grads.pairs
+        decay = math.exp(-kept / CROWD_MEMORY)
+        for crowd in self.crowd:
+            crowd.mul_(decay)
+        self.centres *= decay
+        return loss, pairs
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--in-flight", type=int, default=2112,
+                   help="centres whose updates each update misses")
+    p.add_argument("--damping", type=float, default=0.1, help="as optim.damping; 0: none")
+    p.add_argument("train", nargs=argparse.REMAINDER, help="-- then `w2vdist train` flags")
+    args = p.parse_args()
+    flags = args.train[1:] if args.train[:1] == ["--"] else args.train
+
+    def build(cfg, tables, counts, sync, generator):  # noqa: ANN001, ANN202 (backends.build)
+        counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
+        sampler = WindowSampler(counts_t, cfg.model, generator, tables.input.device)
+        return CrowdStep(sampler, tables, args.in_flight, args.damping)
+
+    backends.build = build  # Session.build asks the module for the step
+    return cli.main(["train", "--train.backend", "torch", "--train.device", "cpu", *flags])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
