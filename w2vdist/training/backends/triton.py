@@ -344,14 +344,16 @@ class Damping:
     resident program does the same: each update misses those of about `in_flight` centres
     (its chunk and the chunks trained alongside it: 2,112 on an H100 or H200 at one program
     per SM). For a frequent word's rows that is a batch-synchronous step of hundreds of
-    contributions, which overshoot as the torch step's did; emulated on CPU, 2,112 centres
-    cost 1.8 analogy points and 6,336 diverged in the first step (BENCHMARKS.md, "The GPU
+    contributions, which overshoot as the torch step's did: emulated on CPU, 6,336 centres
+    (chunk mode's three programs an SM) diverged in the first step, and 2,112 scored 0.4
+    analogy points under damped (three seeds, within their spread; BENCHMARKS.md, "The GPU
     kernel's crowd"). So each row's update is divided, as the torch step divides a batch's,
     by 1 + damping x lr x H, H the curvature of the row's updates among `in_flight` centres,
     estimated from what was trained before it: the row's summed curvature (`crowd`) over the
     centres trained (`centres`), times `in_flight`. Both totals grow as programs finish, so
     the estimate follows rows that grow within a step (the first steps), and decay between
-    steps with a memory of CROWD_MEMORY centres, so it follows the run.
+    steps with a memory of CROWD_MEMORY centres, so it follows the run. They are not saved:
+    a resumed session refills them within its first step.
     """
 
     factor: float
