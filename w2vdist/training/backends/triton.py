@@ -195,7 +195,9 @@ def _check(
 
 if _IMPORT_ERROR is None:
 
-    @triton.jit
+    # first_program is 0 but for a session's first launches (0, then 1): not a constant to
+    # compile a kernel for, as Triton would make a 1 by default.
+    @triton.jit(do_not_specialize=["first_program"])
     def _sgns_chunk(
         w_in, w_out, tokens, sentence, kept_ptr, table, seed_ptr,
         norm_in, norm_out, sat_in, sat_out, crowd_in, crowd_out, centres_ptr,
