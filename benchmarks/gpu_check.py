@@ -95,7 +95,7 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
                   damping=None):
     """float64 SGD chunk after chunk, as the kernel defines it (each chunk's gradients from the
     tables as the chunks before it left them; `all_at_once`: every chunk from the first
-    tables). `damping` (crowd_in, crowd_out, centres, scale), as `triton.Damping` keeps them:
+    tables). `damping` (crowd_in, crowd_out, centres, scale), as `crowd.Damping` keeps them:
     each chunk divides a row's update by 1 + rate x scale x its crowd / the centres before it,
     then adds its |g| / 2 x |other row as read|^2 to the row's crowd and its centres. Returns
     (w_in, w_out, loss, pairs, (sat_in, sat_out), (crowd_in, crowd_out, centres))."""

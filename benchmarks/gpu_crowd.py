@@ -1,4 +1,4 @@
-"""The Triton step's crowd on a GPU, emulated on CPU: what its damping (`triton.Damping`) is for.
+"""The Triton step's crowd on a GPU, emulated on CPU: what its damping (`crowd.Damping`) is for.
 
     python benchmarks/gpu_crowd.py --in-flight 2112 --damping 0.1 -- \
         --data.shards deb --train.run_dir RUN [more `w2vdist train` flags]
@@ -10,7 +10,7 @@ needed to see what that does to the vectors: this script trains with the torch b
 pairs and negatives (windows with a centre's negatives shared, as the kernel's default), the
 step's kept centres `in_flight` at a time, each piece's gradients from the tables as the
 pieces before it left them, and each row's update divided by 1 + damping x lr x its crowd
-estimated as the kernel does (`triton.Damping`: the row's curvature per centre trained before
+estimated as the kernel does (`crowd.Damping`: the row's curvature per centre trained before
 the piece, decayed over steps, x in_flight; `--damping 0`: plain Hogwild). It runs `w2vdist train` in this process with the torch step
 replaced by this one; pass the Triton step's words per step (`--optim.batch_words 262144`)
 and rate (`--optim.alpha 0.05`) to compare with the compiled kernel, which trains pair by
@@ -28,7 +28,7 @@ import torch
 
 from w2vdist import cli
 from w2vdist.training import backends
-from w2vdist.training.backends.triton import CROWD_MEMORY
+from w2vdist.training.backends.crowd import CROWD_MEMORY
 from w2vdist.training.sampling import WindowSampler
 from w2vdist.training.sgns import Embeddings, gradients
 
@@ -41,7 +41,7 @@ class CrowdStep:
         self.sampler, self.tables = sampler, tables
         self.in_flight, self.damping = in_flight, damping
         rows = tables.input.shape[0]
-        self.crowd = (torch.zeros(rows), torch.zeros(rows))  # as triton.Damping keeps them
+        self.crowd = (torch.zeros(rows), torch.zeros(rows))  # as crowd.Damping keeps them
         self.centres = 0.0
 
     def __call__(self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float,

@@ -77,7 +77,8 @@ def _norms(w_in: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _run_scenarios(out: str) -> None:
     """Child process: the kernel on every scenario, results and recorded draws saved."""
-    from w2vdist.training.backends.triton import CHUNK, Damping, sgns_chunks, tiles
+    from w2vdist.training.backends.crowd import Damping
+    from w2vdist.training.backends.triton import CHUNK, sgns_chunks, tiles
     from w2vdist.training.sampling import AliasTable, subsample
     from w2vdist.training.merge import Saturation
 
@@ -200,7 +201,7 @@ def test_damping_divides_each_rows_update_by_its_crowd_and_counts_what_it_traine
     centre trained before it (the float64 reference above does it, program after program);
     each program then adds its |g| / 2 x |other row as read|^2 to its rows' totals and its
     centres to theirs, and `advance` decays all of them by the step's kept centres."""
-    from w2vdist.training.backends.triton import CROWD_MEMORY
+    from w2vdist.training.backends.crowd import CROWD_MEMORY
 
     scenario, result = SCENARIOS[name](), kernel[name]
     undamped = reference_sgd(
@@ -223,7 +224,7 @@ def test_damping_divides_each_rows_update_by_its_crowd_and_counts_what_it_traine
 def test_resident_programs_follow_registers_shared_memory_and_threads():
     """Occupancy as Triton's fused-softmax tutorial reckons it, on an H100's figures: the
     per-centre kernel's 255 registers at 8 warps leave one program an SM."""
-    from w2vdist.training.backends.triton import resident_programs
+    from w2vdist.training.backends.crowd import resident_programs
 
     h100 = dict(warpSize=32, max_num_regs=65536, max_shared_mem=232448,
                 multiprocessor_count=132)  # fmt: skip

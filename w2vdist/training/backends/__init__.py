@@ -12,7 +12,8 @@ eager torch on CPU and better per word than word2vec.c; ranks agree through
 
 `triton` (`triton.py`): the torch path's sampling, then one fused Triton launch that gathers,
 scores and atomically adds the updates into both tables, with no batch x (K+1) x dim
-intermediate; Hogwild within the batch, so `sync.strategy=local` too.
+intermediate; Hogwild within the batch, so `sync.strategy=local` too; a row's updates damped
+where the GPU's resident programs crowd it (`crowd.py`).
 
 A step takes the learning rate at the start and at the end of its words: the compiled kernel
 decays it word by word, the batch steps use the mean (the rate at the batch's midpoint).
@@ -193,7 +194,8 @@ def build(
         return KernelStep(sampler, tables, cfg.train.threads, sync.saturation,
                           cfg.model.share_negatives == "centre")
     if cfg.train.backend == "triton":
-        from w2vdist.training.backends.triton import Damping, TritonStep
+        from w2vdist.training.backends.crowd import Damping
+        from w2vdist.training.backends.triton import TritonStep
 
         damping = None
         if cfg.optim.damping:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from w2vdist.training.backends.crowd import Damping, resident
 from w2vdist.training.sampling import subsample
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def sgns_chunks(
         else:
             first = 0
             if damping.resident is None:  # known once the kernel is loaded: one program first
-                damping.resident = _resident(launch(0, 1, CHUNK), device)
+                damping.resident = resident(launch(0, 1, CHUNK), device)
                 first = 1
             if first < programs:
                 launch(first, programs - first, CHUNK * min(programs, damping.resident))
@@ -336,73 +337,6 @@ if _IMPORT_ERROR is None:
             tl.debug_barrier()  # no thread adds to this tile before every thread has read it
             tl.atomic_add(in_rows + d[None, :], lr * grad_in, mask=in_mask, sem="relaxed")
             tl.atomic_add(out_rows + d[None, :], lr * grad_out, mask=out_mask, sem="relaxed")
-
-
-@dataclass
-class Damping:
-    """How the Triton step keeps crowded rows from overshooting (`optim.damping`).
-
-    On a GPU a program reads its rows, computes, then adds its updates, while every other
-    resident program does the same: each update misses those of about `in_flight` centres
-    (its chunk and the chunks trained alongside it: 2,112 on an H100 or H200 at one program
-    per SM). For a frequent word's rows that is a batch-synchronous step of hundreds of
-    contributions, which overshoot as the torch step's did: emulated on CPU, 6,336 centres
-    (chunk mode's three programs an SM) diverged in the first step, and 2,112 scored 0.4
-    analogy points under damped (three seeds, within their spread; BENCHMARKS.md, "The GPU
-    kernel's crowd"). So each row's update is divided, as the torch step divides a batch's,
-    by 1 + damping x lr x H, H the curvature of the row's updates among `in_flight` centres,
-    estimated from what was trained before it: the row's summed curvature (`crowd`) over the
-    centres trained (`centres`), times `in_flight`. Both totals grow as programs finish, so
-    the estimate follows rows that grow within a step (the first steps), and decay between
-    steps with a memory of CROWD_MEMORY centres, so it follows the run. They are not saved:
-    a resumed session refills them within its first step.
-    """
-
-    factor: float
-    crowd: tuple[torch.Tensor, torch.Tensor]  # per row of each table, float32
-    centres: torch.Tensor  # 0-d float32
-    resident: int | None = None  # programs the GPU runs at once, once the kernel is loaded
-
-    @classmethod
-    def zeros(cls, factor: float, rows: int, device: torch.device) -> "Damping":
-        return cls(factor, (torch.zeros(rows, device=device), torch.zeros(rows, device=device)),
-                   torch.zeros((), device=device))  # fmt: skip
-
-    def advance(self, kept: torch.Tensor) -> None:
-        """After a step of `kept` centres (0-d, on the device): older steps count less."""
-        decay = torch.exp(kept.float() / -CROWD_MEMORY)
-        for t in (*self.crowd, self.centres):
-            t.mul_(decay)
-
-
-CROWD_MEMORY = float(1 << 20)  # kept centres (about 2M raw words at sample 1e-4)
-
-
-def resident_programs(regs: int, warps: int, shared: int, device: dict[str, int]) -> int:
-    """Programs of a kernel using `regs` registers a thread, `warps` warps and `shared` bytes
-    that a GPU (`device`: Triton's driver properties) runs at once: occupancy as Triton's
-    fused-softmax tutorial reckons it (registers, shared memory), also bounded by threads."""
-    threads = warps * device["warpSize"]
-    limits = [device["max_num_regs"] // max(1, regs * threads), MAX_THREADS_PER_SM // threads]
-    if shared:
-        limits.append(device["max_shared_mem"] // shared)
-    return max(1, min(limits)) * device["multiprocessor_count"]
-
-
-# Threads an SM holds on NVIDIA's data-centre GPUs since Maxwell (fewer on some GeForce parts,
-# which `resident_programs` then overstates: more damping, not less).
-MAX_THREADS_PER_SM = 2048
-
-
-def _resident(kernel: Any, device: torch.device) -> int:
-    """Programs of the loaded `kernel` (a launch's CompiledKernel) the device runs at once;
-    one under the interpreter, whose launches return nothing."""
-    if device.type != "cuda" or kernel is None:
-        return 1
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    props = triton.runtime.driver.active.utils.get_device_properties(index)
-    meta = kernel.metadata
-    return resident_programs(kernel.n_regs, meta.num_warps, meta.shared, props)
 
 
 @dataclass
