@@ -11,10 +11,11 @@ pairs and negatives (windows with a centre's negatives shared, as the kernel's d
 step's kept centres `in_flight` at a time, each piece's gradients from the tables as the
 pieces before it left them, and each row's update divided by 1 + damping x lr x its crowd
 estimated as the kernel does (`crowd.Damping`: the row's curvature per centre trained before
-the piece, decayed over steps, x in_flight; `--damping 0`: plain Hogwild). It runs `w2vdist train` in this process with the torch step
-replaced by this one; pass the Triton step's words per step (`--optim.batch_words 262144`)
-and rate (`--optim.alpha 0.05`) to compare with the compiled kernel, which trains pair by
-pair and misses nothing.
+the piece, decayed over steps, x in_flight; `--damping 0`: plain Hogwild). It runs `w2vdist
+train` in this process with the torch step replaced by this one; pass the Triton step's
+words per step (`--optim.batch_words 262144`) and rate (`--optim.alpha 0.05`) to compare with
+the compiled kernel, which trains pair by pair and misses nothing. A model of the kernel, not
+the kernel: a piece's centres all read at once, where a GPU's programs start one after another.
 """
 
 from __future__ import annotations

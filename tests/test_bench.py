@@ -153,3 +153,30 @@ def test_run_figures_summarise_a_training_runs_metrics(shards, tmp_path):
     # The loop is slower than its fastest interval and faster than its slowest.
     speeds = [r["words_per_s"] for r in records]
     assert min(speeds) <= figures["words_per_s"] <= max(speeds)
+
+
+def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
+    """`benchmarks/gpu_crowd.py` runs `w2vdist train` with its emulated Triton step: the run
+    finishes with a checkpoint, and damping changes what it trains (its crowd is estimated
+    and applied)."""
+    import subprocess
+    import sys
+
+    from w2vdist.training import checkpoint
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_crowd.py"
+    tables = []
+    for damping in ("0", "1"):
+        run = tmp_path / f"run-{damping}"
+        done = subprocess.run(
+            [sys.executable, str(script), "--in-flight", "64", "--damping", damping, "--",
+             "--data.shards", str(shards), "--train.run_dir", str(run), "--model.dim", "16",
+             "--optim.batch_words", "1024", "--optim.alpha", "0.05", "--train.max_steps", "4",
+             "--wandb.mode", "disabled", "--train.threads", "1"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "trained 4/" in done.stdout
+        tables.append(checkpoint.load_tables(run)[1])
+    assert torch.isfinite(tables[1]).all()
+    assert not torch.allclose(tables[0], tables[1])

@@ -68,7 +68,8 @@ class OptimConfig:
                                "backend's default, see README)")
     damping: float = setting(0.1, "torch, triton: bounds the step of rows a batch (a GPU's "
                              "programs at once) updates many times (see sgns.apply, "
-                             "crowd.Damping); 0: plain SGD")
+                             "crowd.Damping; triton with share_negatives chunk: 0.3); "
+                             "0: plain SGD")
 
     def __post_init__(self) -> None:
         check(math.isfinite(self.alpha) and self.alpha >= 0, "optim.alpha",
