@@ -248,46 +248,65 @@ def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
 
 
 def bench(device: torch.device, quick: bool) -> None:
-    from w2vdist.training.backends.triton import tiles
+    from w2vdist.training.backends import triton as kernels
 
     bandwidth = _bandwidth(device)
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
     vocab = 2000 if quick else 200_000
     sizes = (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
-    # At the default damping of crowded rows; the kernel's own default step also without it.
-    # torch only up to 262,144 words: its (N, 2W, K+1, D) intermediates are GBs at 1M.
-    runs = [("triton", words, 0.1) for words in sizes] + [("triton", min(sizes[-1], 1 << 18), 0.0)]
-    runs += [("torch", words, 0.1) for words in sizes if words <= (1 << 18)]
+    # (backend, words, damping, dim tile): the defaults; at the kernel's own default step also
+    # undamped, and damped in tiles of 32, which spill 4 bytes a thread in centre mode where
+    # the default 16 spill none (`tiles`): which is faster is for a GPU to say. torch only up
+    # to 262,144 words: its (N, 2W, K+1, D) intermediates are GBs at 1M.
+    default = min(sizes[-1], 1 << 18)
+    runs = [("triton", words, 0.1, None) for words in sizes]
+    runs += [("triton", default, 0.0, None), ("triton", default, 0.1, 32)]
+    runs += [("torch", words, 0.1, None) for words in sizes if words <= (1 << 18)]
+    chosen = kernels.tiles
     for dim in (100, 300):
-        for backend, words, damping in runs:
-            step, tables = _step(backend, dim, vocab, words, device, damping)
-            tokens = _zipf_tokens(vocab, words, device)
-            sentence = torch.arange(words, device=device) // 20
-            result = {}
+        for backend, words, damping, block_d in runs:
+            if block_d:
+                def widened(*args, block_d=block_d) -> dict:
+                    return {**chosen(*args), "BLOCK_D": block_d}
 
-            def run() -> None:
-                result["out"] = step(tokens, sentence, 0.025, 0.025)
+                kernels.tiles = widened
+            try:
+                _bench_one(backend, dim, vocab, words, damping, device, quick, bandwidth,
+                           kernels)
+            finally:
+                kernels.tiles = chosen
 
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            seconds = _time(run, device, 1 if quick else 20)
-            pairs = int(result["out"][1])
-            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" \
-                else float("nan")
-            # Modelled traffic: a program per CHUNK kept words reads its band and target
-            # rows twice and adds to them once (a read and a write): 4 x rows x dim floats.
-            kept = float(step.sampler.keep[tokens].sum())
-            blocks = tiles(5, 5, dim, "centre")
-            rows = CHUNK + 2 * 5 + CHUNK * 6
-            triton = backend == "triton"
-            traffic = kept / CHUNK * rows * dim * 4 * 4 if triton else float("nan")
-            resident = step.damping.resident if triton and step.damping else "-"
-            print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
-                  f"damping={damping} words_per_s={words / seconds:,.0f} "
-                  f"pairs_per_s={pairs / seconds:,.0f} step_ms={seconds * 1e3:.2f} "
-                  f"peak_gb={peak:.2f} bandwidth_share={traffic / seconds / bandwidth:.2f} "
-                  f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']} "
-                  f"resident_programs={resident}", flush=True)
+
+def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float,
+               device: torch.device, quick: bool, bandwidth: float, kernels) -> None:
+    step, tables = _step(backend, dim, vocab, words, device, damping)
+    tokens = _zipf_tokens(vocab, words, device)
+    sentence = torch.arange(words, device=device) // 20
+    result = {}
+
+    def run() -> None:
+        result["out"] = step(tokens, sentence, 0.025, 0.025)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _time(run, device, 1 if quick else 20)
+    pairs = int(result["out"][1])
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" \
+        else float("nan")
+    # Modelled traffic: a program per CHUNK kept words reads its band and target rows twice
+    # and adds to them once (a read and a write): 4 x rows x dim floats.
+    kept = float(step.sampler.keep[tokens].sum())
+    blocks = kernels.tiles(5, 5, dim, "centre")
+    rows = CHUNK + 2 * 5 + CHUNK * 6
+    triton = backend == "triton"
+    traffic = kept / CHUNK * rows * dim * 4 * 4 if triton else float("nan")
+    resident = step.damping.resident if triton and step.damping else "-"
+    print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
+          f"damping={damping} words_per_s={words / seconds:,.0f} "
+          f"pairs_per_s={pairs / seconds:,.0f} step_ms={seconds * 1e3:.2f} "
+          f"peak_gb={peak:.2f} bandwidth_share={traffic / seconds / bandwidth:.2f} "
+          f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']} "
+          f"resident_programs={resident}", flush=True)
 
 
 def mem(device: torch.device, quick: bool) -> None:
