@@ -230,14 +230,17 @@ def _bandwidth(device: torch.device) -> float:
 
 
 def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
-          damping: float = 0.1):
+          damping: float | None = None):
+    """The trainer's step at `optim.damping` `damping` (None: the default)."""
     from w2vdist.training.config import Config, ModelConfig, OptimConfig
     from w2vdist.training import backends
     from w2vdist.training.sgns import Embeddings
     from w2vdist.training.sync import OneProcess
 
-    cfg = Config(model=ModelConfig(dim=dim), optim=OptimConfig(batch_words=words,
-                                                               damping=damping))
+    optim = OptimConfig(batch_words=words)
+    if damping is not None:
+        optim = OptimConfig(batch_words=words, damping=damping)
+    cfg = Config(model=ModelConfig(dim=dim), optim=optim)
     cfg.train.backend = backend
     counts = torch.bincount(_zipf_tokens(vocab, 1 << 20, torch.device("cpu")),
                             minlength=vocab) + 1  # fmt: skip
@@ -249,6 +252,7 @@ def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
 
 def bench(device: torch.device, quick: bool) -> None:
     from w2vdist.training.backends import triton as kernels
+    from w2vdist.training.config import OptimConfig
 
     bandwidth = _bandwidth(device)
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
@@ -258,10 +262,10 @@ def bench(device: torch.device, quick: bool) -> None:
     # undamped, and damped in tiles of 32, which spill 4 bytes a thread in centre mode where
     # the default 16 spill none (`tiles`): which is faster is for a GPU to say. torch only up
     # to 262,144 words: its (N, 2W, K+1, D) intermediates are GBs at 1M.
-    default = min(sizes[-1], 1 << 18)
-    runs = [("triton", words, 0.1, None) for words in sizes]
-    runs += [("triton", default, 0.0, None), ("triton", default, 0.1, 32)]
-    runs += [("torch", words, 0.1, None) for words in sizes if words <= (1 << 18)]
+    default, damped = min(sizes[-1], 1 << 18), OptimConfig().damping
+    runs = [("triton", words, damped, None) for words in sizes]
+    runs += [("triton", default, 0.0, None), ("triton", default, damped, 32)]
+    runs += [("torch", words, damped, None) for words in sizes if words <= (1 << 18)]
     chosen = kernels.tiles
     for dim in (100, 300):
         for backend, words, damping, block_d in runs:

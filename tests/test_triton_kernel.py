@@ -117,6 +117,7 @@ def _run_scenarios(out: str) -> None:
             damping.advance(kept)
             results[name]["advanced"] = (*damping.crowd, damping.centres)
     results["no-sync"] = _count_host_syncs()
+    results["built"] = _built_damping()
     torch.save(results, out)
 
 
@@ -313,6 +314,47 @@ def _count_host_syncs() -> dict[str, dict[str, int]]:
         torch.ones(2)[torch.tensor([True, False])].item()
     out["probe"] = probe.seen
     return out
+
+
+def _built_damping() -> dict[float, dict | None]:
+    """Child process: the Triton step as training builds it (`backends.build`) at
+    `optim.damping` 0.1 and 0, after two steps: what its damping holds."""
+    from w2vdist.training import backends
+    from w2vdist.training.config import Config, ModelConfig, OptimConfig
+    from w2vdist.training.sgns import Embeddings
+    from w2vdist.training.sync import OneProcess
+
+    counts = torch.tensor([50, 30, 20, 10, 8, 6, 5, 4, 3, 2])
+    tokens = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0))
+    sentence = torch.arange(200) // 20
+    out: dict[float, dict | None] = {}
+    for factor in (0.1, 0.0):
+        cfg = Config(model=ModelConfig(dim=8, sample=0), optim=OptimConfig(damping=factor))
+        cfg.train.backend = "triton"
+        tables = Embeddings(10, 8, torch.Generator().manual_seed(1))
+        step = backends.build(cfg, tables, counts.numpy(), OneProcess(1, tables.input.device),
+                              torch.Generator().manual_seed(3))
+        for _ in range(2):
+            step(tokens, sentence, 0.05, 0.05)
+        d = step.damping
+        out[factor] = None if d is None else dict(
+            factor=d.factor, resident=d.resident, centres=float(d.centres),
+            crowd=float(d.crowd[0].sum() + d.crowd[1].sum()))
+    return out
+
+
+def test_the_trainer_builds_the_triton_step_damped_at_optim_damping(kernel):
+    """`backends.build` gives the step a `Damping` of `optim.damping` whose totals its steps
+    fill (two steps of 200 kept centres, each decayed after it), and none at 0."""
+    from w2vdist.training.backends.crowd import CROWD_MEMORY
+
+    built = kernel["built"]
+    assert built[0.0] is None
+    damped = built[0.1]
+    assert damped["factor"] == 0.1 and damped["resident"] == 1
+    decay = math.exp(-200 / CROWD_MEMORY)
+    assert damped["centres"] == pytest.approx((200 * decay + 200) * decay, rel=1e-6)
+    assert damped["crowd"] > 0
 
 
 def _inside_interpreter() -> bool:

@@ -86,10 +86,10 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
 # the compiled kernel runs faster on larger blocks (one process: 65,536), but N ranks share
 # LOCAL_STEP_WORDS a step so that `local` can merge the hot rows as often as
 # `sync.resolved` asks (a merge waits for a step to end); the Triton step
-# needs about 10^5-10^6 words to fill a GPU (its Hogwild updates do not grow stale with the
-# step: each program reads the rows as they are when it runs). Under `local` the ranks' tables
-# drift apart for a whole step, so N GPUs share LOCAL_GPU_STEP_WORDS, down to
-# GPU_STEP_WORDS_MIN a rank: emulated on CPU with the compiled kernel's same per-pair updates,
+# needs about 10^5-10^6 words to fill a GPU (its updates do not grow stale with the step: each
+# misses only those of the programs resident beside it, `crowd.py`). Under `local` the ranks'
+# tables drift apart for a whole step, so N GPUs share LOCAL_GPU_STEP_WORDS, down to
+# GPU_STEP_WORDS_MIN a rank: emulated on CPU with the compiled kernel's per-pair updates,
 # 8 ranks of 262,144-word steps scored 22.51% analogy against 25.58% at 65,536 (four seeds
 # each), 4 ranks 25.96% at 262,144 and 27.04% at 131,072, 16 ranks 14.23% at 262,144, 19.62%
 # at 65,536, 24.21% at 32,768 and 25.55% at 16,384 (BENCHMARKS.md): what counts is the words

@@ -137,7 +137,7 @@ def sgns_chunks(
         track = saturation is not None
         sat = (saturation.norm_in, saturation.norm_out, saturation.sat_in, saturation.sat_out) \
             if track else (losses,) * 4  # never read without TRACK
-        damp = (*damping.crowd, damping.centres) if damping else (losses,) * 3
+        damp = (*damping.crowd, damping.centres) if damping else (losses,) * 3  # read if DAMP
 
         def launch(first: int, count: int, in_flight: int) -> Any:
             return _sgns_chunk[(count,)](
