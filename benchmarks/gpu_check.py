@@ -251,8 +251,8 @@ def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
 
 
 def bench(device: torch.device, quick: bool) -> None:
+    from w2vdist.training import backends
     from w2vdist.training.backends import triton as kernels
-    from w2vdist.training.config import OptimConfig
 
     bandwidth = _bandwidth(device)
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
@@ -262,7 +262,7 @@ def bench(device: torch.device, quick: bool) -> None:
     # undamped, and damped in tiles of 32, which spill 4 bytes a thread in centre mode where
     # the default 16 spill none (`tiles`): which is faster is for a GPU to say. torch only up
     # to 262,144 words: its (N, 2W, K+1, D) intermediates are GBs at 1M.
-    default, damped = min(sizes[-1], 1 << 18), OptimConfig().damping
+    default, damped = min(sizes[-1], 1 << 18), backends.DAMPING  # centre mode's
     runs = [("triton", words, damped, None) for words in sizes]
     runs += [("triton", default, 0.0, None), ("triton", default, damped, 32)]
     runs += [("torch", words, damped, None) for words in sizes if words <= (1 << 18)]

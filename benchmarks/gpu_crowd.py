@@ -7,7 +7,8 @@ On a GPU every resident program reads its rows, computes, then adds its updates,
 update misses those of about `in_flight` centres (its chunk and the chunks trained alongside
 it: one program per SM at 16 centres each is 2,112 centres on an H100 or H200). No GPU is
 needed to see what that does to the vectors: this script trains with the torch backend's
-pairs and negatives (windows with a centre's negatives shared, as the kernel's default), the
+pairs and negatives (windows with a centre's negatives shared, as the kernel's default, or one
+set per chunk of 16 centres: `--share-negatives chunk`), the
 step's kept centres `in_flight` at a time, each piece's gradients from the tables as the
 pieces before it left them, and each row's update divided by 1 + damping x lr x its crowd
 estimated as the kernel does (`crowd.Damping`: the row's curvature per centre trained before
@@ -30,6 +31,7 @@ import torch
 from w2vdist import cli
 from w2vdist.training import backends
 from w2vdist.training.backends.crowd import CROWD_MEMORY
+from w2vdist.training.backends.triton import CHUNK
 from w2vdist.training.sampling import WindowSampler
 from w2vdist.training.sgns import Embeddings, gradients
 
@@ -38,9 +40,10 @@ class CrowdStep:
     """A GPU's Triton step as CPU torch ops: pieces of `in_flight` kept centres, damped."""
 
     def __init__(self, sampler: WindowSampler, tables: Embeddings, in_flight: int,
-                 damping: float) -> None:
+                 damping: float, chunk_negatives: bool = False) -> None:
         self.sampler, self.tables = sampler, tables
         self.in_flight, self.damping = in_flight, damping
+        self.chunk_negatives = chunk_negatives
         rows = tables.input.shape[0]
         self.crowd = (torch.zeros(rows), torch.zeros(rows))  # as crowd.Damping keeps them
         self.centres = 0.0
@@ -49,6 +52,8 @@ class CrowdStep:
                  lr_end: float) -> tuple[torch.Tensor, torch.Tensor]:
         centres, contexts, mask, negatives = self.sampler(tokens, sentence)
         kept = centres.shape[0]
+        if self.chunk_negatives:  # `share_negatives chunk`: a chunk's first centre's, for all
+            negatives = negatives[torch.arange(kept) // CHUNK * CHUNK]
         loss = torch.zeros((), dtype=torch.float64)
         pairs = torch.zeros((), dtype=torch.int64)
         for lo in range(0, kept, self.in_flight):
@@ -79,6 +84,8 @@ def main() -> int:
     p.add_argument("--in-flight", type=int, default=2112,
                    help="centres whose updates each update misses")
     p.add_argument("--damping", type=float, default=0.1, help="as optim.damping; 0: none")
+    p.add_argument("--share-negatives", choices=("centre", "chunk"), default="centre",
+                   help=f"the kernel's negatives: a centre's own, or one set per {CHUNK} centres")
     p.add_argument("train", nargs=argparse.REMAINDER, help="-- then `w2vdist train` flags")
     args = p.parse_args()
     flags = args.train[1:] if args.train[:1] == ["--"] else args.train
@@ -86,7 +93,8 @@ def main() -> int:
     def build(cfg, tables, counts, sync, generator):  # noqa: ANN001, ANN202 (backends.build)
         counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
         sampler = WindowSampler(counts_t, cfg.model, generator, tables.input.device)
-        return CrowdStep(sampler, tables, args.in_flight, args.damping)
+        return CrowdStep(sampler, tables, args.in_flight, args.damping,
+                         args.share_negatives == "chunk")
 
     backends.build = build  # Session.build asks the module for the step
     return cli.main(["train", "--train.backend", "torch", "--train.device", "cpu", *flags])

@@ -158,7 +158,7 @@ def test_run_figures_summarise_a_training_runs_metrics(shards, tmp_path):
 def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
     """`benchmarks/gpu_crowd.py` runs `w2vdist train` with its emulated Triton step: the run
     finishes with a checkpoint, and damping changes what it trains (its crowd is estimated
-    and applied)."""
+    and applied), as do negatives shared per chunk."""
     import subprocess
     import sys
 
@@ -166,10 +166,11 @@ def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_crowd.py"
     tables = []
-    for damping in ("0", "1"):
-        run = tmp_path / f"run-{damping}"
+    for damping, share in (("0", "centre"), ("1", "centre"), ("1", "chunk")):
+        run = tmp_path / f"run-{damping}-{share}"
         done = subprocess.run(
-            [sys.executable, str(script), "--in-flight", "64", "--damping", damping, "--",
+            [sys.executable, str(script), "--in-flight", "64", "--damping", damping,
+             "--share-negatives", share, "--",
              "--data.shards", str(shards), "--train.run_dir", str(run), "--model.dim", "16",
              "--optim.batch_words", "1024", "--optim.alpha", "0.05", "--train.max_steps", "4",
              "--wandb.mode", "disabled", "--train.threads", "1"],
@@ -178,5 +179,6 @@ def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert "trained 4/" in done.stdout
         tables.append(checkpoint.load_tables(run)[1])
-    assert torch.isfinite(tables[1]).all()
+    assert all(torch.isfinite(t).all() for t in tables)
     assert not torch.allclose(tables[0], tables[1])
+    assert not torch.allclose(tables[1], tables[2])

@@ -132,17 +132,17 @@ def test_a_resume_keeps_the_runs_choices_and_refuses_other_values(shards, tmp_pa
 
 
 def test_only_the_settings_chosen_at_start_are_kept_from_the_run():
-    ran = from_dict(Config, {"optim": {"alpha": 0.04, "batch_words": 8192},
+    ran = from_dict(Config, {"optim": {"alpha": 0.04, "batch_words": 8192, "damping": 0.2},
                              "sync": {"every_steps": 32, "hot_rows": 3000, "hot_every_steps": 2},
                              "model": {"dim": 50}})
     kept = keep_choices(Config(), ran)
-    assert (kept.optim.alpha, kept.optim.batch_words, kept.sync.every_steps, kept.sync.hot_rows,
-            kept.sync.hot_every_steps) == (0.04, 8192, 32, 3000, 2)
+    assert (kept.optim.alpha, kept.optim.batch_words, kept.optim.damping, kept.sync.every_steps,
+            kept.sync.hot_rows, kept.sync.hot_every_steps) == (0.04, 8192, 0.2, 32, 3000, 2)
     assert kept.model.dim == 100  # a default, not a choice: a resume refuses the difference
     assert keep_choices(from_dict(Config, {"optim": {"alpha": 0.03}}), ran).optim.alpha == 0.03
     # On another number of ranks how they agree is chosen for the new world; the schedule stays.
     moved = keep_choices(Config(), ran, resized=True)
-    assert (moved.optim.alpha, moved.optim.batch_words) == (0.04, 8192)
+    assert (moved.optim.alpha, moved.optim.batch_words, moved.optim.damping) == (0.04, 8192, 0.2)
     assert (moved.sync.every_steps, moved.sync.hot_rows, moved.sync.hot_every_steps) == (0, -1, 0)
 
 
@@ -287,6 +287,7 @@ def test_saved_config_is_the_resolved_spec_with_no_placeholders(shards, tmp_path
                 "sync.hot_every_steps", "run.world_size", "run.total_steps"):
         assert saved[key] > 0, key
     assert "auto" not in saved.values()
+    assert saved["optim.alpha"] > 0 and saved["optim.damping"] >= 0
     # The step folder carries the same spec.
     assert flatten(checkpoint_info(run)["config"])["train.backend"] == "cpu-kernel"
 

@@ -59,23 +59,24 @@ class ModelConfig:
 class OptimConfig:
     """Plain SGD with word2vec.c's linear decay from alpha to alpha * min_alpha_ratio.
 
-    alpha 0 resolves per backend (`backends.alpha`), above word2vec.c's 0.025 (BENCHMARKS.md).
+    alpha 0 resolves per backend (`backends.alpha`), above word2vec.c's 0.025 (BENCHMARKS.md);
+    damping -1 too (`backends.damping`).
     """
 
     alpha: float = setting(0.0, "starting learning rate (0: the backend's; see README)")
     min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
     batch_words: int = setting(0, "raw words per rank per step, on average (0: the "
                                "backend's default, see README)")
-    damping: float = setting(0.1, "torch, triton: bounds the step of rows a batch (a GPU's "
+    damping: float = setting(-1.0, "torch, triton: bounds the step of rows a batch (a GPU's "
                              "programs at once) updates many times (see sgns.apply, "
-                             "crowd.Damping; triton with share_negatives chunk: 0.3); "
-                             "0: plain SGD")
+                             "crowd.Damping; -1: 0.3 for triton with share_negatives chunk, "
+                             "else 0.1); 0: plain SGD")
 
     def __post_init__(self) -> None:
         check(math.isfinite(self.alpha) and self.alpha >= 0, "optim.alpha",
                "must be finite, >= 0 (0: the backend's)")
-        check(math.isfinite(self.damping) and self.damping >= 0, "optim.damping",
-               "must be finite, >= 0 (0: plain SGD)")
+        check(math.isfinite(self.damping) and (self.damping >= 0 or self.damping == -1),
+               "optim.damping", "must be finite, >= 0 (0: plain SGD) or -1 (the backend's)")
         check(0 <= self.min_alpha_ratio <= 1, "optim.min_alpha_ratio", "must be in [0, 1]")
         check(self.batch_words >= 0, "optim.batch_words", "must be >= 0 (0: the backend's)")
 

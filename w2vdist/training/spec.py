@@ -43,7 +43,8 @@ MATH_FIELDS = (
 # began. The backend is not among them: another device is another computation, which a
 # resume refuses.
 CHOSEN_AT_START = (
-    ("optim", "alpha", 0.0), ("optim", "batch_words", 0), ("sync", "every_steps", 0),
+    ("optim", "alpha", 0.0), ("optim", "batch_words", 0), ("optim", "damping", -1.0),
+    ("sync", "every_steps", 0),
     ("sync", "hot_rows", -1), ("sync", "hot_every_steps", 0),
 )
 # What a resume on another number of ranks chooses anew when left to be chosen: how ranks
@@ -217,7 +218,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     cfg = _replace(cfg, "data", loader_workers=loader_workers(cfg.data.loader_workers,
                                                               world.device))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
-    cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size))
+    cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
+                   damping=backends.damping(cfg))
     plan = Plan.build(corpus.tokens, rank_tokens,
                       words_per_step or world.size * cfg.optim.batch_words, cfg.train.epochs)
     cfg = sync.resolved(cfg, world.size, plan.words_per_step)

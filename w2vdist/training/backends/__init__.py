@@ -141,6 +141,22 @@ def alpha(cfg: Config, world_size: int) -> float:
     return round(by_step + _log_linear(sample, high, low, 0.0, TORCH_RISE), 6)
 
 
+# optim.damping when -1. Centre mode's crowd (2,112 centres in flight on an H100/H200) and the
+# torch step's batches train best at 0.1; `share_negatives chunk` fits three programs an SM,
+# 6,336 centres, whose crowd diverged at 0.1 in the emulation with its negatives shared per
+# chunk and trained at 0.3 (BENCHMARKS.md, "The GPU kernel's crowd").
+DAMPING = 0.1
+CHUNK_DAMPING = 0.3
+
+
+def damping(cfg: Config) -> float:
+    """`optim.damping` for the (chosen) backend; -1 means the backend's default."""
+    if cfg.optim.damping >= 0:
+        return cfg.optim.damping
+    chunks = cfg.train.backend == "triton" and cfg.model.share_negatives == "chunk"
+    return CHUNK_DAMPING if chunks else DAMPING
+
+
 def _log_linear(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
     """y0 at x0 to y1 at x1, linear in log x (x between them)."""
     share = math.log(x / x0) / math.log(x1 / x0)
@@ -197,11 +213,10 @@ def build(
         from w2vdist.training.backends.crowd import Damping
         from w2vdist.training.backends.triton import TritonStep
 
-        damping = None
-        if cfg.optim.damping:
-            damping = Damping.zeros(cfg.optim.damping, tables.input.shape[0],
-                                    tables.input.device)
-        return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives, damping)
+        crowd = None
+        if damping(cfg):
+            crowd = Damping.zeros(damping(cfg), tables.input.shape[0], tables.input.device)
+        return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives, crowd)
     from w2vdist.training.backends.reference import TorchStep
 
-    return TorchStep(sampler, tables, sync, cfg.optim.damping)
+    return TorchStep(sampler, tables, sync, damping(cfg))
