@@ -78,6 +78,16 @@ def test_the_learning_rate_defaults_per_backend_and_one_asked_for_wins():
     assert [pair_alpha(s, "triton") for s in samples] == [pair_alpha(s) for s in samples]
     assert alpha(cfg(train={"backend": "cpu-kernel"}), 16) == 0.05  # the model's default sample
 
+    def gpu_alpha(world_size: int, sample: float = 1e-4) -> float:
+        return alpha(cfg(train={"backend": "triton"}, sync={"strategy": "local"},
+                         model={"sample": sample}), world_size)
+
+    # Several GPUs' ranks saturate frequent rows between merges: their rate rises with them.
+    assert [gpu_alpha(n) for n in (1, 2, 4, 8, 16, 32, 64)] == \
+        [0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.1]
+    assert gpu_alpha(8, 1e-5) == 0.09  # and with subsampling, as one GPU's
+    assert alpha(cfg(train={"backend": "cpu-kernel"}, sync={"strategy": "local"}), 8) == 0.05
+
     def subsampled_torch_alpha(words: int, sample: float) -> float:
         return alpha(cfg(train={"backend": "torch"}, model={"sample": sample},
                          optim={"batch_words": words}), 1)

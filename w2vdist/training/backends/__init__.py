@@ -118,6 +118,14 @@ SYNC_STEP_WORDS = 65_536
 # negative 10, sample 1e-5 its 0.06 scored 1.6 under 0.08 at 4,096 words and its 0.07 1.5
 # under 0.09 at 65,536; BENCHMARKS.md, "... by subsampling", "... the corpus mixed").
 PAIR_ALPHA = 0.05
+# Several GPUs under `local` train tens of thousands of words a rank between merges, enough
+# for every rank to saturate a frequent row, which the merge then gives about the mean of
+# their changes: the rate that trains best rises with the ranks. Emulated on CPU at their
+# default steps (BENCHMARKS.md, "Several GPUs' learning rate"), 0.05 lost 1.8 analogy points
+# to 0.07-0.085 on 8 ranks of 65,536 words and 2.0 to 0.1 on 16 of 32,768; 0.01 more per
+# doubling of the ranks, up to 32.
+GPU_RANKS_RISE = 0.01
+GPU_RANKS_RISE_MAX = 0.05
 TORCH_ALPHA = 0.06
 TORCH_ALPHA_AT_SYNC_STEP = 0.07
 SUBSAMPLING_SAMPLES = (1e-4, 3e-5)  # model.sample where the rates start and stop rising
@@ -127,14 +135,17 @@ TORCH_RISE = 0.02
 
 def alpha(cfg: Config, world_size: int) -> float:
     """`optim.alpha` for the (chosen) backend; 0 means the backend's default, which rises with
-    subsampling (`model.sample`) and for torch with the global step, so `optim.batch_words`
-    must be resolved (`batch_words`) first."""
+    subsampling (`model.sample`), for torch with the global step, so `optim.batch_words`
+    must be resolved (`batch_words`) first, and for triton with the ranks under `local`."""
     if cfg.optim.alpha:
         return cfg.optim.alpha
     high, low = SUBSAMPLING_SAMPLES
     sample = min(max(cfg.model.sample or high, low), high)  # 0: no subsampling
     if cfg.train.backend != "torch":
-        return round(PAIR_ALPHA + _log_linear(sample, high, low, 0.0, PAIR_RISE), 6)
+        ranks = 0.0
+        if cfg.train.backend == "triton" and cfg.sync.strategy == "local" and world_size > 1:
+            ranks = min(GPU_RANKS_RISE * math.log2(world_size), GPU_RANKS_RISE_MAX)
+        return round(PAIR_ALPHA + ranks + _log_linear(sample, high, low, 0.0, PAIR_RISE), 6)
     small = DEFAULT_BATCH_WORDS["torch"]
     words = min(max(global_step_words(cfg, world_size), small), SYNC_STEP_WORDS)
     by_step = _log_linear(words, small, SYNC_STEP_WORDS, TORCH_ALPHA, TORCH_ALPHA_AT_SYNC_STEP)
