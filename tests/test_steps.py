@@ -9,6 +9,7 @@ from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
 from w2vdist.training.backends import (
     SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose, damping, global_step_words,
+    negatives_warning,
 )
 from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 
@@ -122,6 +123,12 @@ def test_negative_sharing_is_checked_against_the_backend():
         cfg(model={"share_negatives": "window"})
     assert choose(cfg(train={"backend": "torch"}, model={"share_negatives": "pair"}), CPU, 1) \
         == "torch"
+
+
+def test_negatives_shared_per_chunk_are_warned_about():
+    assert "10 analogy points" in negatives_warning(cfg(model={"share_negatives": "chunk"}))
+    for share in ("centre", "pair"):
+        assert negatives_warning(cfg(model={"share_negatives": share})) is None
 
 
 def test_the_cpu_kernel_step_shares_negatives_as_the_config_says():

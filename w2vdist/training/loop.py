@@ -104,9 +104,10 @@ def _train(
     spec = resolve(cfg, world, corpus) if previous is None else \
         _resumed(cfg, previous, world, corpus, log)
     cfg, plan = spec.config, spec.plan
-    warning = backends.batch_warning(cfg, spec.update_words)
-    if warning and world.is_main:
-        log.warning(warning)
+    for warning in (backends.batch_warning(cfg, spec.update_words),
+                    backends.negatives_warning(cfg)):
+        if warning and world.is_main:
+            log.warning(warning)
     if dry_run:
         if world.is_main:
             _print_plan(spec, corpus, previous)

@@ -121,9 +121,10 @@ PAIR_ALPHA = 0.05
 # Several GPUs under `local` train tens of thousands of words a rank between merges, enough
 # for every rank to saturate a frequent row, which the merge then gives about the mean of
 # their changes: the rate that trains best rises with the ranks. Emulated on CPU at their
-# default steps (BENCHMARKS.md, "Several GPUs' learning rate"), 0.05 lost 1.8 analogy points
-# to 0.07-0.085 on 8 ranks of 65,536 words and 2.0 to 0.1 on 16 of 32,768; 0.01 more per
-# doubling of the ranks, up to 32.
+# default steps (BENCHMARKS.md, "Several GPUs' learning rate"), 0.05 lost 1.15 analogy
+# points to 0.08 on 8 ranks of 65,536 words (four seeds, each behind), 0.73 to 0.07 on 4 of
+# 131,072 and about 2 to 0.09 on 16 of 32,768; two ranks were level. 0.01 more per doubling
+# of the ranks, up to 32.
 GPU_RANKS_RISE = 0.01
 GPU_RANKS_RISE_MAX = 0.05
 TORCH_ALPHA = 0.06
@@ -206,6 +207,17 @@ def batch_warning(cfg: Config, words: int) -> str | None:
         f"from the same old tables: above {SYNC_STEP_WORDS:,} words per step its vectors were "
         "measured worse (BENCHMARKS.md, large steps); use fewer words per step, or "
         "sync.strategy local"
+    )
+
+
+def negatives_warning(cfg: Config) -> str | None:
+    """What `share_negatives chunk` costs the vectors, if the run shares them so."""
+    if cfg.model.share_negatives != "chunk":
+        return None
+    return (
+        "model.share_negatives chunk shares one set of negatives among 16 centres: emulated "
+        "on CPU it scored about 10 analogy points under a centre's own (BENCHMARKS.md, "
+        "\"The GPU kernel's crowd\"); it saves the kernel memory traffic, not quality"
     )
 
 
