@@ -17,6 +17,8 @@ train` in this process with the torch step replaced by this one; pass the Triton
 words per step (`--optim.batch_words 262144`) and rate (`--optim.alpha 0.05`) to compare with
 the compiled kernel, which trains pair by pair and misses nothing. A model of the kernel, not
 the kernel: a piece's centres all read at once, where a GPU's programs start one after another.
+Under torchrun with `--sync.strategy local` each rank emulates one GPU of a several-GPU run
+(the saturation its merges weigh by recorded as the torch step records it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from w2vdist import cli
 from w2vdist.training import backends
 from w2vdist.training.backends.crowd import CROWD_MEMORY
 from w2vdist.training.backends.triton import CHUNK
+from w2vdist.training.merge import Saturation
 from w2vdist.training.sampling import WindowSampler
 from w2vdist.training.sgns import Embeddings, gradients
 
@@ -40,8 +43,9 @@ class CrowdStep:
     """A GPU's Triton step as CPU torch ops: pieces of `in_flight` kept centres, damped."""
 
     def __init__(self, sampler: WindowSampler, tables: Embeddings, in_flight: int,
-                 damping: float, chunk_negatives: bool = False) -> None:
-        self.sampler, self.tables = sampler, tables
+                 damping: float, chunk_negatives: bool = False,
+                 saturation: Saturation | None = None) -> None:
+        self.sampler, self.tables, self.saturation = sampler, tables, saturation
         self.in_flight, self.damping = in_flight, damping
         self.chunk_negatives = chunk_negatives
         rows = tables.input.shape[0]
@@ -62,12 +66,16 @@ class CrowdStep:
             grads = gradients(self.tables, centres[piece], contexts[piece], negatives[piece],
                               mask[piece])  # fmt: skip
             per_centre = lr * self.damping * self.in_flight / max(self.centres, 1.0)
-            for table, rows, crowd in zip((self.tables.input, self.tables.output),
-                                          (grads.input, grads.output), self.crowd):
+            sat = self.saturation
+            sums = (sat.sat_in, sat.sat_out) if sat else (None, None)
+            for table, rows, crowd, summed in zip((self.tables.input, self.tables.output),
+                                                  (grads.input, grads.output), self.crowd, sums):
                 factor = 1.0 / (1.0 + per_centre * crowd[rows.index])
                 table.data.index_add_(0, rows.index, rows.values * factor.unsqueeze(1),
                                       alpha=lr)
                 crowd.index_add_(0, rows.index, rows.curvature)
+                if summed is not None:  # what `local` merges weigh the ranks' changes by
+                    summed.index_add_(0, rows.index, rows.curvature, alpha=lr)
             self.centres += min(self.in_flight, kept - lo)
             loss += grads.loss
             pairs += grads.pairs
@@ -94,7 +102,7 @@ def main() -> int:
         counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
         sampler = WindowSampler(counts_t, cfg.model, generator, tables.input.device)
         return CrowdStep(sampler, tables, args.in_flight, args.damping,
-                         args.share_negatives == "chunk")
+                         args.share_negatives == "chunk", sync.saturation)
 
     backends.build = build  # Session.build asks the module for the step
     return cli.main(["train", "--train.backend", "torch", "--train.device", "cpu", *flags])

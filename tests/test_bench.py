@@ -182,3 +182,29 @@ def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
     assert all(torch.isfinite(t).all() for t in tables)
     assert not torch.allclose(tables[0], tables[1])
     assert not torch.allclose(tables[1], tables[2])
+
+
+def test_gpu_crowd_records_what_local_merges_weigh():
+    """Under `local` each rank's emulated GPU step adds lr x curvature to the saturation the
+    merges weigh its changes by, on exactly the rows it changed."""
+    from benchmarks.gpu_crowd import CrowdStep
+    from w2vdist.training.config import ModelConfig
+    from w2vdist.training.merge import Saturation
+    from w2vdist.training.sampling import WindowSampler
+    from w2vdist.training.sgns import Embeddings
+
+    vocab = 40
+    counts = torch.arange(vocab, 0, -1) * 10
+    sampler = WindowSampler(counts, ModelConfig(dim=8, sample=0), torch.Generator().manual_seed(1),
+                            torch.device("cpu"))
+    tables = Embeddings(vocab, 8, torch.Generator().manual_seed(2))
+    tables.output.data.normal_(generator=torch.Generator().manual_seed(3))
+    before = [tables.input.data.clone(), tables.output.data.clone()]
+    sat = Saturation(*(torch.zeros(vocab) for _ in range(4)))
+    step = CrowdStep(sampler, tables, in_flight=16, damping=0.1, saturation=sat)
+    tokens = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(4))
+    step(tokens, torch.arange(300) // 30, 0.05, 0.05)
+    for table, was, summed in zip((tables.input, tables.output), before,
+                                  (sat.sat_in, sat.sat_out)):
+        changed = (table.data != was).any(dim=1)
+        assert changed.any() and torch.equal(summed > 0, changed)
