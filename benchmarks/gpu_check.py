@@ -70,23 +70,26 @@ def env(device: torch.device, quick: bool) -> None:
 
 
 def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, negative: int,
-                chunk: int) -> list[tuple[int, list[int]]]:
-    """The chunk's (context, [centre, negatives...]) pairs, word2vec.c's way, from the draws
-    the kernel recorded (`sgns_chunks(record=...)`)."""
+                chunk: int) -> list[tuple[int, list[int], float]]:
+    """The chunk's (context, [centre, negatives...], each negative's weight) pairs, word2vec.c's
+    way, from the draws the kernel recorded (`sgns_chunks(record=...)`): a centre's K at 1, or
+    the chunk's M (`block_t` - CHUNK) at K / M."""
     first, pairs = chunk * CHUNK, []
+    shared = block_t - CHUNK
     for n in range(CHUNK):
         q = first + n
         if q >= kept:
             break
         cols = ([n * block_t + t for t in range(negative + 1)] if share == "centre"
-                else [n] + [CHUNK + k for k in range(negative)])  # fmt: skip
+                else [n] + [CHUNK + k for k in range(shared)])  # fmt: skip
+        weight = 1.0 if share == "centre" else negative / shared
         centre = int(tokens[q])
         assert int(record[0, cols[0]]) == centre, "recorded centre differs from the token"
         outs = [centre] + [int(record[0, c]) for c in cols[1:] if int(record[0, c]) != centre]
         reach = int(record[1, cols[0]])
         for b in range(max(0, q - reach), min(kept, q + reach + 1)):
             if b != q and sentence[b] == sentence[q]:
-                pairs.append((int(tokens[b]), outs))
+                pairs.append((int(tokens[b]), outs, weight))
     return pairs
 
 
@@ -113,19 +116,21 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
         read_in, read_out = (first_in, first_out) if all_at_once else (w_in, w_out)
         grad_in, grad_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
         curv_in, curv_out = torch.zeros_like(crowd_in), torch.zeros_like(crowd_out)
-        for ctx, outs in chunk_pairs(tokens, sentence, kept, record[chunk], block_t, share,
-                                     negative, chunk):  # fmt: skip
+        for ctx, outs, weight in chunk_pairs(tokens, sentence, kept, record[chunk], block_t,
+                                             share, negative, chunk):  # fmt: skip
             count += 1
             v = read_in[ctx]
             u = read_out[outs]
             score = u @ v
             label = torch.zeros_like(score)
             label[0] = 1
-            g = label - torch.sigmoid(score)
+            weights = torch.full_like(score, weight)
+            weights[0] = 1
+            g = weights * (label - torch.sigmoid(score))
             grad_in[ctx] += g @ u
             grad_out.index_add_(0, torch.tensor(outs), g.unsqueeze(1) * v)
-            loss += float(torch.nn.functional.softplus(torch.where(label > 0, -score,
-                                                                   score)).sum())
+            loss += float((weights * torch.nn.functional.softplus(
+                torch.where(label > 0, -score, score))).sum())
             bend = 0.5 * g.abs()
             curv_in[ctx] += float((bend * (u * u).sum(1)).sum())
             curv_out.index_add_(0, torch.tensor(outs), bend * float(v @ v))
@@ -230,8 +235,9 @@ def _bandwidth(device: torch.device) -> float:
 
 
 def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
-          damping: float | None = None):
-    """The trainer's step at `optim.damping` `damping` (None: the default)."""
+          damping: float | None = None, share: str = "centre"):
+    """The trainer's step at `optim.damping` `damping` (None: the default) with
+    `model.share_negatives` `share`."""
     from w2vdist.training.config import Config, ModelConfig, OptimConfig
     from w2vdist.training import backends
     from w2vdist.training.sgns import Embeddings
@@ -240,7 +246,7 @@ def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
     optim = OptimConfig(batch_words=words)
     if damping is not None:
         optim = OptimConfig(batch_words=words, damping=damping)
-    cfg = Config(model=ModelConfig(dim=dim), optim=optim)
+    cfg = Config(model=ModelConfig(dim=dim, share_negatives=share), optim=optim)
     cfg.train.backend = backend
     counts = torch.bincount(_zipf_tokens(vocab, 1 << 20, torch.device("cpu")),
                             minlength=vocab) + 1  # fmt: skip
@@ -258,32 +264,34 @@ def bench(device: torch.device, quick: bool) -> None:
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
     vocab = 2000 if quick else 200_000
     sizes = (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
-    # (backend, words, damping, dim tile): the defaults; at the kernel's own default step also
-    # undamped, and damped in tiles of 32, which spill 4 bytes a thread in centre mode where
-    # the default 16 spill none (`tiles`): which is faster is for a GPU to say. torch only up
-    # to 262,144 words: its (N, 2W, K+1, D) intermediates are GBs at 1M.
+    # (backend, words, damping, dim tile, negatives): the defaults; at the kernel's own
+    # default step also undamped, damped in tiles of 32, which spill 4 bytes a thread in centre
+    # mode where the default 16 spill none (`tiles`): which is faster is for a GPU to say, and
+    # chunk mode's shared negatives, 2.1 times less traffic. torch only up to 262,144 words:
+    # its (N, 2W, K+1, D) intermediates are GBs at 1M.
     default, damped = min(sizes[-1], 1 << 18), backends.DAMPING  # centre mode's
-    runs = [("triton", words, damped, None) for words in sizes]
-    runs += [("triton", default, 0.0, None), ("triton", default, damped, 32)]
-    runs += [("torch", words, damped, None) for words in sizes if words <= (1 << 18)]
+    runs = [("triton", words, damped, None, "centre") for words in sizes]
+    runs += [("triton", default, 0.0, None, "centre"), ("triton", default, damped, 32, "centre"),
+             ("triton", default, backends.CHUNK_DAMPING, None, "chunk")]
+    runs += [("torch", words, damped, None, "centre") for words in sizes if words <= (1 << 18)]
     chosen = kernels.tiles
     for dim in (100, 300):
-        for backend, words, damping, block_d in runs:
+        for backend, words, damping, block_d, share in runs:
             if block_d:
                 def widened(*args, block_d=block_d) -> dict:
                     return {**chosen(*args), "BLOCK_D": block_d}
 
                 kernels.tiles = widened
             try:
-                _bench_one(backend, dim, vocab, words, damping, device, quick, bandwidth,
-                           kernels)
+                _bench_one(backend, dim, vocab, words, damping, share, device, quick,
+                           bandwidth, kernels)
             finally:
                 kernels.tiles = chosen
 
 
-def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float,
+def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
                device: torch.device, quick: bool, bandwidth: float, kernels) -> None:
-    step, tables = _step(backend, dim, vocab, words, device, damping)
+    step, tables = _step(backend, dim, vocab, words, device, damping, share)
     tokens = _zipf_tokens(vocab, words, device)
     sentence = torch.arange(words, device=device) // 20
     result = {}
@@ -300,13 +308,14 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float,
     # Modelled traffic: a program per CHUNK kept words reads its band and target rows twice
     # and adds to them once (a read and a write): 4 x rows x dim floats.
     kept = float(step.sampler.keep[tokens].sum())
-    blocks = kernels.tiles(5, 5, dim, "centre")
-    rows = CHUNK + 2 * 5 + CHUNK * 6
+    blocks = kernels.tiles(5, 5, dim, share)
+    targets = CHUNK * 6 if share == "centre" else CHUNK + kernels.chunk_negatives(5)
+    rows = CHUNK + 2 * 5 + targets
     triton = backend == "triton"
     traffic = kept / CHUNK * rows * dim * 4 * 4 if triton else float("nan")
     resident = step.damping.resident if triton and step.damping else "-"
     print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
-          f"damping={damping} words_per_s={words / seconds:,.0f} "
+          f"damping={damping} negatives={share} words_per_s={words / seconds:,.0f} "
           f"pairs_per_s={pairs / seconds:,.0f} step_ms={seconds * 1e3:.2f} "
           f"peak_gb={peak:.2f} bandwidth_share={traffic / seconds / bandwidth:.2f} "
           f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']} "

@@ -24,9 +24,11 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
         assert re.search(rf"^{tag} ", out, re.M), (tag, out)
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 4 and all(line.endswith(" ok") for line in correct), correct
-    for damping, resident in (("0.1", "1"), ("0.0", "-")):  # the interpreter: one program
+    for damping, share, resident in (("0.1", "centre", "1"), ("0.0", "centre", "-"),
+                                     ("0.3", "chunk", "1")):  # the interpreter: one program
         assert re.search(rf"^BENCH backend=triton dim=300 words_per_step=\d+ damping={damping} "
-                         rf"words_per_s=[\d,]+ .* resident_programs={resident}$", out, re.M), out
+                         rf"negatives={share} words_per_s=[\d,]+ .* tiles=32x\d+x\d+ "
+                         rf"resident_programs={resident}$", out, re.M), out
     assert "interpreter=True" in out
     assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ ",
                           out, re.M)) == 2

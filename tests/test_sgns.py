@@ -6,14 +6,15 @@ import torch.nn.functional as F
 from w2vdist.training.sgns import Embeddings, apply, gradients
 
 
-def _dense_reference(w_in, w_out, centres, contexts, negatives, lr):
+def _dense_reference(w_in, w_out, centres, contexts, negatives, lr, negative_weight=1.0):
     w_in = w_in.clone().requires_grad_(True)
     w_out = w_out.clone().requires_grad_(True)
     v = w_in[contexts]
     pos = (w_out[centres] * v).sum(-1)
     neg = torch.einsum("pkd,pd->pk", w_out[negatives], v)
     skip = negatives == centres.unsqueeze(1)  # word2vec.c skips a negative equal to the centre
-    loss = -(F.logsigmoid(pos).sum() + F.logsigmoid(-neg).masked_fill(skip, 0).sum())
+    loss = -(F.logsigmoid(pos).sum()
+             + negative_weight * F.logsigmoid(-neg).masked_fill(skip, 0).sum())
     loss.backward()
     with torch.no_grad():
         return w_in - lr * w_in.grad, w_out - lr * w_out.grad, loss.item()
@@ -37,6 +38,28 @@ def test_update_equals_autograd_sgd_step_with_duplicate_rows():
     apply(tables, grads, lr)
     assert grads.pairs == pairs
     assert abs(grads.loss.item() - ref_loss) < 1e-3 * abs(ref_loss)
+    torch.testing.assert_close(tables.input.data, ref_in, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tables.output.data, ref_out, rtol=1e-5, atol=1e-6)
+
+
+def test_weighted_negatives_equal_autograd_on_the_weighted_loss():
+    """M negatives at K / M (the Triton kernel's chunk mode, emulated): each negative's term of
+    the loss, and so of both gradients, is scaled; the positive's is not."""
+    g = torch.Generator().manual_seed(5)
+    vocab, dim, pairs, m = 30, 8, 200, 16
+    tables = Embeddings(vocab, dim, g)
+    tables.output.data.normal_(0, 0.3, generator=g)
+    centres = torch.randint(0, 10, (pairs,), generator=g)
+    contexts = torch.randint(0, 10, (pairs,), generator=g)
+    negatives = torch.randint(0, 10, (pairs, m), generator=g)
+    ref_in, ref_out, ref_loss = _dense_reference(
+        tables.input.data, tables.output.data, centres, contexts, negatives, 0.05, 5 / m
+    )
+    plain = gradients(tables, centres, contexts, negatives)
+    grads = gradients(tables, centres, contexts, negatives, negative_weight=5 / m)
+    assert abs(grads.loss.item() - ref_loss) < 1e-4 * abs(ref_loss)
+    assert ref_loss < 0.9 * plain.loss.item()  # the negatives' part shrank
+    apply(tables, grads, 0.05)
     torch.testing.assert_close(tables.input.data, ref_in, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(tables.output.data, ref_out, rtol=1e-5, atol=1e-6)
 

@@ -79,6 +79,7 @@ def gradients(
     contexts: torch.Tensor,
     negatives: torch.Tensor,
     mask: torch.Tensor | None = None,
+    negative_weight: float = 1.0,
 ) -> Gradients:
     """SGNS as word2vec.c trains it: each context word's input row against the centre word's
     output row (label 1) and the negatives' output rows (label 0).
@@ -87,7 +88,8 @@ def gradients(
     `mask` (N, C) marking real contexts, and `negatives` (N, K) shared by all contexts of a
     centre: the centre's K+1 output rows are read once for its whole window, which cuts the
     rows read and written per pair from K+2 to about 1 + (K+1)/C. A negative that equals the
-    centre word is skipped, as in word2vec.c.
+    centre word is skipped, as in word2vec.c. `negative_weight` scales each negative's term:
+    M negatives at K/M train as K would on average (the Triton kernel's chunk mode).
     """
     if contexts.dim() == 1:
         contexts = contexts.unsqueeze(1)
@@ -101,6 +103,8 @@ def gradients(
     real = targets != centres.unsqueeze(1)
     real[:, 0] = True
     weight = (mask.unsqueeze(2) & real.unsqueeze(1)).to(scores.dtype)
+    if negative_weight != 1.0:
+        weight[:, :, 1:] *= negative_weight
     label = torch.zeros_like(scores)
     label[:, :, 0] = 1.0
     sig = torch.sigmoid(scores)

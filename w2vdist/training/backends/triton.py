@@ -16,7 +16,8 @@ Per program: positions first .. first + CHUNK - 1 of the compacted kept words ar
 Each draws its window b in 1..window and (per centre, the default) K negatives from the alias
 table, with Philox (`tl.randint4x`) keyed by the step's seed and the word's position, so the
 draws depend on neither the grid nor the order programs run in. With `share="chunk"` the chunk
-draws one set of K negatives for all its centres: J = CHUNK + K targets instead of
+draws one set of M negatives for all its centres, M the columns of the target tile its centres
+leave (`chunk_negatives`: 16 at K = 5), each weighted K / M: J = CHUNK + M targets instead of
 CHUNK x (K+1), at the cost of correlated negatives within a chunk. A row's updates are
 computed from the rows as the program read them (pass 1: scores over dim tiles; pass 2:
 reload each tile, then add to it, a barrier between), and added with atomics: Hogwild across
@@ -64,6 +65,14 @@ CHUNK = 16  # kept centres per program: tl.dot needs 16 rows at least
 SHARES = ("centre", "chunk")
 
 
+def chunk_negatives(negative: int) -> int:
+    """M, the negatives a chunk shares under `share="chunk"`: every column of the target tile
+    (CHUNK + K padded to a power of two) that its centres leave, 16 at K = 5, each weighted
+    K / M. They cost no more arithmetic than K would; 5 at weight 1 scored about ten analogy
+    points lower than 16 at 5/16 in the emulation (BENCHMARKS.md)."""
+    return (1 << (CHUNK + negative - 1).bit_length()) - CHUNK
+
+
 def available() -> tuple[bool, str]:
     """(True, "") when triton imports and CUDA is present, else (False, why not)."""
     if _IMPORT_ERROR is not None:
@@ -89,7 +98,7 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
         block_t = triton.next_power_of_2(negative + 1)
         block_j = CHUNK * block_t
     else:
-        block_t = block_j = triton.next_power_of_2(CHUNK + negative)
+        block_t = block_j = CHUNK + chunk_negatives(negative)
     block_d = 16 if share == "centre" else min(32, max(16, triton.next_power_of_2(dim)))
     return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j, BLOCK_D=block_d,
                 num_warps=8 if block_b * block_j >= 4096 else 4,
@@ -227,7 +236,7 @@ if _IMPORT_ERROR is None:
         bsen = tl.load(sentence + bpos, mask=b_in, other=-1)
 
         # Target columns: per centre, its output row (t = 0) then its K negatives; shared,
-        # the CHUNK centres then the chunk's K negatives.
+        # the CHUNK centres then the chunk's M = BLOCK_J - CHUNK negatives.
         j = tl.arange(0, BLOCK_J)
         if SHARED:
             n = tl.minimum(j, CHUNK - 1)
@@ -260,15 +269,15 @@ if _IMPORT_ERROR is None:
         if SHARED:
             # Column j < CHUNK: centre j's positive; a negative column: every pair of the row
             # whose centre differs from the negative (word2vec.c skips a negative equal to the
-            # centre): near (B x J, centres only) times same (J x J) counts them.
+            # centre), each at K / M: near (B x J, centres only) times counts (J x J).
             centre_col = (j < CHUNK)[None, :]
             pos = tl.where(near & centre_col, 1.0, 0.0)
-            neg_col = (j >= CHUNK) & (j < CHUNK + n_neg)
             counts = (j[:, None] < CHUNK) & (
                 (j[:, None] == j[None, :])
-                | (neg_col[None, :] & (ctok[:, None] != target[None, :]))
+                | ((j >= CHUNK)[None, :] & (ctok[:, None] != target[None, :]))
             )
-            weight = tl.dot(pos, tl.where(counts, 1.0, 0.0), input_precision="ieee")
+            share = tl.where(j < CHUNK, 1.0, n_neg * 1.0 / (BLOCK_J - CHUNK))
+            weight = tl.dot(pos, tl.where(counts, share[None, :], 0.0), input_precision="ieee")
             positive = centre_col
         else:
             valid = (t == 0) | ((t <= n_neg) & (target != ctok))
