@@ -126,7 +126,7 @@ def test_negative_sharing_is_checked_against_the_backend():
 
 
 def test_negatives_shared_per_chunk_are_warned_about():
-    assert "10 analogy points" in negatives_warning(cfg(model={"share_negatives": "chunk"}))
+    assert "1.5 analogy points" in negatives_warning(cfg(model={"share_negatives": "chunk"}))
     for share in ("centre", "pair"):
         assert negatives_warning(cfg(model={"share_negatives": share})) is None
 

@@ -43,8 +43,8 @@ class ModelConfig:
     ns_exponent: float = setting(0.75, "negatives drawn by count ** exponent")
     share_negatives: str = setting("centre", "a centre's negatives serve its whole window "
                                    "(pWord2Vec); pair (torch, cpu-kernel): fresh per pair "
-                                   "(word2vec.c); chunk (triton): per 16 centres, less traffic, "
-                                   "worse vectors (README)",
+                                   "(word2vec.c); chunk (triton): one set per 16 centres, "
+                                   "less traffic, slightly worse vectors (README)",
                                    choices=("centre", "pair", "chunk"))
 
     def __post_init__(self) -> None:

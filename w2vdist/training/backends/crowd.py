@@ -30,7 +30,7 @@ class Damping:
     steps with a memory of CROWD_MEMORY centres, so it follows the run. They are not saved:
     a resumed session refills them within its first step, which cost nothing measurable in
     the emulation (resumed half way: 28.55% against 28.58% at 2,112 in flight, 16.91% against
-    16.83% at chunk mode's 6,336; BENCHMARKS.md).
+    16.83% at chunk mode's 6,336 with 5 negatives a chunk; BENCHMARKS.md).
     """
 
     factor: float
