@@ -8,8 +8,8 @@ misses those of about `in_flight` centres (its chunk and the chunks trained alon
 program per SM at 16 centres each is 2,112 centres on an H100 or H200). No GPU is needed to see
 what that does to the vectors: this script trains with the torch backend's pairs and negatives
 (windows with a centre's negatives shared, as the kernel's default, or one set of M per chunk
-of 16 centres, each at K / M: `--share-negatives chunk`, M the kernel's 16 at K = 5 unless
-`--chunk-negatives` says otherwise), the step's kept centres `in_flight` at a time, each
+of 16 centres, each at K / M: `--share-negatives chunk`, M the kernel's 16 at K = 5;
+`--negatives M` sets M, and in centre mode draws M a centre at K / M), the step's kept centres `in_flight` at a time, each
 piece's gradients from the tables as the pieces before it left them, and each row's update
 divided by 1 + damping x lr x its crowd estimated as the kernel does (`crowd.Damping`: the
 row's curvature per centre trained before the piece, decayed over steps, x in_flight;
@@ -25,6 +25,7 @@ as the torch step records it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 
@@ -44,11 +45,11 @@ class CrowdStep:
     """A GPU's Triton step as CPU torch ops: pieces of `in_flight` kept centres, damped."""
 
     def __init__(self, sampler: WindowSampler, tables: Embeddings, in_flight: int,
-                 damping: float, chunk_negatives: int = 0,
+                 damping: float, chunk_negatives: int = 0, negative_weight: float = 1.0,
                  saturation: Saturation | None = None) -> None:
         self.sampler, self.tables, self.saturation = sampler, tables, saturation
         self.in_flight, self.damping = in_flight, damping
-        self.chunk_negatives = chunk_negatives
+        self.chunk_negatives, self.negative_weight = chunk_negatives, negative_weight
         rows = tables.input.shape[0]
         self.crowd = (torch.zeros(rows), torch.zeros(rows))  # as crowd.Damping keeps them
         self.centres = 0.0
@@ -57,19 +58,18 @@ class CrowdStep:
                  lr_end: float) -> tuple[torch.Tensor, torch.Tensor]:
         centres, contexts, mask, negatives = self.sampler(tokens, sentence)
         kept = centres.shape[0]
-        weight = 1.0
         if self.chunk_negatives:  # `share_negatives chunk`: the first M the chunk drew, for all
             k = negatives.shape[1]
             start = torch.arange(kept) // CHUNK * CHUNK * k
             at = (start[:, None] + torch.arange(self.chunk_negatives)).clamp_(max=kept * k - 1)
-            negatives, weight = negatives.reshape(-1)[at], k / self.chunk_negatives
+            negatives = negatives.reshape(-1)[at]
         loss = torch.zeros((), dtype=torch.float64)
         pairs = torch.zeros((), dtype=torch.int64)
         for lo in range(0, kept, self.in_flight):
             piece = slice(lo, lo + self.in_flight)
             lr = lr_start + (lr_end - lr_start) * (lo + self.in_flight / 2) / kept
             grads = gradients(self.tables, centres[piece], contexts[piece], negatives[piece],
-                              mask[piece], weight)  # fmt: skip
+                              mask[piece], self.negative_weight)  # fmt: skip
             per_centre = lr * self.damping * self.in_flight / max(self.centres, 1.0)
             sat = self.saturation
             sums = (sat.sat_in, sat.sat_out) if sat else (None, None)
@@ -99,20 +99,21 @@ def main() -> int:
     p.add_argument("--damping", type=float, default=0.1, help="as optim.damping; 0: none")
     p.add_argument("--share-negatives", choices=("centre", "chunk"), default="centre",
                    help=f"the kernel's negatives: a centre's own, or one set per {CHUNK} centres")
-    p.add_argument("--chunk-negatives", type=int, default=0,
-                   help="with --share-negatives chunk: the set's size M, each weighted K/M "
-                        "(default the kernel's, `chunk_negatives(K)`)")
+    p.add_argument("--negatives", type=int, default=0,
+                   help="M, the size of a centre's set (or a chunk's), each weighted K/M; "
+                        "default the kernel's: K, and `chunk_negatives(K)` a chunk")
     p.add_argument("train", nargs=argparse.REMAINDER, help="-- then `w2vdist train` flags")
     args = p.parse_args()
     flags = args.train[1:] if args.train[:1] == ["--"] else args.train
 
     def build(cfg, tables, counts, sync, generator):  # noqa: ANN001, ANN202 (backends.build)
         counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
-        sampler = WindowSampler(counts_t, cfg.model, generator, tables.input.device)
-        k = cfg.model.negative
-        chunk = (args.chunk_negatives or chunk_negatives(k)) if args.share_negatives == "chunk" \
-            else 0
-        return CrowdStep(sampler, tables, args.in_flight, args.damping, chunk, sync.saturation)
+        k, chunk = cfg.model.negative, args.share_negatives == "chunk"
+        m = args.negatives or (chunk_negatives(k) if chunk else k)
+        model = cfg.model if chunk else dataclasses.replace(cfg.model, negative=m)
+        sampler = WindowSampler(counts_t, model, generator, tables.input.device)
+        return CrowdStep(sampler, tables, args.in_flight, args.damping, m if chunk else 0, k / m,
+                         sync.saturation)
 
     backends.build = build  # Session.build asks the module for the step
     return cli.main(["train", "--train.backend", "torch", "--train.device", "cpu", *flags])

@@ -158,7 +158,7 @@ def test_run_figures_summarise_a_training_runs_metrics(shards, tmp_path):
 def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
     """`benchmarks/gpu_crowd.py` runs `w2vdist train` with its emulated Triton step: the run
     finishes with a checkpoint, and damping changes what it trains (its crowd is estimated
-    and applied), as do negatives shared per chunk."""
+    and applied), as do negatives shared per chunk and more negatives a centre."""
     import subprocess
     import sys
 
@@ -166,11 +166,12 @@ def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_crowd.py"
     tables = []
-    for damping, share in (("0", "centre"), ("1", "centre"), ("1", "chunk")):
-        run = tmp_path / f"run-{damping}-{share}"
+    for damping, share, negatives in (("0", "centre", "0"), ("1", "centre", "0"),
+                                      ("1", "chunk", "0"), ("1", "centre", "7")):
+        run = tmp_path / f"run-{damping}-{share}-{negatives}"
         done = subprocess.run(
             [sys.executable, str(script), "--in-flight", "64", "--damping", damping,
-             "--share-negatives", share, "--",
+             "--share-negatives", share, "--negatives", negatives, "--",
              "--data.shards", str(shards), "--train.run_dir", str(run), "--model.dim", "16",
              "--optim.batch_words", "1024", "--optim.alpha", "0.05", "--train.max_steps", "4",
              "--wandb.mode", "disabled", "--train.threads", "1"],
@@ -182,6 +183,7 @@ def test_gpu_crowd_emulation_trains_and_its_damping_acts(shards, tmp_path):
     assert all(torch.isfinite(t).all() for t in tables)
     assert not torch.allclose(tables[0], tables[1])
     assert not torch.allclose(tables[1], tables[2])
+    assert not torch.allclose(tables[1], tables[3])
 
 
 def test_gpu_crowd_records_what_local_merges_weigh():
