@@ -235,18 +235,16 @@ def _bandwidth(device: torch.device) -> float:
 
 
 def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
-          damping: float | None = None, share: str = "centre"):
-    """The trainer's step at `optim.damping` `damping` (None: the default) with
+          damping: float = -1.0, share: str = "centre"):
+    """The trainer's step at `optim.damping` `damping` (-1: the backend's) with
     `model.share_negatives` `share`."""
     from w2vdist.training.config import Config, ModelConfig, OptimConfig
     from w2vdist.training import backends
     from w2vdist.training.sgns import Embeddings
     from w2vdist.training.sync import OneProcess
 
-    optim = OptimConfig(batch_words=words)
-    if damping is not None:
-        optim = OptimConfig(batch_words=words, damping=damping)
-    cfg = Config(model=ModelConfig(dim=dim, share_negatives=share), optim=optim)
+    cfg = Config(model=ModelConfig(dim=dim, share_negatives=share),
+                 optim=OptimConfig(batch_words=words, damping=damping))
     cfg.train.backend = backend
     counts = torch.bincount(_zipf_tokens(vocab, 1 << 20, torch.device("cpu")),
                             minlength=vocab) + 1  # fmt: skip

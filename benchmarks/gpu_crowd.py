@@ -9,17 +9,17 @@ program per SM at 16 centres each is 2,112 centres on an H100 or H200). No GPU i
 what that does to the vectors: this script trains with the torch backend's pairs and negatives
 (windows with a centre's negatives shared, as the kernel's default, or one set of M per chunk
 of 16 centres, each at K / M: `--share-negatives chunk`, M the kernel's 16 at K = 5;
-`--negatives M` sets M, and in centre mode draws M a centre at K / M), the step's kept centres `in_flight` at a time, each
-piece's gradients from the tables as the pieces before it left them, and each row's update
-divided by 1 + damping x lr x its crowd estimated as the kernel does (`crowd.Damping`: the
-row's curvature per centre trained before the piece, decayed over steps, x in_flight;
-`--damping 0`: plain Hogwild). It runs `w2vdist train` in this process with the torch step
-replaced by this one; pass the Triton step's words per step (`--optim.batch_words 262144`) and
-rate (`--optim.alpha 0.05`) to compare with the compiled kernel, which trains pair by pair and
-misses nothing. A model of the kernel, not the kernel: a piece's centres all read at once,
-where a GPU's programs start one after another. Under torchrun with `--sync.strategy local`
-each rank emulates one GPU of a several-GPU run (the saturation its merges weigh by recorded
-as the torch step records it).
+`--negatives M` sets M, and in centre mode draws M a centre at K / M), the step's kept centres
+`in_flight` at a time, each piece's gradients from the tables as the pieces before it left
+them, and each row's update divided by 1 + damping x lr x its crowd estimated as the kernel
+does (`crowd.Damping`: the row's curvature per centre trained before the piece, decayed over
+steps, x in_flight; `--damping 0`: plain Hogwild). It runs `w2vdist train` in this process with
+the torch step replaced by this one; pass the Triton step's words per step
+(`--optim.batch_words 262144`) and rate (`--optim.alpha 0.05`) to compare with the compiled
+kernel, which trains pair by pair and misses nothing. A model of the kernel, not the kernel: a
+piece's centres all read at once, where a GPU's programs start one after another. Under
+torchrun with `--sync.strategy local` each rank emulates one GPU of a several-GPU run (the
+saturation its merges weigh by recorded as the torch step records it).
 """
 
 from __future__ import annotations
@@ -105,11 +105,16 @@ def main() -> int:
     p.add_argument("train", nargs=argparse.REMAINDER, help="-- then `w2vdist train` flags")
     args = p.parse_args()
     flags = args.train[1:] if args.train[:1] == ["--"] else args.train
+    if args.negatives < 0:
+        p.error("--negatives must be >= 0 (0: the kernel's)")
 
     def build(cfg, tables, counts, sync, generator):  # noqa: ANN001, ANN202 (backends.build)
         counts_t = torch.from_numpy(np.asarray(counts, dtype=np.int64))
         k, chunk = cfg.model.negative, args.share_negatives == "chunk"
         m = args.negatives or (chunk_negatives(k) if chunk else k)
+        if chunk and m > CHUNK * k:  # a chunk's M come from the K its CHUNK centres drew
+            raise SystemExit(f"gpu_crowd.py: --negatives {m} is more than a chunk draws "
+                             f"({CHUNK} x model.negative {k})")
         model = cfg.model if chunk else dataclasses.replace(cfg.model, negative=m)
         sampler = WindowSampler(counts_t, model, generator, tables.input.device)
         return CrowdStep(sampler, tables, args.in_flight, args.damping, m if chunk else 0, k / m,

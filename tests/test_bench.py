@@ -210,3 +210,36 @@ def test_gpu_crowd_records_what_local_merges_weigh():
                                   (sat.sat_in, sat.sat_out)):
         changed = (table.data != was).any(dim=1)
         assert changed.any() and torch.equal(summed > 0, changed)
+
+
+def test_gpu_crowd_chunk_mode_shares_the_first_m_draws_of_each_chunk(monkeypatch):
+    """`--share-negatives chunk`: every centre of a chunk of 16 trains against the same M
+    negatives, the first M its centres drew, each at the weight it was given."""
+    import benchmarks.gpu_crowd as emulation
+    from w2vdist.training.config import ModelConfig
+    from w2vdist.training.sampling import WindowSampler
+    from w2vdist.training.sgns import Embeddings, gradients
+
+    vocab, m = 40, 16
+    sampler = WindowSampler(torch.arange(vocab, 0, -1) * 10, ModelConfig(dim=8, sample=0),
+                            torch.Generator().manual_seed(1), torch.device("cpu"))
+    drawn = []
+    sample = sampler.negatives.sample
+    monkeypatch.setattr(sampler.negatives, "sample",
+                        lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1])
+    seen = []
+    monkeypatch.setattr(emulation, "gradients",
+                        lambda *a: seen.append((a[3], a[5])) or gradients(*a))
+    tables = Embeddings(vocab, 8, torch.Generator().manual_seed(2))
+    step = emulation.CrowdStep(sampler, tables, in_flight=1000, damping=0.1,
+                               chunk_negatives=m, negative_weight=5 / m)
+    tokens = torch.randint(0, vocab, (100,), generator=torch.Generator().manual_seed(4))
+    step(tokens, torch.arange(100) // 25, 0.05, 0.05)
+    (negatives, weight), = seen
+    assert weight == 5 / m and negatives.shape == (100, m)
+    per_centre = drawn[0]  # (100, K = 5)
+    for first in range(0, 96, 16):
+        chunk = negatives[first:first + 16]
+        assert (chunk == chunk[0]).all()
+        assert torch.equal(chunk[0], per_centre[first:first + 16].reshape(-1)[:m])
+    assert not torch.equal(negatives[0], negatives[16])

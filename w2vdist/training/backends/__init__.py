@@ -238,9 +238,9 @@ def build(
         from w2vdist.training.backends.crowd import Damping
         from w2vdist.training.backends.triton import TritonStep
 
-        crowd = None
-        if damping(cfg):
-            crowd = Damping.zeros(damping(cfg), tables.input.shape[0], tables.input.device)
+        factor, crowd = damping(cfg), None
+        if factor:
+            crowd = Damping.zeros(factor, tables.input.shape[0], tables.input.device)
         return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives, crowd)
     from w2vdist.training.backends.reference import TorchStep
 
