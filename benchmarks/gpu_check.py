@@ -289,6 +289,8 @@ def bench(device: torch.device, quick: bool) -> None:
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
                device: torch.device, quick: bool, bandwidth: float, kernels) -> None:
+    from w2vdist.training.config import ModelConfig
+
     step, tables = _step(backend, dim, vocab, words, device, damping, share)
     tokens = _zipf_tokens(vocab, words, device)
     sentence = torch.arange(words, device=device) // 20
@@ -305,10 +307,13 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
         else float("nan")
     # Modelled traffic: a program per CHUNK kept words reads its band and target rows twice
     # and adds to them once (a read and a write): 4 x rows x dim floats.
+    # Rows, not `tiles`' padded columns: K + 1 targets a centre, or a chunk's own negatives.
     kept = float(step.sampler.keep[tokens].sum())
-    blocks = kernels.tiles(5, 5, dim, share)
-    targets = CHUNK * 6 if share == "centre" else CHUNK + kernels.chunk_negatives(5)
-    rows = CHUNK + 2 * 5 + targets
+    window, negative = ModelConfig.window, ModelConfig.negative  # the step's (`_step`)
+    blocks = kernels.tiles(window, negative, dim, share)
+    targets = CHUNK * (negative + 1) if share == "centre" else \
+        CHUNK + kernels.chunk_negatives(negative)
+    rows = CHUNK + 2 * window + targets
     triton = backend == "triton"
     traffic = kept / CHUNK * rows * dim * 4 * 4 if triton else float("nan")
     resident = step.damping.resident if triton and step.damping else "-"
