@@ -136,6 +136,7 @@ def test_one_compressed_file_is_shared_by_every_worker(
     assert prep(tmp_path / "plain.txt", out=tmp_path / "plain", min_count=2) == 0
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 5000)
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 4000)  # blocks end where segments start
     pieces = corpus_pieces.split_pieces([tmp_path / "t.txt.gz"], 2)
     blocks = list(corpus_pieces.expand(pieces, 2))
     assert len(pieces) == 1 and len(blocks) > 5
@@ -154,20 +155,34 @@ def test_one_compressed_file_is_shared_by_every_worker(
     assert "cut.txt.gz: cannot read gzip file" in capsys.readouterr().err
 
 
-def test_a_compressed_line_longer_than_a_block_is_cut_at_a_space(
+def test_a_compressed_line_longer_than_a_block_is_cut_where_the_plain_files_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A line longer than a block (here with a stretch of letters without a space across a
+    segment's start) is cut in the same places compressed or not: the same shards."""
     line = " ".join(f"w{i % 50}" for i in range(3000))  # one line of 3,000 words, no newline
+    line = line[:4990] + "é" * 300 + line[4990:]
     (tmp_path / "t.txt.gz").write_bytes(gzip.compress(line.encode()))
+    (tmp_path / "t.txt").write_text(line, encoding="utf-8")
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 2000)
-    monkeypatch.setattr(corpus_text, "MAX_BLOCK_BYTES", 4000)
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)
+    monkeypatch.setattr(corpus_text, "LONG_LINE_BYTES", 100)
+    monkeypatch.setattr(corpus_pieces, "MAX_RANGE_BYTES", 1000)
     blocks = list(corpus_pieces.expand(corpus_pieces.split_pieces([tmp_path / "t.txt.gz"], 2), 2))
-    assert len(blocks) >= 4 and all(len(b.data) <= 3000 for b in blocks)  # BLOCK_BYTES + a read
-    assert all(b.data.endswith(b" ") for b in blocks[:-1])
-    assert prep(tmp_path / "t.txt.gz", out=tmp_path / "out", min_count=1, workers=2) == 0
-    assert [w for s in sentences(tmp_path / "out") for w in s] == line.split()
+    assert len(blocks) >= 4 and all(1000 < len(b.data) < 3000 for b in blocks[:-1])
+    assert all(b.cut_end for b in blocks[:-1]) and not blocks[-1].cut_end
+    assert b"".join(b.data for b in blocks) == line.encode()
+    for name in ("t.txt.gz", "t.txt"):  # in this process, which sees the patches
+        assert prep(tmp_path / name, out=tmp_path / name.replace(".", "-"), min_count=1,
+                    workers=1) == 0
+    assert shards_and_vocab(tmp_path / "t-txt-gz") == shards_and_vocab(tmp_path / "t-txt")
+    got = sentences(tmp_path / "t-txt-gz")
+    assert len(got) == -(-len(line.encode()) // 1000)  # a cut at each segment
+    assert "".join(w for s in got for w in s) == "".join(line.split())
+    assert Manifest.load(tmp_path / "t-txt-gz").stats["lines"] == 1
     # A JSON Lines record is cut only past MAX_BLOCK_BYTES: this one is read whole.
+    monkeypatch.setattr(corpus_text, "MAX_BLOCK_BYTES", 4000)
     record = json_lines([" ".join(line.split()[:700])])  # 3,360 bytes
     (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(record))
     blocks = list(corpus_pieces.expand(corpus_pieces.split_pieces([tmp_path / "t.jsonl.gz"], 2), 2))

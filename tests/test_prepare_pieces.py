@@ -109,8 +109,8 @@ def test_compressed_files_read_whole_by_workers_or_in_blocks_give_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With as many compressed files as workers each goes whole to a worker, which cuts it into
-    the blocks the main process cuts with fewer: a line cut at a block's end ends a sentence
-    either way, and a record is whole either way."""
+    the blocks the main process cuts with fewer: a long line is cut where the plain file's
+    segments start either way (not at the blocks' ends), and a record is whole either way."""
     words = random_corpus(5, 400).split()
     line = " ".join(words)  # one long line: cut into blocks after a space
     (tmp_path / "x.txt.gz").write_bytes(gzip.compress(line.encode("utf-8")))
@@ -120,6 +120,10 @@ def test_compressed_files_read_whole_by_workers_or_in_blocks_give_the_same(
     assert prep(*inputs, out=tmp_path / "two", min_count=1, workers=2) == 0  # whole, 2 workers
     monkeypatch.setattr(corpus_text, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(corpus_text, "BLOCK_BYTES", 2000)
+    # Segments longer than a block and a read, so a block holds no segment start inside it:
+    # spawned workers, which would look for them, do not see these patches.
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 3000)
+    monkeypatch.setattr(corpus_text, "LONG_LINE_BYTES", 100)
     pieces = corpus_pieces.split_pieces(inputs, 3)
     assert len(list(corpus_pieces.expand(pieces, 3))) > 4 == 2 + 2  # blocks with 3 workers
     assert [p.data for p in corpus_pieces.expand(pieces, 2)] == [None, None]  # whole with 2
@@ -132,13 +136,13 @@ def test_compressed_files_read_whole_by_workers_or_in_blocks_give_the_same(
     assert len(list(corpus_pieces.expand(mixed, 2))) > 3
     assert prep(*inputs, out=tmp_path / "whole", min_count=1, workers=1) == 0  # here, whole
     assert prep(*inputs, out=tmp_path / "blocks", min_count=1, workers=3) == 0
-    assert shards_and_vocab(tmp_path / "whole") == shards_and_vocab(tmp_path / "blocks")
-    whole, blocks = (Manifest.load(tmp_path / n).stats for n in ("whole", "blocks"))
-    assert whole["sentences"] == blocks["sentences"] > Manifest.load(tmp_path / "two").stats[
-        "sentences"]  # the long line was cut in blocks of 2,000 bytes, not 16 MB
-    assert whole["lines"] == blocks["lines"] and whole["formats"] == {"text": 1, "jsonl": 1}
     (tmp_path / "x.txt").write_text(line, encoding="utf-8")
     (tmp_path / "y.jsonl").write_bytes(json_lines(docs))
     assert prep(tmp_path / "x.txt", tmp_path / "y.jsonl", out=tmp_path / "plain", min_count=1) == 0
-    tokens = [[w for s in sentences(tmp_path / n) for w in s] for n in ("blocks", "plain")]
-    assert tokens[0] == tokens[1]  # cut, not lost or doubled
+    assert shards_and_vocab(tmp_path / "whole") == shards_and_vocab(tmp_path / "blocks") == \
+        shards_and_vocab(tmp_path / "plain")
+    whole, blocks, plain = (Manifest.load(tmp_path / n).stats for n in ("whole", "blocks", "plain"))
+    assert whole["sentences"] == blocks["sentences"] > Manifest.load(tmp_path / "two").stats[
+        "sentences"]  # the long line was cut at each 3,000-byte segment
+    assert whole["lines"] == blocks["lines"] == plain["lines"]
+    assert whole["formats"] == {"text": 1, "jsonl": 1}

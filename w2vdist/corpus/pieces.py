@@ -43,6 +43,7 @@ class Piece:
     compression: str | None = None
     text_field: str = "text"
     data: bytes | None = None  # a block of a compressed file, decompressed (`text.blocks_of`)
+    cut_end: bool = False  # the block ends where a long line is cut (`text._blocks`)
 
 
 def split_pieces(
@@ -86,11 +87,11 @@ def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
     busy. With as many or more, none over 1.5 times a worker's share of their bytes (which
     would keep one worker busy long after the others) or MAX_WHOLE_BYTES, each goes whole to a
     worker, which decompresses it into the same blocks (`text.read_lines`), so that this
-    process does not decompress a whole dataset of them alone. A block ends after its last
-    newline once it holds BLOCK_BYTES, so that no line is split; a block without one is cut
-    after a space (text, as the long lines of plain files are) or, JSON Lines, once it holds
-    MAX_BLOCK_BYTES (a longer record fails). Blocks depend on the text alone: the output is the
-    same for any number of workers."""
+    process does not decompress a whole dataset of them alone. A text block of about
+    BLOCK_BYTES ends where a plain file's segment would start, so a long line is cut where it
+    would be uncompressed; a JSON Lines block after its last newline, or, without one, once it
+    holds MAX_BLOCK_BYTES (a longer record fails). Blocks depend on the text alone: the output
+    is the same for any number of workers, and compressed or not."""
     sizes = [os.path.getsize(p.path) for p in pieces
              if p.compression is not None and p.format != "parquet"]
     whole = len(sizes) >= workers and max(sizes) <= min(MAX_WHOLE_BYTES,

@@ -4,7 +4,8 @@ A byte range of a plain file starts where the line that crosses its first byte e
 that runs on LONG_LINE_BYTES past a segment's first byte (text8 is one line of 100 MB) is cut
 there instead, after a space: whatever the worker count, the same cuts are made, so every
 worker is used on such a file too. Compressed files and archives (`filetypes`) are read in
-blocks of whole lines (`blocks_of`), the same whether the main process or a worker cuts them.
+blocks (`blocks_of`) that end where a plain file's segments start, the same whether the main
+process or a worker cuts them: a long line is cut in the same places, compressed or not.
 Text is decoded in `prepare.encoding` (UTF-8 by default); bytes that do not decode are replaced
 and counted with the place of the first (`TextStats`), and `prepare` stops when there are more
 than a few, since that is text in another encoding. A NUL byte means the file is not text at
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import io
 import json
 import os
 import re
@@ -46,9 +48,9 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 def blocks_of(piece: Piece) -> Iterator[Piece]:
     """A compressed file's or archive's piece as pieces of one block each (`_blocks`)."""
-    for path, kind, start, block in _blocks(piece):
+    for path, kind, start, block, cut in _blocks(piece):
         yield dataclasses.replace(piece, path=path, format=kind, start=start,
-                                  end=start + len(block), data=block)
+                                  end=start + len(block), data=block, cut_end=cut)
 
 
 def readable(pieces: Iterable[Piece]) -> Iterator[Piece]:
@@ -62,31 +64,50 @@ def readable(pieces: Iterable[Piece]) -> Iterator[Piece]:
             yield piece
 
 
-def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes]]:
-    """(path, format, offset, bytes): a compressed file's or each archived file's decompressed
-    text in blocks of whole lines."""
+def _blocks(piece: Piece) -> Iterator[tuple[str, str, int, bytes, bool]]:
+    """(path, format, offset, bytes, cut): a compressed file's or each archived file's
+    decompressed text in blocks of about BLOCK_BYTES. A text block ends where a plain file's
+    segment would start (`_segment_start`; the last the text read tells, a segment or less
+    short of BLOCK_BYTES), so that a long line is cut in the same places, compressed or not
+    (`cut`: there); a JSON Lines block after its last newline, or failing one once it holds
+    MAX_BLOCK_BYTES."""
     try:
         for member, f in filetypes.members(piece.path, piece.compression):
             path = f"{piece.path}:{member}" if member else piece.path
             kind = piece.format if piece.format != "auto" else \
                 filetypes.format_of(Path(path), None)
-            longest = BLOCK_BYTES if kind == "text" else MAX_BLOCK_BYTES
             buffer, at = bytearray(), 0  # grown in place: a block is read in many parts
             while block := f.read(CHUNK_BYTES):
                 buffer += block
                 if len(buffer) < BLOCK_BYTES:
                     continue
-                cut = buffer.rfind(b"\n") + 1
-                if not cut and len(buffer) >= longest:
-                    cut = _safe_cut(buffer)
+                if kind == "text":
+                    cut, ends_cut = _last_segment_start(buffer, at)
+                else:
+                    cut, ends_cut = buffer.rfind(b"\n") + 1, False
+                    if not cut and len(buffer) >= MAX_BLOCK_BYTES:
+                        cut = _safe_cut(buffer)
                 if cut:
-                    yield path, kind, at, bytes(buffer[:cut])
+                    yield path, kind, at, bytes(buffer[:cut]), ends_cut
                     del buffer[:cut]
                     at += cut
             if buffer:
-                yield path, kind, at, bytes(buffer)
+                yield path, kind, at, bytes(buffer), False
     except filetypes.READ_ERRORS as exc:
         _unreadable(piece, exc)
+
+
+def _last_segment_start(buffer: bytearray, at: int) -> tuple[int, bool]:
+    """(bytes into the buffer, cut): where the segment at the last multiple of MIN_RANGE_BYTES
+    past `at` (the buffer's offset in the text) starts, among those whose line the buffer holds
+    far enough to tell; (0, False) for none yet."""
+    segment = (at + len(buffer) - LONG_LINE_BYTES) // MIN_RANGE_BYTES * MIN_RANGE_BYTES
+    if segment <= at:
+        return 0, False
+    near = segment - at - 1  # the byte before the segment: `_segment_start` reads from there
+    start, cut = _segment_start(io.BytesIO(bytes(buffer[near : near + LONG_LINE_BYTES + 1])), 1,
+                                True)
+    return near + start, cut
 
 
 @dataclass
@@ -280,26 +301,40 @@ def _decode(data: bytes, stats: TextStats, piece: Piece, at: int) -> str:
 def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes, bool]]:
     """(offset, block, cut): the raw bytes of the piece in blocks of at most CHUNK_BYTES
     (offsets in the decompressed text for blocks of compressed files); `cut`: the block ends
-    where a long line is cut (`_segment_start`)."""
-    if piece.data is not None:
-        for a in range(0, len(piece.data), CHUNK_BYTES):
-            yield piece.start + a, piece.data[a : a + CHUNK_BYTES], False
-        return
+    where a long line is cut (`_segment_start`), at each multiple of MIN_RANGE_BYTES."""
     cuts = piece.format == "text"  # a JSON Lines record is never cut
+    if piece.data is not None:  # a block, which starts and ends where segments do (`_blocks`)
+        f = io.BytesIO(piece.data)
+        size = len(piece.data)
+        first = piece.start // MIN_RANGE_BYTES * MIN_RANGE_BYTES + MIN_RANGE_BYTES
+        inner = range(first - piece.start, size, MIN_RANGE_BYTES) if cuts else ()
+        stops = (_segment_start(f, segment, True) for segment in inner)
+        yield from _segments(f, piece.start, 0, [*(s for s in stops if s[0] < size),
+                                                   (size, piece.cut_end)])
+        return
     try:
         with open(piece.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             end = size if piece.end < 0 else min(piece.end, size)
             inner = range(piece.start + MIN_RANGE_BYTES, end, MIN_RANGE_BYTES) if cuts else ()
             pos, _ = _segment_start(f, piece.start, cuts)
-            for segment in [*inner, end]:
-                stop, cut = _segment_start(f, segment, cuts) if segment < size else (size, False)
-                f.seek(pos)
-                while pos < stop and (block := f.read(min(CHUNK_BYTES, stop - pos))):
-                    pos += len(block)
-                    yield pos - len(block), block, cut and pos == stop
+            yield from _segments(f, 0, pos, (
+                _segment_start(f, segment, cuts) if segment < size else (size, False)
+                for segment in [*inner, end]))
     except OSError as exc:
         _unreadable(piece, exc)
+
+
+def _segments(
+    f: BinaryIO, offset: int, pos: int, stops: Iterable[tuple[int, bool]]
+) -> Iterator[tuple[int, bytes, bool]]:
+    """`_piece_bytes`' blocks from byte `pos` of `f` (byte `offset` + `pos` of the text) up to
+    each (stop, cut) in turn."""
+    for stop, cut in stops:
+        f.seek(pos)
+        while pos < stop and (block := f.read(min(CHUNK_BYTES, stop - pos))):
+            pos += len(block)
+            yield offset + pos - len(block), block, cut and pos == stop
 
 
 def _segment_start(f: BinaryIO, at: int, cuts: bool) -> tuple[int, bool]:
