@@ -32,9 +32,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-CHUNK = 16
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes; CPU when no CUDA")
@@ -69,88 +66,9 @@ def env(device: torch.device, quick: bool) -> None:
 # ---- CORRECT: the kernel against float64 SGD from its own recorded draws -------------------
 
 
-def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, negative: int,
-                chunk: int) -> list[tuple[int, list[int], float]]:
-    """The chunk's (context, [centre, negatives...], each negative's weight) pairs, word2vec.c's
-    way, from the draws the kernel recorded (`sgns_chunks(record=...)`): a centre's K at 1, or
-    the chunk's M (`block_t` - CHUNK) at K / M."""
-    first, pairs = chunk * CHUNK, []
-    shared = block_t - CHUNK
-    for n in range(CHUNK):
-        q = first + n
-        if q >= kept:
-            break
-        cols = ([n * block_t + t for t in range(negative + 1)] if share == "centre"
-                else [n] + [CHUNK + k for k in range(shared)])  # fmt: skip
-        weight = 1.0 if share == "centre" else negative / shared
-        centre = int(tokens[q])
-        assert int(record[0, cols[0]]) == centre, "recorded centre differs from the token"
-        outs = [centre] + [int(record[0, c]) for c in cols[1:] if int(record[0, c]) != centre]
-        reach = int(record[1, cols[0]])
-        for b in range(max(0, q - reach), min(kept, q + reach + 1)):
-            if b != q and sentence[b] == sentence[q]:
-                pairs.append((int(tokens[b]), outs, weight))
-    return pairs
-
-
-def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int, share: str,
-                  negative: int, lr: tuple[float, float], norms=None, all_at_once: bool = False,
-                  damping=None):
-    """float64 SGD chunk after chunk, as the kernel defines it (each chunk's gradients from the
-    tables as the chunks before it left them; `all_at_once`: every chunk from the first
-    tables). `damping` (crowd_in, crowd_out, centres, scale), as `crowd.Damping` keeps them:
-    each chunk divides a row's update by 1 + rate x scale x its crowd / the centres before it,
-    then adds its |g| / 2 x |other row as read|^2 to the row's crowd and its centres. Returns
-    (w_in, w_out, loss, pairs, (sat_in, sat_out), (crowd_in, crowd_out, centres))."""
-    tokens, sentence, record = tokens.cpu(), sentence.cpu(), record.cpu()
-    w_in, w_out = w_in.cpu().double().clone(), w_out.cpu().double().clone()
-    first_in, first_out = w_in.clone(), w_out.clone()
-    norm_in, norm_out = (n.cpu().double() for n in norms) if norms else (None, None)
-    zeros = torch.zeros(len(w_in), dtype=torch.float64)
-    sat_in, sat_out = zeros.clone(), zeros.clone()
-    crowd_in, crowd_out, centres, scale = (torch.as_tensor(t).cpu().double().clone()
-                                           for t in (damping or (zeros, zeros, 0.0, 0.0)))
-    loss, count = 0.0, 0
-    for chunk in range(-(-kept // CHUNK)):
-        rate = lr[0] + (lr[1] - lr[0]) * (chunk * CHUNK + CHUNK // 2) / kept
-        read_in, read_out = (first_in, first_out) if all_at_once else (w_in, w_out)
-        grad_in, grad_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
-        curv_in, curv_out = torch.zeros_like(crowd_in), torch.zeros_like(crowd_out)
-        for ctx, outs, weight in chunk_pairs(tokens, sentence, kept, record[chunk], block_t,
-                                             share, negative, chunk):  # fmt: skip
-            count += 1
-            v = read_in[ctx]
-            u = read_out[outs]
-            score = u @ v
-            label = torch.zeros_like(score)
-            label[0] = 1
-            weights = torch.full_like(score, weight)
-            weights[0] = 1
-            g = weights * (label - torch.sigmoid(score))
-            grad_in[ctx] += g @ u
-            grad_out.index_add_(0, torch.tensor(outs), g.unsqueeze(1) * v)
-            loss += float((weights * torch.nn.functional.softplus(
-                torch.where(label > 0, -score, score))).sum())
-            bend = 0.5 * g.abs()
-            curv_in[ctx] += float((bend * (u * u).sum(1)).sum())
-            curv_out.index_add_(0, torch.tensor(outs), bend * float(v @ v))
-            if norms:
-                sat_in[ctx] += float((rate * bend * norm_out[outs]).sum())
-                sat_out.index_add_(0, torch.tensor(outs), rate * bend * norm_in[ctx])
-        if damping:
-            per_centre = rate * scale / centres.clamp(min=1)
-            grad_in /= (1 + per_centre * crowd_in).unsqueeze(1)
-            grad_out /= (1 + per_centre * crowd_out).unsqueeze(1)
-            crowd_in += curv_in
-            crowd_out += curv_out
-            centres += min(CHUNK, kept - chunk * CHUNK)
-        w_in += rate * grad_in
-        w_out += rate * grad_out
-    return w_in, w_out, loss, count, (sat_in, sat_out), (crowd_in, crowd_out, centres)
-
-
 def correct(device: torch.device, quick: bool) -> None:
-    from w2vdist.training.backends.triton import sgns_chunks, tiles
+    from benchmarks.kernel_reference import reference_sgd
+    from w2vdist.training.backends.triton import CHUNK, sgns_chunks, tiles
     from w2vdist.training.sampling import AliasTable, subsample
 
     g = torch.Generator().manual_seed(int(time.time()))  # fresh inputs every run
@@ -305,17 +223,18 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
     pairs = int(result["out"][1])
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" \
         else float("nan")
-    # Modelled traffic: a program per CHUNK kept words reads its band and target rows twice
+    # Modelled traffic: a program per chunk of kept words reads its band and target rows twice
     # and adds to them once (a read and a write): 4 x rows x dim floats.
     # Rows, not `tiles`' padded columns: K + 1 targets a centre, or a chunk's own negatives.
     kept = float(step.sampler.keep[tokens].sum())
     window, negative = ModelConfig.window, ModelConfig.negative  # the step's (`_step`)
     blocks = kernels.tiles(window, negative, dim, share)
-    targets = CHUNK * (negative + 1) if share == "centre" else \
-        CHUNK + kernels.chunk_negatives(negative)
-    rows = CHUNK + 2 * window + targets
+    chunk = kernels.CHUNK
+    targets = chunk * (negative + 1) if share == "centre" else \
+        chunk + kernels.chunk_negatives(negative)
+    rows = chunk + 2 * window + targets
     triton = backend == "triton"
-    traffic = kept / CHUNK * rows * dim * 4 * 4 if triton else float("nan")
+    traffic = kept / chunk * rows * dim * 4 * 4 if triton else float("nan")
     resident = step.damping.resident if triton and step.damping else "-"
     print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
           f"damping={damping} negatives={share} words_per_s={words / seconds:,.0f} "

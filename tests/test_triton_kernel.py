@@ -28,8 +28,8 @@ import pytest
 import torch
 
 import w2vdist
-from benchmarks.gpu_check import CHUNK, reference_sgd
-
+from benchmarks.kernel_reference import reference_sgd
+from w2vdist.training.backends.triton import CHUNK
 
 
 def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, keep=0.8,
