@@ -50,7 +50,11 @@ class Damping:
             t.mul_(decay)
 
 
-CROWD_MEMORY = float(1 << 20)  # kept centres (about 2M raw words at sample 1e-4)
+# Kept centres (about 60k raw words at sample 1e-4). Rows grow fast in the first steps, and an
+# estimate that remembered a million centres lagged behind them: at several GPUs' rate (0.08)
+# and 65,536-word steps the loss spiked to 10-50 in steps 2-5 and one seed in three lost eight
+# analogy points; 32,768 follows them (BENCHMARKS.md, "The crowd's memory").
+CROWD_MEMORY = float(1 << 15)
 
 
 def resident_programs(regs: int, warps: int, shared: int, device: dict[str, int]) -> int:
