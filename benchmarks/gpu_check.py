@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes; CPU when no CUDA")
