@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 
 import numpy as np
@@ -34,7 +33,7 @@ import torch
 
 from w2vdist import cli
 from w2vdist.training import backends
-from w2vdist.training.backends.crowd import CROWD_MEMORY
+from w2vdist.training.backends.crowd import Damping
 from w2vdist.training.backends.triton import CHUNK, chunk_negatives
 from w2vdist.training.merge import Saturation
 from w2vdist.training.sampling import WindowSampler
@@ -48,11 +47,10 @@ class CrowdStep:
                  damping: float, chunk_negatives: int = 0, negative_weight: float = 1.0,
                  saturation: Saturation | None = None) -> None:
         self.sampler, self.tables, self.saturation = sampler, tables, saturation
-        self.in_flight, self.damping = in_flight, damping
+        self.in_flight = in_flight
         self.chunk_negatives, self.negative_weight = chunk_negatives, negative_weight
-        rows = tables.input.shape[0]
-        self.crowd = (torch.zeros(rows), torch.zeros(rows))  # as crowd.Damping keeps them
-        self.centres = 0.0
+        # The kernel's totals and their decay between steps, not a copy of them.
+        self.damping = Damping.zeros(damping, tables.input.shape[0], tables.input.device)
 
     def __call__(self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float,
                  lr_end: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,29 +63,28 @@ class CrowdStep:
             negatives = negatives.reshape(-1)[at]
         loss = torch.zeros((), dtype=torch.float64)
         pairs = torch.zeros((), dtype=torch.int64)
+        damping = self.damping
         for lo in range(0, kept, self.in_flight):
             piece = slice(lo, lo + self.in_flight)
             lr = lr_start + (lr_end - lr_start) * (lo + self.in_flight / 2) / kept
             grads = gradients(self.tables, centres[piece], contexts[piece], negatives[piece],
                               mask[piece], self.negative_weight)  # fmt: skip
-            per_centre = lr * self.damping * self.in_flight / max(self.centres, 1.0)
+            per_centre = lr * damping.factor * self.in_flight / max(float(damping.centres), 1.0)
             sat = self.saturation
             sums = (sat.sat_in, sat.sat_out) if sat else (None, None)
             for table, rows, crowd, summed in zip((self.tables.input, self.tables.output),
-                                                  (grads.input, grads.output), self.crowd, sums):
+                                                  (grads.input, grads.output), damping.crowd,
+                                                  sums):
                 factor = 1.0 / (1.0 + per_centre * crowd[rows.index])
                 table.data.index_add_(0, rows.index, rows.values * factor.unsqueeze(1),
                                       alpha=lr)
                 crowd.index_add_(0, rows.index, rows.curvature)
                 if summed is not None:  # what `local` merges weigh the ranks' changes by
                     summed.index_add_(0, rows.index, rows.curvature, alpha=lr)
-            self.centres += min(self.in_flight, kept - lo)
+            damping.centres += min(self.in_flight, kept - lo)
             loss += grads.loss
             pairs += grads.pairs
-        decay = math.exp(-kept / CROWD_MEMORY)
-        for crowd in self.crowd:
-            crowd.mul_(decay)
-        self.centres *= decay
+        damping.advance(torch.tensor(kept))
         return loss, pairs
 
 
