@@ -208,8 +208,6 @@ def bench(device: torch.device, quick: bool) -> None:
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
                device: torch.device, quick: bool, bandwidth: float, kernels) -> None:
-    from w2vdist.training.config import ModelConfig
-
     step, tables = _step(backend, dim, vocab, words, device, damping, share)
     tokens = _zipf_tokens(vocab, words, device)
     sentence = torch.arange(words, device=device) // 20
@@ -228,7 +226,7 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
     # and adds to them once (a read and a write): 4 x rows x dim floats.
     # Rows, not `tiles`' padded columns: K + 1 targets a centre, or a chunk's own negatives.
     kept = float(step.sampler.keep[tokens].sum())
-    window, negative = ModelConfig.window, ModelConfig.negative  # the step's (`_step`)
+    window, negative = step.sampler.window, step.sampler.negative
     blocks = kernels.tiles(window, negative, dim, share)
     chunk = kernels.CHUNK
     targets = chunk * (negative + 1) if share == "centre" else \
