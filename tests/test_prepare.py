@@ -14,12 +14,13 @@ import pytest
 import webdataset
 
 from w2vdist import cli
-from w2vdist.corpus import prepare
+from w2vdist.corpus import filetypes, prepare
 from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest, decode_sample
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer
 from w2vdist.corpus.vocab import Vocab
+from w2vdist.errors import UsageError
 
 
 def prep(*inputs: str | Path, out: Path, **flags: object) -> int:
@@ -251,6 +252,40 @@ def test_inputs_as_files_globs_and_directories(
     assert prep(*inputs, out=out, min_count=1) == 0
     assert Manifest.load(out).stats["files"] == 2  # each file read once, in the order named
     assert sentences(out) == expected_sentences([texts[3], texts[0]], out)
+
+
+def test_a_file_linked_or_named_twice_is_read_once(tmp_path: Path) -> None:
+    """Files are one by (device, inode): a hard link, a link to a file or a second name for it
+    is the first one again; links to directories are not followed (as `Path.rglob`), broken
+    links and other suffixes are not files of the corpus."""
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha beta\n")
+    (root / "sub" / "b.txt").write_text("gamma delta\n")
+    os.link(root / "a.txt", root / "sub" / "hard.txt")
+    (root / "soft.txt").symlink_to(root / "sub" / "b.txt")
+    (root / "broken.txt").symlink_to(root / "gone.txt")
+    (root / "loop").symlink_to(root)  # would find every file again, forever
+    (root / "notes.md").write_text("not text\n")
+    found = filetypes.find_files([str(root), str(root / "sub" / "b.txt"), f"{root}/*.txt"])
+    assert found == [root / "a.txt", root / "soft.txt"]
+    out = tmp_path / "out"
+    assert prep(root, out=out, min_count=1) == 0
+    assert sentences(out) == [["alpha", "beta"], ["gamma", "delta"]]
+
+
+def test_files_are_probed_in_order_on_threads(tmp_path: Path) -> None:
+    """`probed` returns each file's answer in the files' order, however many runs its threads
+    take, and the first error in that order."""
+    files = [tmp_path / f"{i:04d}.txt" for i in range(1000)]
+    for i, f in enumerate(files):
+        f.write_bytes(gzip.compress(b"x\n") if i % 7 == 0 else b"x\n")
+    kinds = filetypes.probed(filetypes.kind, files)
+    assert kinds == [("gzip" if i % 7 == 0 else None) for i in range(1000)]
+    files[300].unlink()
+    files[700].unlink()
+    with pytest.raises(UsageError, match="0300.txt: cannot read"):
+        filetypes.probed(filetypes.kind, files)
 
 
 def test_tokenizer_options(tmp_path: Path) -> None:

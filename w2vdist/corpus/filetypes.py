@@ -12,12 +12,16 @@ import glob
 import gzip
 import io
 import lzma
+import math
+import os
+import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import zstandard
 
@@ -33,6 +37,7 @@ ARCHIVES = ("zip", "tar")  # a tar may also be compressed: found when its text i
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
           b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip"}
 _TAR_HEAD = 512  # a tar file starts with a header block that says "ustar" at byte 257
+PROBE_THREADS = 16  # files `probed` at once
 READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
 PARQUET_BATCH_ROWS = 4096  # rows of one column held at a time
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError,
@@ -40,27 +45,64 @@ READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdErro
 
 
 def find_files(inputs: Iterable[str]) -> list[Path]:
-    """Files named, found under directories (recursively) or matched by globs, in order."""
-    found: dict[Path, Path] = {}  # resolved -> as named, so a file named twice is read once
+    """Files named, found under directories (recursively, not into linked directories, as
+    `Path.rglob`) or matched by globs, in order."""
+    found: dict[tuple[int, int], Path] = {}  # (device, inode) -> as named: read once
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+            under = sorted(Path(root, name) for root, _, names in os.walk(path)
+                           for name in names if Path(name).suffix in TEXT_SUFFIXES)
+            identities = probed(_identity, under)
+            files = [f for f, i in zip(under, identities) if i is not None]
+            identities = [i for i in identities if i is not None]
             if not files:
                 raise UsageError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this directory")
         elif path.exists():
             if not path.is_file():
                 raise UsageError(f"{path}: not a regular file (input is read twice)")
-            files = [path]
+            files, identities = [path], [_identity(path)]
         elif any(c in text for c in "*?["):
             files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
             if not files:
                 raise UsageError(f"{text}: no files matched")
+            identities = probed(_identity, files)
         else:
             raise UsageError(f"{path}: no such file or directory")
-        for f in files:
-            found.setdefault(f.resolve(), f)
+        for f, identity in zip(files, identities):
+            found.setdefault(identity, f)
     return list(found.values())
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A regular file's (device, inode), the same however it is named or linked; None for
+    anything else (a broken link, a directory). One metadata call where `Path.resolve` makes
+    one for each part of the path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+T = TypeVar("T")
+
+
+def probed(function: Callable[[Path], T], files: list[Path]) -> list[T]:
+    """`function` of each file in order, in runs of files on PROBE_THREADS threads: a file's
+    metadata calls and first bytes take a millisecond or more on a network filesystem, and a
+    corpus can be a million files (runs, since a thread's task costs more than a local call).
+    The first error is raised, and the runs not started are dropped."""
+    size = max(1, math.ceil(len(files) / (4 * PROBE_THREADS)))
+    runs = [files[i:i + size] for i in range(0, len(files), size)]
+    if len(runs) < 2:
+        return [function(f) for f in files]
+    pool = ThreadPoolExecutor(PROBE_THREADS)
+    try:
+        return [out for run in pool.map(lambda run: [function(f) for f in run], runs)
+                for out in run]
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def kind(path: Path | str) -> str | None:

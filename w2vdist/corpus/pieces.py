@@ -54,8 +54,8 @@ def split_pieces(
     gets several; compressed files and archives whole (`expand` cuts them into blocks as they
     are read). `file_format` auto: `filetypes.format_of` each file (a compressed file's or an
     archive's files, as `expand` reads them)."""
-    sizes = [f.stat().st_size for f in files]
-    kinds = [filetypes.kind(f) for f in files]
+    probes = filetypes.probed(lambda f: (f.stat().st_size, filetypes.kind(f)), files)
+    sizes, kinds = [size for size, _ in probes], [kind for _, kind in probes]
     packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
     compressions = [k if k in packed else None for k in kinds]
     formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
