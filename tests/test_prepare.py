@@ -324,11 +324,14 @@ def _make_bad_inputs(tmp: Path) -> None:
     (tmp / "ok.txt").write_text("a b c a b c\n")
     (tmp / "taken").mkdir()
     (tmp / "taken" / "x").write_text("")
+    os.mkfifo(tmp / "pipe")
 
 
 BAD_INPUTS = {  # case: (arguments, where {tmp} is the test's directory; expected message)
     "missing": ("{tmp}/nope.txt", "nope.txt: no such file or directory"),
     "no match": ("{tmp}/*.xyz", "*.xyz: no files matched"),
+    "only directories match": ("{tmp}/*_dir", "*_dir: no files matched"),
+    "not a file": ("{tmp}/pipe", "pipe: not a regular file"),
     "no text files": ("{tmp}/empty_dir", "empty_dir: no .txt, .jsonl, .ndjson, .parquet, .zip, .tar, .gz"),
     "empty corpus": ("{tmp}/empty.txt", "empty.txt: empty corpus"),
     "below min_count": ("{tmp}/few.txt", "no word occurs min_count=5 times"),

@@ -51,25 +51,20 @@ def find_files(inputs: Iterable[str]) -> list[Path]:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            under = sorted(Path(root, name) for root, _, names in os.walk(path)
+            named = sorted(Path(root, name) for root, _, names in os.walk(path)
                            for name in names if Path(name).suffix in TEXT_SUFFIXES)
-            identities = probed(_identity, under)
-            files = [f for f, i in zip(under, identities) if i is not None]
-            identities = [i for i in identities if i is not None]
-            if not files:
-                raise UsageError(f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this directory")
+            none = f"{path}: no {', '.join(TEXT_SUFFIXES)} files in this directory"
         elif path.exists():
-            if not path.is_file():
-                raise UsageError(f"{path}: not a regular file (input is read twice)")
-            files, identities = [path], [_identity(path)]
+            named, none = [path], f"{path}: not a regular file (input is read twice)"
         elif any(c in text for c in "*?["):
-            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not files:
-                raise UsageError(f"{text}: no files matched")
-            identities = probed(_identity, files)
+            named = sorted(map(Path, glob.glob(text, recursive=True)))
+            none = f"{text}: no files matched"
         else:
             raise UsageError(f"{path}: no such file or directory")
-        for f, identity in zip(files, identities):
+        files = [(f, i) for f, i in zip(named, probed(_identity, named)) if i is not None]
+        if not files:
+            raise UsageError(none)
+        for f, identity in files:
             found.setdefault(identity, f)
     return list(found.values())
 
