@@ -35,18 +35,18 @@ def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, n
 
 
 def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int, share: str,
-                  negative: int, lr: tuple[float, float], norms=None, all_at_once: bool = False,
-                  damping=None):
+                  negative: int, lr: tuple[float, float], track: bool = False,
+                  all_at_once: bool = False, damping=None):
     """float64 SGD chunk after chunk, as the kernel defines it (each chunk's gradients from the
     tables as the chunks before it left them; `all_at_once`: every chunk from the first
     tables). `damping` (crowd_in, crowd_out, centres, scale), as `crowd.Damping` keeps them:
     each chunk divides a row's update by 1 + rate x scale x its crowd / the centres before it,
-    then adds its |g| / 2 x |other row as read|^2 to the row's crowd and its centres. Returns
+    then adds its |g| / 2 x |other row as read|^2 to the row's crowd and its centres; `track`:
+    rate x that to the row's saturation for `local` merges. Returns
     (w_in, w_out, loss, pairs, (sat_in, sat_out), (crowd_in, crowd_out, centres))."""
     tokens, sentence, record = tokens.cpu(), sentence.cpu(), record.cpu()
     w_in, w_out = w_in.cpu().double().clone(), w_out.cpu().double().clone()
     first_in, first_out = w_in.clone(), w_out.clone()
-    norm_in, norm_out = (n.cpu().double() for n in norms) if norms else (None, None)
     zeros = torch.zeros(len(w_in), dtype=torch.float64)
     sat_in, sat_out = zeros.clone(), zeros.clone()
     crowd_in, crowd_out, centres, scale = (torch.as_tensor(t).cpu().double().clone()
@@ -75,9 +75,9 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
             bend = 0.5 * g.abs()
             curv_in[ctx] += float((bend * (u * u).sum(1)).sum())
             curv_out.index_add_(0, torch.tensor(outs), bend * float(v @ v))
-            if norms:
-                sat_in[ctx] += float((rate * bend * norm_out[outs]).sum())
-                sat_out.index_add_(0, torch.tensor(outs), rate * bend * norm_in[ctx])
+            if track:
+                sat_in[ctx] += float((rate * bend * (u * u).sum(1)).sum())
+                sat_out.index_add_(0, torch.tensor(outs), rate * bend * float(v @ v))
         if damping:
             per_centre = rate * scale / centres.clamp(min=1)
             grad_in /= (1 + per_centre * crowd_in).unsqueeze(1)

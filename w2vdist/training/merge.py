@@ -26,7 +26,8 @@ class Saturation:
 
     `sat_in`/`sat_out` sum, over a row's updates since the last merge, lr times the curvature
     of the update's loss along the row; `norm_in`/`norm_out` are the rows' squared norms as of
-    the last merge, which the compiled kernel uses for the curvature |g| / 2 * |other row|^2.
+    the last merge, which the compiled CPU kernel uses for the curvature |g| / 2 * |other
+    row|^2 (the torch and Triton steps use the other row as they read it).
     """
 
     norm_in: torch.Tensor

@@ -129,7 +129,8 @@ def sgns_chunks(
     0-d device tensor). table: the alias table, int32[V, 2]. seed: int64[1] on the device.
     The rate falls linearly from lr_start at the first kept word to lr_end after the last.
     `saturation` (local sync): each score adds lr |g| / 2 times the other row's squared norm
-    to both rows' totals, as the CPU kernel does. `record` (tests): int64[programs, 2,
+    as read to both rows' totals (the torch step's curvature; `saturation`'s norms, which the
+    CPU kernel uses, are not read). `record` (tests): int64[programs, 2,
     BLOCK_J] receives each program's targets and each target column's window. `damping`: each
     row's update divided by 1 + lr x the curvature of its crowd, and the step's curvature and
     centres added to its totals (`Damping`); the caller then calls `damping.advance(kept)`.
@@ -144,8 +145,7 @@ def sgns_chunks(
     pairs = torch.zeros(programs, dtype=torch.int32, device=device)
     if programs:
         track = saturation is not None
-        sat = (saturation.norm_in, saturation.norm_out, saturation.sat_in, saturation.sat_out) \
-            if track else (losses,) * 4  # never read without TRACK
+        sat = (saturation.sat_in, saturation.sat_out) if track else (losses,) * 2  # if TRACK
         damp = (*damping.crowd, damping.centres) if damping else (losses,) * 3  # read if DAMP
 
         def launch(first: int, count: int, in_flight: int) -> Any:
@@ -210,7 +210,7 @@ if _IMPORT_ERROR is None:
     @triton.jit(do_not_specialize=["first_program"])
     def _sgns_chunk(
         w_in, w_out, tokens, sentence, kept_ptr, table, seed_ptr,
-        norm_in, norm_out, sat_in, sat_out, crowd_in, crowd_out, centres_ptr,
+        sat_in, sat_out, crowd_in, crowd_out, centres_ptr,
         losses, pair_counts, record, lr_start, lr_end, vocab, dim, window, n_neg, crowd_scale,
         first_program,
         CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr,
@@ -290,14 +290,14 @@ if _IMPORT_ERROR is None:
 
         # Pass 1: scores (B, J) over dim tiles, from the rows as read before any update.
         scores = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.float32)
-        square_in = tl.zeros([BLOCK_B], dtype=tl.float32)  # the rows' squared norms (DAMP)
+        square_in = tl.zeros([BLOCK_B], dtype=tl.float32)  # the rows' squared norms, as read
         square_out = tl.zeros([BLOCK_J], dtype=tl.float32)
         for d0 in range(0, dim, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             v = tl.load(in_rows + d[None, :], mask=b_used[:, None] & (d < dim)[None, :], other=0.)
             u = tl.load(out_rows + d[None, :], mask=j_used[:, None] & (d < dim)[None, :], other=0.)
             scores = tl.dot(v, tl.trans(u), scores, input_precision=PRECISION)
-            if DAMP:
+            if DAMP or TRACK:
                 square_in += tl.sum(v * v, axis=1)
                 square_out += tl.sum(u * u, axis=1)
 
@@ -308,13 +308,15 @@ if _IMPORT_ERROR is None:
         tl.store(pair_counts + pid,
                  tl.sum(tl.sum(tl.where(positive, weight, 0.0), axis=1), axis=0).to(tl.int32))
         if TRACK:  # each row's saturation for `local` merges (merge.Saturation)
+            # Against the rows as read, as the torch step and `gpu_crowd.py` measure it, not
+            # the CPU kernel's norms of the last merge: a GPU trains tens of thousands of words
+            # a rank between merges, over which young rows grow many times over. The floor
+            # keeps a changed row's saturation positive (`merge.curvature_norms`).
             h = 0.5 * lr * tl.abs(grad)
-            n_out = tl.load(norm_out + target, mask=j_used, other=0.0)
-            n_in = tl.load(norm_in + btok, mask=b_used, other=0.0)
-            tl.atomic_add(sat_in + btok, tl.sum(h * n_out[None, :], axis=1), mask=b_used,
-                          sem="relaxed")
-            tl.atomic_add(sat_out + target, tl.sum(h * n_in[:, None], axis=0), mask=j_used,
-                          sem="relaxed")
+            tl.atomic_add(sat_in + btok, tl.sum(h * (square_out + 1e-20)[None, :], axis=1),
+                          mask=b_used, sem="relaxed")
+            tl.atomic_add(sat_out + target, tl.sum(h * (square_in + 1e-20)[:, None], axis=0),
+                          mask=j_used, sem="relaxed")
         if DAMP:  # `Damping`: the crowd's curvature from what was trained so far, then ours
             # Read from L2, where the other programs' atomics land (".cg": not a stale L1 line).
             seen = tl.load(centres_ptr, cache_modifier=".cg")
