@@ -217,9 +217,9 @@ def negatives_warning(cfg: Config) -> str | None:
         return None
     return (
         "model.share_negatives chunk shares one set of negatives among 16 centres: emulated "
-        "on CPU it scored about 1.5 analogy points under a centre's own (BENCHMARKS.md, "
-        "\"Chunk mode's negatives fill its tile\"); it saves the kernel memory traffic, not "
-        "quality"
+        "on CPU it scored about 1.5 analogy points under a centre's own on one GPU and 1.7 on "
+        "eight (BENCHMARKS.md, \"Chunk mode's negatives fill its tile\", \"The crowd's "
+        "memory\"); it saves the kernel memory traffic, not quality"
     )
 
 
