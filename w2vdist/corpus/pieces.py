@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ class Piece:
     compression: str | None = None
     text_field: str = "text"
     data: bytes | None = None  # a block of a compressed file, decompressed (`text.blocks_of`)
+    file_bytes: int = 0  # the whole file's size as `split_pieces` found it, not asked again
     cut_end: bool = False  # the block ends where a long line is cut (`text._blocks`)
 
 
@@ -74,8 +74,8 @@ def split_pieces(
             ranges = [(0, -1)]
         else:
             ranges = [(a, min(a + step, size)) for a in range(0, size, step)]
-        pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field)
-                   for i, (a, b) in enumerate(ranges)]
+        pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field,
+                         file_bytes=size) for i, (a, b) in enumerate(ranges)]
     return pieces
 
 
@@ -92,8 +92,7 @@ def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
     would be uncompressed; a JSON Lines block after its last newline, or, without one, once it
     holds MAX_BLOCK_BYTES (a longer record fails). Blocks depend on the text alone: the output
     is the same for any number of workers, and compressed or not."""
-    sizes = [os.path.getsize(p.path) for p in pieces
-             if p.compression is not None and p.format != "parquet"]
+    sizes = [p.file_bytes for p in pieces if p.compression is not None and p.format != "parquet"]
     whole = len(sizes) >= workers and max(sizes) <= min(MAX_WHOLE_BYTES,
                                                         1.5 * sum(sizes) / workers)
     number = 0
@@ -129,5 +128,5 @@ def _size(piece: Piece) -> int:
     if piece.format == "parquet":
         return text.MIN_RANGE_BYTES  # a task of its own
     if piece.compression is not None or piece.end < 0:
-        return os.path.getsize(piece.path) - piece.start
+        return piece.file_bytes - piece.start
     return piece.end - piece.start

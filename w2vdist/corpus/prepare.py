@@ -247,7 +247,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
             stats={
                 "files": len(files),
                 "paths": [str(f) for f in files],
-                "bytes": sum(f.stat().st_size for f in files),
+                "bytes": sum({p.path: p.file_bytes for p in pieces}.values()),
                 **dataclasses.asdict(stats),
                 "sentences": sentences,
                 "oov_dropped": oov,
