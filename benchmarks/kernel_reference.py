@@ -73,11 +73,12 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
             loss += float((weights * torch.nn.functional.softplus(
                 torch.where(label > 0, -score, score))).sum())
             bend = 0.5 * g.abs()
-            curv_in[ctx] += float((bend * (u * u).sum(1)).sum())
-            curv_out.index_add_(0, torch.tensor(outs), bend * float(v @ v))
+            bent_in, bent_out = float((bend * (u * u).sum(1)).sum()), bend * float(v @ v)
+            curv_in[ctx] += bent_in
+            curv_out.index_add_(0, torch.tensor(outs), bent_out)
             if track:
-                sat_in[ctx] += float((rate * bend * (u * u).sum(1)).sum())
-                sat_out.index_add_(0, torch.tensor(outs), rate * bend * float(v @ v))
+                sat_in[ctx] += rate * bent_in
+                sat_out.index_add_(0, torch.tensor(outs), rate * bent_out)
         if damping:
             per_centre = rate * scale / centres.clamp(min=1)
             grad_in /= (1 + per_centre * crowd_in).unsqueeze(1)

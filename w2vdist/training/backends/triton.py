@@ -307,16 +307,17 @@ if _IMPORT_ERROR is None:
         tl.store(losses + pid, tl.sum(tl.sum(weight * loss, axis=1), axis=0))
         tl.store(pair_counts + pid,
                  tl.sum(tl.sum(tl.where(positive, weight, 0.0), axis=1), axis=0).to(tl.int32))
+        if DAMP or TRACK:  # each row's curvature: |g| / 2 x the other row's squared norm
+            # As read, as the torch step and `gpu_crowd.py` measure it, not the CPU kernel's
+            # norms of the last merge: a GPU trains tens of thousands of words a rank between
+            # merges, over which young rows grow many times over. The floor keeps a changed
+            # row's saturation positive (`merge.curvature_norms`).
+            bend = 0.5 * tl.abs(grad)
+            curve_in = tl.sum(bend * (square_out + 1e-20)[None, :], axis=1)
+            curve_out = tl.sum(bend * (square_in + 1e-20)[:, None], axis=0)
         if TRACK:  # each row's saturation for `local` merges (merge.Saturation)
-            # Against the rows as read, as the torch step and `gpu_crowd.py` measure it, not
-            # the CPU kernel's norms of the last merge: a GPU trains tens of thousands of words
-            # a rank between merges, over which young rows grow many times over. The floor
-            # keeps a changed row's saturation positive (`merge.curvature_norms`).
-            h = 0.5 * lr * tl.abs(grad)
-            tl.atomic_add(sat_in + btok, tl.sum(h * (square_out + 1e-20)[None, :], axis=1),
-                          mask=b_used, sem="relaxed")
-            tl.atomic_add(sat_out + target, tl.sum(h * (square_in + 1e-20)[:, None], axis=0),
-                          mask=j_used, sem="relaxed")
+            tl.atomic_add(sat_in + btok, lr * curve_in, mask=b_used, sem="relaxed")
+            tl.atomic_add(sat_out + target, lr * curve_out, mask=j_used, sem="relaxed")
         if DAMP:  # `Damping`: the crowd's curvature from what was trained so far, then ours
             # Read from L2, where the other programs' atomics land (".cg": not a stale L1 line).
             seen = tl.load(centres_ptr, cache_modifier=".cg")
@@ -325,11 +326,8 @@ if _IMPORT_ERROR is None:
             damp_in = 1.0 / (1.0 + scale * crowd)
             crowd = tl.load(crowd_out + target, mask=j_used, other=0.0, cache_modifier=".cg")
             damp_out = 1.0 / (1.0 + scale * crowd)
-            bend = 0.5 * tl.abs(grad)
-            tl.atomic_add(crowd_in + btok, tl.sum(bend * square_out[None, :], axis=1),
-                          mask=b_used, sem="relaxed")
-            tl.atomic_add(crowd_out + target, tl.sum(bend * square_in[:, None], axis=0),
-                          mask=j_used, sem="relaxed")
+            tl.atomic_add(crowd_in + btok, curve_in, mask=b_used, sem="relaxed")
+            tl.atomic_add(crowd_out + target, curve_out, mask=j_used, sem="relaxed")
             tl.atomic_add(centres_ptr, tl.minimum(kept - first, CHUNK).to(tl.float32),
                           sem="relaxed")
 
