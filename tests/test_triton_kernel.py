@@ -368,12 +368,17 @@ def _inside_interpreter() -> bool:
     return False
 
 
-@pytest.mark.parametrize("share", ["centre", "chunk"])
-@pytest.mark.parametrize("dim", [100, 300])
-@pytest.mark.parametrize("track, damp", [(False, False), (False, True), (True, True)])
-def test_kernel_compiles_for_hopper_without_spills(share, dim, track, damp):
-    """Triton compiles for a GPU it does not see: sm_90 machine code from the default tiles,
-    with Tensor Core products and Hogwild atomics, and ptxas reports no spills."""
+HOPPER = [(90, share, dim, track, damp) for share in ("centre", "chunk") for dim in (100, 300)
+          for track, damp in ((False, False), (False, True), (True, True))]
+OTHERS = [(arch, share, 300, True, True) for arch in (80, 86, 100) for share in ("centre", "chunk")]
+
+
+@pytest.mark.parametrize("arch, share, dim, track, damp", HOPPER + OTHERS)
+def test_kernel_compiles_without_spills(arch, share, dim, track, damp):
+    """Triton compiles for a GPU it does not see: machine code from the default tiles for
+    H100/H200 (sm_90) and, in the heaviest variant, A100 (sm_80), A10/A40/RTX 30xx (sm_86) and
+    B200 (sm_100), with Tensor Core products and Hogwild atomics; ptxas reports no spills, and
+    the shared memory fits the 48 KB any CUDA GPU gives a block without asking for more."""
     import tempfile
 
     import triton
@@ -397,16 +402,18 @@ def test_kernel_compiles_for_hopper_without_spills(share, dim, track, damp):
     source = ASTSource(fn=kernels._sgns_chunk,
                        signature={**pointers, **scalars, **dict.fromkeys(constants, "constexpr")},
                        constexprs=constants)  # fmt: skip
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                               options=options)
     ptx = compiled.asm["ptx"]
     assert compiled.asm["cubin"]
+    assert compiled.metadata.shared <= 48 * 1024
     assert re.search(r"mma\.sync\.aligned\.\S*tf32", ptx)  # Tensor Cores, TF32 operands
     assert re.search(r"red\.global\.\S*add\.f32", ptx)  # Hogwild atomic adds
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "k.ptx").write_text(ptx)
         report = subprocess.run(
-            [get_ptxas(90).path, "-arch=sm_90a", "-v", str(Path(tmp, "k.ptx")), "-o",
+            [get_ptxas(arch).path, f"-arch=sm_{arch}{'a' if arch >= 90 else ''}", "-v",
+             str(Path(tmp, "k.ptx")), "-o",
              str(Path(tmp, "k.cubin"))], capture_output=True, text=True, timeout=300,
         ).stderr  # fmt: skip
     registers = int(re.search(r"Used (\d+) registers", report).group(1))
