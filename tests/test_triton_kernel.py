@@ -33,7 +33,7 @@ from w2vdist.training.backends.triton import CHUNK
 
 
 def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, keep=0.8,
-              damp=False):
+              damp=False, sequential=False):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(1, 1000, (vocab,), generator=g)
     # (crowd_in, crowd_out, centres, factor): rows damped by up to 1 / 3.5 at first.
@@ -47,11 +47,15 @@ def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, kee
         sentence=torch.arange(words) // sentence_len,
         keep=torch.full((vocab,), keep),
         lr=lr, share=share, seed=seed, track=track, damping=damping, window=5, negative=5,
+        sequential=sequential,
     )  # fmt: skip
 
 
 SCENARIOS = {
     "centre-100": lambda: _scenario(300, 100, 160, 23, (0.05, 0.03), "centre", 1),
+    # A program a launch, as gpu_check's CORRECT launches it on a GPU.
+    "centre-100-sequential": lambda: _scenario(300, 100, 160, 23, (0.05, 0.03), "centre", 1,
+                                               sequential=True),
     "chunk-100": lambda: _scenario(300, 100, 160, 23, (0.05, 0.03), "chunk", 2),
     "centre-300": lambda: _scenario(400, 300, 100, 40, (0.05, 0.05), "centre", 3),
     "chunk-37": lambda: _scenario(200, 37, 130, 17, (0.05, 0.02), "chunk", 4),
@@ -104,7 +108,7 @@ def _run_scenarios(out: str) -> None:
         loss, pairs = sgns_chunks(
             w_in, w_out, tokens, sentence, kept, table, torch.tensor([1000 + s["seed"]]),
             *s["lr"], s["window"], s["negative"], s["share"], saturation, "ieee", record,
-            damping,
+            damping, s["sequential"],
         )  # fmt: skip
         results[name] = dict(
             w_in=w_in, w_out=w_out, loss=loss, pairs=pairs, tokens=tokens, sentence=sentence,
@@ -160,7 +164,8 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("name", ["centre-100", "chunk-100", "centre-300", "chunk-37",
-                                  "hot-rows", "centre-100-damped", "chunk-37-damped"])
+                                  "hot-rows", "centre-100-damped", "chunk-37-damped",
+                                  "centre-100-sequential"])
 def test_kernel_equals_chunk_by_chunk_float64_sgd(kernel, name):
     scenario, result = SCENARIOS[name](), kernel[name]
     want_in, want_out, want_loss, want_pairs, *_ = _reference(scenario, result)
@@ -173,6 +178,13 @@ def test_kernel_equals_chunk_by_chunk_float64_sgd(kernel, name):
     if name == "hot-rows":  # negatives equal to their centre were drawn, and skipped
         targets = result["record"][:, 0].reshape(-1, result["block_t"])[: int(result["kept"])]
         assert (targets[:, 1:6] == targets[:, :1]).any()
+
+
+def test_a_program_a_launch_trains_the_same_chunks(kernel):
+    """Under the interpreter programs run in order either way: launched one at a time (each
+    launch offset by its first program), the kernel must give the same tables bit for bit."""
+    for key in ("w_in", "w_out", "loss", "pairs", "record"):
+        assert torch.equal(kernel["centre-100-sequential"][key], kernel["centre-100"][key]), key
 
 
 def test_hogwild_order_matters_at_these_learning_rates(kernel):

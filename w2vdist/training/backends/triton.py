@@ -124,6 +124,7 @@ def sgns_chunks(
     precision: str = "tf32",
     record: torch.Tensor | None = None,
     damping: Damping | None = None,
+    sequential: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Train the kept words in place; returns (loss float64, pairs int64), 0-d on the device.
 
@@ -136,6 +137,9 @@ def sgns_chunks(
     BLOCK_J] receives each program's targets and each target column's window. `damping`: each
     row's update divided by 1 + lr x the curvature of its crowd, and the step's curvature and
     centres added to its totals (`Damping`); the caller then calls `damping.advance(kept)`.
+    `sequential` (checks on a GPU): one program a launch, so that the chunks train one after
+    another, as the float64 reference does, instead of in Hogwild order (on a GPU neighbouring
+    chunks share their band's context rows and race on them).
     """
     if _IMPORT_ERROR is not None:
         raise RuntimeError(f"Triton kernel unavailable: {_IMPORT_ERROR}")
@@ -160,7 +164,10 @@ def sgns_chunks(
                 RECORD=record is not None, PRECISION=precision, **blocks,
             )  # fmt: skip
 
-        if damping is None:
+        if sequential:
+            for first in range(programs):
+                launch(first, 1, CHUNK)
+        elif damping is None:
             launch(0, programs, 0)
         else:
             first = 0
