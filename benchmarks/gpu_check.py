@@ -5,8 +5,9 @@
 
 Each section prints one line or more, tagged: ENV (GPU, torch, triton, NCCL), CORRECT (the
 kernel against a float64 reference: relative error of the update, exact fp32 and TF32
-operands), BENCH (raw words/s, pairs/s, peak memory and the share of the measured DRAM
-bandwidth that the kernel's modelled traffic uses, per dim, step size and backend), MEM (a
+operands), SYNC (steps under CUDA's sync debug mode: no host synchronisation), BENCH (raw
+words/s, pairs/s, peak memory and the share of the measured DRAM bandwidth that the kernel's
+modelled traffic uses, per dim, step size and backend), MEM (a
 2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU process group through both sync
 strategies; a full `local` merge at 2M x 300), E2E (synth -> prepare -> train -> eval on the
 device: planted analogies), LOADER (the loader alone, shards to the device, by worker
@@ -275,6 +276,34 @@ def mem(device: torch.device, quick: bool) -> None:
           f"peak_gb={peak:.2f}", flush=True)
 
 
+# ---- SYNC: the step on the device never waits for the host --------------------------------
+
+
+def no_host_sync(device: torch.device, quick: bool) -> None:
+    """Three steps of each backend after a warm-up one, under
+    `torch.cuda.set_sync_debug_mode("error")`: any op that makes the GPU wait for the host
+    raises. On CPU the same steps run unchecked (the tests count such ops with a shim)."""
+    cuda = device.type == "cuda"
+    vocab, words = (200_000, 1 << 16) if cuda else (2000, 512)
+    for backend in ("triton", "torch"):
+        step, _ = _step(backend, 100, vocab, words, device)
+        tokens = _zipf_tokens(vocab, words, device)
+        sentence = torch.arange(words, device=device) // 20
+        step(tokens, sentence, 0.025, 0.025)  # loads the kernel, sizes the damping's crowd
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(3):
+                loss, pairs = step(tokens, sentence, 0.025, 0.025)
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+        print(f"SYNC backend={backend} steps=3 words_per_step={words} checked="
+              f"{'yes host_syncs=0' if cuda else 'no (CPU)'} pairs={int(pairs)} "
+              f"loss_per_pair={float(loss) / int(pairs):.3f}", flush=True)
+
+
 # ---- NCCL: a real process group of one -----------------------------------------------------
 
 
@@ -370,8 +399,8 @@ def loader(device: torch.device, quick: bool) -> None:
 
 
 SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {
-    "ENV": env, "CORRECT": correct, "BENCH": bench, "MEM": mem, "NCCL": nccl, "E2E": e2e,
-    "LOADER": loader,
+    "ENV": env, "CORRECT": correct, "SYNC": no_host_sync, "BENCH": bench, "MEM": mem, "NCCL": nccl,
+    "E2E": e2e, "LOADER": loader,
 }
 
 if __name__ == "__main__":
