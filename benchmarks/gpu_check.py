@@ -327,12 +327,35 @@ def nccl(device: torch.device, quick: bool) -> None:
         exact.exchange(grads)
         local = sync.LocalSync(1, SyncConfig(strategy="local", hot_rows=sync.HOT_ROWS), tables)
         seconds = _time(lambda: local.merge(tables), device, 3)
+        queued, counted = _merge_clock(local, tables, device)
         print(f"NCCL backend={backend} version="
               f"{'.'.join(map(str, torch.cuda.nccl.version())) if backend == 'nccl' else '-'} "
-              f"exact_exchange=ok full_merge_ms={seconds * 1e3:.1f} vocab={vocab} dim={dim}",
+              f"exact_exchange=ok full_merge_ms={seconds * 1e3:.1f} vocab={vocab} dim={dim} "
+              f"merge_clock_ms={counted * 1e3:.1f} after_queued_ms={queued * 1e3:.1f}",
               flush=True)
+        if device.type == "cuda" and not counted < 0.5 * queued:
+            raise AssertionError("the merge's clock counted the work queued before it: merges "
+                                 "scheduled by time would space out for the steps' time")
     finally:
         dist.destroy_process_group()
+
+
+def _merge_clock(local, tables, device: torch.device) -> tuple[float, float]:
+    """(seconds of work queued on the device just before a merge, seconds the merge's clock
+    counted for it). On a GPU the host only enqueues work: the merge's clock (`DeviceClock`)
+    must count the merge, not the step still running before it."""
+    n = 4096 if device.type == "cuda" else 512
+    square = torch.randn(n, n, device=device)
+
+    def work() -> None:
+        for _ in range(20):
+            square @ square
+
+    queued = _time(work, device, 1)
+    before = local.seconds
+    work()  # queued, not waited for
+    local.merge(tables)
+    return queued, local.seconds - before
 
 
 # ---- E2E: the commands a user runs -----------------------------------------------------

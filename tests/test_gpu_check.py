@@ -30,6 +30,8 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                          rf"negatives={share} words_per_s=[\d,]+ .* tiles=32x\d+x\d+ "
                          rf"resident_programs={resident}$", out, re.M), out
     assert "interpreter=True" in out
+    assert re.search(r"^NCCL backend=gloo .* merge_clock_ms=[\d.]+ after_queued_ms=[\d.]+$", out,
+                     re.M), out
     for backend in ("triton", "torch"):
         assert re.search(rf"^SYNC backend={backend} steps=3 words_per_step=512 checked=no \(CPU\) "
                          rf"pairs=[1-9]\d* loss_per_pair=\d+\.\d+$", out, re.M), out

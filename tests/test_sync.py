@@ -4,6 +4,7 @@ global batch, local agrees right after each merge and merges as configured."""
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tests.sync_worker import DIM, LR, VOCAB, global_batches, slices
 from w2vdist.errors import UsageError
 from w2vdist.training.backends import batch_words
 from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
+from w2vdist.training.distributed import DeviceClock
 from w2vdist.training.merge import pack_changes, unpack_changes
 from w2vdist.training.sgns import Embeddings, apply, gradients
 from w2vdist.training.sync import LocalSync, resolved
@@ -270,3 +272,17 @@ def test_full_merges_by_time_space_out_and_close_in_again():
         schedule.append(sync.every_steps)
     # 50% -> 5x; no merge; 7.5%: kept; 1.25% -> to 2.5% (20 -> 5); 0.025% -> floor 4; 20%
     assert schedule == [20, 20, 20, 5, 4, 8]
+
+
+def test_the_sync_clock_counts_only_what_it_timed():
+    """On the host (CPU ranks) the clock sums the spans between start and stop, and nothing
+    between them; on CUDA it times the same spans with events (gpu_check's NCCL line checks
+    that a merge does not count the work queued before it)."""
+    clock = DeviceClock(torch.device("cpu"))
+    clock.start()
+    time.sleep(0.02)
+    clock.stop()
+    time.sleep(0.3)  # not timed
+    clock.start()
+    clock.stop()
+    assert 0.02 <= clock.seconds < 0.3

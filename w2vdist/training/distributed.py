@@ -1,9 +1,11 @@
-"""Process-group setup shared by one plain process and torchrun's env:// workers."""
+"""Process-group setup shared by one plain process and torchrun's env:// workers, and the
+clock that times what the ranks do together on their device."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -77,3 +79,43 @@ def _device(name: str, local_rank: int) -> torch.device:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+class DeviceClock:
+    """Seconds spent between `start` and `stop`, summed, as the device spends them. A GPU's
+    host only enqueues work: timed on the host, a merge would count the wait for the step
+    still running (its first read of the device waits for it) and miss its own last
+    transfers, and merges scheduled by time would space out for the steps' time. On CUDA,
+    events on the current stream time it, read at control steps, when the device is read
+    anyway; elsewhere the host clock."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._total = 0.0
+        self._start: float | torch.cuda.Event = 0.0
+        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def start(self) -> None:
+        self._start = self._mark()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self._pending.append((self._start, self._mark()))
+        else:
+            self._total += time.perf_counter() - self._start
+
+    @property
+    def seconds(self) -> float:
+        """The total so far (on CUDA, waits for the last timed work to finish)."""
+        for begin, end in self._pending:
+            end.synchronize()
+            self._total += begin.elapsed_time(end) / 1e3
+        self._pending.clear()
+        return self._total
+
+    def _mark(self) -> float | torch.cuda.Event:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from w2vdist.training.config import Config, SyncConfig
+from w2vdist.training.distributed import DeviceClock
 from w2vdist.training.merge import Saturation, curvature_norms, pack_changes, unpack_changes
 from w2vdist.training.sgns import Embeddings, Gradients, SparseRows, coalesce
 
@@ -43,8 +44,13 @@ class Sync:
     def __init__(self, world_size: int, device: torch.device) -> None:
         self.world_size = world_size
         self.device = device
-        self.seconds = 0.0
+        self.clock = DeviceClock(device)
         self.bytes_sent = 0
+
+    @property
+    def seconds(self) -> float:
+        """Time spent synchronising, as the device spent it (`DeviceClock`)."""
+        return self.clock.seconds
 
     def exchange(self, grads: Gradients) -> Gradients:
         raise NotImplementedError
@@ -61,13 +67,13 @@ class Sync:
         """`values` (numbers, or 0-d tensors on the device) summed over the ranks, in float64:
         the loop's one small collective and one read from the device per control step. The
         strategy's own figures ride along, so that every rank takes the same decisions."""
-        start = time.perf_counter()
         mine = self._control_figures()
         t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device)
                          for v in [*values, *mine]])
         if self.world_size > 1:
+            self.clock.start()
             dist.all_reduce(t)
-            self.seconds += time.perf_counter() - start
+            self.clock.stop()
         summed = t.tolist()
         self._on_control(summed[len(values):])
         return summed[: len(values)]
@@ -100,7 +106,7 @@ class ExactSync(Sync):
         pass
 
     def exchange(self, grads: Gradients) -> Gradients:
-        start = time.perf_counter()
+        self.clock.start()
         # One buffer for both tables (output rows shifted past the input rows), the curvature
         # riding as one more column of values.
         index = torch.cat([grads.input.index, grads.output.index + _SHIFT])
@@ -109,7 +115,7 @@ class ExactSync(Sync):
         gathered_index, gathered = _all_gather_rows(index, values, self.world_size)
         is_output = gathered_index >= _SHIFT
         self.bytes_sent += (self.world_size - 1) * (index.numel() * 8 + values.numel() * 4)
-        self.seconds += time.perf_counter() - start
+        self.clock.stop()
         return Gradients(
             input=SparseRows.unpacked(gathered_index[~is_output], gathered[~is_output]),
             output=SparseRows.unpacked(gathered_index[is_output] - _SHIFT, gathered[is_output]),
@@ -136,7 +142,7 @@ class LocalSync(Sync):
         self._hot_rows = torch.empty(2 * hot, tables.input.shape[1], device=device)
         self._hot: dist.Work | None = None  # the hot merge in flight
         self.every_steps = cfg.every_steps  # full merges; by time, if merge_time_share is set
-        self._full_seconds = 0.0  # spent in full merges since the schedule was last judged
+        self._full = DeviceClock(device)  # full merges since the schedule was last judged
         self._since = time.perf_counter()
         self.saturation = Saturation(
             *(curvature_norms(t) for t in self.base),
@@ -155,9 +161,9 @@ class LocalSync(Sync):
 
     def merge(self, tables: Embeddings) -> None:
         self._finish_hot(tables)
-        start = time.perf_counter()
+        self._full.start()
         self._merge_rows(tables, tables.input.shape[0])
-        self._full_seconds += time.perf_counter() - start
+        self._full.stop()
 
     def _start_hot(self, tables: Embeddings) -> None:
         """Start merging the hot rows of both tables in the background: their changes since
@@ -165,7 +171,7 @@ class LocalSync(Sync):
         (`_finish_hot` then adds the merged change under what the rank trained meanwhile).
         Hot merges come every few thousand words; overlapped, the ranks' wait for the slowest
         and the transfer hide behind a step instead of adding to it."""
-        start = time.perf_counter()
+        self.clock.start()
         for part, table, base, sat in self._hot_sides(tables):
             rows = sat.shape[0]
             self._hot_rows[part] = table.data[:rows]
@@ -174,12 +180,12 @@ class LocalSync(Sync):
             sat.zero_()
         self._hot = dist.all_reduce(self._hot_pack, async_op=True)
         self.bytes_sent += int(self._ring * self._hot_pack.numel() * 4)
-        self.seconds += time.perf_counter() - start
+        self.clock.stop()
 
     def _finish_hot(self, tables: Embeddings) -> None:
         if self._hot is None:
             return
-        start = time.perf_counter()
+        self.clock.start()
         self._hot.wait()
         self._hot = None
         change = unpack_changes(self._hot_pack)
@@ -191,7 +197,7 @@ class LocalSync(Sync):
             moved = torch.sub(base[:rows], self._hot_rows[part], out=self._hot_rows[part])
             table.data[:rows] += moved
             norm[:rows] = curvature_norms(base[:rows])
-        self.seconds += time.perf_counter() - start
+        self.clock.stop()
 
     def _hot_sides(self, tables: Embeddings) -> list[tuple[slice, torch.Tensor, torch.Tensor,
                                                            torch.Tensor]]:
@@ -203,7 +209,7 @@ class LocalSync(Sync):
                 (slice(rows, 2 * rows), tables.output, self.base[1], sat.sat_out[:rows])]
 
     def _control_figures(self) -> list[float]:
-        return [self._full_seconds, time.perf_counter() - self._since]
+        return [self._full.seconds, time.perf_counter() - self._since]
 
     def _on_control(self, summed: list[float]) -> None:
         """Full merges scheduled by time, judged at the first control step after one: when
@@ -217,7 +223,7 @@ class LocalSync(Sync):
         target = self.cfg.merge_time_share
         if merging <= 0 or target <= 0:
             return  # no full merge to judge by since the last judgement
-        self._full_seconds, self._since = 0.0, time.perf_counter()
+        self._full, self._since = DeviceClock(self.device), time.perf_counter()
         share = merging / elapsed
         if share > target:
             every = math.ceil(self.every_steps * share / target)
@@ -243,7 +249,7 @@ class LocalSync(Sync):
         of up to MERGE_BLOCK_BYTES, one all-reduce per block: no temporary is as large as a
         table.
         """
-        start = time.perf_counter()
+        self.clock.start()
         sat = self.saturation
         rows = min(rows, tables.input.shape[0])
         sides = ((tables.input, self.base[0], sat.sat_in, sat.norm_in),
@@ -267,7 +273,7 @@ class LocalSync(Sync):
         for (_, _, sat_rows, _), index in zip(sides, indices):
             sat_rows[:rows] = 0
             self.bytes_sent += int(self._ring * len(index) * (dim + 1) * 4)
-        self.seconds += time.perf_counter() - start
+        self.clock.stop()
 
     @property
     def _ring(self) -> float:
