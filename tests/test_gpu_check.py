@@ -23,7 +23,8 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     for tag in ("ENV", "CORRECT", "SYNC", "BENCH", "MEM", "NCCL", "E2E", "LOADER"):
         assert re.search(rf"^{tag} ", out, re.M), (tag, out)
     correct = re.findall(r"^CORRECT .*", out, re.M)
-    assert len(correct) == 4 and all(line.endswith(" ok") for line in correct), correct
+    assert len(correct) == 6 and all(line.endswith(" ok") for line in correct), correct
+    assert sum("damped+saturation" in line for line in correct) == 2, correct
     for damping, share, resident in (("0.1", "centre", "1"), ("0.0", "centre", "-"),
                                      ("0.3", "chunk", "1")):  # the interpreter: one program
         assert re.search(rf"^BENCH backend=triton dim=300 words_per_step=\d+ damping={damping} "
