@@ -252,29 +252,41 @@ def bench(device: torch.device, quick: bool) -> None:
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
     vocab = 2000 if quick else 200_000
     sizes = (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
-    # (backend, words, damping, dim tile, negatives): the defaults; at the kernel's own
-    # default step also undamped, damped in tiles of 32, which spill 4 bytes a thread in centre
-    # mode where the default 16 spill none (`tiles`): which is faster is for a GPU to say, and
-    # chunk mode's shared negatives, 2.1 times less traffic. torch only up to 262,144 words:
-    # its (N, 2W, K+1, D) intermediates are GBs at 1M.
+    # (backend, words, damping, dim tile, negatives), most wanted first, so that a slow kernel
+    # stopped by BENCH_SECONDS still leaves the targets' figures: the default step at both
+    # dims, the other step sizes, then at the default step undamped, damped in tiles of 32
+    # (which spill 4 bytes a thread in centre mode where the default 16 spill none: which is
+    # faster is for a GPU to say) and chunk mode's shared negatives (2.1 times less traffic);
+    # torch last, up to 262,144 words (its (N, 2W, K+1, D) intermediates are GBs at 1M).
     default, damped = min(sizes[-1], 1 << 18), backends.DAMPING  # centre mode's
-    runs = [("triton", words, damped, None, "centre") for words in sizes]
-    runs += [("triton", default, 0.0, None, "centre"), ("triton", default, damped, 32, "centre"),
-             ("triton", default, backends.CHUNK_DAMPING, None, "chunk")]
-    runs += [("torch", words, damped, None, "centre") for words in sizes if words <= (1 << 18)]
+    triton = [("triton", default, damped, None, "centre")]
+    triton += [("triton", words, damped, None, "centre") for words in sizes if words != default]
+    triton += [("triton", default, 0.0, None, "centre"), ("triton", default, damped, 32, "centre"),
+               ("triton", default, backends.CHUNK_DAMPING, None, "chunk")]
+    torch_runs = [("torch", words, damped, None, "centre") for words in sizes
+                  if words <= (1 << 18)]  # fmt: skip
+    runs = [(dim, *run) for group in ([triton[0]], triton[1:], torch_runs) for run in group
+            for dim in (300, 100)]  # fmt: skip
     chosen = kernels.tiles
-    for dim in (100, 300):
-        for backend, words, damping, block_d, share in runs:
-            if block_d:
-                def widened(*args, block_d=block_d) -> dict:
-                    return {**chosen(*args), "BLOCK_D": block_d}
+    start = time.perf_counter()
+    for dim, backend, words, damping, block_d, share in runs:
+        if time.perf_counter() - start > BENCH_SECONDS:  # leave the later sections theirs
+            print(f"BENCH stopped: over {BENCH_SECONDS} s before dim={dim} backend={backend} "
+                  f"words_per_step={words}", flush=True)
+            return
+        if block_d:
+            def widened(*args, block_d=block_d) -> dict:
+                return {**chosen(*args), "BLOCK_D": block_d}
 
-                kernels.tiles = widened
-            try:
-                _bench_one(backend, dim, vocab, words, damping, share, device, quick,
-                           bandwidth, kernels)
-            finally:
-                kernels.tiles = chosen
+            kernels.tiles = widened
+        try:
+            _bench_one(backend, dim, vocab, words, damping, share, device, quick, bandwidth,
+                       kernels)
+        finally:
+            kernels.tiles = chosen
+
+
+BENCH_SECONDS = 180  # of gpu_check.sh's 480: BENCH's figures are the ones a slow kernel stretches
 
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
