@@ -280,12 +280,13 @@ def test_files_are_probed_in_order_on_threads(tmp_path: Path) -> None:
     files = [tmp_path / f"{i:04d}.txt" for i in range(1000)]
     for i, f in enumerate(files):
         f.write_bytes(gzip.compress(b"x\n") if i % 7 == 0 else b"x\n")
-    kinds = filetypes.probed(filetypes.kind, files)
-    assert kinds == [("gzip" if i % 7 == 0 else None) for i in range(1000)]
+    probes = filetypes.probed(filetypes.probe, files)
+    assert probes == [(f.stat().st_size, "gzip" if i % 7 == 0 else None)
+                      for i, f in enumerate(files)]
     files[300].unlink()
     files[700].unlink()
     with pytest.raises(UsageError, match="0300.txt: cannot read"):
-        filetypes.probed(filetypes.kind, files)
+        filetypes.probed(filetypes.probe, files)
 
 
 def test_tokenizer_options(tmp_path: Path) -> None:

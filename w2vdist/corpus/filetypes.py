@@ -100,16 +100,18 @@ def probed(function: Callable[[Path], T], files: list[Path]) -> list[T]:
         pool.shutdown(cancel_futures=True)
 
 
-def kind(path: Path | str) -> str | None:
-    """gzip, bzip2, xz, zstd, parquet, zip, tar or None (plain), from the file's first
-    bytes."""
+def probe(path: Path | str) -> tuple[int, str | None]:
+    """The file's size and kind: gzip, bzip2, xz, zstd, parquet, zip, tar or None (plain),
+    from its first bytes. One open: the size comes from the open file (`fstat`), which a
+    network filesystem answers from what the open fetched, where a `stat` is one more call."""
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(_TAR_HEAD)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     found = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
-    return found or ("tar" if _is_tar(head) else None)
+    return size, found or ("tar" if _is_tar(head) else None)
 
 
 def members(path: str, kind: str | None) -> Iterator[tuple[str, IO[bytes]]]:

@@ -29,7 +29,7 @@ class Piece:
     for Parquet, its row groups [start, end); for a block of a compressed file (or of a file in
     an archive: `ARCHIVE:FILE`), `data`, which starts at byte `start` of the decompressed text.
     `compression`: the file's compression or archive kind, as its first bytes say
-    (`filetypes.kind`, read once). `format`: auto for a compressed file or an archive, until
+    (`filetypes.probe`, read once). `format`: auto for a compressed file or an archive, until
     `expand` reads the names inside. `text_field`: the field or column holding the text of a
     JSON Lines or Parquet file."""
 
@@ -54,7 +54,7 @@ def split_pieces(
     gets several; compressed files and archives whole (`expand` cuts them into blocks as they
     are read). `file_format` auto: `filetypes.format_of` each file (a compressed file's or an
     archive's files, as `expand` reads them)."""
-    probes = filetypes.probed(lambda f: (f.stat().st_size, filetypes.kind(f)), files)
+    probes = filetypes.probed(filetypes.probe, files)
     sizes, kinds = [size for size, _ in probes], [kind for _, kind in probes]
     packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
     compressions = [k if k in packed else None for k in kinds]
