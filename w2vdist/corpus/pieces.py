@@ -53,13 +53,17 @@ def split_pieces(
     """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
     gets several; compressed files and archives whole (`expand` cuts them into blocks as they
     are read). `file_format` auto: `filetypes.format_of` each file (a compressed file's or an
-    archive's files, as `expand` reads them)."""
+    archive's files, as `expand` reads them). Files are probed, and Parquet footers read, on
+    threads (`filetypes.probed`)."""
     probes = filetypes.probed(filetypes.probe, files)
     sizes, kinds = [size for size, _ in probes], [kind for _, kind in probes]
     packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
     compressions = [k if k in packed else None for k in kinds]
     formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
                for f, k, c in zip(files, kinds, compressions)]
+    tables = [f for f, kind in zip(files, formats) if kind == "parquet"]
+    row_groups = dict(zip(tables, filetypes.probed(
+        lambda f: filetypes.parquet_row_groups(str(f), text_field), tables)))
     plain = sum(s for s, c in zip(sizes, compressions) if c is None)
     segment = text.MIN_RANGE_BYTES
     step = min(MAX_RANGE_BYTES, max(segment, plain // (workers * RANGES_PER_WORKER)))
@@ -67,7 +71,7 @@ def split_pieces(
     pieces: list[Piece] = []
     for f, size, kind, compression in zip(files, sizes, formats, compressions):
         if kind == "parquet":
-            groups = filetypes.parquet_row_groups(str(f), text_field)
+            groups = row_groups[f]
             per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
             ranges = [(a, min(a + per, groups)) for a in range(0, groups, per)]
         elif compression is not None or size <= step:
