@@ -333,6 +333,29 @@ def test_absurd_sizes_are_refused_before_allocating(shards, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_memory_check_counts_the_last_merge_and_the_ranks_sharing_a_host(monkeypatch):
+    """Tables that fit one process, but not four copies (2 CPU ranks under `local`, each with
+    its last merge) on this host, are refused before allocating, saying why."""
+    from w2vdist.training.config import Config
+    from w2vdist.training.distributed import World
+    from w2vdist.training.spec import _check_memory
+
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    vocab = 1000
+    cfg = Config()
+    cfg.model.dim = int(0.4 * have / (2 * vocab * 4))  # one copy: 40% of the host
+    cfg.sync.strategy = "local"
+    one, two = (World(0, n, 0, torch.device("cpu"), "host") for n in (1, 2))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    _check_memory(cfg, one, vocab)
+    _check_memory(cfg, two, vocab)  # 80%: one rank here with its last merge
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="and their last merge .* over 2 ranks on this host"):
+        _check_memory(cfg, two, vocab)
+    cfg.sync.strategy = "exact"
+    _check_memory(cfg, two, vocab)  # exact keeps no merge: 80%
+
+
 # --- 8. text that is not what it seems --------------------------------------------------------
 
 

@@ -269,16 +269,24 @@ def _summary(manifest: Manifest) -> dict[str, Any]:
 
 def _check_memory(cfg: Config, world: World, vocab_size: int) -> None:
     """Refuse tables that cannot fit before allocating them (an allocation that fails part
-    way is an opaque out-of-memory error, or the kernel's OOM killer)."""
-    need = 2 * vocab_size * cfg.model.dim * 4
+    way is an opaque out-of-memory error, or the kernel's OOM killer). Several ranks under
+    `local` also keep the last merge (two more tables), and CPU ranks on one host (torchrun's
+    LOCAL_WORLD_SIZE) share its memory."""
+    merges = cfg.sync.strategy == "local" and world.size > 1
     if world.device.type == "cuda":
-        have = torch.cuda.get_device_properties(world.device).total_memory
+        have, ranks = torch.cuda.get_device_properties(world.device).total_memory, 1
     else:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    need = 2 * vocab_size * cfg.model.dim * 4 * (2 if merges else 1) * ranks
     if need > have:
+        what = "the two tables" + (" and their last merge (sync.strategy local)" if merges
+                                   else "")
+        over = f" over {ranks} ranks on this host" if ranks > 1 else ""
         raise UsageError(
-            f"config: model.dim {cfg.model.dim:,}: the two tables of {vocab_size:,} words need "
-            f"{need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB of {world.device}"
+            f"config: model.dim {cfg.model.dim:,}: {what} of {vocab_size:,} words need "
+            f"{need / 2**30:,.1f} GiB{over}, more than the {have / 2**30:,.1f} GiB of "
+            f"{world.device}"
         )
 
 
