@@ -60,7 +60,12 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
                             "torch backend, several times slower on CPU (BENCHMARKS.md); "
                             "install gcc or set CC", cpu.unavailable_reason())
         else:
-            backend = "triton" if in_place_ok and triton.available()[0] else "torch"
+            ok, why = triton.available()
+            backend = "triton" if in_place_ok and ok else "torch"
+            if in_place_ok and not ok:
+                log.warning("the Triton kernel is unavailable (%s): training with the torch "
+                            "backend, whose step materialises every pair's rows; pip install "
+                            "'w2vdist[gpu]'", why)
     if backend == "cpu-kernel" and device.type != "cpu":
         raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
     if backend == "cpu-kernel" and not cpu.available():
