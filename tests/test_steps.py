@@ -29,7 +29,7 @@ def test_auto_picks_the_cpu_kernel_where_in_place_updates_are_allowed():
     assert choose(cfg(sync={"strategy": "exact"}), CPU, 2) == "torch"
 
 
-def test_auto_on_cuda_without_the_triton_kernel_says_so(caplog):
+def test_auto_on_cuda_without_the_triton_kernel_says_so(w2vdist_log):
     """Here CUDA is missing, so the kernel is unavailable: a GPU run that falls back to the
     torch step must say why, as the CPU fallback does; `exact` chooses torch by design."""
     from w2vdist.training.backends import triton
@@ -37,10 +37,10 @@ def test_auto_on_cuda_without_the_triton_kernel_says_so(caplog):
     cuda = torch.device("cuda")
     assert not triton.available()[0]
     assert choose(cfg(), cuda, 1) == "torch"
-    assert "the Triton kernel is unavailable" in caplog.text
-    caplog.clear()
+    assert "the Triton kernel is unavailable" in w2vdist_log.text
+    w2vdist_log.clear()
     assert choose(cfg(sync={"strategy": "exact"}), cuda, 2) == "torch"
-    assert "Triton" not in caplog.text
+    assert "Triton" not in w2vdist_log.text
 
 
 def test_in_place_backends_refuse_exact_sync_across_ranks():
