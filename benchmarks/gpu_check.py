@@ -5,9 +5,9 @@
 
 Each section prints one line or more, tagged: ENV (GPU, torch, triton, NCCL), CORRECT (the
 kernel against a float64 reference: relative error of the update, exact fp32 and TF32
-operands; `gpu_correct.py`), SYNC (steps under CUDA's sync debug mode: no host synchronisation), BENCH (raw
-words/s, pairs/s, peak memory and the share of the measured DRAM bandwidth that the kernel's
-modelled traffic uses, per dim, step size and backend), MEM (a
+operands; `gpu_correct.py`), SYNC (steps under CUDA's sync debug mode: no host
+synchronisation), BENCH (raw words/s, pairs/s, peak memory and the share of the measured DRAM
+bandwidth that the kernel's modelled traffic uses, per dim, step size and backend), MEM (a
 2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU process group through both sync
 strategies; a full `local` merge at 2M x 300), E2E (synth -> prepare -> train -> eval on the
 device: planted analogies), LOADER (the loader alone, shards to the device, by worker
