@@ -82,13 +82,19 @@ def _norms(w_in: torch.Tensor, w_out: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _run_scenarios(out: str) -> None:
     """Child process: the kernel on every scenario, results and recorded draws saved."""
+    from w2vdist.training.backends import triton as kernels
     from w2vdist.training.backends.crowd import Damping
     from w2vdist.training.backends.triton import CHUNK, sgns_chunks, tiles
     from w2vdist.training.sampling import AliasTable, subsample
     from w2vdist.training.merge import Saturation
 
+    # Each launch's grid, heard where the interpreted kernel is indexed by it.
+    interpreted, grids = type(kernels._sgns_chunk), []
+    launch = interpreted.__getitem__
+    interpreted.__getitem__ = lambda kernel, grid: grids.append(grid) or launch(kernel, grid)
     results = {}
     for name, make in SCENARIOS.items():
+        grids.clear()
         s = make()
         g = torch.Generator().manual_seed(s["seed"])
         tokens, sentence, kept = subsample(s["tokens"], s["sentence"], s["keep"], g)
@@ -116,7 +122,7 @@ def _run_scenarios(out: str) -> None:
             sat=(saturation.sat_in, saturation.sat_out) if saturation else None,
             crowd=tuple(t.clone() for t in (*damping.crowd, damping.centres)) if damping
             else None,
-            resident=damping.resident if damping else None,
+            resident=damping.resident if damping else None, launches=list(grids),
         )  # fmt: skip
         if damping:
             damping.advance(kept)
@@ -185,6 +191,9 @@ def test_a_program_a_launch_trains_the_same_chunks(kernel):
     launch offset by its first program), the kernel must give the same tables bit for bit."""
     for key in ("w_in", "w_out", "loss", "pairs", "record"):
         assert torch.equal(kernel["centre-100-sequential"][key], kernel["centre-100"][key]), key
+    programs = -(-len(kernel["centre-100"]["tokens"]) // CHUNK)
+    assert kernel["centre-100"]["launches"] == [(programs,)]
+    assert kernel["centre-100-sequential"]["launches"] == [(1,)] * programs
 
 
 def test_hogwild_order_matters_at_these_learning_rates(kernel):
