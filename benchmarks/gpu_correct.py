@@ -20,6 +20,7 @@ def correct(device: torch.device, quick: bool) -> None:
 
     g = torch.Generator().manual_seed(int(time.time()))  # fresh inputs every run
     lr = (1e-3, 1e-3) if device.type == "cuda" else (0.05, 0.03)
+    rate = torch.tensor(lr, device=device)  # as the kernel reads it
     for share in ("centre", "chunk"):
         for dim in ((37,) if quick else (100, 300, 37)):
             for precision in ("ieee", "tf32"):
@@ -30,7 +31,7 @@ def correct(device: torch.device, quick: bool) -> None:
                 for sequential in (True, False):
                     tables = (w_in.clone(), w_out.clone())
                     record = _record(kt, blocks, device)
-                    loss, pairs = sgns_chunks(*tables, kt, ks, kept, table, seed, *lr, 5, 5,
+                    loss, pairs = sgns_chunks(*tables, kt, ks, kept, table, seed, rate, 5, 5,
                                               share, None, precision, record,
                                               sequential=sequential)  # fmt: skip
                     runs.append((tables, float(loss), int(pairs), record))
@@ -77,7 +78,8 @@ def _correct_damped(g: torch.Generator, share: str, dim: int, lr: tuple[float, f
                       torch.tensor(centres, device=device))  # fmt: skip
     record = _record(kt, blocks, device)
     loss, pairs = sgns_chunks(*tables, kt, ks, kept, table,
-                              torch.randint(2**62, (1,), generator=g).to(device), *lr, 5, 5,
+                              torch.randint(2**62, (1,), generator=g).to(device),
+                              torch.tensor(lr, device=device), 5, 5,
                               share, saturation, "ieee", record, damping, sequential=True)
     ref = reference_sgd(w_in, w_out, kt, ks, int(kept), record, blocks["BLOCK_T"], share, 5,
                         lr, track=True, damping=(*crowd, centres, factor * CHUNK))

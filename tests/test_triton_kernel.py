@@ -113,8 +113,8 @@ def _run_scenarios(out: str) -> None:
         record = torch.full((-(-len(tokens) // CHUNK), 2, blocks["BLOCK_J"]), -1)
         loss, pairs = sgns_chunks(
             w_in, w_out, tokens, sentence, kept, table, torch.tensor([1000 + s["seed"]]),
-            *s["lr"], s["window"], s["negative"], s["share"], saturation, "ieee", record,
-            damping, s["sequential"],
+            torch.tensor(s["lr"]), s["window"], s["negative"], s["share"], saturation, "ieee",
+            record, damping, s["sequential"],
         )  # fmt: skip
         results[name] = dict(
             w_in=w_in, w_out=w_out, loss=loss, pairs=pairs, tokens=tokens, sentence=sentence,
@@ -129,6 +129,7 @@ def _run_scenarios(out: str) -> None:
             results[name]["advanced"] = (*damping.crowd, damping.centres)
     results["no-sync"] = _count_host_syncs()
     results["built"] = _built_damping()
+    results["rated"] = _rated_steps()
     torch.save(results, out)
 
 
@@ -280,6 +281,15 @@ def test_in_kernel_draws_follow_the_window_and_the_alias_table(kernel):
     assert chi2 < 25, (got, expected)  # 4 degrees of freedom: p ~ 5e-5
 
 
+def test_the_gpu_step_trains_at_the_rate_it_is_given(kernel):
+    """The rate goes to the kernel through a device buffer (so that a captured step reads each
+    step's): at 0 the tables stay as they were, at 0.05 both change."""
+    rated = kernel["rated"]
+    assert rated["still"] == [False, False] and rated["still rate"] == [0.0, 0.0], rated
+    assert rated["moved"] == [True, True], rated
+    assert rated["moved rate"] == pytest.approx([0.05, 0.03]), rated
+
+
 def test_the_gpu_step_makes_no_host_synchronisation(kernel):
     """Subsampling, seed, launch and sums: no op that reads a device value on the host or
     sizes a tensor by data (the torch step on one process neither)."""
@@ -336,6 +346,31 @@ def _count_host_syncs() -> dict[str, dict[str, int]]:
     with Count() as probe:
         torch.ones(2)[torch.tensor([True, False])].item()
     out["probe"] = probe.seen
+    return out
+
+
+def _rated_steps() -> dict[str, object]:
+    """Child process: the Triton step as training builds it, at a rate of 0, then 0.05 to
+    0.03: what each left of the tables, and the rate buffer the kernel read."""
+    from w2vdist.training import backends
+    from w2vdist.training.config import Config, ModelConfig
+    from w2vdist.training.sgns import Embeddings
+    from w2vdist.training.sync import OneProcess
+
+    cfg = Config(model=ModelConfig(dim=8, sample=0))
+    cfg.train.backend = "triton"
+    tables = Embeddings(10, 8, torch.Generator().manual_seed(1))
+    tables.output.data.normal_(generator=torch.Generator().manual_seed(2))
+    step = backends.build(cfg, tables, torch.arange(10, 0, -1).numpy(),
+                          OneProcess(1, tables.input.device), torch.Generator().manual_seed(3))
+    tokens = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0))
+    out: dict[str, object] = {}
+    for name, rate in (("still", (0.0, 0.0)), ("moved", (0.05, 0.03))):
+        before = [t.clone() for t in (tables.input, tables.output)]
+        step(tokens, torch.arange(200) // 20, *rate)
+        out[name] = [not torch.equal(b, t) for b, t in zip(before, (tables.input,
+                                                                    tables.output))]
+        out[f"{name} rate"] = step.lr.tolist()
     return out
 
 
@@ -436,12 +471,12 @@ def _compile(arch: int, share: str, dim: int, track: bool, damp: bool, record: b
     blocks = kernels.tiles(5, 5, dim, share)
     options = {key: blocks.pop(key) for key in ("num_warps", "enable_fp_fusion")}
     pointers = dict(w_in="*fp32", w_out="*fp32", tokens="*i64", sentence="*i64",
-                    kept_ptr="*i64", table="*i32", seed_ptr="*i64",
+                    kept_ptr="*i64", table="*i32", seed_ptr="*i64", lr_ptr="*fp32",
                     sat_in="*fp32", sat_out="*fp32", crowd_in="*fp32",
                     crowd_out="*fp32", centres_ptr="*fp32", losses="*fp32", pair_counts="*i32",
                     record="*i64")  # fmt: skip
-    scalars = dict(lr_start="fp32", lr_end="fp32", vocab="i32", dim="i32", window="i32",
-                   n_neg="i32", crowd_scale="fp32", first_program="i32")  # fmt: skip
+    scalars = dict(vocab="i32", dim="i32", window="i32", n_neg="i32", crowd_scale="fp32",
+                   first_program="i32")
     constants = dict(CHUNK=kernels.CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damp,
                      RECORD=record, PRECISION=precision, **blocks)  # fmt: skip
     source = ASTSource(fn=kernels._sgns_chunk,
@@ -465,12 +500,16 @@ def test_bad_arguments_are_refused():
 
     ids = torch.zeros(4, dtype=torch.int64)
     good = dict(w_in=torch.zeros(5, 8), w_out=torch.zeros(5, 8), tokens=ids, sentence=ids,
-                table=torch.zeros(5, 2, dtype=torch.int32), share="centre", precision="tf32")
+                table=torch.zeros(5, 2, dtype=torch.int32), lr=torch.zeros(2), share="centre",
+                precision="tf32")
     for change, message in [
         (dict(w_in=torch.zeros(5, 8, dtype=torch.float64)), "w_in must be a contiguous float32"),
         (dict(w_out=torch.zeros(6, 8)), "w_out has shape"),
         (dict(sentence=torch.zeros(3)), "tokens (4,) and sentence (3,)"),
         (dict(table=torch.zeros(5, 2)), "table must be int32[5, 2]"),
+        (dict(lr=torch.zeros(2, dtype=torch.float64)), "lr must be float32[2] on cpu"),
+        (dict(lr=torch.zeros(())), "lr must be float32[2] on cpu (start, end), got "
+         "torch.float32 ()"),
         (dict(share="pair"), "share must be one of centre, chunk"),
         (dict(precision="bf16"), "precision must be tf32 or ieee"),
         (dict(), "the Triton kernel needs CUDA tensors, got cpu"),

@@ -10,10 +10,11 @@ a centre's negatives shared across its window by default (pWord2Vec), several ti
 eager torch on CPU and better per word than word2vec.c; ranks agree through
 `sync.strategy=local`.
 
-`triton` (`triton.py`): the torch path's sampling, then one fused Triton launch that gathers,
-scores and atomically adds the updates into both tables, with no batch x (K+1) x dim
-intermediate; Hogwild within the batch, so `sync.strategy=local` too; a row's updates damped
-where the GPU's resident programs crowd it (`crowd.py`).
+`triton` (`gpu_step.py`, `triton.py`): subsampling in fixed shapes, then one fused Triton
+launch that draws windows and negatives, scores and atomically adds the updates into both
+tables, with no batch x (K+1) x dim intermediate; Hogwild within the batch, so
+`sync.strategy=local` too; a row's updates damped where the GPU's resident programs crowd it
+(`crowd.py`).
 
 A step takes the learning rate at the start and at the end of its words: the compiled kernel
 decays it word by word, the batch steps use the mean (the rate at the batch's midpoint).
@@ -241,7 +242,7 @@ def build(
                           cfg.model.share_negatives == "centre")
     if cfg.train.backend == "triton":
         from w2vdist.training.backends.crowd import Damping
-        from w2vdist.training.backends.triton import TritonStep
+        from w2vdist.training.backends.gpu_step import TritonStep
 
         factor, crowd = damping(cfg), None
         if factor:

@@ -39,18 +39,14 @@ set before triton is imported), which is how the tests run it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from w2vdist.training.backends.crowd import Damping, resident
-from w2vdist.training.sampling import subsample
 
 if TYPE_CHECKING:
     from w2vdist.training.merge import Saturation
-    from w2vdist.training.sampling import WindowSampler
-    from w2vdist.training.sgns import Embeddings
 
 try:
     import triton
@@ -115,8 +111,7 @@ def sgns_chunks(
     kept: torch.Tensor,
     table: torch.Tensor,
     seed: torch.Tensor,
-    lr_start: float,
-    lr_end: float,
+    lr: torch.Tensor,
     window: int,
     negative: int,
     share: str = "centre",
@@ -130,7 +125,9 @@ def sgns_chunks(
 
     tokens, sentence: int[N] from `sampling.subsample` (kept words first, `kept` of them, a
     0-d device tensor). table: the alias table, int32[V, 2]. seed: int64[1] on the device.
-    The rate falls linearly from lr_start at the first kept word to lr_end after the last.
+    lr: float32[2] on the device, the rate at the first kept word and after the last, between
+    which it falls linearly (read by the kernel: a step with no per-step value can be captured
+    in a CUDA graph).
     `saturation` (local sync): each score adds lr |g| / 2 times the other row's squared norm
     as read to both rows' totals (the torch step's curvature; `saturation`'s norms, which the
     CPU kernel uses, are not read). `record` (tests): int64[programs, 2,
@@ -143,7 +140,7 @@ def sgns_chunks(
     """
     if _IMPORT_ERROR is not None:
         raise RuntimeError(f"Triton kernel unavailable: {_IMPORT_ERROR}")
-    _check(w_in, w_out, tokens, sentence, table, share, precision)
+    _check(w_in, w_out, tokens, sentence, table, lr, share, precision)
     blocks = tiles(window, negative, w_in.shape[1], share)
     programs = triton.cdiv(tokens.numel(), CHUNK)
     device = w_in.device
@@ -156,8 +153,8 @@ def sgns_chunks(
 
         def launch(first: int, count: int, in_flight: int) -> Any:
             return _sgns_chunk[(count,)](
-                w_in, w_out, tokens, sentence, kept, table, seed, *sat, *damp, losses, pairs,
-                record if record is not None else pairs, float(lr_start), float(lr_end),
+                w_in, w_out, tokens, sentence, kept, table, seed, lr, *sat, *damp, losses,
+                pairs, record if record is not None else pairs,
                 w_in.shape[0], w_in.shape[1], window, negative,
                 damping.factor * in_flight if damping else 0.0, first,
                 CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damping is not None,
@@ -185,6 +182,7 @@ def _check(
     tokens: torch.Tensor,
     sentence: torch.Tensor,
     table: torch.Tensor,
+    lr: torch.Tensor,
     share: str,
     precision: str,
 ) -> None:
@@ -201,6 +199,9 @@ def _check(
     if table.dtype != torch.int32 or table.shape != (w_in.shape[0], 2):
         raise ValueError(f"table must be int32[{w_in.shape[0]}, 2] (sampling.AliasTable), got "
                          f"{table.dtype} {tuple(table.shape)}")
+    if lr.dtype != torch.float32 or lr.shape != (2,) or lr.device != w_in.device:
+        raise ValueError(f"lr must be float32[2] on {w_in.device} (start, end), got {lr.dtype} "
+                         f"{tuple(lr.shape)} on {lr.device}")
     if share not in SHARES:
         raise ValueError(f"share must be one of {', '.join(SHARES)}, got {share!r}")
     if precision not in ("tf32", "ieee"):
@@ -218,9 +219,9 @@ if _IMPORT_ERROR is None:
     # compile a kernel for, as Triton would make a 1 by default.
     @triton.jit(do_not_specialize=["first_program"])
     def _sgns_chunk(
-        w_in, w_out, tokens, sentence, kept_ptr, table, seed_ptr,
+        w_in, w_out, tokens, sentence, kept_ptr, table, seed_ptr, lr_ptr,
         sat_in, sat_out, crowd_in, crowd_out, centres_ptr,
-        losses, pair_counts, record, lr_start, lr_end, vocab, dim, window, n_neg, crowd_scale,
+        losses, pair_counts, record, vocab, dim, window, n_neg, crowd_scale,
         first_program,
         CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr,
         BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, SHARED: tl.constexpr,
@@ -234,6 +235,8 @@ if _IMPORT_ERROR is None:
         if first >= kept:
             return
         seed = tl.load(seed_ptr)
+        lr_start = tl.load(lr_ptr)
+        lr_end = tl.load(lr_ptr + 1)
         lr = lr_start + (lr_end - lr_start) * ((first + CHUNK // 2).to(tl.float32)
                                                / kept.to(tl.float32))
 
@@ -355,30 +358,3 @@ if _IMPORT_ERROR is None:
             tl.debug_barrier()  # no thread adds to this tile before every thread has read it
             tl.atomic_add(in_rows + d[None, :], lr * grad_in, mask=in_mask, sem="relaxed")
             tl.atomic_add(out_rows + d[None, :], lr * grad_out, mask=out_mask, sem="relaxed")
-
-
-@dataclass
-class TritonStep:
-    """Subsampling compacted on the device, a seed from the run's generator, one launch."""
-
-    sampler: WindowSampler
-    tables: Embeddings
-    saturation: Saturation | None
-    share: str
-    damping: Damping | None = None
-    precision: str = "tf32"
-
-    def __call__(
-        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        s, g = self.sampler, self.sampler.generator
-        kept_tokens, kept_sentence, kept = subsample(tokens.long(), sentence, s.keep, g)
-        seed = torch.randint(2**62, (1,), generator=g, device=tokens.device)
-        result = sgns_chunks(
-            self.tables.input.data, self.tables.output.data, kept_tokens, kept_sentence, kept,
-            s.negatives.table, seed, lr_start, lr_end, s.window, s.negative, self.share,
-            self.saturation, self.precision, damping=self.damping,
-        )
-        if self.damping is not None:
-            self.damping.advance(kept)
-        return result
