@@ -6,14 +6,16 @@
 Each section prints one line or more, tagged: ENV (GPU, torch, triton, NCCL), CORRECT (the
 kernel against a float64 reference: relative error of the update, exact fp32 and TF32
 operands; `gpu_correct.py`), SYNC (steps under CUDA's sync debug mode: no host
-synchronisation), BENCH (raw words/s, pairs/s, peak memory and the share of the measured DRAM
-bandwidth that the kernel's modelled traffic uses, per dim, step size and backend), MEM (a
-2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU process group through both sync
-strategies; a full `local` merge at 2M x 300), E2E (synth -> prepare -> train -> eval on the
-device: planted analogies), LOADER (the loader alone, shards to the device, by worker
-count). A section that fails prints `FAIL section: why` and the others still run; the exit
-code is the number of failed sections. `--quick` (and any machine without CUDA) runs the same
-code on CPU at tiny sizes, so that CI keeps the plumbing working.
+synchronisation), GRAPH (the step captured in a CUDA graph: the same draws as eager, the
+host's time a step either way; `gpu_graph.py`), BENCH (raw words/s, pairs/s, peak memory and
+the share of the measured DRAM bandwidth that the kernel's modelled traffic uses, per dim,
+step size and backend), MEM (a 2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU
+process group through both sync strategies; a full `local` merge at 2M x 300), E2E (synth ->
+prepare -> train -> eval on the device, eagerly and, on a GPU, captured: planted analogies),
+LOADER (the loader alone, shards to the device, by worker count). A section that fails prints
+`FAIL section: why` and the others still run; the exit code is the number of failed sections.
+`--quick` (and any machine without CUDA) runs the same code on CPU at tiny sizes, so that CI
+keeps the plumbing working.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 from benchmarks.gpu_correct import correct
+from benchmarks.gpu_graph import graph
 
 
 def main() -> int:
@@ -317,28 +320,40 @@ def e2e(device: torch.device, quick: bool) -> None:
                         str(root / "shards"), "--min-count", "5"], check=True,
                        capture_output=True, timeout=300)  # fmt: skip
         backend = "triton" if device.type == "cuda" else "auto"
-        start = time.perf_counter()
-        subprocess.run([*run, "train", "--data.shards", str(root / "shards"),
-                        "--train.run_dir", str(root / "run"), "--train.backend", backend,
-                        "--model.dim", "50", "--model.sample", "1e-3", "--train.epochs",
-                        "1" if quick else "3", "--wandb", "disabled"], check=True,
-                       capture_output=True, timeout=600)  # fmt: skip
-        seconds = time.perf_counter() - start
-        scores = root / "scores.json"
-        subprocess.run([*run, "eval", str(root / "run"), "--eval.analogies",
-                        str(root / "synth" / "analogies.txt"), "--eval.similarity",
-                        str(root / "synth" / "similarity.tsv"), "--json", str(scores)],
-                       check=True, capture_output=True, timeout=300)  # fmt: skip
-        result = json.loads(scores.read_text())
-        analogies, spearman = result["analogies"]["total"], result["similarity"]["spearman"]
-        print(f"E2E backend={backend} device={device.type} sentences={sentences} "
-              f"train_s={seconds:.1f} analogies={analogies:.3f} spearman={spearman:.3f}",
-              flush=True)
-        # The GPU step emulated on CPU (`gpu_crowd.py`, 2,112 centres in flight) and the
-        # compiled CPU kernel both score 1.000 / 0.943 on this corpus (2026-12-03).
-        if not quick and not (analogies >= 0.9 and spearman >= 0.85):
-            raise AssertionError(f"planted relations not learned: analogies {analogies:.3f} "
-                                 f"(>= 0.9 expected), spearman {spearman:.3f} (>= 0.85)")
+        # On a GPU also the step captured in a CUDA graph, at the small steps where it pays.
+        variants = {"default": []}
+        if device.type == "cuda":
+            variants["cuda_graph"] = ["--train.cuda_graph", "true", "--optim.batch_words",
+                                      "16384"]
+        for variant, extra in variants.items():
+            _e2e_train(run, root, backend, variant, extra, sentences, quick, device)
+
+
+def _e2e_train(run: list[str], root: Path, backend: str, variant: str, extra: list[str],
+               sentences: str, quick: bool, device: torch.device) -> None:
+    start = time.perf_counter()
+    subprocess.run([*run, "train", "--data.shards", str(root / "shards"),
+                    "--train.run_dir", str(root / variant), "--train.backend", backend,
+                    "--model.dim", "50", "--model.sample", "1e-3", "--train.epochs",
+                    "1" if quick else "3", "--wandb", "disabled", *extra], check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
+    seconds = time.perf_counter() - start
+    scores = root / f"{variant}.json"
+    subprocess.run([*run, "eval", str(root / variant), "--eval.analogies",
+                    str(root / "synth" / "analogies.txt"), "--eval.similarity",
+                    str(root / "synth" / "similarity.tsv"), "--json", str(scores)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    result = json.loads(scores.read_text())
+    analogies, spearman = result["analogies"]["total"], result["similarity"]["spearman"]
+    print(f"E2E backend={backend} variant={variant} device={device.type} "
+          f"sentences={sentences} train_s={seconds:.1f} analogies={analogies:.3f} "
+          f"spearman={spearman:.3f}", flush=True)
+    # The GPU step emulated on CPU (`gpu_crowd.py`, 2,112 centres in flight) and the
+    # compiled CPU kernel both score 1.000 / 0.943 on this corpus (2026-12-03).
+    if not quick and not (analogies >= 0.9 and spearman >= 0.85):
+        raise AssertionError(f"{variant}: planted relations not learned: analogies "
+                             f"{analogies:.3f} (>= 0.9 expected), spearman {spearman:.3f} "
+                             "(>= 0.85)")
 
 
 # ---- LOADER: shards -> pinned batches -> device, without training -----------------------
@@ -373,8 +388,8 @@ def loader(device: torch.device, quick: bool) -> None:
 
 
 SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {
-    "ENV": env, "CORRECT": correct, "SYNC": no_host_sync, "BENCH": bench, "MEM": mem, "NCCL": nccl,
-    "E2E": e2e, "LOADER": loader,
+    "ENV": env, "CORRECT": correct, "SYNC": no_host_sync, "GRAPH": graph, "BENCH": bench,
+    "MEM": mem, "NCCL": nccl, "E2E": e2e, "LOADER": loader,
 }
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     out = done.stdout
     assert done.returncode == 0 and "FAIL" not in out, out + done.stderr[-3000:]
-    for tag in ("ENV", "CORRECT", "SYNC", "BENCH", "MEM", "NCCL", "E2E", "LOADER"):
+    for tag in ("ENV", "CORRECT", "SYNC", "GRAPH", "BENCH", "MEM", "NCCL", "E2E", "LOADER"):
         assert re.search(rf"^{tag} ", out, re.M), (tag, out)
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 6 and all(line.endswith(" ok") for line in correct), correct
@@ -36,5 +36,8 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     for backend in ("triton", "torch"):
         assert re.search(rf"^SYNC backend={backend} steps=3 words_per_step=512 checked=no \(CPU\) "
                          rf"pairs=[1-9]\d* loss_per_pair=\d+\.\d+$", out, re.M), out
+    assert re.search(r"^GRAPH words_per_step=512 dim=100 pairs=\[[1-9]\d*(, [1-9]\d*){3}\] "
+                     r"eager_host_us=\d+ eager_step_us=\d+ graph=- \(no CUDA\)$", out, re.M), out
+    assert re.search(r"^E2E backend=auto variant=default device=cpu ", out, re.M), out
     assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ ",
                           out, re.M)) == 2

@@ -141,6 +141,24 @@ def test_negative_sharing_is_checked_against_the_backend():
         == "torch"
 
 
+def test_a_cuda_graph_is_for_the_triton_step_on_a_gpu():
+    """`train.cuda_graph` captures the Triton step; elsewhere it is refused in one line, and
+    the graphed step refuses tables that are not on a CUDA device."""
+    from w2vdist.training.backends.gpu_step import GraphedStep, TritonStep
+    from w2vdist.training.sampling import WindowSampler
+    from w2vdist.training.sgns import Embeddings
+
+    for backend in ("auto", "torch", "cpu-kernel"):  # auto on a CPU: the compiled kernel
+        with pytest.raises(UsageError, match="^config: train.cuda_graph captures the Triton "
+                           "step on a CUDA device; this run's backend is (torch|cpu-kernel)$"):
+            choose(cfg(train={"backend": backend, "cuda_graph": True}), CPU, 1)
+    tables = Embeddings(10, 4, torch.Generator().manual_seed(0))
+    sampler = WindowSampler(torch.arange(10, 0, -1), cfg().model, torch.Generator(), CPU)
+    with pytest.raises(ValueError, match="a CUDA graph needs the tables on a CUDA device, got "
+                       "cpu"):
+        GraphedStep(TritonStep(sampler, tables, None, "centre"))
+
+
 def test_negatives_shared_per_chunk_are_warned_about():
     assert "1.5 analogy points" in negatives_warning(cfg(model={"share_negatives": "chunk"}))
     for share in ("centre", "pair"):

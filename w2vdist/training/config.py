@@ -98,6 +98,9 @@ class TrainConfig:
                                     "or vectors file): words they know keep their vectors, "
                                     "the others start as usual", metavar="PATH")
     threads: int = setting(0, "CPU threads per rank (0: all this process may use)")
+    cuda_graph: bool = setting(False, "triton: capture the step in a CUDA graph and replay "
+                               "it, saving the host its launches (pays at small steps, "
+                               "many GPUs; README)")
     max_steps: int = setting(0, "stop after this many steps (0: the planned steps)")
     log_every_seconds: float = setting(5.0, "seconds between metrics records")
 

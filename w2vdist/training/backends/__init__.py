@@ -14,7 +14,7 @@ eager torch on CPU and better per word than word2vec.c; ranks agree through
 launch that draws windows and negatives, scores and atomically adds the updates into both
 tables, with no batch x (K+1) x dim intermediate; Hogwild within the batch, so
 `sync.strategy=local` too; a row's updates damped where the GPU's resident programs crowd it
-(`crowd.py`).
+(`crowd.py`); optionally captured in a CUDA graph (`train.cuda_graph`).
 
 A step takes the learning rate at the start and at the end of its words: the compiled kernel
 decays it word by word, the batch steps use the mean (the rate at the batch's midpoint).
@@ -80,6 +80,9 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
         raise UsageError(f"config: model.share_negatives {share} is not a choice of the "
                          f"{backend} backend (torch, cpu-kernel: centre or pair; triton: "
                          "centre or chunk)")
+    if cfg.train.cuda_graph and backend != "triton":
+        raise UsageError(f"config: train.cuda_graph captures the Triton step on a CUDA device; "
+                         f"this run's backend is {backend}")
     if backend in ("cpu-kernel", "triton") and not in_place_ok:
         raise UsageError(
             f"config: train.backend {backend} updates tables in place and cannot share exact "
@@ -242,12 +245,13 @@ def build(
                           cfg.model.share_negatives == "centre")
     if cfg.train.backend == "triton":
         from w2vdist.training.backends.crowd import Damping
-        from w2vdist.training.backends.gpu_step import TritonStep
+        from w2vdist.training.backends.gpu_step import GraphedStep, TritonStep
 
         factor, crowd = damping(cfg), None
         if factor:
             crowd = Damping.zeros(factor, tables.input.shape[0], tables.input.device)
-        return TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives, crowd)
+        step = TritonStep(sampler, tables, sync.saturation, cfg.model.share_negatives, crowd)
+        return GraphedStep(step) if cfg.train.cuda_graph else step
     from w2vdist.training.backends.reference import TorchStep
 
     return TorchStep(sampler, tables, sync, damping(cfg))

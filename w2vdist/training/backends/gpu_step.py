@@ -1,5 +1,18 @@
-"""The Triton step as training runs it: subsampling compacted on the device, a seed from the
-run's generator, one launch of the kernel (`triton.py`), at a rate read from the device.
+"""The Triton step as training runs it: eager (`TritonStep`), or captured once in a CUDA graph
+and replayed (`GraphedStep`, `train.cuda_graph`).
+
+Why a graph: eager, a step queues about 20 operations (subsampling's nine, the seed, the
+kernel through Triton's Python launcher, the sums, the crowd's decay): by count, some 150-250
+us of host time (not measured on a GPU). At one GPU's 262,144-word steps the kernel runs for milliseconds and the host stays ahead; at
+the 16,384 words a rank of 32 GPUs and more the kernel takes about 0.3 ms at the target rate,
+and the host, which also merges and reads batches between steps, may fall behind. Replayed, a
+step costs the host two copies into the graph's inputs, the rate's two fills and one launch.
+`gpu_check.sh` GRAPH times both and checks that replays draw what eager steps draw.
+
+What makes the step capturable: it never waits for the host (`triton.py`), its shapes follow
+the batch size alone, its rate is read from a device buffer (`TritonStep.rate`), and the run's
+generator is registered with the graph, so every replay advances it by what an eager step
+draws: replays and eager steps make the same draws (PyTorch's graph-safe Philox offsets).
 """
 
 from __future__ import annotations
@@ -24,7 +37,8 @@ class TritonStep:
     """Subsampling compacted on the device, a seed from the run's generator, one launch.
 
     `rate` then `train`: the rate goes into a device buffer that the kernel reads, so `train`
-    holds no per-step value (a CUDA graph could capture it once and replay it)."""
+    holds no per-step value and can be captured in a CUDA graph once and replayed
+    (`GraphedStep`)."""
 
     sampler: WindowSampler
     tables: Embeddings
@@ -64,3 +78,44 @@ class TritonStep:
             self.damping.advance(kept)
         return result
 
+
+class GraphedStep:
+    """`TritonStep` replayed from a CUDA graph: the first step runs eagerly (which loads the
+    kernel and sizes the crowd, `Damping.resident`), then the step is captured on the batch's
+    buffers, and every later step copies its batch into them and replays."""
+
+    def __init__(self, step: TritonStep) -> None:
+        if step.tables.input.device.type != "cuda":
+            raise ValueError("a CUDA graph needs the tables on a CUDA device, got "
+                             f"{step.tables.input.device}")
+        self.step = step
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: tuple[torch.Tensor, torch.Tensor] = ()  # type: ignore[assignment]
+        self.outputs: tuple[torch.Tensor, torch.Tensor] = ()  # type: ignore[assignment]
+
+    def __call__(
+        self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.step.rate(lr_start, lr_end)
+        if self.graph is None:
+            result = self.step.train(tokens, sentence)
+            self._capture(tokens, sentence)
+            return result
+        for buffer, batch in zip(self.inputs, (tokens, sentence)):
+            if batch.shape != buffer.shape or batch.dtype != buffer.dtype:
+                raise ValueError(f"the captured step trains batches of {tuple(buffer.shape)} "
+                                 f"{buffer.dtype}, got {tuple(batch.shape)} {batch.dtype}")
+            buffer.copy_(batch)
+        self.graph.replay()
+        # Copies: the graph's outputs are overwritten by the next replay.
+        return self.outputs[0].clone(), self.outputs[1].clone()
+
+    def _capture(self, tokens: torch.Tensor, sentence: torch.Tensor) -> None:
+        """Record one step on buffers shaped as this batch; nothing runs until a replay."""
+        self.inputs = (torch.empty_like(tokens), torch.empty_like(sentence))
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.step.sampler.generator)
+        # thread_local: another thread's CUDA calls (the loader pinning memory) may go on.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self.outputs = self.step.train(*self.inputs)
+        self.graph = graph

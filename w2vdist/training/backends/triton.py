@@ -126,8 +126,8 @@ def sgns_chunks(
     tokens, sentence: int[N] from `sampling.subsample` (kept words first, `kept` of them, a
     0-d device tensor). table: the alias table, int32[V, 2]. seed: int64[1] on the device.
     lr: float32[2] on the device, the rate at the first kept word and after the last, between
-    which it falls linearly (read by the kernel: a step with no per-step value can be captured
-    in a CUDA graph).
+    which it falls linearly (read by the kernel, so that a captured step reads each step's;
+    `gpu_step.GraphedStep`).
     `saturation` (local sync): each score adds lr |g| / 2 times the other row's squared norm
     as read to both rows' totals (the torch step's curvature; `saturation`'s norms, which the
     CPU kernel uses, are not read). `record` (tests): int64[programs, 2,
