@@ -250,7 +250,8 @@ def test_parquet_gives_the_shards_of_the_same_text(
     expected = shards_and_vocab(tmp_path / "from-text")
     assert len(expected) > 3 and shards_and_vocab(tmp_path / "whole") == expected
     stats = Manifest.load(tmp_path / "whole").stats
-    assert stats["formats"] == {"parquet": 3}
+    assert stats["formats"] == {"parquet": 4}  # the table without row groups too
+    assert stats["files"] == 4 and stats["bytes"] == sum(f.stat().st_size for f in inputs)
     assert stats["lines"] == sum(pq.ParquetFile(f).metadata.num_rows for f in inputs)
 
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 1000)

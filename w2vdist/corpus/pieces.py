@@ -73,7 +73,8 @@ def split_pieces(
         if kind == "parquet":
             groups = row_groups[f]
             per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
-            ranges = [(a, min(a + per, groups)) for a in range(0, groups, per)]
+            # A table without row groups is still a piece, of none: its bytes and format count.
+            ranges = [(a, min(a + per, groups)) for a in range(0, groups, per)] or [(0, 0)]
         elif compression is not None or size <= step:
             ranges = [(0, -1)]
         else:
