@@ -3,11 +3,12 @@ and replayed (`GraphedStep`, `train.cuda_graph`).
 
 Why a graph: eager, a step queues about 20 operations (subsampling's nine, the seed, the
 kernel through Triton's Python launcher, the sums, the crowd's decay): by count, some 150-250
-us of host time (not measured on a GPU). At one GPU's 262,144-word steps the kernel runs for milliseconds and the host stays ahead; at
-the 16,384 words a rank of 32 GPUs and more the kernel takes about 0.3 ms at the target rate,
-and the host, which also merges and reads batches between steps, may fall behind. Replayed, a
-step costs the host two copies into the graph's inputs, the rate's two fills and one launch.
-`gpu_check.sh` GRAPH times both and checks that replays draw what eager steps draw.
+us of host time (not measured on a GPU). At one GPU's 262,144-word steps the kernel runs for
+milliseconds and the host stays ahead; at the 16,384 words a rank of 32 GPUs and more the
+kernel takes about 0.3 ms at the target rate, and the host, which also merges and reads
+batches between steps, may fall behind. Replayed, a step costs the host two copies into the
+graph's inputs, the rate's two fills and one launch. `gpu_check.sh` GRAPH times both and
+checks that replays draw what eager steps draw.
 
 What makes the step capturable: it never waits for the host (`triton.py`), its shapes follow
 the batch size alone, its rate is read from a device buffer (`TritonStep.rate`), and the run's
@@ -90,8 +91,8 @@ class GraphedStep:
                              f"{step.tables.input.device}")
         self.step = step
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: tuple[torch.Tensor, torch.Tensor] = ()  # type: ignore[assignment]
-        self.outputs: tuple[torch.Tensor, torch.Tensor] = ()  # type: ignore[assignment]
+        self.inputs: tuple[torch.Tensor, ...] = ()  # tokens, sentence: what replays read
+        self.outputs: tuple[torch.Tensor, ...] = ()  # loss, pairs: what replays write
 
     def __call__(
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
