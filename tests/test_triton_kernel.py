@@ -130,6 +130,7 @@ def _run_scenarios(out: str) -> None:
     results["no-sync"] = _count_host_syncs()
     results["built"] = _built_damping()
     results["rated"] = _rated_steps()
+    results["graphed"] = _graphed_steps()
     torch.save(results, out)
 
 
@@ -290,6 +291,19 @@ def test_the_gpu_step_trains_at_the_rate_it_is_given(kernel):
     assert rated["moved rate"] == pytest.approx([0.05, 0.03]), rated
 
 
+def test_the_graphed_step_replays_what_eager_steps_train(kernel):
+    """`GraphedStep`'s own part, on CPU: each step's rate set before the replay, its batch
+    copied into the captured buffers, its results copied out of the graph's outputs: with a
+    stand-in capture that re-runs the recorded step, four steps of different batches and rates
+    train the tables bit for bit as the eager step does (on a GPU, gpu_check GRAPH checks the
+    real graph's draws)."""
+    eager, graphed = kernel["graphed"]["eager"], kernel["graphed"]["graphed"]
+    assert graphed["steps"] == eager["steps"], (graphed["steps"], eager["steps"])
+    assert len(set(eager["steps"])) == 4, eager["steps"]
+    for replayed, trained in zip(graphed["tables"], eager["tables"]):
+        assert torch.equal(replayed, trained)
+
+
 def test_the_gpu_step_makes_no_host_synchronisation(kernel):
     """Subsampling, seed, launch and sums: no op that reads a device value on the host or
     sizes a tensor by data (the torch step on one process neither)."""
@@ -371,6 +385,46 @@ def _rated_steps() -> dict[str, object]:
         out[name] = [not torch.equal(b, t) for b, t in zip(before, (tables.input,
                                                                     tables.output))]
         out[f"{name} rate"] = step.lr.tolist()
+    return out
+
+
+def _graphed_steps() -> dict[str, dict]:
+    """Child process: four steps of the Triton step as training builds it, eager, and as
+    `GraphedStep` with a stand-in capture that has a CUDA graph's semantics (nothing runs at
+    capture; each replay runs the recorded step on the same input buffers and writes the same
+    output tensors): each step's (loss, pairs), read after the last, and the tables."""
+    from w2vdist.training import backends
+    from w2vdist.training.backends.gpu_step import GraphedStep
+    from w2vdist.training.config import Config, ModelConfig
+    from w2vdist.training.sgns import Embeddings
+    from w2vdist.training.sync import OneProcess
+
+    def rerun(record, generator):
+        outputs = (torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64))
+
+        def replay() -> None:
+            for output, value in zip(outputs, record()):
+                output.copy_(value)
+
+        return outputs, replay
+
+    g = torch.Generator().manual_seed(5)
+    batches = [(torch.randint(0, 10, (200,), generator=g), torch.arange(200) // (10 + i))
+               for i in range(4)]  # fmt: skip
+    rates = [(0.05, 0.04), (0.04, 0.03), (0.03, 0.02), (0.02, 0.01)]
+    out = {}
+    for name in ("eager", "graphed"):
+        cfg = Config(model=ModelConfig(dim=8, sample=0.05))
+        cfg.train.backend = "triton"
+        tables = Embeddings(10, 8, torch.Generator().manual_seed(1))
+        step = backends.build(cfg, tables, torch.arange(10, 0, -1).numpy(),
+                              OneProcess(1, tables.input.device), torch.Generator().manual_seed(3))
+        if name == "graphed":
+            step = GraphedStep(step, rerun)
+        results = [step(tokens, sentence, *rate)
+                   for (tokens, sentence), rate in zip(batches, rates)]
+        out[name] = dict(steps=[(float(loss), int(pairs)) for loss, pairs in results],
+                         tables=(tables.input, tables.output))  # fmt: skip
     return out
 
 

@@ -19,7 +19,7 @@ draws: replays and eager steps make the same draws (PyTorch's graph-safe Philox 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -80,17 +80,37 @@ class TritonStep:
         return result
 
 
+# Records a step's device work without running it, returning the step's outputs (written by
+# each replay) and the replay. `cuda_graph` on a GPU; a test's stand-in re-runs the step.
+Capture = Callable[[Callable[[], tuple[torch.Tensor, ...]], torch.Generator],
+                   tuple[tuple[torch.Tensor, ...], Callable[[], None]]]
+
+
+def cuda_graph(
+    record: Callable[[], tuple[torch.Tensor, ...]], generator: torch.Generator
+) -> tuple[tuple[torch.Tensor, ...], Callable[[], None]]:
+    """`record`'s CUDA work captured in a graph, `generator` registered with it: (its outputs,
+    the graph's replay)."""
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(generator)
+    # thread_local: another thread's CUDA calls (the loader pinning memory) may go on.
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        outputs = record()
+    return outputs, graph.replay
+
+
 class GraphedStep:
     """`TritonStep` replayed from a CUDA graph: the first step runs eagerly (which loads the
     kernel and sizes the crowd, `Damping.resident`), then the step is captured on the batch's
-    buffers, and every later step copies its batch into them and replays."""
+    buffers, and every later step sets its rate, copies its batch into them and replays."""
 
-    def __init__(self, step: TritonStep) -> None:
-        if step.tables.input.device.type != "cuda":
+    def __init__(self, step: TritonStep, capture: Capture = cuda_graph) -> None:
+        if capture is cuda_graph and step.tables.input.device.type != "cuda":
             raise ValueError("a CUDA graph needs the tables on a CUDA device, got "
                              f"{step.tables.input.device}")
         self.step = step
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.capture = capture
+        self.replay: Callable[[], None] | None = None
         self.inputs: tuple[torch.Tensor, ...] = ()  # tokens, sentence: what replays read
         self.outputs: tuple[torch.Tensor, ...] = ()  # loss, pairs: what replays write
 
@@ -98,25 +118,18 @@ class GraphedStep:
         self, tokens: torch.Tensor, sentence: torch.Tensor, lr_start: float, lr_end: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.step.rate(lr_start, lr_end)
-        if self.graph is None:
+        if self.replay is None:
             result = self.step.train(tokens, sentence)
-            self._capture(tokens, sentence)
+            # Recorded on buffers shaped as this batch; nothing runs until a replay.
+            self.inputs = (torch.empty_like(tokens), torch.empty_like(sentence))
+            self.outputs, self.replay = self.capture(lambda: self.step.train(*self.inputs),
+                                                     self.step.sampler.generator)
             return result
         for buffer, batch in zip(self.inputs, (tokens, sentence)):
             if batch.shape != buffer.shape or batch.dtype != buffer.dtype:
                 raise ValueError(f"the captured step trains batches of {tuple(buffer.shape)} "
                                  f"{buffer.dtype}, got {tuple(batch.shape)} {batch.dtype}")
             buffer.copy_(batch)
-        self.graph.replay()
-        # Copies: the graph's outputs are overwritten by the next replay.
+        self.replay()
+        # Copies: the outputs are overwritten by the next replay.
         return self.outputs[0].clone(), self.outputs[1].clone()
-
-    def _capture(self, tokens: torch.Tensor, sentence: torch.Tensor) -> None:
-        """Record one step on buffers shaped as this batch; nothing runs until a replay."""
-        self.inputs = (torch.empty_like(tokens), torch.empty_like(sentence))
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.step.sampler.generator)
-        # thread_local: another thread's CUDA calls (the loader pinning memory) may go on.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.outputs = self.step.train(*self.inputs)
-        self.graph = graph
