@@ -53,7 +53,10 @@ def graph(device: torch.device, quick: bool) -> None:
 
 def _per_step(step, tokens: torch.Tensor, sentence: torch.Tensor, steps: int,
               device: torch.device) -> tuple[float, float]:
-    """(seconds the host spends queuing a step, seconds a step takes back to back)."""
+    """(seconds the host spends queuing a step, seconds a step takes back to back). Where the
+    device is slower than the host, CUDA's launch queue fills and the host's time includes
+    waiting for room in it: a host time near the step's time means the host bounds the step
+    only at small steps."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
