@@ -12,4 +12,5 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
     export TRITON_INTERPRET=1  # no GPU: the Triton kernel runs on CPU tensors
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout --signal=TERM --kill-after=10 480 python benchmarks/gpu_check.py "$@"
+export GPU_CHECK_SECONDS=480  # the bound, which gpu_check.py shares out
+exec timeout --signal=TERM --kill-after=10 "$GPU_CHECK_SECONDS" python benchmarks/gpu_check.py "$@"
