@@ -80,6 +80,11 @@ def _zipf_tokens(vocab: int, words: int, device: torch.device) -> torch.Tensor:
                              generator=torch.Generator().manual_seed(0)).to(device)
 
 
+def _batch(vocab: int, words: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's batch as the loader hands it over: Zipfian tokens, in sentences of 20."""
+    return _zipf_tokens(vocab, words, device), torch.arange(words, device=device) // 20
+
+
 def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Median seconds of `fn` after one warm-up call (device events on CUDA)."""
     fn()
@@ -188,8 +193,7 @@ AFTER_BENCH_SECONDS = 240
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
                device: torch.device, quick: bool, bandwidth: float, kernels) -> None:
     step, tables = _step(backend, dim, vocab, words, device, damping, share)
-    tokens = _zipf_tokens(vocab, words, device)
-    sentence = torch.arange(words, device=device) // 20
+    tokens, sentence = _batch(vocab, words, device)
     result = {}
 
     def run() -> None:
@@ -228,8 +232,7 @@ def mem(device: torch.device, quick: bool) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step, tables = _step("triton", dim, vocab, words, device)
-    tokens = _zipf_tokens(vocab, words, device)
-    step(tokens, torch.arange(words, device=device) // 20, 0.025, 0.025)
+    step(*_batch(vocab, words, device), 0.025, 0.025)
     tables_gb = 2 * vocab * dim * 4 / 2**30
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     print(f"MEM vocab={vocab} dim={dim} words_per_step={words} tables_gb={tables_gb:.2f} "
@@ -247,8 +250,7 @@ def no_host_sync(device: torch.device, quick: bool) -> None:
     vocab, words = (200_000, 1 << 16) if cuda else (2000, 512)
     for backend in ("triton", "torch"):
         step, _ = _step(backend, 100, vocab, words, device)
-        tokens = _zipf_tokens(vocab, words, device)
-        sentence = torch.arange(words, device=device) // 20
+        tokens, sentence = _batch(vocab, words, device)
         step(tokens, sentence, 0.025, 0.025)  # loads the kernel, sizes the damping's crowd
         if cuda:
             torch.cuda.synchronize(device)

@@ -18,38 +18,37 @@ import torch
 
 
 def graph(device: torch.device, quick: bool) -> None:
-    from benchmarks.gpu_check import _step, _zipf_tokens
+    from benchmarks.gpu_check import _batch, _step
     from w2vdist.training.backends.gpu_step import GraphedStep
 
     cuda = device.type == "cuda"
     vocab = 2000 if quick else 200_000
     for words in (512,) if quick else (1 << 14, 1 << 16, 1 << 18):
-        tokens = _zipf_tokens(vocab, words, device)
-        sentence = torch.arange(words, device=device) // 20
+        tokens, sentence = _batch(vocab, words, device)
         runs = {}
         for name in ("eager", "graph") if cuda else ("eager",):
             step, _ = _step("triton", 100, vocab, words, device)
             if name == "graph":
                 step = GraphedStep(step)
-            draws = [step(tokens, sentence, 0.025, 0.025) for _ in range(4)]
-            draws = [(int(pairs), float(loss)) for loss, pairs in draws]
-            runs[name] = (draws, *_per_step(step, tokens, sentence, 3 if quick else 50, device))
-        eager, eager_host, eager_wall = runs["eager"]
-        line = (f"GRAPH words_per_step={words} dim=100 pairs={[p for p, _ in eager]} "
+            results = [step(tokens, sentence, 0.025, 0.025) for _ in range(4)]
+            pairs = [int(p) for _, p in results]
+            losses = [float(loss) for loss, _ in results]
+            runs[name] = (pairs, losses,
+                          *_per_step(step, tokens, sentence, 3 if quick else 50, device))
+        pairs, losses, eager_host, eager_wall = runs["eager"]
+        line = (f"GRAPH words_per_step={words} dim=100 pairs={pairs} "
                 f"eager_host_us={eager_host * 1e6:.0f} eager_step_us={eager_wall * 1e6:.0f}")
         if not cuda:
             print(f"{line} graph=- (no CUDA)", flush=True)
             continue
-        graphed, host, wall = runs["graph"]
+        replayed_pairs, replayed_losses, host, wall = runs["graph"]
         print(f"{line} graph_host_us={host * 1e6:.0f} graph_step_us={wall * 1e6:.0f} "
               f"speedup={eager_wall / wall:.2f}", flush=True)
-        if [p for p, _ in graphed] != [p for p, _ in eager] or len({p for p, _ in eager}) < 2:
+        if replayed_pairs != pairs or len(set(pairs)) < 2:
             raise AssertionError(f"replays drew otherwise than eager steps: pairs "
-                                 f"{[p for p, _ in graphed]}, eager {[p for p, _ in eager]}")
-        if any(abs(g - e) > 0.01 * e for (_, g), (_, e) in zip(graphed, eager)):
-            raise AssertionError(f"replayed losses {[g for _, g in graphed]} against eager "
-                                 f"{[e for _, e in eager]}")
-
+                                 f"{replayed_pairs}, eager {pairs}")
+        if any(abs(g - e) > 0.01 * e for g, e in zip(replayed_losses, losses)):
+            raise AssertionError(f"replayed losses {replayed_losses} against eager {losses}")
 
 def _per_step(step, tokens: torch.Tensor, sentence: torch.Tensor, steps: int,
               device: torch.device) -> tuple[float, float]:
