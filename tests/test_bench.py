@@ -6,6 +6,7 @@ Timings are never asserted: only that the figures exist, are positive and add up
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,16 @@ def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
     assert f["seconds"] >= 0.3 and f["steps"] >= 1 and f["words"] == 512 * f["steps"]
     assert "pairs" not in f
     assert "loader only" in capsys.readouterr().out
+
+
+def test_bench_logs_nothing_to_wandb_and_needs_it_not(shards, tmp_path, monkeypatch):
+    """A GPU box or a container without wandb installed can still measure."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    for mode in (["--loader-only", "--seconds", "0.1"], ["--steps", "1"]):
+        report = run_bench(["--data.shards", str(shards), *mode, *SMALL],
+                           tmp_path / "bench.json")
+        assert report["settings"]["config"]["wandb"]["mode"] == "disabled"
 
 
 def test_more_loader_workers_than_shards_all_read(shards, tmp_path, w2vdist_log):

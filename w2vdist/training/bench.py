@@ -32,7 +32,7 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
         raise UsageError("bench: runs in one process; measure ranks with torchrun and "
                          "`w2vdist train` (see benchmarks/README.md)")
     synthetic = _synthetic(cfg, options)
+    # Nothing is logged to W&B: its mode is not resolved (which imports wandb) but off.
+    cfg = replace(cfg, wandb=replace(cfg.wandb, mode="disabled"))
     world = distributed.init(cfg.train.device, cfg.sync.timeout_seconds)
     if synthetic:
         corpus = Corpus(synthetic.counts(), "synthetic", synthetic.tokens)
