@@ -45,8 +45,8 @@ class Damping:
 
     def advance(self, kept: torch.Tensor) -> None:
         """After a step of `kept` centres (0-d, on the device): older steps count less. Three
-        launches (the decay, its exp, one multiply of all three totals) where a step's eager
-        launches are what bounds it at small steps."""
+        launches (the decay, its exp, one multiply of all three totals): at small steps the
+        host's launches, not the kernel, may bound an eager step."""
         decay = kept.mul(-1.0 / CROWD_MEMORY).exp_()
         torch._foreach_mul_([*self.crowd, self.centres], decay)
 
