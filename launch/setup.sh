@@ -15,6 +15,9 @@
 # Settings (environment variables):
 #   PYTHON         interpreter to install into (default python3: activate a virtualenv first)
 #   TORCH_VERSION  torch version (default 2.13.0)
+#   TRITON_VERSION Triton, with the dev or gpu extras on Linux (default 3.7.1, which torch
+#                  2.13's CUDA wheel requires: its CPU wheel requires none, and CI would test
+#                  the kernel with whatever Triton is newest; "" for the extras' triton>=3.0)
 #   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile,
 #                  triton, pyarrow; gpu: triton; parquet: pyarrow; comma-separated;
 #                  "" for none)
@@ -23,6 +26,7 @@ set -euo pipefail
 
 : "${PYTHON:=python3}"
 : "${TORCH_VERSION:=2.13.0}"
+: "${TRITON_VERSION=3.7.1}"
 : "${EXTRAS=dev}"
 : "${EDITABLE:=1}"
 
@@ -36,10 +40,15 @@ fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target="$repo${EXTRAS:+[$EXTRAS]}"
 
+pins=()
+if [[ -n "$TRITON_VERSION" && ",$EXTRAS," =~ ,(dev|gpu), ]]; then
+    pins+=("triton==$TRITON_VERSION; sys_platform == 'linux'")
+fi
+
 "$PYTHON" -m pip install "torch==$TORCH_VERSION"
 if [[ "$EDITABLE" == 1 ]]; then
-    "$PYTHON" -m pip install -e "$target"
+    "$PYTHON" -m pip install -e "$target" ${pins[@]+"${pins[@]}"}
 else
-    "$PYTHON" -m pip install "$target"
+    "$PYTHON" -m pip install "$target" ${pins[@]+"${pins[@]}"}
 fi
 "$PYTHON" -m w2vdist --version
