@@ -1,5 +1,6 @@
-"""The shell launchers: shellcheck, the shared logic of launch/common.sh, launch/torchrun.sh
-on one machine and as two c10d "nodes", and the quickstart pipeline."""
+"""The shell launchers: shellcheck, what launch/setup.sh installs, the shared logic of
+launch/common.sh, launch/torchrun.sh on one machine and as two c10d "nodes", and the
+quickstart pipeline."""
 
 from __future__ import annotations
 
@@ -47,6 +48,32 @@ def common(snippet: str, **env: str) -> str:
                             timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+@pytest.mark.parametrize("env, pin", [
+    ({}, True), ({"EXTRAS": "gpu,parquet", "EDITABLE": "0"}, True),
+    ({"EXTRAS": "parquet"}, False), ({"TRITON_VERSION": ""}, False),
+])
+def test_setup_pins_torch_and_the_triton_its_cuda_wheel_requires(env, pin, tmp_path):
+    """launch/setup.sh, run with an interpreter that records its pip commands: torch at its
+    pin, then w2vdist with the extras asked for and, with Triton among them, Triton pinned."""
+    log = tmp_path / "pip.log"
+    python = tmp_path / "python"
+    python.write_text('#!/usr/bin/env bash\n[[ "$1" == -c ]] && exit 1\n'
+                      f'[[ "$2" == pip ]] && printf "%s|" "${{@:3}}" >> {log} && echo >> {log}\n'
+                      "exit 0\n")
+    python.chmod(0o755)
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("TORCH_VERSION", "TRITON_VERSION", "EXTRAS", "EDITABLE")}
+    subprocess.run([BASH, str(ROOT / "launch" / "setup.sh")], check=True, timeout=60,
+                   env={**inherited, "PYTHON": str(python), **env})
+    torch_install, package_install = [line.split("|")[:-1]
+                                      for line in log.read_text().splitlines()]
+    assert torch_install == ["install", "torch==2.13.0"]
+    extras = env.get("EXTRAS", "dev")
+    editable = ["-e"] if env.get("EDITABLE", "1") == "1" else []
+    assert package_install == ["install", *editable, f"{ROOT}[{extras}]",
+                               *(["triton==3.7.1; sys_platform == 'linux'"] if pin else [])]
 
 
 @pytest.mark.parametrize("env, gpus", [
