@@ -15,9 +15,11 @@
 # Settings (environment variables):
 #   PYTHON         interpreter to install into (default python3: activate a virtualenv first)
 #   TORCH_VERSION  torch version (default 2.13.0)
-#   TRITON_VERSION Triton, with the dev or gpu extras on Linux (default 3.7.1, which torch
-#                  2.13's CUDA wheel requires: its CPU wheel requires none, and CI would test
-#                  the kernel with whatever Triton is newest; "" for the extras' triton>=3.0)
+#   TRITON_VERSION Triton, with the dev or gpu extras on Linux, where the torch installed
+#                  requires none (its CPU wheels; its CUDA wheels pin their own): default
+#                  3.7.1, which torch 2.13's CUDA wheel requires, so that CI tests the kernel
+#                  with the Triton GPU runs use rather than the newest; "" for the extras'
+#                  triton>=3.0
 #   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile,
 #                  triton, pyarrow; gpu: triton; parquet: pyarrow; comma-separated;
 #                  "" for none)
@@ -40,12 +42,13 @@ fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target="$repo${EXTRAS:+[$EXTRAS]}"
 
+"$PYTHON" -m pip install "torch==$TORCH_VERSION"
 pins=()
-if [[ -n "$TRITON_VERSION" && ",$EXTRAS," =~ ,(dev|gpu), ]]; then
+if [[ -n "$TRITON_VERSION" && ",$EXTRAS," =~ ,(dev|gpu), ]] && "$PYTHON" -c 'import sys
+from importlib.metadata import requires
+sys.exit(any(r.startswith("triton") for r in requires("torch") or []))'; then
     pins+=("triton==$TRITON_VERSION; sys_platform == 'linux'")
 fi
-
-"$PYTHON" -m pip install "torch==$TORCH_VERSION"
 if [[ "$EDITABLE" == 1 ]]; then
     "$PYTHON" -m pip install -e "$target" ${pins[@]+"${pins[@]}"}
 else

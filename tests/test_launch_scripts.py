@@ -50,16 +50,29 @@ def common(snippet: str, **env: str) -> str:
     return result.stdout.strip()
 
 
-@pytest.mark.parametrize("env, pin", [
-    ({}, True), ({"EXTRAS": "gpu,parquet", "EDITABLE": "0"}, True),
-    ({"EXTRAS": "parquet"}, False), ({"TRITON_VERSION": ""}, False),
+@pytest.mark.parametrize("env, cuda_wheel, pin", [
+    ({}, False, True), ({"EXTRAS": "gpu,parquet", "EDITABLE": "0"}, False, True),
+    ({"EXTRAS": "parquet"}, False, False), ({"TRITON_VERSION": ""}, False, False),
+    ({}, True, False),  # torch's CUDA wheel requires its own Triton: no second pin to conflict
 ])
-def test_setup_pins_torch_and_the_triton_its_cuda_wheel_requires(env, pin, tmp_path):
+def test_setup_pins_torch_and_the_triton_its_cuda_wheel_requires(env, cuda_wheel, pin,
+                                                                  tmp_path):
     """launch/setup.sh, run with an interpreter that records its pip commands: torch at its
-    pin, then w2vdist with the extras asked for and, with Triton among them, Triton pinned."""
+    pin, then w2vdist with the extras asked for and, with Triton among them and none required
+    by the torch installed, Triton pinned."""
     log = tmp_path / "pip.log"
+    # The torch "installed": its metadata, first on the path of the real interpreter that
+    # runs setup.sh's own Python.
+    metadata = tmp_path / "site" / "torch-2.13.0.dist-info" / "METADATA"
+    metadata.parent.mkdir(parents=True)
+    metadata.write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0\n"
+                        "Requires-Dist: filelock\n" + ('Requires-Dist: triton==3.7.1; '
+                        'platform_system == "Linux"\n' if cuda_wheel else ""))  # fmt: skip
     python = tmp_path / "python"
-    python.write_text('#!/usr/bin/env bash\n[[ "$1" == -c ]] && exit 1\n'
+    python.write_text('#!/usr/bin/env bash\n'
+                      '[[ "$1" == -c && "$2" == *EXTERNALLY-MANAGED* ]] && exit 1\n'
+                      f'[[ "$1" == -c ]] && PYTHONPATH={tmp_path / "site"} exec {sys.executable}'
+                      ' "$@"\n'
                       f'[[ "$2" == pip ]] && printf "%s|" "${{@:3}}" >> {log} && echo >> {log}\n'
                       "exit 0\n")
     python.chmod(0o755)
