@@ -50,6 +50,7 @@ def graph(device: torch.device, quick: bool) -> None:
         if any(abs(g - e) > 0.01 * e for g, e in zip(replayed_losses, losses)):
             raise AssertionError(f"replayed losses {replayed_losses} against eager {losses}")
 
+
 def _per_step(step, tokens: torch.Tensor, sentence: torch.Tensor, steps: int,
               device: torch.device) -> tuple[float, float]:
     """(seconds the host spends queuing a step, seconds a step takes back to back). Where the

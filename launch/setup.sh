@@ -49,9 +49,7 @@ from importlib.metadata import requires
 sys.exit(any(r.startswith("triton") for r in requires("torch") or []))'; then
     pins+=("triton==$TRITON_VERSION; sys_platform == 'linux'")
 fi
-if [[ "$EDITABLE" == 1 ]]; then
-    "$PYTHON" -m pip install -e "$target" ${pins[@]+"${pins[@]}"}
-else
-    "$PYTHON" -m pip install "$target" ${pins[@]+"${pins[@]}"}
-fi
+editable=()
+[[ "$EDITABLE" == 1 ]] && editable=(-e)
+"$PYTHON" -m pip install ${editable[@]+"${editable[@]}"} "$target" ${pins[@]+"${pins[@]}"}
 "$PYTHON" -m w2vdist --version

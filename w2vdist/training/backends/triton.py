@@ -87,8 +87,9 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
     K = 5) 205-239 registers at 8 warps with damping (`Damping`; Triton 3.7.1, which torch
     2.13 requires, and 3.9), one program per SM, in dim tiles of 16 (under 3.9 at 32 the
     damped kernel spilled 4 bytes; undamped it took 210 registers at 16, about 255 at 32);
-    shared per chunk (J = 32) 168-190 at 4 warps and tiles of 32, two or three per SM. Forcing 128 registers spills 300 bytes per centre-mode thread. The same
-    tiles compile without spills for sm_80, 86, 89 and 100; before Ampere (V100, T4: no TF32)
+    shared per chunk (J = 32) 168-190 at 4 warps and tiles of 32, two or three per SM.
+    Forcing 128 registers spills 300 bytes per centre-mode thread. The same tiles compile
+    without spills for sm_80, 86, 89 and 100; before Ampere (V100, T4: no TF32)
     the products run on CUDA cores and centre mode spills about 250 bytes a thread.
     """
     block_b = triton.next_power_of_2(CHUNK + 2 * window)
