@@ -2,6 +2,7 @@
 exactly as an uninterrupted one, without decoding what it skips."""
 
 
+import io
 import itertools
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ from w2vdist.training.chunks import ChunkBuffers
 from w2vdist.training.data import (
     DEALT, MIXED, Position, TokenBatches, loader_workers,
 )
-from w2vdist.corpus.shards import Manifest, encode_sample
+from w2vdist.corpus.shards import Manifest, decode_sample, encode_sample
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,35 @@ def _stream(shards, workers: int, chunk: int, start: Position = Position(), batc
     loader = TokenBatches(shards, batch_words, 5, 0, workers, 2, False, chunk=chunk, start=start)
     for tokens, sentence in loader:
         yield tokens.numpy().copy(), sentence.numpy().copy(), loader.position
+
+
+def _npy(array: np.ndarray, version: tuple[int, int] | None = None) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, version=version)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("array, version", [
+    (np.arange(70_000, dtype=np.int32), None),  # as prepare writes a sample's tokens
+    (np.zeros(0, dtype=np.int32), None),
+    (np.arange(5, dtype=np.int64), None),
+    (np.arange(5, dtype=np.int32), (2, 0)),
+    (np.arange(5, dtype=">i4"), None),
+    (np.arange(5, dtype=np.float32), (3, 0)),
+])
+def test_sample_arrays_read_as_numpy_reads_them(array, version):
+    """The loader matches the header `np.save` writes instead of evaluating it; whatever it
+    reads, and however a file's header is written, it reads what `np.load` does."""
+    data = _npy(array, version)
+    tokens, lengths = decode_sample({"tokens.npy": data, "lengths.npy": data})
+    expected = np.load(io.BytesIO(data))
+    for got in (tokens, lengths):
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        decode_sample({"tokens.npy": _npy(np.zeros((2, 3), np.int32)), "lengths.npy": data})
+    with pytest.raises(ValueError):  # cut short
+        decode_sample({"tokens.npy": data[:-4] if len(array) else data[:-1],
+                       "lengths.npy": data})
 
 
 @pytest.mark.parametrize("workers, chunk", [(0, 1), (1, 1), (2, 1), (0, 3), (2, 3)])
