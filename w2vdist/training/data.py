@@ -119,11 +119,13 @@ class TokenBatches:
         # Each worker skips its share of the whole rounds before `start`; the trainer drops
         # the rest, less than a round.
         self.rounds = start.sample // (self.workers * chunk)
-        # A worker's chunks not yet read: the trainer's and the `prefetch` asked for ahead.
+        # A worker's chunks not yet read: the trainer's and the `prefetch` asked for ahead;
+        # it reuses one buffer more than that (`chunks.ChunkBuffers`).
+        in_flight = prefetch + 1 if workers else 1
+        self.buffers = workers * (in_flight + 1)
         self.loader = DataLoader(
             ShardChunks(shards, mine, seed, stream or Stream(str(rank)), chunk,
-                        skip=self.rounds * chunk,
-                        in_flight=prefetch + 1 if workers else 1),
+                        skip=self.rounds * chunk, in_flight=in_flight),
             batch_size=None,
             num_workers=workers,
             prefetch_factor=prefetch if workers else None,
@@ -170,9 +172,15 @@ class TokenBatches:
         failed shard's marker raised as its error."""
         drop = self.start.sample % (self.workers * self.chunk) // self.chunk
         offset = self.start.offset
+        # The workers' buffers stay mapped here while they reuse them: a buffer comes over
+        # as a file descriptor with every chunk, which torch maps anew, its pages faulted in
+        # as the trainer reads them, unless a mapping of it is still alive (a third of the
+        # trainer's time a batch; BENCHMARKS.md, "The loader's own time").
+        mapped: deque[Chunk] = deque(maxlen=self.buffers)
         for i, (chunk_tokens, chunk_ids, number) in enumerate(chunks):
             if chunk_tokens is None:
                 raise UsageError(chunk_ids)
+            mapped.append((chunk_tokens, chunk_ids, number))
             # Workers take turns, and each numbers its chunks on from the rounds it skipped.
             expected = (i % self.workers, self.rounds + i // self.workers)
             _check_number(number, expected)
