@@ -41,5 +41,5 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     assert re.search(r"^E2E backend=auto variant=default device=cpu ", out, re.M), out
     assert re.search(r"^E2E variant=cuda_graph flags parsed; trained on a GPU only$", out,
                      re.M), out
-    assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ ",
-                          out, re.M)) == 2
+    assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ "
+                          r"trainer_words_per_cpu_s=[1-9][\d,]+ cpus=\d+$", out, re.M)) == 2

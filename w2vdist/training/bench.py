@@ -14,8 +14,11 @@ and the copy to the device without training, to show how far the loader is ahead
 
 Warm-up steps (kernel build, loader workers starting, CUDA allocations) are not timed; then
 `--steps` steps or `--seconds` seconds are. The learning rate stays at `optim.alpha`: speed
-does not depend on it. Peak host memory is this process's ru_maxrss (loader workers are
-separate processes); peak device memory is torch.cuda.max_memory_allocated on CUDA.
+does not depend on it. Peak host memory is this process's ru_maxrss and the host CPU share
+its CPU time over the wall time (loader workers are separate processes): with
+`--loader-only`, words/s over that share is the rate the trainer's side of the loader would
+allow with workers that never kept it waiting. Peak device memory is
+torch.cuda.max_memory_allocated on CUDA.
 
 One process only: ranks are measured with torchrun and `w2vdist train`, whose metrics.jsonl
 `benchmarks/run_figures.py` summarises (see benchmarks/README.md).
@@ -205,7 +208,7 @@ def _timed(
     for _ in range(options.warmup):
         work()
     _synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     warmup_seconds = start - warm_start
     steps, loader_seconds = 0, 0.0
     pairs: int | torch.Tensor = 0
@@ -222,6 +225,7 @@ def _timed(
             break
     _synchronize(device)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     words = steps * batch_words
     loss, pairs = float(loss), int(pairs)
     figures: dict[str, Any] = {
@@ -230,6 +234,10 @@ def _timed(
         "words": words,
         "words_per_s": words / seconds,
         "warmup_seconds": warmup_seconds,
+        # This process's CPU time over the wall time (loader workers, being processes of their
+        # own, not counted): near 1 on a GPU, the host is what bounds the step; under it, the
+        # rate this process alone would allow is words_per_s / host_cpu_share.
+        "host_cpu_share": cpu_seconds / seconds,
         "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": (
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -314,6 +322,9 @@ def format_report(report: dict[str, Any]) -> str:
         ("steps", f"{f['steps']:,} ({warmup})"),
         ("seconds", f"{f['seconds']:.2f}"),
         ("words/s", f"{f['words_per_s']:,.0f}"),
+        ("host CPU", f"{100 * f['host_cpu_share']:.0f}% of the time in this process "
+                     f"({f['words_per_s'] / max(f['host_cpu_share'], 1e-9):,.0f} words/s "
+                     "per CPU second)"),
     ]
     if "pairs_per_s" in f:
         rows += [
