@@ -70,9 +70,11 @@ DEALT = "dealt"  # of streams of mixed chunks, the samples dealt to workers in t
 
 def loader_workers(setting: int, device: torch.device) -> int:
     """`data.loader_workers`, -1 resolved: 2 on CUDA, where the step leaves the host's cores
-    to the loader, which must stay well ahead of it (1M-word chunks on two shared cores: one
-    worker 114-122M words/s, two 150-156M, BENCHMARKS.md; the dim-100 target is 100M); else 1,
-    beside the CPU step's threads."""
+    to the loader, which must stay well ahead of it (1M-word steps on two cores: one worker
+    107-112M words/s, two sharing the cores with the trainer 148-156M, while the trainer's
+    side takes 430-480M a CPU second, BENCHMARKS.md; the dim-100 target is 100M); else 1,
+    beside the CPU step's threads. A fixed count, not one from the host's cores: the workers
+    deal the samples, so the count decides the order a run reads them in."""
     if setting >= 0:
         return setting
     return 2 if device.type == "cuda" else 1
