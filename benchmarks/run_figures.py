@@ -30,7 +30,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
     records = [r for r in records if "words_per_s" in r]
     if not records:
         raise UsageError(f"{path}: no speed records")
-    previous, seconds, pairs, sync_seconds = 0, 0.0, 0.0, 0.0
+    previous, seconds, pairs, sync_seconds, loader_seconds = 0, 0.0, 0.0, 0.0, 0.0
     for r in records:
         if r["step"] <= previous:
             raise UsageError(f"{path}: steps do not increase (a resumed run); measure a fresh run")
@@ -38,6 +38,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         seconds += interval
         pairs += r["pairs_per_s"] * interval
         sync_seconds += r["sync_time_share"] * interval
+        loader_seconds += r["loader_wait_share"] * interval
         previous = r["step"]
     last = records[-1]
     return {
@@ -49,6 +50,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         "pairs_per_s": pairs / seconds,
         "sync_time_share": sync_seconds / seconds,
         "sync_bytes_per_step": last["sync_bytes_per_step"],
+        "loader_wait_share": loader_seconds / seconds,
         "final_loss": last["loss"],
         "peak_memory_gb": max(r["memory_gb"] for r in records),
     }

@@ -164,6 +164,7 @@ def test_run_figures_summarise_a_training_runs_metrics(shards, tmp_path):
     assert figures["world_size"] == 1 and figures["steps"] == records[-1]["step"]
     assert figures["words"] == figures["steps"] * 500
     assert figures["loop_seconds"] > 0 and figures["sync_time_share"] == 0
+    assert 0 < figures["loader_wait_share"] < 1
     assert figures["words_per_s"] == pytest.approx(figures["words"] / figures["loop_seconds"])
     # The loop is slower than its fastest interval and faster than its slowest.
     speeds = [r["words_per_s"] for r in records]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from w2vdist.settings import flatten, from_dict
 from w2vdist.training import checkpoint
 from w2vdist.training.callbacks import Callback
 from w2vdist.training.config import Config
+from w2vdist.training.data import TokenBatches
 from w2vdist.training.loop import run as run_training, train
 from w2vdist.training.preemption import EXIT_PREEMPTED
 from w2vdist.training.spec import keep_choices
@@ -239,6 +241,31 @@ def test_checkpoints_are_scored_and_logged_when_eval_files_are_set(shards, tmp_p
     scored = [r for r in rows if "analogy/total" in r]
     assert [r["step"] for r in scored] == [50, 100, 138]
     assert all(0 <= r["analogy/total"] <= 1 and "similarity/spearman" in r for r in scored)
+
+
+def test_the_time_waiting_for_the_loader_is_logged_as_its_share(shards, tmp_path,
+                                                                 monkeypatch):
+    """`loader_wait_share` says when the loader, not the step, bounds a run: a loader held up
+    50 ms a batch, against steps of a few milliseconds, takes most of every interval."""
+    def share(run: Path) -> list[float]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loader_wait_share"] for r in rows if "loader_wait_share" in r]
+
+    settings = {"train": {"max_steps": 40, "log_every_seconds": 0.2},
+                "data": {"loader_workers": 0}}
+    assert train(config(shards, tmp_path / "plain", **settings)) == 0
+    batches = TokenBatches.__iter__
+
+    def held_up(self: TokenBatches):
+        for batch in batches(self):
+            time.sleep(0.05)
+            yield batch
+
+    monkeypatch.setattr(TokenBatches, "__iter__", held_up)
+    assert train(config(shards, tmp_path / "held", **settings)) == 0
+    plain, held = share(tmp_path / "plain"), share(tmp_path / "held")
+    assert len(held) >= 3 and all(0.7 < s <= 1 for s in held), held
+    assert plain and all(0 <= s < min(held) for s in plain), plain
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu-kernel"])

@@ -12,6 +12,7 @@ ranks first reads its share of what the ranks before had not read of the epoch (
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -247,7 +248,8 @@ class OnDevice:
     """The loader's batches on the training device; on CUDA one step ahead, copied on a side
     stream while the current step trains (on the default stream the copy would queue behind
     the step's kernels). `position` is the loader's position after the batch last handed out,
-    not after the one in flight, so that checkpoints resume at the right batch."""
+    not after the one in flight, so that checkpoints resume at the right batch; `seconds` the
+    host time spent handing batches out (waiting for the loader and filling its batches)."""
 
     def __init__(
         self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], loader: TokenBatches,
@@ -259,11 +261,18 @@ class OnDevice:
         self.position = loader.position
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.ahead: tuple[tuple[torch.Tensor, ...], Position, object] | None = None
+        self.seconds = 0.0
 
     def __iter__(self) -> "OnDevice":
         return self
 
     def __next__(self) -> tuple[torch.Tensor, ...]:
+        started = time.perf_counter()
+        batch = self._next()
+        self.seconds += time.perf_counter() - started
+        return batch
+
+    def _next(self) -> tuple[torch.Tensor, ...]:
         if self.stream is None:
             batch = tuple(t.to(self.device) for t in next(self.batches))
             self.position = self.loader.position

@@ -193,7 +193,8 @@ def _train(
                     callback.on_epoch_end(step // plan.steps_per_epoch, step, session)
             if (interval.elapsed() >= cfg.train.log_every_seconds or epoch_end
                     or step == cfg.train.max_steps):
-                metrics.log(step, interval.flush(step, session.sync, lr, world.device))
+                metrics.log(step, interval.flush(step, session.sync, batches.seconds, lr,
+                                                 world.device))
             if preempted or (checkpointer.due(step, clock > 0) and step < cfg.train.max_steps):
                 saved = _save(session, checkpointer, step, batches.position, metrics, log,
                               callbacks) or saved

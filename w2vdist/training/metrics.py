@@ -302,6 +302,7 @@ class Interval:
         self.loss = 0.0
         self.pairs = 0.0
         self.sync_seconds = 0.0
+        self.loader_seconds = 0.0
 
     def add(self, loss: float, pairs: float) -> None:
         self.loss += loss
@@ -316,8 +317,11 @@ class Interval:
     def words_per_s(self, step: int) -> float:
         return (step - self.step) * self.plan.words_per_step / max(self.elapsed(), 1e-9)
 
-    def flush(self, step: int, sync: Sync, lr: float, device: torch.device) -> dict[str, float]:
-        """The interval's figures, then a new interval from `step`."""
+    def flush(self, step: int, sync: Sync, loader_seconds: float, lr: float,
+              device: torch.device) -> dict[str, float]:
+        """The interval's figures, then a new interval from `step`. `loader_seconds`: the
+        trainer's time waiting for batches so far (`data.OnDevice.seconds`); its share of the
+        interval says whether the loader keeps up (torchtitan logs the same as data loading)."""
         seconds = max(self.elapsed(), 1e-9)
         stats = {
             "loss": self.mean_loss(),
@@ -327,12 +331,13 @@ class Interval:
             "epoch": step / self.plan.steps_per_epoch,
             "progress": step / self.plan.total_steps,
             "sync_time_share": (sync.seconds - self.sync_seconds) / seconds,
+            "loader_wait_share": (loader_seconds - self.loader_seconds) / seconds,
             "sync_bytes_per_step": sync.bytes_sent / max(step - self.start_step, 1),
             "memory_gb": _peak_memory_gb(device),
             "ranks": len(self.plan.rank_words),  # a run may go on over another number
         }
         self.step, self.start, self.loss, self.pairs = step, time.perf_counter(), 0.0, 0.0
-        self.sync_seconds = sync.seconds
+        self.sync_seconds, self.loader_seconds = sync.seconds, loader_seconds
         return stats
 
     def total_words_per_s(self) -> float:
