@@ -43,6 +43,7 @@ from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.corpus.workers import Workers, parallel
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
+from w2vdist.host import cores
 
 FORMAT_NAMES = {"text": "text", "jsonl": "JSON Lines", "parquet": "Parquet"}
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
@@ -187,7 +188,7 @@ def prepare(cfg: PrepareConfig) -> Summary:
     _check_output(out, cfg.overwrite)
     files = find_files(cfg.inputs)
     tokenizer = Tokenizer.from_config(cfg)
-    workers = cfg.workers or _cores()
+    workers = cfg.workers or cores()
     pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A compressed file is read in blocks by every worker (`expand`): all of them are used;
@@ -300,12 +301,6 @@ def _check_decoding(stats: TextStats, encoding: str) -> None:
             f"{where}: {bad:,} bytes are not valid {encoding}, the first at byte {int(offset):,};"
             " if the text is in another encoding, pass it (--encoding latin-1, cp1252, ...)"
         )
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):  # the cores this process may use, on Linux
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _describe(files: list[Path]) -> str:

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from w2vdist.files import atomic_path
+from w2vdist.host import cores
 
 if TYPE_CHECKING:
     from w2vdist.training.merge import Saturation
@@ -169,7 +170,7 @@ def train_block(
         w_in.data_ptr(), w_out.data_ptr(), vocab, dim, keep_prob.data_ptr(), neg_table.data_ptr(),
         window, negative, alpha_start, alpha_end, *tracked, int(share_negatives),
         seed & (2**64 - 1),
-        threads or _cores(),
+        threads or cores(),
         ctypes.byref(loss), ctypes.byref(pairs), ctypes.byref(kept),
     )  # fmt: skip
     if err:
@@ -212,13 +213,6 @@ def _check_table(table: torch.Tensor, vocab: int) -> None:
     if lo < 0 or hi >= vocab:
         raise ValueError(f"neg_table has alias {lo if lo < 0 else hi} outside [0, {vocab})")
     _checked_table = (weakref.ref(table), table._version)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _library() -> ctypes.CDLL | None:
