@@ -263,9 +263,10 @@ def _mix(
     ends = np.cumsum(sentence_lengths)[:-1]  # where each sentence but the last now ends
     # Where each token comes from: one on from the token before, except where a sentence
     # starts (a running sum: a third of the time of building the index from repeats). The
-    # token-long running sums are torch's, which vectorises them (a third of numpy's time
-    # here), and `take` clips instead of checking, which made it buffer its output: the mix
-    # took half the time it had (BENCHMARKS.md, "The loader's own time").
+    # token-long running sums are torch's (vectorised: a third of numpy's time here), and
+    # `take` is told to clip, not raise, on indices out of range (there are none), which
+    # spares it buffering its output: the mix takes half the time it did (BENCHMARKS.md,
+    # "The loader's own time").
     steps = torch.ones(len(ids), dtype=torch.int64)
     source = steps.numpy()
     source[0] = was[0]
