@@ -234,9 +234,10 @@ def _timed(
         "words": words,
         "words_per_s": words / seconds,
         "warmup_seconds": warmup_seconds,
-        # This process's CPU time over the wall time (loader workers, being processes of their
-        # own, not counted): near 1 on a GPU, the host is what bounds the step; under it, the
-        # rate this process alone would allow is words_per_s / host_cpu_share.
+        # This process's CPU time over the wall time, all its threads (loader workers, being
+        # processes of their own, not counted). With --loader-only, words_per_s over it is the
+        # rate the trainer's side allows. (CUDA's waits spin by default: in a GPU step it
+        # does not tell work from waiting.)
         "host_cpu_share": cpu_seconds / seconds,
         "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": (
