@@ -295,6 +295,23 @@ def test_a_run_whose_loss_climbs_far_above_an_untrained_model_stops(shards, tmp_
     assert not checkpoint.complete_steps(run)
 
 
+def test_a_run_that_ends_above_an_untrained_models_loss_is_warned_of(shards, tmp_path,
+                                                                      capsys):
+    """Damping keeps a rate of 10 finite, so the run ends normally, its loss above an untrained
+    model's (6.8 against 4.16 here): it must say its vectors learned nothing. At the default
+    rate the run trains (2.6 after 3 epochs) and says nothing."""
+    args = ["--train.backend", "torch", "--train.threads", "1", "--data.loader_workers", "0",
+            "--wandb", "disabled"]
+    for run, settings in (("wild", ["--optim.alpha", "10", "--train.epochs", "1"]),
+                          ("plain", ["--train.epochs", "3"])):
+        assert main(["train", "--data.shards", str(shards), "--train.run_dir",
+                     str(tmp_path / run), *settings, *args]) == 0
+        err = capsys.readouterr().err
+        warned = re.search(r"the loss per pair ended at [\d.]+, above an untrained model's "
+                           r"4\.16: these vectors have likely learned nothing", err)
+        assert bool(warned) == (run == "wild"), err[-2000:]
+
+
 def test_settings_that_cannot_be_finite_are_refused():
     with pytest.raises(UsageError, match="optim.alpha"):
         from_dict(Config, {"optim": {"alpha": float("inf")}})

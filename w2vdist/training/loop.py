@@ -148,6 +148,7 @@ def _train(
         )
         interval = Interval(step, plan)
         preempted, saved = False, Outcome(0, spec)
+        stats: dict[str, float] = {}  # the last interval's figures
         # The step's loss and pair count stay on the device; they are read, summed over the
         # ranks, only at control steps (`sync.control_every_steps`), so that a GPU never waits
         # for the host between steps.
@@ -193,8 +194,8 @@ def _train(
                     callback.on_epoch_end(step // plan.steps_per_epoch, step, session)
             if (interval.elapsed() >= cfg.train.log_every_seconds or epoch_end
                     or step == cfg.train.max_steps):
-                metrics.log(step, interval.flush(step, session.sync, batches.seconds, lr,
-                                                 world.device))
+                stats = interval.flush(step, session.sync, batches.seconds, lr, world.device)
+                metrics.log(step, stats)
             if preempted or (checkpointer.due(step, clock > 0) and step < cfg.train.max_steps):
                 saved = _save(session, checkpointer, step, batches.position, metrics, log,
                               callbacks) or saved
@@ -213,6 +214,9 @@ def _train(
             f"{interval.total_words_per_s():,.0f} words/s); checkpoint: {saved.checkpoint}",
             flush=True,
         )
+        unlearned = _learned_nothing(stats.get("loss"), cfg.model.negative)
+        if unlearned:
+            log.warning(unlearned)
     saved.exit_code = EXIT_PREEMPTED if preempted else 0
     return saved
 
@@ -235,6 +239,22 @@ def _diverged(loss: float, pairs: float, negative: int) -> str | None:
         return (f"the loss per pair is {loss / max(pairs, 1.0):.4g}, over {RUNAWAY:g} times "
                 f"an untrained model's {untrained:.3g}")
     return None
+
+
+UNLEARNED = 1.05  # a last loss per pair this many times an untrained model's is warned of
+
+
+def _learned_nothing(loss: float | None, negative: int) -> str | None:
+    """Why a run that ended with finite numbers has likely learned nothing, if it has: its
+    last loss per pair is above an untrained model's (K + 1) ln 2. Damped steps keep even a
+    far too large rate finite (on the planted corpus the torch step at alpha 1e6 stayed at
+    1.26-1.42 times it and exited 0 with useless vectors), while trained runs end far below
+    it (0.54-0.6 times on the planted and the benchmark corpora)."""
+    untrained = (negative + 1) * math.log(2)
+    if loss is None or loss <= UNLEARNED * untrained:
+        return None
+    return (f"the loss per pair ended at {loss:.4g}, above an untrained model's {untrained:.3g}: "
+            "these vectors have likely learned nothing; lower optim.alpha")
 
 
 def _previous(checkpointer: Checkpointer, resume: str) -> Checkpoint | None:
