@@ -283,5 +283,10 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                                      search(["bus", "Truck"], topn=2)]
         assert captured.out.splitlines() == expected
     assert neighbors.parse("c++ - -lrb- + a b") == (["c++", "a", "b"], ["-lrb-"])
+    assert neighbors.parse("- a b") == (["b"], ["a"])
+    for dangling, operator in [("car -", "-"), ("car + - dog", "+"), ("+", "+")]:
+        assert cli.main(["neighbors", str(tmp_path / "v.bin"), dangling]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"w2vdist: {dangling!r}: {operator!r} has no word after it"
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "- cat", "--method", "3cosmul"]) == 2
     assert "--method 3cosmul needs a word added in every query" in capsys.readouterr().err

@@ -38,16 +38,22 @@ def nearest(
 
 def parse(query: str) -> tuple[list[str], list[str]]:
     """An expression's positive and negative words: `a - b + c` -> ([a, c], [b]). Only a `+`
-    or `-` standing alone is an operator (`c++` and `-lrb-` are words)."""
+    or `-` standing alone is an operator (`c++` and `-lrb-` are words); words side by side are
+    added, and an operator without a word after it (`a -`, `a + - b`) is refused rather than
+    guessed at."""
     positive: list[str] = []
     negative: list[str] = []
-    sign = positive
+    operator = None  # waiting for its word
     for token in query.split():
+        if operator and token in ("+", "-"):
+            raise UsageError(f"{query!r}: {operator!r} has no word after it")
         if token in ("+", "-"):
-            sign = positive if token == "+" else negative
+            operator = token
         else:
-            sign.append(token)
-            sign = positive
+            (negative if operator == "-" else positive).append(token)
+            operator = None
+    if operator:
+        raise UsageError(f"{query!r}: {operator!r} has no word after it")
     if not positive and not negative:
         raise UsageError(f"{query!r}: no words in this query")
     return positive, negative
