@@ -43,7 +43,7 @@ def parse(query: str) -> tuple[list[str], list[str]]:
     guessed at."""
     positive: list[str] = []
     negative: list[str] = []
-    operator = None  # waiting for its word
+    operator: str | None = None  # waiting for its word
     for token in query.split():
         if operator and token in ("+", "-"):
             raise UsageError(f"{query!r}: {operator!r} has no word after it")
