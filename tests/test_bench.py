@@ -56,7 +56,7 @@ def test_synthetic_stream_trains_with_the_chosen_backend(backend, tmp_path, caps
     # Untrained output rows are zero: each pair starts at (1 + negative) * log 2.
     assert 0 < f["loss_per_pair"] < 6 * np.log(2) + 0.1
     assert 0 <= f["loader_wait_share"] <= 1
-    assert 0 < f["host_cpu_share"] <= 1.5  # one thread, the loader in this process
+    assert 0 < f["host_cpu_share"] <= 1.5  # the step on one thread (SMALL)
     assert f["peak_host_mb"] > 10 and f["peak_device_mb"] is None
     printed = capsys.readouterr().out
     assert f"{backend} backend, dim 16" in printed and "words/s" in printed
