@@ -395,7 +395,7 @@ def loader(device: torch.device, quick: bool) -> None:
                         "--min-count", "1", "--shard-tokens", str(words // 8),
                         "--workers", str(min(8, os.cpu_count() or 1))],
                        check=True, capture_output=True, timeout=300)  # fmt: skip
-        for workers in (0, 1) if quick else (0, 1, 2, 4):
+        for workers in (0, 1) if quick else (0, 1, 2, 4, 8):
             out = root / f"loader-{workers}.json"
             subprocess.run([*run, "bench", "--loader-only", "--data.shards", str(root / "shards"),
                             "--optim.batch_words", str(batch), "--data.loader_workers",
