@@ -403,11 +403,11 @@ def loader(device: torch.device, quick: bool) -> None:
                             "--train.device", device.type, "--json", str(out)],
                            check=True, capture_output=True, timeout=120)  # fmt: skip
             figures = json.loads(out.read_text())["figures"]
-            # The trainer's own side: the rate it would take batches at from workers that
-            # never kept it waiting.
-            own = figures["words_per_s"] / max(figures["host_cpu_share"], 1e-9)
+            # words_per_cpu_s: the trainer's own side, the rate it would take batches at from
+            # workers that never kept it waiting.
             print(f"LOADER device={device.type} workers={workers} words_per_step={batch} "
-                  f"words_per_s={figures['words_per_s']:,.0f} trainer_words_per_cpu_s={own:,.0f} "
+                  f"words_per_s={figures['words_per_s']:,.0f} "
+                  f"trainer_words_per_cpu_s={figures['words_per_cpu_s']:,.0f} "
                   f"cpus={os.cpu_count()}", flush=True)
 
 

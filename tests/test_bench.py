@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from tests.helpers import config, prepare, write_zipf_corpus
 from benchmarks.run_figures import run_figures
 from w2vdist.training.bench import Synthetic
 from w2vdist.cli import main
+from w2vdist.training import chunks
 from w2vdist.training.backends import cpu
 from w2vdist.training.loop import train
 
@@ -106,8 +108,30 @@ def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
     assert "pairs" not in f
     # This process's CPU time: its one busy thread's at most (tiny batches keep it busy).
     assert 0 < f["host_cpu_share"] <= 1.05
+    assert f["words_per_cpu_s"] == pytest.approx(f["words_per_s"] / f["host_cpu_share"])
     printed = capsys.readouterr().out
     assert "loader only" in printed and "words/s per CPU second" in printed
+
+
+def test_loader_only_counts_this_process_cpu_not_its_workers(shards, tmp_path, monkeypatch):
+    """A worker that burns 50 ms of CPU on every chunk keeps the trainer waiting: the share
+    is the trainer's own CPU time, small, not the wall time it spent waiting."""
+    mix = chunks._mix
+
+    def slow_mix(*args):
+        until = time.perf_counter() + 0.05
+        while time.perf_counter() < until:
+            pass
+        mix(*args)
+
+    monkeypatch.setattr(chunks, "_mix", slow_mix)  # the forked worker inherits it
+    report = run_bench(
+        ["--data.shards", str(shards), "--loader-only", "--seconds", "0.5",
+         "--data.loader_workers", "1", *SMALL], tmp_path / "loader.json",
+    )
+    f = report["figures"]
+    assert 0 < f["host_cpu_share"] < 0.5
+    assert f["words_per_cpu_s"] > 2 * f["words_per_s"]
 
 
 def test_bench_logs_nothing_to_wandb_and_needs_it_not(shards, tmp_path, monkeypatch):

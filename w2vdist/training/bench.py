@@ -16,7 +16,7 @@ Warm-up steps (kernel build, loader workers starting, CUDA allocations) are not 
 `--steps` steps or `--seconds` seconds are. The learning rate stays at `optim.alpha`: speed
 does not depend on it. Peak host memory is this process's ru_maxrss and the host CPU share
 its CPU time over the wall time (loader workers are separate processes): with
-`--loader-only`, words/s over that share is the rate the trainer's side of the loader would
+`--loader-only`, the words per CPU second are the rate the trainer's side of the loader would
 allow with workers that never kept it waiting. Peak device memory is
 torch.cuda.max_memory_allocated on CUDA.
 
@@ -235,10 +235,11 @@ def _timed(
         "words_per_s": words / seconds,
         "warmup_seconds": warmup_seconds,
         # This process's CPU time over the wall time, all its threads (loader workers, being
-        # processes of their own, not counted). With --loader-only, words_per_s over it is the
-        # rate the trainer's side allows. (CUDA's waits spin by default: in a GPU step it
-        # does not tell work from waiting.)
+        # processes of their own, not counted), and the words a second of it handled: with
+        # --loader-only, the rate the trainer's side allows. (CUDA's waits spin by default:
+        # in a GPU step they do not tell work from waiting.)
         "host_cpu_share": cpu_seconds / seconds,
+        "words_per_cpu_s": words / max(cpu_seconds, 1e-9),
         "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": (
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -324,8 +325,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("seconds", f"{f['seconds']:.2f}"),
         ("words/s", f"{f['words_per_s']:,.0f}"),
         ("host CPU", f"{100 * f['host_cpu_share']:.0f}% of the time in this process "
-                     f"({f['words_per_s'] / max(f['host_cpu_share'], 1e-9):,.0f} words/s "
-                     "per CPU second)"),
+                     f"({f['words_per_cpu_s']:,.0f} words/s per CPU second)"),
     ]
     if "pairs_per_s" in f:
         rows += [
