@@ -221,6 +221,12 @@ def _train(
     return saved
 
 
+def _untrained_loss(negative: int) -> float:
+    """The loss per pair of an untrained model, whose output rows are all zero: every score
+    is 0, so the target and each of the K negatives cost ln 2."""
+    return (negative + 1) * math.log(2)
+
+
 RUNAWAY = 20.0  # a loss per pair this many times an untrained model's stops the run
 
 
@@ -234,7 +240,7 @@ def _diverged(loss: float, pairs: float, negative: int) -> str | None:
     benchmark corpus to 7.3 times (BENCHMARKS.md)."""
     if not math.isfinite(loss):
         return f"the loss is {loss}"
-    untrained = (negative + 1) * math.log(2)
+    untrained = _untrained_loss(negative)
     if loss > RUNAWAY * untrained * max(pairs, 1.0):
         return (f"the loss per pair is {loss / max(pairs, 1.0):.4g}, over {RUNAWAY:g} times "
                 f"an untrained model's {untrained:.3g}")
@@ -250,7 +256,7 @@ def _learned_nothing(loss: float | None, negative: int) -> str | None:
     far too large rate finite (on the planted corpus the torch step at alpha 1e6 stayed at
     1.26-1.42 times it and exited 0 with useless vectors), while trained runs end far below
     it (0.54-0.6 times on the planted and the benchmark corpora)."""
-    untrained = (negative + 1) * math.log(2)
+    untrained = _untrained_loss(negative)
     if loss is None or loss <= UNLEARNED * untrained:
         return None
     return (f"the loss per pair ended at {loss:.4g}, above an untrained model's {untrained:.3g}: "
