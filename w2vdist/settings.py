@@ -20,6 +20,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, Field
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,9 @@ class Parser(argparse.ArgumentParser):
         """One line, not the whole usage: the flags are in --help."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extra = super().parse_known_args(args, namespace)
         flags = [a for a in extra if a.startswith("-")]
         if flags:
@@ -169,7 +172,7 @@ def add_flags(parser: argparse.ArgumentParser, root: type) -> None:
     for path, visible, f, tp in _leaves(root):
         meta = f.metadata
         dest = "cfg:" + ".".join(path)
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         text = _help(meta.get("help", ""), default, meta.get("choices"), tp)
         if meta.get("positional"):
             nargs = "+" if typing.get_origin(tp) is list else None

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 import zstandard
 
@@ -36,6 +36,8 @@ COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 ARCHIVES = ("zip", "tar")  # a tar may also be compressed: found when its text is read
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
           b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip"}
+# A file's bytes as `open_binary` and `members` hand them out (plain, decompressed or archived).
+BinaryFile = IO[bytes] | io.BufferedIOBase | io.RawIOBase
 _TAR_HEAD = 512  # a tar file starts with a header block that says "ustar" at byte 257
 PROBE_THREADS = 16  # files `probed` at once
 READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
@@ -114,7 +116,7 @@ def probe(path: Path | str) -> tuple[int, str | None]:
     return size, found or ("tar" if _is_tar(head) else None)
 
 
-def members(path: str, kind: str | None) -> Iterator[tuple[str, IO[bytes]]]:
+def members(path: str, kind: str | None) -> Iterator[tuple[str, BinaryFile]]:
     """(name, bytes) of each file in a zip or tar archive (compressed or not), in the archive's
     order; ("", its bytes) for a compressed file that holds no archive."""
     if kind == "zip":
@@ -131,10 +133,10 @@ def members(path: str, kind: str | None) -> Iterator[tuple[str, IO[bytes]]]:
             yield "", f
             return
         with tarfile.open(fileobj=f, mode="r|", tarinfo=_Whole) as archive:
-            for info in archive:
-                member = archive.extractfile(info) if info.isfile() else None
-                if member is not None:
-                    yield info.name, member
+            for entry in archive:
+                extracted = archive.extractfile(entry) if entry.isfile() else None
+                if extracted is not None:
+                    yield entry.name, extracted
 
 
 def _is_tar(head: bytes) -> bool:
@@ -146,7 +148,7 @@ class _Whole(tarfile.TarInfo):
     by the end of the file (a truncated download) for the end of the archive."""
 
     @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
         if len(buf) != tarfile.BLOCKSIZE:
             raise tarfile.ReadError("the archive ends early (no end-of-archive blocks)")
         return super().frombuf(buf, encoding, errors)
@@ -163,7 +165,7 @@ def format_of(path: Path, kind: str | None) -> str:
     return "jsonl" if name.endswith(JSON_LINES_SUFFIXES) else "text"
 
 
-def open_binary(path: str, compression: str | None) -> IO[bytes] | io.RawIOBase:
+def open_binary(path: str, compression: str | None) -> BinaryFile:
     """The file's bytes, decompressed (`compression`: one of COMPRESSIONS, as `kind` found it,
     or None)."""
     if compression == "gzip":

@@ -78,7 +78,7 @@ class Manifest:
             try:
                 size = path.stat().st_size
             except OSError as exc:
-                raise UsageError(f"{path}: {exc.strerror.lower()}") from None
+                raise UsageError(f"{path}: {(exc.strerror or str(exc)).lower()}") from None
             if shard.bytes and size != shard.bytes:
                 raise UsageError(f"{path}: {size:,} bytes, but the manifest says {shard.bytes:,} "
                                  "(truncated or replaced; run prepare again)")

@@ -271,7 +271,7 @@ def _decoded_chunks(piece: Piece, stats: TextStats) -> Iterator[tuple[int, str, 
         yield at, _decode(carry, stats, piece, at), False
 
 
-def _safe_cut(data: bytes) -> int:
+def _safe_cut(data: bytes | bytearray) -> int:
     """Where to cut a chunk holding no newline: 0 (wait for more) unless it is already long,
     then after its last ASCII space, or failing that at a UTF-8 character boundary."""
     if len(data) < CHUNK_BYTES:
@@ -303,6 +303,7 @@ def _piece_bytes(piece: Piece) -> Iterator[tuple[int, bytes, bool]]:
     (offsets in the decompressed text for blocks of compressed files); `cut`: the block ends
     where a long line is cut (`_segment_start`), at each multiple of MIN_RANGE_BYTES."""
     cuts = piece.format == "text"  # a JSON Lines record is never cut
+    f: BinaryIO
     if piece.data is not None:  # a block, which starts and ends where segments do (`_blocks`)
         f = io.BytesIO(piece.data)
         size = len(piece.data)

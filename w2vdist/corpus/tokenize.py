@@ -18,7 +18,7 @@ import sys
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from w2vdist.corpus.phrases import Phrases
 from w2vdist.errors import UsageError
@@ -40,6 +40,12 @@ WORD = re.compile(rf"[\w{_marks()}]+")
 ASCII_WORD = re.compile(r"\w+", re.ASCII)  # WORD's words on ASCII text, twice as fast there
 WORD_DESCRIPTION = f"runs of \\w and combining marks (Unicode {unicodedata.unidata_version})"
 STEM_CACHE_WORDS = 1 << 20  # distinct words whose stems are remembered, per process
+
+
+# Unicode normal forms by the names `corpus.normalize` gives them.
+_FORMS: dict[str, Literal["NFC", "NFD", "NFKC", "NFKD"]] = {
+    "nfc": "NFC", "nfd": "NFD", "nfkc": "NFKC", "nfkd": "NFKD",
+}
 
 
 class Tokenizer:
@@ -91,7 +97,7 @@ class Tokenizer:
             stopwords = read_stopwords(path, settings.get("lowercase", True))
         phrases, phrases_file = Phrases(), settings.get("phrases_file")
         if settings.get("phrases"):  # joined words must be joined again: the file must be there
-            phrases = Phrases.load(phrases_file, settings.get("phrases_sha256"))
+            phrases = Phrases.load(settings["phrases_file"], settings.get("phrases_sha256"))
         return cls(settings.get("name", "default"), settings.get("lowercase", True),
                    settings.get("normalize", "none"), settings.get("stem"), stopwords, path,
                    phrases, phrases_file)
@@ -108,12 +114,12 @@ class Tokenizer:
             # A worker reads the phrases file once (`_phrases_from`), rather than receiving a
             # copy of a table of up to millions of pairs with each piece it is sent.
             return (_tokenizer_with_phrases_file,
-                    (*args, self.phrases_file, self.phrases.sha256()))
+                    (args, self.phrases_file, self.phrases.sha256()))
         return (Tokenizer, (*args, self.phrases, self.phrases_file))
 
     def __call__(self, line: str) -> list[str]:
         if self.normalize != "none":
-            line = unicodedata.normalize(self.normalize.upper(), line)
+            line = unicodedata.normalize(_FORMS[self.normalize], line)
         if self.lowercase:
             line = line.lower()
         words = self._split(line)
@@ -146,9 +152,12 @@ class Tokenizer:
         return out
 
 
-def _tokenizer_with_phrases_file(*args: Any) -> Tokenizer:
-    *settings, phrases_file, sha256 = args
-    return Tokenizer(*settings, _phrases_from(phrases_file, sha256), phrases_file)
+def _tokenizer_with_phrases_file(
+    settings: tuple[str, bool, str, str | None, frozenset[str], str | None], phrases_file: str,
+    sha256: str,
+) -> Tokenizer:
+    return Tokenizer(*settings, phrases=_phrases_from(phrases_file, sha256),
+                     phrases_file=phrases_file)
 
 
 @functools.lru_cache(maxsize=2)

@@ -96,7 +96,8 @@ class Synthetic:
         rng = np.random.default_rng(seed)
         n = max(1, self.tokens // batch_words)
         tokens = rng.choice(self.vocab, size=(n, batch_words), p=self.probabilities())
-        sentence = np.cumsum(rng.random((n, batch_words)) < 1.0 / self.sentence, axis=1)
+        sentence = np.cumsum(rng.random((n, batch_words)) < 1.0 / self.sentence, axis=1,
+                             dtype=np.int64)
         sentence -= sentence[:, :1]
         out = []
         for t, s in zip(tokens.astype(np.int32), sentence.astype(np.int32)):
@@ -135,11 +136,12 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
         described: dict[str, Any] = {"synthetic": asdict(synthetic)}
     else:
         corpus = Corpus.load(cfg.data.shards)
+        manifest, directory = corpus.prepared()
         described = {
-            "shards": str(corpus.directory),
+            "shards": str(directory),
             "vocab_size": len(corpus.counts),
             "total_tokens": corpus.tokens,
-            "shard_count": len(corpus.manifest.shards),
+            "shard_count": len(manifest.shards),
         }
     session = Session.build(resolve(cfg, world, corpus), world, corpus)
     cfg = session.spec.config

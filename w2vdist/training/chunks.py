@@ -37,8 +37,9 @@ from w2vdist.corpus.shards import ShardReader
 
 # A chunk: int32 tokens, int32 sentence ids (from 0, one per sentence) and, in the same
 # buffer (`ChunkBuffers`), the chunk's int64 number among its worker's chunks. A shard that
-# fails to read is instead (None, one-line message, None).
+# fails to read is instead `Failed`: (None, one-line message, None).
 Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Failed = tuple[None, str, None]
 Sample = tuple[int, int]  # a shard's index in the manifest, a sample's index in the shard
 
 
@@ -113,7 +114,7 @@ class ShardChunks(IterableDataset):
         self.skip = skip
         self.in_flight = in_flight  # chunks of a worker the trainer may not have read yet
 
-    def __iter__(self) -> Iterator[Chunk]:
+    def __iter__(self) -> Iterator[Chunk | Failed]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         made = self.skip // self.chunk  # chunks this worker made before, in the whole run

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from w2vdist.corpus.shards import Manifest
 from w2vdist.errors import UsageError
 from w2vdist.training.chunks import (
-    Chunk, ShardChunks, Stream, WorkerContext, leave_stop_signals_to_the_trainer,
+    Chunk, Failed, ShardChunks, Stream, WorkerContext, leave_stop_signals_to_the_trainer,
 )
 
 log = logging.getLogger("w2vdist")
@@ -141,7 +141,7 @@ class TokenBatches:
         self.start = start
         self.position = start
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
         size = self.batch_words
         pending: deque[int] = deque()  # tokens still to deliver from each chunk taken in
         self.position = self.start
@@ -168,7 +168,7 @@ class TokenBatches:
             _check_number(number, expected)  # not written over while it was read
 
     def _from_start(
-        self, chunks: Iterator[Chunk]
+        self, chunks: Iterator[Chunk | Failed]
     ) -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor, tuple[int, int]]]:
         """The workers' chunks as arrays with their number and the (worker, number) they
         must have, less the chunks and tokens before `start` that the workers did not skip; a
@@ -180,10 +180,11 @@ class TokenBatches:
         # as the trainer reads them, unless a mapping of it is still alive (0.8-1.7 ms of the
         # trainer's 3.0-4.2 a 1M-word batch; BENCHMARKS.md, "The loader's own time").
         mapped: deque[Chunk] = deque(maxlen=self.buffers)
-        for i, (chunk_tokens, chunk_ids, number) in enumerate(chunks):
-            if chunk_tokens is None:
-                raise UsageError(chunk_ids)
-            mapped.append((chunk_tokens, chunk_ids, number))
+        for i, chunk in enumerate(chunks):
+            if chunk[0] is None:
+                raise UsageError(chunk[1])
+            mapped.append(chunk)
+            chunk_tokens, chunk_ids, number = chunk
             # Workers take turns, and each numbers its chunks on from the rounds it skipped.
             expected = (i % self.workers, self.rounds + i // self.workers)
             _check_number(number, expected)
@@ -260,7 +261,7 @@ class OnDevice:
         self.device = device
         self.position = loader.position
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.ahead: tuple[tuple[torch.Tensor, ...], Position, object] | None = None
+        self.ahead: tuple[tuple[torch.Tensor, ...], Position, torch.cuda.Event] | None = None
         self.seconds = 0.0
 
     def __iter__(self) -> "OnDevice":
@@ -287,7 +288,7 @@ class OnDevice:
         self.ahead = self._copy()
         return batch
 
-    def _copy(self) -> tuple[tuple[torch.Tensor, ...], Position, object]:
+    def _copy(self) -> tuple[tuple[torch.Tensor, ...], Position, torch.cuda.Event]:
         host = next(self.batches)
         position = self.loader.position
         with torch.cuda.stream(self.stream):

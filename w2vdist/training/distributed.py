@@ -92,17 +92,22 @@ class DeviceClock:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self._total = 0.0
-        self._start: float | torch.cuda.Event = 0.0
+        self._started = 0.0  # the host clock at `start`, or on CUDA its event
+        self._start_event: torch.cuda.Event | None = None
         self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def start(self) -> None:
-        self._start = self._mark()
+        if self.cuda:
+            self._start_event = self._event()
+        else:
+            self._started = time.perf_counter()
 
     def stop(self) -> None:
         if self.cuda:
-            self._pending.append((self._start, self._mark()))
+            assert self._start_event is not None, "DeviceClock.stop before start"
+            self._pending.append((self._start_event, self._event()))
         else:
-            self._total += time.perf_counter() - self._start
+            self._total += time.perf_counter() - self._started
 
     @property
     def seconds(self) -> float:
@@ -113,9 +118,8 @@ class DeviceClock:
         self._pending.clear()
         return self._total
 
-    def _mark(self) -> float | torch.cuda.Event:
-        if not self.cuda:
-            return time.perf_counter()
+    @staticmethod
+    def _event() -> torch.cuda.Event:
         event = torch.cuda.Event(enable_timing=True)
         event.record()
         return event

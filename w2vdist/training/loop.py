@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -60,7 +61,7 @@ class Outcome:
     """How a run ended: its exit code, resolved spec, newest checkpoint and latest scores."""
 
     exit_code: int
-    spec: RunSpec | None = None
+    spec: RunSpec
     checkpoint: Path | None = None
     scores: dict[str, float] = field(default_factory=dict)
 
@@ -113,9 +114,9 @@ def _train(
             _print_plan(spec, corpus, previous)
         return Outcome(0, spec)
     state = previous.state if previous else None
-    if state and state.step >= cfg.train.max_steps:
+    if previous is not None and previous.state.step >= cfg.train.max_steps:
         if world.is_main:
-            print(f"{run_dir}: already trained, {state.step}/{plan.total_steps} steps "
+            print(f"{run_dir}: already trained, {previous.state.step}/{plan.total_steps} steps "
                   f"(checkpoint {previous.path}); raise train.epochs to train more", flush=True)
         return Outcome(0, spec, previous.path)
     session = Session.build(spec, world, corpus, state)
@@ -171,20 +172,20 @@ def _train(
             # A control step: one small all-reduce of the loss and pairs since the last one,
             # whether any rank was asked to stop, and whether rank 0's clock says a checkpoint
             # is due.
-            clock = world.is_main and checkpointer.clock_due()
-            loss, pairs, stopping, clock = session.sync.control(
-                [unread_loss, unread_pairs, float(stop.requested), float(clock)]
+            clock_due = world.is_main and checkpointer.clock_due()
+            summed_loss, summed_pairs, stopping, clock = session.sync.control(
+                [unread_loss, unread_pairs, float(stop.requested), float(clock_due)]
             )
             unread_loss.zero_()
             unread_pairs.zero_()
-            why = _diverged(loss, pairs, cfg.model.negative)
+            why = _diverged(summed_loss, summed_pairs, cfg.model.negative)
             if why:
                 raise Diverged(
                     f"training diverged by step {step}: {why} (lr {lr:.4g}, "
                     f"{plan.words_per_step:,} words per step); nothing after the last checkpoint "
                     "was saved; lower optim.alpha or optim.batch_words"
                 )
-            interval.add(loss, pairs)
+            interval.add(summed_loss, summed_pairs)
             metrics.progress(step * plan.words_per_step, interval.mean_loss(),
                              interval.words_per_s(step))
             preempted = stopping > 0
@@ -324,7 +325,7 @@ def _save(
             "saved; lower optim.alpha or optim.batch_words"
         )
     mine = (session.generator.get_state(), position)
-    ranks = [mine]
+    ranks: list[Any] = [mine]
     if world.size > 1:
         ranks = [None] * world.size
         dist.all_gather_object(ranks, mine)
@@ -355,6 +356,7 @@ def _publish(session: Session, saved: Outcome, metrics: Metrics, run_dir: Path,
     from w2vdist.vectors.export import metadata, sidecar
     from w2vdist.vectors.keyed import WordVectors
 
+    assert saved.checkpoint is not None  # rank 0's `_save` always writes one
     vectors = WordVectors.load(saved.checkpoint)
     out = run_dir / "vectors.bin"
     vectors.save(out)
@@ -366,7 +368,7 @@ def _print_plan(spec: RunSpec, corpus: Corpus, previous: Checkpoint | None) -> N
     """The resolved spec, each rank's shards and the plan; on a resume, where it resumes and,
     on another number of ranks, what each rank owes of the epoch in progress."""
     cfg, plan = spec.config, spec.plan
-    assert corpus.manifest is not None
+    manifest, directory = corpus.prepared()
     print(json.dumps(spec.to_dict(), indent=2))
     print(f"world size: {spec.world_size} (device {cfg.train.device}, "
           f"backend {cfg.train.backend})")
@@ -377,12 +379,11 @@ def _print_plan(spec: RunSpec, corpus: Corpus, previous: Checkpoint | None) -> N
         print(f"resuming from {previous.path} at step {state.step} (epoch {epoch + 1}), saved "
               f"on {state.world_size} rank(s)")
         if state.world_size != spec.world_size:
-            owed = [f", first about {owed_tokens(s, corpus.manifest):,} tokens of epoch "
+            owed = [f", first about {owed_tokens(s, manifest):,} tokens of epoch "
                     f"{epoch + 1} the ranks before had not read"
                     for s in resumed_streams(state, corpus, cfg.train.seed, plan)]
-    for rank, shards in enumerate(assign_shards(corpus.manifest, spec.world_size,
-                                                corpus.directory)):
-        tokens = sum(corpus.manifest.shards[i].tokens for i in shards)
+    for rank, shards in enumerate(assign_shards(manifest, spec.world_size, directory)):
+        tokens = sum(manifest.shards[i].tokens for i in shards)
         print(f"rank {rank}: {len(shards)} shard(s), {tokens:,} tokens{owed[rank]}")
     print(
         f"planned: {plan.total_steps} steps ({plan.steps_per_epoch} per epoch x "

@@ -212,6 +212,7 @@ def _start_wandb(cfg: Config, run_dir: Path, mode: str, run_id: str | None) -> A
     w = cfg.wandb
     project_is_default = w.project == WandbConfig.project
     kwargs: dict[str, Any] = dict(
+        mode=mode,
         dir=os.environ.get("WANDB_DIR") or run_dir,
         project=None if project_is_default and os.environ.get("WANDB_PROJECT") else w.project,
         entity=w.entity,
@@ -223,13 +224,13 @@ def _start_wandb(cfg: Config, run_dir: Path, mode: str, run_id: str | None) -> A
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return wandb.init(mode=mode, **kwargs)
+        return wandb.init(**kwargs)
     except Exception as exc:
         if mode != "online":
             raise
         log.warning("W&B: could not start an online run (%s); logging offline to %s",
                     exc, run_dir / "wandb")
-        return wandb.init(mode="offline", **kwargs)
+        return wandb.init(**(kwargs | {"mode": "offline"}))
 
 
 def _safe(name: str) -> str:

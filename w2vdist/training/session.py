@@ -65,8 +65,8 @@ class Session:
 
     def shards(self) -> list[list[int]]:
         """The shard indices of every rank."""
-        assert self.corpus.manifest is not None and self.corpus.directory is not None
-        return assign_shards(self.corpus.manifest, self.world.size, self.corpus.directory)
+        manifest, directory = self.corpus.prepared()
+        return assign_shards(manifest, self.world.size, directory)
 
     def batches(self, state: TrainState | None = None) -> TokenBatches:
         """This rank's token stream, its share of a step (`Plan.rank_words`) a batch: from the
@@ -74,8 +74,7 @@ class Session:
         shards anew, and each rank starts with its share of the rest of the epoch in progress
         (`redeal`)."""
         cfg = self.spec.config
-        assert self.corpus.manifest is not None
-        manifest = self.corpus.manifest
+        manifest, directory = self.corpus.prepared()
         mine = self.shards()[self.world.rank]
         words = self.spec.plan.rank_words[self.world.rank]
         tokens = sum(manifest.shards[i].tokens for i in mine)
@@ -84,7 +83,7 @@ class Session:
         if state is not None and state.world_size == self.world.size:
             start = state.data[self.world.rank]
         return TokenBatches(
-            manifest.sources(self.corpus.directory), words, cfg.train.seed, self.world.rank,
+            manifest.sources(directory), words, cfg.train.seed, self.world.rank,
             cfg.data.loader_workers, cfg.data.prefetch,
             pin_memory=self.world.device.type == "cuda",
             chunk=chunk_samples(tokens, samples, words), start=start, mine=mine,
@@ -101,7 +100,7 @@ def _start_from(tables: Embeddings, corpus: Corpus, path: str) -> None:
     if given.vector_size != tables.input.shape[1]:
         raise UsageError(f"{path}: vectors of {given.vector_size} dims, but model.dim is "
                          f"{tables.input.shape[1]}")
-    known = [(i, given.key_to_index[w]) for i, w in enumerate(corpus.words or [])
+    known = [(i, given.key_to_index[w]) for i, w in enumerate(corpus.words)
              if w in given.key_to_index]
     if not known:
         raise UsageError(f"{path}: none of its words is in the corpus vocabulary")

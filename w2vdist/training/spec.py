@@ -61,7 +61,7 @@ class Corpus:
     counts: np.ndarray
     vocab_hash: str
     tokens: int
-    words: list[str] | None = None
+    words: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
     directory: Path | None = None
 
@@ -75,9 +75,16 @@ class Corpus:
             raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
         return cls(vocab.counts, vocab.hash, manifest.total_tokens, vocab.words, manifest, directory)
 
+    def prepared(self) -> tuple[Manifest, Path]:
+        """The manifest and directory of a corpus from `w2vdist prepare`, which training reads
+        (bench's synthetic stream has neither and never asks)."""
+        if self.manifest is None or self.directory is None:
+            raise ValueError("a synthetic corpus has no shards")
+        return self.manifest, self.directory
+
     @property
-    def vocab_file(self) -> Path | None:
-        return None if self.directory is None else self.directory / VOCAB_FILE
+    def vocab_file(self) -> Path:
+        return self.prepared()[1] / VOCAB_FILE
 
 
 @dataclass(frozen=True)
@@ -208,9 +215,9 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     """
     rank_tokens = [corpus.tokens] * world.size  # equal shares without a manifest
     if corpus.manifest is not None:  # every rank needs a shard of its own
-        shards = corpus.manifest.shards
-        rank_tokens = [sum(shards[i].tokens for i in owned)
-                       for owned in assign_shards(corpus.manifest, world.size, corpus.directory)]
+        manifest, directory = corpus.prepared()
+        rank_tokens = [sum(manifest.shards[i].tokens for i in owned)
+                       for owned in assign_shards(manifest, world.size, directory)]
     _check_memory(cfg, world, len(corpus.counts))
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,

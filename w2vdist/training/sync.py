@@ -125,6 +125,8 @@ class ExactSync(Sync):
 
 
 class LocalSync(Sync):
+    saturation: Saturation  # what its steps record, always
+
     def __init__(self, world_size: int, cfg: SyncConfig, tables: Embeddings) -> None:
         super().__init__(world_size, tables.input.device)
         self.cfg = cfg
@@ -145,7 +147,7 @@ class LocalSync(Sync):
         self._full = DeviceClock(device)  # full merges since the schedule was last judged
         self._since = time.perf_counter()
         self.saturation = Saturation(
-            *(curvature_norms(t) for t in self.base),
+            curvature_norms(self.base[0]), curvature_norms(self.base[1]),
             torch.zeros(rows, device=device), torch.zeros(rows, device=device),
         )
 

@@ -72,8 +72,7 @@ class EmbeddingVocab:
         out without one); padded with `<pad>` or cut to `length` if given."""
         words = self._tokenizer(text) if self.tokenizer else text.split()
         index, unk = self.key_to_index, self.unk_index
-        ids = [index.get(w, unk) for w in words]
-        ids = [i for i in ids if i is not None]
+        ids = [i for i in (index.get(w, unk) for w in words) if i is not None]
         if length is not None:
             if self.pad_index is None and len(ids) < length:
                 raise ValueError("padding to a length needs a <pad> row (padding=True)")

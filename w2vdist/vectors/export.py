@@ -55,6 +55,7 @@ def command(args: argparse.Namespace) -> int:
     wv = WordVectors.load(source, cmd.table)
     binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
     words, matrix = wv.index_to_key, wv.vectors
+    assert wv.counts is not None  # a run's vectors come with its corpus counts
     counts = wv.counts.tolist()
     bad = vec.unwritable_rows(words)
     if bad and cmd.skip_unwritable:

@@ -30,6 +30,7 @@ from w2vdist.vectors.config import TABLES
 from w2vdist.vectors.embedding import EmbeddingVocab, embedding
 
 Query = str | torch.Tensor | np.ndarray  # a word, or a vector of the vectors' size
+Found = list[tuple[str, float]] | torch.Tensor  # the top words and cosines, or (topn=None) all
 
 
 @dataclass
@@ -237,7 +238,7 @@ class WordVectors:
         self, positive: Query | Sequence[Query | tuple[Query, float]] = (),
         negative: Query | Sequence[Query | tuple[Query, float]] = (),
         topn: int | None = 10, restrict_vocab: int | None = None,
-    ) -> list[tuple[str, float]] | torch.Tensor:
+    ) -> Found:
         """gensim's most_similar: the words nearest the sum of the unit vectors of `positive`
         minus those of `negative` (3CosAdd), the query words left out. A query may also be a
         vector (a tensor or array of `vector_size`), added as it is, as gensim adds it, and
@@ -245,14 +246,14 @@ class WordVectors:
         gensim adds it as signed). `topn=None`: every word's cosine."""
         weights = self._weighted(positive, negative)
         limit = self._limit(restrict_vocab)
-        query = sum(s * self._query_vector(q) for q, s in weights)
+        query = torch.stack([s * self._query_vector(q) for q, s in weights]).sum(0)
         scores = w2v.cosines(self.vectors[:limit], self._norms[:limit], query)
         return self._top(scores, weights, topn)
 
     def most_similar_cosmul(
         self, positive: Query | Sequence[Query] = (), negative: Query | Sequence[Query] = (),
         topn: int | None = 10, restrict_vocab: int | None = None,
-    ) -> list[tuple[str, float]] | torch.Tensor:
+    ) -> Found:
         """Levy and Goldberg's 3CosMul, as gensim's most_similar_cosmul: the product of the
         cosines with `positive`, divided by that with `negative` (+1e-6), each shifted to
         [0, 1]. Less swayed than 3CosAdd by one large similarity. Query vectors are taken by
@@ -278,20 +279,22 @@ class WordVectors:
         return self._top(torch.from_numpy(factors[True] / bottom), weights, topn)
 
     def similar_by_key(self, key: str, topn: int | None = 10,
-                       restrict_vocab: int | None = None) -> list[tuple[str, float]]:
+                       restrict_vocab: int | None = None) -> Found:
         """The words nearest `key` (gensim's similar_by_key / similar_by_word)."""
         return self.most_similar(key, topn=topn, restrict_vocab=restrict_vocab)
 
     similar_by_word = similar_by_key
 
     def similar_by_vector(self, vector: torch.Tensor | np.ndarray, topn: int | None = 10,
-                          restrict_vocab: int | None = None) -> list[tuple[str, float]]:
+                          restrict_vocab: int | None = None) -> Found:
         """The words nearest `vector` by cosine (gensim's similar_by_vector)."""
         return self.most_similar([vector], topn=topn, restrict_vocab=restrict_vocab)
 
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """`a` is to `b` as `c` is to ...: most_similar(positive=[b, c], negative=[a])."""
-        return self.most_similar(positive=[b, c], negative=[a], topn=topn)
+        found = self.most_similar(positive=[b, c], negative=[a], topn=topn)
+        assert isinstance(found, list)  # for any topn but None
+        return found
 
     def doesnt_match(self, words: Sequence[str]) -> str:
         """The word farthest from the mean of the others' unit vectors."""
@@ -378,7 +381,7 @@ class WordVectors:
         return len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
 
     def _top(self, scores: torch.Tensor, weights: list[tuple[Query, float]],
-             topn: int | None) -> list[tuple[str, float]] | torch.Tensor:
+             topn: int | None) -> Found:
         """The `topn` best-scoring words, the query words left out; all scores for None."""
         if topn is None:
             return scores

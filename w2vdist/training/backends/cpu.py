@@ -64,7 +64,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -255,13 +255,14 @@ def build(flags: list[str], cc: list[str] | None = None) -> ctypes.CDLL:
     except OSError as exc:
         raise RuntimeError(f"{path}: {exc}") from None
     lib.w2v_train_block.restype = ctypes.c_int
-    lib.w2v_train_block.argtypes = (
+    argtypes: list[Any] = (
         [ctypes.c_void_p, ctypes.c_int64] * 2
         + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
         + [ctypes.c_int] * 2 + [ctypes.c_float] * 2 + [ctypes.c_void_p] * 4
         + [ctypes.c_int, ctypes.c_uint64, ctypes.c_int]
         + [ctypes.POINTER(ctypes.c_double)] + [ctypes.POINTER(ctypes.c_int64)] * 2
     )  # fmt: skip
+    lib.w2v_train_block.argtypes = argtypes
     lib.w2v_alias_table.restype = ctypes.c_int
     lib.w2v_alias_table.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
     return lib

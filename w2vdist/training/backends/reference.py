@@ -36,11 +36,9 @@ class TorchStep:
         if kept <= PIECE_CENTRES:
             grads = gradients(self.tables, centres, contexts, negatives, mask)
         else:
-            grads = pieced(
-                gradients(self.tables, *(t[i : i + PIECE_CENTRES]
-                                         for t in (centres, contexts, negatives, mask)))
-                for i in range(0, kept, PIECE_CENTRES)
-            )
+            pieces = (slice(i, i + PIECE_CENTRES) for i in range(0, kept, PIECE_CENTRES))
+            grads = pieced(gradients(self.tables, centres[p], contexts[p], negatives[p], mask[p])
+                           for p in pieces)
         grads = self.sync.exchange(grads)
         lr = 0.5 * (lr_start + lr_end)
         apply(self.tables, grads, lr, self.damping, self.sync.saturation)

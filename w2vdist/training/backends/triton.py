@@ -149,7 +149,8 @@ def sgns_chunks(
     pairs = torch.zeros(programs, dtype=torch.int32, device=device)
     if programs:
         track = saturation is not None
-        sat = (saturation.sat_in, saturation.sat_out) if track else (losses,) * 2  # if TRACK
+        sat = ((saturation.sat_in, saturation.sat_out) if saturation is not None
+               else (losses,) * 2)  # read if TRACK
         damp = (*damping.crowd, damping.centres) if damping else (losses,) * 3  # read if DAMP
 
         def launch(first: int, count: int, in_flight: int) -> Any:
