@@ -267,9 +267,11 @@ def _mix(
     # token-long running sums are torch's (vectorised: a third of numpy's time here), and
     # `take` is told to clip, not raise, on indices out of range (there are none), which
     # spares it buffering its output: the mix takes half the time it did (BENCHMARKS.md,
-    # "The loader's own time").
-    steps = torch.ones(len(ids), dtype=torch.int64)
+    # "The loader's own time"). Filled by numpy: torch fills with all its threads, which
+    # then spin, in the trainer's process where it mixes itself (`data.loader_workers 0`).
+    steps = torch.empty(len(ids), dtype=torch.int64)
     source = steps.numpy()
+    source.fill(1)
     source[0] = was[0]
     source[ends] = was[1:] - (was[:-1] + sentence_lengths[:-1]) + 1
     steps.cumsum_(0)
