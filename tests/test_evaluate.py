@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import random
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -290,3 +296,49 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert err == f"w2vdist: {dangling!r}: {operator!r} has no word after it"
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "- cat", "--method", "3cosmul"]) == 2
     assert "--method 3cosmul needs a word added in every query" in capsys.readouterr().err
+
+
+def _lines(stream: IO[str]) -> "queue.Queue[str]":
+    """The lines `stream` yields, as a thread reads them: a test can wait for each with a bound
+    (select on the pipe would miss lines already in the stream's buffer)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in stream],
+                     daemon=True).start()
+    return lines
+
+
+def test_neighbors_answers_queries_from_stdin_as_they_come(tmp_path: Path) -> None:
+    """`-` reads a query a line, as word2vec.c's `distance` does: each answered before the next
+    is written (the vectors loaded once), bad ones reported and skipped, EOF ends it."""
+    words = ["cat", "dog", "car", "Truck", "bus"]
+    matrix = torch.tensor(
+        [[1.0, 0.1, 0], [0.9, 0.3, 0], [0, 1, 0.2], [0, 0.9, 0.5], [0.1, 0.8, 0.6]]
+    )
+    path = tmp_path / "v.bin"
+    vectors.write_word2vec(path, words, matrix, binary=True)
+    wv = WordVectors.load(path)
+    command = [sys.executable, "-m", "w2vdist", "neighbors", str(path), "-", "-k", "2"]
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a pipe is
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=buffered) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        out = _lines(proc.stdout)
+        try:
+            for query, (positive, negative) in [("cat", (["cat"], [])),
+                                                ("car - cat + dog", (["car", "dog"], ["cat"]))]:
+                proc.stdin.write(f"\n{query}\nzebra\ncar -\n")  # blank, good, unknown, bad
+                proc.stdin.flush()
+                expected = [query] + [f"  {c:8.4f}  {w}" for w, c in
+                                      wv.most_similar(positive, negative, topn=2)]
+                assert [out.get(timeout=60) for _ in expected] == expected  # before the next
+        finally:
+            proc.stdin.close()  # a run that failed above ends too, rather than wait for more
+        assert proc.wait(timeout=60) == 0
+        err = proc.stderr.read().splitlines()
+    assert err == ["w2vdist: 'zebra' is not in the vocabulary of " + str(path),
+                   "w2vdist: 'car -': '-' has no word after it"] * 2
+    for stdin, message in [("zebra\n", "stdin: none of the 1 queries could be answered"),
+                           ("\n", "stdin: no query read")]:
+        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.splitlines()[-1] == f"w2vdist: {message}"

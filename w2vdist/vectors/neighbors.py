@@ -8,6 +8,8 @@ italy"` finds the words nearest paris's unit vector minus france's plus italy's 
 francisco"`). A word not
 in the vocabulary is reported on stderr (with its case variants, if any) and the other queries
 are still answered; the exit status is 0 if at least one query was answered and 2 if none was.
+A QUERY of `-` reads the queries from standard input, one a line, each answered as it is read
+(word2vec.c's `distance` prompts for them so): the vectors are loaded once for all of them.
 """
 
 from __future__ import annotations
@@ -68,26 +70,64 @@ def command(args: argparse.Namespace) -> int:
     wv = WordVectors.load(cmd.vectors, cmd.table)
     if len(wv) < 2:
         raise UsageError(f"{cmd.vectors}: one word has no neighbours")
-    queries = {q: parse(q) for q in cmd.words}
-    if cmd.method == "3cosmul" and any(not pos for pos, _ in queries.values()):
+    if cmd.words == [STDIN]:
+        return _from_stdin(wv, cmd)
+    if not _answer(wv, cmd, cmd.words):
+        raise UsageError(f"{cmd.vectors}: none of the queries' words is in the vocabulary")
+    return 0
+
+
+STDIN = "-"  # the one query that says: read queries from standard input, a line each
+
+
+def _from_stdin(wv: WordVectors, cmd: NeighborsCommand) -> int:
+    """Queries read a line at a time and each answered as it comes, with the vectors loaded
+    once, as word2vec.c's `distance` prompts for them; a bad query is reported and the next
+    one read. At a terminal a prompt goes to stderr; blank lines are skipped; EOF ends it."""
+    asked = answered = 0
+    while True:
+        if sys.stdin.isatty():
+            print("query (Ctrl-D ends): ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not line.strip():
+            continue
+        asked += 1
+        try:
+            answered += _answer(wv, cmd, [line.strip()])
+        except UsageError as exc:
+            print(f"w2vdist: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+    if not asked:
+        raise UsageError("stdin: no query read")
+    if not answered:
+        raise UsageError(f"stdin: none of the {asked} queries could be answered")
+    return 0
+
+
+def _answer(wv: WordVectors, cmd: NeighborsCommand, queries: list[str]) -> int:
+    """Print the answers to the queries whose words are all known; how many there were."""
+    parsed = {q: parse(q) for q in queries}
+    if cmd.method == "3cosmul" and any(not pos for pos, _ in parsed.values()):
         raise UsageError("--method 3cosmul needs a word added in every query (3CosMul divides "
                          "by the subtracted ones)")
-    single = [q for q, (pos, neg) in queries.items() if len(pos) == 1 and not neg
+    single = [q for q, (pos, neg) in parsed.items() if len(pos) == 1 and not neg
               and _known(wv, cmd.vectors, pos)]
     answers = dict(zip(single, nearest(wv.index_to_key, wv.get_normed_vectors(),
-                                       [wv.get_index(queries[q][0][0]) for q in single], cmd.k)))
+                                       [wv.get_index(parsed[q][0][0]) for q in single], cmd.k)))
     search = wv.most_similar if cmd.method == "3cosadd" else wv.most_similar_cosmul
-    for query, (positive, negative) in queries.items():
+    for query, (positive, negative) in parsed.items():
         if query not in answers and (len(positive) > 1 or negative) \
                 and _known(wv, cmd.vectors, positive + negative):
-            answers[query] = search(positive, negative, topn=cmd.k)
-    if not answers:
-        raise UsageError(f"{cmd.vectors}: none of the queries' words is in the vocabulary")
-    for query in (q for q in queries if q in answers):
+            found = search(positive, negative, topn=cmd.k)
+            assert isinstance(found, list)  # for any topn but None
+            answers[query] = found
+    for query in (q for q in parsed if q in answers):
         print(query)
         for other, score in answers[query]:
             print(f"  {score:8.4f}  {other}")
-    return 0
+    return len(answers)
 
 
 def _known(wv: WordVectors, source: str, words: list[str]) -> bool:
