@@ -125,7 +125,7 @@ class TokenBatches:
         # A worker's chunks not yet read: the trainer's and the `prefetch` asked for ahead;
         # it reuses one buffer more than that (`chunks.ChunkBuffers`).
         in_flight = prefetch + 1 if workers else 1
-        self.buffers = workers * (in_flight + 1)
+        self.buffer_count = workers * (in_flight + 1)  # the buffers all workers reuse
         self.loader = DataLoader(
             ShardChunks(shards, mine, seed, stream or Stream(str(rank)), chunk,
                         skip=self.rounds * chunk, in_flight=in_flight),
@@ -179,7 +179,7 @@ class TokenBatches:
         # as a file descriptor with every chunk, which torch maps anew, its pages faulted in
         # as the trainer reads them, unless a mapping of it is still alive (0.8-1.7 ms of the
         # trainer's 3.0-4.2 a 1M-word batch; BENCHMARKS.md, "The loader's own time").
-        mapped: deque[Chunk] = deque(maxlen=self.buffers)
+        mapped: deque[Chunk] = deque(maxlen=self.buffer_count)
         for i, chunk in enumerate(chunks):
             if chunk[0] is None:
                 raise UsageError(chunk[1])
