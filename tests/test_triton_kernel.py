@@ -216,6 +216,7 @@ def test_saturation_gathers_lr_half_abs_gradient_times_the_other_rows_norm(kerne
     scenario, result = SCENARIOS[name](), kernel[name]
     want_in, want_out, _, _, (sat_in, sat_out), _ = _reference(scenario, result)
     _close(result["w_in"], want_in)
+    _close(result["w_out"], want_out)
     assert sat_in.sum() > 0
     torch.testing.assert_close(result["sat"][0].double(), sat_in, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(result["sat"][1].double(), sat_out, rtol=1e-4, atol=1e-6)
