@@ -25,6 +25,9 @@ from w2vdist.vectors.config import NeighborsCommand
 from w2vdist.vectors.keyed import WordVectors
 
 
+STDIN = "-"  # the one query that says: read queries from standard input, a line each
+
+
 def nearest(
     words: list[str], unit: torch.Tensor, rows: list[int], k: int
 ) -> list[list[tuple[str, float]]]:
@@ -70,17 +73,15 @@ def command(args: argparse.Namespace) -> int:
     wv = WordVectors.load(cmd.vectors, cmd.table)
     if len(wv) < 2:
         raise UsageError(f"{cmd.vectors}: one word has no neighbours")
+    unit = wv.get_normed_vectors()  # once, for every single-word query
     if cmd.words == [STDIN]:
-        return _from_stdin(wv, cmd)
-    if not _answer(wv, cmd, cmd.words):
+        return _from_stdin(wv, unit, cmd)
+    if not _answer(wv, unit, cmd, cmd.words):
         raise UsageError(f"{cmd.vectors}: none of the queries' words is in the vocabulary")
     return 0
 
 
-STDIN = "-"  # the one query that says: read queries from standard input, a line each
-
-
-def _from_stdin(wv: WordVectors, cmd: NeighborsCommand) -> int:
+def _from_stdin(wv: WordVectors, unit: torch.Tensor, cmd: NeighborsCommand) -> int:
     """Queries read a line at a time and each answered as it comes, with the vectors loaded
     once, as word2vec.c's `distance` prompts for them; a bad query is reported and the next
     one read. At a terminal a prompt goes to stderr; blank lines are skipped; EOF ends it."""
@@ -95,7 +96,7 @@ def _from_stdin(wv: WordVectors, cmd: NeighborsCommand) -> int:
             continue
         asked += 1
         try:
-            answered += _answer(wv, cmd, [line.strip()])
+            answered += _answer(wv, unit, cmd, [line.strip()])
         except UsageError as exc:
             print(f"w2vdist: {exc}", file=sys.stderr)
         sys.stdout.flush()
@@ -106,15 +107,17 @@ def _from_stdin(wv: WordVectors, cmd: NeighborsCommand) -> int:
     return 0
 
 
-def _answer(wv: WordVectors, cmd: NeighborsCommand, queries: list[str]) -> int:
-    """Print the answers to the queries whose words are all known; how many there were."""
+def _answer(wv: WordVectors, unit: torch.Tensor, cmd: NeighborsCommand, queries: list[str],
+            ) -> int:
+    """Print the answers to the queries whose words are all known (`unit`: the vectors at
+    length 1); how many there were."""
     parsed = {q: parse(q) for q in queries}
     if cmd.method == "3cosmul" and any(not pos for pos, _ in parsed.values()):
         raise UsageError("--method 3cosmul needs a word added in every query (3CosMul divides "
                          "by the subtracted ones)")
     single = [q for q, (pos, neg) in parsed.items() if len(pos) == 1 and not neg
               and _known(wv, cmd.vectors, pos)]
-    answers = dict(zip(single, nearest(wv.index_to_key, wv.get_normed_vectors(),
+    answers = dict(zip(single, nearest(wv.index_to_key, unit,
                                        [wv.get_index(parsed[q][0][0]) for q in single], cmd.k)))
     search = wv.most_similar if cmd.method == "3cosadd" else wv.most_similar_cosmul
     for query, (positive, negative) in parsed.items():
