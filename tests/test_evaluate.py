@@ -342,3 +342,20 @@ def test_neighbors_answers_queries_from_stdin_as_they_come(tmp_path: Path) -> No
         done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert done.stderr.splitlines()[-1] == f"w2vdist: {message}"
+
+
+def test_neighbors_into_a_pipe_closed_early_stops_quietly(tmp_path: Path) -> None:
+    """`w2vdist neighbors ... | head`: once the reader has gone, the rest of the output is
+    dropped without a traceback or an error line, exit status 141 as for a SIGPIPE."""
+    words = [f"w{i}" for i in range(3000)]
+    path = tmp_path / "v.bin"
+    vectors.write_word2vec(path, words, torch.randn(3000, 8, generator=torch.Generator()
+                                                    .manual_seed(0)), binary=True)
+    # 3,000 answers of 20 neighbours, about 1 MB: far more than a pipe holds
+    with subprocess.Popen([sys.executable, "-m", "w2vdist", "neighbors", str(path), *words,
+                           "-k", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"w0\n"
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 141
+        assert proc.stderr.read() == b""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
+import signal
 import sys
 
 from w2vdist.errors import UsageError
@@ -62,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"w2vdist: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise
+        # `w2vdist neighbors ... | head`: stop quietly, as Unix tools stopped by SIGPIPE do
+        # (stdout pointed at /dev/null, or the interpreter's last flush would raise again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # read-only, permission, no space, too large: say which path
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"w2vdist: {where}{exc.strerror or exc}".rstrip(), file=sys.stderr)
@@ -72,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("w2vdist: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (and not some other pipe broken)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
 if __name__ == "__main__":
