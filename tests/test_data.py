@@ -5,7 +5,6 @@ exactly as an uninterrupted one, without decoding what it skips."""
 import io
 import itertools
 import subprocess
-from pathlib import Path
 import sys
 import time
 

@@ -159,7 +159,7 @@ def test_a_run_goes_on_over_another_number_of_ranks(shards, tmp_path):
 
     plan = run(torchrun_cmd(3, *args, "--dry-run"))  # what a resize will do, before it does
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert f"at step 20 (epoch 1), saved on 2 rank(s)" in plan.stdout
+    assert "at step 20 (epoch 1), saved on 2 rank(s)" in plan.stdout
     owed = [int(m.replace(",", "")) for m in re.findall(
         r"first about ([\d,]+) tokens of epoch 1 the ranks before had not read", plan.stdout)]
     assert len(owed) == 3 and all(owed)
