@@ -145,7 +145,8 @@ def _main_not_rerun() -> Iterator[None]:
     functions, so they need nothing from `__main__`: it is hidden while they start.
     """
     main = sys.modules["__main__"]
-    hidden: dict[str, Any] = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if k in main.__dict__}
+    hidden: dict[str, Any] = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__")
+                              if k in main.__dict__}
     main.__spec__ = None
     try:
         yield

@@ -207,8 +207,7 @@ class WordVectors:
 
     def distances(self, word_or_vector: Query, other_words: Sequence[str] = ()) -> torch.Tensor:
         """1 - cosine from a word or vector to each of `other_words` (all words if none)."""
-        vector = self._query_vector(word_or_vector) if not isinstance(word_or_vector, str) \
-            else self.get_vector(word_or_vector)
+        vector = self._query_vector(word_or_vector)  # a word's at length 1: the same cosines
         others = self.vectors if not other_words else self[list(other_words)]
         return 1 - self.cosine_similarities(vector, others)
 
@@ -292,7 +291,7 @@ class WordVectors:
 
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """`a` is to `b` as `c` is to ...: most_similar(positive=[b, c], negative=[a])."""
-        found = self.most_similar(positive=[b, c], negative=[a], topn=topn)
+        found = self.most_similar([b, c], [a], topn=topn)
         assert isinstance(found, list)  # for any topn but None
         return found
 
