@@ -1,12 +1,18 @@
 """Distributed word2vec: skip-gram with negative sampling on many GPUs or CPUs.
 
 `WordVectors` holds trained vectors; `prepare` and `train` run the pipeline from Python
-(`w2vdist.api`). They are imported on first use, so `w2vdist --version` stays fast.
+(`w2vdist.api`). They are imported on first use, so `w2vdist --version` stays fast; type
+checkers see them imported here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from w2vdist.api import TrainResult, prepare, train
+    from w2vdist.training.callbacks import Callback
+    from w2vdist.vectors.keyed import WordVectors
 
 __version__ = "0.1.0"
 __all__ = ["Callback", "TrainResult", "WordVectors", "prepare", "train"]

@@ -123,9 +123,7 @@ def _answer(wv: WordVectors, unit: torch.Tensor, cmd: NeighborsCommand, queries:
     for query, (positive, negative) in parsed.items():
         if query not in answers and (len(positive) > 1 or negative) \
                 and _known(wv, cmd.vectors, positive + negative):
-            found = search(positive, negative, topn=cmd.k)
-            assert isinstance(found, list)  # for any topn but None
-            answers[query] = found
+            answers[query] = search(positive, negative, topn=cmd.k)
     for query in (q for q in parsed if q in answers):
         print(query)
         for other, score in answers[query]:
