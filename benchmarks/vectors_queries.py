@@ -1,10 +1,12 @@
 """WordVectors against gensim's KeyedVectors on one large vectors file, in one process.
 
     python benchmarks/vectors_queries.py [--words 1000000 --dim 300 --queries 20 --file F]
+                                         [--name vectors.bin.gz]
 
-Writes random vectors in word2vec binary format (or reads `--file`, e.g. GoogleNews'), loads
-them with both, and times the load and each kind of query (the best of two rounds of
-`--queries` for each library). Prints milliseconds per query and gensim's time over ours.
+Writes random vectors in word2vec binary format (compressed as `--name`'s suffix says: .gz,
+.bz2, .xz) or reads `--file` (e.g. GoogleNews' .bin.gz), loads them with both, and times the
+load and each kind of query (the best of two rounds of `--queries` for each library). Prints
+milliseconds per query and gensim's time over ours.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=300)
     p.add_argument("--queries", type=int, default=20)
     p.add_argument("--file", type=Path, help="a word2vec binary file to use instead")
+    p.add_argument("--name", default="vectors.bin", help="the written file's name")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         path = args.file
         if path is None:
-            path = Path(scratch) / "vectors.bin"
+            path = Path(scratch) / args.name
             rng = np.random.default_rng(0)
             matrix = rng.standard_normal((args.words, args.dim), dtype=np.float32)
             w2v.write_word2vec(path, [f"w{i}" for i in range(args.words)], matrix, binary=True)
@@ -53,9 +56,11 @@ def main() -> None:
         started = time.perf_counter()
         kv = KeyedVectors.load_word2vec_format(str(path), binary=True)
         theirs_load = time.perf_counter() - started
+        size = path.stat().st_size
     print(f"{len(wv):,} x {wv.vector_size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
-    print(f"load: w2vdist {ours_load:.1f} s, gensim {theirs_load:.1f} s")
+    print(f"load {path.name} ({size / 1e9:.2f} GB): w2vdist {ours_load:.1f} s, "
+          f"gensim {theirs_load:.1f} s")
     words = wv.index_to_key
 
     def word(i: int, k: int = 0) -> str:

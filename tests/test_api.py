@@ -195,6 +195,9 @@ def test_an_export_explains_itself(trained, tmp_path):
     assert main(["export", str(trained.run_dir), "-o", str(tmp_path / "v.bin")]) == 0
     kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin"), binary=True)  # by extension
     assert len(kv) == len(trained.vectors)
+    assert main(["export", str(trained.run_dir), "-o", str(tmp_path / "v.bin.gz")]) == 0
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin.gz"), binary=True)
+    np.testing.assert_array_equal(kv.vectors, trained.vectors.vectors.numpy())
     meta = json.loads((tmp_path / "v.bin.json").read_text())
     assert meta["w2vdist_version"] == w2vdist.__version__ and meta["table"] == "input"
     assert meta["tokenizer"]["normalize"] == "nfc"

@@ -195,7 +195,8 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     reports = []
     for fmt in ("text", "binary"):
         vectors.write_word2vec(tmp_path / fmt, words, inp, binary=fmt == "binary")
-    for source in ("run", "text", "binary"):
+    vectors.write_word2vec(tmp_path / "v.bin.gz", words, inp, binary=True)
+    for source in ("run", "text", "binary", "v.bin.gz"):
         out = tmp_path / f"{source}.json"
         assert (
             cli.main(
@@ -219,7 +220,8 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     numbers = [{k: r[k] for k in ("analogies", "similarity")} for r in reports]
     for n in numbers:
         n["analogies"].pop("file"), n["similarity"].pop("file")
-    assert numbers[0] == numbers[1] == numbers[2]
+    assert numbers[0] == numbers[1] == numbers[2] == numbers[3]
+    assert len(words) > 50 and "v.bin.gz: 10 dims, using the 50 most frequent words" in printed
     expected = evaluate.score_analogies(words, inp, tmp_path / "q.txt", 50)
     assert {k: reports[0]["analogies"][k] for k in expected} == expected
     similarity = reports[0]["similarity"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,96 @@ def test_load_run_dir_tables_and_word2vec_file(tmp_path: Path) -> None:
 def test_unit_rows_keeps_zero_rows_finite() -> None:
     unit = vectors.unit_rows(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
     assert torch.allclose(unit, torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
+
+
+COMPRESSED = [".gz", ".bz2", ".xz", ".zst"]
+
+
+@pytest.mark.parametrize("suffix", COMPRESSED)
+@pytest.mark.parametrize("name", ["v.bin", "v.txt"])
+def test_compressed_files_by_suffix_read_back_exactly_and_by_gensim(
+    tmp_path: Path, matrix: torch.Tensor, name: str, suffix: str
+) -> None:
+    path = tmp_path / (name + suffix)
+    WordVectors(WORDS, matrix).save(path)  # binary or text by the name before the suffix
+    magic = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".xz": b"\xfd7zXZ", ".zst": b"\x28\xb5\x2f\xfd"}
+    assert path.read_bytes().startswith(magic[suffix])
+    words, read = vectors.read_vectors(path)
+    assert words == WORDS and torch.equal(read, matrix)
+    assert vectors.read_vectors(path, limit=3)[0] == WORDS[:3]
+    if suffix != ".zst":  # gensim's smart_open reads zstd only with an optional package
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=name.endswith(".bin"))
+        assert kv.index_to_key == WORDS
+        np.testing.assert_array_equal(kv.vectors, matrix.numpy())
+    with pytest.raises(UsageError, match="cannot hold the text format"):
+        WordVectors(WORDS, matrix).save(tmp_path / ("w.bin" + suffix), binary=False)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_reads_compressed_files_gensim_wrote_and_its_limit(
+    tmp_path: Path, binary: bool
+) -> None:
+    words = [f"w{i}" for i in range(3000)]
+    matrix = torch.randn(len(words), 7, generator=torch.Generator().manual_seed(2))
+    kv = KeyedVectors(7)
+    kv.add_vectors(words, matrix.numpy())
+    path = tmp_path / ("gensim.bin.gz" if binary else "gensim.txt.bz2")
+    kv.save_word2vec_format(str(path), binary=binary)
+    wv = WordVectors.load(path)
+    assert wv.index_to_key == words and torch.equal(wv.vectors, matrix)
+    for limit in (1, 1234, 3000, 5000):
+        theirs = KeyedVectors.load_word2vec_format(str(path), binary=binary, limit=limit)
+        ours = WordVectors.load(path, limit=limit)
+        assert ours.index_to_key == theirs.index_to_key
+        np.testing.assert_array_equal(ours.vectors.numpy(), theirs.vectors)
+
+
+@pytest.mark.parametrize("name", ["v.bin.gz", "v.txt.xz", "glove.txt.gz"])
+def test_a_compressed_matrix_grows_as_records_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A compressed file's size cannot check its header: the matrix starts small and grows
+    (here from 64 rows) instead of trusting the header's count."""
+    words = [f"w{i}" for i in range(1000)]
+    matrix = torch.randn(len(words), 4, generator=torch.Generator().manual_seed(3))
+    path = tmp_path / name
+    if name.startswith("glove"):
+        plain = tmp_path / "glove.txt"
+        vectors.write_word2vec(plain, words, matrix, binary=False)
+        path.write_bytes(gzip.compress(plain.read_bytes().split(b"\n", 1)[1]))  # no header
+    else:
+        WordVectors(words, matrix).save(path)
+    monkeypatch.setattr(vectors, "_CHECKED_BYTES", 64 * 4 * 4)
+    wv = WordVectors.load(path)
+    assert wv.index_to_key == words and torch.equal(wv.vectors, matrix)
+    assert wv.vectors.shape == (1000, 4)
+    assert len(WordVectors.load(path, limit=700)) == 700
+    assert len(WordVectors.load(path, limit=5000)) == 1000  # a limit past the end: all of it
+
+
+def test_a_compressed_file_that_lies_or_ends_early_is_refused(tmp_path: Path) -> None:
+    record = b"w " + np.array([1.5, -2.0], "<f4").tobytes() + b"\n"
+    lying = tmp_path / "lying.bin.gz"  # promises 10^12 words: no allocation for them
+    lying.write_bytes(gzip.compress(b"1000000000000 2\n" + record))
+    with pytest.raises(UsageError, match=r"lying.bin.gz: record 2 of 1000000000000: file ends"):
+        vectors.read_vectors(lying)
+    path = tmp_path / "v.bin.gz"
+    WordVectors([f"w{i}" for i in range(500)], torch.ones(500, 8)).save(path)
+    cut = tmp_path / "cut.bin.gz"
+    cut.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(UsageError, match=r"cut.bin.gz: cannot read: .*end-of-stream"):
+        WordVectors.load(cut)
+    archive = tmp_path / "v.zip"
+    archive.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(UsageError, match=r"v.zip: a zip file, not word vectors"):
+        WordVectors.load(archive)
+
+
+def test_a_run_loads_its_first_rows(tmp_path: Path) -> None:
+    inp, out = write_run(tmp_path / "run", WORDS)
+    wv = WordVectors.load(tmp_path / "run", "average", limit=3)
+    assert wv.index_to_key == WORDS[:3] and torch.allclose(wv.vectors, (inp + out)[:3] / 2)
+    assert wv.output is not None and torch.equal(wv.output, out[:3])
+    assert wv.counts is not None and len(wv.counts) == 3
+    with pytest.raises(UsageError, match="limit must be >= 1"):
+        WordVectors.load(tmp_path / "run", limit=0)

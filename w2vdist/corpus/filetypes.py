@@ -20,6 +20,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
@@ -159,10 +160,14 @@ def format_of(path: Path, kind: str | None) -> str:
     less any compression suffix, ends as a JSON Lines file's does, else text."""
     if kind == "parquet":
         return "parquet"
-    name = path.name.lower()
-    for suffix in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return "jsonl" if name.endswith(JSON_LINES_SUFFIXES) else "text"
+    return "jsonl" if uncompressed_name(path.name.lower()).endswith(JSON_LINES_SUFFIXES) \
+        else "text"
+
+
+def uncompressed_name(name: str) -> str:
+    """`name` less a compression suffix (`vectors.bin.gz`: `vectors.bin`)."""
+    suffix = next((s for s in COMPRESSED_SUFFIXES if name.lower().endswith(s)), "")
+    return name[: len(name) - len(suffix)]
 
 
 def open_binary(path: str, compression: str | None) -> BinaryFile:
@@ -177,6 +182,28 @@ def open_binary(path: str, compression: str | None) -> BinaryFile:
     if compression == "zstd":
         return _ZstdFrames(path)
     return open(path, "rb")
+
+
+@contextmanager
+def compressing(f: IO[bytes], name: str) -> Iterator[IO[bytes] | io.BufferedIOBase]:
+    """Writes to `f`, compressed as `name`'s suffix says (gzip at level 6, as `gzip` itself,
+    without a name or time in its header; bzip2, xz, zstd at their defaults), or as they
+    are. `f` stays open."""
+    suffix = name.lower()[len(uncompressed_name(name)):]
+    if not suffix:
+        yield f
+        return
+    writer: IO[bytes] | io.BufferedIOBase
+    if suffix == ".gz":
+        writer = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=f, mtime=0)
+    elif suffix == ".bz2":
+        writer = bz2.BZ2File(f, "wb")
+    elif suffix == ".xz":
+        writer = lzma.LZMAFile(f, "wb")
+    else:
+        writer = zstandard.ZstdCompressor().stream_writer(f, closefd=False)
+    with writer:
+        yield writer
 
 
 class _ZstdFrames(io.RawIOBase):

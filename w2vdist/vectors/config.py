@@ -39,8 +39,9 @@ class EvalConfig:
 class EvalCommand:
     """`w2vdist eval VECTORS`: the same `eval` section as a training run's."""
 
-    vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
-                           "folder", positional=True)
+    vectors: str = setting("", "vectors file (word2vec text or binary, fastText .vec, GloVe; "
+                           "compressed or not), run directory or checkpoint folder",
+                           positional=True)
     eval: EvalConfig = setting(EvalConfig, "")
     table: str = setting("input", "checkpoint table to score", choices=TABLES)
     json: str | None = setting(None, "also write the numbers to this JSON file", metavar="OUT")
@@ -74,8 +75,9 @@ class ExportCommand:
 class NeighborsCommand:
     """`w2vdist neighbors VECTORS WORD...`."""
 
-    vectors: str = setting("", "word2vec file (text or binary), run directory or checkpoint "
-                           "folder", positional=True)
+    vectors: str = setting("", "vectors file (word2vec text or binary, fastText .vec, GloVe; "
+                           "compressed or not), run directory or checkpoint folder",
+                           positional=True)
     words: list[str] = setting([], "words to look up, or expressions such as 'paris - france "
                                "+ italy'", positional=True, metavar="QUERY")
     k: int = setting(10, "neighbours per query", short="-k")

@@ -48,30 +48,36 @@ class WordVectors(WordTable):
     # --- loading and saving ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, table: str = "input") -> "WordVectors":
+    def load(cls, path: str | Path, table: str = "input",
+             limit: int | None = None) -> "WordVectors":
         """From a run directory or checkpoint folder (`table`: input, output or average), or a
-        word2vec text/binary, fastText `.vec` or GloVe-style (no header) file."""
+        word2vec text/binary, fastText `.vec` or GloVe-style (no header) file, compressed or
+        not; only the first (most frequent) `limit` words if given, as gensim's `limit`."""
         path = Path(path)
+        if limit is not None and limit < 1:
+            raise UsageError(f"{path}: limit must be >= 1 (got {limit})")
         if path.is_dir():
-            return cls._from_checkpoint(path, table)
+            return cls._from_checkpoint(path, table, limit)
         if table != "input":
             raise UsageError(f"{path}: a vectors file holds one table; table {table!r} needs a "
                              "run directory or checkpoint folder")
         if not path.is_file():
             raise UsageError(f"{path}: no such vectors file, run directory or checkpoint")
-        words, matrix = w2v.read_vectors(path)
+        words, matrix = w2v.read_vectors(path, limit)
         return cls(words, matrix)
 
     @classmethod
-    def _from_checkpoint(cls, path: Path, table: str) -> "WordVectors":
+    def _from_checkpoint(cls, path: Path, table: str, limit: int | None) -> "WordVectors":
         from w2vdist.training import checkpoint
 
         if table not in TABLES:
             raise UsageError(f"table must be one of {', '.join(TABLES)} (got {table!r})")
         found = checkpoint.load(checkpoint.resolve(path))
-        inp, out = found.state.input.float(), found.state.output.float()
+        # A limit's rows copied out, so that the whole tables are not kept alive by a view
+        inp, out = (t.float() if limit is None else t[:limit].float().clone()
+                    for t in (found.state.input, found.state.output))
         chosen = {"input": inp, "output": out, "average": (inp + out) / 2}[table]
-        return cls(found.vocab.words, chosen, out, found.vocab.counts,
+        return cls(found.vocab.words[:limit], chosen, out, found.vocab.counts[:limit],
                    found.spec.tokenizer, found.spec.to_dict())
 
     @classmethod

@@ -39,12 +39,12 @@ def command(args: argparse.Namespace) -> int:
             raise UsageError(f"{name}: file not found")
     if cmd.json:
         vec.check_writable(Path(cmd.json))
-    wv = WordVectors.load(cmd.vectors, cmd.table)
+    # Both scorers read only the first restrict_vocab words: the rest is not loaded
+    wv = WordVectors.load(cmd.vectors, cmd.table, limit=cfg.restrict_vocab)
     words, matrix = wv.index_to_key, wv.vectors
-    limit = min(cfg.restrict_vocab, len(words))
+    limit = len(words)
     report: dict[str, Any] = {"vectors": cmd.vectors, "table": cmd.table, "restrict_vocab": limit}
-    shape = f"{len(words)} words x {matrix.shape[1]} dims"
-    print(f"{cmd.vectors}: {shape}, using the {limit} most frequent")
+    print(f"{cmd.vectors}: {matrix.shape[1]} dims, using the {limit} most frequent words")
     if cfg.analogies:
         analogies = analogy_scores(words, matrix, cfg.analogies, cfg.restrict_vocab,
                                    method=cfg.analogy_method)

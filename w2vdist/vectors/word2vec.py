@@ -6,29 +6,35 @@ D little-endian float32 values and a newline, as word2vec.c writes them (gensim 
 word2vec.c's readers accept it). Both formats separate fields by whitespace, so a word that
 is empty or contains whitespace (any character for which `str.isspace()` is true) cannot be
 written: `write_word2vec` refuses it with an error naming the word and its row. GloVe's text
-files are word2vec text without the header. `keyed.WordVectors` reads all of these and runs.
+files are word2vec text without the header. Any of them may be compressed (gzip, bzip2, xz,
+zstd, as pretrained vectors ship: GoogleNews' `.bin.gz`, fastText's `.vec.gz`): read by their
+content, written by their name's suffix. `keyed.WordVectors` reads all of these and runs.
 """
 
 from __future__ import annotations
 
-import mmap
+import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import torch
 
+from w2vdist.corpus import filetypes
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_file
 
 _SEPARATOR = re.compile(r"\s")
 _NUMBER_BYTES = frozenset(b"0123456789+-.eEinfatyINFATY \t\r\n")
 _CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked first
+_READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
 _WRITE_ROWS = 4096  # rows formatted per write: bounds the memory of one write call
+Stream = IO[bytes] | io.BufferedIOBase  # a file's bytes, decompressed or as they are
 
 
 def unwritable_rows(words: Sequence[str]) -> list[int]:
@@ -52,7 +58,7 @@ def write_word2vec(
             f"an empty word or one containing whitespace ({len(bad)} such word(s))"
         )
     check_writable(path)
-    with atomic_file(path) as f:
+    with atomic_file(path) as out, filetypes.compressing(out, path.name) as f:
         f.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
         for start in range(0, len(words), _WRITE_ROWS):
             rows = array[start : start + _WRITE_ROWS]
@@ -73,52 +79,62 @@ def write_counts(path: str | Path, words: Sequence[str], counts: Sequence[int]) 
         f.write("".join(f"{w} {int(c)}\n" for w, c in zip(words, counts)).encode())
 
 
-def read_word2vec(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """(words, float32 matrix [V, D]) from a word2vec text or binary file (detected)."""
+def read_word2vec(path: str | Path, limit: int | None = None) -> tuple[list[str], torch.Tensor]:
+    """(words, float32 matrix [V, D]) from a word2vec text or binary file (detected), only its
+    first `limit` vectors if given (gensim's `limit`)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: word2vec file not found")
-    with open(path, "rb") as f:
-        size, dim = _read_header(path, f.readline())
-        start = f.tell()
-        # A record takes at least 2 bytes a value in text ("0 ") and 4 in binary: a header
-        # promising far more than the file can hold is refused before allocating for it.
-        too_big = size * dim * 4 > _CHECKED_BYTES
-        if too_big and size * (2 * dim + 1) > path.stat().st_size - start:
+    with _opened(path) as (f, compressed):
+        header = f.readline()
+        size, dim = _read_header(path, header)
+        binary = not _is_text_record(f.readline(_TEXT_PROBE + 32 * dim))
+    rows = size if limit is None else min(size, limit)
+    # A record takes at least 2 bytes a value in text ("0 ") and 4 in binary: a header
+    # promising far more than the file can hold is refused before allocating for it. A
+    # compressed file's size says little: its matrix grows as the records arrive instead.
+    checked = rows * dim * 4 <= _CHECKED_BYTES
+    if not checked and not compressed:
+        if rows * (2 * dim + 1) > path.stat().st_size - len(header):
             raise UsageError(f"{path}:1: the header promises {size:,} words of {dim:,} values, "
                              f"more than the file's {path.stat().st_size:,} bytes can hold")
-        binary = not _is_text_record(f.readline(_TEXT_PROBE + 32 * dim))
-        f.seek(start)
-        words, array = (_read_binary if binary else _read_text)(path, f, size, dim)
+        checked = True
+    array = np.empty((rows if checked else _first_rows(dim, rows), dim), dtype=np.float32)
+    with _opened(path) as (f, _):
+        f.readline()
+        words, array = (_read_binary if binary else _read_text)(path, f, array, rows,
+                                                                rows == size)
     return words, torch.from_numpy(array)
 
 
-def read_vectors(path: str | Path) -> tuple[list[str], torch.Tensor]:
+def read_vectors(path: str | Path, limit: int | None = None) -> tuple[list[str], torch.Tensor]:
     """(words, matrix) from a word2vec text/binary or fastText `.vec` file (a `V D` header),
-    or a GloVe-style text file (no header: every line a word and its values)."""
+    or a GloVe-style text file (no header: every line a word and its values), compressed or
+    not; only the first `limit` vectors if given."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: vectors file not found")
-    with open(path, "rb") as f:
+    if limit is not None and limit < 1:
+        raise UsageError(f"{path}: limit must be >= 1 (got {limit})")
+    with _opened(path) as (f, _):
         first = f.readline(_TEXT_PROBE)
     if len(first.split()) == 2 and all(p.isdigit() for p in first.split()):
-        return read_word2vec(path)
-    return read_glove(path)
+        return read_word2vec(path, limit)
+    return read_glove(path, limit)
 
 
-def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor]:
+def read_glove(path: str | Path, limit: int | None = None) -> tuple[list[str], torch.Tensor]:
     """GloVe's text layout: `word v1 ... vD` per line, no header, D from the first line."""
     path = Path(path)
-    with open(path, "rb") as f:
-        lines = sum(1 for line in f if line.strip())
-        f.seek(0)
+    with _opened(path) as (f, _):
         first = f.readline()
-        dim = len(first.split()) - 1
-        if dim < 1 or not _is_text_record(first):
-            raise UsageError(f"{path}:1: neither a word2vec header 'VOCAB_SIZE DIM' nor a "
-                             f"GloVe line 'word v1 ... vD', got {first[:80]!r}")
-        f.seek(0)
-        words, array = _read_text(path, f, lines, dim, first_line=1)
+    dim = len(first.split()) - 1
+    if dim < 1 or not _is_text_record(first):
+        raise UsageError(f"{path}:1: neither a word2vec header 'VOCAB_SIZE DIM' nor a "
+                         f"GloVe line 'word v1 ... vD', got {first[:80]!r}")
+    array = np.empty((_first_rows(dim, limit), dim), dtype=np.float32)
+    with _opened(path) as (f, _):
+        words, array = _read_text(path, f, array, None, limit is None, 1, limit)
     return words, torch.from_numpy(array)
 
 
@@ -179,16 +195,47 @@ def _is_text_record(line: bytes) -> bool:
     return bool(sep) and set(values) <= _NUMBER_BYTES and any(48 <= b <= 57 for b in values)
 
 
-def _read_text(
-    path: Path, f: BinaryIO, size: int, dim: int, first_line: int = 2
-) -> tuple[list[str], np.ndarray]:
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[Stream, bool]]:
+    """The file's bytes, decompressed if its first bytes say it is compressed (and whether it
+    was); an error reading them (a truncated or corrupt stream) names the file."""
+    _, kind = filetypes.probe(path)
+    if kind is not None and kind not in filetypes.COMPRESSIONS:
+        raise UsageError(f"{path}: a {kind} file, not word vectors")
+    try:
+        with filetypes.open_binary(str(path), kind) as raw:
+            yield io.BufferedReader(raw) if isinstance(raw, io.RawIOBase) else raw, bool(kind)
+    except filetypes.READ_ERRORS as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+
+
+def _first_rows(dim: int, rows: int | None) -> int:
+    """Rows to allocate before the records show how many there are (`rows`: at most)."""
+    first = max(1, _CHECKED_BYTES // (4 * dim))
+    return first if rows is None else min(first, rows)
+
+
+def _resized(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with `rows` rows, in place (a realloc: a large one remaps rather than copies)."""
+    array.resize((rows, array.shape[1]), refcheck=False)
+    return array
+
+
+def _read_text(path: Path, f: Stream, array: np.ndarray, rows: int | None, whole: bool,
+               first_line: int = 2, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """`rows` text records (None: up to a blank line or the end, at most `limit`) into
+    `array`, grown as they come; with `whole`, nothing may follow them."""
     words: list[str] = []
-    array = np.empty((size, dim), dtype=np.float32)
-    for row in range(size):
+    dim = array.shape[1]
+    most = rows if rows is not None else limit
+    row = 0
+    while most is None or row < most:
         lineno = row + first_line
         raw = f.readline()
+        if rows is None and not raw.strip():
+            break
         if not raw:
-            raise UsageError(f"{path}:{lineno}: file ends after {row} of {size} vectors")
+            raise UsageError(f"{path}:{lineno}: file ends after {row} of {rows} vectors")
         try:
             word, _, rest = raw.decode("utf-8").rstrip("\r\n").partition(" ")
         except UnicodeDecodeError:
@@ -196,53 +243,71 @@ def _read_text(
         values = rest.split()
         if not word or len(values) != dim:
             raise UsageError(f"{path}:{lineno}: expected a word and {dim} values, got {raw[:80]!r}")
+        if row == len(array):
+            array = _resized(array, 2 * row if most is None else min(2 * row, most))
         try:
             array[row] = np.asarray(values, dtype=np.float32)
         except ValueError:
             raise UsageError(f"{path}:{lineno}: a value of {word!r} is not a number") from None
         words.append(word)
-    if f.read().strip():
-        raise UsageError(f"{path}:{size + first_line}: more records than the header's {size}")
-    return words, array
+        row += 1
+    if whole and not _rest_is_blank(f, b""):
+        where = f"{path}:{row + first_line}"
+        raise UsageError(f"{where}: more records than the header's {rows}" if rows is not None
+                         else f"{where}: a blank line before more vectors")
+    return words, array if row == len(array) else _resized(array, row)
 
 
-def _read_binary(path: Path, f: BinaryIO, size: int, dim: int) -> tuple[list[str], np.ndarray]:
-    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy of a large file
-        return _parse_binary(path, data, f.tell(), size, dim)
-
-
-def _parse_binary(
-    path: Path, data: mmap.mmap, pos: int, size: int, dim: int
-) -> tuple[list[str], np.ndarray]:
+def _read_binary(path: Path, f: Stream, array: np.ndarray, rows: int, whole: bool,
+                 ) -> tuple[list[str], np.ndarray]:
+    """`rows` binary records into `array`, grown as they come, parsed from blocks of the file;
+    with `whole`, nothing may follow them."""
+    dim = array.shape[1]
     width = 4 * dim
     words: list[str] = []
-    array = np.empty((size, dim), dtype=np.float32)
-    for row in range(size):
-        while data[pos : pos + 1] == b"\n":  # word2vec.c ends each record with a newline
-            pos += 1
-        space = data.find(b" ", pos)
-        record = f"{path}: record {row + 1} of {size}"
-        if space < 0 or space + 1 + width > len(data):
-            raise UsageError(f"{record}: file ends early (truncated?)")
+    data, pos = b"", 0
+    for row in range(rows):
+        while True:
+            while pos < len(data) and data[pos] == 10:  # word2vec.c ends records with "\n"
+                pos += 1
+            space = data.find(b" ", pos)
+            if space >= 0 and space + 1 + width <= len(data):
+                break
+            block = f.read(_READ_BLOCK)
+            if not block:
+                raise UsageError(f"{path}: record {row + 1} of {rows}: file ends early "
+                                 "(truncated?)")
+            data, pos = data[pos:] + block, 0
         try:
             word = data[pos:space].decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"{record}: word is not valid UTF-8") from None
+            raise UsageError(f"{path}: record {row + 1} of {rows}: word is not valid UTF-8"
+                             ) from None
         if not word:
-            raise UsageError(f"{record}: empty word")
+            raise UsageError(f"{path}: record {row + 1} of {rows}: empty word")
+        if row == len(array):
+            array = _resized(array, min(2 * row, rows))
         words.append(word)
         array[row] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
         pos = space + 1 + width
-    if data[pos:].strip():
-        raise UsageError(f"{path}: more data after the header's {size} records")
+    if whole and not _rest_is_blank(f, data[pos:]):
+        raise UsageError(f"{path}: more data after the header's {rows} records")
     return words, array
 
 
+def _rest_is_blank(f: Stream, start: bytes) -> bool:
+    """Whether `start` and the rest of `f` are whitespace, read a block at a time."""
+    return not start.strip() and not any(block.strip()
+                                         for block in iter(lambda: f.read(_READ_BLOCK), b""))
+
+
 def binary_format(path: Path, binary: bool | None) -> bool:
-    """`.bin` means binary, `.txt`/`.vec` text; an explicit choice that contradicts refused."""
-    by_name = {".bin": True, ".txt": False, ".vec": False}.get(path.suffix.lower())
+    """`.bin` means binary, `.txt`/`.vec` text (before any compression suffix: `.bin.gz`); an
+    explicit choice that contradicts refused."""
+    suffix = Path(filetypes.uncompressed_name(path.name)).suffix
+    by_name = {".bin": True, ".txt": False, ".vec": False}.get(suffix.lower())
     if binary is not None and by_name is not None and binary != by_name:
         kind = "binary" if binary else "text"
-        raise UsageError(f"{path}: a {path.suffix} file cannot hold the {kind} format; name it "
+        raise UsageError(f"{path}: a {suffix} file cannot hold the {kind} format; name it "
                          f"{'.bin' if binary else '.txt or .vec'} or choose the other format")
     return by_name if binary is None and by_name is not None else bool(binary)
