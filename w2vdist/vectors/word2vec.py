@@ -91,11 +91,12 @@ def read_word2vec(path: str | Path, limit: int | None = None) -> tuple[list[str]
         binary = not _is_text_record(f.readline(_TEXT_PROBE + 32 * dim))
     rows = size if limit is None else min(size, limit)
     # A record takes at least 2 bytes a value in text ("0 ") and 4 in binary: a header
-    # promising far more than the file can hold is refused before allocating for it. A
-    # compressed file's size says little: its matrix grows as the records arrive instead.
+    # promising far more than the file can hold is refused before allocating for it (the file
+    # is cut short or not what it says, whatever the limit). A compressed file's size says
+    # little: its matrix grows as the records arrive instead.
     checked = rows * dim * 4 <= _CHECKED_BYTES
-    if not checked and not compressed:
-        if rows * (2 * dim + 1) > path.stat().st_size - len(header):
+    if size * dim * 4 > _CHECKED_BYTES and not compressed:
+        if size * (2 * dim + 1) > path.stat().st_size - len(header):
             raise UsageError(f"{path}:1: the header promises {size:,} words of {dim:,} values, "
                              f"more than the file's {path.stat().st_size:,} bytes can hold")
         checked = True
