@@ -276,6 +276,15 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     unit = vectors.unit_rows(matrix)
     assert lines[0] == "cat" and lines[1].split() == [f"{float(unit[0] @ unit[1]):.4f}", "dog"]
     assert lines[2].split()[1] == "bus" and len(lines) == 3
+    # --limit: only the first words loaded, so bus (the fifth) is no one's neighbour
+    vectors.write_word2vec(tmp_path / "v.txt.gz", words, matrix, binary=False)
+    assert cli.main(["neighbors", str(tmp_path / "v.txt.gz"), "Truck", "-k", "2",
+                     "--limit", "4"]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["car", "dog"]
+    assert cli.main(["neighbors", str(tmp_path / "v.bin"), "bus", "--limit", "4"]) == 2
+    assert "'bus' is not in the vocabulary" in capsys.readouterr().err
+    assert cli.main(["neighbors", str(tmp_path / "v.bin"), "bus", "--limit", "1"]) == 2
+    assert "--limit must be >= 2" in capsys.readouterr().err
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "zebra", "truck"]) == 2
     assert "none of the queries' words is in the vocabulary" in capsys.readouterr().err
     # expressions, as word2vec.c's word-analogy and distance answer them

@@ -84,7 +84,11 @@ class NeighborsCommand:
     method: str = setting("3cosadd", "how an expression is answered (as eval.analogy_method)",
                           choices=ANALOGY_METHODS)
     table: str = setting("input", "checkpoint table to search", choices=TABLES)
+    limit: int | None = setting(None, "load only the N most frequent words (gensim's limit): "
+                                "quicker on a large file, and no rare words in the answers",
+                                metavar="N")
 
     def __post_init__(self) -> None:
         check_choices(self, "")
         check(self.k >= 1, "-k", "must be >= 1")
+        check(self.limit is None or self.limit >= 2, "--limit", "must be >= 2")

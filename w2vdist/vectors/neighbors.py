@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     cmd = settings.from_args(NeighborsCommand, args)
-    wv = WordVectors.load(cmd.vectors, cmd.table)
+    wv = WordVectors.load(cmd.vectors, cmd.table, cmd.limit)
     if len(wv) < 2:
         raise UsageError(f"{cmd.vectors}: one word has no neighbours")
     unit = wv.get_normed_vectors()  # once, for every single-word query
