@@ -198,6 +198,13 @@ def test_an_export_explains_itself(trained, tmp_path):
     assert main(["export", str(trained.run_dir), "-o", str(tmp_path / "v.bin.gz")]) == 0
     kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin.gz"), binary=True)
     np.testing.assert_array_equal(kv.vectors, trained.vectors.vectors.numpy())
+    assert main(["export", str(trained.run_dir), "-o", str(tmp_path / "top.txt.xz"), "--limit",
+                 "50", "--counts", str(tmp_path / "top.vocab")]) == 0
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "top.txt.xz"),
+                                           fvocab=str(tmp_path / "top.vocab"))
+    assert kv.index_to_key == trained.vectors.index_to_key[:50]
+    np.testing.assert_allclose(kv.vectors, trained.vectors.vectors[:50].numpy())
+    assert kv.get_vecattr(kv.index_to_key[0], "count") == trained.vectors.counts[0]
     meta = json.loads((tmp_path / "v.bin.json").read_text())
     assert meta["w2vdist_version"] == w2vdist.__version__ and meta["table"] == "input"
     assert meta["tokenizer"]["normalize"] == "nfc"

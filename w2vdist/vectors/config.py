@@ -65,10 +65,12 @@ class ExportCommand:
                                  metavar="FILE")
     skip_unwritable: bool = setting(False, "leave out words that are empty or contain "
                                     "whitespace instead of refusing to export")
+    limit: int | None = setting(None, "write only the N most frequent words", metavar="N")
 
     def __post_init__(self) -> None:
         check_choices(self, "")
         check(bool(self.output), "-o/--output", "is required (the vectors file to write)")
+        check(self.limit is None or self.limit >= 1, "--limit", "must be >= 1")
 
 
 @dataclass

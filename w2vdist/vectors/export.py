@@ -1,10 +1,10 @@
 """Write a run's trained vectors in word2vec text or binary format (gensim, word2vec.c).
 
 The source is a run directory (its newest complete checkpoint) or one checkpoint folder. The
-file starts with the header `V D` and holds the words most frequent first; --table picks the
-input vectors (the usual word vectors), the output (context) vectors or their average. With
---counts, a `word count` file like word2vec.c's -save-vocab is written too (gensim reads it
-as `fvocab`).
+file starts with the header `V D` and holds the words most frequent first (--limit N: only the
+first N); --table picks the input vectors (the usual word vectors), the output (context)
+vectors or their average. With --counts, a `word count` file like word2vec.c's -save-vocab is
+written too (gensim reads it as `fvocab`).
 
 Words that cannot be written: both formats separate fields by whitespace, so a word that is
 empty or contains any whitespace character would make the file unreadable. export refuses
@@ -12,8 +12,9 @@ such a vocabulary with an error naming the first such word and its row, and writ
 with --skip-unwritable it leaves those words out instead (the header counts only the words
 written) and says how many it dropped.
 
-The format follows OUT's extension (`.bin` binary; `.txt`, `.vec` text) unless --format says;
-a --format that contradicts the extension is refused. Beside OUT, `OUT.json` records how the
+The format follows OUT's extension (`.bin` binary; `.txt`, `.vec` text; before a compression
+suffix, `.gz`, `.bz2`, `.xz` or `.zst`, which compresses it) unless --format says; a --format
+that contradicts the extension is refused. Beside OUT, `OUT.json` records how the
 vectors were made: the run's resolved settings, prepare's tokenizer, the vocabulary hash, the
 corpus summary, the newest eval scores and the w2vdist version.
 
@@ -52,7 +53,7 @@ def command(args: argparse.Namespace) -> int:
             vec.check_writable(path)
     if counts_path is not None and counts_path.resolve() == out.resolve():
         raise UsageError(f"{counts_path}: --counts must differ from the vectors file")
-    wv = WordVectors.load(source, cmd.table)
+    wv = WordVectors.load(source, cmd.table, cmd.limit)
     binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
     words, matrix = wv.index_to_key, wv.vectors
     assert wv.counts is not None  # a run's vectors come with its corpus counts
