@@ -134,6 +134,62 @@ def test_3cosmul_analogies_equal_gensims_cosmul(tmp_path: Path, seed: int, restr
         evaluate.analogy_scores(words, matrix, path, restrict, method="3cosdiv")
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated `init_sims`")
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("restrict", [35, 10_000])
+@pytest.mark.parametrize("case_insensitive", [True, False])
+@pytest.mark.parametrize("dummy4unknown", [False, True])
+def test_word_vectors_answer_gensims_evaluate_word_analogies_in_its_shape(
+    tmp_path: Path, seed: int, restrict: int, case_insensitive: bool, dummy4unknown: bool
+) -> None:
+    """Code written for gensim's KeyedVectors gets gensim's answer: the score and every
+    section's correct and incorrect questions, in the file's order."""
+    words, matrix, planted = planted_model(seed)
+    path = tmp_path / "questions.txt"
+    write_questions(path, words, planted, seed)
+    options = {"restrict_vocab": restrict, "case_insensitive": case_insensitive,
+               "dummy4unknown": dummy4unknown}
+    theirs = gensim_kv(words, matrix).evaluate_word_analogies(str(path), **options)
+    ours = WordVectors(words, matrix).evaluate_word_analogies(path, **options)
+    assert ours == theirs and ours[1][-1]["incorrect"]
+    if case_insensitive and restrict > len(words):  # the planted questions, in mixed case
+        assert ours[1][-1]["correct"]
+    # gensim takes similarity_function and answers by 3CosAdd; given most_similar_cosmul,
+    # it answers by 3CosMul over the restricted words
+    kv = gensim_kv(words[:restrict], matrix[:restrict])
+    kv.most_similar = kv.most_similar_cosmul
+    cosmul = WordVectors(words, matrix).evaluate_word_analogies(
+        path, similarity_function="most_similar_cosmul", **options)
+    assert cosmul == kv.evaluate_word_analogies(str(path), **options)
+    with pytest.raises(ValueError, match="similarity_function must be one of"):
+        WordVectors(words, matrix).evaluate_word_analogies(path, similarity_function="cos")
+
+
+@pytest.mark.parametrize("restrict", [40, 10_000])
+@pytest.mark.parametrize("case_insensitive", [True, False])
+@pytest.mark.parametrize("dummy4unknown", [False, True])
+def test_word_vectors_answer_gensims_evaluate_word_pairs_in_its_shape(
+    tmp_path: Path, restrict: int, case_insensitive: bool, dummy4unknown: bool
+) -> None:
+    words, matrix, _ = planted_model(4)
+    rng = random.Random(4)
+    lines = ["# Word 1;Word 2;Human (mean)", "paris;France;8.5", "Rome;rome;10", "a;b;x"]
+    lines += [f"{rng.choice([a, a.upper()])};{b};{rng.randint(0, 8) / 2}"
+              for a, b in (rng.sample(words, 2) for _ in range(60))]
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n".join(lines + ["unknown;paris;3.0"]) + "\n", encoding="utf-8")
+    options = {"delimiter": ";", "restrict_vocab": restrict, "case_insensitive": case_insensitive,
+               "dummy4unknown": dummy4unknown}
+    pearson, spearman, oov = WordVectors(words, matrix).evaluate_word_pairs(path, **options)
+    their_pearson, their_spearman, their_oov = gensim_kv(words, matrix).evaluate_word_pairs(
+        str(path), **options)
+    assert oov == their_oov > 0
+    assert pearson.statistic == pytest.approx(their_pearson.statistic, abs=1e-6)
+    assert pearson.pvalue == pytest.approx(their_pearson.pvalue, rel=1e-4)
+    assert spearman.statistic == pytest.approx(their_spearman.statistic, abs=1e-9)
+    assert spearman.pvalue == pytest.approx(their_spearman.pvalue, rel=1e-6)
+
+
 def test_analogy_metrics_by_hand(tmp_path: Path) -> None:
     """Exclusion of question words, case folding, OOV, semantic / syntactic split."""
     words = ["a", "b", "c", "d", "e", "A", "far"]

@@ -33,7 +33,7 @@ from w2vdist.vectors import word2vec as vec
 from w2vdist.vectors.config import ANALOGY_METHODS, EvalConfig
 
 DEFAULT_RESTRICT_VOCAB = 30_000
-_MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
+MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
 
 
 @dataclass
@@ -149,7 +149,7 @@ def analogy_scores(
     vectors: torch.Tensor,
     path: str | Path,
     restrict_vocab: int = DEFAULT_RESTRICT_VOCAB,
-    max_scores: int = _MAX_SCORES,
+    max_scores: int = MAX_SCORES,
     method: str = "3cosadd",
 ) -> AnalogyScores:
     """3CosAdd (or 3CosMul) answers for every in-vocabulary question, `max_scores` scores at
@@ -158,17 +158,28 @@ def analogy_scores(
         raise UsageError(f"analogy method must be one of {', '.join(ANALOGY_METHODS)} "
                          f"(got {method!r})")
     path = Path(path)
-    limit = _restrict(words, vectors, restrict_vocab)
-    lookup, canonical = _case_index(words, limit)
+    limit = restricted(words, vectors, restrict_vocab)
+    lookup, canonical = case_index(words, limit)
     result, questions, owners = _read_analogies(path, lookup)
     if not questions:
         return result
     unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())  # stays on its device
-    ids = torch.tensor(questions, dtype=torch.long, device=unit.device)
+    hits = answered_right(unit, canonical, questions, method, max_scores)
+    correct = torch.bincount(torch.tensor(owners)[hits], minlength=len(result.sections))
+    for section, n in zip(result.sections, correct.tolist()):
+        section.correct = n
+    return result
+
+
+def answered_right(unit: torch.Tensor, canonical: torch.Tensor, questions: list[list[int]],
+                   method: str, max_scores: int) -> torch.Tensor:
+    """Whether each question (rows a, b, c and the expected answer) is answered right: the best
+    of all words but the question's (and their case variants: `canonical`)."""
+    ids = torch.tensor(questions, dtype=torch.long, device=unit.device).reshape(-1, 4)
     canonical = canonical.to(unit.device)
     rows = canonical.unsqueeze(0)
     hits = torch.zeros(len(questions), dtype=torch.bool)
-    batch = max(1, max_scores // limit // (1 if method == "3cosadd" else 3))
+    batch = max(1, max_scores // len(unit) // (1 if method == "3cosadd" else 3))
     for start in range(0, len(ids), batch):
         a, b, c, expected = ids[start : start + batch].T
         if method == "3cosadd":
@@ -182,10 +193,7 @@ def analogy_scores(
         # five or more variants outrank the answer: gensim then looks no further.
         hit = (canonical[answer] == expected) & (best > -math.inf)
         hits[start : start + batch] = hit.cpu()
-    correct = torch.bincount(torch.tensor(owners)[hits], minlength=len(result.sections))
-    for section, n in zip(result.sections, correct.tolist()):
-        section.correct = n
-    return result
+    return hits
 
 
 def similarity_scores(
@@ -196,13 +204,13 @@ def similarity_scores(
 ) -> SimilarityScores:
     """Cosine of each in-vocabulary pair, correlated with the file's scores."""
     path = Path(path)
-    limit = _restrict(words, vectors, len(words) if restrict_vocab is None else restrict_vocab)
-    lookup, _ = _case_index(words, limit)
+    limit = restricted(words, vectors, len(words) if restrict_vocab is None else restrict_vocab)
+    lookup, _ = case_index(words, limit)
     pairs: list[tuple[int, int]] = []
     gold: list[float] = []
     oov = 0
     skipped: list[int] = []
-    for lineno, line in _lines(path):
+    for lineno, line in numbered_lines(path):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -234,7 +242,7 @@ def similarity_scores(
     )
 
 
-def _restrict(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int) -> int:
+def restricted(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int) -> int:
     if len(words) != len(vectors):
         raise UsageError(f"{len(words)} words but {len(vectors)} vectors")
     if restrict_vocab < 1:
@@ -242,13 +250,14 @@ def _restrict(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int) 
     return min(restrict_vocab, len(words))
 
 
-def _case_index(words: Sequence[str], limit: int) -> tuple[dict[str, int], torch.Tensor]:
-    """Upper-cased word -> its most frequent row, and each row's such canonical row."""
+def case_index(words: Sequence[str], limit: int,
+                fold: bool = True) -> tuple[dict[str, int], torch.Tensor]:
+    """Word (upper-cased if `fold`) -> its most frequent row, and each row's such row."""
+    keys = [w.upper() for w in words[:limit]] if fold else list(words[:limit])
     lookup: dict[str, int] = {}
-    for row in range(limit):
-        lookup.setdefault(words[row].upper(), row)
-    canonical = torch.tensor([lookup[words[row].upper()] for row in range(limit)], dtype=torch.long)
-    return lookup, canonical
+    for row, key in enumerate(keys):
+        lookup.setdefault(key, row)
+    return lookup, torch.tensor([lookup[key] for key in keys], dtype=torch.long)
 
 
 def _read_analogies(
@@ -260,7 +269,7 @@ def _read_analogies(
     questions: list[list[int]] = []
     owners: list[int] = []
     current: int | None = None
-    for lineno, line in _lines(path):
+    for lineno, line in numbered_lines(path):
         if line.startswith(": "):
             name = line.lstrip(": ").strip()
             if name not in by_name:
@@ -291,7 +300,7 @@ def _read_analogies(
     return result, questions, owners
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
     with open(path, "rb") as f:

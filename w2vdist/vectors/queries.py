@@ -263,6 +263,33 @@ class WordTable:
 
         return score_similarity(self.index_to_key, self.vectors, path, restrict_vocab)
 
+    def evaluate_word_analogies(
+        self, analogies: str | Path, restrict_vocab: int = 300_000, case_insensitive: bool = True,
+        dummy4unknown: bool = False, similarity_function: str = "most_similar",
+    ) -> tuple[float, list[dict[str, Any]]]:
+        """gensim's evaluate_word_analogies, the same answer and shape: (total accuracy, each
+        section's correct and incorrect questions, then "Total accuracy"). gensim accepts
+        `similarity_function` and ignores it; "most_similar_cosmul" here answers by 3CosMul."""
+        from w2vdist.vectors.gensim_scores import gensim_analogies
+
+        methods = {"most_similar": "3cosadd", "most_similar_cosmul": "3cosmul"}
+        if similarity_function not in methods:
+            raise ValueError(f"similarity_function must be one of {', '.join(methods)} "
+                             f"(got {similarity_function!r})")
+        return gensim_analogies(self.index_to_key, self.vectors, analogies, restrict_vocab,
+                                case_insensitive, dummy4unknown, methods[similarity_function])
+
+    def evaluate_word_pairs(
+        self, pairs: str | Path, delimiter: str = "\t", encoding: str = "utf8",
+        restrict_vocab: int = 300_000, case_insensitive: bool = True, dummy4unknown: bool = False,
+    ) -> tuple[Any, Any, float]:
+        """gensim's evaluate_word_pairs, the same answer and shape: scipy's Pearson and Spearman
+        results (coefficient, p-value) and the percentage of pairs with unknown words."""
+        from w2vdist.vectors.gensim_scores import gensim_pairs
+
+        return gensim_pairs(self.index_to_key, self.vectors, pairs, restrict_vocab, delimiter,
+                            encoding, case_insensitive, dummy4unknown)
+
     # ----------------------------------------------------------------------------------------
 
     @cached_property
