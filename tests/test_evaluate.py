@@ -190,6 +190,18 @@ def test_word_vectors_answer_gensims_evaluate_word_pairs_in_its_shape(
     assert spearman.pvalue == pytest.approx(their_spearman.pvalue, rel=1e-6)
 
 
+def test_evaluate_word_pairs_without_scipy_says_what_to_install(tmp_path: Path) -> None:
+    (tmp_path / "pairs.tsv").write_text("a\tb\t1\n")
+    code = ("import sys, torch; sys.modules['scipy'] = None\n"  # as if scipy were not installed
+            "from w2vdist import WordVectors\n"
+            "WordVectors(['a', 'b'], torch.eye(2)).evaluate_word_pairs('pairs.tsv')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: evaluate_word_pairs gives scipy's results, as gensim does: pip install scipy")
+
+
 def test_analogy_metrics_by_hand(tmp_path: Path) -> None:
     """Exclusion of question words, case folding, OOV, semantic / syntactic split."""
     words = ["a", "b", "c", "d", "e", "A", "far"]

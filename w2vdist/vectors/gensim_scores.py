@@ -65,8 +65,8 @@ def gensim_pairs(
     try:
         from scipy import stats
     except ImportError:
-        raise UsageError("evaluate_word_pairs gives scipy's results, as gensim does: "
-                         "pip install scipy") from None
+        raise ImportError("evaluate_word_pairs gives scipy's results, as gensim does: "
+                          "pip install scipy") from None
     limit = restricted(words, vectors, restrict_vocab)
     lookup, _ = case_index(words, limit, case_insensitive)
     unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())
