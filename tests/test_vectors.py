@@ -236,6 +236,19 @@ def test_a_compressed_file_that_lies_or_ends_early_is_refused(tmp_path: Path) ->
         WordVectors.load(archive)
 
 
+def test_a_gensim_pickle_is_not_unpickled_and_the_error_says_how_to_convert_it(
+    tmp_path: Path, matrix: torch.Tensor
+) -> None:
+    kv = KeyedVectors(5)
+    kv.add_vectors(WORDS, matrix.numpy())
+    kv.save(str(tmp_path / "vectors.kv"))
+    with pytest.raises(UsageError,
+                       match=r"vectors.kv: a Python pickle .* WordVectors.from_gensim takes it"):
+        WordVectors.load(tmp_path / "vectors.kv")
+    again = WordVectors.from_gensim(KeyedVectors.load(str(tmp_path / "vectors.kv")))
+    assert again.index_to_key == WORDS and torch.equal(again.vectors, matrix)
+
+
 def test_a_run_loads_its_first_rows(tmp_path: Path) -> None:
     inp, out = write_run(tmp_path / "run", WORDS)
     wv = WordVectors.load(tmp_path / "run", "average", limit=3)

@@ -130,6 +130,10 @@ def read_glove(path: str | Path, limit: int | None = None) -> tuple[list[str], t
     with _opened(path) as (f, _):
         first = f.readline()
     dim = len(first.split()) - 1
+    if first.startswith(b"\x80"):  # pickle's protocol opcode: unpickling runs its code
+        raise UsageError(f"{path}: a Python pickle (gensim's own save format?), which is not "
+                         "read, as unpickling runs code; if you trust it, gensim loads it and "
+                         "WordVectors.from_gensim takes it, or save_word2vec_format writes it")
     if dim < 1 or not _is_text_record(first):
         raise UsageError(f"{path}:1: neither a word2vec header 'VOCAB_SIZE DIM' nor a "
                          f"GloVe line 'word v1 ... vD', got {first[:80]!r}")
