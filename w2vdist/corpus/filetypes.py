@@ -2,7 +2,8 @@
 can lie) and its name (`format_of`); and how it is opened: gzip, bzip2, xz and zstd streams
 and the files of zip and tar archives (`members`), decompressed by `prepare`'s main process
 into blocks that its workers share, and Parquet tables, whose row groups they share. A file
-that ends early is refused rather than read as a shorter corpus.
+that ends early is refused rather than read as a shorter corpus. Vectors files are read through
+the same detection and written compressed by their name's suffix (`compressing`).
 """
 
 from __future__ import annotations
