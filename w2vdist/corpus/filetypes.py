@@ -38,8 +38,10 @@ COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 ARCHIVES = ("zip", "tar")  # a tar may also be compressed: found when its text is read
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
           b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip"}
-# A file's bytes as `open_binary` and `members` hand them out (plain, decompressed or archived).
-BinaryFile = IO[bytes] | io.BufferedIOBase | io.RawIOBase
+# A file's bytes as `open_binary` and `members` hand them out (plain, decompressed or archived);
+# buffered, they also read lines and read exactly what is asked.
+BufferedFile = IO[bytes] | io.BufferedIOBase
+BinaryFile = BufferedFile | io.RawIOBase
 _TAR_HEAD = 512  # a tar file starts with a header block that says "ustar" at byte 257
 PROBE_THREADS = 16  # files `probed` at once
 READ_UNIT = 1 << 22  # compressed bytes a zstd file is read in
@@ -186,7 +188,7 @@ def open_binary(path: str, compression: str | None) -> BinaryFile:
 
 
 @contextmanager
-def compressing(f: IO[bytes], name: str) -> Iterator[IO[bytes] | io.BufferedIOBase]:
+def compressing(f: IO[bytes], name: str) -> Iterator[BufferedFile]:
     """Writes to `f`, compressed as `name`'s suffix says (gzip at level 6, as `gzip` itself,
     without a name or time in its header; bzip2, xz, zstd at their defaults), or as they
     are. `f` stays open."""
@@ -194,7 +196,7 @@ def compressing(f: IO[bytes], name: str) -> Iterator[IO[bytes] | io.BufferedIOBa
     if not suffix:
         yield f
         return
-    writer: IO[bytes] | io.BufferedIOBase
+    writer: BufferedFile
     if suffix == ".gz":
         writer = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=f, mtime=0)
     elif suffix == ".bz2":

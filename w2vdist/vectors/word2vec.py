@@ -19,12 +19,12 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 
 from w2vdist.corpus import filetypes
+from w2vdist.corpus.filetypes import BufferedFile
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_file
 
@@ -34,7 +34,6 @@ _CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked
 _READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
 _WRITE_ROWS = 4096  # rows formatted per write: bounds the memory of one write call
-Stream = IO[bytes] | io.BufferedIOBase  # a file's bytes, decompressed or as they are
 
 
 def unwritable_rows(words: Sequence[str]) -> list[int]:
@@ -201,7 +200,7 @@ def _is_text_record(line: bytes) -> bool:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[Stream, bool]]:
+def _opened(path: Path) -> Iterator[tuple[BufferedFile, bool]]:
     """The file's bytes, decompressed if its first bytes say it is compressed (and whether it
     was); an error reading them (a truncated or corrupt stream) names the file."""
     _, kind = filetypes.probe(path)
@@ -226,7 +225,7 @@ def _resized(array: np.ndarray, rows: int) -> np.ndarray:
     return array
 
 
-def _read_text(path: Path, f: Stream, array: np.ndarray, rows: int | None, whole: bool,
+def _read_text(path: Path, f: BufferedFile, array: np.ndarray, rows: int | None, whole: bool,
                first_line: int = 2, limit: int | None = None) -> tuple[list[str], np.ndarray]:
     """`rows` text records (None: up to a blank line or the end, at most `limit`) into
     `array`, grown as they come; with `whole`, nothing may follow them."""
@@ -263,7 +262,7 @@ def _read_text(path: Path, f: Stream, array: np.ndarray, rows: int | None, whole
     return words, array if row == len(array) else _resized(array, row)
 
 
-def _read_binary(path: Path, f: Stream, array: np.ndarray, rows: int, whole: bool,
+def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, whole: bool,
                  ) -> tuple[list[str], np.ndarray]:
     """`rows` binary records into `array`, grown as they come, parsed from blocks of the file;
     with `whole`, nothing may follow them."""
@@ -300,7 +299,7 @@ def _read_binary(path: Path, f: Stream, array: np.ndarray, rows: int, whole: boo
     return words, array
 
 
-def _rest_is_blank(f: Stream, start: bytes) -> bool:
+def _rest_is_blank(f: BufferedFile, start: bytes) -> bool:
     """Whether `start` and the rest of `f` are whitespace, read a block at a time."""
     return not start.strip() and not any(block.strip()
                                          for block in iter(lambda: f.read(_READ_BLOCK), b""))
