@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.helpers import WORDS, distance_c_read, write_run
 
 from w2vdist import cli
 from w2vdist.training import checkpoint
+from w2vdist.vectors import export
 
 
 @pytest.mark.parametrize("fmt", ["text", "binary"])
@@ -95,6 +97,7 @@ def test_skip_unwritable_drops_those_words(
     assert kv.index_to_key == ["a", "b"]
     np.testing.assert_array_equal(kv.vectors, inp[[0, 2]].numpy())
     assert counts.read_text() == "a 40\nb 20\n"
+    assert json.loads(export.sidecar(out).read_text())["words"] == 2  # the words written
 
 
 def test_help_documents_the_word_rule(capsys: pytest.CaptureFixture[str]) -> None:

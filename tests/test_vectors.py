@@ -127,6 +127,10 @@ def test_malformed_files_name_file_and_place(tmp_path: Path) -> None:
         tmp_path, b"2 2\n" + rec + b"\xff" + rec[1:]
     )
     assert "more data after the header's 1 records" in _malformed(tmp_path, b"1 2\n" + rec + rec)
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(b"5 2\n" + rec + b"v " + b"\x01\x02")  # a limit: still the header's count
+    with pytest.raises(UsageError, match="record 2 of 5: file ends early"):
+        vectors.read_word2vec(cut, limit=3)
     with pytest.raises(UsageError, match="missing: word2vec file not found"):
         vectors.read_word2vec(tmp_path / "missing")
 

@@ -67,7 +67,7 @@ def command(args: argparse.Namespace) -> int:
     vec.write_word2vec(out, words, matrix, binary=binary)
     if counts_path is not None:
         vec.write_counts(counts_path, words, counts)
-    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source)))
+    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source), len(words)))
     kind = "binary" if binary else "text"
     print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({kind}), "
           f"settings in {sidecar(out)}")
@@ -92,13 +92,15 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = None) -> str:
-    """The JSON an export writes beside the vectors: how they were made."""
+def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = None,
+             words: int | None = None) -> str:
+    """The JSON an export writes beside the vectors: how they were made (`words`: how many
+    were written, when fewer than the vectors hold)."""
     from w2vdist import __version__
 
     return json.dumps({
         "w2vdist_version": __version__,
-        "words": len(vectors),
+        "words": len(vectors) if words is None else words,
         "dim": vectors.vector_size,
         "table": table,
         "tokenizer": vectors.tokenizer,

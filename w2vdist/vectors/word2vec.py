@@ -102,8 +102,8 @@ def read_word2vec(path: str | Path, limit: int | None = None) -> tuple[list[str]
     array = np.empty((rows if checked else _first_rows(dim, rows), dim), dtype=np.float32)
     with _opened(path) as (f, _):
         f.readline()
-        words, array = (_read_binary if binary else _read_text)(path, f, array, rows,
-                                                                rows == size)
+        words, array = (_read_binary(path, f, array, rows, size) if binary
+                        else _read_text(path, f, array, rows, rows == size))
     return words, torch.from_numpy(array)
 
 
@@ -262,10 +262,10 @@ def _read_text(path: Path, f: BufferedFile, array: np.ndarray, rows: int | None,
     return words, array if row == len(array) else _resized(array, row)
 
 
-def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, whole: bool,
+def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, size: int,
                  ) -> tuple[list[str], np.ndarray]:
-    """`rows` binary records into `array`, grown as they come, parsed from blocks of the file;
-    with `whole`, nothing may follow them."""
+    """The first `rows` of the header's `size` binary records into `array`, grown as they
+    come, parsed from blocks of the file; when they are all, nothing may follow them."""
     dim = array.shape[1]
     width = 4 * dim
     words: list[str] = []
@@ -279,23 +279,23 @@ def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, whol
                 break
             block = f.read(_READ_BLOCK)
             if not block:
-                raise UsageError(f"{path}: record {row + 1} of {rows}: file ends early "
+                raise UsageError(f"{path}: record {row + 1} of {size}: file ends early "
                                  "(truncated?)")
             data, pos = data[pos:] + block, 0
         try:
             word = data[pos:space].decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"{path}: record {row + 1} of {rows}: word is not valid UTF-8"
+            raise UsageError(f"{path}: record {row + 1} of {size}: word is not valid UTF-8"
                              ) from None
         if not word:
-            raise UsageError(f"{path}: record {row + 1} of {rows}: empty word")
+            raise UsageError(f"{path}: record {row + 1} of {size}: empty word")
         if row == len(array):
             array = _resized(array, min(2 * row, rows))
         words.append(word)
         array[row] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
         pos = space + 1 + width
-    if whole and not _rest_is_blank(f, data[pos:]):
-        raise UsageError(f"{path}: more data after the header's {rows} records")
+    if rows == size and not _rest_is_blank(f, data[pos:]):
+        raise UsageError(f"{path}: more data after the header's {size} records")
     return words, array
 
 
