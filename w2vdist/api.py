@@ -1,7 +1,7 @@
 """The Python API: prepare, train and load vectors from a script or a notebook.
 
     import w2vdist
-    w2vdist.prepare(["corpus.txt"], "shards", min_count=5)
+    w2vdist.prepare(["corpus.txt"], "shards", min_count=5)   # or sentences=[["a", "b"], ...]
     result = w2vdist.train(data={"shards": "shards"}, train={"run_dir": "runs/a", "epochs": 5})
     result.vectors.most_similar("king")
 
@@ -11,7 +11,7 @@ both calls are safe at a script's top level, without an `if __name__ == "__main_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,15 +28,32 @@ if TYPE_CHECKING:
     from w2vdist.vectors.keyed import WordVectors
 
 
-def prepare(inputs: str | Path | Sequence[str | Path], output: str | Path,
+def prepare(inputs: str | Path | Sequence[str | Path] = (), output: str | Path = "", *,
+            sentences: Iterable[str | Sequence[str]] | None = None,
             **settings: Any) -> "Summary":
-    """`w2vdist prepare`: `settings` are PrepareConfig's fields (min_count=5, ...)."""
+    """`w2vdist prepare`: `settings` are PrepareConfig's fields (min_count=5, ...). The corpus
+    is files (`inputs`) or `sentences` (gensim's: read once, so a generator will do), each
+    a string of text, tokenized as a file's lines are, or a list of tokens, taken as they
+    are (the tokenizer then splits on whitespace, without lowercasing or normalizing, unless
+    `settings` say otherwise)."""
     from w2vdist.corpus.prepare import prepare as run_prepare
+    from w2vdist.corpus.sentences import TOKENS_AS_GIVEN, Sentences
 
+    given = None
+    if sentences is not None:
+        for name in ("encoding", "format", "text_field"):
+            if name in settings:
+                raise UsageError(f"prepare: {name} applies to files, not to sentences")
+        given = Sentences(sentences)
+        if given.tokenized:
+            settings = {**TOKENS_AS_GIVEN, **settings}
     paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not all(isinstance(p, (str, Path)) for p in paths):
+        raise UsageError("prepare: inputs are paths of files; give a corpus in Python as "
+                         "sentences=...")
     cfg = from_dict(PrepareConfig, {**settings, "inputs": [str(p) for p in paths],
                                     "output": str(output)}, "prepare.")
-    return run_prepare(cfg)
+    return run_prepare(cfg, given)
 
 
 @dataclass

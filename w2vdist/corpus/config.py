@@ -20,7 +20,8 @@ class PrepareConfig:
 
     inputs: list[str] = setting([], "text or JSON Lines files (.txt, .jsonl, .ndjson, .json; "
                                 "plain or gzip, bzip2, xz, zstd), zip or tar archives of them, "
-                                "Parquet files, directories or globs",
+                                "Parquet files, directories or globs; - reads standard "
+                                "input (copied first, as it is read twice)",
                                 positional=True, metavar="INPUT")
     output: str = setting("", "output directory", short="-o", metavar="OUT")
     format: str = setting("auto", "how files hold their text: text (one sentence or paragraph "

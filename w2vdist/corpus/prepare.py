@@ -16,6 +16,7 @@ Everything is written into a temporary folder beside OUT and renamed to OUT once
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -37,6 +38,7 @@ from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardPacker
 from w2vdist.corpus.pieces import Piece, expand, grouped, split_pieces
+from w2vdist.corpus.sentences import STDIN, Sentences, copied
 from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
@@ -177,31 +179,41 @@ class Summary:
         return "\n".join([f"read    {shown}", *lines] if read else lines)
 
 
-def prepare(cfg: PrepareConfig) -> Summary:
-    """Run both passes and publish OUT atomically; UsageError for bad input."""
+def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
+    """Run both passes and publish OUT atomically; UsageError for bad input. The corpus is
+    `cfg.inputs` (`-`: standard input) or, from Python, `sentences`."""
     started = time.monotonic()
-    if not cfg.inputs:
+    if not cfg.inputs and sentences is None:
         raise UsageError("prepare: no INPUT given")
+    if cfg.inputs and sentences is not None:
+        raise UsageError("prepare: give files or sentences, not both")
+    if cfg.inputs.count(STDIN) > 1:
+        raise UsageError("prepare: '-' (standard input) given twice")
     if not cfg.output:
         raise UsageError("prepare: no output directory given (-o OUT)")
     out = Path(cfg.output).absolute()
     _check_output(out, cfg.overwrite)
-    files = find_files(cfg.inputs)
+    named = [name for name in cfg.inputs if name != STDIN]
+    files = find_files(named) if named else []
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or cores()
-    pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # A compressed file is read in blocks by every worker (`expand`): all of them are used;
-    # otherwise no more than there are tasks (many small files share one).
-    workers_used = workers if any(p.compression for p in pieces) else \
-        min(workers, sum(1 for _ in grouped(pieces)))
     given = None
     if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
         read = Vocab.load(cfg.vocab)
         given = build_vocab(Counter(dict(zip(read.words, read.counts.tolist()))),
                             cfg.min_count, cfg.max_vocab)
     phrases = Phrases.load(cfg.phrases_file) if cfg.phrases_file else Phrases()
-    with atomic_path(out, directory=True) as staging, parallel(workers_used) as pool:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        staging = stack.enter_context(atomic_path(out, directory=True))
+        copies = stack.enter_context(copied(staging, cfg.inputs, sentences))
+        files += copies
+        pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
+        # A compressed file is read in blocks by every worker (`expand`): all of them are
+        # used; otherwise no more than there are tasks (many small files share one).
+        workers_used = workers if any(p.compression for p in pieces) else \
+            min(workers, sum(1 for _ in grouped(pieces)))
+        pool = stack.enter_context(parallel(workers_used))
         base, phrases_file = tokenizer, str(staging / PHRASES_FILE)  # workers read it there
         scratch = staging / "counts"
         for number in range(1, cfg.phrases + 1):  # each pass reads the text as joined so far
@@ -229,10 +241,10 @@ def prepare(cfg: PrepareConfig) -> Summary:
             encode_pieces, tokenizer, vocab_key, str(parts), cfg.max_sentence_len
         )
         packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
-        sentences = oov = 0
+        kept_sentences = oov = 0
         for encoded in pool.map(encode, grouped(expand(pieces, pool.size)), "encoding"):
             _pack(packer, encoded)
-            sentences += encoded.sentences
+            kept_sentences += encoded.sentences
             oov += encoded.oov
         shards = packer.close()
         parts.rmdir()
@@ -247,10 +259,10 @@ def prepare(cfg: PrepareConfig) -> Summary:
             tokenizer=tokenizer.settings(phrases_file=str(out / PHRASES_FILE)),
             stats={
                 "files": len(files),
-                "paths": [str(f) for f in files],
+                "paths": [copies.get(f, str(f)) for f in files],
                 "bytes": sum({p.path: p.file_bytes for p in pieces}.values()),
                 **dataclasses.asdict(stats),
-                "sentences": sentences,
+                "sentences": kept_sentences,
                 "oov_dropped": oov,
                 "distinct_words": distinct_words,
                 "encoding": cfg.encoding,
