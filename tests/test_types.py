@@ -35,6 +35,8 @@ assert_type(wv.similar_by_key("king", None), torch.Tensor)
 assert_type(wv.similar_by_vector(wv["king"], topn=None), torch.Tensor)
 assert_type(wv.analogy("man", "king", "woman"), Top)
 assert_type(wv.to_embedding()[0], nn.Embedding)
+kv = WordVectors.load_word2vec_format("vectors.bin.gz", binary=True, limit=1000)
+assert_type(kv, WordVectors)
 
 
 class Scores(Callback):
@@ -43,6 +45,8 @@ class Scores(Callback):
 
 
 summary = prepare(["corpus.txt"], "shards", min_count=5)
+prepare(output="shards2", sentences=[["a", "b"], ("c",)], min_count=1)
+prepare(output="shards3", sentences=(line for line in open("corpus.txt")))
 result = train(data={"shards": "shards"}, train={"run_dir": "runs/a"}, callbacks=[Scores()])
 assert_type(result, TrainResult)
 assert_type(result.vectors, WordVectors)

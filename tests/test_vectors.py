@@ -261,3 +261,76 @@ def test_a_run_loads_its_first_rows(tmp_path: Path) -> None:
     assert wv.counts is not None and len(wv.counts) == 3
     with pytest.raises(UsageError, match="limit must be >= 1"):
         WordVectors.load(tmp_path / "run", limit=0)
+
+
+def _gensim_vectors() -> KeyedVectors:
+    kv = KeyedVectors(4)
+    words = ["the", "of", "café", "naïve", "x"]
+    kv.add_vectors(words, np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
+    for i, word in enumerate(words):
+        kv.set_vecattr(word, "count", 100 - i)
+    return kv
+
+
+@pytest.mark.parametrize("name, binary, header", [
+    ("v.bin", True, True), ("v.txt.gz", False, True), ("v.glove", False, False)])
+def test_gensims_load_and_save_word2vec_format_calls_run_unchanged(
+    tmp_path: Path, name: str, binary: bool, header: bool
+) -> None:
+    """Both ways, with gensim's arguments: counts through `fvocab`, GloVe's layout through
+    `write_header`/`no_header`, compression by the name."""
+    kv = _gensim_vectors()
+    path, counts = tmp_path / name, tmp_path / "counts.txt"
+    kv.save_word2vec_format(str(path), fvocab=str(counts), binary=binary, write_header=header)
+    wv = WordVectors.load_word2vec_format(path, fvocab=counts, binary=binary,
+                                          no_header=not header)
+    assert wv.index_to_key == kv.index_to_key and wv.counts.tolist() == [100, 99, 98, 97, 96]
+    np.testing.assert_array_equal(wv.vectors.numpy(), kv.vectors)
+
+    ours, our_counts = tmp_path / ("w-" + name), tmp_path / "w-counts.txt"
+    wv.save_word2vec_format(ours, fvocab=our_counts, binary=binary, write_header=header)
+    assert our_counts.read_bytes() == counts.read_bytes()
+    back = KeyedVectors.load_word2vec_format(str(ours), fvocab=str(our_counts), binary=binary,
+                                             no_header=not header)
+    assert back.index_to_key == kv.index_to_key
+    assert [back.get_vecattr(w, "count") for w in back.index_to_key] == [100, 99, 98, 97, 96]
+    np.testing.assert_array_equal(back.vectors, kv.vectors)
+    assert ours.read_bytes().startswith(b"\x1f\x8b") == name.endswith(".gz")  # by the name
+
+
+def test_no_header_reads_a_glove_file_whose_first_line_looks_like_one(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.txt"
+    path.write_text("1 2\n3 4\n")
+    wv = WordVectors.load_word2vec_format(path, no_header=True)
+    assert wv.index_to_key == ["1", "3"] and wv.vectors.tolist() == [[2.0], [4.0]]
+    with pytest.raises(UsageError, match="numbers.txt:2: expected a word and 2 values"):
+        WordVectors.load_word2vec_format(path)
+
+
+def test_load_word2vec_formats_decoding_as_gensims(tmp_path: Path) -> None:
+    kv = _gensim_vectors()
+    kv.save_word2vec_format(str(tmp_path / "v.txt"))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes((tmp_path / "v.txt").read_bytes().replace("café".encode(), b"caf\xe9"))
+    for options in ({"unicode_errors": "replace"}, {"unicode_errors": "ignore"},
+                    {"encoding": "latin-1"}):
+        words = WordVectors.load_word2vec_format(bad, **options).index_to_key
+        assert words == KeyedVectors.load_word2vec_format(str(bad), **options).index_to_key
+    assert "caf\ufffd" in WordVectors.load_word2vec_format(bad, unicode_errors="replace")
+    with pytest.raises(UsageError, match=r"bad.txt:4: not valid UTF-8"):
+        WordVectors.load_word2vec_format(bad)
+    with pytest.raises(UsageError, match="bad.txt: cannot decode its words: unknown encoding"):
+        WordVectors.load_word2vec_format(bad, encoding="klingon")
+    with pytest.raises(UsageError, match="unknown error handler name 'bogus'"):
+        WordVectors.load_word2vec_format(bad, unicode_errors="bogus")
+    with pytest.raises(UsageError, match=r"kept as float32 \(datatype float16 asked for\)"):
+        WordVectors.load_word2vec_format(bad, datatype=np.float16)
+    counts = tmp_path / "counts.txt"
+    counts.write_text("the 5\nof 4\n")
+    with pytest.raises(UsageError, match="counts.txt: no count for 3 of the 5 words, the first"
+                                         " 'café'"):
+        WordVectors.load_word2vec_format(tmp_path / "v.txt", fvocab=counts)
+    with pytest.raises(UsageError, match="these vectors hold no counts to write"):
+        WordVectors.load_word2vec_format(tmp_path / "v.txt").save_word2vec_format(
+            tmp_path / "out.txt", fvocab=tmp_path / "out-counts.txt")
+    assert not (tmp_path / "out.txt").exists()

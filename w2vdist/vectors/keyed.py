@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
 from w2vdist.vectors import word2vec as w2v
 from w2vdist.vectors.config import TABLES
@@ -105,6 +106,35 @@ class WordVectors(WordTable):
         w2v.write_word2vec(path, self.index_to_key, self.vectors,
                            binary=w2v.binary_format(path, binary))
 
+    @classmethod
+    def load_word2vec_format(
+        cls, fname: str | Path, fvocab: str | Path | None = None, binary: bool = False,
+        encoding: str = "utf8", unicode_errors: str = "strict", limit: int | None = None,
+        datatype: Any = np.float32, no_header: bool = False,
+    ) -> "WordVectors":
+        """gensim's `KeyedVectors.load_word2vec_format`, so that code written for it runs
+        unchanged: the format is read from the file (`binary` is not needed), `fvocab` (`word
+        count` lines, as `save_word2vec_format` or word2vec.c's -save-vocab writes them) gives
+        the counts; vectors stay float32."""
+        if np.dtype(datatype) != np.float32:
+            raise UsageError(f"{fname}: vectors are kept as float32 (datatype "
+                             f"{np.dtype(datatype)} asked for); convert `vectors` after loading")
+        words, matrix = w2v.read_vectors(fname, limit, no_header, (encoding, unicode_errors))
+        counts = None if fvocab is None else _counts_of(words, Path(fvocab))
+        return cls(words, matrix, counts=counts)
+
+    def save_word2vec_format(self, fname: str | Path, fvocab: str | Path | None = None,
+                             binary: bool = False, write_header: bool = True) -> None:
+        """gensim's `save_word2vec_format`: text unless `binary` (compressed by the name's
+        suffix), without the `V D` header if not `write_header` (GloVe's layout), and the
+        counts as `word count` lines into `fvocab`."""
+        if fvocab is not None and self.counts is None:
+            raise UsageError(f"{fvocab}: these vectors hold no counts to write (counts come "
+                             "with a run, or with load_word2vec_format's fvocab)")
+        w2v.write_word2vec(fname, self.index_to_key, self.vectors, binary, write_header)
+        if fvocab is not None and self.counts is not None:
+            w2v.write_counts(fvocab, self.index_to_key, self.counts.tolist())
+
     def get_vecattr(self, key: str | int, attr: str) -> int:
         """gensim's per-word attributes; vectors from a run (or gensim) hold `count`."""
         if attr != "count" or self.counts is None:
@@ -144,3 +174,14 @@ class WordVectors(WordTable):
     def _tokenizer(self) -> Tokenizer:
         """Built once: it may read a stopword file and load nltk or a stemmer."""
         return Tokenizer.from_settings(self.tokenizer)
+
+
+def _counts_of(words: list[str], path: Path) -> np.ndarray:
+    """Each word's count from a `word count` file, which must hold every word."""
+    given = Vocab.load(path)
+    counts = dict(zip(given.words, given.counts.tolist()))
+    missing = [w for w in words if w not in counts]
+    if missing:
+        raise UsageError(f"{path}: no count for {len(missing):,} of the {len(words):,} words, "
+                         f"the first {missing[0]!r}")
+    return np.array([counts[w] for w in words], dtype=np.int64)

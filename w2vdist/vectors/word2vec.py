@@ -13,6 +13,7 @@ content, written by their name's suffix. `keyed.WordVectors` reads all of these 
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import re
@@ -34,6 +35,8 @@ _CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked
 _READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
 _WRITE_ROWS = 4096  # rows formatted per write: bounds the memory of one write call
+Codec = tuple[str, str]  # (encoding, errors) that words are decoded with
+UTF8: Codec = ("UTF-8", "strict")
 
 
 def unwritable_rows(words: Sequence[str]) -> list[int]:
@@ -42,9 +45,11 @@ def unwritable_rows(words: Sequence[str]) -> list[int]:
 
 
 def write_word2vec(
-    path: str | Path, words: Sequence[str], matrix: torch.Tensor | np.ndarray, binary: bool
+    path: str | Path, words: Sequence[str], matrix: torch.Tensor | np.ndarray, binary: bool,
+    header: bool = True,
 ) -> None:
-    """Write `matrix` (row i is `words[i]`) atomically in word2vec text or binary format."""
+    """Write `matrix` (row i is `words[i]`) atomically in word2vec text or binary format
+    (without `header`: GloVe's layout)."""
     path = Path(path)
     array = _as_float32(matrix)
     if array.ndim != 2 or array.shape[0] != len(words):
@@ -58,7 +63,8 @@ def write_word2vec(
         )
     check_writable(path)
     with atomic_file(path) as out, filetypes.compressing(out, path.name) as f:
-        f.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
+        if header:
+            f.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
         for start in range(0, len(words), _WRITE_ROWS):
             rows = array[start : start + _WRITE_ROWS]
             chunk = words[start : start + _WRITE_ROWS]
@@ -78,9 +84,10 @@ def write_counts(path: str | Path, words: Sequence[str], counts: Sequence[int]) 
         f.write("".join(f"{w} {int(c)}\n" for w, c in zip(words, counts)).encode())
 
 
-def read_word2vec(path: str | Path, limit: int | None = None) -> tuple[list[str], torch.Tensor]:
+def read_word2vec(path: str | Path, limit: int | None = None, codec: Codec = UTF8,
+                  ) -> tuple[list[str], torch.Tensor]:
     """(words, float32 matrix [V, D]) from a word2vec text or binary file (detected), only its
-    first `limit` vectors if given (gensim's `limit`)."""
+    first `limit` vectors if given (gensim's `limit`), words decoded by `codec`."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: word2vec file not found")
@@ -102,28 +109,36 @@ def read_word2vec(path: str | Path, limit: int | None = None) -> tuple[list[str]
     array = np.empty((rows if checked else _first_rows(dim, rows), dim), dtype=np.float32)
     with _opened(path) as (f, _):
         f.readline()
-        words, array = (_read_binary(path, f, array, rows, size) if binary
-                        else _read_text(path, f, array, rows, rows == size))
+        words, array = (_read_binary(path, f, array, rows, size, codec) if binary
+                        else _read_text(path, f, array, rows, rows == size, codec))
     return words, torch.from_numpy(array)
 
 
-def read_vectors(path: str | Path, limit: int | None = None) -> tuple[list[str], torch.Tensor]:
+def read_vectors(path: str | Path, limit: int | None = None, no_header: bool = False,
+                 codec: Codec = UTF8) -> tuple[list[str], torch.Tensor]:
     """(words, matrix) from a word2vec text/binary or fastText `.vec` file (a `V D` header),
-    or a GloVe-style text file (no header: every line a word and its values), compressed or
-    not; only the first `limit` vectors if given."""
+    or a GloVe-style text file (no header: every line a word and its values; taken as one
+    with `no_header`), compressed or not; only the first `limit` vectors if given; words
+    decoded by `codec` (gensim's `encoding` and `unicode_errors`)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: vectors file not found")
     if limit is not None and limit < 1:
         raise UsageError(f"{path}: limit must be >= 1 (got {limit})")
+    try:  # checked now, and named as messages will name it ("UTF-8", from "utf8" too)
+        codecs.lookup_error(codec[1])
+        codec = (codecs.lookup(codec[0]).name.upper(), codec[1])
+    except LookupError as exc:
+        raise UsageError(f"{path}: cannot decode its words: {exc}") from None
     with _opened(path) as (f, _):
         first = f.readline(_TEXT_PROBE)
-    if len(first.split()) == 2 and all(p.isdigit() for p in first.split()):
-        return read_word2vec(path, limit)
-    return read_glove(path, limit)
+    if not no_header and len(first.split()) == 2 and all(p.isdigit() for p in first.split()):
+        return read_word2vec(path, limit, codec)
+    return read_glove(path, limit, codec)
 
 
-def read_glove(path: str | Path, limit: int | None = None) -> tuple[list[str], torch.Tensor]:
+def read_glove(path: str | Path, limit: int | None = None, codec: Codec = UTF8,
+               ) -> tuple[list[str], torch.Tensor]:
     """GloVe's text layout: `word v1 ... vD` per line, no header, D from the first line."""
     path = Path(path)
     with _opened(path) as (f, _):
@@ -138,7 +153,7 @@ def read_glove(path: str | Path, limit: int | None = None) -> tuple[list[str], t
                          f"GloVe line 'word v1 ... vD', got {first[:80]!r}")
     array = np.empty((_first_rows(dim, limit), dim), dtype=np.float32)
     with _opened(path) as (f, _):
-        words, array = _read_text(path, f, array, None, limit is None, 1, limit)
+        words, array = _read_text(path, f, array, None, limit is None, codec, 1, limit)
     return words, torch.from_numpy(array)
 
 
@@ -226,7 +241,8 @@ def _resized(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _read_text(path: Path, f: BufferedFile, array: np.ndarray, rows: int | None, whole: bool,
-               first_line: int = 2, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+               codec: Codec, first_line: int = 2, limit: int | None = None,
+               ) -> tuple[list[str], np.ndarray]:
     """`rows` text records (None: up to a blank line or the end, at most `limit`) into
     `array`, grown as they come; with `whole`, nothing may follow them."""
     words: list[str] = []
@@ -241,9 +257,9 @@ def _read_text(path: Path, f: BufferedFile, array: np.ndarray, rows: int | None,
         if not raw:
             raise UsageError(f"{path}:{lineno}: file ends after {row} of {rows} vectors")
         try:
-            word, _, rest = raw.decode("utf-8").rstrip("\r\n").partition(" ")
+            word, _, rest = raw.decode(*codec).rstrip("\r\n").partition(" ")
         except UnicodeDecodeError:
-            raise UsageError(f"{path}:{lineno}: not valid UTF-8") from None
+            raise UsageError(f"{path}:{lineno}: not valid {codec[0]}") from None
         values = rest.split()
         if not word or len(values) != dim:
             raise UsageError(f"{path}:{lineno}: expected a word and {dim} values, got {raw[:80]!r}")
@@ -263,7 +279,7 @@ def _read_text(path: Path, f: BufferedFile, array: np.ndarray, rows: int | None,
 
 
 def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, size: int,
-                 ) -> tuple[list[str], np.ndarray]:
+                 codec: Codec) -> tuple[list[str], np.ndarray]:
     """The first `rows` of the header's `size` binary records into `array`, grown as they
     come, parsed from blocks of the file; when they are all, nothing may follow them."""
     dim = array.shape[1]
@@ -283,10 +299,10 @@ def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, size
                                  "(truncated?)")
             data, pos = data[pos:] + block, 0
         try:
-            word = data[pos:space].decode("utf-8")
+            word = data[pos:space].decode(*codec)
         except UnicodeDecodeError:
-            raise UsageError(f"{path}: record {row + 1} of {size}: word is not valid UTF-8"
-                             ) from None
+            raise UsageError(f"{path}: record {row + 1} of {size}: word is not valid "
+                             f"{codec[0]}") from None
         if not word:
             raise UsageError(f"{path}: record {row + 1} of {size}: empty word")
         if row == len(array):
