@@ -109,7 +109,8 @@ def test_help_documents_the_word_rule(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_bad_sources_and_targets_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "v.txt")]) == 2
-    assert "nope: not a run directory" in capsys.readouterr().err
+    assert "nope: no such run directory, checkpoint folder or vectors file" in \
+        capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert cli.main(["export", str(tmp_path / "empty"), "-o", str(tmp_path / "v.txt")]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
@@ -128,3 +129,32 @@ def test_export_replaces_an_existing_file_whole(tmp_path: Path) -> None:
     assert lines[0] == f"{len(WORDS)} 3" and len(lines) == len(WORDS) + 1
     first = torch.tensor([float(x) for x in lines[1].split()[1:]], dtype=torch.float32)
     assert lines[1].split()[0] == WORDS[0] and torch.equal(first, inp[0])
+
+
+def test_a_vectors_file_is_converted_as_gensim_would_read_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GloVe text to word2vec binary, compressed (gensim's glove2word2vec and a save)."""
+    vectors = torch.randn(len(WORDS), 4, generator=torch.Generator().manual_seed(3))
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} " + " ".join(f"{x:.9g}" for x in row) + "\n"
+                             for w, row in zip(WORDS, vectors.tolist())), encoding="utf-8")
+    out = tmp_path / "v.bin.gz"
+    assert cli.main(["export", str(glove), "-o", str(out), "--limit", "3"]) == 0
+    assert f"wrote 3 x 4 input vectors to {out} (binary)" in capsys.readouterr().out
+    kv = KeyedVectors.load_word2vec_format(str(out), binary=True)
+    assert kv.index_to_key == WORDS[:3]
+    np.testing.assert_array_equal(kv.vectors, vectors[:3].numpy())
+    meta = json.loads(export.sidecar(out).read_text())
+    assert meta["converted_from"] == str(glove) and meta["words"] == 3 and meta["spec"] == {}
+
+    assert cli.main(["export", str(glove), "-o", str(tmp_path / "c.txt"), "--counts",
+                     str(tmp_path / "counts.txt")]) == 2
+    assert "glove.txt: a vectors file carries no counts for --counts" in capsys.readouterr().err
+    assert cli.main(["export", str(glove), "-o", str(tmp_path / "o.txt"), "--table",
+                     "output"]) == 2
+    assert "a vectors file holds one table" in capsys.readouterr().err
+    assert cli.main(["export", str(glove), "-o", str(glove)]) == 2
+    assert "the vectors file to convert; write to another name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["glove.txt", "v.bin.gz",
+                                                          "v.bin.gz.json"]

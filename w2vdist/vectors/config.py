@@ -52,10 +52,11 @@ class EvalCommand:
 
 @dataclass
 class ExportCommand:
-    """`w2vdist export RUN -o OUT`."""
+    """`w2vdist export SOURCE -o OUT`."""
 
-    source: str = setting("", "run directory or checkpoint folder", positional=True,
-                          metavar="RUN_DIR_OR_CHECKPOINT")
+    source: str = setting("", "run directory or checkpoint folder, or a vectors file to "
+                          "convert (word2vec text or binary, fastText .vec, GloVe; compressed "
+                          "or not)", positional=True, metavar="SOURCE")
     output: str = setting("", "vectors file to write (required)", short="-o", metavar="OUT")
     format: str | None = setting(None, "word2vec format (default: by OUT's extension, .bin "
                                  "binary, else text)", choices=("text", "binary"))

@@ -1,6 +1,8 @@
 """Write a run's trained vectors in word2vec text or binary format (gensim, word2vec.c).
 
-The source is a run directory (its newest complete checkpoint) or one checkpoint folder. The
+The source is a run directory (its newest complete checkpoint) or one checkpoint folder, or a
+vectors file in any format `WordVectors.load` reads (GloVe to word2vec binary, text to
+binary, compressing: gensim's glove2word2vec and more). The
 file starts with the header `V D` and holds the words most frequent first (--limit N: only the
 first N); --table picks the input vectors (the usual word vectors), the output (context)
 vectors or their average. With --counts, a `word count` file like word2vec.c's -save-vocab is
@@ -45,29 +47,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     cmd = settings.from_args(ExportCommand, args)
     source, out = Path(cmd.source), Path(cmd.output)
-    if not source.is_dir():
-        raise UsageError(f"{source}: not a run directory or checkpoint folder")
+    if not source.exists():
+        raise UsageError(f"{source}: no such run directory, checkpoint folder or vectors file")
     counts_path = Path(cmd.counts) if cmd.counts else None
     for path in (out, counts_path):
         if path is not None:
             vec.check_writable(path)
     if counts_path is not None and counts_path.resolve() == out.resolve():
         raise UsageError(f"{counts_path}: --counts must differ from the vectors file")
-    wv = WordVectors.load(source, cmd.table, cmd.limit)
+    if source.is_file() and source.resolve() == out.resolve():
+        raise UsageError(f"{out}: the vectors file to convert; write to another name")
     binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
+    wv = WordVectors.load(source, cmd.table, cmd.limit)
+    if counts_path is not None and wv.counts is None:
+        raise UsageError(f"{source}: a vectors file carries no counts for --counts (a run "
+                         "does)")
     words, matrix = wv.index_to_key, wv.vectors
-    assert wv.counts is not None  # a run's vectors come with its corpus counts
-    counts = wv.counts.tolist()
+    counts = None if wv.counts is None else wv.counts.tolist()
     bad = vec.unwritable_rows(words)
     if bad and cmd.skip_unwritable:
         keep = sorted(set(range(len(words))) - set(bad))
-        words, counts, matrix = [words[i] for i in keep], [counts[i] for i in keep], matrix[keep]
+        words, matrix = [words[i] for i in keep], matrix[keep]
+        counts = counts and [counts[i] for i in keep]
         first = f"{wv.index_to_key[bad[0]]!r} (row {bad[0]})"
         print(f"w2vdist: left out {len(bad)} unwritable word(s), first {first}", file=sys.stderr)
     vec.write_word2vec(out, words, matrix, binary=binary)
-    if counts_path is not None:
+    if counts_path is not None and counts is not None:
         vec.write_counts(counts_path, words, counts)
-    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source), len(words)))
+    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source), len(words),
+                                      None if source.is_dir() else source))
     kind = "binary" if binary else "text"
     print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({kind}), "
           f"settings in {sidecar(out)}")
@@ -77,7 +85,7 @@ def command(args: argparse.Namespace) -> int:
 def _scores(source: Path) -> dict[str, float]:
     """The newest eval scores a run logged (its metrics.jsonl), if any."""
     path = source / "metrics.jsonl"
-    if not path.is_file():
+    if not source.is_dir() or not path.is_file():
         return {}
     found: dict[str, float] = {}
     for line in path.read_text().splitlines():
@@ -93,9 +101,10 @@ def sidecar(path: Path) -> Path:
 
 
 def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = None,
-             words: int | None = None) -> str:
+             words: int | None = None, converted: Path | None = None) -> str:
     """The JSON an export writes beside the vectors: how they were made (`words`: how many
-    were written, when fewer than the vectors hold)."""
+    were written, when fewer than the vectors hold; `converted`: the vectors file they came
+    from, which says no more)."""
     from w2vdist import __version__
 
     return json.dumps({
@@ -106,4 +115,5 @@ def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = N
         "tokenizer": vectors.tokenizer,
         "spec": vectors.spec,
         "scores": scores or {},
+        **({"converted_from": str(converted.absolute())} if converted else {}),
     }, indent=2) + "\n"
