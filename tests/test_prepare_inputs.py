@@ -357,8 +357,9 @@ def test_parquet_without_pyarrow_names_the_extra(
 
 def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     """benchmarks/prepare_formats.py (which fails unless every format gives the text's shards),
-    benchmarks/prepare_speed.sh and benchmarks/prepare_passes.py, on a small corpus, and
-    benchmarks/prepare_files.py on files of its own."""
+    benchmarks/prepare_speed.sh, benchmarks/prepare_passes.py and
+    benchmarks/prepare_sentences.py (which fails unless every way gives the file's shards), on
+    a small corpus, and benchmarks/prepare_files.py on files of its own."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(random_corpus(7, 3000), encoding="utf-8")
     root = Path(__file__).resolve().parents[1]
@@ -377,6 +378,9 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     [run] = json.loads(report.read_text())
     assert [p["pass"] for p in run["passes"]] == ["phrases 1/1", "counting"]
     assert run["wall_s"] > 0 and run["main_cpu_s"] > 0 and run["workers_cpu_s"] >= 0
+    done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_sentences.py", corpus,
+                           "--repeats", "1"], check=True, capture_output=True, text=True)
+    assert "every way gave the file's shards" in done.stdout and "tokens " in done.stdout
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_files.py", "--files",
                            "300", "--latency-ms", "1"], check=True, capture_output=True, text=True)
     assert done.stdout.startswith("prepare_files: 300 files, 1 ms a call: find "), done.stdout
