@@ -334,3 +334,34 @@ def test_load_word2vec_formats_decoding_as_gensims(tmp_path: Path) -> None:
         WordVectors.load_word2vec_format(tmp_path / "v.txt").save_word2vec_format(
             tmp_path / "out.txt", fvocab=tmp_path / "out-counts.txt")
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_text_is_parsed_in_blocks_as_a_line_at_a_time_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of records go through numpy's C reader: the values of any spelling Python's
+    float reads (tabs, runs of spaces, word2vec.c's trailing space, CRLF, inf and nan), and
+    a bad record is still named by its line, in any block."""
+    monkeypatch.setattr(vectors, "_TEXT_ROWS", 7)
+    rng = np.random.default_rng(0)
+    spellings = ["1e-30", "-3.4e38", "nan", "-inf", "+1.5", "1.", ".5", "1E5", "-0", "1_000"]
+    lines = []
+    for i in range(50):
+        values = [spellings[j] for j in rng.integers(0, len(spellings), 3)]
+        values.append(f"{rng.standard_normal():.6f}")
+        lines.append(f"w{i} " + ["  ", "\t", " "][i % 3].join(values) + [" \r\n", "\n"][i % 2])
+    path = tmp_path / "v.txt"
+    path.write_text("50 4\n" + "".join(lines), encoding="utf-8", newline="")
+    words, read = vectors.read_word2vec(path)
+    expected = [[float(v) for v in line.split()[1:]] for line in lines]
+    assert words == [f"w{i}" for i in range(50)]
+    np.testing.assert_array_equal(read.numpy(), np.array(expected, dtype=np.float32))
+    np.testing.assert_array_equal(WordVectors.load(path, limit=10).vectors, read[:10])  # nan
+    lines[30] = "w30 1 2 3 x\n"
+    path.write_text("50 4\n" + "".join(lines), encoding="utf-8", newline="")
+    with pytest.raises(UsageError, match=r"v.txt:32: a value of 'w30' is not a number"):
+        vectors.read_word2vec(path)
+    lines[30] = "w30 1 2 3\n"
+    path.write_text("50 4\n" + "".join(lines), encoding="utf-8", newline="")
+    with pytest.raises(UsageError, match=r"v.txt:32: expected a word and 4 values"):
+        vectors.read_word2vec(path)

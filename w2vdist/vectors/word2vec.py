@@ -17,6 +17,7 @@ import codecs
 import io
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ _NUMBER_BYTES = frozenset(b"0123456789+-.eEinfatyINFATY \t\r\n")
 _CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked first
 _READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
+_TEXT_ROWS = 2048  # text records parsed at a time
 _WRITE_ROWS = 4096  # rows formatted per write: bounds the memory of one write call
 Codec = tuple[str, str]  # (encoding, errors) that words are decoded with
 UTF8: Codec = ("UTF-8", "strict")
@@ -244,38 +246,72 @@ def _read_text(path: Path, f: BufferedFile, array: np.ndarray, rows: int | None,
                codec: Codec, first_line: int = 2, limit: int | None = None,
                ) -> tuple[list[str], np.ndarray]:
     """`rows` text records (None: up to a blank line or the end, at most `limit`) into
-    `array`, grown as they come; with `whole`, nothing may follow them."""
+    `array`, grown as they come, parsed `_TEXT_ROWS` at a time; with `whole`, nothing may
+    follow them."""
     words: list[str] = []
-    dim = array.shape[1]
     most = rows if rows is not None else limit
-    row = 0
-    while most is None or row < most:
-        lineno = row + first_line
-        raw = f.readline()
-        if rows is None and not raw.strip():
+    row, ended = 0, False
+    while not ended and (most is None or row < most):
+        lines: list[bytes] = []
+        while len(lines) < (_TEXT_ROWS if most is None else min(_TEXT_ROWS, most - row)):
+            raw = f.readline()
+            if rows is None and not raw.strip():
+                ended = True
+                break
+            if not raw:
+                raise UsageError(f"{path}:{row + len(lines) + first_line}: file ends after "
+                                 f"{row + len(lines)} of {rows} vectors")
+            lines.append(raw)
+        if not lines:
             break
-        if not raw:
-            raise UsageError(f"{path}:{lineno}: file ends after {row} of {rows} vectors")
-        try:
-            word, _, rest = raw.decode(*codec).rstrip("\r\n").partition(" ")
-        except UnicodeDecodeError:
-            raise UsageError(f"{path}:{lineno}: not valid {codec[0]}") from None
-        values = rest.split()
-        if not word or len(values) != dim:
-            raise UsageError(f"{path}:{lineno}: expected a word and {dim} values, got {raw[:80]!r}")
-        if row == len(array):
-            array = _resized(array, 2 * row if most is None else min(2 * row, most))
-        try:
-            array[row] = np.asarray(values, dtype=np.float32)
-        except ValueError:
-            raise UsageError(f"{path}:{lineno}: a value of {word!r} is not a number") from None
-        words.append(word)
-        row += 1
+        block_words, values = _text_records(path, lines, row + first_line, array.shape[1], codec)
+        while row + len(lines) > len(array):
+            grown = max(2 * len(array), row + len(lines))
+            array = _resized(array, grown if most is None else min(grown, most))
+        array[row : row + len(lines)] = values
+        words += block_words
+        row += len(lines)
     if whole and not _rest_is_blank(f, b""):
         where = f"{path}:{row + first_line}"
         raise UsageError(f"{where}: more records than the header's {rows}" if rows is not None
                          else f"{where}: a blank line before more vectors")
     return words, array if row == len(array) else _resized(array, row)
+
+
+def _text_records(path: Path, lines: list[bytes], first: int, dim: int, codec: Codec,
+                  ) -> tuple[list[str], np.ndarray]:
+    """Text records (`lines`, the first on line `first`) as words and a float32 block: the
+    values parsed by numpy's C reader in one call (twice as fast as a line at a time), or,
+    where it fails, a line at a time, naming the first bad line."""
+    words, rests = [], []
+    for lineno, raw in enumerate(lines, first):
+        try:
+            word, _, rest = raw.decode(*codec).rstrip("\r\n").partition(" ")
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}:{lineno}: not valid {codec[0]}") from None
+        if not word:
+            raise UsageError(f"{path}:{lineno}: expected a word and {dim} values, got {raw[:80]!r}")
+        words.append(word)
+        rests.append(rest)
+    try:
+        with warnings.catch_warnings():  # "input contained no data": the shape tells
+            warnings.simplefilter("ignore")
+            values = np.loadtxt(rests, dtype=np.float32, comments=None, ndmin=2)
+        if values.shape == (len(lines), dim):
+            return words, values
+    except ValueError:
+        pass
+    values = np.empty((len(lines), dim), dtype=np.float32)
+    for i, (lineno, word, rest) in enumerate(zip(range(first, first + len(lines)), words, rests)):
+        parts = rest.split()
+        if len(parts) != dim:
+            raise UsageError(f"{path}:{lineno}: expected a word and {dim} values, got "
+                             f"{lines[i][:80]!r}")
+        try:
+            values[i] = np.asarray(parts, dtype=np.float32)
+        except ValueError:
+            raise UsageError(f"{path}:{lineno}: a value of {word!r} is not a number") from None
+    return words, values
 
 
 def _read_binary(path: Path, f: BufferedFile, array: np.ndarray, rows: int, size: int,
