@@ -59,9 +59,9 @@ def test_batch_synchronous_steps_default_to_a_safe_size_and_warn_beyond_it():
     """`exact` multiplies the step by the rank count: its default keeps the global step at the
     largest measured safe size, and a larger step asked for is warned about."""
     exact = Config(sync=SyncConfig(strategy="exact"), train=TrainConfig(backend="torch"))
-    sizes = [batch_words(exact, w) for w in (1, 2, 4, 16, 32, 512)]
+    sizes = [batch_words(exact, w, 10**12) for w in (1, 2, 4, 16, 32, 512)]
     assert sizes == [4096, 4096, 4096, 4096, SYNC_STEP_WORDS // 32, 256]
-    at_32 = dataclasses.replace(exact, optim=OptimConfig(batch_words=batch_words(exact, 32)))
+    at_32 = dataclasses.replace(exact, optim=OptimConfig(batch_words=batch_words(exact, 32, 10**12)))
     assert batch_warning(at_32, global_step_words(at_32, 32)) is None
     big = dataclasses.replace(exact, optim=OptimConfig(batch_words=SYNC_STEP_WORDS))
     assert batch_warning(big, global_step_words(big, 1)) is None

@@ -21,6 +21,8 @@ from w2vdist.training.sync import LocalSync, resolved
 
 WORKER = Path(__file__).with_name("sync_worker.py")
 
+BIG = 10**12  # corpus tokens: a corpus too large to cut the default step
+
 
 def _torchrun(
     nproc: int, strategy: str, out: Path, curvature_weight: float = 0.1, every_steps: int = 3,
@@ -223,20 +225,34 @@ def test_compiled_kernel_steps_shrink_with_ranks_so_hot_rows_merge_often():
     cfg = Config(sync=SyncConfig(strategy="local"), train=TrainConfig(backend="cpu-kernel"))
     # One process has nothing to merge; N ranks take 16k words a step between them, so that
     # the hot rows merge every 16k words over all ranks.
-    assert [batch_words(cfg, w) for w in (1, 2, 4, 8, 16)] == [65536, 8192, 4096, 2048, 1024]
-    assert batch_words(cfg, 128) == 1024
+    assert [batch_words(cfg, w, BIG) for w in (1, 2, 4, 8, 16)] == [65536, 8192, 4096, 2048, 1024]
+    assert batch_words(cfg, 128, BIG) == 1024
     torch_cfg = dataclasses.replace(cfg, train=TrainConfig(backend="torch"))
-    assert batch_words(torch_cfg, 8) == 4096
+    assert batch_words(torch_cfg, 8, BIG) == 4096
 
 
 def test_gpu_steps_shrink_with_ranks_down_to_what_fills_a_gpu():
     """One GPU takes 262,144 words a step; N GPUs under `local` share 524,288, each at least
     16,384 (the ranks' tables drift apart for a whole step: BENCHMARKS.md)."""
     cfg = Config(sync=SyncConfig(strategy="local"), train=TrainConfig(backend="triton"))
-    assert [batch_words(cfg, w) for w in (1, 2, 4, 8, 16, 32, 64)] == [
+    assert [batch_words(cfg, w, BIG) for w in (1, 2, 4, 8, 16, 32, 64)] == [
         262144, 262144, 131072, 65536, 32768, 16384, 16384]
     chosen = dataclasses.replace(cfg, optim=OptimConfig(batch_words=1 << 20))
-    assert batch_words(chosen, 8) == 1 << 20
+    assert batch_words(chosen, 8, BIG) == 1 << 20
+
+
+def test_a_small_corpus_gets_steps_of_a_32nd_of_it():
+    """A default step larger than 1/32 of the corpus would make an "epoch" train up to a step
+    more than the corpus (a 100,000-word corpus in one GPU's 262,144-word steps: 2.6 passes);
+    a step asked for is kept."""
+    gpu = Config(sync=SyncConfig(strategy="local"), train=TrainConfig(backend="triton"))
+    assert batch_words(gpu, 1, 100_000) == 3125 and batch_words(gpu, 4, 100_000) == 781
+    assert batch_words(gpu, 1, 32 * (1 << 18)) == 1 << 18
+    assert batch_words(gpu, 8, 1000) == 256  # at least 256 words a rank
+    kernel = dataclasses.replace(gpu, train=TrainConfig(backend="cpu-kernel"))
+    assert batch_words(kernel, 1, 1_000_000) == 31_250
+    chosen = dataclasses.replace(gpu, optim=OptimConfig(batch_words=1 << 18))
+    assert batch_words(chosen, 1, 100_000) == 1 << 18
 
 
 def test_local_merges_send_only_the_rows_some_rank_changed(tmp_path):

@@ -67,7 +67,7 @@ class OptimConfig:
     alpha: float = setting(0.0, "starting learning rate (0: the backend's; see README)")
     min_alpha_ratio: float = setting(1e-4, "final learning rate as a share of alpha")
     batch_words: int = setting(0, "raw words per rank per step, on average (0: the "
-                               "backend's default, see README)")
+                               "backend's default, see README, at most 1/32 of the corpus)")
     damping: float = setting(-1.0, "torch, triton: bounds the step of rows a batch (a GPU's "
                              "programs at once) updates many times (see sgns.apply, "
                              "crowd.Damping; -1: 0.3 for triton with share_negatives chunk, "

@@ -224,7 +224,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
     cfg = _replace(cfg, "data", loader_workers=loader_workers(cfg.data.loader_workers,
                                                               world.device))
-    cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size))
+    cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size,
+                                                                  corpus.tokens))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
                    damping=backends.damping(cfg))
     plan = Plan.build(corpus.tokens, rank_tokens,

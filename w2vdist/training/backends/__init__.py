@@ -112,6 +112,11 @@ GPU_STEP_WORDS_MIN = 1 << 14
 # (`alpha`): 0.4 points below on the benchmark setting, 0.6 at dim 200, window 8, negative 10,
 # sample 1e-5 (BENCHMARKS.md, two seeds or more each); `exact` defaults to it.
 SYNC_STEP_WORDS = 65_536
+# A corpus smaller than this many default steps gets steps of 1/EPOCH_STEPS_MIN of it (at
+# least SMALL_STEP_WORDS a rank): an epoch then overshoots the corpus by under 1/32 of it,
+# where a 100,000-word corpus in 262,144-word steps trained 2.6 passes an "epoch".
+EPOCH_STEPS_MIN = 32
+SMALL_STEP_WORDS = 256
 
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels (cpu-kernel, and
@@ -185,11 +190,17 @@ def _log_linear(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
     return y0 + share * (y1 - y0)
 
 
-def batch_words(cfg: Config, world_size: int) -> int:
-    """`optim.batch_words` for the (chosen) backend and world; 0 means the backend's default,
-    which shrinks with the ranks that share a merge (`local`) or one update (`exact`)."""
+def batch_words(cfg: Config, world_size: int, corpus_tokens: int) -> int:
+    """`optim.batch_words` for the (chosen) backend, world and corpus; 0 means the backend's
+    default, which shrinks with the ranks that share a merge (`local`) or one update
+    (`exact`), and for a corpus of fewer than EPOCH_STEPS_MIN such steps."""
     if cfg.optim.batch_words:
         return cfg.optim.batch_words
+    small = max(SMALL_STEP_WORDS, corpus_tokens // (EPOCH_STEPS_MIN * world_size))
+    return min(small, _backend_words(cfg, world_size))
+
+
+def _backend_words(cfg: Config, world_size: int) -> int:
     backend = cfg.train.backend
     words = DEFAULT_BATCH_WORDS[backend]
     if backend == "cpu-kernel":
