@@ -365,3 +365,16 @@ def test_text_is_parsed_in_blocks_as_a_line_at_a_time_would(
     path.write_text("50 4\n" + "".join(lines), encoding="utf-8", newline="")
     with pytest.raises(UsageError, match=r"v.txt:32: expected a word and 4 values"):
         vectors.read_word2vec(path)
+
+
+def test_a_repeated_word_keeps_its_first_vector_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "dup.txt"
+    path.write_text("4 2\nab 1 2\nc 5 6\nab 3 4\nc 7 8\n", encoding="utf-8")
+    wv = WordVectors.load(path)
+    assert wv.index_to_key == ["ab", "c"] and wv.vectors.tolist() == [[1, 2], [5, 6]]
+    assert "dup.txt: 2 repeated word(s), the first 'ab': each keeps its first vector" in \
+        caplog.text
+    assert wv.most_similar("ab", topn=5) == [("c", pytest.approx(wv.similarity("ab", "c")))]
+    assert KeyedVectors.load_word2vec_format(str(path)).get_index("ab") == 0  # gensim's too

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import logging
 import os
 import re
 import warnings
@@ -37,6 +38,7 @@ _READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
 _TEXT_PROBE = 1 << 16  # bytes allowed for the word when probing the first line
 _TEXT_ROWS = 2048  # text records parsed at a time
 _WRITE_ROWS = 4096  # rows formatted per write: bounds the memory of one write call
+_log = logging.getLogger(__name__)
 Codec = tuple[str, str]  # (encoding, errors) that words are decoded with
 UTF8: Codec = ("UTF-8", "strict")
 
@@ -135,8 +137,23 @@ def read_vectors(path: str | Path, limit: int | None = None, no_header: bool = F
     with _opened(path) as (f, _):
         first = f.readline(_TEXT_PROBE)
     if not no_header and len(first.split()) == 2 and all(p.isdigit() for p in first.split()):
-        return read_word2vec(path, limit, codec)
-    return read_glove(path, limit, codec)
+        return _first_of_each(path, *read_word2vec(path, limit, codec))
+    return _first_of_each(path, *read_glove(path, limit, codec))
+
+
+def _first_of_each(path: Path, words: list[str], matrix: torch.Tensor,
+                   ) -> tuple[list[str], torch.Tensor]:
+    """Each word's first vector only, as gensim's lookups see them: a file may repeat a word
+    (some published files do, and decoding with unicode_errors 'ignore' can make two words
+    one), and queries would otherwise answer it twice."""
+    first = dict(zip(reversed(words), range(len(words) - 1, -1, -1)))
+    if len(first) == len(words):
+        return words, matrix
+    keep = sorted(first.values())
+    again = next(w for i, w in enumerate(words) if first[w] != i)
+    _log.warning(f"{path}: {len(words) - len(keep):,} repeated word(s), the first {again!r}: "
+                 "each keeps its first vector")
+    return [words[i] for i in keep], matrix[keep]
 
 
 def read_glove(path: str | Path, limit: int | None = None, codec: Codec = UTF8,
