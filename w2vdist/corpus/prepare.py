@@ -207,7 +207,7 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
     with contextlib.ExitStack() as stack:
         staging = stack.enter_context(atomic_path(out, directory=True))
         copies = stack.enter_context(copied(staging, cfg.inputs, sentences))
-        files += copies
+        files += list(copies)  # read after the files named
         pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
         # A compressed file is read in blocks by every worker (`expand`): all of them are
         # used; otherwise no more than there are tasks (many small files share one).
