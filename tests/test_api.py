@@ -164,6 +164,70 @@ def test_the_rest_of_the_keyedvectors_surface_answers_as_gensim(trained):
         wv.most_similar_cosmul(negative=["w1"])
 
 
+@pytest.mark.filterwarnings("ignore:Adding single vectors")
+def test_changing_the_table_as_gensim_does(trained):
+    """add_vectors / add_vector / item assignment / unit_normalize_all /
+    sort_by_descending_frequency on a run's vectors and on gensim's copy give the same words
+    and vectors; the output table and counts follow, and queries see the change."""
+    wv = WordVectors.load(trained.checkpoint)
+    kv = wv.to_gensim()
+    rng = np.random.default_rng(2)
+    new = rng.standard_normal((3, wv.vector_size)).astype(np.float32)
+    size = len(wv)
+
+    def same() -> None:
+        assert wv.index_to_key == kv.index_to_key and wv.key_to_index == kv.key_to_index
+        np.testing.assert_allclose(wv.vectors.numpy(), kv.vectors, rtol=1e-6)
+        assert len(wv.output) == len(wv.counts) == len(wv)
+
+    for table in (wv, kv):  # "w1" is present: kept, unless replaced
+        table.add_vectors(["new-a", "w1", "new-b"], new)
+    same()
+    assert wv.counts[-2:].tolist() == [0, 0] and not wv.output[size:].any()
+    assert wv.most_similar(positive=[new[0]], topn=1)[0][0] == "new-a"  # caches forgotten
+    for table in (wv, kv):
+        table["w1"] = new[2]  # replaced
+        table[["w2", "new-c"]] = new[:2]
+    same()
+    np.testing.assert_array_equal(wv["w2"].numpy(), new[0])
+    assert wv.add_vector("new-d", new[1]) == kv.add_vector("new-d", new[1]) == size + 3
+    same()
+    wv.add_vectors(["new-e", "w3"], new[:2], extras={"count": [7, 5]}, replace=True)
+    assert wv.get_vecattr("new-e", "count") == 7 and wv.get_vecattr("w3", "count") == 5
+    wv.set_vecattr("new-a", "count", 10**9)
+    for word in wv.index_to_key[size:]:
+        kv.add_vectors([word], [wv[word].numpy()])
+        kv.set_vecattr(word, "count", wv.get_vecattr(word, "count"))
+    kv.add_vectors(["w3"], [new[1]], replace=True)
+    kv.set_vecattr("w3", "count", 5)
+    # ties keep their order (gensim's put the later first); the counts decide the rest
+    expected = [wv.index_to_key[i] for i in sorted(range(len(wv)),
+                                                   key=lambda i: (-wv.counts[i], i))]
+    wv.sort_by_descending_frequency()
+    kv.sort_by_descending_frequency()
+    assert wv.index_to_key == expected and expected[0] == "new-a"
+    assert wv.counts.tolist() == [kv.get_vecattr(w, "count") for w in kv.index_to_key]
+    assert sorted(wv.index_to_key) == sorted(kv.index_to_key)
+    assert wv.output[wv.get_index("new-a")].abs().sum() == 0  # its zero row came along
+    for word in ("new-a", "w1", "w3", "new-d"):
+        np.testing.assert_allclose(wv[word].numpy(), kv[word], rtol=1e-6)
+    norms = wv.vectors.norm(dim=1)
+    wv.unit_normalize_all()
+    kv.unit_normalize_all()
+    for word in ("new-a", "w1", "w9"):
+        np.testing.assert_allclose(wv[word].numpy(), kv[word], rtol=1e-5, atol=1e-7)
+    assert norms.max() > 1.5 and torch.allclose(wv.vectors.norm(dim=1), torch.ones(len(wv)))
+    wv.fill_norms()
+    wv.vectors[0] *= 3  # changed in place: the kept lengths are stale, as gensim's would be
+    assert float(wv.get_vector(0, norm=True).norm()) == pytest.approx(3)
+    wv.fill_norms(force=True)
+    assert float(wv.get_vector(0, norm=True).norm()) == pytest.approx(1)
+    with pytest.raises(ValueError, match="3 distinct keys of 16 values each expected"):
+        wv.add_vectors(["x", "y", "x"], new)
+    with pytest.raises(ValueError, match="extras: only 'count' is held"):
+        wv.add_vectors(["x"], new[:1], extras={"freq": [1]})
+
+
 @pytest.mark.parametrize("name", ["v.bin", "v.txt", "v.vec"])
 def test_files_round_trip_by_extension_and_gensim_reads_them(trained, tmp_path, name):
     wv = trained.vectors

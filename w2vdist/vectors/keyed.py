@@ -14,6 +14,7 @@ queries are `queries.WordTable`'s. Every command that reads vectors (`eval`, `ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -140,6 +141,89 @@ class WordVectors(WordTable):
         if attr != "count" or self.counts is None:
             raise KeyError(f"these vectors hold no {attr!r} attribute (counts come with a run)")
         return int(self.counts[self.get_index(key)])
+
+    def set_vecattr(self, key: str | int, attr: str, value: int) -> None:
+        """gensim's: set a word's `count` (the one attribute held)."""
+        if attr != "count" or self.counts is None:
+            raise KeyError(f"these vectors hold no {attr!r} attribute (counts come with a run)")
+        self.counts[self.get_index(key)] = value
+
+    # --- changing the table, as gensim's KeyedVectors does ------------------------------------
+
+    def add_vectors(self, keys: str | Sequence[str], weights: Any,
+                    extras: dict[str, Any] | None = None, replace: bool = False) -> None:
+        """Append the `keys` not yet present with their `weights` (rows); keys present keep
+        their vectors unless `replace`. `extras={"count": [...]}` gives their counts (new
+        words count 0 without it). A run's output table gets zero rows for new words, as
+        word2vec starts output vectors at zero."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        rows = torch.as_tensor(np.asarray(weights), dtype=torch.float32).reshape(len(keys), -1)
+        if rows.shape[1] != self.vector_size or len(set(keys)) != len(keys):
+            raise ValueError(f"{len(keys)} distinct keys of {self.vector_size} values each "
+                             f"expected, got {len(set(keys))} keys and weights of shape "
+                             f"{tuple(rows.shape)}")
+        extras = dict(extras or {})
+        given = extras.pop("count", None)
+        counts = None if given is None else np.asarray(given, dtype=np.int64).reshape(-1)
+        if extras or counts is not None and (self.counts is None or len(counts) != len(keys)):
+            raise ValueError("extras: only 'count' is held, one for each key, by vectors that "
+                             "hold counts")
+        present = [self.key_to_index.get(k) for k in keys]
+        new = [i for i, row in enumerate(present) if row is None]
+        old = [(i, row) for i, row in enumerate(present) if row is not None and replace]
+        if old:
+            self.vectors[[row for _, row in old]] = rows[[i for i, _ in old]]
+            if counts is not None and self.counts is not None:
+                self.counts[[row for _, row in old]] = counts[[i for i, _ in old]]
+        self.index_to_key = self.index_to_key + [keys[i] for i in new]
+        self.vectors = torch.cat([self.vectors, rows[new]])
+        if self.output is not None:
+            self.output = torch.cat([self.output, self.output.new_zeros(len(new),
+                                                                         self.vector_size)])
+        if self.counts is not None:
+            added = np.zeros(len(new), np.int64) if counts is None else counts[new]
+            self.counts = np.concatenate([self.counts, added])
+        self._changed()
+
+    def add_vector(self, key: str, vector: Any) -> int:
+        """gensim's: `add_vectors([key], [vector])`, and the key's row."""
+        self.add_vectors([key], [vector])
+        return self.get_index(key)
+
+    def __setitem__(self, keys: str | Sequence[str], weights: Any) -> None:
+        """`wv["word"] = vector`: add the words, or replace their vectors."""
+        self.add_vectors(keys, weights, replace=True)
+
+    def fill_norms(self, force: bool = False) -> None:
+        """gensim's: compute the vectors' lengths now (again with `force`, after changing
+        `vectors` in place); queries otherwise compute them when first asked."""
+        if force:
+            self._changed()
+        _ = self._norms  # computed now and kept
+
+    def unit_normalize_all(self) -> None:
+        """Scale every vector to length 1 in place (zero vectors stay zero): less memory for
+        queries, and no more training from these vectors."""
+        self.vectors = w2v.unit_rows(self.vectors)
+        self._changed()
+
+    def sort_by_descending_frequency(self) -> None:
+        """Order the words by descending count, ties in their present order (gensim puts
+        the later first)."""
+        if self.counts is None:
+            raise KeyError("these vectors hold no counts to sort by (counts come with a run)")
+        order = np.argsort(-self.counts, kind="stable")
+        self.index_to_key = [self.index_to_key[i] for i in order]
+        index = torch.from_numpy(order)
+        self.vectors = self.vectors[index]
+        self.output = None if self.output is None else self.output[index]
+        self.counts = self.counts[order]
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget what was computed from the words and vectors."""
+        for cached in ("key_to_index", "_norms"):
+            self.__dict__.pop(cached, None)
 
     # --- into a PyTorch model ----------------------------------------------------------------
 
