@@ -459,3 +459,18 @@ def test_the_readme_python_example_runs_as_written(tmp_path):
     assert "epoch 3 done" in result.stdout and "classifier loss" in result.stdout
     loss = float(result.stdout.split("classifier loss")[1].split()[0])
     assert loss < 0.69  # it learnt something: chance is ln 2
+
+
+def test_the_readme_gensim_equivalent_runs_as_written(tmp_path):
+    """The "Coming from gensim" snippet, on gensim's own toy corpus (common_texts)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"### Coming from gensim.*?```python\n(.*?)```", readme, flags=re.S)
+    script = tmp_path / "gensim_equivalent.py"
+    script.write_text("import w2vdist\nfrom gensim.test.utils import common_texts\n"
+                      "sentences = common_texts * 20\n" + code + "print(len(wv), wv.vector_size)\n",
+                      encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "12 100"  # common_texts' 12 words, min_count 1
