@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import pty
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,20 @@ def test_standard_input_beside_files_and_its_errors(tmp_path: Path) -> None:
     twice = prepare_cli("-", "-", "-o", str(out), stdin=b"a b\n")
     assert twice.returncode == 2 and b"'-' (standard input) given twice" in twice.stderr
     assert leftovers(out) == []
+
+
+def test_a_copy_that_cannot_be_written_says_where_and_leaves_nothing(tmp_path: Path) -> None:
+    """A file-size limit (as a full disk would) stops the copy of standard input: one line
+    naming OUT, exit 1, nothing left beside it."""
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    done = subprocess.run([sys.executable, "-m", "w2vdist", "prepare", "-", "-o",
+                           str(tmp_path / "out")], input=random_corpus(4, 20_000).encode(),
+                          capture_output=True, timeout=120, preexec_fn=limited, check=False)
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"w2vdist: {tmp_path / 'out'}: File too large\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_terminal_on_standard_input_is_refused_not_waited_on(tmp_path: Path) -> None:

@@ -394,3 +394,34 @@ def test_words_with_combining_marks_stay_whole_and_nfc_is_recorded(tmp_path):
     words = Vocab.load(tmp_path / "out" / "vocab.tsv").words
     assert sorted(words) == sorted(["हिन्दी", "résumé", "i̇stanbul"])
     assert Manifest.load(tmp_path / "out").tokenizer["normalize"] == "nfc"
+
+
+def test_writes_that_fail_for_space_name_what_was_being_written(tmp_path):
+    """A file-size limit fails the write as a full disk or quota does (EFBIG, ENOSPC and
+    EDQUOT carry no file name): synth, prepare and export each say which output, in one
+    line, exit 1, and leave nothing beside it."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    def run(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "w2vdist", *argv], capture_output=True,
+                              text=True, timeout=300, preexec_fn=limited, check=False)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        return done.stderr
+
+    write_zipf_corpus(tmp_path / "big.txt", 40_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run("synth", str(out / "syn")) == \
+        f"w2vdist: {out / 'syn' / 'corpus.txt'}: File too large\n"
+    assert run("prepare", str(tmp_path / "big.txt"), "-o", str(out / "shards"),
+               "--min-count", "1") == f"w2vdist: {out / 'shards'}: File too large\n"
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("30000 20\n" + "".join(f"w{i} " + " 0.125" * 20 + "\n"
+                                             for i in range(30_000)))
+    assert run("export", str(vectors), "-o", str(out / "v.txt")) == \
+        f"w2vdist: {out / 'v.txt'}: File too large\n"
+    assert sorted(p.name for p in out.iterdir()) == ["syn"]  # synth's own folder, empty
+    assert list((out / "syn").iterdir()) == []

@@ -22,6 +22,7 @@ from typing import IO
 from w2vdist.errors import UsageError
 
 TMP_MARK = ".tmp-"
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors of writing, not reading
 
 
 def temporary_sibling(final: Path) -> Path:
@@ -90,7 +91,15 @@ def atomic_path(final: str | os.PathLike, directory: bool = False) -> Iterator[P
     if directory:
         tmp.mkdir()
     try:
-        yield tmp
+        unnamed = None
+        try:
+            yield tmp
+        except OSError as exc:  # a full disk says nothing of where: name what was written
+            if exc.filename is not None or exc.errno not in _WRITE_ERRNOS:
+                raise
+            unnamed = exc.errno, exc.strerror
+        if unnamed is not None:  # raised outside the handler: the failed writers go now
+            raise OSError(*unnamed, str(final))
         _fsync_tree(tmp)
         if final.is_dir() and not final.is_symlink():
             old = temporary_sibling(final)

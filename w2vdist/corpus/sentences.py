@@ -135,12 +135,11 @@ def copied(staging: Path, inputs: Sequence[str], sentences: Sentences | None,
     if STDIN in inputs or sentences is not None:
         folder.mkdir()
         copy = folder / "corpus"
+        labels[copy] = "sentences" if sentences is not None else "standard input"
         if sentences is not None:
             sentences.write(copy)
-            labels[copy] = "sentences"
         else:
             copy_stdin(copy)
-            labels[copy] = "standard input"
     try:
         yield labels
     except UsageError as exc:
