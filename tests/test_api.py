@@ -474,3 +474,16 @@ def test_the_readme_gensim_equivalent_runs_as_written(tmp_path):
                             text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == "12 100"  # common_texts' 12 words, min_count 1
+
+
+def test_after_a_run_the_script_logs_as_before(shards, tmp_path, caplog):
+    """A script that goes on after `train` gets w2vdist's later records through its own
+    logging, and the finished run's train.log no longer grows."""
+    w2vdist.train(**sections(tmp_path / "run", shards))
+    log = tmp_path / "run" / "train.log"
+    size = log.stat().st_size
+    dup = tmp_path / "dup.txt"
+    dup.write_text("2 1\na 1\na 2\n", encoding="utf-8")
+    assert WordVectors.load(dup).index_to_key == ["a"]
+    assert "dup.txt: 1 repeated word(s), the first 'a'" in caplog.text
+    assert log.stat().st_size == size

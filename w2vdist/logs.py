@@ -76,3 +76,16 @@ def setup_logging(run_dir: Path | None, rank: int, world_size: int) -> logging.L
         handler.addFilter(_step_filter)
         logger.addHandler(handler)
     return logger
+
+
+def close_logging() -> None:
+    """Undo `setup_logging` when a run ends: a script that goes on after `w2vdist.train`
+    must not append to the finished run's train.log, and w2vdist's later records (a vectors
+    file's warnings, say) reach the script's own logging again."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+    set_step(None)

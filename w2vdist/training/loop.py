@@ -31,7 +31,7 @@ import torch.distributed as dist
 from w2vdist import settings
 from w2vdist.errors import Diverged, UsageError
 from w2vdist.files import locked, write_text
-from w2vdist.logs import set_step, setup_logging
+from w2vdist.logs import close_logging, set_step, setup_logging
 from w2vdist.training import backends, distributed, preemption
 from w2vdist.training.callbacks import Callback
 from w2vdist.training.checkpoint import Checkpoint, Checkpointer, TrainState
@@ -93,6 +93,7 @@ def run(
     finally:
         preemption.restore()  # left in place by a failed run until its failure is logged
         distributed.shutdown()
+        close_logging()
 
 
 def _train(
