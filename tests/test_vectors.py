@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -367,14 +369,15 @@ def test_text_is_parsed_in_blocks_as_a_line_at_a_time_would(
         vectors.read_word2vec(path)
 
 
-def test_a_repeated_word_keeps_its_first_vector_and_says_so(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_repeated_word_keeps_its_first_vector_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "dup.txt"
     path.write_text("4 2\nab 1 2\nc 5 6\nab 3 4\nc 7 8\n", encoding="utf-8")
     wv = WordVectors.load(path)
     assert wv.index_to_key == ["ab", "c"] and wv.vectors.tolist() == [[1, 2], [5, 6]]
-    assert "dup.txt: 2 repeated word(s), the first 'ab': each keeps its first vector" in \
-        caplog.text
+    shown = subprocess.run([sys.executable, "-m", "w2vdist", "neighbors", str(path), "ab"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert shown.stderr == f"{path}: 2 repeated word(s), the first 'ab': each keeps its " \
+        "first vector\n"
+    assert shown.stdout.split() == ["ab", "0.9734", "c"]  # answered once
     assert wv.most_similar("ab", topn=5) == [("c", pytest.approx(wv.similarity("ab", "c")))]
     assert KeyedVectors.load_word2vec_format(str(path)).get_index("ab") == 0  # gensim's too
