@@ -117,7 +117,8 @@ def test_sentences_from_python_as_strings_and_as_token_lists(tmp_path: Path) -> 
     # which is what prepare does with the whitespace tokenizer on the same text.
     w2vdist.prepare(tmp_path / "c.txt", tmp_path / "as-is", tokenizer="whitespace",
                     lowercase=False, normalize="none", **SETTINGS)
-    tokens = (line.split() for line in lines)
+    tokens = (line.split() if i % 3 == 0 else tuple(line.split()) if i % 3 == 1
+              else iter(line.split()) for i, line in enumerate(lines))  # any sequence
     summary = w2vdist.prepare(output=tmp_path / "tokens", sentences=tokens, **SETTINGS)
     assert shards_and_vocab(tmp_path / "tokens") == shards_and_vocab(tmp_path / "as-is")
     assert "W1\t" in (tmp_path / "tokens" / "vocab.tsv").read_text()
@@ -135,6 +136,11 @@ def test_sentences_from_python_as_strings_and_as_token_lists(tmp_path: Path) -> 
     ([["a", "new york"]], "item 0: token 1 ('new york') contains whitespace"),
     ([["a"], ["b", "\tc"]], "item 1: token 1 ('\\tc') contains whitespace"),
     ([["a", ""]], "item 0: token 1 is empty"),
+    ([["a"], [""]], "item 1: token 0 is empty"),  # alone, it would pass for an empty line
+    ([["a", "b\nc"]], "item 0: token 1 ('b\\nc') contains whitespace"),
+    ([["a\u00a0b"]], "item 0: token 0 ('a\\xa0b') contains whitespace"),  # no-break space
+    ([["ok"]] * 12_000 + [iter(["a", "b c"])], "item 12000: token 1 ('b c') contains"),
+    ([["ok"]] * 3 + [["a", "\x00"]], "item 3 holds a NUL character"),
     ([["a", 3]], "item 0: token 1 is of type int, not str"),
     (["a b", ["c"]], "item 1 is of type list, where the first was a string: give one kind"),
     ([("a",), "b"], "item 1 is of type str, where the first was a sequence of tokens"),
