@@ -202,9 +202,9 @@ class WordVectors(WordTable):
         _ = self._norms  # computed now and kept
 
     def unit_normalize_all(self) -> None:
-        """Scale every vector to length 1 in place (zero vectors stay zero): less memory for
-        queries, and no more training from these vectors."""
-        self.vectors = w2v.unit_rows(self.vectors)
+        """Scale every vector to length 1, in place, as gensim does (zero vectors stay
+        zero): the lengths the training gave are lost."""
+        self.vectors /= w2v.row_norms(self.vectors)[:, None]
         self._changed()
 
     def sort_by_descending_frequency(self) -> None:
