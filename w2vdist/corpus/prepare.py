@@ -241,6 +241,7 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
             encode_pieces, tokenizer, vocab_key, str(parts), cfg.max_sentence_len
         )
         packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
+        stack.callback(packer.abort)  # on an error; a closed packer has nothing to abort
         kept_sentences = oov = 0
         for encoded in pool.map(encode, grouped(expand(pieces, pool.size)), "encoding"):
             _pack(packer, encoded)

@@ -222,9 +222,25 @@ class ShardPacker:
             self._write(self._tokens, self._lengths)
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
         for shard in self.shards:  # what the trainer checks each file against
             shard.bytes = (self.directory / shard.name).stat().st_size
         return self.shards
+
+    def abort(self) -> None:
+        """Close the shard being written, unfinished (prepare failed: the staging folder goes
+        with it), rather than leave its tar stream for the garbage collector to flush into a
+        closed file. Nothing after `close`."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.tarstream.close()
+        except (OSError, ValueError):
+            pass  # the error that stopped prepare, again (a full disk)
+        finally:
+            if writer.own_fileobj is not None:
+                writer.own_fileobj.close()
 
     def _write(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
         # webdataset imports torch (a second or more): only the main process needs it.
