@@ -45,9 +45,12 @@ def correct(device: torch.device, quick: bool) -> None:
                 seq_err, err = (_off(t, ref[:2], (w_in, w_out)) for t in (seq_tables, tables))
                 loss_gap = abs(ref_all[2] - ref[2]) / ref[2]
                 seq_loss_err, loss_err = (abs(x - ref[2]) / ref[2] for x in (seq_loss, loss))
-                bound = 2e-3 if precision == "tf32" else 1e-4
-                ok = (seq_err < bound and seq_loss_err < 1e-4 and err < 1.5 * gap + bound
-                      and loss_err < 1.5 * loss_gap + 1e-4 and seq_pairs == pairs == ref[3])
+                # TF32 products carry 10 mantissa bits: the tables within 2e-3, the loss (a sum
+                # of log-sigmoids of such products) within 1e-3 (an H200: 1.5e-4 at dim 100)
+                bound, loss_bound = (2e-3, 1e-3) if precision == "tf32" else (1e-4, 1e-4)
+                ok = (seq_err < bound and seq_loss_err < loss_bound
+                      and err < 1.5 * gap + bound and loss_err < 1.5 * loss_gap + loss_bound
+                      and seq_pairs == pairs == ref[3])
                 _verdict(f"CORRECT share={share} dim={dim} precision={precision} "
                          f"rel_err={seq_err:.2e} loss_rel_err={seq_loss_err:.1e} "
                          f"hogwild_rel_err={err:.2e} hogwild_gap={gap:.2e} "
