@@ -168,9 +168,9 @@ def alpha(cfg: Config, world_size: int) -> float:
 
 
 # optim.damping when -1. Centre mode's crowd (2,112 centres in flight on an H100/H200) and the
-# torch step's batches train best at 0.1; `share_negatives chunk` fits three programs an SM,
-# 6,336 centres, whose crowd scored 1.5 points under 0.3 at 0.1 with a centre's negatives and
-# diverged with 5 shared a chunk; its 16 at 5/16 train at 0.1 too, a little below 0.3
+# torch step's batches train best at 0.1; `share_negatives chunk` was estimated at three
+# programs an SM (the H200 ran two), 6,336 centres, whose crowd scored 1.5 points under 0.3
+# at 0.1 with a centre's negatives and diverged with 5 shared a chunk; its 16 at 5/16 train at 0.1 too, a little below 0.3
 # (BENCHMARKS.md, "The GPU kernel's crowd", "Chunk mode's negatives fill its tile").
 DAMPING = 0.1
 CHUNK_DAMPING = 0.3
