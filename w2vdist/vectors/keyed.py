@@ -138,15 +138,17 @@ class WordVectors(WordTable):
 
     def get_vecattr(self, key: str | int, attr: str) -> int:
         """gensim's per-word attributes; vectors from a run (or gensim) hold `count`."""
-        if attr != "count" or self.counts is None:
-            raise KeyError(f"these vectors hold no {attr!r} attribute (counts come with a run)")
-        return int(self.counts[self.get_index(key)])
+        return int(self._attribute(attr)[self.get_index(key)])
 
     def set_vecattr(self, key: str | int, attr: str, value: int) -> None:
         """gensim's: set a word's `count` (the one attribute held)."""
+        self._attribute(attr)[self.get_index(key)] = value
+
+    def _attribute(self, attr: str) -> np.ndarray:
+        """The array that holds `attr` for every word: only `count`, when the source had it."""
         if attr != "count" or self.counts is None:
             raise KeyError(f"these vectors hold no {attr!r} attribute (counts come with a run)")
-        self.counts[self.get_index(key)] = value
+        return self.counts
 
     # --- changing the table, as gensim's KeyedVectors does ------------------------------------
 
