@@ -208,11 +208,14 @@ def test_a_position_saved_in_shard_order_continues_after_as_many_samples(shards)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_loader_workers_auto_gives_a_gpu_rank_two_and_a_cpu_rank_one():
-    assert loader_workers(-1, torch.device("cuda")) == 2
-    assert loader_workers(-1, torch.device("cpu")) == 1
-    assert loader_workers(0, torch.device("cuda")) == 0  # asked for: in the trainer
-    assert loader_workers(3, torch.device("cpu")) == 3
+def test_loader_workers_auto_gives_a_gpu_rank_four_and_a_cpu_rank_one():
+    """Never more than the samples a rank has to deal to them, when left to be chosen."""
+    assert loader_workers(-1, torch.device("cuda"), 100) == 4
+    assert loader_workers(-1, torch.device("cuda"), 3) == 3
+    assert loader_workers(-1, torch.device("cpu"), 100) == 1
+    assert loader_workers(0, torch.device("cuda"), 100) == 0  # asked for: in the trainer
+    assert loader_workers(3, torch.device("cpu"), 100) == 3
+    assert loader_workers(5, torch.device("cuda"), 3) == 5  # asked for: the loader warns
 
 
 def test_a_position_saved_when_workers_read_their_own_shards_keeps_its_amount(shards):

@@ -38,8 +38,9 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                          rf"pairs=[1-9]\d* loss_per_pair=\d+\.\d+$", out, re.M), out
     assert re.search(r"^GRAPH words_per_step=512 dim=100 pairs=\[[1-9]\d*(, [1-9]\d*){3}\] "
                      r"eager_host_us=\d+ eager_step_us=\d+ graph=- \(no CUDA\)$", out, re.M), out
-    assert re.search(r"^E2E backend=auto variant=default device=cpu ", out, re.M), out
-    assert re.search(r"^E2E variant=cuda_graph flags parsed; trained on a GPU only$", out,
+    assert re.search(r"^E2E backend=auto variant=default device=cpu sentences=6000 "
+                     r"words_per_step=\d+ cuda_graph=false train_s=", out, re.M), out
+    assert re.search(r"^E2E variant=eager flags parsed; trained on a GPU only$", out,
                      re.M), out
     assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ "
                           r"trainer_words_per_cpu_s=[1-9][\d,]+ cpus=\d+$", out, re.M)) == 2

@@ -8,8 +8,8 @@ import torch
 from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
 from w2vdist.training.backends import (
-    SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose, damping, global_step_words,
-    negatives_warning,
+    GRAPH_STEP_WORDS, SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose, cuda_graph,
+    damping, global_step_words, negatives_warning,
 )
 from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 
@@ -157,6 +157,29 @@ def test_a_cuda_graph_is_for_the_triton_step_on_a_gpu():
     with pytest.raises(ValueError, match="a CUDA graph needs the tables on a CUDA device, got "
                        "cpu"):
         GraphedStep(TritonStep(sampler, tables, None, "centre"))
+
+
+def test_the_triton_step_is_captured_by_default_only_at_steps_where_it_pays():
+    """Unset, `train.cuda_graph` captures the Triton step of GRAPH_STEP_WORDS a rank or
+    fewer (the host's launches bound it), not larger steps or other backends; given, it is
+    what was given, from the flag or its `no-` form."""
+    from w2vdist.cli import build_parser
+    from w2vdist.settings import from_args
+    from w2vdist.training.config import TrainCommand
+
+    def graph(backend: str, words: int, given: bool | None = None) -> bool:
+        return cuda_graph(cfg(train={"backend": backend, "cuda_graph": given},
+                              optim={"batch_words": words}))
+
+    assert GRAPH_STEP_WORDS == 32_768
+    assert graph("triton", 16_384) and graph("triton", GRAPH_STEP_WORDS)
+    assert not graph("triton", GRAPH_STEP_WORDS + 1) and not graph("triton", 262_144)
+    assert not graph("torch", 4096) and not graph("cpu-kernel", 16_384)
+    assert graph("triton", 262_144, True) and not graph("triton", 16_384, False)
+    for flags, given in (([], None), (["--train.cuda-graph"], True),
+                         (["--train.no-cuda-graph"], False), (["--train.cuda_graph"], True)):
+        args = build_parser("train").parse_args(["train", *flags])
+        assert from_args(TrainCommand, args).config.train.cuda_graph is given, flags
 
 
 def test_negatives_shared_per_chunk_are_warned_about():

@@ -136,16 +136,20 @@ def test_a_resume_keeps_the_runs_choices_and_refuses_other_values(shards, tmp_pa
 def test_only_the_settings_chosen_at_start_are_kept_from_the_run():
     ran = from_dict(Config, {"optim": {"alpha": 0.04, "batch_words": 8192, "damping": 0.2},
                              "sync": {"every_steps": 32, "hot_rows": 3000, "hot_every_steps": 2},
-                             "model": {"dim": 50}})
+                             "model": {"dim": 50}, "data": {"loader_workers": 2}})
     kept = keep_choices(Config(), ran)
     assert (kept.optim.alpha, kept.optim.batch_words, kept.optim.damping, kept.sync.every_steps,
             kept.sync.hot_rows, kept.sync.hot_every_steps) == (0.04, 8192, 0.2, 32, 3000, 2)
+    # The loader's count decides the order its samples are read in: a GPU run begun under
+    # the earlier default of 2 workers goes on with 2.
+    assert kept.data.loader_workers == 2
     assert kept.model.dim == 100  # a default, not a choice: a resume refuses the difference
     assert keep_choices(from_dict(Config, {"optim": {"alpha": 0.03}}), ran).optim.alpha == 0.03
     # On another number of ranks how they agree is chosen for the new world; the schedule stays.
     moved = keep_choices(Config(), ran, resized=True)
     assert (moved.optim.alpha, moved.optim.batch_words, moved.optim.damping) == (0.04, 8192, 0.2)
     assert (moved.sync.every_steps, moved.sync.hot_rows, moved.sync.hot_every_steps) == (0, -1, 0)
+    assert moved.data.loader_workers == 2
 
 
 def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_path):

@@ -180,7 +180,7 @@ def add_flags(parser: argparse.ArgumentParser, root: type) -> None:
                                 help=text)
             continue
         names = _flag_names(visible, meta)
-        if tp is bool:
+        if _is_switch(tp):
             long = next(n for n in names if n.startswith("--"))[2:]
             section, _, leaf = long.rpartition(".")
             negative = f"--{section}.no-{leaf}" if section else f"--no-{leaf}"
@@ -273,6 +273,13 @@ def _suggest(word: str, known: Any, prefix: str) -> str:
     if not close:
         close = [k for k in known if isinstance(k, str) and k.startswith(word) and word][:1]
     return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def _is_switch(tp: Any) -> bool:
+    """A flag without a value and its `no-` form: a bool, or a bool left unset (None) for the
+    command to choose."""
+    return tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                          and set(typing.get_args(tp)) == {bool, type(None)})
 
 
 def _is_dataclass_type(tp: Any) -> bool:

@@ -23,7 +23,7 @@ class DataConfig:
 
     shards: str = setting("", "a `w2vdist prepare` output directory (required)", metavar="DIR")
     loader_workers: int = setting(-1, "loader processes per rank (0: in the training process; "
-                                  "-1: 2 on CUDA, 1 on CPU)")
+                                  "-1: 4 on CUDA, 1 on CPU, at most a rank's samples)")
     prefetch: int = setting(4, "chunks of samples (1M words or a batch) a worker reads ahead")
 
     def __post_init__(self) -> None:
@@ -98,9 +98,10 @@ class TrainConfig:
                                     "or vectors file): words they know keep their vectors, "
                                     "the others start as usual", metavar="PATH")
     threads: int = setting(0, "CPU threads per rank (0: all this process may use)")
-    cuda_graph: bool = setting(False, "triton: capture the step in a CUDA graph and replay "
-                               "it, saving the host its launches (pays at small steps, "
-                               "many GPUs; README)")
+    cuda_graph: bool | None = setting(None, "triton: capture the step in a CUDA graph and "
+                                      "replay it, saving the host its launches (unset: on at "
+                                      "steps of at most 32,768 words a rank, where it pays; "
+                                      "--train.no-cuda-graph: never; README)")
     max_steps: int = setting(0, "stop after this many steps (0: the planned steps)")
     log_every_seconds: float = setting(5.0, "seconds between metrics records")
 

@@ -69,16 +69,20 @@ MIXED = "mixed"  # `Position.order` of streams of mixed chunks, each worker its 
 DEALT = "dealt"  # of streams of mixed chunks, the samples dealt to workers in turn
 
 
-def loader_workers(setting: int, device: torch.device) -> int:
-    """`data.loader_workers`, -1 resolved: 2 on CUDA, where the step leaves the host's cores
-    to the loader, which must stay well ahead of it (1M-word steps on two cores: one worker
-    107-112M words/s, two sharing the cores with the trainer 148-156M, while the trainer's
-    side takes 430-480M a CPU second, BENCHMARKS.md; the dim-100 target is 100M); else 1,
-    beside the CPU step's threads. A fixed count, not one from the host's cores: the workers
-    deal the samples, so the count decides the order a run reads them in."""
+def loader_workers(setting: int, device: torch.device, samples: int) -> int:
+    """`data.loader_workers`, -1 resolved: on CUDA, where the step leaves the host's cores to
+    the loader, GPU_LOADER_WORKERS, which keep it several times ahead of the step (on an
+    H200's host at 1M-word steps two workers delivered 182-210M words/s, under twice the
+    dim-100 step's 113M, four 320-381M; BENCHMARKS.md); else 1, beside the CPU step's
+    threads; never more than `samples`, the fewest a rank has to deal to them. A fixed count,
+    not one from the host's cores: the workers deal the samples, so the count decides the
+    order a run reads them in (a resume keeps it, `spec.CHOSEN_AT_START`)."""
     if setting >= 0:
         return setting
-    return 2 if device.type == "cuda" else 1
+    return max(1, min(GPU_LOADER_WORKERS if device.type == "cuda" else 1, samples))
+
+
+GPU_LOADER_WORKERS = 4
 
 
 class TokenBatches:

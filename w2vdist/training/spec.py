@@ -37,8 +37,9 @@ MATH_FIELDS = (
     "model.", "optim.", "train.seed", "train.backend", "train.init_from", "sync.strategy",
     "sync.every_steps", "sync.hot_rows", "sync.hot_every_steps", "sync.curvature_weight",
 )
-# Math settings whose default is chosen when a run starts (section, field, the value meaning
-# "choose"). A resume that leaves one at that value continues with what the run chose
+# Settings whose default is chosen when a run starts (section, field, the value meaning
+# "choose"): the math's, and the loader's worker count, which decides the order a rank reads
+# its samples in. A resume that leaves one at that value continues with what the run chose
 # (`keep_choices`), so a run started under other defaults (an older version's) resumes as it
 # began. The backend is not among them: another device is another computation, which a
 # resume refuses.
@@ -46,6 +47,7 @@ CHOSEN_AT_START = (
     ("optim", "alpha", 0.0), ("optim", "batch_words", 0), ("optim", "damping", -1.0),
     ("sync", "every_steps", 0),
     ("sync", "hot_rows", -1), ("sync", "hot_every_steps", 0),
+    ("data", "loader_workers", -1),
 )
 # What a resume on another number of ranks chooses anew when left to be chosen: how ranks
 # agree suits the world they are (8 ranks merge more often than 2); the learning rate and the
@@ -214,20 +216,24 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     are the plan's).
     """
     rank_tokens = [corpus.tokens] * world.size  # equal shares without a manifest
+    fewest_samples = 1
     if corpus.manifest is not None:  # every rank needs a shard of its own
         manifest, directory = corpus.prepared()
-        rank_tokens = [sum(manifest.shards[i].tokens for i in owned)
-                       for owned in assign_shards(manifest, world.size, directory)]
+        owned_shards = assign_shards(manifest, world.size, directory)
+        rank_tokens = [sum(manifest.shards[i].tokens for i in owned) for owned in owned_shards]
+        fewest_samples = min(sum(manifest.shards[i].samples for i in owned)
+                             for owned in owned_shards)
     _check_memory(cfg, world, len(corpus.counts))
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
     cfg = _replace(cfg, "data", loader_workers=loader_workers(cfg.data.loader_workers,
-                                                              world.device))
+                                                              world.device, fewest_samples))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size,
                                                                   corpus.tokens))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
                    damping=backends.damping(cfg))
+    cfg = _replace(cfg, "train", cuda_graph=backends.cuda_graph(cfg))
     plan = Plan.build(corpus.tokens, rank_tokens,
                       words_per_step or world.size * cfg.optim.batch_words, cfg.train.epochs)
     cfg = sync.resolved(cfg, world.size, plan.words_per_step)

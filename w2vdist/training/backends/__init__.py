@@ -117,6 +117,12 @@ SYNC_STEP_WORDS = 65_536
 # where a 100,000-word corpus in 262,144-word steps trained 2.6 passes an "epoch".
 EPOCH_STEPS_MIN = 32
 SMALL_STEP_WORDS = 256
+# The largest step a rank (words) that `train.cuda_graph` left unset captures: on an H200 a
+# replayed step took 16,384-word steps from 354-447 us to 190-305 us (1.47-1.86x), and ran
+# 65,536-word ones at 1.00-1.01x (BENCHMARKS.md, "The GPU step on an H200"). Eager, the host's
+# launches cost about 350-450 us a step; a 32,768-word step trains in about 290 us at dim 100
+# (113M words/s), so it is still the host's to bound, and above that the kernel's.
+GRAPH_STEP_WORDS = 1 << 15
 
 
 # Starting learning rates when optim.alpha is 0. The pair-at-a-time kernels (cpu-kernel, and
@@ -182,6 +188,14 @@ def damping(cfg: Config) -> float:
         return cfg.optim.damping
     chunks = cfg.train.backend == "triton" and cfg.model.share_negatives == "chunk"
     return CHUNK_DAMPING if chunks else DAMPING
+
+
+def cuda_graph(cfg: Config) -> bool:
+    """`train.cuda_graph` for the (chosen) backend and step; unset (None): captured where it
+    pays, the Triton step at GRAPH_STEP_WORDS a rank or fewer."""
+    if cfg.train.cuda_graph is not None:
+        return cfg.train.cuda_graph
+    return cfg.train.backend == "triton" and cfg.optim.batch_words <= GRAPH_STEP_WORDS
 
 
 def _log_linear(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
