@@ -117,11 +117,11 @@ SYNC_STEP_WORDS = 65_536
 # where a 100,000-word corpus in 262,144-word steps trained 2.6 passes an "epoch".
 EPOCH_STEPS_MIN = 32
 SMALL_STEP_WORDS = 256
-# The largest step a rank (words) that `train.cuda_graph` left unset captures: on an H200 a
-# replayed step took 16,384-word steps from 354-447 us to 190-305 us (1.47-1.86x), and ran
-# 65,536-word ones at 1.00-1.01x (BENCHMARKS.md, "The GPU step on an H200"). Eager, the host's
-# launches cost about 350-450 us a step; a 32,768-word step trains in about 290 us at dim 100
-# (113M words/s), so it is still the host's to bound, and above that the kernel's.
+# The largest step a rank (words) that `train.cuda_graph` left unset captures. A replay pays
+# where the host's launches take longer than the kernel: on an H200 16,384-word steps went
+# from 354-447 us to 190-305 us (1.47-1.86x), 65,536-word ones ran at 1.00-1.01x (BENCHMARKS.md,
+# "The GPU step on an H200"). 32,768 words, not measured, lies between, and a replay was never
+# measured slower than the eager step.
 GRAPH_STEP_WORDS = 1 << 15
 
 
