@@ -249,11 +249,11 @@ def no_host_sync(device: torch.device, quick: bool) -> None:
     `torch.cuda.set_sync_debug_mode`: the Triton step must make no operation that makes the
     GPU wait for the host ("error": the first raises); the torch step, the reference, reads
     its coalesced rows' count for each table, and for each table a piece of PIECE_CENTRES in a
-    larger step (`reference.py`), and no more ("warn", counted). On CPU the same steps run
+    larger step (`reference.host_syncs`), and no more ("warn", counted). On CPU the same steps run
     unchecked (the tests count such ops with a shim)."""
     import warnings
 
-    from w2vdist.training.backends.reference import PIECE_CENTRES
+    from w2vdist.training.backends.reference import host_syncs
 
     cuda = device.type == "cuda"
     vocab, words = (200_000, 1 << 16) if cuda else (2000, 512)
@@ -261,8 +261,7 @@ def no_host_sync(device: torch.device, quick: bool) -> None:
         step, _ = _step(backend, 100, vocab, words, device)
         tokens, sentence = _batch(vocab, words, device)
         step(tokens, sentence, 0.025, 0.025)  # loads the kernel, sizes the damping's crowd
-        pieces = -(-words // PIECE_CENTRES)
-        allowed = 0 if backend == "triton" else 3 * (2 + (2 * pieces if pieces > 1 else 0))
+        allowed = 0 if backend == "triton" else 3 * host_syncs(words)
         if cuda:
             torch.cuda.synchronize(device)
             torch.cuda.set_sync_debug_mode("error" if backend == "triton" else "warn")

@@ -44,3 +44,13 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                      re.M), out
     assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ "
                           r"trainer_words_per_cpu_s=[1-9][\d,]+ cpus=\d+$", out, re.M)) == 2
+
+
+def test_the_torch_steps_allowed_host_synchronisations_are_those_an_h200_counted():
+    """SYNC allows the torch step what `reference.host_syncs` says: 6 in a 65,536-word step
+    (two pieces), as counted on an H200; one piece, once per table."""
+    from w2vdist.training.backends.reference import PIECE_CENTRES, host_syncs
+
+    assert host_syncs(1 << 16) == 6
+    assert host_syncs(512) == host_syncs(PIECE_CENTRES) == 2
+    assert host_syncs(PIECE_CENTRES + 1) == 6

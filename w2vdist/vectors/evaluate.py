@@ -163,8 +163,7 @@ def analogy_scores(
     result, questions, owners = _read_analogies(path, lookup)
     if not questions:
         return result
-    unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())  # stays on its device
-    hits = answered_right(unit, canonical, questions, method, max_scores)
+    hits = answered_right(unit_table(vectors, limit), canonical, questions, method, max_scores)
     correct = torch.bincount(torch.tensor(owners)[hits], minlength=len(result.sections))
     for section, n in zip(result.sections, correct.tolist()):
         section.correct = n
@@ -248,6 +247,12 @@ def restricted(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int)
     if restrict_vocab < 1:
         raise UsageError(f"restrict_vocab must be >= 1 (got {restrict_vocab})")
     return min(restrict_vocab, len(words))
+
+
+def unit_table(vectors: torch.Tensor, limit: int) -> torch.Tensor:
+    """The first `limit` rows as float32 unit vectors, on the table's own device: what an
+    analogy or pair is scored over."""
+    return vec.unit_rows(torch.as_tensor(vectors)[:limit].float())
 
 
 def case_index(words: Sequence[str], limit: int,

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 
 from w2vdist.errors import UsageError
-from w2vdist.vectors import word2vec as vec
 from w2vdist.vectors.evaluate import (MAX_SCORES, answered_right, case_index, numbered_lines,
-                                      restricted)
+                                      restricted, unit_table)
 
 
 def gensim_analogies(
@@ -43,8 +42,8 @@ def gensim_analogies(
         entries.append((len(sections) - 1, quad, None if None in ids else len(questions)))
         if None not in ids:
             questions.append(ids)  # type: ignore[arg-type]
-    unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())
-    hits = answered_right(unit, canonical, questions, method, MAX_SCORES).tolist()
+    hits = answered_right(unit_table(vectors, limit), canonical, questions, method,
+                          MAX_SCORES).tolist()
     for section, quad, question in entries:
         right = question is not None and hits[question]
         sections[section]["correct" if right else "incorrect"].append(quad)
@@ -69,7 +68,7 @@ def gensim_pairs(
                           "pip install scipy") from None
     limit = restricted(words, vectors, restrict_vocab)
     lookup, _ = case_index(words, limit, case_insensitive)
-    unit = vec.unit_rows(torch.as_tensor(vectors)[:limit].float())
+    unit = unit_table(vectors, limit)
     gold: list[float] = []
     model: list[float] = []
     oov = 0

@@ -5,8 +5,7 @@ tables, each piece coalesced to one row per index as it comes (`sgns.pieced`): t
 step, but a 1M-word step holds its distinct rows instead of every contribution (about 13 GB
 at dim 100). Steps of that size are above what the batch-synchronous path trains well
 (`batch_warning`). Coalescing (`torch.unique`) reads its size from the device, the step's only
-host synchronisations: once per table for the step, and in a step of several pieces once per
-table a piece too (2 + 2 x pieces: 6 a 65,536-word step, counted on an H200)."""
+host synchronisations (`host_syncs`)."""
 
 from __future__ import annotations
 
@@ -20,6 +19,14 @@ from w2vdist.training.sync import Sync
 
 
 PIECE_CENTRES = 1 << 15
+
+
+def host_syncs(words: int) -> int:
+    """The most host synchronisations a step of `words` raw words makes: once per table for
+    the step, and in a step of several pieces once per table a piece too (6 a 65,536-word
+    step, counted on an H200)."""
+    pieces = -(-words // PIECE_CENTRES)
+    return 2 + (2 * pieces if pieces > 1 else 0)
 
 
 @dataclass
