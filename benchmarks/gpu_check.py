@@ -13,7 +13,8 @@ step size and backend), MEM (a 2M x 300 vocabulary: tables and one large step), 
 process group through both sync strategies; a full `local` merge at 2M x 300), E2E (synth ->
 prepare -> train -> eval on the device, at this corpus's default steps, which a GPU captures
 in a CUDA graph, and on a GPU also eagerly: planted analogies),
-LOADER (the loader alone, shards to the device, by worker count). A section that fails prints
+LOADER (the loader alone, shards to the device, by worker count; then the step at dims 100 and
+300 fed by it at its default workers, with the share of the time it waited for batches). A section that fails prints
 `FAIL section: why` and the others still run; the exit code is the number of failed sections.
 `--quick` (and any machine without CUDA) runs the same code on CPU at tiny sizes, so that CI
 keeps the plumbing working.
@@ -189,7 +190,7 @@ def bench(device: torch.device, quick: bool) -> None:
 STARTED = time.perf_counter()
 SCRIPT_SECONDS = float(os.environ.get("GPU_CHECK_SECONDS", "480"))
 BENCH_SECONDS = 180
-AFTER_BENCH_SECONDS = 240
+AFTER_BENCH_SECONDS = 270
 
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
@@ -398,7 +399,8 @@ def _e2e_train(run: list[str], root: Path, backend: str, variant: str, extra: li
 
 def loader(device: torch.device, quick: bool) -> None:
     """The loader alone at a GPU-sized step, by worker count: it must stay several times
-    ahead of BENCH's step. Last, so that its minute cannot cost another section's figures."""
+    ahead of BENCH's step; then the step fed by it (`w2vdist bench`), as a run trains. Last,
+    so that its minute cannot cost another section's figures."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # 8 shards, as a rank of a large corpus has several.
@@ -426,6 +428,21 @@ def loader(device: torch.device, quick: bool) -> None:
                   f"words_per_s={figures['words_per_s']:,.0f} "
                   f"trainer_words_per_cpu_s={figures['words_per_cpu_s']:,.0f} "
                   f"cpus={os.cpu_count()}", flush=True)
+        # Then the step fed by the loader at its default workers, as a run trains: the share
+        # of the time it waited for batches says whether they keep ahead.
+        for dim in (100,) if quick else (100, 300):
+            out = root / f"train-{dim}.json"
+            subprocess.run([*run, "bench", "--data.shards", str(root / "shards"),
+                            "--model.dim", str(dim), "--seconds", "2" if quick else "6",
+                            "--warmup", "3", "--train.device", device.type, "--json", str(out)],
+                           check=True, capture_output=True, timeout=180)  # fmt: skip
+            result = json.loads(out.read_text())
+            figures, ran = result["figures"], result["settings"]["config"]
+            print(f"LOADER train device={device.type} backend={ran['train']['backend']} "
+                  f"dim={dim} words_per_step={ran['optim']['batch_words']} "
+                  f"workers={ran['data']['loader_workers']} "
+                  f"words_per_s={figures['words_per_s']:,.0f} "
+                  f"loader_wait_share={figures['loader_wait_share']:.3f}", flush=True)
 
 
 SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {

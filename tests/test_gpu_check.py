@@ -44,6 +44,9 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                      re.M), out
     assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ "
                           r"trainer_words_per_cpu_s=[1-9][\d,]+ cpus=\d+$", out, re.M)) == 2
+    assert re.search(r"^LOADER train device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
+                     r"workers=1 words_per_s=[1-9][\d,]+ loader_wait_share=\d\.\d{3}$", out,
+                     re.M), out
 
 
 def test_the_torch_steps_allowed_host_synchronisations_are_those_an_h200_counted():
