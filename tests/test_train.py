@@ -240,11 +240,32 @@ def test_checkpoints_are_scored_and_logged_when_eval_files_are_set(shards, tmp_p
     run = tmp_path / "run"
     cfg = config(shards, run, eval={"analogies": str(analogies), "similarity": str(similarity)},
                  checkpoint={"every_steps": 50})
+    cfg.train.max_steps = 100
+    assert train(cfg) == 0
+    cfg.train.max_steps = 0  # resumed to the end: the untrained scores are not logged again
     assert train(cfg) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     scored = [r for r in rows if "analogy/total" in r]
-    assert [r["step"] for r in scored] == [50, 100, 138]
+    assert [r["step"] for r in scored] == [0, 50, 100, 138]  # untrained, then checkpoints
     assert all(0 <= r["analogy/total"] <= 1 and "similarity/spearman" in r for r in scored)
+
+
+@pytest.mark.parametrize("problem", ["missing", "malformed"])
+def test_an_eval_file_that_cannot_be_scored_stops_the_run_before_it_trains(shards, tmp_path,
+                                                                           problem):
+    """Rank 0 reads the eval files as the run starts, not first at a checkpoint: nothing is
+    trained or saved, and the error names the file."""
+    analogies = tmp_path / "analogies.txt"
+    if problem == "malformed":
+        analogies.write_text("w1 w2 w3 w4\n")  # a question before any ': section' line
+    run = tmp_path / "run"
+    cfg = config(shards, run, eval={"analogies": str(analogies)},
+                 checkpoint={"every_steps": 50})
+    expected = ("file not found" if problem == "missing"
+                else "1: question before the first ': section' line")
+    with pytest.raises(UsageError, match=f"^{re.escape(str(analogies))}:.*{expected}"):
+        train(cfg)
+    assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
 
 
 def test_the_time_waiting_for_the_loader_is_logged_as_its_share(shards, tmp_path,

@@ -45,6 +45,7 @@ from w2vdist.training.session import Session
 from w2vdist.training.spec import (
     CHOSEN_AT_START, CHOSEN_FOR_THE_WORLD, Corpus, RunSpec, keep_choices, resolve,
 )
+from w2vdist.vectors.evaluate import scores
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +123,10 @@ def _train(
         return Outcome(0, spec, previous.path)
     session = Session.build(spec, world, corpus, state)
     step = state.step if state else 0
+    # Rank 0 scores the tables as training starts: a missing or malformed eval file stops the
+    # run now, not at its first checkpoint hours on; a new run logs these untrained scores.
+    untrained = scores(cfg.eval, corpus.words, session.tables.input.data) \
+        if world.is_main else {}
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.json", json.dumps(spec.to_dict(), indent=2) + "\n")
@@ -140,6 +145,9 @@ def _train(
             cfg, run_dir, world.rank, state.wandb_run_id if state else None,
             plan.total_words, step * plan.words_per_step,
         ))
+        if untrained and previous is None:  # where a new run's curves begin
+            metrics.log(step, untrained)
+            log.info("eval at step %d: %s", step, json.dumps(untrained))
         stop = stack.enter_context(StopRequest())
         batches = OnDevice(stack.enter_context(contextlib.closing(iter(loader))), loader,
                            world.device)
@@ -338,8 +346,6 @@ def _save(
     log.info("checkpoint %s", path)
     for callback in callbacks:
         callback.on_checkpoint(path, step)
-    from w2vdist.vectors.evaluate import scores
-
     found = scores(session.spec.config.eval, session.corpus.words, tables.input.data)
     if found:
         metrics.log(step, found)
