@@ -304,6 +304,53 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     assert {k: json.loads(out.read_text())["analogies"][k] for k in expected} == expected
 
 
+def test_eval_cli_scores_several_files_of_each_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several files, comma-separated: each printed and reported in the order given, each with
+    the numbers it gets alone."""
+    words, matrix, planted = planted_model(4)
+    write_questions(tmp_path / "q.txt", words, planted, 4)
+    write_questions(tmp_path / "other.txt", words, planted, 5)  # other random questions
+    (tmp_path / "s1.tsv").write_text("paris\tfrance\t9\nrome\titaly\t8\nw1\tw2\t1\n")
+    (tmp_path / "s2.tsv").write_text("w1\tw3\t5\nparis\trome\t7\nw2\tw4\t2\nzzz\tw1\t2\n")
+    inp, _ = write_run(tmp_path / "run", words, dim=10)
+    analogies = [str(tmp_path / "q.txt"), str(tmp_path / "other.txt")]
+    similarity = [str(tmp_path / "s2.tsv"), str(tmp_path / "s1.tsv")]
+    out = tmp_path / "both.json"
+    assert cli.main(["eval", str(tmp_path / "run"), "--eval.analogies", ",".join(analogies),
+                     "--eval.similarity", ",".join(similarity), "--eval.restrict-vocab", "50",
+                     "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [r["file"] for r in report["analogies"]] == analogies
+    assert [r["file"] for r in report["similarity"]] == similarity
+    assert printed.index(f"similarity: {similarity[0]}") < printed.index(
+        f"similarity: {similarity[1]}")
+    for kind, files in (("analogies", analogies), ("similarity", similarity)):
+        for path, both in zip(files, report[kind]):
+            alone = tmp_path / "alone.json"
+            assert cli.main(["eval", str(tmp_path / "run"), f"--eval.{kind}", path,
+                             "--eval.restrict-vocab", "50", "--json", str(alone)]) == 0
+            assert json.loads(alone.read_text())[kind] == both
+    assert report["similarity"][0]["spearman"] != report["similarity"][1]["spearman"]
+
+
+def test_files_of_one_kind_need_names_of_their_own() -> None:
+    """Their scores are named after them (`similarity:NAME/...`): two files of one name are
+    refused, naming it; other kinds may share one."""
+    from w2vdist.settings import from_dict
+    from w2vdist.vectors.config import EvalConfig
+
+    with pytest.raises(UsageError, match="^config: eval.similarity two files named 'men': "):
+        from_dict(EvalConfig, {"similarity": "a/men.txt,b/men.tsv"})
+    both = from_dict(EvalConfig, {"analogies": "x/men.txt", "similarity": "men.tsv,rw.txt"})
+    assert both.analogies == ["x/men.txt"] and both.similarity == ["men.tsv", "rw.txt"]
+    # A run's config saved when each kind held one file or none (null) still loads.
+    old = from_dict(EvalConfig, {"analogies": None, "similarity": "ws353.tsv"})
+    assert old.analogies == [] and old.similarity == ["ws353.tsv"]
+
+
 def test_eval_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_run(tmp_path / "run", ["a", "b", "c", "d"])
     run = str(tmp_path / "run")

@@ -237,8 +237,11 @@ def test_checkpoints_are_scored_and_logged_when_eval_files_are_set(shards, tmp_p
     analogies.write_text(": section\nw1 w2 w3 w4\nw5 w6 w7 w8\n")
     similarity = tmp_path / "similarity.tsv"
     similarity.write_text("w1\tw2\t5\nw3\tw9\t1\nw4\tw8\t3\n")
+    other = tmp_path / "other-pairs.txt"  # a second file: its scores named after it
+    other.write_text("w2 w3 1\nw5 w9 4\nw1 w7 2\nw4 w6 3\n")
     run = tmp_path / "run"
-    cfg = config(shards, run, eval={"analogies": str(analogies), "similarity": str(similarity)},
+    cfg = config(shards, run, eval={"analogies": str(analogies),
+                                    "similarity": f"{similarity},{other}"},
                  checkpoint={"every_steps": 50})
     cfg.train.max_steps = 100
     assert train(cfg) == 0
@@ -248,6 +251,8 @@ def test_checkpoints_are_scored_and_logged_when_eval_files_are_set(shards, tmp_p
     scored = [r for r in rows if "analogy/total" in r]
     assert [r["step"] for r in scored] == [0, 50, 100, 138]  # untrained, then checkpoints
     assert all(0 <= r["analogy/total"] <= 1 and "similarity/spearman" in r for r in scored)
+    assert all(r["similarity:other-pairs/pairs"] == 4 and r["similarity/pairs"] == 3
+               for r in scored)
 
 
 @pytest.mark.parametrize("problem", ["missing", "malformed"])

@@ -296,6 +296,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return _coerce(value, args[0], name)
     if origin is list:
         (item,) = typing.get_args(tp)
+        if value is None:  # a setting that was a single optional value before it was a list
+            return []
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):

@@ -8,6 +8,7 @@ validates itself on construction, naming the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from w2vdist.settings import check, check_choices, setting
 
@@ -19,10 +20,10 @@ ANALOGY_METHODS = ("3cosadd", "3cosmul")
 class EvalConfig:
     """Word-vector scores: at each checkpoint of a run, and by `w2vdist eval`."""
 
-    analogies: str | None = setting(None, "questions-words file (accuracy)",
-                                    metavar="FILE")
-    similarity: str | None = setting(None, "'word word score' pairs file (Spearman)",
-                                     metavar="FILE")
+    analogies: list[str] = setting([], "questions-words files (accuracy), comma-separated",
+                                   metavar="FILE,...")
+    similarity: list[str] = setting([], "'word word score' pairs files (Spearman), "
+                                    "comma-separated", metavar="FILE,...")
     restrict_vocab: int = setting(30_000, "score over the N most frequent words")
     analogy_method: str = setting("3cosadd", "how an analogy is answered: 3cosadd (b - a + c, "
                                   "as word2vec.c and gensim) or 3cosmul (Levy and Goldberg's "
@@ -33,6 +34,17 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check(self.restrict_vocab >= 1, "eval.restrict_vocab", "must be >= 1")
         check_choices(self, "eval")
+        for kind, files in (("analogies", self.analogies), ("similarity", self.similarity)):
+            names = [score_name(f) for f in files]
+            twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+            check(twice is None, f"eval.{kind}",
+                  f"two files named {twice!r}: their scores would share a name; rename one")
+
+
+def score_name(path: str) -> str:
+    """What a scores file's results are named after (W&B keys, `eval`'s report): its name
+    without the extension, `SimLex-999` for `data/SimLex-999.txt`."""
+    return Path(path).stem
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 
 from w2vdist.errors import UsageError
 from w2vdist.vectors import word2vec as vec
-from w2vdist.vectors.config import ANALOGY_METHODS, EvalConfig
+from w2vdist.vectors.config import ANALOGY_METHODS, EvalConfig, score_name
 
 DEFAULT_RESTRICT_VOCAB = 30_000
 MAX_SCORES = 1 << 24  # question x word scores per matrix product: 64 MiB of float32
@@ -130,18 +130,25 @@ def score_similarity(
 
 
 def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict[str, float]:
-    """The scores a training run logs at each checkpoint: `analogy/...` and `similarity/...`
-    for the files `cfg` names (none: empty), restricted as `w2vdist eval` restricts them."""
+    """The scores a training run logs at each checkpoint, restricted as `w2vdist eval`
+    restricts them: the first analogy and similarity files' as `analogy/...` and
+    `similarity/...`, any other's as `analogy:NAME/...` (`score_key`); none: empty."""
     out: dict[str, float] = {}
     vectors = vectors.float().cpu()
-    if cfg.analogies:
-        found = score_analogies(words, vectors, cfg.analogies, cfg.restrict_vocab,
-                                cfg.analogy_method)
-        out.update({f"analogy/{k}": float(v) for k, v in found.items()})
-    if cfg.similarity:
-        found = score_similarity(words, vectors, cfg.similarity, cfg.restrict_vocab)
-        out.update({f"similarity/{k}": float(v) for k, v in found.items()})
+    for i, path in enumerate(cfg.analogies):
+        found = score_analogies(words, vectors, path, cfg.restrict_vocab, cfg.analogy_method)
+        out.update({f"{score_key('analogy', path, i)}/{k}": float(v) for k, v in found.items()})
+    for i, path in enumerate(cfg.similarity):
+        found = score_similarity(words, vectors, path, cfg.restrict_vocab)
+        out.update({f"{score_key('similarity', path, i)}/{k}": float(v)
+                    for k, v in found.items()})
     return out
+
+
+def score_key(kind: str, path: str, index: int) -> str:
+    """The prefix of a file's scores: the first file of its kind keeps the plain `kind` (the
+    keys of runs that scored one file), each other adds its name (`similarity:SimLex-999`)."""
+    return kind if index == 0 else f"{kind}:{score_name(path)}"
 
 
 def analogy_scores(

@@ -3,7 +3,8 @@
 VECTORS is a word2vec file (text or binary, e.g. written by gensim or word2vec.c) or a run
 directory / checkpoint folder, so every model is scored by the same code (`evaluate`): per
 analogy section, semantic, syntactic and total accuracy with coverage; Spearman and Pearson
-with the OOV rate; `--json OUT` writes the same numbers (an undefined correlation as null).
+with the OOV rate, for each file given; `--json OUT` writes the same numbers (an undefined
+correlation as null; several files of a kind as a list of their reports).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def command(args: argparse.Namespace) -> int:
     cfg = cmd.eval
     if not cfg.analogies and not cfg.similarity:
         raise UsageError("eval: give --eval.analogies FILE and/or --eval.similarity FILE")
-    for name in (cfg.analogies, cfg.similarity):
-        if name and not Path(name).is_file():
+    for name in (*cfg.analogies, *cfg.similarity):
+        if not Path(name).is_file():
             raise UsageError(f"{name}: file not found")
     if cmd.json:
         vec.check_writable(Path(cmd.json))
@@ -45,20 +46,24 @@ def command(args: argparse.Namespace) -> int:
     limit = len(words)
     report: dict[str, Any] = {"vectors": cmd.vectors, "table": cmd.table, "restrict_vocab": limit}
     print(f"{cmd.vectors}: {matrix.shape[1]} dims, using the {limit} most frequent words")
-    if cfg.analogies:
-        analogies = analogy_scores(words, matrix, cfg.analogies, cfg.restrict_vocab,
+    found: dict[str, list[dict[str, Any]]] = {"analogies": [], "similarity": []}
+    for path in cfg.analogies:
+        analogies = analogy_scores(words, matrix, path, cfg.restrict_vocab,
                                    method=cfg.analogy_method)
-        _print_analogies(f"{cfg.analogies} ({cfg.analogy_method})", analogies)
-        report["analogies"] = {
-            "file": cfg.analogies,
+        _print_analogies(f"{path} ({cfg.analogy_method})", analogies)
+        found["analogies"].append({
+            "file": path,
             "method": cfg.analogy_method,
             **analogies.metrics(),
             "sections": [{**asdict(s), "accuracy": s.accuracy} for s in analogies.sections],
-        }
-    if cfg.similarity:
-        similarity = similarity_scores(words, matrix, cfg.similarity, cfg.restrict_vocab)
-        _print_similarity(cfg.similarity, similarity)
-        report["similarity"] = {"file": cfg.similarity, **similarity.metrics()}
+        })
+    for path in cfg.similarity:
+        similarity = similarity_scores(words, matrix, path, cfg.restrict_vocab)
+        _print_similarity(path, similarity)
+        found["similarity"].append({"file": path, **similarity.metrics()})
+    # One file's report as it is; several files' as a list of them, in the order given.
+    report.update({kind: files[0] if len(files) == 1 else files
+                   for kind, files in found.items() if files})
     if cmd.json:
         write_text(cmd.json, json.dumps(_finite_or_null(report), indent=2) + "\n")
     return 0
