@@ -423,5 +423,11 @@ def test_writes_that_fail_for_space_name_what_was_being_written(tmp_path):
                                              for i in range(30_000)))
     assert run("export", str(vectors), "-o", str(out / "v.txt")) == \
         f"w2vdist: {out / 'v.txt'}: File too large\n"
-    assert sorted(p.name for p in out.iterdir()) == ["syn"]  # synth's own folder, empty
-    assert list((out / "syn").iterdir()) == []
+    assert list(out.iterdir()) == []  # synth takes back the folder it made
+    # Into a folder that was there: the corpus fits, the analogies (60 pairs a relation) do
+    # not; the folder and what was in it stay, the corpus written first goes.
+    (out / "syn").mkdir()
+    (out / "syn" / "notes.txt").write_text("mine\n")
+    assert run("synth", str(out / "syn"), "--sentences", "1000", "--pairs", "60") == \
+        f"w2vdist: {out / 'syn' / 'analogies.txt'}: File too large\n"
+    assert [p.name for p in (out / "syn").iterdir()] == ["notes.txt"]

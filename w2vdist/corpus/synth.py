@@ -319,7 +319,9 @@ def synthesize(spec: SynthConfig) -> dict[str, str]:
 
 
 def write(out_dir: str | os.PathLike, spec: SynthConfig, overwrite: bool = False) -> dict[str, Path]:
-    """Write the files; each appears under its final name only once complete, synth.json last."""
+    """Write the files; each appears under its final name only once complete, synth.json last.
+    A write that fails (a full disk) takes back the files this call wrote, and the folder if
+    it made it, so that running it again needs no --overwrite."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a directory")
@@ -327,13 +329,21 @@ def write(out_dir: str | os.PathLike, spec: SynthConfig, overwrite: bool = False
     if existing and not overwrite:
         raise UsageError(f"{out / existing[0]}: already exists (pass --overwrite to replace)")
     contents = synthesize(spec)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         (out / SETTINGS_FILE).unlink(missing_ok=True)
-    paths = {}
-    for name in OUTPUT_FILES:
-        write_text(out / name, contents[name])
-        paths[name] = out / name
+    paths: dict[str, Path] = {}
+    try:
+        for name in OUTPUT_FILES:
+            write_text(out / name, contents[name])
+            paths[name] = out / name
+    except BaseException:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return paths
 
 
