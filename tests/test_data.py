@@ -209,13 +209,16 @@ def test_a_position_saved_in_shard_order_continues_after_as_many_samples(shards)
 
 
 def test_loader_workers_auto_gives_a_gpu_rank_four_and_a_cpu_rank_one():
-    """Never more than the samples a rank has to deal to them, when left to be chosen."""
-    assert loader_workers(-1, torch.device("cuda"), 100) == 4
-    assert loader_workers(-1, torch.device("cuda"), 3) == 3
-    assert loader_workers(-1, torch.device("cpu"), 100) == 1
-    assert loader_workers(0, torch.device("cuda"), 100) == 0  # asked for: in the trainer
-    assert loader_workers(3, torch.device("cpu"), 100) == 3
-    assert loader_workers(5, torch.device("cuda"), 3) == 5  # asked for: the loader warns
+    """Left to be chosen, never more than the samples a rank has to deal to them, nor on a
+    GPU than the rank's cores leave beside the trainer."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert loader_workers(-1, cuda, 100, 16) == 4
+    assert loader_workers(-1, cuda, 3, 16) == 3
+    assert loader_workers(-1, cuda, 100, 3) == 2 and loader_workers(-1, cuda, 100, 1) == 1
+    assert loader_workers(-1, cpu, 100, 16) == 1
+    assert loader_workers(0, cuda, 100, 16) == 0  # asked for: in the trainer
+    assert loader_workers(3, cpu, 100, 16) == 3
+    assert loader_workers(5, cuda, 3, 2) == 5  # asked for: the loader warns
 
 
 def test_a_position_saved_when_workers_read_their_own_shards_keeps_its_amount(shards):

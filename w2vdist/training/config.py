@@ -23,7 +23,8 @@ class DataConfig:
 
     shards: str = setting("", "a `w2vdist prepare` output directory (required)", metavar="DIR")
     loader_workers: int = setting(-1, "loader processes per rank (0: in the training process; "
-                                  "-1: 4 on CUDA, 1 on CPU, at most a rank's samples)")
+                                  "-1: 4 on CUDA, at most a GPU's cores less one, 1 on CPU; "
+                                  "at most a rank's samples)")
     prefetch: int = setting(4, "chunks of samples (1M words or a batch) a worker reads ahead")
 
     def __post_init__(self) -> None:

@@ -69,17 +69,19 @@ MIXED = "mixed"  # `Position.order` of streams of mixed chunks, each worker its 
 DEALT = "dealt"  # of streams of mixed chunks, the samples dealt to workers in turn
 
 
-def loader_workers(setting: int, device: torch.device, samples: int) -> int:
+def loader_workers(setting: int, device: torch.device, samples: int, cores: int) -> int:
     """`data.loader_workers`, -1 resolved: on CUDA, where the step leaves the host's cores to
     the loader, GPU_LOADER_WORKERS, which keep it several times ahead of the step (on an
     H200's host at 1M-word steps two workers delivered 182-210M words/s, under twice the
-    dim-100 step's 113M, four 320-381M; BENCHMARKS.md); else 1, beside the CPU step's
-    threads; never more than `samples`, the fewest a rank has to deal to them. A fixed count,
-    not one from the host's cores: the workers deal the samples, so the count decides the
-    order a run reads them in (a resume keeps it, `spec.CHOSEN_AT_START`)."""
+    dim-100 step's 113M, four 320-381M; BENCHMARKS.md), but no more than the rank's `cores`
+    leave beside the trainer; else 1, beside the CPU step's threads; never more than
+    `samples`, the fewest a rank has to deal to them. The count decides the order a rank reads
+    its samples in, so a resume keeps the run's (`spec.CHOSEN_AT_START`)."""
     if setting >= 0:
         return setting
-    return max(1, min(GPU_LOADER_WORKERS if device.type == "cuda" else 1, samples))
+    if device.type != "cuda":
+        return 1
+    return max(1, min(GPU_LOADER_WORKERS, cores - 1, samples))
 
 
 GPU_LOADER_WORKERS = 4

@@ -24,6 +24,7 @@ import torch
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
+from w2vdist.host import cores
 from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import backends, metrics, sync
 from w2vdist.training.config import Config
@@ -227,8 +228,9 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
-    cfg = _replace(cfg, "data", loader_workers=loader_workers(cfg.data.loader_workers,
-                                                              world.device, fewest_samples))
+    rank_cores = cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cfg = _replace(cfg, "data", loader_workers=loader_workers(
+        cfg.data.loader_workers, world.device, fewest_samples, rank_cores))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size,
                                                                   corpus.tokens))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
