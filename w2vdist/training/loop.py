@@ -152,9 +152,11 @@ def _train(
         batches = OnDevice(stack.enter_context(contextlib.closing(iter(loader))), loader,
                            world.device)
         log.info(
-            "training %s backend, %d rank(s), %d steps of %d words (%d per epoch), from step %d",
-            cfg.train.backend, world.size, plan.total_steps, plan.words_per_step,
-            plan.steps_per_epoch, step,
+            "training %s backend%s, %d rank(s), %d steps of %d words (%d per epoch), from step "
+            "%d, %d loader worker(s) a rank", cfg.train.backend,
+            " (replayed from a CUDA graph)" if cfg.train.cuda_graph else "", world.size,
+            plan.total_steps, plan.words_per_step, plan.steps_per_epoch, step,
+            cfg.data.loader_workers,
         )
         interval = Interval(step, plan)
         preempted, saved = False, Outcome(0, spec)
