@@ -42,8 +42,8 @@ class EvalConfig:
 
 
 def score_name(path: str) -> str:
-    """What a scores file's results are named after (W&B keys, `eval`'s report): its name
-    without the extension, `SimLex-999` for `data/SimLex-999.txt`."""
+    """What a scores file's results are named after in a run's metrics (`evaluate.score_key`):
+    its name without the extension, `SimLex-999` for `data/SimLex-999.txt`."""
     return Path(path).stem
 
 
