@@ -25,9 +25,11 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 6 and all(line.endswith(" ok") for line in correct), correct
     assert sum("damped+saturation" in line for line in correct) == 2, correct
-    for damping, share, resident in (("0.1", "centre", "1"), ("0.0", "centre", "-"),
-                                     ("0.3", "chunk", "1")):  # the interpreter: one program
-        assert re.search(rf"^BENCH backend=triton dim=300 words_per_step=\d+ damping={damping} "
+    # The default step at dim 300; quick mode's variants at dim 100.
+    for dim, damping, share, resident in (("300", "0.1", "centre", "1"),
+                                          ("100", "0.0", "centre", "-"),
+                                          ("100", "0.3", "chunk", "1")):  # one program
+        assert re.search(rf"^BENCH backend=triton dim={dim} words_per_step=\d+ damping={damping} "
                          rf"negatives={share} words_per_s=[\d,]+ .* tiles=32x\d+x\d+ "
                          rf"resident_programs={resident}$", out, re.M), out
     assert "interpreter=True" in out
