@@ -12,10 +12,11 @@ the share of the measured DRAM bandwidth that the kernel's modelled traffic uses
 step size and backend), MEM (a 2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU
 process group through both sync strategies; a full `local` merge at 2M x 300), E2E (synth ->
 prepare -> train -> eval on the device, at this corpus's default steps, which a GPU captures
-in a CUDA graph, and on a GPU also eagerly: planted analogies),
-LOADER (the loader alone, shards to the device, by worker count; then the step at dims 100 and
-300 fed by it at its default workers, with the share of the time it waited for batches). A section that fails prints
-`FAIL section: why` and the others still run; the exit code is the number of failed sections.
+in a CUDA graph, and on a GPU also eagerly: planted analogies), LOADER (the loader alone,
+shards to the device, by worker count; then the step at dims 100 and 300 fed by it at its
+default workers, with the share of the time it waited for batches). A section that fails
+prints `FAIL section: why` and the others still run; the exit code is the number of failed
+sections.
 `--quick` (and any machine without CUDA) runs the same code on CPU at tiny sizes, so that CI
 keeps the plumbing working.
 """
