@@ -219,8 +219,9 @@ def _metrics_steps(run_dir: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_signal_checkpoints_and_a_second_launch_finishes(shards, tmp_path, sig):
     run_dir = tmp_path / "run"
+    # 520 steps: the signal comes after two 0.2 s metrics records, a few steps in.
     args = train_args(
-        shards, run_dir, "--train.epochs", "40", "--train.log_every_seconds", "0.2",
+        shards, run_dir, "--train.epochs", "10", "--train.log_every_seconds", "0.2",
         "--wandb", "offline",
     )
     proc = subprocess.Popen(
@@ -311,7 +312,7 @@ def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
     localhost): one node dies after a checkpoint, the survivor's worker fails on the broken
     collective, its agent meets again with the one node left and the run finishes there."""
     run_dir = tmp_path / "run"
-    args = train_args(shards, run_dir, "--train.epochs", "100", "--checkpoint.every_steps",
+    args = train_args(shards, run_dir, "--train.epochs", "30", "--checkpoint.every_steps",
                       "300", "--sync.timeout_seconds", "30")
     port = free_port()
     elastic = ("--nnodes=1:2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
