@@ -292,6 +292,13 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
     assert len(words) > 50 and "v.bin.gz: 10 dims, using the 50 most frequent words" in printed
     expected = evaluate.score_analogies(words, inp, tmp_path / "q.txt", 50)
     assert {k: reports[0]["analogies"][k] for k in expected} == expected
+    # What a run logs, from only the rows it scores: the same numbers; no files, nothing.
+    from w2vdist.vectors.config import EvalConfig
+
+    logged = evaluate.scores(EvalConfig(analogies=[str(tmp_path / "q.txt")], restrict_vocab=50),
+                             words, inp)
+    assert logged == {f"analogy/{k}": float(v) for k, v in expected.items()}
+    assert evaluate.scores(EvalConfig(), words, inp) == {}
     similarity = reports[0]["similarity"]
     assert similarity["pairs"] + similarity["oov"] == 4 and similarity["oov"] >= 1
     assert reports[0]["restrict_vocab"] == 50 and reports[0]["analogies"]["method"] == "3cosadd"
