@@ -114,19 +114,20 @@ def test_loader_only_moves_batches_without_training(shards, tmp_path, capsys):
 
 
 def test_loader_only_counts_this_process_cpu_not_its_workers(shards, tmp_path, monkeypatch):
-    """A worker that burns 50 ms of CPU on every chunk keeps the trainer waiting: the share
-    is the trainer's own CPU time, small, not the wall time it spent waiting."""
+    """A worker that burns 200 ms of CPU on every chunk keeps the trainer waiting: the share
+    is the trainer's own CPU time, small, not the wall time it spent waiting. (At 50 ms a
+    slowed machine once gave the trainer 62% of a 0.5 s window.)"""
     mix = chunks._mix
 
     def slow_mix(*args):
-        until = time.perf_counter() + 0.05
+        until = time.perf_counter() + 0.2
         while time.perf_counter() < until:
             pass
         mix(*args)
 
     monkeypatch.setattr(chunks, "_mix", slow_mix)  # the forked worker inherits it
     report = run_bench(
-        ["--data.shards", str(shards), "--loader-only", "--seconds", "0.5",
+        ["--data.shards", str(shards), "--loader-only", "--seconds", "1",
          "--data.loader_workers", "1", *SMALL], tmp_path / "loader.json",
     )
     f = report["figures"]
