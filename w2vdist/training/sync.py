@@ -337,7 +337,7 @@ def _all_gather_rows(
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
 MERGE_WORDS_MANY, MERGE_WORDS_MANY_FROM = 1 << 16, 8  # the same from this many ranks
 HOT_MERGE_WORDS = 1 << 14  # and between merges of the hot rows when sync.hot_every_steps is 0
-CONTROL_WORDS = 1 << 18  # and between control all-reduces on GPUs (control_every_steps 0)
+CONTROL_WORDS = 1 << 22  # and between control all-reduces on GPUs (control_every_steps 0)
 GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
 HOT_ROWS = 2000  # sync.hot_rows's auto value below HOT_ROWS_MANY_FROM ranks
 HOT_ROWS_MANY, HOT_ROWS_MANY_FROM = 5000, 4
@@ -359,12 +359,16 @@ def resolved(cfg: Config, world_size: int, step: int) -> Config:
     seeds, each ahead), leaving the same at the benchmark setting (on GPUs, whose large steps
     merge every step anyway, `merge_time_share` spaces merges out where they cost more than
     their share of the time).
-    The control all-reduce reads the loss from the
-    device: on GPUs rarely enough that small steps do not wait on it, often enough that a stop
-    request or a non-finite loss is seen within a fraction of a second; on CPUs, where the read
-    costs nothing and a step takes up to seconds, after every step, so that a stop request
-    is honoured after the step in flight whatever the step size (a scheduler's grace period
-    is tens of seconds: 256k words at dim 200 take longer than that on a busy CPU)."""
+    The control all-reduce reads the loss from the device, which drains the GPU's queue: the
+    GPU then idles while the host hands over and launches the next step. On GPUs it runs about
+    every 4M words over all ranks, where that costs a few percent (one H200 at the benchmark
+    corpus's 219,538-word steps trained 67-72M words/s reading every step, 110-123M every 16:
+    about 1.3 ms a read; BENCHMARKS.md, "The control read drained the GPU"), yet a stop
+    request or a non-finite loss is seen within a second even at the torch step's 5M words/s;
+    on CPUs, where the read costs nothing and a step takes up to seconds, after every step, so
+    that a stop request is honoured after the step in flight whatever the step size (a
+    scheduler's grace period is tens of seconds: 256k words at dim 200 take longer than that
+    on a busy CPU)."""
     merge = MERGE_WORDS_MANY if world_size >= MERGE_WORDS_MANY_FROM else MERGE_WORDS
     every = cfg.sync.every_steps or max(1, round(merge / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
