@@ -49,6 +49,9 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     assert re.search(r"^LOADER train device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
                      r"workers=1 words_per_s=[1-9][\d,]+ loader_wait_share=\d\.\d{3}$", out,
                      re.M), out
+    assert re.search(r"^LOADER run device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
+                     r"control_every_steps=1 records=1 words_per_s=[1-9][\d,]+ "
+                     r"loader_wait_share=\d\.\d{3}$", out, re.M), out
 
 
 def test_the_torch_steps_allowed_host_synchronisations_are_those_an_h200_counted():
