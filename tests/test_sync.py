@@ -188,8 +188,8 @@ def resolved_for(cfg: Config, ranks: int) -> Config:
 
 def test_sync_intervals_default_to_words_over_all_ranks():
     """Full merges about every 1M words over all ranks (64k from 8 ranks), the hot rows about
-    every 16k (at least every step), the control all-reduce about every 4M on GPUs and every
-    step on CPUs."""
+    every 16k (at least every step), the control all-reduce about every 4M a rank on GPUs and
+    every step on CPUs."""
     cfg = Config(sync=SyncConfig(strategy="local"), optim=OptimConfig(batch_words=65536))
     assert resolved_for(cfg, 2).sync.every_steps == 8
     assert resolved_for(cfg, 2).sync.hot_every_steps == 1
@@ -199,11 +199,11 @@ def test_sync_intervals_default_to_words_over_all_ranks():
     assert resolved_for(small, 8).sync.every_steps == 4  # 64k words from 8 ranks
     assert resolved_for(small, 4).sync.hot_every_steps == 2
     on_gpu = dataclasses.replace(small, train=TrainConfig(device="cuda"))
-    assert resolved_for(on_gpu, 4).sync.control_every_steps == 512
+    assert resolved_for(on_gpu, 4).sync.control_every_steps == 2048  # a rank's words
     assert resolved_for(on_gpu, 1).sync.control_every_steps == 2048
-    one_gpu = dataclasses.replace(on_gpu, optim=OptimConfig(batch_words=262144))
-    assert resolved_for(one_gpu, 1).sync.control_every_steps == 16  # the default GPU step
-    assert resolved_for(one_gpu, 16).sync.control_every_steps == 1
+    gpu_step = dataclasses.replace(on_gpu, optim=OptimConfig(batch_words=262144))
+    assert resolved_for(gpu_step, 1).sync.control_every_steps == 16  # the default GPU step
+    assert resolved_for(gpu_step, 16).sync.control_every_steps == 16
     assert resolved_for(small, 4).sync.control_every_steps == 1  # on CPU, after every step
     assert resolved_for(cfg, 8).sync.control_every_steps == 1
     chosen = dataclasses.replace(cfg, sync=SyncConfig(strategy="local", every_steps=5))

@@ -135,7 +135,7 @@ class SyncConfig:
     merge_time_share: float = setting(-1.0, "local: full merges taking more of the time are "
                                       "spaced out (-1: 0.1 on CUDA, 0: off, reproducible)")
     control_every_steps: int = setting(0, "steps between reads of loss and stop requests (0: "
-                                       "every step on CPU, 4M words over ranks on GPU)")
+                                       "every step on CPU, 4M words a rank on GPU)")
     timeout_seconds: float = setting(600.0, "a collective waiting longer fails the run")
 
     def __post_init__(self) -> None:

@@ -337,7 +337,7 @@ def _all_gather_rows(
 MERGE_WORDS = 1 << 20  # global words between full merges when sync.every_steps is 0
 MERGE_WORDS_MANY, MERGE_WORDS_MANY_FROM = 1 << 16, 8  # the same from this many ranks
 HOT_MERGE_WORDS = 1 << 14  # and between merges of the hot rows when sync.hot_every_steps is 0
-CONTROL_WORDS = 1 << 22  # and between control all-reduces on GPUs (control_every_steps 0)
+CONTROL_WORDS = 1 << 22  # a rank's words between control all-reduces on GPUs (the same)
 GPU_MERGE_TIME_SHARE = 0.1  # sync.merge_time_share's auto value on CUDA (off on CPU)
 HOT_ROWS = 2000  # sync.hot_rows's auto value below HOT_ROWS_MANY_FROM ranks
 HOT_ROWS_MANY, HOT_ROWS_MANY_FROM = 5000, 4
@@ -345,8 +345,8 @@ HOT_ROWS_MANY, HOT_ROWS_MANY_FROM = 5000, 4
 
 def resolved(cfg: Config, world_size: int, step: int) -> Config:
     """The config with the sync's auto settings resolved for steps of `step` words over all
-    ranks: intervals of about MERGE_WORDS, HOT_MERGE_WORDS and CONTROL_WORDS words, and the
-    hot rows. Stale changes add
+    ranks: intervals of about MERGE_WORDS and HOT_MERGE_WORDS words, CONTROL_WORDS words a
+    rank, and the hot rows. Stale changes add
     up with the words trained between merges, whatever the rank count, and the hot rows, which
     every rank updates, are what must be merged often: on 4 ranks, merging them every 16k
     words over all ranks instead of every 256k gained a point of analogies and 0.02 WordSim353
@@ -361,7 +361,8 @@ def resolved(cfg: Config, world_size: int, step: int) -> Config:
     their share of the time).
     The control all-reduce reads the loss from the device, which drains the GPU's queue: the
     GPU then idles while the host hands over and launches the next step. On GPUs it runs about
-    every 4M words over all ranks, where that costs a few percent (one H200 at the benchmark
+    every 4M words a rank (the idle time is each rank's, whatever their number, as is the
+    time a stop request waits), where that costs a few percent (one H200 at the benchmark
     corpus's 219,538-word steps trained 67-72M words/s reading every step, 110-123M every 16:
     about 1.3 ms a read; BENCHMARKS.md, "The control read drained the GPU"), yet a stop
     request or a non-finite loss is seen within a second even at the torch step's 5M words/s;
@@ -373,8 +374,8 @@ def resolved(cfg: Config, world_size: int, step: int) -> Config:
     every = cfg.sync.every_steps or max(1, round(merge / step))
     hot = cfg.sync.hot_every_steps or max(1, round(HOT_MERGE_WORDS / step))
     cuda = cfg.train.device.startswith("cuda")
-    control = cfg.sync.control_every_steps or (max(1, round(CONTROL_WORDS / step)) if cuda
-                                               else 1)
+    control = cfg.sync.control_every_steps or (
+        max(1, round(CONTROL_WORDS * world_size / step)) if cuda else 1)
     share = cfg.sync.merge_time_share
     if share < 0:  # auto: merging by time only on GPUs, where a full merge is costly next to
         share = GPU_MERGE_TIME_SHARE if cuda else 0.0  # steps
