@@ -433,7 +433,9 @@ def loader(device: torch.device, quick: bool) -> None:
                   f"cpus={os.cpu_count()}", flush=True)
         # Then the step fed by the loader at its default workers, as a run trains, and at dim
         # 100 (the faster step) with the earlier default of 2: the share of the time it
-        # waited for batches says whether they keep ahead.
+        # waited for the workers' chunks says whether they keep ahead, the hand-over's rest
+        # whether the trainer's host does (on the H200, 2 and 4 workers ran alike, the host
+        # 39% of the time in the hand-over).
         for dim, extra in ((100, []),) if quick else \
                 ((100, []), (100, ["--data.loader_workers", "2"]), (300, [])):
             out = root / f"train-{dim}-{len(extra)}.json"
@@ -447,7 +449,8 @@ def loader(device: torch.device, quick: bool) -> None:
                   f"dim={dim} words_per_step={ran['optim']['batch_words']} "
                   f"workers={ran['data']['loader_workers']} "
                   f"words_per_s={figures['words_per_s']:,.0f} "
-                  f"loader_wait_share={figures['loader_wait_share']:.3f}", flush=True)
+                  f"loader_wait_share={figures['loader_wait_share']:.3f} "
+                  f"handover_share={figures['handover_share']:.3f}", flush=True)
         _loader_run(run, root, device, quick)
 
 
@@ -469,7 +472,8 @@ def _loader_run(run: list[str], root: Path, device: torch.device, quick: bool) -
           f"control_every_steps={config['sync']['control_every_steps']} "
           f"records={len(running)} "
           f"words_per_s={statistics.median(r['words_per_s'] for r in running):,.0f} "
-          f"loader_wait_share={statistics.median(r['loader_wait_share'] for r in running):.3f}",
+          f"loader_wait_share={statistics.median(r['loader_wait_share'] for r in running):.3f} "
+          f"handover_share={statistics.median(r['handover_share'] for r in running):.3f}",
           flush=True)
 
 

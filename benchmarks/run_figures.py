@@ -31,6 +31,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
     if not records:
         raise UsageError(f"{path}: no speed records")
     previous, seconds, pairs, sync_seconds, loader_seconds = 0, 0.0, 0.0, 0.0, 0.0
+    handover_seconds: float | None = 0.0  # None for a run from before handover_share
     for r in records:
         if r["step"] <= previous:
             raise UsageError(f"{path}: steps do not increase (a resumed run); measure a fresh run")
@@ -39,6 +40,10 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         pairs += r["pairs_per_s"] * interval
         sync_seconds += r["sync_time_share"] * interval
         loader_seconds += r["loader_wait_share"] * interval
+        if handover_seconds is not None and "handover_share" in r:
+            handover_seconds += r["handover_share"] * interval
+        else:
+            handover_seconds = None
         previous = r["step"]
     last = records[-1]
     return {
@@ -51,6 +56,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Any]:
         "sync_time_share": sync_seconds / seconds,
         "sync_bytes_per_step": last["sync_bytes_per_step"],
         "loader_wait_share": loader_seconds / seconds,
+        "handover_share": None if handover_seconds is None else handover_seconds / seconds,
         "final_loss": last["loss"],
         "peak_memory_gb": max(r["memory_gb"] for r in records),
     }

@@ -47,11 +47,11 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     assert len(re.findall(r"^LOADER device=cpu workers=\d words_per_step=65536 words_per_s=[\d,]+ "
                           r"trainer_words_per_cpu_s=[1-9][\d,]+ cpus=\d+$", out, re.M)) == 2
     assert re.search(r"^LOADER train device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
-                     r"workers=1 words_per_s=[1-9][\d,]+ loader_wait_share=\d\.\d{3}$", out,
-                     re.M), out
+                     r"workers=1 words_per_s=[1-9][\d,]+ loader_wait_share=\d\.\d{3} "
+                     r"handover_share=\d\.\d{3}$", out, re.M), out
     assert re.search(r"^LOADER run device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
                      r"control_every_steps=1 records=1 words_per_s=[1-9][\d,]+ "
-                     r"loader_wait_share=\d\.\d{3}$", out, re.M), out
+                     r"loader_wait_share=\d\.\d{3} handover_share=\d\.\d{3}$", out, re.M), out
 
 
 def test_the_torch_steps_allowed_host_synchronisations_are_those_an_h200_counted():

@@ -18,8 +18,9 @@ import torch
 from w2vdist.cli import main
 from w2vdist.errors import UsageError
 from w2vdist.settings import flatten, from_dict
-from w2vdist.training import checkpoint
+from w2vdist.training import checkpoint, chunks as chunks_module
 from w2vdist.training.callbacks import Callback
+from w2vdist.training.chunks import ShardChunks
 from w2vdist.training.config import Config
 from w2vdist.training.data import TokenBatches
 from w2vdist.training.loop import run as run_training, train
@@ -273,29 +274,43 @@ def test_an_eval_file_that_cannot_be_scored_stops_the_run_before_it_trains(shard
     assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
 
 
-def test_the_time_waiting_for_the_loader_is_logged_as_its_share(shards, tmp_path,
-                                                                 monkeypatch):
-    """`loader_wait_share` says when the loader, not the step, bounds a run: a loader held up
-    50 ms a batch, against steps of a few milliseconds, takes most of every interval."""
-    def share(run: Path) -> list[float]:
+def test_the_loaders_wait_and_the_trainers_hand_over_are_logged_apart(shards, tmp_path,
+                                                                    monkeypatch):
+    """`loader_wait_share` says when the loader bounds a run, `handover_share` when the
+    trainer's own cutting of its chunks into batches does: a loader held up 50 ms a chunk, or
+    a hand-over held up 50 ms a batch, against steps of a few milliseconds, takes most of
+    every interval, each in its own share and not in the other's."""
+    def shares(run: Path) -> list[tuple[float, float]]:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        return [r["loader_wait_share"] for r in rows if "loader_wait_share" in r]
+        return [(r["loader_wait_share"], r["handover_share"]) for r in rows if "loss" in r]
 
     settings = {"train": {"max_steps": 40, "log_every_seconds": 0.2},
-                "data": {"loader_workers": 0}}
+                "data": {"loader_workers": 0}}  # the loader's chunks read in this process
+    monkeypatch.setattr(chunks_module, "MIX_WORDS", 500)  # chunks of one sample, two batches
     assert train(config(shards, tmp_path / "plain", **settings)) == 0
-    batches = TokenBatches.__iter__
+    chunks, batches = ShardChunks.__iter__, TokenBatches.__iter__
 
-    def held_up(self: TokenBatches):
+    def slow_loader(self: ShardChunks):
+        for chunk in chunks(self):
+            time.sleep(0.05)
+            yield chunk
+
+    def slow_handover(self: TokenBatches):
         for batch in batches(self):
             time.sleep(0.05)
             yield batch
 
-    monkeypatch.setattr(TokenBatches, "__iter__", held_up)
-    assert train(config(shards, tmp_path / "held", **settings)) == 0
-    plain, held = share(tmp_path / "plain"), share(tmp_path / "held")
-    assert len(held) >= 3 and all(0.7 < s <= 1 for s in held), held
-    assert plain and all(0 <= s < min(held) for s in plain), plain
+    monkeypatch.setattr(ShardChunks, "__iter__", slow_loader)
+    assert train(config(shards, tmp_path / "loader", **settings)) == 0
+    monkeypatch.setattr(ShardChunks, "__iter__", chunks)
+    monkeypatch.setattr(TokenBatches, "__iter__", slow_handover)
+    assert train(config(shards, tmp_path / "handover", **settings)) == 0
+    plain = shares(tmp_path / "plain")
+    loader, handover = shares(tmp_path / "loader"), shares(tmp_path / "handover")
+    assert len(loader) >= 3 and all(0.7 < w <= 1 and h < 0.2 for w, h in loader), loader
+    assert len(handover) >= 3 and all(w < 0.2 and 0.7 < h <= 1 for w, h in handover), handover
+    assert plain and all(w < min(w for w, _ in loader) for w, _ in plain), plain
+    assert all(h < min(h for _, h in handover) for _, h in plain), plain
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu-kernel"])

@@ -146,16 +146,18 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
     session = Session.build(resolve(cfg, world, corpus), world, corpus)
     cfg = session.spec.config
     device = world.device
+    waited: Callable[[], float] = lambda: 0.0  # a synthetic stream's batches wait for nothing
     if synthetic:
         source: Iterator[Batch] = itertools.cycle(
             synthetic.batches(cfg.optim.batch_words, cfg.train.seed, device.type == "cuda")
         )
     else:
-        source = iter(session.batches())
+        loader = session.batches()
+        source, waited = iter(loader), lambda: loader.wait_seconds
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     work = _loader_work(source, device) if options.loader_only else _train_work(session, source)
-    figures = _timed(work, options, cfg.optim.batch_words, device)
+    figures = _timed(work, waited, options, cfg.optim.batch_words, device)
     what = {
         "mode": "loader-only" if options.loader_only else "train",
         "device": str(device),
@@ -168,7 +170,7 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
     return {"settings": what, **environment(device), "figures": figures}
 
 
-# One step: (loss sum, pairs, loader seconds); loss and pairs may stay on the device.
+# One step: (loss sum, pairs, hand-over seconds); loss and pairs may stay on the device.
 Work = Callable[[], tuple[float | torch.Tensor, int | torch.Tensor, float]]
 
 
@@ -202,25 +204,27 @@ def _train_work(session: Session, source: Iterator[Batch]) -> Work:
 
 
 def _timed(
-    work: Work, options: BenchConfig, batch_words: int, device: torch.device
+    work: Work, waited: Callable[[], float], options: BenchConfig, batch_words: int,
+    device: torch.device,
 ) -> dict[str, Any]:
-    """Untimed warm-up steps, then `steps` steps or `seconds` seconds (10 if neither)."""
+    """Untimed warm-up steps, then `steps` steps or `seconds` seconds (10 if neither);
+    `waited()`, the loader's time so far waiting for its workers' chunks."""
     seconds_limit = options.seconds or (None if options.steps else DEFAULT_SECONDS)
     warm_start = time.perf_counter()
     for _ in range(options.warmup):
         work()
     _synchronize(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start, wait_start = time.perf_counter(), time.process_time(), waited()
     warmup_seconds = start - warm_start
-    steps, loader_seconds = 0, 0.0
+    steps, handover_seconds = 0, 0.0
     pairs: int | torch.Tensor = 0
     loss: float | torch.Tensor = 0.0
     while True:
-        step_loss, step_pairs, step_loader = work()
+        step_loss, step_pairs, step_handover = work()
         steps += 1
         pairs += step_pairs
         loss += step_loss
-        loader_seconds += step_loader
+        handover_seconds += step_handover
         if options.steps and steps >= options.steps:
             break
         if seconds_limit and time.perf_counter() - start >= seconds_limit:
@@ -248,11 +252,15 @@ def _timed(
         ),
     }
     if not options.loader_only:
+        wait = waited() - wait_start
         figures.update(
             pairs=pairs,
             pairs_per_s=pairs / seconds,
             loss_per_pair=loss / max(pairs, 1),
-            loader_wait_share=loader_seconds / seconds,  # host time waiting for batches
+            # The host's time handing batches over: waiting for the workers' chunks, and the
+            # rest, cutting them into batches and starting their copies (as a run logs them).
+            loader_wait_share=wait / seconds,
+            handover_share=max(0.0, handover_seconds - wait) / seconds,
         )
     return figures
 
@@ -334,6 +342,8 @@ def format_report(report: dict[str, Any]) -> str:
             ("pairs/s", f"{f['pairs_per_s']:,.0f}"),
             ("loss/pair", f"{f['loss_per_pair']:.4f}"),
             ("loader wait", f"{100 * f['loader_wait_share']:.1f}% of the time"),
+            ("batch hand-over", f"{100 * f['handover_share']:.1f}% of the time (the trainer's "
+                                "own cutting and copying)"),
         ]
     rows += [
         ("peak host memory", f"{f['peak_host_mb']:,.0f} MiB"),

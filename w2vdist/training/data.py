@@ -146,6 +146,7 @@ class TokenBatches:
         self.pin_memory = pin_memory
         self.start = start
         self.position = start
+        self.wait_seconds = 0.0  # the trainer's time blocked on the workers' next chunk
 
     def __iter__(self) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
         size = self.batch_words
@@ -154,7 +155,8 @@ class TokenBatches:
         batch = self._empty()
         tokens, sentence = batch[0].numpy(), batch[1].numpy()
         filled = 0
-        for chunk_tokens, chunk_ids, number, expected in self._from_start(iter(self.loader)):
+        chunks = self._waited(iter(self.loader))
+        for chunk_tokens, chunk_ids, number, expected in self._from_start(chunks):
             pending.append(len(chunk_tokens))
             taken = 0
             while taken < len(chunk_tokens):
@@ -172,6 +174,18 @@ class TokenBatches:
                     tokens, sentence = batch[0].numpy(), batch[1].numpy()
                     filled = 0
             _check_number(number, expected)  # not written over while it was read
+
+    def _waited(self, chunks: Iterator[Chunk | Failed]) -> Iterator[Chunk | Failed]:
+        """`chunks`, the time spent waiting for each added to `wait_seconds`: the loader's part
+        of handing batches over (the rest is the trainer's own cutting and copying), so that a
+        run tells a loader short of workers from a trainer short of time."""
+        while True:
+            started = time.perf_counter()
+            chunk = next(chunks, None)
+            self.wait_seconds += time.perf_counter() - started
+            if chunk is None:
+                return
+            yield chunk
 
     def _from_start(
         self, chunks: Iterator[Chunk | Failed]
@@ -256,7 +270,8 @@ class OnDevice:
     stream while the current step trains (on the default stream the copy would queue behind
     the step's kernels). `position` is the loader's position after the batch last handed out,
     not after the one in flight, so that checkpoints resume at the right batch; `seconds` the
-    host time spent handing batches out (waiting for the loader and filling its batches)."""
+    host time spent handing batches out: waiting for the loader's chunks (`wait_seconds`), and
+    cutting them into batches and starting their copies."""
 
     def __init__(
         self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], loader: TokenBatches,
@@ -272,6 +287,10 @@ class OnDevice:
 
     def __iter__(self) -> "OnDevice":
         return self
+
+    @property
+    def wait_seconds(self) -> float:
+        return self.loader.wait_seconds
 
     def __next__(self) -> tuple[torch.Tensor, ...]:
         started = time.perf_counter()

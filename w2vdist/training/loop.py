@@ -206,7 +206,7 @@ def _train(
                     callback.on_epoch_end(step // plan.steps_per_epoch, step, session)
             if (interval.elapsed() >= cfg.train.log_every_seconds or epoch_end
                     or step == cfg.train.max_steps):
-                stats = interval.flush(step, session.sync, batches.seconds, lr, world.device)
+                stats = interval.flush(step, session.sync, batches, lr, world.device)
                 metrics.log(step, stats)
             if preempted or (checkpointer.due(step, clock > 0) and step < cfg.train.max_steps):
                 saved = _save(session, checkpointer, step, batches.position, metrics, log,

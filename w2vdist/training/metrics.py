@@ -48,6 +48,7 @@ from w2vdist.settings import to_dict
 from w2vdist.training.config import Config, WandbConfig
 
 if TYPE_CHECKING:
+    from w2vdist.training.data import OnDevice
     from w2vdist.training.spec import Plan
     from w2vdist.training.sync import Sync
 
@@ -303,7 +304,8 @@ class Interval:
         self.loss = 0.0
         self.pairs = 0.0
         self.sync_seconds = 0.0
-        self.loader_seconds = 0.0
+        self.handover_seconds = 0.0
+        self.wait_seconds = 0.0
 
     def add(self, loss: float, pairs: float) -> None:
         self.loss += loss
@@ -318,12 +320,15 @@ class Interval:
     def words_per_s(self, step: int) -> float:
         return (step - self.step) * self.plan.words_per_step / max(self.elapsed(), 1e-9)
 
-    def flush(self, step: int, sync: Sync, loader_seconds: float, lr: float,
+    def flush(self, step: int, sync: Sync, batches: OnDevice, lr: float,
               device: torch.device) -> dict[str, float]:
-        """The interval's figures, then a new interval from `step`. `loader_seconds`: the
-        trainer's time waiting for batches so far (`data.OnDevice.seconds`); its share of the
-        interval says whether the loader keeps up (torchtitan logs the same as data loading)."""
+        """The interval's figures, then a new interval from `step`. Of the trainer's time
+        handing batches over (`data.OnDevice`), the share waiting for the loader's workers says
+        whether they keep up (torchtitan logs data loading the same way), and the rest, its own
+        cutting and copying, whether the trainer's host does."""
         seconds = max(self.elapsed(), 1e-9)
+        handover = batches.seconds - self.handover_seconds
+        wait = batches.wait_seconds - self.wait_seconds
         stats = {
             "loss": self.mean_loss(),
             "lr": lr,
@@ -332,13 +337,15 @@ class Interval:
             "epoch": step / self.plan.steps_per_epoch,
             "progress": step / self.plan.total_steps,
             "sync_time_share": (sync.seconds - self.sync_seconds) / seconds,
-            "loader_wait_share": (loader_seconds - self.loader_seconds) / seconds,
+            "loader_wait_share": wait / seconds,
+            "handover_share": max(0.0, handover - wait) / seconds,
             "sync_bytes_per_step": sync.bytes_sent / max(step - self.start_step, 1),
             "memory_gb": _peak_memory_gb(device),
             "ranks": len(self.plan.rank_words),  # a run may go on over another number
         }
         self.step, self.start, self.loss, self.pairs = step, time.perf_counter(), 0.0, 0.0
-        self.sync_seconds, self.loader_seconds = sync.seconds, loader_seconds
+        self.sync_seconds = sync.seconds
+        self.handover_seconds, self.wait_seconds = batches.seconds, batches.wait_seconds
         return stats
 
     def total_words_per_s(self) -> float:
