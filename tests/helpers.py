@@ -29,14 +29,20 @@ from w2vdist.training.spec import Plan, RunSpec
 def write_zipf_corpus(path: Path, lines: int, seed: int = 0, vocab: int = 400) -> Path:
     """Zipfian text with some co-occurrence structure: each line draws from one of 8 topics."""
     rng = np.random.default_rng(seed)
-    words = [f"w{i}" for i in range(vocab)]
+    words = np.array([f"w{i}" for i in range(vocab)])
     ranks = np.arange(1, vocab + 1)
+    # Each topic's cumulative distribution, made and searched as `rng.choice(vocab, n, p=p)`
+    # does, so that the text is the same as that call's, about six times faster.
+    cdfs = []
+    for topic in range(8):
+        p = 1.0 / ranks * np.where(ranks % 8 == topic, 6.0, 1.0)
+        cdf = (p / p.sum()).cumsum()
+        cdfs.append(cdf / cdf[-1])
     with open(path, "w") as f:
         for _ in range(lines):
-            topic = rng.integers(8)
-            p = 1.0 / ranks * np.where(ranks % 8 == topic, 6.0, 1.0)
-            ids = rng.choice(vocab, size=rng.integers(5, 30), p=p / p.sum())
-            f.write(" ".join(words[i] for i in ids) + "\n")
+            cdf = cdfs[rng.integers(8)]
+            ids = cdf.searchsorted(rng.random(rng.integers(5, 30)), side="right")
+            f.write(" ".join(words[ids]) + "\n")
     return path
 
 
