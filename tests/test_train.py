@@ -277,9 +277,9 @@ def test_an_eval_file_that_cannot_be_scored_stops_the_run_before_it_trains(shard
 def test_the_loaders_wait_and_the_trainers_hand_over_are_logged_apart(shards, tmp_path,
                                                                     monkeypatch):
     """`loader_wait_share` says when the loader bounds a run, `handover_share` when the
-    trainer's own cutting of its chunks into batches does: a loader held up 50 ms a chunk, or
-    a hand-over held up 50 ms a batch, against steps of a few milliseconds, takes most of
-    every interval, each in its own share and not in the other's."""
+    trainer's own cutting of its chunks into batches does: a loader held up 100 ms a chunk
+    (two batches), or a hand-over held up 50 ms a batch, against steps of a few milliseconds,
+    takes most of every interval, each in its own share and not in the other's."""
     def shares(run: Path) -> list[tuple[float, float]]:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         return [(r["loader_wait_share"], r["handover_share"]) for r in rows if "loss" in r]
@@ -292,7 +292,7 @@ def test_the_loaders_wait_and_the_trainers_hand_over_are_logged_apart(shards, tm
 
     def slow_loader(self: ShardChunks):
         for chunk in chunks(self):
-            time.sleep(0.05)
+            time.sleep(0.1)
             yield chunk
 
     def slow_handover(self: TokenBatches):
