@@ -299,6 +299,9 @@ def test_eval_cli_same_numbers_for_run_dir_and_exported_files(
                              words, inp)
     assert logged == {f"analogy/{k}": float(v) for k, v in expected.items()}
     assert evaluate.scores(EvalConfig(), words, inp) == {}
+    with pytest.raises(UsageError, match="words but"):  # not hidden by taking the rows first
+        evaluate.scores(EvalConfig(analogies=[str(tmp_path / "q.txt")], restrict_vocab=50),
+                        words[:40], inp)
     similarity = reports[0]["similarity"]
     assert similarity["pairs"] + similarity["oov"] == 4 and similarity["oov"] >= 1
     assert reports[0]["restrict_vocab"] == 50 and reports[0]["analogies"]["method"] == "3cosadd"

@@ -137,7 +137,7 @@ def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict
     if not cfg.analogies and not cfg.similarity:
         return out
     # Only the rows scored leave the device (a 2M x 300 table is 2.4 GB).
-    rows = min(cfg.restrict_vocab, len(words))
+    rows = restricted(words, vectors, cfg.restrict_vocab)
     words, vectors = words[:rows], vectors[:rows].float().cpu()
     for i, path in enumerate(cfg.analogies):
         found = score_analogies(words, vectors, path, cfg.restrict_vocab, cfg.analogy_method)
