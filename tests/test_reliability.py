@@ -337,7 +337,7 @@ def test_memory_check_counts_the_last_merge_and_the_ranks_sharing_a_host(monkeyp
     """Tables that fit one process, but not four copies (2 CPU ranks under `local`, each with
     its last merge) on this host, are refused before allocating, saying why."""
     from w2vdist.training.config import Config
-    from w2vdist.training.distributed import World
+    from w2vdist.training.distributed import World, init
     from w2vdist.training.spec import _check_memory
 
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -346,14 +346,15 @@ def test_memory_check_counts_the_last_merge_and_the_ranks_sharing_a_host(monkeyp
     cfg.model.dim = int(0.4 * have / (2 * vocab * 4))  # one copy: 40% of the host
     cfg.sync.strategy = "local"
     one, two = (World(0, n, 0, torch.device("cpu"), "host") for n in (1, 2))
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     _check_memory(cfg, one, vocab)
     _check_memory(cfg, two, vocab)  # 80%: one rank here with its last merge
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's count of the ranks on this host
+    assert init("cpu", 5).local_size == 2
+    both_here = World(0, 2, 0, torch.device("cpu"), "host", local_size=2)
     with pytest.raises(UsageError, match="and their last merge .* over 2 ranks on this host"):
-        _check_memory(cfg, two, vocab)
+        _check_memory(cfg, both_here, vocab)
     cfg.sync.strategy = "exact"
-    _check_memory(cfg, two, vocab)  # exact keeps no merge: 80%
+    _check_memory(cfg, both_here, vocab)  # exact keeps no merge: 80%
 
 
 # --- 8. text that is not what it seems --------------------------------------------------------

@@ -22,6 +22,7 @@ class World:
     local_rank: int
     device: torch.device
     host: str
+    local_size: int = 1  # the ranks on this host (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def is_main(self) -> bool:
@@ -47,7 +48,8 @@ def init(device: str, timeout_seconds: float) -> World:
             timeout=timedelta(seconds=timeout_seconds),
             device_id=resolved if resolved.type == "cuda" else None,
         )
-    return World(rank, size, local_rank, resolved, socket.gethostname())
+    return World(rank, size, local_rank, resolved, socket.gethostname(),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def _refuse_stale_restart_store() -> None:

@@ -228,9 +228,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     backend = backends.choose(cfg, world.device, world.size)
     cfg = _replace(cfg, "train", backend=backend, device=world.device.type,
                    threads=cfg.train.threads or max(1, torch.get_num_threads()))
-    rank_cores = cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cfg = _replace(cfg, "data", loader_workers=loader_workers(
-        cfg.data.loader_workers, world.device, fewest_samples, rank_cores))
+        cfg.data.loader_workers, world.device, fewest_samples, cores() // world.local_size))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size,
                                                                   corpus.tokens))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
@@ -286,14 +285,14 @@ def _summary(manifest: Manifest) -> dict[str, Any]:
 def _check_memory(cfg: Config, world: World, vocab_size: int) -> None:
     """Refuse tables that cannot fit before allocating them (an allocation that fails part
     way is an opaque out-of-memory error, or the kernel's OOM killer). Several ranks under
-    `local` also keep the last merge (two more tables), and CPU ranks on one host (torchrun's
-    LOCAL_WORLD_SIZE) share its memory."""
+    `local` also keep the last merge (two more tables), and CPU ranks on one host
+    (`World.local_size`) share its memory."""
     merges = cfg.sync.strategy == "local" and world.size > 1
     if world.device.type == "cuda":
         have, ranks = torch.cuda.get_device_properties(world.device).total_memory, 1
     else:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        ranks = world.local_size
     need = 2 * vocab_size * cfg.model.dim * 4 * (2 if merges else 1) * ranks
     if need > have:
         what = "the two tables" + (" and their last merge (sync.strategy local)" if merges
