@@ -14,10 +14,10 @@ process group through both sync strategies; a full `local` merge at 2M x 300), E
 prepare -> train -> eval on the device, at this corpus's default steps, which a GPU captures
 in a CUDA graph, and on a GPU also eagerly: planted analogies), LOADER (the loader alone,
 shards to the device, by worker count; then the step at dims 100 and 300 fed by it at its
-default workers, with the share of the time it waited for batches; then `w2vdist train`
-itself, its logged rate once running). A section that fails
-prints `FAIL section: why` and the others still run; the exit code is the number of failed
-sections.
+default workers, with the shares of the time spent waiting for the workers and handing
+batches over; then `w2vdist train` itself, its logged rate once running). A section that
+fails prints `FAIL section: why` and the others still run; the exit code is the number of
+failed sections.
 `--quick` (and any machine without CUDA) runs the same code on CPU at tiny sizes, so that CI
 keeps the plumbing working.
 """
