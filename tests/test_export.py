@@ -104,7 +104,7 @@ def test_help_documents_the_word_rule(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         cli.main(["export", "--help"])
     text = capsys.readouterr().out
-    assert "contains any whitespace" in text and "--skip-unwritable" in text
+    assert "contains a space, tab, line break" in text and "--skip-unwritable" in text
 
 
 def test_bad_sources_and_targets_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -65,7 +65,28 @@ def test_binary_layout_is_word2vec_c(tmp_path: Path, matrix: torch.Tensor) -> No
     assert data.endswith(b"\n")
 
 
-@pytest.mark.parametrize("word", ["", "new york", "tab\there", "line\nbreak", "nb\u00a0sp", "cr\r"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_unicode_spaces_stay_in_the_word(tmp_path: Path, matrix: torch.Tensor, binary: bool
+                                         ) -> None:
+    """GloVe's 840B vectors hold words such as 'at\\xa0name@domain.com': gensim writes and
+    reads them whole, and so does word2vec.c (it splits at ASCII whitespace only)."""
+    words = [*WORDS[:5], "at\u00a0name@domain.com", "東京\u3000駅", ".\u2009."]
+    path = tmp_path / "vectors.bin"
+    vectors.write_word2vec(path, words, matrix, binary=binary)
+    read_words, read = vectors.read_word2vec(path)
+    assert read_words == words and torch.equal(read, matrix)
+    kv = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    assert kv.index_to_key == words
+    np.testing.assert_array_equal(kv.vectors, matrix.numpy())
+    if binary:
+        assert [w.decode() for w in distance_c_read(path)[0]] == words
+    theirs = tmp_path / "gensim.txt"
+    kv.save_word2vec_format(str(theirs), binary=binary)
+    assert vectors.read_word2vec(theirs)[0] == words
+
+
+@pytest.mark.parametrize(
+    "word", ["", "new york", "tab\there", "line\nbreak", "cr\r", "vt\x0b", "ff\x0c"])
 @pytest.mark.parametrize("binary", [False, True])
 def test_unwritable_word_is_refused_and_nothing_written(
     tmp_path: Path, word: str, binary: bool

@@ -83,8 +83,8 @@ def _line(number: int, item: object) -> str:
         at, token = next((i, t) for i, t in enumerate(tokens) if t.split() != [t])
         if not token:
             raise UsageError(f"{where}: token {at} is empty, which no word2vec file can hold")
-        raise UsageError(f"{where}: token {at} ({token!r}) contains whitespace, which no "
-                         "word2vec file can hold in a word (join a phrase's words with '_')")
+        raise UsageError(f"{where}: token {at} ({token!r}) contains whitespace, where the "
+                         "tokenizer would split it (join a phrase's words with '_')")
     return line
 
 

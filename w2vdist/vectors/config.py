@@ -77,7 +77,7 @@ class ExportCommand:
     counts: str | None = setting(None, "also write 'word count' lines (word2vec -save-vocab)",
                                  metavar="FILE")
     skip_unwritable: bool = setting(False, "leave out words that are empty or contain "
-                                    "whitespace instead of refusing to export")
+                                    "ASCII whitespace instead of refusing to export")
     limit: int | None = setting(None, "write only the N most frequent words", metavar="N")
 
     def __post_init__(self) -> None:

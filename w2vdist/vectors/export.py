@@ -8,11 +8,12 @@ first N); --table picks the input vectors (the usual word vectors), the output (
 vectors or their average. With --counts, a `word count` file like word2vec.c's -save-vocab is
 written too (gensim reads it as `fvocab`).
 
-Words that cannot be written: both formats separate fields by whitespace, so a word that is
-empty or contains any whitespace character would make the file unreadable. export refuses
-such a vocabulary with an error naming the first such word and its row, and writes nothing;
-with --skip-unwritable it leaves those words out instead (the header counts only the words
-written) and says how many it dropped.
+Words that cannot be written: both formats separate fields by ASCII whitespace, so a word that
+is empty or contains a space, tab, line break, carriage return, vertical tab or form feed would
+make the file unreadable (other Unicode spaces, as in GloVe's 840B words, are kept, as gensim
+writes and reads them). export refuses such a vocabulary with an error naming the first such
+word and its row, and writes nothing; with --skip-unwritable it leaves those words out instead
+(the header counts only the words written) and says how many it dropped.
 
 The format follows OUT's extension (`.bin` binary; `.txt`, `.vec` text; before a compression
 suffix, `.gz`, `.bz2`, `.xz` or `.zst`, which compresses it) unless --format says; a --format

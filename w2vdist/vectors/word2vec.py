@@ -3,9 +3,12 @@
 Both word2vec formats start with a header line `V D` and hold the V words most frequent
 first. Text records are `word v1 ... vD` lines; binary records are the UTF-8 word, a space,
 D little-endian float32 values and a newline, as word2vec.c writes them (gensim and
-word2vec.c's readers accept it). Both formats separate fields by whitespace, so a word that
-is empty or contains whitespace (any character for which `str.isspace()` is true) cannot be
-written: `write_word2vec` refuses it with an error naming the word and its row. GloVe's text
+word2vec.c's readers accept it). Both formats separate fields by ASCII whitespace (gensim splits
+a text record at spaces, word2vec.c and fastText at C's `isspace`), so a word that is empty or
+contains a space, tab, line break, carriage return, vertical tab or form feed cannot be written:
+`write_word2vec` refuses it with an error naming the word and its row. Other Unicode spaces
+stay inside the word for all of those readers, as gensim writes them (GloVe's 840B vectors hold
+words such as `at\xa0name@domain.com`), and are written as they are. GloVe's text
 files are word2vec text without the header. Any of them may be compressed (gzip, bzip2, xz,
 zstd, as pretrained vectors ship: GoogleNews' `.bin.gz`, fastText's `.vec.gz`): read by their
 content, written by their name's suffix. `keyed.WordVectors` reads all of these and runs.
@@ -31,7 +34,7 @@ from w2vdist.corpus.filetypes import BufferedFile
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_file
 
-_SEPARATOR = re.compile(r"\s")
+_SEPARATOR = re.compile(r"[ \t\n\r\v\f]")  # what the formats' readers split on
 _NUMBER_BYTES = frozenset(b"0123456789+-.eEinfatyINFATY \t\r\n")
 _CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked first
 _READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
@@ -44,7 +47,7 @@ UTF8: Codec = ("UTF-8", "strict")
 
 
 def unwritable_rows(words: Sequence[str]) -> list[int]:
-    """Rows whose word is empty or contains whitespace, which would break either format."""
+    """Rows whose word is empty or holds ASCII whitespace, which would break either format."""
     return [i for i, w in enumerate(words) if not w or _SEPARATOR.search(w)]
 
 
@@ -63,7 +66,7 @@ def write_word2vec(
         row = bad[0]
         raise UsageError(
             f"{path}: cannot write word {words[row]!r} (row {row}): word2vec files cannot hold "
-            f"an empty word or one containing whitespace ({len(bad)} such word(s))"
+            f"an empty word or one containing ASCII whitespace ({len(bad)} such word(s))"
         )
     check_writable(path)
     with atomic_file(path) as out, filetypes.compressing(out, path.name) as f:
