@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -148,3 +149,19 @@ def _fsync_tree(path: Path) -> None:
             with open(os.path.join(root, name), "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(Path(root))
+
+
+def user_cache() -> Path:
+    """w2vdist's cache folder: `$XDG_CACHE_HOME/w2vdist` (else `~/.cache/w2vdist`), or, where
+    that cannot be written (a read-only home on a cluster), `w2vdist-UID` in the temp folder."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    for candidate in (base / "w2vdist", Path(tempfile.gettempdir()) / f"w2vdist-{user}"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable cache directory ({base / 'w2vdist'} nor the temp directory)")

@@ -59,7 +59,6 @@ import platform
 import shlex
 import shutil
 import subprocess
-import tempfile
 import threading
 import weakref
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from w2vdist.files import atomic_path
+from w2vdist.files import atomic_path, user_cache
 from w2vdist.host import cores
 
 if TYPE_CHECKING:
@@ -247,7 +246,7 @@ def build(flags: list[str], cc: list[str] | None = None) -> ctypes.CDLL:
     cc = cc or _compiler()
     sources = [path.read_text() for path in (SOURCE, *HEADERS)]
     key = "\n".join([*sources, *cc, _version(tuple(cc)), *flags, _cpu_id()])
-    path = _cache_dir() / f"sgns_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    path = user_cache() / f"sgns_cpu-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
     if not path.exists():
         _compile(cc, flags, path)
     try:
@@ -295,20 +294,6 @@ def _compile(cc: list[str], flags: list[str], path: Path) -> None:
             raise RuntimeError(str(exc)) from None
         if done.returncode != 0:
             raise RuntimeError((done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1])
-
-
-def _cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    for candidate in (base / "w2vdist", Path(tempfile.gettempdir()) / f"w2vdist-{user}"):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                return candidate
-        except OSError:
-            continue
-    raise RuntimeError(f"no writable cache directory ({base / 'w2vdist'} nor the temp directory)")
 
 
 def _cpu_id() -> str:
