@@ -13,6 +13,7 @@ import io
 import json
 import re
 import tarfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,19 @@ class Manifest:
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{path}: unreadable manifest: {exc}") from None
 
-    def check_files(self, directory: str | Path) -> None:
-        """Every shard present, of the size and with the samples the manifest records: a
-        truncated, deleted or miscounted shard fails here, before training, not mid-run."""
+    def check_files(self, directory: str | Path, indices: Sequence[int] | None = None) -> None:
+        """Every shard with samples and tokens, and the files of those at `indices` (all by
+        default) present, of the size the manifest records: a truncated, deleted or
+        miscounted shard fails here, before training, not mid-run."""
         directory = Path(directory)
         if not self.shards or self.total_tokens <= 0:
             raise UsageError(f"{directory / MANIFEST_FILE}: lists no tokens to train on")
         for shard in self.shards:
-            path = directory / shard.name
             if shard.samples < 1 or shard.tokens < 1:
                 raise UsageError(f"{directory / MANIFEST_FILE}: shard {shard.name} has "
                                  f"{shard.samples} samples and {shard.tokens} tokens")
+        for shard in self.shards if indices is None else [self.shards[i] for i in indices]:
+            path = directory / shard.name
             try:
                 size = path.stat().st_size
             except OSError as exc:

@@ -135,10 +135,10 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
         corpus = Corpus(synthetic.counts(), "synthetic", synthetic.tokens)
         described: dict[str, Any] = {"synthetic": asdict(synthetic)}
     else:
-        corpus = Corpus.load(cfg.data.shards)
+        corpus = Corpus.load(cfg.data)
         manifest, directory = corpus.prepared()
         described = {
-            "shards": str(directory),
+            "shards": corpus.source,
             "vocab_size": len(corpus.counts),
             "total_tokens": corpus.tokens,
             "shard_count": len(manifest.shards),

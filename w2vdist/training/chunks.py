@@ -74,6 +74,17 @@ class Stream:
     def to_dict(self) -> dict[str, Any]:
         return {"tag": self.tag, "base": self.base, "owed": [_listed(i) for i in self.owed]}
 
+    def owed_shards(self) -> set[int]:
+        """The shards that what it owes is read from."""
+        items, shards = list(self.owed), set()
+        while items:
+            item = items.pop()
+            if isinstance(item, Rest):
+                items.extend(item.samples)
+            else:
+                shards.add(item[0])
+        return shards
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Stream":
         return cls(d["tag"], d["base"], tuple(_item(i) for i in d["owed"]))

@@ -21,16 +21,27 @@ from w2vdist.vectors.config import EvalConfig
 class DataConfig:
     """Where the prepared shards are and how they are streamed."""
 
-    shards: str = setting("", "a `w2vdist prepare` output directory (required)", metavar="DIR")
+    shards: str = setting("", "a `w2vdist prepare` output directory, or its URL (https://, "
+                          "s3://, gs://...: each rank copies the shards it reads into "
+                          "data.cache_dir) (required)", metavar="DIR")
     loader_workers: int = setting(-1, "loader processes per rank (0: in the training process; "
                                   "-1: 4 on CUDA, at most a GPU's cores less one, 1 on CPU; "
                                   "at most a rank's samples)")
     prefetch: int = setting(4, "chunks of samples (1M words or a batch) a worker reads ahead")
+    cache_dir: str = setting("", "where shards at a URL are copied (default: w2vdist's cache, "
+                             "$XDG_CACHE_HOME/w2vdist/shards); node-local disk is best",
+                             metavar="DIR")
+    fetch_command: str = setting("", "command writing {url} to its output, for URLs that are not "
+                                 "http(s) (default: aws s3 cp {url} - for s3://, gcloud storage "
+                                 "cat {url} for gs://)", metavar="CMD")
+    fetch_timeout_seconds: float = setting(60.0, "a copy from a URL that stalls this long is "
+                                           "tried again (three times in all)")
 
     def __post_init__(self) -> None:
         check(self.loader_workers >= -1, "data.loader_workers",
               "must be >= -1 (-1: auto, 0: in the training process)")
         check(self.prefetch >= 1, "data.prefetch", "must be >= 1")
+        check(self.fetch_timeout_seconds > 0, "data.fetch_timeout_seconds", "must be > 0")
 
 
 @dataclass

@@ -101,7 +101,7 @@ def _train(
     cfg: Config, world: World, run_dir: Path, resume: str, dry_run: bool, log: logging.Logger,
     callbacks: Sequence[Callback],
 ) -> Outcome:
-    corpus = Corpus.load(cfg.data.shards)
+    corpus = Corpus.load(cfg.data)
     checkpointer = Checkpointer(run_dir, cfg.checkpoint)
     previous = _previous(checkpointer, resume)
     spec = resolve(cfg, world, corpus) if previous is None else \
@@ -335,7 +335,7 @@ def _print_plan(spec: RunSpec, corpus: Corpus, previous: Checkpoint | None) -> N
     """The resolved spec, each rank's shards and the plan; on a resume, where it resumes and,
     on another number of ranks, what each rank owes of the epoch in progress."""
     cfg, plan = spec.config, spec.plan
-    manifest, directory = corpus.prepared()
+    manifest, _ = corpus.prepared()
     print(json.dumps(spec.to_dict(), indent=2))
     print(f"world size: {spec.world_size} (device {cfg.train.device}, "
           f"backend {cfg.train.backend})")
@@ -349,7 +349,7 @@ def _print_plan(spec: RunSpec, corpus: Corpus, previous: Checkpoint | None) -> N
             owed = [f", first about {owed_tokens(s, manifest):,} tokens of epoch "
                     f"{epoch + 1} the ranks before had not read"
                     for s in resumed_streams(state, corpus, cfg.train.seed, plan)]
-    for rank, shards in enumerate(assign_shards(manifest, spec.world_size, directory)):
+    for rank, shards in enumerate(assign_shards(manifest, spec.world_size, corpus.source)):
         tokens = sum(manifest.shards[i].tokens for i in shards)
         print(f"rank {rank}: {len(shards)} shard(s), {tokens:,} tokens{owed[rank]}")
     print(

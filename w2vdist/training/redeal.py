@@ -34,8 +34,8 @@ def resumed_streams(state: TrainState, corpus: Corpus, seed: int, plan: Plan) ->
     saved ones on as many ranks, else the epoch in progress dealt out (`redeal`)."""
     if state.world_size == len(plan.rank_words):
         return state.streams
-    manifest, directory = corpus.prepared()
-    return redeal(manifest, directory, seed, list(zip(state.streams, state.data)),
+    manifest, _ = corpus.prepared()
+    return redeal(manifest, corpus.source, seed, list(zip(state.streams, state.data)),
                   state.step, plan.steps_per_epoch, plan.rank_words)
 
 

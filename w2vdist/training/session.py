@@ -65,8 +65,8 @@ class Session:
 
     def shards(self) -> list[list[int]]:
         """The shard indices of every rank."""
-        manifest, directory = self.corpus.prepared()
-        return assign_shards(manifest, self.world.size, directory)
+        manifest, _ = self.corpus.prepared()
+        return assign_shards(manifest, self.world.size, self.corpus.source)
 
     def batches(self, state: TrainState | None = None) -> TokenBatches:
         """This rank's token stream, its share of a step (`Plan.rank_words`) a batch: from the
@@ -76,6 +76,7 @@ class Session:
         cfg = self.spec.config
         manifest, directory = self.corpus.prepared()
         mine = self.shards()[self.world.rank]
+        self.corpus.fetch(set(mine) | self.streams[self.world.rank].owed_shards())
         words = self.spec.plan.rank_words[self.world.rank]
         tokens = sum(manifest.shards[i].tokens for i in mine)
         samples = sum(manifest.shards[i].samples for i in mine)

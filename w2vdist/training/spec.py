@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from w2vdist.corpus.remote import Remote, is_url
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
 from w2vdist.host import cores
 from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import backends, metrics, sync
-from w2vdist.training.config import Config
+from w2vdist.training.config import Config, DataConfig
 from w2vdist.training.data import assign_shards, loader_workers
 from w2vdist.training.distributed import World
 
@@ -59,7 +60,8 @@ CHOSEN_FOR_THE_WORLD = ("sync.every_steps", "sync.hot_rows", "sync.hot_every_ste
 @dataclass(frozen=True)
 class Corpus:
     """What training knows of its data before reading it: word counts, their vocabulary's hash
-    and the words per epoch; `manifest`/`directory` when it comes from `w2vdist prepare`."""
+    and the words per epoch; `manifest`/`directory` when it comes from `w2vdist prepare`
+    (`directory` the local copy of a corpus at a URL, `remote`, which `source` names)."""
 
     counts: np.ndarray
     vocab_hash: str
@@ -67,16 +69,25 @@ class Corpus:
     words: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
     directory: Path | None = None
+    remote: Remote | None = None
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Corpus":
-        directory = Path(directory)
+    def load(cls, data: DataConfig) -> "Corpus":
+        """The prepared corpus `data.shards` names; at a URL, its manifest and vocabulary
+        copied (the shards wait for `fetch`); local shards are all checked now."""
+        remote = None
+        if is_url(data.shards):
+            remote = Remote.at(data.shards, data.fetch_command, data.fetch_timeout_seconds)
+            directory = remote.cached(data.cache_dir)
+        else:
+            directory = Path(data.shards)
         manifest = Manifest.load(directory)
-        manifest.check_files(directory)
+        manifest.check_files(directory, () if remote else None)
         vocab = Vocab.load(directory / VOCAB_FILE)
         if vocab.hash != manifest.vocab_hash:
             raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
-        return cls(vocab.counts, vocab.hash, manifest.total_tokens, vocab.words, manifest, directory)
+        return cls(vocab.counts, vocab.hash, manifest.total_tokens, vocab.words, manifest,
+                   directory, remote)
 
     def prepared(self) -> tuple[Manifest, Path]:
         """The manifest and directory of a corpus from `w2vdist prepare`, which training reads
@@ -84,6 +95,20 @@ class Corpus:
         if self.manifest is None or self.directory is None:
             raise ValueError("a synthetic corpus has no shards")
         return self.manifest, self.directory
+
+    @property
+    def source(self) -> str:
+        """Where the shards are, as the user named them."""
+        return self.remote.url if self.remote else str(self.prepared()[1])
+
+    def fetch(self, shards: set[int]) -> None:
+        """Make the `shards` (indices) of a corpus at a URL local, checked against the
+        manifest; a local corpus has them already."""
+        manifest, directory = self.prepared()
+        if self.remote is not None:
+            chosen = [manifest.shards[i] for i in sorted(shards)]
+            self.remote.fetch_shards(directory, [(s.name, s.bytes or None) for s in chosen])
+            manifest.check_files(directory, sorted(shards))
 
     @property
     def vocab_file(self) -> Path:
@@ -219,8 +244,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     rank_tokens = [corpus.tokens] * world.size  # equal shares without a manifest
     fewest_samples = 1
     if corpus.manifest is not None:  # every rank needs a shard of its own
-        manifest, directory = corpus.prepared()
-        owned_shards = assign_shards(manifest, world.size, directory)
+        manifest, _ = corpus.prepared()
+        owned_shards = assign_shards(manifest, world.size, corpus.source)
         rank_tokens = [sum(manifest.shards[i].tokens for i in owned) for owned in owned_shards]
         fewest_samples = min(sum(manifest.shards[i].samples for i in owned)
                              for owned in owned_shards)

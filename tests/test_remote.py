@@ -1,0 +1,233 @@
+"""Shards at a URL: a real HTTP server on localhost and a real fetch command; each rank copies
+the shards it reads into the cache, once, and trains as on the local copy."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from w2vdist.cli import main
+from w2vdist.corpus.remote import Remote, is_url
+from w2vdist.errors import UsageError
+from w2vdist.training.checkpoint import load_tables
+from w2vdist.training.chunks import Rest, Stream
+from w2vdist.training.loop import run
+
+from tests.helpers import config, prepare, write_zipf_corpus
+from tests.test_distributed_train import env, torchrun_cmd, train_args
+
+
+class Server:
+    """A static file server on 127.0.0.1 that counts the paths asked for; `fail` answers
+    some paths with an HTTP status (a count of times, then serves them)."""
+
+    def __init__(self, root: Path) -> None:
+        self.asked: Counter[str] = Counter()
+        self.fail: dict[str, tuple[int, int]] = {}
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.asked[self.path] += 1
+                status, times = server.fail.get(self.path, (0, 0))
+                if times:
+                    server.fail[self.path] = (status, times - 1)
+                    self.send_error(status)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def shard_requests(self) -> Counter[str]:
+        return Counter({p: n for p, n in self.asked.items() if p.endswith(".tar")})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
+    root = tmp_path_factory.mktemp("site")
+    prepare(write_zipf_corpus(root / "corpus.txt", 1500), root / "shards", shard_tokens=5000)
+    server = Server(root)
+    yield root / "shards", server
+    server.httpd.shutdown()
+
+
+def test_a_run_on_shards_at_a_url_equals_the_run_on_them_here(
+    served: tuple[Path, Server], tmp_path: Path
+) -> None:
+    shards, server = served
+    here = run(config(shards, tmp_path / "here"))
+    url = f"{server.url}/shards"
+    server.asked.clear()
+    cache = tmp_path / "cache"
+    there = run(config(shards, tmp_path / "there", data={"shards": url,
+                                                              "cache_dir": str(cache)}))
+    assert here.exit_code == there.exit_code == 0
+    for a, b in zip(load_tables(here.checkpoint)[1:], load_tables(there.checkpoint)[1:]):
+        assert torch.equal(a, b)  # the torch backend on one process is bitwise reproducible
+    names = sorted(p.name for p in shards.glob("*.tar"))
+    assert len(names) > 2 and server.shard_requests() == {f"/shards/{n}": 1 for n in names}
+    copies = [p for p in cache.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in copies if p.suffix == ".tar") == names
+    for copy in copies:
+        if copy.suffix == ".tar":
+            assert copy.read_bytes() == (shards / copy.name).read_bytes()
+    # Another run finds them in the cache: only the manifest is asked for again.
+    server.asked.clear()
+    assert run(config(shards, tmp_path / "again", data={"shards": url,
+                                                            "cache_dir": str(cache)})).exit_code == 0
+    assert server.asked == {"/shards/manifest.json": 1}
+
+
+def test_two_ranks_copy_only_the_shards_each_reads(
+    served: tuple[Path, Server], tmp_path: Path
+) -> None:
+    shards, server = served
+    server.asked.clear()
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        torchrun_cmd(2, *train_args(shards, tmp_path / "run", "--data.cache_dir", str(cache),
+                                    "--data.shards", f"{server.url}/shards")),  # the last wins
+        env=env(), capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in shards.glob("*.tar"))
+    assert server.shard_requests() == {f"/shards/{n}": 1 for n in names}  # each by one rank
+    assert "fetching" in done.stderr and "trained" in done.stdout
+
+
+def test_a_corpus_prepared_again_at_the_url_is_never_mixed_with_the_old(
+    served: tuple[Path, Server], tmp_path: Path
+) -> None:
+    shards, server = served
+    site = shards.parent / "changing"
+    shutil.copytree(shards, site)
+    remote = Remote.at(f"{server.url}/changing", "", 5)
+    first = remote.cached(str(tmp_path))
+    prepare(write_zipf_corpus(tmp_path / "other.txt", 1200, seed=3), tmp_path / "other",
+            shard_tokens=5000)
+    shutil.rmtree(site)
+    shutil.copytree(tmp_path / "other", site)
+    second = remote.cached(str(tmp_path))
+    assert first != second and first.parent == second.parent
+    assert (second / "vocab.tsv").read_bytes() == (site / "vocab.tsv").read_bytes()
+    assert (first / "vocab.tsv").read_bytes() == (shards / "vocab.tsv").read_bytes()
+
+
+def test_a_missing_or_cut_shard_is_named_and_nothing_half_copied_is_kept(
+    served: tuple[Path, Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shards, server = served
+    site = shards.parent / "broken"
+    shutil.copytree(shards, site)
+    (site / "shard-000001.tar").unlink()
+    cache = tmp_path / "cache"
+    flags = ["--data.shards", f"{server.url}/broken", "--data.cache_dir", str(cache),
+             "--train.run_dir", str(tmp_path / "run"), "--wandb", "disabled",
+             "--data.loader_workers", "0"]
+    server.asked.clear()
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"w2vdist: {server.url}/broken/shard-000001.tar: HTTP 404 File not found"
+    assert server.asked["/broken/shard-000001.tar"] == 1  # a 404 is not asked again
+    shutil.copy(shards / "shard-000001.tar", site)
+    with open(site / "shard-000002.tar", "r+b") as f:
+        f.truncate(1000)
+    shutil.rmtree(cache)  # shard-000002 came whole before
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    size = (shards / "shard-000002.tar").stat().st_size
+    assert err == (f"w2vdist: {server.url}/broken/shard-000002.tar: 1,000 bytes, but the "
+                   f"manifest says {size:,} (3 attempts)")
+    left = sorted(p.name for p in cache.rglob("*") if p.is_file() and p.suffix == ".tar")
+    assert "shard-000002.tar" not in left and not list(cache.rglob(".*tmp-*"))
+
+
+def test_server_errors_are_tried_again(served: tuple[Path, Server], tmp_path: Path) -> None:
+    shards, server = served
+    server.asked.clear()
+    server.fail["/shards/vocab.tsv"] = (503, 2)
+    local = Remote.at(f"{server.url}/shards", "", 5).cached(str(tmp_path))
+    assert server.asked["/shards/vocab.tsv"] == 3
+    assert (local / "vocab.tsv").read_bytes() == (shards / "vocab.tsv").read_bytes()
+
+
+def test_a_server_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/shards"
+        began = time.monotonic()
+        with pytest.raises(UsageError, match=r"/shards/manifest.json: .*timed out.* \(3 attempts\)"):
+            Remote.at(url, "", 0.3).cached(str(tmp_path))
+        assert time.monotonic() - began < 10  # three timeouts and the waits between them
+
+
+COPY = """import shutil, sys
+url = sys.argv[1]
+if "missing" in url:
+    sys.exit("An error occurred (NoSuchKey) when calling the GetObject operation")
+if "stall" in url:
+    import time; time.sleep(60)
+with open(url.replace("s3://bucket", sys.argv[2]), "rb") as f:
+    shutil.copyfileobj(f, sys.stdout.buffer)
+"""
+
+
+def test_other_schemes_are_fetched_by_the_command(
+    served: tuple[Path, Server], tmp_path: Path
+) -> None:
+    shards, _ = served
+    script = tmp_path / "copy.py"
+    script.write_text(COPY)
+    command = f"{sys.executable} {script} {{url}} {shards.parent}"
+    cache = tmp_path / "cache"
+    cfg = config(shards, tmp_path / "run",
+                 data={"shards": "s3://bucket/shards", "cache_dir": str(cache),
+                       "fetch_command": command})
+    assert run(cfg).exit_code == 0
+    assert sorted(p.name for p in cache.rglob("*.tar")) == sorted(
+        p.name for p in shards.glob("*.tar"))
+
+    failing = Remote.at("s3://bucket/missing", command, 5)
+    with pytest.raises(UsageError) as err:
+        failing.fetch("manifest.json", tmp_path / "m.json")
+    assert str(err.value) == (
+        f"s3://bucket/missing/manifest.json: {sys.executable} exited with status 1: An error "
+        "occurred (NoSuchKey) when calling the GetObject operation (3 attempts)")
+    began = time.monotonic()
+    with pytest.raises(UsageError, match="wrote nothing for 0.3 s"):
+        Remote.at("s3://bucket/stall", command, 0.3).fetch("manifest.json", tmp_path / "m.json")
+    assert time.monotonic() - began < 10
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_urls_are_told_from_paths_and_unknown_schemes_need_a_command() -> None:
+    assert is_url("https://host/corpus") and is_url("s3://bucket/corpus")
+    assert not is_url("shards") and not is_url("/data/shards") and not is_url("C:/x")
+    with pytest.raises(UsageError, match="no way to fetch hdfs:// URLs; give --data.fetch_command"):
+        Remote.at("hdfs://name/corpus", "", 5)
+    with pytest.raises(UsageError, match="does not contain {url}"):
+        Remote.at("s3://bucket/corpus", "aws s3 cp", 5)
+    assert Remote.at("s3://b/c", "", 5).command == "aws s3 cp {url} -"
+    assert Remote.at("https://h/c", "", 5).url == "https://h/c/"
+
+
+def test_a_streams_owed_shards_include_those_inside_rests() -> None:
+    rest = Rest("k", 0, ((4, 0), Rest("j", 0, ((7, 1),), 1, None)), 2, None)
+    assert Stream("0", 1, ((2, 5), rest, (2, 6))).owed_shards() == {2, 4, 7}
+    assert Stream("0").owed_shards() == set()

@@ -1,0 +1,190 @@
+"""Prepared shards at a URL, copied into a local cache before training reads them.
+
+`--data.shards` may name a `w2vdist prepare` output that was copied to a web server or an
+object store (`https://host/corpus/`, `s3://bucket/corpus/`, `gs://bucket/corpus/`). The
+loader reads a rank's samples in a new order every pass, which needs random access, so each
+rank first copies the shards it is about to read (its own, and on a run resumed on another
+number of ranks what it owes of the epoch in progress) into `data.cache_dir`: a node holds
+its ranks' share of the corpus, not all of it. `manifest.json` is fetched at every start; the
+cache is keyed by the URL and the manifest's bytes, so a corpus prepared again at the same URL
+never mixes with the old one's shards, and a run resumed on the same node fetches nothing.
+Every copy is checked against the manifest's size and appears whole or not at all.
+
+http(s), ftp and file URLs are read with Python's own client; any other scheme through a
+command that writes the object to its standard output (`data.fetch_command`, `{url}`
+replaced; by default `aws s3 cp {url} -` for s3 and `gcloud storage cat {url}` for gs). Every
+wait is bounded: a read, or a command's output, that stalls for `data.fetch_timeout_seconds`
+fails the copy; a failed copy is tried twice more (not after HTTP 4xx), then the run stops
+with one line naming the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote, urlsplit
+
+from w2vdist.errors import UsageError
+from w2vdist.files import atomic_file, user_cache
+
+log = logging.getLogger("w2vdist")
+
+COMMANDS = {"s3": "aws s3 cp {url} -", "gs": "gcloud storage cat {url}"}
+READ_SCHEMES = ("http", "https", "ftp", "file")  # what urllib reads
+ATTEMPTS = 3
+PARALLEL = 4  # copies at a time: object stores serve one stream far below a node's bandwidth
+_BLOCK = 1 << 20
+_POLL_SECONDS = 0.1
+
+
+def is_url(location: str) -> bool:
+    """Whether `location` is a URL (`scheme://...`) rather than a local path."""
+    return "://" in location and len(urlsplit(location).scheme) > 1
+
+
+class _Failed(Exception):
+    """One copy failed; `again`: whether trying again may help."""
+
+    def __init__(self, why: str, again: bool = True) -> None:
+        super().__init__(why)
+        self.again = again
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A prepared corpus at `url` (ending with '/'), and how its files are copied."""
+
+    url: str
+    command: str  # a command line with {url}, or "" for urllib's schemes
+    timeout: float
+
+    @classmethod
+    def at(cls, location: str, command: str, timeout: float) -> "Remote":
+        url = location if location.endswith("/") else location + "/"
+        scheme = urlsplit(url).scheme.lower()
+        if not command and scheme not in READ_SCHEMES:
+            command = COMMANDS.get(scheme, "")
+            if not command:
+                raise UsageError(f"{location}: no way to fetch {scheme}:// URLs; give "
+                                 "--data.fetch_command, a command that writes {url} to its output")
+        if command and "{url}" not in command:
+            raise UsageError(f"data.fetch_command: {command!r} does not contain {{url}}")
+        return cls(url, command, timeout)
+
+    def cached(self, root: str) -> Path:
+        """The folder of this URL's current corpus under `root` ('': w2vdist's cache), holding
+        its manifest.json and vocab.tsv, fetched now; the shards come with `fetch_shards`."""
+        base = (Path(root) if root else user_cache() / "shards") / _digest(self.url.encode())
+        base.mkdir(parents=True, exist_ok=True)
+        latest = base / "manifest.json"
+        self.fetch("manifest.json", latest)
+        manifest = latest.read_bytes()
+        local = base / _digest(manifest)
+        local.mkdir(exist_ok=True)
+        if not (local / "manifest.json").is_file():
+            with atomic_file(local / "manifest.json") as f:
+                f.write(manifest)
+        if not (local / "vocab.tsv").is_file():
+            self.fetch("vocab.tsv", local / "vocab.tsv")
+        return local
+
+    def fetch_shards(self, local: Path, wanted: Iterable[tuple[str, int | None]]) -> None:
+        """Copy the shards named in `wanted` (name, bytes if known) that `local` lacks or
+        holds at another size, a few at a time."""
+        missing = [(n, size) for n, size in wanted if not (local / n).is_file()
+                   or size is not None and (local / n).stat().st_size != size]
+        if not missing:
+            return
+        total = sum(size or 0 for _, size in missing)
+        log.info("fetching %d shard(s), %.1f MB, from %s into %s", len(missing), total / 1e6,
+                 self.url, local)
+        start = time.monotonic()
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for done in [pool.submit(self.fetch, n, local / n, size) for n, size in missing]:
+                done.result()
+        seconds = time.monotonic() - start
+        log.info("fetched %.1f MB in %.1f s (%.0f MB/s)", total / 1e6, seconds,
+                 total / 1e6 / max(seconds, 1e-9))
+
+    def fetch(self, name: str, dest: Path, size: int | None = None) -> None:
+        """`name` under the URL copied to `dest`, whole or not at all (of `size` bytes when
+        given); tried ATTEMPTS times, then a one-line error naming the URL."""
+        url = self.url + quote(name)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with atomic_file(dest) as out:
+                    got = self._copy(url, out)
+                    if size is not None and got != size:
+                        raise _Failed(f"{got:,} bytes, but the manifest says {size:,}")
+                return
+            except _Failed as exc:
+                if not exc.again or attempt == ATTEMPTS:
+                    tries = "" if not exc.again else f" ({ATTEMPTS} attempts)"
+                    raise UsageError(f"{url}: {exc}{tries}") from None
+                log.warning("%s: %s; trying again", url, exc)
+                time.sleep(attempt)
+
+    def _copy(self, url: str, out: IO[bytes]) -> int:
+        return self._run(url, out) if self.command else self._read(url, out)
+
+    def _read(self, url: str, out: IO[bytes]) -> int:
+        """urllib's copy: its timeout bounds the connection and every read."""
+        copied = 0
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                while block := response.read(_BLOCK):
+                    out.write(block)
+                    copied += len(block)
+        except urllib.error.HTTPError as exc:
+            raise _Failed(f"HTTP {exc.code} {exc.reason}",
+                          again=exc.code >= 500 or exc.code in (408, 429)) from None
+        except urllib.error.URLError as exc:
+            raise _Failed(str(getattr(exc.reason, "strerror", None) or exc.reason)) from None
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise _Failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                          ) from None
+        return copied
+
+    def _run(self, url: str, out: IO[bytes]) -> int:
+        """The fetch command's copy, killed when its output stalls for the timeout."""
+        args = [a.replace("{url}", url) for a in shlex.split(self.command)]
+        out.flush()
+        with tempfile.TemporaryFile() as err:
+            try:
+                process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                           stderr=err)
+            except OSError as exc:
+                raise _Failed(f"cannot run {args[0]!r}: {exc.strerror}", again=False) from None
+            size, moved = 0, time.monotonic()
+            while process.poll() is None:
+                time.sleep(_POLL_SECONDS)
+                now = os.fstat(out.fileno()).st_size
+                if now != size:
+                    size, moved = now, time.monotonic()
+                elif time.monotonic() - moved > self.timeout:
+                    process.kill()
+                    process.wait()
+                    raise _Failed(f"{args[0]} wrote nothing for {self.timeout:g} s")
+            if process.returncode != 0:
+                err.seek(0)
+                lines = err.read().decode(errors="replace").strip().splitlines()
+                said = f": {lines[-1].strip()}" if lines else ""
+                raise _Failed(f"{args[0]} exited with status {process.returncode}{said}")
+            return os.fstat(out.fileno()).st_size
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
