@@ -231,3 +231,14 @@ def test_a_streams_owed_shards_include_those_inside_rests() -> None:
     rest = Rest("k", 0, ((4, 0), Rest("j", 0, ((7, 1),), 1, None)), 2, None)
     assert Stream("0", 1, ((2, 5), rest, (2, 6))).owed_shards() == {2, 4, 7}
     assert Stream("0").owed_shards() == set()
+
+
+def test_the_benchmark_script_runs(served: tuple[Path, Server]) -> None:
+    shards, _ = served
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "remote_shards.py"
+    done = subprocess.run([sys.executable, script, shards, "--model.dim", "8",
+                           "--data.loader_workers", "0"], capture_output=True, text=True,
+                          timeout=300, check=True)
+    lines = done.stdout.splitlines()
+    assert [line[:16].strip() for line in lines] == ["local", "url, cold cache", "url, warm cache"]
+    assert "fetched" in lines[1] and "fetched" not in lines[2], done.stdout
