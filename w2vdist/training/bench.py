@@ -136,7 +136,7 @@ def bench(cfg: Config, options: BenchConfig) -> dict[str, Any]:
         described: dict[str, Any] = {"synthetic": asdict(synthetic)}
     else:
         corpus = Corpus.load(cfg.data)
-        manifest, directory = corpus.prepared()
+        manifest, _ = corpus.prepared()
         described = {
             "shards": corpus.source,
             "vocab_size": len(corpus.counts),
