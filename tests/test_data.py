@@ -265,3 +265,14 @@ def test_one_shard_feeds_as_many_workers_as_it_has_samples(tmp_path, w2vdist_log
             in w2vdist_log.text)
     tokens = np.concatenate([t.numpy() for t, _ in itertools.islice(loader, 8)])
     assert len(set(tokens[tokens % 100 == 0] // 100)) > 10  # all three workers' sentences
+
+
+@pytest.mark.parametrize("text, why", [
+    (b"[]", "not a JSON object"), (b"{}", "format is None, expected 'w2vdist-shards'"),
+    (b"<html>", "Expecting value"),
+])
+def test_a_manifest_that_is_not_one_is_refused_by_name(text: bytes, why: str) -> None:
+    with pytest.raises(UsageError) as err:
+        Manifest.parse(text, "https://host/corpus/manifest.json")
+    assert str(err.value).startswith(f"https://host/corpus/manifest.json: unreadable manifest: "
+                                     f"{why}")

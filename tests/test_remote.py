@@ -159,6 +159,24 @@ def test_a_missing_or_cut_shard_is_named_and_nothing_half_copied_is_kept(
     assert "shard-000002.tar" not in left and not list(cache.rglob(".*tmp-*"))
 
 
+def test_what_is_not_a_corpus_at_the_url_is_named_by_its_url(
+    served: tuple[Path, Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shards, server = served
+    page, odd = shards.parent / "page", shards.parent / "odd"
+    page.mkdir()
+    (page / "manifest.json").write_text("<html>Sign in</html>")
+    shutil.copytree(shards, odd)
+    (odd / "vocab.tsv").write_text("other\t9\n")
+    for site, said in ((page, "manifest.json: unreadable manifest: Expecting value"),
+                       (odd, "vocab.tsv: does not match manifest.json's vocab_hash")):
+        code = main(["train", "--data.shards", f"{server.url}/{site.name}", "--data.cache_dir",
+                     str(tmp_path / "cache"), "--train.run_dir", str(tmp_path / site.name)])
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith(f"w2vdist: {server.url}/{site.name}/{said}"), err
+
+
 def test_server_errors_are_tried_again(served: tuple[Path, Server], tmp_path: Path) -> None:
     shards, server = served
     server.asked.clear()

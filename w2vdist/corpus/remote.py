@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, urlsplit
 
+from w2vdist.corpus.shards import MANIFEST_FILE, Manifest
+from w2vdist.corpus.vocab import VOCAB_FILE
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_file, user_cache
 
@@ -89,16 +91,17 @@ class Remote:
         its manifest.json and vocab.tsv, fetched now; the shards come with `fetch_shards`."""
         base = (Path(root) if root else user_cache() / "shards") / _digest(self.url.encode())
         base.mkdir(parents=True, exist_ok=True)
-        latest = base / "manifest.json"
-        self.fetch("manifest.json", latest)
+        latest = base / MANIFEST_FILE
+        self.fetch(MANIFEST_FILE, latest)
         manifest = latest.read_bytes()
+        Manifest.parse(manifest, self.url + MANIFEST_FILE)  # a page that is not one, named
         local = base / _digest(manifest)
         local.mkdir(exist_ok=True)
-        if not (local / "manifest.json").is_file():
-            with atomic_file(local / "manifest.json") as f:
+        if not (local / MANIFEST_FILE).is_file():
+            with atomic_file(local / MANIFEST_FILE) as f:
                 f.write(manifest)
-        if not (local / "vocab.tsv").is_file():
-            self.fetch("vocab.tsv", local / "vocab.tsv")
+        if not (local / VOCAB_FILE).is_file():
+            self.fetch(VOCAB_FILE, local / VOCAB_FILE)
         return local
 
     def fetch_shards(self, local: Path, wanted: Iterable[tuple[str, int | None]]) -> None:

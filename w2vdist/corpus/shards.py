@@ -54,8 +54,15 @@ class Manifest:
         path = Path(directory) / MANIFEST_FILE
         if not path.is_file():
             raise UsageError(f"{path}: not found; is {directory} a `w2vdist prepare` output?")
+        return cls.parse(path.read_bytes(), str(path))
+
+    @classmethod
+    def parse(cls, text: bytes, where: str) -> "Manifest":
+        """The manifest in `text`; errors name `where` (its file or URL)."""
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             if data.get("format") != FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
             if data.get("version") != FORMAT_VERSION:
@@ -63,7 +70,7 @@ class Manifest:
             data["shards"] = [ShardInfo(**s) for s in data["shards"]]
             return cls(**data)
         except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path}: unreadable manifest: {exc}") from None
+            raise UsageError(f"{where}: unreadable manifest: {exc}") from None
 
     def check_files(self, directory: str | Path, indices: Sequence[int] | None = None) -> None:
         """Every shard with samples and tokens, and the files of those at `indices` (all by
