@@ -175,6 +175,10 @@ def test_what_is_not_a_corpus_at_the_url_is_named_by_its_url(
         assert code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith(f"w2vdist: {server.url}/{site.name}/{said}"), err
+    shutil.copy(shards / "vocab.tsv", odd)  # mended at the URL: nothing wrong is kept
+    assert main(["train", "--data.shards", f"{server.url}/odd", "--data.cache_dir",
+                 str(tmp_path / "cache"), "--train.run_dir", str(tmp_path / "mended"),
+                 "--wandb", "disabled", "--data.loader_workers", "0"]) == 0
 
 
 def test_server_errors_are_tried_again(served: tuple[Path, Server], tmp_path: Path) -> None:

@@ -85,8 +85,7 @@ class Corpus:
         manifest.check_files(directory, () if remote else None)
         vocab = Vocab.load(directory / VOCAB_FILE)
         if vocab.hash != manifest.vocab_hash:
-            where = remote.url + VOCAB_FILE if remote else directory / VOCAB_FILE
-            raise UsageError(f"{where}: does not match manifest.json's vocab_hash")
+            raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
         return cls(vocab.counts, vocab.hash, manifest.total_tokens, vocab.words, manifest,
                    directory, remote)
 
