@@ -113,7 +113,7 @@ def test_two_ranks_copy_only_the_shards_each_reads(
 
 
 def test_a_corpus_prepared_again_at_the_url_is_never_mixed_with_the_old(
-    served: tuple[Path, Server], tmp_path: Path
+    served: tuple[Path, Server], tmp_path: Path, w2vdist_log: pytest.LogCaptureFixture
 ) -> None:
     shards, server = served
     site = shards.parent / "changing"
@@ -128,6 +128,9 @@ def test_a_corpus_prepared_again_at_the_url_is_never_mixed_with_the_old(
     assert first != second and first.parent == second.parent
     assert (second / "vocab.tsv").read_bytes() == (site / "vocab.tsv").read_bytes()
     assert (first / "vocab.tsv").read_bytes() == (shards / "vocab.tsv").read_bytes()
+    size = sum(f.stat().st_size for f in first.iterdir()) / 1e6
+    assert f"{first.parent} holds 1 earlier version(s) of this corpus, {size:.1f} MB: remove " \
+        "them once no run reads them" in w2vdist_log.text
 
 
 def test_a_missing_or_cut_shard_is_named_and_nothing_half_copied_is_kept(

@@ -107,6 +107,7 @@ class Remote:
                 vocab.unlink()  # kept, it would stand in for a corrected one
                 raise UsageError(f"{self.url}{VOCAB_FILE}: does not match {MANIFEST_FILE}'s "
                                  "vocab_hash")
+        _tell_of_older(local)
         return local
 
     def fetch_shards(self, local: Path, wanted: Iterable[tuple[str, int | None]]) -> None:
@@ -192,6 +193,16 @@ class Remote:
                 said = f": {lines[-1].strip()}" if lines else ""
                 raise _Failed(f"{args[0]} exited with status {process.returncode}{said}")
             return os.fstat(out.fileno()).st_size
+
+
+def _tell_of_older(local: Path) -> None:
+    """Say where the copies of the URL's earlier corpora are: removing them is the user's call,
+    since another run may be reading them."""
+    older = [d for d in local.parent.iterdir() if d.is_dir() and d != local]
+    if older:
+        size = sum(f.stat().st_size for d in older for f in d.iterdir() if f.is_file())
+        log.info("%s holds %d earlier version(s) of this corpus, %.1f MB: remove them once no "
+                 "run reads them", local.parent, len(older), size / 1e6)
 
 
 def _digest(data: bytes) -> str:
