@@ -7,7 +7,8 @@ rank first copies the shards it is about to read (its own, and on a run resumed 
 number of ranks what it owes of the epoch in progress) into `data.cache_dir`: a node holds
 its ranks' share of the corpus, not all of it. `manifest.json` is fetched at every start; the
 cache is keyed by the URL and the manifest's bytes, so a corpus prepared again at the same URL
-never mixes with the old one's shards, and a run resumed on the same node fetches nothing.
+never mixes with the old one's shards (whose copies stay until the user removes them: the log
+says where), and a run resumed on the same node fetches nothing.
 Every copy is checked against the manifest's size and appears whole or not at all.
 
 http(s), ftp and file URLs are read with Python's own client; any other scheme through a
