@@ -3,6 +3,7 @@ the shards it reads into the cache, once, and trains as on the local copy."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -214,12 +215,13 @@ with open(url.replace("s3://bucket", sys.argv[2]), "rb") as f:
 
 
 def test_other_schemes_are_fetched_by_the_command(
-    served: tuple[Path, Server], tmp_path: Path
+    served: tuple[Path, Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shards, _ = served
     script = tmp_path / "copy.py"
     script.write_text(COPY)
-    command = f"{sys.executable} {script} {{url}} {shards.parent}"
+    monkeypatch.setenv("W2V_BUCKET_ROOT", str(shards.parent))  # expanded as the command runs
+    command = f"{sys.executable} {script} {{url}} $W2V_BUCKET_ROOT"
     cache = tmp_path / "cache"
     cfg = config(shards, tmp_path / "run",
                  data={"shards": "s3://bucket/shards", "cache_dir": str(cache),
@@ -227,6 +229,8 @@ def test_other_schemes_are_fetched_by_the_command(
     assert run(cfg).exit_code == 0
     assert sorted(p.name for p in cache.rglob("*.tar")) == sorted(
         p.name for p in shards.glob("*.tar"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert saved["fetch_command"] == command  # as given: the variable's value is not saved
 
     failing = Remote.at("s3://bucket/missing", command, 5)
     with pytest.raises(UsageError) as err:

@@ -13,7 +13,8 @@ Every copy is checked against the manifest's size and appears whole or not at al
 
 http(s), ftp and file URLs are read with Python's own client; any other scheme through a
 command that writes the object to its standard output (`data.fetch_command`, `{url}`
-replaced; by default `aws s3 cp {url} -` for s3 and `gcloud storage cat {url}` for gs). Every
+replaced, environment variables expanded as it runs; by default `aws s3 cp {url} -` for s3
+and `gcloud storage cat {url}` for gs; given, it serves http(s) too). Every
 wait is bounded: a read, or a command's output, that stalls for `data.fetch_timeout_seconds`
 fails the copy; a failed copy is tried twice more (not after HTTP 4xx), then the run stops
 with one line naming the URL.
@@ -170,7 +171,8 @@ class Remote:
 
     def _run(self, url: str, out: IO[bytes]) -> int:
         """The fetch command's copy, killed when its output stalls for the timeout."""
-        args = [a.replace("{url}", url) for a in shlex.split(self.command)]
+        # Variables expand here, not when the setting is saved: a token stays out of config.json
+        args = [os.path.expandvars(a).replace("{url}", url) for a in shlex.split(self.command)]
         out.flush()
         with tempfile.TemporaryFile() as err:
             try:

@@ -31,9 +31,9 @@ class DataConfig:
     cache_dir: str = setting("", "where shards at a URL are copied (default: w2vdist's cache, "
                              "$XDG_CACHE_HOME/w2vdist/shards); node-local disk is best",
                              metavar="DIR")
-    fetch_command: str = setting("", "command writing {url} to its output, for URLs that are not "
-                                 "http(s) (default: aws s3 cp {url} - for s3://, gcloud storage "
-                                 "cat {url} for gs://)", metavar="CMD")
+    fetch_command: str = setting("", "command writing {url} to its output, for shards at a URL "
+                                 "(default: Python's reader for http(s)://, aws s3 cp {url} - "
+                                 "for s3://, gcloud storage cat {url} for gs://)", metavar="CMD")
     fetch_timeout_seconds: float = setting(60.0, "a copy from a URL that stalls this long is "
                                            "tried again (three times in all)")
 
