@@ -185,11 +185,15 @@ def test_what_is_not_a_corpus_at_the_url_is_named_by_its_url(
                  "--wandb", "disabled", "--data.loader_workers", "0"]) == 0
 
 
-def test_server_errors_are_tried_again(served: tuple[Path, Server], tmp_path: Path) -> None:
+def test_server_errors_are_tried_again(
+    served: tuple[Path, Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shards, server = served
     server.asked.clear()
     server.fail["/shards/vocab.tsv"] = (503, 2)
-    local = Remote.at(f"{server.url}/shards", "", 5).cached(str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    local = Remote.at(f"{server.url}/shards", "", 5).cached("")  # into w2vdist's cache
+    assert local.parent.parent == tmp_path / "w2vdist" / "shards"
     assert server.asked["/shards/vocab.tsv"] == 3
     assert (local / "vocab.tsv").read_bytes() == (shards / "vocab.tsv").read_bytes()
 
