@@ -426,6 +426,8 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert captured.out.splitlines() == expected
     assert neighbors.parse("c++ - -lrb- + a b") == (["c++", "a", "b"], ["-lrb-"])
     assert neighbors.parse("- a b") == (["b"], ["a"])
+    assert neighbors.parse(" at\u00a0name@domain.com\t-  b\n") == (["at\u00a0name@domain.com"],
+                                                                    ["b"])  # as files split
     for dangling, operator in [("car -", "-"), ("car + - dog", "+"), ("+", "+")]:
         assert cli.main(["neighbors", str(tmp_path / "v.bin"), dangling]) == 2
         err = capsys.readouterr().err.strip()

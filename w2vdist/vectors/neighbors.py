@@ -23,6 +23,7 @@ from w2vdist import settings
 from w2vdist.errors import UsageError
 from w2vdist.vectors.config import NeighborsCommand
 from w2vdist.vectors.keyed import WordVectors
+from w2vdist.vectors.word2vec import SEPARATOR
 
 
 STDIN = "-"  # the one query that says: read queries from standard input, a line each
@@ -45,11 +46,12 @@ def parse(query: str) -> tuple[list[str], list[str]]:
     """An expression's positive and negative words: `a - b + c` -> ([a, c], [b]). Only a `+`
     or `-` standing alone is an operator (`c++` and `-lrb-` are words); words side by side are
     added, and an operator without a word after it (`a -`, `a + - b`) is refused rather than
-    guessed at."""
+    guessed at. Words are split where vectors files split them, so a word holding another
+    space (GloVe's `at\\xa0name@domain.com`) is one word here too."""
     positive: list[str] = []
     negative: list[str] = []
     operator: str | None = None  # waiting for its word
-    for token in query.split():
+    for token in filter(None, SEPARATOR.split(query)):
         if operator and token in ("+", "-"):
             raise UsageError(f"{query!r}: {operator!r} has no word after it")
         if token in ("+", "-"):

@@ -34,7 +34,7 @@ from w2vdist.corpus.filetypes import BufferedFile
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_file
 
-_SEPARATOR = re.compile(r"[ \t\n\r\v\f]")  # what the formats' readers split on
+SEPARATOR = re.compile(r"[ \t\n\r\v\f]")  # what the formats' readers split words at
 _NUMBER_BYTES = frozenset(b"0123456789+-.eEinfatyINFATY \t\r\n")
 _CHECKED_BYTES = 1 << 26  # headers asking for more memory than this are checked first
 _READ_BLOCK = 1 << 24  # bytes of a binary file parsed at a time
@@ -48,7 +48,7 @@ UTF8: Codec = ("UTF-8", "strict")
 
 def unwritable_rows(words: Sequence[str]) -> list[int]:
     """Rows whose word is empty or holds ASCII whitespace, which would break either format."""
-    return [i for i, w in enumerate(words) if not w or _SEPARATOR.search(w)]
+    return [i for i, w in enumerate(words) if not w or SEPARATOR.search(w)]
 
 
 def write_word2vec(
