@@ -203,9 +203,17 @@ def _tell_of_older(local: Path) -> None:
     since another run may be reading them."""
     older = [d for d in local.parent.iterdir() if d.is_dir() and d != local]
     if older:
-        size = sum(f.stat().st_size for d in older for f in d.iterdir() if f.is_file())
+        size = sum(_size(f) for d in older for f in d.iterdir())
         log.info("%s holds %d earlier version(s) of this corpus, %.1f MB: remove them once no "
                  "run reads them", local.parent, len(older), size / 1e6)
+
+
+def _size(path: Path) -> int:
+    """A file's size, 0 for one that another run's copy has just renamed or removed."""
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
 
 
 def _digest(data: bytes) -> str:
