@@ -25,6 +25,8 @@ from w2vdist.errors import UsageError
 from w2vdist.training.checkpoint import load_tables
 from w2vdist.training.chunks import Rest, Stream
 from w2vdist.training.loop import run
+from w2vdist.vectors.keyed import WordVectors
+from w2vdist.vectors.word2vec import write_word2vec
 
 from tests.helpers import config, prepare, write_zipf_corpus
 from tests.test_distributed_train import env, torchrun_cmd, train_args
@@ -275,3 +277,33 @@ def test_the_benchmark_script_runs(served: tuple[Path, Server]) -> None:
     lines = done.stdout.splitlines()
     assert [line[:16].strip() for line in lines] == ["local", "url, cold cache", "url, warm cache"]
     assert "fetched" in lines[1] and "fetched" not in lines[2], done.stdout
+
+
+def test_vectors_at_a_url_load_as_gensim_opens_them(
+    served: tuple[Path, Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shards, server = served
+    words = [line.split("\t")[0] for line in (shards / "vocab.tsv").read_text().splitlines()[:3]]
+    matrix = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    write_word2vec(shards.parent / "v.vec.gz", words, matrix, binary=False)
+    write_word2vec(shards.parent / "v.bin", words, matrix, binary=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    server.asked.clear()
+    for name in ("v.vec.gz", "v.bin"):
+        wv = WordVectors.load(f"{server.url}/{name}")
+        assert wv.index_to_key == words and torch.equal(wv.vectors, matrix)
+        top = WordVectors.load_word2vec_format(f"{server.url}/{name}", binary=name == "v.bin",
+                                               limit=2)
+        assert top.index_to_key == words[:2]
+    assert server.asked == {"/v.vec.gz": 1, "/v.bin": 1}  # copied once, then read here
+    out = tmp_path / "out.txt"
+    assert main(["export", f"{server.url}/v.bin", "-o", str(out)]) == 0
+    assert json.loads((tmp_path / "out.txt.json").read_text())["converted_from"] == \
+        f"{server.url}/v.bin"
+    cfg = config(shards, tmp_path / "run", train={"init_from": f"{server.url}/v.vec.gz"})
+    assert run(cfg).exit_code == 0 and server.asked["/v.vec.gz"] == 1
+    capsys.readouterr()
+    assert main(["neighbors", f"{server.url}/none.bin", words[0]]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"w2vdist: {server.url}/none.bin: HTTP 404 File not found"

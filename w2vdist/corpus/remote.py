@@ -18,6 +18,9 @@ and `gcloud storage cat {url}` for gs; given, it serves http(s) too). Every
 wait is bounded: a read, or a command's output, that stalls for `data.fetch_timeout_seconds`
 fails the copy; a failed copy is tried twice more (not after HTTP 4xx), then the run stops
 with one line naming the URL.
+
+Single files at a URL (pretrained vectors, which gensim opens by URL) are copied the same way,
+once, into the cache's `files` folder (`cached_file`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from w2vdist.corpus.shards import MANIFEST_FILE, Manifest
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
@@ -131,9 +134,12 @@ class Remote:
                  total / 1e6 / max(seconds, 1e-9))
 
     def fetch(self, name: str, dest: Path, size: int | None = None) -> None:
-        """`name` under the URL copied to `dest`, whole or not at all (of `size` bytes when
-        given); tried ATTEMPTS times, then a one-line error naming the URL."""
-        url = self.url + quote(name)
+        """`name` under the URL copied to `dest` (`copy`)."""
+        self.copy(self.url + quote(name), dest, size)
+
+    def copy(self, url: str, dest: Path, size: int | None = None) -> None:
+        """`url` copied to `dest`, whole or not at all (of `size` bytes when given); tried
+        ATTEMPTS times, then a one-line error naming the URL."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 with atomic_file(dest) as out:
@@ -196,6 +202,18 @@ class Remote:
                 said = f": {lines[-1].strip()}" if lines else ""
                 raise _Failed(f"{args[0]} exited with status {process.returncode}{said}")
             return os.fstat(out.fileno()).st_size
+
+
+def cached_file(url: str, timeout: float = 60.0) -> Path:
+    """The file at `url`, copied once into w2vdist's cache and read from there after (removing
+    the copy fetches it anew): pretrained vectors by URL, as gensim opens them."""
+    name = unquote(Path(urlsplit(url).path).name) or "file"
+    dest = user_cache() / "files" / _digest(url.encode()) / name
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        log.info("fetching %s into %s", url, dest)
+        Remote.at(url, "", timeout).copy(url, dest)
+    return dest
 
 
 def _tell_of_older(local: Path) -> None:

@@ -107,8 +107,8 @@ class TrainConfig:
                            choices=("auto", "torch", "cpu-kernel", "triton"))
     seed: int = setting(1, "initial tables and every rank's sampling")
     init_from: str | None = setting(None, "start from these vectors (run directory, checkpoint "
-                                    "or vectors file): words they know keep their vectors, "
-                                    "the others start as usual", metavar="PATH")
+                                    "or vectors file, or its URL): words they know keep their "
+                                    "vectors, the others start as usual", metavar="PATH")
     threads: int = setting(0, "CPU threads per rank (0: all this process may use)")
     cuda_graph: bool | None = setting(None, "triton: capture the step in a CUDA graph and "
                                       "replay it, saving the host its launches (unset: on at "

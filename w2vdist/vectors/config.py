@@ -52,7 +52,7 @@ class EvalCommand:
     """`w2vdist eval VECTORS`: the same `eval` section as a training run's."""
 
     vectors: str = setting("", "vectors file (word2vec text or binary, fastText .vec, GloVe; "
-                           "compressed or not), run directory or checkpoint folder",
+                           "compressed or not; or its URL), run directory or checkpoint folder",
                            positional=True)
     eval: EvalConfig = setting(EvalConfig, "")
     table: str = setting("input", "checkpoint table to score", choices=TABLES)
@@ -68,7 +68,7 @@ class ExportCommand:
 
     source: str = setting("", "run directory or checkpoint folder, or a vectors file to "
                           "convert (word2vec text or binary, fastText .vec, GloVe; compressed "
-                          "or not)", positional=True, metavar="SOURCE")
+                          "or not; or its URL)", positional=True, metavar="SOURCE")
     output: str = setting("", "vectors file to write (required)", short="-o", metavar="OUT")
     format: str | None = setting(None, "word2vec format (default: by OUT's extension, .bin "
                                  "binary, else text)", choices=("text", "binary"))
@@ -91,7 +91,7 @@ class NeighborsCommand:
     """`w2vdist neighbors VECTORS WORD...`."""
 
     vectors: str = setting("", "vectors file (word2vec text or binary, fastText .vec, GloVe; "
-                           "compressed or not), run directory or checkpoint folder",
+                           "compressed or not; or its URL), run directory or checkpoint folder",
                            positional=True)
     words: list[str] = setting([], "words to look up, or expressions such as 'paris - france "
                                "+ italy'", positional=True, metavar="QUERY")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from w2vdist import settings
+from w2vdist.corpus import remote
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
 from w2vdist.vectors import word2vec as vec
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     cmd = settings.from_args(ExportCommand, args)
     source, out = Path(cmd.source), Path(cmd.output)
-    if not source.exists():
+    at_url = remote.is_url(cmd.source)  # a vectors file there, fetched by `WordVectors.load`
+    if not source.exists() and not at_url:
         raise UsageError(f"{source}: no such run directory, checkpoint folder or vectors file")
     counts_path = Path(cmd.counts) if cmd.counts else None
     for path in (out, counts_path):
@@ -59,7 +61,7 @@ def command(args: argparse.Namespace) -> int:
     if source.is_file() and source.resolve() == out.resolve():
         raise UsageError(f"{out}: the vectors file to convert; write to another name")
     binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
-    wv = WordVectors.load(source, cmd.table, cmd.limit)
+    wv = WordVectors.load(cmd.source if at_url else source, cmd.table, cmd.limit)
     if counts_path is not None and wv.counts is None:
         raise UsageError(f"{source}: a vectors file carries no counts for --counts (a run "
                          "does)")
@@ -75,8 +77,8 @@ def command(args: argparse.Namespace) -> int:
     vec.write_word2vec(out, words, matrix, binary=binary)
     if counts_path is not None and counts is not None:
         vec.write_counts(counts_path, words, counts)
-    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source), len(words),
-                                      None if source.is_dir() else source))
+    converted = cmd.source if at_url else None if source.is_dir() else str(source.absolute())
+    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source), len(words), converted))
     kind = "binary" if binary else "text"
     print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({kind}), "
           f"settings in {sidecar(out)}")
@@ -102,7 +104,7 @@ def sidecar(path: Path) -> Path:
 
 
 def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = None,
-             words: int | None = None, converted: Path | None = None) -> str:
+             words: int | None = None, converted: str | None = None) -> str:
     """The JSON an export writes beside the vectors: how they were made (`words`: how many
     were written, when fewer than the vectors hold; `converted`: the vectors file they came
     from, which says no more)."""
@@ -116,5 +118,5 @@ def metadata(vectors: WordVectors, table: str, scores: dict[str, Any] | None = N
         "tokenizer": vectors.tokenizer,
         "spec": vectors.spec,
         "scores": scores or {},
-        **({"converted_from": str(converted.absolute())} if converted else {}),
+        **({"converted_from": converted} if converted else {}),
     }, indent=2) + "\n"

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from w2vdist.corpus import remote
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
@@ -54,8 +55,9 @@ class WordVectors(WordTable):
              limit: int | None = None) -> "WordVectors":
         """From a run directory or checkpoint folder (`table`: input, output or average), or a
         word2vec text/binary, fastText `.vec` or GloVe-style (no header) file, compressed or
-        not; only the first (most frequent) `limit` words if given, as gensim's `limit`."""
-        path = Path(path)
+        not, here or at a URL (`remote.cached_file`); only the first (most frequent) `limit`
+        words if given, as gensim's `limit`."""
+        path = _local(path)
         if limit is not None and limit < 1:
             raise UsageError(f"{path}: limit must be >= 1 (got {limit})")
         if path.is_dir():
@@ -120,7 +122,8 @@ class WordVectors(WordTable):
         if np.dtype(datatype) != np.float32:
             raise UsageError(f"{fname}: vectors are kept as float32 (datatype "
                              f"{np.dtype(datatype)} asked for); convert `vectors` after loading")
-        words, matrix = w2v.read_vectors(fname, limit, no_header, (encoding, unicode_errors))
+        words, matrix = w2v.read_vectors(_local(fname), limit, no_header,
+                                         (encoding, unicode_errors))
         counts = None if fvocab is None else _counts_of(words, Path(fvocab))
         return cls(words, matrix, counts=counts)
 
@@ -260,6 +263,12 @@ class WordVectors(WordTable):
     def _tokenizer(self) -> Tokenizer:
         """Built once: it may read a stopword file and load nltk or a stemmer."""
         return Tokenizer.from_settings(self.tokenizer)
+
+
+def _local(path: str | Path) -> Path:
+    """`path`, or the cached copy of the file at a URL (gensim opens URLs too)."""
+    return remote.cached_file(path) if isinstance(path, str) and remote.is_url(path) \
+        else Path(path)
 
 
 def _counts_of(words: list[str], path: Path) -> np.ndarray:
