@@ -63,7 +63,7 @@ def command(args: argparse.Namespace) -> int:
     binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
     wv = WordVectors.load(cmd.source if at_url else source, cmd.table, cmd.limit)
     if counts_path is not None and wv.counts is None:
-        raise UsageError(f"{source}: a vectors file carries no counts for --counts (a run "
+        raise UsageError(f"{cmd.source}: a vectors file carries no counts for --counts (a run "
                          "does)")
     words, matrix = wv.index_to_key, wv.vectors
     counts = None if wv.counts is None else wv.counts.tolist()
