@@ -13,7 +13,6 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +71,10 @@ class Manifest:
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{where}: unreadable manifest: {exc}") from None
 
-    def check_files(self, directory: str | Path, indices: Sequence[int] | None = None) -> None:
-        """Every shard with samples and tokens, and the files of those at `indices` (all by
-        default) present, of the size the manifest records: a truncated, deleted or
-        miscounted shard fails here, before training, not mid-run."""
+    def check_files(self, directory: str | Path, files: bool = True) -> None:
+        """Every shard with samples and tokens and, with `files`, present and of the size the
+        manifest records: a truncated, deleted or miscounted shard fails here, before
+        training, not mid-run."""
         directory = Path(directory)
         if not self.shards or self.total_tokens <= 0:
             raise UsageError(f"{directory / MANIFEST_FILE}: lists no tokens to train on")
@@ -83,7 +82,9 @@ class Manifest:
             if shard.samples < 1 or shard.tokens < 1:
                 raise UsageError(f"{directory / MANIFEST_FILE}: shard {shard.name} has "
                                  f"{shard.samples} samples and {shard.tokens} tokens")
-        for shard in self.shards if indices is None else [self.shards[i] for i in indices]:
+        if not files:
+            return
+        for shard in self.shards:
             path = directory / shard.name
             try:
                 size = path.stat().st_size

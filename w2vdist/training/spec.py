@@ -82,7 +82,7 @@ class Corpus:
         else:
             directory = Path(data.shards)
         manifest = Manifest.load(directory)
-        manifest.check_files(directory, () if remote else None)
+        manifest.check_files(directory, files=remote is None)  # at a URL: as they come
         vocab = Vocab.load(directory / VOCAB_FILE)
         if vocab.hash != manifest.vocab_hash:
             raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
@@ -102,13 +102,12 @@ class Corpus:
         return self.remote.url if self.remote else str(self.prepared()[1])
 
     def fetch(self, shards: set[int]) -> None:
-        """Make the `shards` (indices) of a corpus at a URL local, checked against the
-        manifest; a local corpus has them already."""
+        """Make the `shards` (indices) of a corpus at a URL local, each copy checked against
+        the manifest's size as it arrives; a local corpus has them, checked by `load`."""
         manifest, directory = self.prepared()
         if self.remote is not None:
             chosen = [manifest.shards[i] for i in sorted(shards)]
             self.remote.fetch_shards(directory, [(s.name, s.bytes or None) for s in chosen])
-            manifest.check_files(directory, sorted(shards))
 
     @property
     def vocab_file(self) -> Path:
