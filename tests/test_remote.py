@@ -301,8 +301,9 @@ def test_vectors_at_a_url_load_as_gensim_opens_them(
     assert main(["export", f"{server.url}/v.bin", "-o", str(out)]) == 0
     assert json.loads((tmp_path / "out.txt.json").read_text())["converted_from"] == \
         f"{server.url}/v.bin"
+    shutil.rmtree(tmp_path / "home-cache" / "w2vdist" / "files")  # the run must fetch it
     cfg = config(shards, tmp_path / "run", train={"init_from": f"{server.url}/v.vec.gz"})
-    assert run(cfg).exit_code == 0 and server.asked["/v.vec.gz"] == 1
+    assert run(cfg).exit_code == 0 and server.asked["/v.vec.gz"] == 2
     capsys.readouterr()
     assert main(["neighbors", f"{server.url}/none.bin", words[0]]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
