@@ -85,7 +85,10 @@ class Corpus:
         manifest.check_files(directory, files=remote is None)  # at a URL: as they come
         vocab = Vocab.load(directory / VOCAB_FILE)
         if vocab.hash != manifest.vocab_hash:
-            raise UsageError(f"{directory / VOCAB_FILE}: does not match manifest.json's vocab_hash")
+            if remote is not None:  # a bad copy kept would stand in for a mended one
+                (directory / VOCAB_FILE).unlink()
+            where = f"{remote.url}{VOCAB_FILE}" if remote else directory / VOCAB_FILE
+            raise UsageError(f"{where}: does not match manifest.json's vocab_hash")
         return cls(vocab.counts, vocab.hash, manifest.total_tokens, vocab.words, manifest,
                    directory, remote)
 
