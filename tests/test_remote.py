@@ -21,9 +21,11 @@ import torch
 
 from w2vdist.cli import main
 from w2vdist.corpus.remote import Remote, is_url
+from w2vdist.corpus.shards import Manifest
 from w2vdist.errors import UsageError
 from w2vdist.training.checkpoint import load_tables
 from w2vdist.training.chunks import Rest, Stream
+from w2vdist.training.data import assign_shards
 from w2vdist.training.loop import run
 from w2vdist.vectors.keyed import WordVectors
 from w2vdist.vectors.word2vec import write_word2vec
@@ -34,16 +36,19 @@ from tests.test_distributed_train import env, torchrun_cmd, train_args
 
 class Server:
     """A static file server on 127.0.0.1 that counts the paths asked for; `fail` answers
-    some paths with an HTTP status (a count of times, then serves them)."""
+    some paths with an HTTP status (a count of times, then serves them), `slow` answers some
+    after a number of seconds."""
 
     def __init__(self, root: Path) -> None:
         self.asked: Counter[str] = Counter()
         self.fail: dict[str, tuple[int, int]] = {}
+        self.slow: dict[str, float] = {}
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.asked[self.path] += 1
+                time.sleep(server.slow.get(self.path, 0))
                 status, times = server.fail.get(self.path, (0, 0))
                 if times:
                     server.fail[self.path] = (status, times - 1)
@@ -98,21 +103,41 @@ def test_a_run_on_shards_at_a_url_equals_the_run_on_them_here(
     assert server.asked == {"/shards/manifest.json": 1}
 
 
-def test_two_ranks_copy_only_the_shards_each_reads(
+def test_two_ranks_copy_only_the_shards_each_reads_however_long_one_takes(
     served: tuple[Path, Server], tmp_path: Path
 ) -> None:
     shards, server = served
     server.asked.clear()
+    manifest = Manifest.load(shards)
+    names = [s.name for s in manifest.shards]
+    # Rank 1's copies take twice the collectives' timeout: the ranks meet while it copies.
+    server.slow = {f"/shards/{names[i]}": 6.0 for i in assign_shards(manifest, 2, shards)[1]}
     cache = tmp_path / "cache"
-    done = subprocess.run(
-        torchrun_cmd(2, *train_args(shards, tmp_path / "run", "--data.cache_dir", str(cache),
-                                    "--data.shards", f"{server.url}/shards")),  # the last wins
-        env=env(), capture_output=True, text=True, timeout=180,
-    )
+    try:
+        done = subprocess.run(
+            torchrun_cmd(2, *train_args(shards, tmp_path / "run", "--data.cache_dir", str(cache),
+                                        "--sync.timeout_seconds", "3",
+                                        "--data.shards", f"{server.url}/shards")),  # it wins
+            env=env(), capture_output=True, text=True, timeout=180,
+        )
+    finally:
+        server.slow = {}
     assert done.returncode == 0, done.stderr[-3000:]
-    names = sorted(p.name for p in shards.glob("*.tar"))
     assert server.shard_requests() == {f"/shards/{n}": 1 for n in names}  # each by one rank
-    assert "fetching" in done.stderr and "trained" in done.stdout
+    assert "fetching shards: 1 of 2 ranks done" in done.stderr, done.stderr[-3000:]
+    assert "trained" in done.stdout
+
+
+def test_ranks_meet_while_one_works_and_all_stop_when_it_fails(tmp_path: Path) -> None:
+    worker = Path(__file__).with_name("together_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(worker), str(tmp_path)]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["waited"] >= 2.0  # rank 0 met rank 1 until its part was done
+    assert ranks[0]["said"] == "copying: rank 1 failed (its error is in its output)"
+    assert ranks[1]["said"] == "rank 1's own error"
 
 
 def test_a_corpus_prepared_again_at_the_url_is_never_mixed_with_the_old(

@@ -32,10 +32,11 @@ import os
 import shlex
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,49 +111,58 @@ class Remote:
         _tell_of_older(local)
         return local
 
-    def fetch_shards(self, local: Path, wanted: Iterable[tuple[str, int | None]]) -> None:
+    def fetch_shards(self, local: Path, wanted: Iterable[tuple[str, int | None]],
+                     tally: Tally | None = None) -> None:
         """Copy the shards named in `wanted` (name, bytes if known) that `local` lacks or
-        holds at another size, a few at a time."""
+        holds at another size, a few at a time; `tally` counts their bytes as they come."""
+        tally = tally or Tally()
         missing = [(n, size) for n, size in wanted if not (local / n).is_file()
                    or size is not None and (local / n).stat().st_size != size]
         if not missing:
             return
-        total = sum(size or 0 for _, size in missing)
-        log.info("fetching %d shard(s), %.1f MB, from %s into %s", len(missing), total / 1e6,
-                 self.url, local)
+        tally.expected = sum(size or 0 for _, size in missing)
+        log.info("fetching %d shard(s), %.1f MB, from %s into %s", len(missing),
+                 tally.expected / 1e6, self.url, local)
         start = time.monotonic()
         with ThreadPoolExecutor(PARALLEL) as pool:
-            for done in [pool.submit(self.fetch, n, local / n, size) for n, size in missing]:
+            for done in [pool.submit(self.fetch, n, local / n, size, tally)
+                         for n, size in missing]:
                 done.result()
         seconds = time.monotonic() - start
-        log.info("fetched %.1f MB in %.1f s (%.0f MB/s)", total / 1e6, seconds,
-                 total / 1e6 / max(seconds, 1e-9))
+        log.info("fetched %.1f MB in %.1f s (%.0f MB/s)", tally.expected / 1e6, seconds,
+                 tally.expected / 1e6 / max(seconds, 1e-9))
 
-    def fetch(self, name: str, dest: Path, size: int | None = None) -> None:
+    def fetch(self, name: str, dest: Path, size: int | None = None,
+              tally: Tally | None = None) -> None:
         """`name` under the URL copied to `dest` (`copy`)."""
-        self.copy(self.url + quote(name), dest, size)
+        self.copy(self.url + quote(name), dest, size, tally)
 
-    def copy(self, url: str, dest: Path, size: int | None = None) -> None:
+    def copy(self, url: str, dest: Path, size: int | None = None,
+             tally: Tally | None = None) -> None:
         """`url` copied to `dest`, whole or not at all (of `size` bytes when given); tried
-        ATTEMPTS times, then a one-line error naming the URL."""
+        ATTEMPTS times, then a one-line error naming the URL. `tally` counts the bytes of
+        the copy that succeeds."""
+        tally = tally or Tally()
         for attempt in range(1, ATTEMPTS + 1):
+            this = Tally()  # the attempt's own bytes, taken back from `tally` if it fails
             try:
                 with atomic_file(dest) as out:
-                    got = self._copy(url, out)
+                    got = self._copy(url, out, this.joined(tally))
                     if size is not None and got != size:
                         raise _Failed(f"{got:,} bytes, but the manifest says {size:,}")
                 return
             except _Failed as exc:
+                tally.add(-this.copied)
                 if not exc.again or attempt == ATTEMPTS:
                     tries = "" if not exc.again else f" ({ATTEMPTS} attempts)"
                     raise UsageError(f"{url}: {exc}{tries}") from None
                 log.warning("%s: %s; trying again", url, exc)
                 time.sleep(attempt)
 
-    def _copy(self, url: str, out: IO[bytes]) -> int:
-        return self._run(url, out) if self.command else self._read(url, out)
+    def _copy(self, url: str, out: IO[bytes], count: Callable[[int], None]) -> int:
+        return self._run(url, out, count) if self.command else self._read(url, out, count)
 
-    def _read(self, url: str, out: IO[bytes]) -> int:
+    def _read(self, url: str, out: IO[bytes], count: Callable[[int], None]) -> int:
         """urllib's copy: its timeout bounds the connection and every read."""
         copied = 0
         try:
@@ -160,6 +170,7 @@ class Remote:
                 while block := response.read(_BLOCK):
                     out.write(block)
                     copied += len(block)
+                    count(len(block))
         except urllib.error.HTTPError as exc:
             raise _Failed(f"HTTP {exc.code} {exc.reason}",
                           again=exc.code >= 500 or exc.code in (408, 429)) from None
@@ -170,7 +181,7 @@ class Remote:
                           ) from None
         return copied
 
-    def _run(self, url: str, out: IO[bytes]) -> int:
+    def _run(self, url: str, out: IO[bytes], count: Callable[[int], None]) -> int:
         """The fetch command's copy, killed when its output stalls for the timeout."""
         # Variables expand here, not when the setting is saved: a token stays out of config.json
         args = [os.path.expandvars(a).replace("{url}", url) for a in shlex.split(self.command)]
@@ -186,6 +197,7 @@ class Remote:
                 time.sleep(_POLL_SECONDS)
                 now = os.fstat(out.fileno()).st_size
                 if now != size:
+                    count(now - size)
                     size, moved = now, time.monotonic()
                 elif time.monotonic() - moved > self.timeout:
                     process.kill()
@@ -196,7 +208,30 @@ class Remote:
                 lines = err.read().decode(errors="replace").strip().splitlines()
                 said = f": {lines[-1].strip()}" if lines else ""
                 raise _Failed(f"{args[0]} exited with status {process.returncode}{said}")
-            return os.fstat(out.fileno()).st_size
+            now = os.fstat(out.fileno()).st_size
+            count(now - size)
+            return now
+
+
+class Tally:
+    """Bytes that copies are to make and have made: the copying threads add to it, a rank
+    reports it while the others wait (`distributed.together`)."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.copied = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.copied += count
+
+    def joined(self, other: Tally) -> Callable[[int], None]:
+        """A counter that adds to this tally and to `other`."""
+        def count(n: int) -> None:
+            self.add(n)
+            other.add(n)
+        return count
 
 
 def cached_file(url: str, timeout: float = 60.0) -> Path:

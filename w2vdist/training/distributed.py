@@ -3,9 +3,12 @@ clock that times what the ranks do together on their device."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -13,6 +16,11 @@ import torch
 import torch.distributed as dist
 
 from w2vdist.errors import UsageError
+
+log = logging.getLogger("w2vdist")
+
+MEET_SECONDS = 2.0  # how often the ranks meet in `together`
+REPORT_SECONDS = 30.0  # how often rank 0 logs their progress there
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,57 @@ def _device(name: str, local_rank: int) -> torch.device:
     device = torch.device(name if ":" in name else f"cuda:{local_rank}")
     torch.cuda.set_device(device)
     return device
+
+
+def together(
+    world: World, what: str, task: Callable[[], None], progress: Callable[[], tuple[int, int]],
+    timeout: float,
+) -> None:
+    """Run `task`, this rank's part of a piece of work that can take minutes longer on one
+    rank than on another (copying its shards from a URL), in a thread while the ranks meet
+    every MEET_SECONDS (at most a quarter of the collectives' `timeout`): the first collective
+    after the work would otherwise wait for the slowest rank only up to that timeout. Rank 0
+    logs all ranks' `progress` (bytes done, bytes to do). Returns once every rank's task is
+    done; raises this rank's error, or one naming the rank whose task failed."""
+    if world.size == 1:
+        task()
+        return
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            task()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name=what, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    reported: float | None = None  # when rank 0 last logged the progress: as its own task
+    while True:  # ends, and every REPORT_SECONDS
+        thread.join(min(MEET_SECONDS, timeout / 4))
+        finished = not thread.is_alive()  # before `failure`, which it then holds for good
+        error = failure[0] if failure else None  # raised once the others know of it
+        done, planned = progress()
+        table = torch.zeros(world.size, 4, dtype=torch.int64, device=world.device)
+        table[world.rank] = torch.tensor([finished, error is not None, done, planned])
+        dist.all_reduce(table)
+        rows = table.tolist()
+        if error is not None:
+            raise error
+        failed = [rank for rank, row in enumerate(rows) if row[1]]
+        if failed:
+            raise UsageError(f"{what}: rank {failed[0]} failed (its error is in its output)")
+        if all(row[0] for row in rows):
+            return
+        now = time.monotonic()
+        if world.is_main and (finished and reported is None
+                              or now - (reported or started) >= REPORT_SECONDS):
+            reported = now
+            done, planned = (sum(row[i] for row in rows) for i in (2, 3))
+            log.info("%s: %d of %d ranks done, %.1f of %.1f MB (%.0f MB/s); waiting for the "
+                     "rest", what, sum(row[0] for row in rows), world.size, done / 1e6,
+                     planned / 1e6, done / 1e6 / (now - started))
 
 
 def shutdown() -> None:

@@ -76,7 +76,8 @@ class Session:
         cfg = self.spec.config
         manifest, directory = self.corpus.prepared()
         mine = self.shards()[self.world.rank]
-        self.corpus.fetch(set(mine) | self.streams[self.world.rank].owed_shards())
+        self.corpus.fetch(set(mine) | self.streams[self.world.rank].owed_shards(), self.world,
+                          cfg.sync.timeout_seconds)
         words = self.spec.plan.rank_words[self.world.rank]
         tokens = sum(manifest.shards[i].tokens for i in mine)
         samples = sum(manifest.shards[i].samples for i in mine)

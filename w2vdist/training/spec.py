@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2vdist.corpus.remote import Remote, is_url
+from w2vdist.corpus.remote import Remote, Tally, is_url
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
@@ -30,7 +30,7 @@ from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import backends, metrics, sync
 from w2vdist.training.config import Config, DataConfig
 from w2vdist.training.data import assign_shards, loader_workers
-from w2vdist.training.distributed import World
+from w2vdist.training.distributed import World, together
 
 # Settings that change what a run computes: a checkpoint resumes only under the same values.
 # `train.epochs` may grow: the run then trains on, its learning rate following the longer
@@ -104,13 +104,19 @@ class Corpus:
         """Where the shards are, as the user named them."""
         return self.remote.url if self.remote else str(self.prepared()[1])
 
-    def fetch(self, shards: set[int]) -> None:
+    def fetch(self, shards: set[int], world: World, timeout: float) -> None:
         """Make the `shards` (indices) of a corpus at a URL local, each copy checked against
-        the manifest's size as it arrives; a local corpus has them, checked by `load`."""
+        the manifest's size as it arrives, the ranks meeting well within the collectives'
+        `timeout` until all have theirs (`distributed.together`); a local corpus has them,
+        checked by `load`."""
         manifest, directory = self.prepared()
         if self.remote is not None:
+            remote, tally = self.remote, Tally()
             chosen = [manifest.shards[i] for i in sorted(shards)]
-            self.remote.fetch_shards(directory, [(s.name, s.bytes or None) for s in chosen])
+            wanted = [(s.name, s.bytes or None) for s in chosen]
+            together(world, "fetching shards",
+                     lambda: remote.fetch_shards(directory, wanted, tally),
+                     lambda: (tally.copied, tally.expected), timeout)
 
     @property
     def vocab_file(self) -> Path:
