@@ -9,7 +9,9 @@ operands; `gpu_correct.py`), SYNC (steps under CUDA's sync debug mode: no host
 synchronisation), GRAPH (the step captured in a CUDA graph: the same draws as eager, the
 host's time a step either way; `gpu_graph.py`), BENCH (raw words/s, pairs/s, peak memory and
 the share of the measured DRAM bandwidth that the kernel's modelled traffic uses, per dim,
-step size and backend), MEM (a 2M x 300 vocabulary: tables and one large step), NCCL (a 1-GPU
+step size and backend), MEM (a 2M x 300 vocabulary: tables and one large step), CKPT (its
+checkpoint: how long a save holds training up, written in turn and in the background;
+`checkpoint_save.py`), NCCL (a 1-GPU
 process group through both sync strategies; a full `local` merge at 2M x 300), E2E (synth ->
 prepare -> train -> eval on the device, at this corpus's default steps, which a GPU captures
 in a CUDA graph, and on a GPU also eagerly: planted analogies), LOADER (the loader alone,
@@ -39,6 +41,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from benchmarks.checkpoint_save import measure
 from benchmarks.gpu_correct import correct
 from benchmarks.gpu_graph import graph
 
@@ -188,12 +191,12 @@ def bench(device: torch.device, quick: bool) -> None:
 
 # BENCH's figures are the ones a slow kernel stretches: it runs at most BENCH_SECONDS, and
 # stops sooner where the sections before it took long, leaving AFTER_BENCH_SECONDS of the
-# script's bound (gpu_check.sh) to MEM, NCCL, E2E's two runs and LOADER (by estimate; what
+# script's bound (gpu_check.sh) to MEM, CKPT, NCCL, E2E's two runs and LOADER (by estimate; what
 # BENCH leaves out at the end, the torch step's rows, matters least).
 STARTED = time.perf_counter()
 SCRIPT_SECONDS = float(os.environ.get("GPU_CHECK_SECONDS", "480"))
 BENCH_SECONDS = 180
-AFTER_BENCH_SECONDS = 270
+AFTER_BENCH_SECONDS = 300
 
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
@@ -243,6 +246,12 @@ def mem(device: torch.device, quick: bool) -> None:
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     print(f"MEM vocab={vocab} dim={dim} words_per_step={words} tables_gb={tables_gb:.2f} "
           f"peak_gb={peak:.2f}", flush=True)
+
+
+def ckpt(device: torch.device, quick: bool) -> None:
+    vocab, dim = (20_000, 50) if quick else (2_000_000, 300)
+    with tempfile.TemporaryDirectory() as directory:
+        print(f"CKPT {measure(vocab, dim, device, Path(directory))}", flush=True)
 
 
 # ---- SYNC: the step on the device never waits for the host --------------------------------
@@ -479,7 +488,7 @@ def _loader_run(run: list[str], root: Path, device: torch.device, quick: bool) -
 
 SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {
     "ENV": env, "CORRECT": correct, "SYNC": no_host_sync, "GRAPH": graph, "BENCH": bench,
-    "MEM": mem, "NCCL": nccl, "E2E": e2e, "LOADER": loader,
+    "MEM": mem, "CKPT": ckpt, "NCCL": nccl, "E2E": e2e, "LOADER": loader,
 }
 
 if __name__ == "__main__":

@@ -136,9 +136,14 @@ def tables(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def test_two_rank_exact_run_resumed_equals_uninterrupted(shards, tmp_path):
     full = run(torchrun_cmd(2, *train_args(shards, tmp_path / "full")))
     assert full.returncode == 0, full.stderr[-3000:]
-    part = run(torchrun_cmd(2, *train_args(shards, tmp_path / "split", "--train.max_steps", "9")))
+    # The split run's periodic checkpoints are written in the background, as on GPUs.
+    saves = ("--checkpoint.every_steps", "4", "--checkpoint.background")
+    part = run(torchrun_cmd(2, *train_args(shards, tmp_path / "split", "--train.max_steps", "9",
+                                           *saves)))
     assert part.returncode == 0, part.stderr[-3000:]
-    rest = run(torchrun_cmd(2, *train_args(shards, tmp_path / "split")))
+    assert [p.name for p in checkpoint.complete_steps(tmp_path / "split")] == [
+        checkpoint.step_name(9), checkpoint.step_name(8)]
+    rest = run(torchrun_cmd(2, *train_args(shards, tmp_path / "split", *saves)))
     assert rest.returncode == 0, rest.stderr[-3000:]
     for a, b in zip(tables(tmp_path / "full"), tables(tmp_path / "split")):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,8 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     out = done.stdout
     assert done.returncode == 0 and "FAIL" not in out, out + done.stderr[-3000:]
-    for tag in ("ENV", "CORRECT", "SYNC", "GRAPH", "BENCH", "MEM", "NCCL", "E2E", "LOADER"):
+    for tag in ("ENV", "CORRECT", "SYNC", "GRAPH", "BENCH", "MEM", "CKPT", "NCCL", "E2E",
+                "LOADER"):
         assert re.search(rf"^{tag} ", out, re.M), (tag, out)
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 6 and all(line.endswith(" ok") for line in correct), correct
@@ -33,6 +34,9 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                          rf"negatives={share} words_per_s=[\d,]+ .* tiles=32x\d+x\d+ "
                          rf"resident_programs={resident}$", out, re.M), out
     assert "interpreter=True" in out
+    assert re.search(r"^CKPT vocab=20000 dim=50 device=cpu gb=0.01 in_turn_s=[\d.]+ "
+                     r"background_held_s=[\d.]+ background_written_s=[\d.]+ held_ratio=[\d.]+$",
+                     out, re.M), out
     assert re.search(r"^NCCL backend=gloo .* merge_clock_ms=[\d.]+ after_queued_ms=[\d.]+$", out,
                      re.M), out
     for backend in ("triton", "torch"):

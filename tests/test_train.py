@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,72 @@ def test_a_stop_request_on_cpu_is_honoured_after_the_step_in_flight(shards, tmp_
                            callbacks=[SignalAtStep3()])
     assert outcome.exit_code == EXIT_PREEMPTED
     assert checkpoint_info(run)["step"] == 4
+
+
+class Saved(Callback):
+    """The steps of the checkpoints announced, each complete when it is."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        assert (path / checkpoint.COMPLETE).is_file()
+        self.steps.append(step)
+
+
+def test_checkpoints_written_in_the_background_equal_those_written_in_turn(shards, tmp_path):
+    saved = {}
+    for background in (None, True):  # unset: in turn on CPU
+        seen = Saved()
+        run = tmp_path / str(background)
+        cfg = config(shards, run, checkpoint={"every_steps": 7, "keep": 100,
+                                              "background": background})
+        assert run_training(cfg, callbacks=[seen]).exit_code == 0
+        assert json.loads((run / "config.json").read_text())["checkpoint"]["background"] is \
+            bool(background)
+        saved[background] = (checkpoint.complete_steps(run), seen.steps)
+    (plain, plain_steps), (background, background_steps) = saved[None], saved[True]
+    assert background_steps == plain_steps and len(plain_steps) > 5
+    assert [p.name for p in background] == [p.name for p in plain]
+    for a, b in zip(plain, background):
+        assert all(torch.equal(x, y) for x, y in
+                   zip(checkpoint.load_tables(a)[1:], checkpoint.load_tables(b)[1:]))
+    # The tables are copied before save returns: training on changes nothing written.
+    found = checkpoint.load(plain[0])
+    state, before = found.state, found.state.input.clone()
+    state.step += 1
+    saver = checkpoint.Checkpointer(tmp_path / "again", config(shards, tmp_path).checkpoint)
+    saver.save(state, found.spec, plain[0] / "vocab.tsv", background=True)
+    state.input.add_(1.0)
+    path, step = saver.finished(wait=True)
+    assert step == state.step and torch.equal(checkpoint.load(path).state.input, before)
+
+
+def test_a_background_write_that_fails_stops_the_run_naming_the_folder(shards, tmp_path):
+    class Spoil(Callback):  # the checkpoints folder becomes a file after the first save
+        def on_checkpoint(self, path: Path, step: int) -> None:
+            shutil.rmtree(path.parent)
+            path.parent.write_text("not a folder\n")
+
+    cfg = config(shards, tmp_path / "run", checkpoint={"every_steps": 7, "background": True})
+    with pytest.raises(UsageError, match=r"step-000000014: cannot write: File exists"):
+        run_training(cfg, callbacks=[Spoil()])
+
+
+def test_a_stop_request_waits_for_the_checkpoint_written_in_the_background(shards, tmp_path):
+    class SignalAtStep3(Saved):
+        def on_checkpoint(self, path: Path, step: int) -> None:
+            super().on_checkpoint(path, step)
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    run, seen = tmp_path / "run", SignalAtStep3()
+    cfg = config(shards, run, checkpoint={"every_steps": 3, "background": True, "keep": 10})
+    assert run_training(cfg, callbacks=[seen]).exit_code == EXIT_PREEMPTED
+    # Every folder written is announced once complete, the last one (the stop's) too.
+    assert seen.steps[0] == 3 and seen.steps[-1] == checkpoint_info(run)["step"] < 69
+    assert [checkpoint.step_name(s) for s in reversed(seen.steps)] == [
+        p.name for p in checkpoint.complete_steps(run)]
 
 
 def test_a_failed_run_keeps_its_stop_handler_until_it_has_said_why():

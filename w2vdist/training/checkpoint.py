@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,12 +94,14 @@ class Checkpoint:
 
 
 class Checkpointer:
-    """Rank 0's step folders of one run: when to save, writing, pruning, finding, loading."""
+    """Rank 0's step folders of one run: when to save, writing (here or in the background),
+    pruning, finding, loading."""
 
     def __init__(self, run_dir: str | Path, cfg: CheckpointConfig) -> None:
         self.root = Path(run_dir) / CHECKPOINTS
         self.cfg = cfg
         self.last_save = time.monotonic()
+        self._pending: tuple[int, Future[Path]] | None = None  # the background save's
 
     def clock_due(self) -> bool:
         """Whether `every_minutes` have passed on this rank's clock (rank 0's decides)."""
@@ -121,29 +125,64 @@ class Checkpointer:
                 log.warning("%s; trying the previous checkpoint", exc)
         return None
 
-    def save(self, state: TrainState, spec: RunSpec, vocab_file: Path) -> Path:
-        """Write one complete step folder atomically, then prune to the newest `keep`.
+    def save(self, state: TrainState, spec: RunSpec, vocab_file: Path,
+             background: bool = False) -> Path:
+        """Write one complete step folder atomically, then prune to the newest `keep`. With
+        `background`, a thread writes it from a copy of the tables in host memory (which a
+        GPU's tables need for writing anyway) while training goes on, and `finished` hands it
+        over; callers first wait for the one before (`finished(wait=True)`).
 
         A failed write (a full disk, a quota) leaves the earlier folders as they were and no
-        temporary behind, and says what happened in one line.
+        temporary behind, and says what happened in one line (from `finished`, for a write in
+        the background).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale(self.root)  # what a save killed mid-way left
+        assert self._pending is None, "a background save is still being written"
         final = self.root / step_name(state.step)
+        tables = {"input": state.input, "output": state.output}
+        contents = ({k: v.detach().to("cpu", copy=background).contiguous()
+                     for k, v in tables.items()}, state.to_dict(), spec.to_dict())
+        needed = 2 * state.input.numel() * state.input.element_size()
+        if background:
+            written: Future[Path] = Future()
+            threading.Thread(target=self._write_into, name="checkpoint", daemon=False,
+                             args=(written, final, contents, vocab_file, needed)).start()
+            self._pending = (state.step, written)
+        else:
+            self._write(final, contents, vocab_file, needed)
+        self.last_save = time.monotonic()
+        return final
+
+    def finished(self, wait: bool = False) -> tuple[Path, int] | None:
+        """The folder and step of the background save, once written (waited for with `wait`);
+        None while it is being written, or with none; its error raised."""
+        if self._pending is None or not (wait or self._pending[1].done()):
+            return None
+        (step, written), self._pending = self._pending, None
+        return written.result(), step
+
+    def _write_into(self, written: Future[Path], *args: Any) -> None:
         try:
+            written.set_result(self._write(*args))
+        except BaseException as exc:  # raised in the trainer's thread by `finished`
+            written.set_exception(exc)
+
+    def _write(self, final: Path, contents: tuple[dict[str, torch.Tensor], dict[str, Any],
+                                                  dict[str, Any]],
+               vocab_file: Path, needed: int) -> Path:
+        tables, state, spec = contents
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            remove_stale(self.root)  # what a save killed mid-way left
             with atomic_path(final, directory=True) as tmp:
-                tables = {"input": state.input, "output": state.output}
-                torch.save({k: v.detach().cpu().contiguous() for k, v in tables.items()},
-                           tmp / "tables.pt")
-                torch.save(state.to_dict(), tmp / "state.pt")
-                (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+                torch.save(tables, tmp / "tables.pt")
+                torch.save(state, tmp / "state.pt")
+                (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
                 _link_or_copy(vocab_file, tmp / VOCAB_FILE)
                 digests = {name: _digest(tmp / name) for name in _FILES}
                 (tmp / COMPLETE).write_text(json.dumps(digests, indent=2) + "\n")
         except (OSError, RuntimeError) as exc:
-            raise UsageError(f"{final}: {_write_failure(exc, self.root, state)}; the earlier "
+            raise UsageError(f"{final}: {_write_failure(exc, self.root, needed)}; the earlier "
                              "checkpoints are kept, the run can resume from the newest") from None
-        self.last_save = time.monotonic()
         self._prune()
         return final
 
@@ -215,9 +254,9 @@ def load_tables(path: str | Path) -> tuple[Vocab, torch.Tensor, torch.Tensor]:
     return ckpt.vocab, ckpt.state.input, ckpt.state.output
 
 
-def _write_failure(exc: BaseException, root: Path, state: TrainState) -> str:
-    """What stopped a save, in words: torch reports a full disk as "unexpected pos"."""
-    needed = 2 * state.input.numel() * state.input.element_size()
+def _write_failure(exc: BaseException, root: Path, needed: int) -> str:
+    """What stopped a save of `needed` bytes, in words: torch reports a full disk as
+    "unexpected pos"."""
     if getattr(exc, "errno", None) == errno.ENOSPC or shutil.disk_usage(root).free < needed:
         return "no space left on device"
     if isinstance(exc, OSError) and exc.strerror:

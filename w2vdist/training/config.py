@@ -169,6 +169,10 @@ class CheckpointConfig:
     every_steps: int = setting(0, "save every N steps (0: off)")
     every_minutes: float = setting(10.0, "save every M minutes (0: off)")
     keep: int = setting(2, "complete step folders kept")
+    background: bool | None = setting(None, "write periodic checkpoints from a copy of the "
+                                      "tables in host memory while training goes on (unset: "
+                                      "on CUDA, where writing needs that copy anyway; "
+                                      "--checkpoint.no-background: never)")
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0: off)")

@@ -208,9 +208,11 @@ def _train(
                     or step == cfg.train.max_steps):
                 stats = interval.flush(step, session.sync, batches, lr, world.device)
                 metrics.log(step, stats)
+            if world.is_main:  # a checkpoint written in the background since the last look
+                _written(checkpointer.finished(), log, callbacks)
             if preempted or (checkpointer.due(step, clock > 0) and step < cfg.train.max_steps):
                 saved = _save(session, checkpointer, step, batches.position, metrics, log,
-                              callbacks) or saved
+                              callbacks, background=not preempted) or saved
             if preempted:
                 log.warning("stopping at step %d on %s; run again to resume", step, stop.signal)
                 break
@@ -283,9 +285,11 @@ def _resumed(
 def _save(
     session: Session, checkpointer: Checkpointer, step: int, position: Position,
     metrics: Metrics, log: logging.Logger, callbacks: Sequence[Callback],
+    background: bool = False,
 ) -> Outcome | None:
     """Merge (local sync), gather every rank's RNG state and data position; rank 0 writes the
-    step folder and scores it if asked (None on other ranks)."""
+    step folder (in the background when asked and `checkpoint.background` allows, announced
+    once written) and scores the tables if asked (None on other ranks)."""
     tables, world = session.tables, session.world
     session.sync.merge(tables)
     if not all(bool(torch.isfinite(t).all()) for t in (tables.input, tables.output)):
@@ -300,21 +304,33 @@ def _save(
         dist.all_gather_object(ranks, mine)
     if not world.is_main:
         return None
+    cfg = session.spec.config
+    _written(checkpointer.finished(wait=True), log, callbacks)  # one write at a time
     state = TrainState(tables.input.data, tables.output.data, step, [r for r, _ in ranks],
                        [p for _, p in ranks], metrics.run_id, session.streams)
-    path = checkpointer.save(state, session.spec, session.corpus.vocab_file)
-    log.info("checkpoint %s", path)
-    for callback in callbacks:
-        callback.on_checkpoint(path, step)
-    found = scores(session.spec.config.eval, session.corpus.words, tables.input.data)
+    background = background and bool(cfg.checkpoint.background)
+    path = checkpointer.save(state, session.spec, session.corpus.vocab_file, background)
+    if not background:
+        _written((path, step), log, callbacks)
+    found = scores(cfg.eval, session.corpus.words, tables.input.data)
     if found:
         metrics.log(step, found)
-        metrics.neighbours(step, session.corpus.words, tables.input.data,
-                           session.spec.config.eval.probe_words)
+        metrics.neighbours(step, session.corpus.words, tables.input.data, cfg.eval.probe_words)
         log.info("eval at step %d: %s", step, json.dumps(found))
         for callback in callbacks:
             callback.on_eval(step, found)
     return Outcome(0, session.spec, path, found)
+
+
+def _written(saved: tuple[Path, int] | None, log: logging.Logger,
+             callbacks: Sequence[Callback]) -> None:
+    """A complete step folder (path, step) logged and handed to the callbacks."""
+    if saved is None:
+        return
+    path, step = saved
+    log.info("checkpoint %s", path)
+    for callback in callbacks:
+        callback.on_checkpoint(path, step)
 
 
 def _publish(session: Session, saved: Outcome, metrics: Metrics, run_dir: Path,

@@ -268,6 +268,8 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
                    damping=backends.damping(cfg))
     cfg = _replace(cfg, "train", cuda_graph=backends.cuda_graph(cfg))
+    if cfg.checkpoint.background is None:  # on CPU the copy would double the tables' memory
+        cfg = _replace(cfg, "checkpoint", background=world.device.type == "cuda")
     plan = Plan.build(corpus.tokens, rank_tokens,
                       words_per_step or world.size * cfg.optim.batch_words, cfg.train.epochs)
     cfg = sync.resolved(cfg, world.size, plan.words_per_step)
