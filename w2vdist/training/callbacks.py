@@ -19,7 +19,8 @@ class Callback:
         """`epoch` (from 1) ended at global `step`; `session.tables` holds the vectors."""
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        """A complete step folder was written at `path`."""
+        """A complete step folder was written at `path` (one written in the background,
+        `checkpoint.background`, is handed over once complete, some steps after `step`)."""
 
     def on_eval(self, step: int, scores: dict[str, float]) -> None:
         """The `eval` section's files were scored at `step`."""
