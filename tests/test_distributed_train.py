@@ -252,7 +252,7 @@ def test_signal_checkpoints_and_a_second_launch_finishes(shards, tmp_path, sig):
     first, second = (r["rows"] for r in runs)
     assert max(first) <= stopped["step"] < min(second)
     for key in ("loss", "lr", "words_per_s", "pairs_per_s", "epoch", "sync_time_share",
-                "loader_wait_share"):
+                "loader_wait_share", "checkpoint_time_share"):
         assert key in first[max(first)] and key in second[max(second)]
     assert runs[0]["config"]["model"]["dim"] == 16
 

@@ -192,6 +192,9 @@ def test_checkpoints_written_in_the_background_equal_those_written_in_turn(shard
         assert run_training(cfg, callbacks=[seen]).exit_code == 0
         assert json.loads((run / "config.json").read_text())["checkpoint"]["background"] is \
             bool(background)
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        shares = [r["checkpoint_time_share"] for r in records if "checkpoint_time_share" in r]
+        assert len(shares) >= 2 and all(0 < share < 1 for share in shares), records
         saved[background] = (checkpoint.complete_steps(run), seen.steps)
     (plain, plain_steps), (background, background_steps) = saved[None], saved[True]
     assert background_steps == plain_steps and len(plain_steps) > 5

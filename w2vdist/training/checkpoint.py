@@ -101,6 +101,7 @@ class Checkpointer:
         self.root = Path(run_dir) / CHECKPOINTS
         self.cfg = cfg
         self.last_save = time.monotonic()
+        self.held_seconds = 0.0  # the trainer's time in `save` and waiting in `finished`
         self._pending: tuple[int, Future[Path]] | None = None  # the background save's
 
     def clock_due(self) -> bool:
@@ -137,6 +138,7 @@ class Checkpointer:
         the background).
         """
         assert self._pending is None, "a background save is still being written"
+        began = time.perf_counter()
         final = self.root / step_name(state.step)
         tables = {"input": state.input, "output": state.output}
         contents = ({k: v.detach().to("cpu", copy=background).contiguous()
@@ -150,6 +152,7 @@ class Checkpointer:
         else:
             self._write(final, contents, vocab_file, needed)
         self.last_save = time.monotonic()
+        self.held_seconds += time.perf_counter() - began
         return final
 
     def finished(self, wait: bool = False) -> tuple[Path, int] | None:
@@ -158,7 +161,11 @@ class Checkpointer:
         if self._pending is None or not (wait or self._pending[1].done()):
             return None
         (step, written), self._pending = self._pending, None
-        return written.result(), step
+        began = time.perf_counter()
+        try:
+            return written.result(), step
+        finally:
+            self.held_seconds += time.perf_counter() - began
 
     def _write_into(self, written: Future[Path], *args: Any) -> None:
         try:

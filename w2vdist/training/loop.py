@@ -206,7 +206,8 @@ def _train(
                     callback.on_epoch_end(step // plan.steps_per_epoch, step, session)
             if (interval.elapsed() >= cfg.train.log_every_seconds or epoch_end
                     or step == cfg.train.max_steps):
-                stats = interval.flush(step, session.sync, batches, lr, world.device)
+                stats = interval.flush(step, session.sync, batches, lr, world.device,
+                                       checkpointer.held_seconds)
                 metrics.log(step, stats)
             if world.is_main:  # a checkpoint written in the background since the last look
                 _written(checkpointer.finished(), log, callbacks)

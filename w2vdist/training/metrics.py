@@ -306,6 +306,7 @@ class Interval:
         self.sync_seconds = 0.0
         self.handover_seconds = 0.0
         self.wait_seconds = 0.0
+        self.checkpoint_seconds = 0.0
 
     def add(self, loss: float, pairs: float) -> None:
         self.loss += loss
@@ -321,11 +322,13 @@ class Interval:
         return (step - self.step) * self.plan.words_per_step / max(self.elapsed(), 1e-9)
 
     def flush(self, step: int, sync: Sync, batches: OnDevice, lr: float,
-              device: torch.device) -> dict[str, float]:
+              device: torch.device, checkpoint_seconds: float) -> dict[str, float]:
         """The interval's figures, then a new interval from `step`. Of the trainer's time
         handing batches over (`data.OnDevice`), the share waiting for the loader's workers says
         whether they keep up (torchtitan logs data loading the same way), and the rest, its own
-        cutting and copying, whether the trainer's host does."""
+        cutting and copying, whether the trainer's host does; the share held up by checkpoints
+        (`Checkpointer.held_seconds`, rank 0's) whether to write them in the background or less
+        often."""
         seconds = max(self.elapsed(), 1e-9)
         handover = batches.seconds - self.handover_seconds
         wait = batches.wait_seconds - self.wait_seconds
@@ -339,6 +342,7 @@ class Interval:
             "sync_time_share": (sync.seconds - self.sync_seconds) / seconds,
             "loader_wait_share": wait / seconds,
             "handover_share": max(0.0, handover - wait) / seconds,
+            "checkpoint_time_share": (checkpoint_seconds - self.checkpoint_seconds) / seconds,
             "sync_bytes_per_step": sync.bytes_sent / max(step - self.start_step, 1),
             "memory_gb": _peak_memory_gb(device),
             "ranks": len(self.plan.rank_words),  # a run may go on over another number
@@ -346,6 +350,7 @@ class Interval:
         self.step, self.start, self.loss, self.pairs = step, time.perf_counter(), 0.0, 0.0
         self.sync_seconds = sync.seconds
         self.handover_seconds, self.wait_seconds = batches.seconds, batches.wait_seconds
+        self.checkpoint_seconds = checkpoint_seconds
         return stats
 
     def total_words_per_s(self) -> float:
