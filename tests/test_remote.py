@@ -4,6 +4,7 @@ the shards it reads into the cache, once, and trains as on the local copy."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -124,7 +125,13 @@ def test_two_ranks_copy_only_the_shards_each_reads_however_long_one_takes(
         server.slow = {}
     assert done.returncode == 0, done.stderr[-3000:]
     assert server.shard_requests() == {f"/shards/{n}": 1 for n in names}  # each by one rank
-    assert "fetching shards: 1 of 2 ranks done" in done.stderr, done.stderr[-3000:]
+    # Rank 0 says where the copies stand once its own are done: all of its bytes, of both
+    # ranks' (rank 1's shards are still on their way).
+    said = re.search(r"fetching shards: 1 of 2 ranks done, ([\d.]+) of ([\d.]+) MB", done.stderr)
+    assert said, done.stderr[-3000:]
+    ranks = [sum(manifest.shards[i].bytes for i in mine) / 1e6
+             for mine in assign_shards(manifest, 2, shards)]
+    assert float(said[2]) == round(sum(ranks), 1) and ranks[0] - 0.1 <= float(said[1]) < sum(ranks)
     assert "trained" in done.stdout
 
 
