@@ -1,6 +1,6 @@
 """Kill and corrupt a 2-rank training run at random points; count what survives.
 
-    python benchmarks/chaos.py --trials 10 [--seed 0] [--work DIR] [--json OUT]
+    python benchmarks/chaos.py --trials 10 [--seed 0] [--work DIR] [--json OUT] [--background]
 
 Builds a small planted corpus (`w2vdist synth`, `w2vdist prepare`), trains it once without
 interruption on 2 torchrun ranks (gloo, torch backend, `exact` sync: deterministic), then, for
@@ -15,7 +15,9 @@ After each hit the same command is launched again until it exits 0 (at most `--a
 Reported per trial and in total: whether the run finished, how many launches it took, how
 many complete checkpoints the hit made unusable (beyond the one corrupted on purpose), and
 whether the final
-tables equal the uninterrupted run's (max absolute difference).
+tables equal the uninterrupted run's (max absolute difference). `--background` writes the
+periodic checkpoints in the background (`checkpoint.background`, as on GPUs), so that hits
+also land while a checkpoint is being written beside training.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=5, help="launches per trial at most")
     parser.add_argument("--work", type=Path, default=Path("chaos-work"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--background", action="store_true",
+                        help="write the periodic checkpoints in the background")
     args = parser.parse_args()
+    if args.background:
+        TRAIN.append("--checkpoint.background")
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
     shards = corpus(args.work)
