@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import torch
 from tests.helpers import config, prepare, write_zipf_corpus
 from tests.test_prepare import leftovers, random_corpus
 from w2vdist.cli import main
-from w2vdist.corpus.shards import Manifest
+from w2vdist.corpus.shards import Manifest, ShardReader
 from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
 from w2vdist.training import checkpoint
@@ -101,6 +102,26 @@ def test_a_shard_that_fails_while_streaming_stops_the_run_naming_it(shards, tmp_
     time.sleep(1)
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "r")], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_a_token_id_past_the_vocabulary_stops_the_run_naming_its_shard(shards, tmp_path):
+    """A damaged shard that still reads (a flipped high byte of one token id) would index past
+    the tables: the loader names it instead."""
+    bad = copy_shards(shards, tmp_path / "bad")
+    shard = sorted(bad.glob("shard-*.tar"))[1]
+    sample = ShardReader(shard, Manifest.load(bad).shards[1].samples)
+    (offset, _), _ = sample.where[0]
+    data = bytearray(shard.read_bytes())
+    header = 10 + int.from_bytes(data[offset + 8 : offset + 10], "little")  # the .npy's
+    data[offset + header + 4 * 5 + 3] ^= 0x40  # the high byte of sample 0's sixth token id
+    shard.write_bytes(bytes(data))
+    result = w2vdist("train", "--data.shards", str(bad), "--train.run_dir", str(tmp_path / "r"),
+                     "--data.loader_workers", "1", *TRAIN, timeout=90)
+    vocab = Manifest.load(bad).vocab_size
+    assert result.returncode == 2
+    assert re.fullmatch(rf"w2vdist: {shard}: unreadable shard \(sample 0 holds token id "
+                        rf"\d+, but the vocabulary has {vocab:,} words\)", one_line(result)), \
+        one_line(result)
 
 
 def test_a_bad_shard_under_two_ranks_stops_both_within_seconds(shards, tmp_path):

@@ -114,10 +114,11 @@ class ShardChunks(IterableDataset):
 
     def __init__(
         self, sources: list[tuple[str, int]], mine: list[int], seed: int, stream: Stream,
-        chunk: int, skip: int = 0, in_flight: int = 1,
+        chunk: int, skip: int = 0, in_flight: int = 1, vocab: int | None = None,
     ) -> None:
         super().__init__()
         self.sources = sources
+        self.vocab = vocab
         self.mine = mine
         self.seed = seed
         self.stream = stream
@@ -130,7 +131,7 @@ class ShardChunks(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         made = self.skip // self.chunk  # chunks this worker made before, in the whole run
         buffers = ChunkBuffers(self.in_flight + 1, shared=info is not None)
-        reader = SampleReader(self.sources)
+        reader = SampleReader(self.sources, self.vocab)
         tokens: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
         counts = [samples for _, samples in self.sources]
@@ -182,10 +183,13 @@ class UnreadableShard(Exception):
 
 
 class SampleReader:
-    """Samples and chunks' rests, from shards opened as they are first needed."""
+    """Samples and chunks' rests, from shards opened as they are first needed; with `vocab`,
+    a sample holding a token id outside it (a damaged shard, which would index past the
+    tables) fails, naming its shard."""
 
-    def __init__(self, sources: list[tuple[str, int]]) -> None:
+    def __init__(self, sources: list[tuple[str, int]], vocab: int | None = None) -> None:
         self.sources = sources
+        self.vocab = vocab
         self.open: dict[int, ShardReader] = {}
 
     def read(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +201,13 @@ class SampleReader:
         try:
             if shard not in self.open:
                 self.open[shard] = ShardReader(path, samples)
-            return self.open[shard].read(index)
+            tokens, lengths = self.open[shard].read(index)
+            if self.vocab is not None and len(tokens):
+                low, high = int(tokens.min()), int(tokens.max())
+                if low < 0 or high >= self.vocab:
+                    raise ValueError(f"sample {index} holds token id {low if low < 0 else high}"
+                                     f", but the vocabulary has {self.vocab:,} words")
+            return tokens, lengths
         except Exception as exc:  # noqa: BLE001 - any failure of one shard's bytes
             # An exception raised in a loader worker reaches the trainer wrapped in a
             # traceback; a marker carries the one line that says what failed.

@@ -89,7 +89,8 @@ GPU_LOADER_WORKERS = 4
 
 class TokenBatches:
     """Exactly `batch_words` tokens per batch, with a sentence id per token, from `start` on,
-    from the rank's `stream` over the shards `mine` (all by default) of `shards`.
+    from the rank's `stream` over the shards `mine` (all by default) of `shards`; with
+    `vocab`, every token id checked to be below it (`chunks.SampleReader`).
 
     Batch edges cut sentences; a window never crosses an edge, which loses about
     window / batch_words of the pairs (0.1% at the defaults). `position` is where the batch
@@ -111,6 +112,7 @@ class TokenBatches:
         start: Position = Position(),
         mine: list[int] | None = None,
         stream: Stream | None = None,
+        vocab: int | None = None,
     ) -> None:
         mine = list(range(len(shards))) if mine is None else mine
         samples = sum(shards[i][1] for i in mine)
@@ -134,7 +136,7 @@ class TokenBatches:
         self.buffer_count = workers * (in_flight + 1)  # the buffers all workers reuse
         self.loader = DataLoader(
             ShardChunks(shards, mine, seed, stream or Stream(str(rank)), chunk,
-                        skip=self.rounds * chunk, in_flight=in_flight),
+                        skip=self.rounds * chunk, in_flight=in_flight, vocab=vocab),
             batch_size=None,
             num_workers=workers,
             prefetch_factor=prefetch if workers else None,

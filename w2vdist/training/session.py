@@ -89,7 +89,7 @@ class Session:
             cfg.data.loader_workers, cfg.data.prefetch,
             pin_memory=self.world.device.type == "cuda",
             chunk=chunk_samples(tokens, samples, words), start=start, mine=mine,
-            stream=self.streams[self.world.rank],
+            stream=self.streams[self.world.rank], vocab=len(self.corpus.counts),
         )
 
 
