@@ -6,6 +6,7 @@ import bz2
 import collections
 import gc
 import gzip
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -242,6 +243,10 @@ def test_manifest_records_settings_and_stats(tmp_path: Path) -> None:
     assert stats["oov_dropped"] == 1 and stats["undecodable_bytes"] == 3
     assert stats["files"] == 1 and stats["bytes"] == text.stat().st_size
     assert stats["distinct_words"] == 3 and stats["min_count"] == 2
+    # Each shard's size and SHA-256, as `sha256sum` gives it: what copies are checked against.
+    for shard in manifest.shards:
+        data = (out / shard.name).read_bytes()
+        assert shard.bytes == len(data) and shard.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_inputs_as_files_globs_and_directories(

@@ -195,6 +195,18 @@ def test_a_missing_or_cut_shard_is_named_and_nothing_half_copied_is_kept(
                    f"manifest says {size:,} (3 attempts)")
     left = sorted(p.name for p in cache.rglob("*") if p.is_file() and p.suffix == ".tar")
     assert "shard-000002.tar" not in left and not list(cache.rglob(".*tmp-*"))
+    # A shard replaced at the URL by another of its size (a corpus prepared again but for its
+    # manifest, a damaged copy): its bytes are not the manifest's.
+    data = bytearray((shards / "shard-000002.tar").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (site / "shard-000002.tar").write_bytes(bytes(data))
+    server.asked.clear()
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"w2vdist: {server.url}/broken/shard-000002.tar: its SHA-256 is not the "
+                   "manifest's (changed since prepare, or damaged on the way) (3 attempts)")
+    assert server.asked["/broken/shard-000002.tar"] == 3
+    assert "shard-000002.tar" not in [p.name for p in cache.rglob("*.tar")]
 
 
 def test_what_is_not_a_corpus_at_the_url_is_named_by_its_url(

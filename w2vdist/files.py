@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -24,6 +25,12 @@ from w2vdist.errors import UsageError
 
 TMP_MARK = ".tmp-"
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors of writing, not reading
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's SHA-256, hex: what checkpoints and prepared shards record of their files."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def temporary_sibling(final: Path) -> Path:

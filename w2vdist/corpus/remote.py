@@ -9,7 +9,7 @@ its ranks' share of the corpus, not all of it. `manifest.json` is fetched at eve
 cache is keyed by the URL and the manifest's bytes, so a corpus prepared again at the same URL
 never mixes with the old one's shards (whose copies stay until the user removes them: the log
 says where), and a run resumed on the same node fetches nothing.
-Every copy is checked against the manifest's size and appears whole or not at all.
+Every copy is checked against the manifest's size and SHA-256 and appears whole or not at all.
 
 http(s), ftp and file URLs are read with Python's own client; any other scheme through a
 command that writes the object to its standard output (`data.fetch_command`, `{url}`
@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, unquote, urlsplit
 
-from w2vdist.corpus.shards import MANIFEST_FILE, Manifest
+from w2vdist.corpus.shards import MANIFEST_FILE, Manifest, ShardInfo
 from w2vdist.corpus.vocab import VOCAB_FILE
 from w2vdist.errors import UsageError
-from w2vdist.files import atomic_file, user_cache
+from w2vdist.files import atomic_file, sha256_file, user_cache
 
 log = logging.getLogger("w2vdist")
 
@@ -111,37 +111,38 @@ class Remote:
         _tell_of_older(local)
         return local
 
-    def fetch_shards(self, local: Path, wanted: Iterable[tuple[str, int | None]],
+    def fetch_shards(self, local: Path, shards: Iterable[ShardInfo],
                      tally: Tally | None = None) -> None:
-        """Copy the shards named in `wanted` (name, bytes if known) that `local` lacks or
-        holds at another size, a few at a time; `tally` counts their bytes as they come."""
+        """Copy the `shards` that `local` lacks or holds at another size, a few at a time, each
+        checked against the manifest's size and SHA-256 (where it records them) as it arrives;
+        `tally` counts their bytes as they come."""
         tally = tally or Tally()
-        missing = [(n, size) for n, size in wanted if not (local / n).is_file()
-                   or size is not None and (local / n).stat().st_size != size]
+        missing = [s for s in shards if not (local / s.name).is_file()
+                   or s.bytes and (local / s.name).stat().st_size != s.bytes]
         if not missing:
             return
-        tally.expected = sum(size or 0 for _, size in missing)
+        tally.expected = sum(s.bytes for s in missing)
         log.info("fetching %d shard(s), %.1f MB, from %s into %s", len(missing),
                  tally.expected / 1e6, self.url, local)
         start = time.monotonic()
         with ThreadPoolExecutor(PARALLEL) as pool:
-            for done in [pool.submit(self.fetch, n, local / n, size, tally)
-                         for n, size in missing]:
+            for done in [pool.submit(self.fetch, s.name, local / s.name, s.bytes or None,
+                                     tally, s.sha256) for s in missing]:
                 done.result()
         seconds = time.monotonic() - start
         log.info("fetched %.1f MB in %.1f s (%.0f MB/s)", tally.expected / 1e6, seconds,
                  tally.expected / 1e6 / max(seconds, 1e-9))
 
     def fetch(self, name: str, dest: Path, size: int | None = None,
-              tally: Tally | None = None) -> None:
+              tally: Tally | None = None, sha256: str = "") -> None:
         """`name` under the URL copied to `dest` (`copy`)."""
-        self.copy(self.url + quote(name), dest, size, tally)
+        self.copy(self.url + quote(name), dest, size, tally, sha256)
 
     def copy(self, url: str, dest: Path, size: int | None = None,
-             tally: Tally | None = None) -> None:
-        """`url` copied to `dest`, whole or not at all (of `size` bytes when given); tried
-        ATTEMPTS times, then a one-line error naming the URL. `tally` counts the bytes of
-        the copy that succeeds."""
+             tally: Tally | None = None, sha256: str = "") -> None:
+        """`url` copied to `dest`, whole or not at all (of `size` bytes and this `sha256` when
+        given); tried ATTEMPTS times, then a one-line error naming the URL. `tally` counts the
+        bytes of the copy that succeeds."""
         tally = tally or Tally()
         for attempt in range(1, ATTEMPTS + 1):
             this = Tally()  # the attempt's own bytes, taken back from `tally` if it fails
@@ -150,6 +151,10 @@ class Remote:
                     got = self._copy(url, out, this.joined(tally))
                     if size is not None and got != size:
                         raise _Failed(f"{got:,} bytes, but the manifest says {size:,}")
+                    out.flush()
+                    if sha256 and sha256_file(out.name) != sha256:
+                        raise _Failed("its SHA-256 is not the manifest's (changed since "
+                                      "prepare, or damaged on the way)")
                 return
             except _Failed as exc:
                 tally.add(-this.copied)

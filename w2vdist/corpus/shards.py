@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from w2vdist.errors import UsageError
+from w2vdist.files import sha256_file
 
 FORMAT = "w2vdist-shards"
 FORMAT_VERSION = 1
@@ -32,6 +33,7 @@ class ShardInfo:
     tokens: int
     samples: int
     bytes: int = 0  # the file's size (0 in manifests written before it was recorded)
+    sha256: str = ""  # the file's SHA-256, which every copy from a URL is checked against
 
 
 @dataclass
@@ -234,8 +236,9 @@ class ShardPacker:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        for shard in self.shards:  # what the trainer checks each file against
+        for shard in self.shards:  # what the trainer checks each file, or copy, against
             shard.bytes = (self.directory / shard.name).stat().st_size
+            shard.sha256 = sha256_file(self.directory / shard.name)
         return self.shards
 
     def abort(self) -> None:

@@ -13,7 +13,6 @@ Everything loads with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import torch
 
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
-from w2vdist.files import atomic_path, remove_stale, temporary_sibling
+from w2vdist.files import atomic_path, remove_stale, sha256_file, temporary_sibling
 from w2vdist.training.config import CheckpointConfig
 from w2vdist.training.chunks import Stream
 from w2vdist.training.data import Position
@@ -281,8 +280,4 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return f"{path.stat().st_size}:{h.hexdigest()}"
+    return f"{path.stat().st_size}:{sha256_file(path)}"

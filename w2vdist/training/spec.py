@@ -106,16 +106,15 @@ class Corpus:
 
     def fetch(self, shards: set[int], world: World, timeout: float) -> None:
         """Make the `shards` (indices) of a corpus at a URL local, each copy checked against
-        the manifest's size as it arrives, the ranks meeting well within the collectives'
+        the manifest's size and SHA-256 as it arrives, the ranks meeting well within the collectives'
         `timeout` until all have theirs (`distributed.together`); a local corpus has them,
         checked by `load`."""
         manifest, directory = self.prepared()
         if self.remote is not None:
             remote, tally = self.remote, Tally()
             chosen = [manifest.shards[i] for i in sorted(shards)]
-            wanted = [(s.name, s.bytes or None) for s in chosen]
             together(world, "fetching shards",
-                     lambda: remote.fetch_shards(directory, wanted, tally),
+                     lambda: remote.fetch_shards(directory, chosen, tally),
                      lambda: (tally.copied, tally.expected), timeout)
 
     @property
