@@ -276,3 +276,23 @@ def test_a_manifest_that_is_not_one_is_refused_by_name(text: bytes, why: str) ->
         Manifest.parse(text, "https://host/corpus/manifest.json")
     assert str(err.value).startswith(f"https://host/corpus/manifest.json: unreadable manifest: "
                                      f"{why}")
+
+
+def test_token_ids_outside_the_vocabulary_or_not_int32_name_their_sample(tmp_path):
+    lengths = np.array([3], np.int32)
+    cases = [(np.array([0, 9, 10], np.int32), "sample 1 holds token id 10, but the vocabulary "
+              "has 10 words"),
+             (np.array([0, -5, 2], np.int32), "sample 1 holds token id -5, but the vocabulary "
+              "has 10 words"),
+             (np.array([0, 1, 2], np.int64), "sample 1 holds int64 token ids, not int32")]
+    for i, (tokens, said) in enumerate(cases):
+        path = tmp_path / f"shard-{i}.tar"
+        with wds.TarWriter(str(path)) as writer:
+            for key, ids in (("0", np.array([1, 2, 3], np.int32)), ("1", tokens)):
+                writer.write({"__key__": key, "tokens.npy": shards_module._npy(ids),
+                              "lengths.npy": shards_module._npy(lengths)})
+        reader = chunks.SampleReader([(str(path), 2)], vocab=10)
+        assert reader.read((0, 0))[0].tolist() == [1, 2, 3]
+        with pytest.raises(chunks.UnreadableShard) as err:
+            reader.read((0, 1))
+        assert str(err.value) == f"{path}: unreadable shard ({said})"

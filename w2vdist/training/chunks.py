@@ -203,10 +203,14 @@ class SampleReader:
                 self.open[shard] = ShardReader(path, samples)
             tokens, lengths = self.open[shard].read(index)
             if self.vocab is not None and len(tokens):
-                low, high = int(tokens.min()), int(tokens.max())
-                if low < 0 or high >= self.vocab:
-                    raise ValueError(f"sample {index} holds token id {low if low < 0 else high}"
-                                     f", but the vocabulary has {self.vocab:,} words")
+                if tokens.dtype != np.int32:
+                    raise ValueError(f"sample {index} holds {tokens.dtype} token ids, not int32")
+                # Negative ids read as unsigned are past any vocabulary: one pass for both ends.
+                top = int(tokens.view(np.uint32).max())
+                if top >= self.vocab:
+                    bad = top - (1 << 32) if top >= 1 << 31 else top
+                    raise ValueError(f"sample {index} holds token id {bad}, but the vocabulary "
+                                     f"has {self.vocab:,} words")
             return tokens, lengths
         except Exception as exc:  # noqa: BLE001 - any failure of one shard's bytes
             # An exception raised in a loader worker reaches the trainer wrapped in a
