@@ -4,6 +4,7 @@ exactly as an uninterrupted one, without decoding what it skips."""
 
 import io
 import itertools
+import json
 import subprocess
 import sys
 import time
@@ -276,6 +277,18 @@ def test_a_manifest_that_is_not_one_is_refused_by_name(text: bytes, why: str) ->
         Manifest.parse(text, "https://host/corpus/manifest.json")
     assert str(err.value).startswith(f"https://host/corpus/manifest.json: unreadable manifest: "
                                      f"{why}")
+
+
+def test_a_manifest_from_a_later_version_is_read_for_what_this_one_knows() -> None:
+    shard = {"name": "shard-000000.tar", "tokens": 5, "samples": 1, "bytes": 9,
+             "sha256": "ab", "crc32c": "later"}
+    manifest = {"vocab_size": 3, "total_tokens": 5, "shards": [shard], "vocab_hash": "h",
+                "format": "w2vdist-shards", "version": 1, "made_by": "later"}
+    read = Manifest.parse(json.dumps(manifest).encode(), "m.json")
+    assert read.shards[0].sha256 == "ab" and read.total_tokens == 5
+    del shard["tokens"]
+    with pytest.raises(UsageError, match="m.json: unreadable manifest: .*'tokens'"):
+        Manifest.parse(json.dumps(manifest).encode(), "m.json")
 
 
 def test_token_ids_outside_the_vocabulary_or_not_int32_name_their_sample(tmp_path):

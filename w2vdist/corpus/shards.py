@@ -13,7 +13,7 @@ import io
 import json
 import re
 import tarfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,11 @@ class Manifest:
                 raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
             if data.get("version") != FORMAT_VERSION:
                 raise ValueError(f"version {data.get('version')} is not {FORMAT_VERSION}")
-            data["shards"] = [ShardInfo(**s) for s in data["shards"]]
-            return cls(**data)
+            # What a later version adds to a manifest is left for it to read.
+            known = {f.name for f in fields(ShardInfo)}
+            data["shards"] = [ShardInfo(**{k: v for k, v in s.items() if k in known})
+                              for s in data["shards"]]
+            return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{where}: unreadable manifest: {exc}") from None
 
