@@ -33,7 +33,7 @@ class ShardInfo:
     tokens: int
     samples: int
     bytes: int = 0  # the file's size (0 in manifests written before it was recorded)
-    sha256: str = ""  # the file's SHA-256, which every copy from a URL is checked against
+    sha256: str = ""  # its SHA-256, which copies from a URL are checked against ("": older)
 
 
 @dataclass
@@ -69,10 +69,10 @@ class Manifest:
             if data.get("version") != FORMAT_VERSION:
                 raise ValueError(f"version {data.get('version')} is not {FORMAT_VERSION}")
             # What a later version adds to a manifest is left for it to read.
-            known = {f.name for f in fields(ShardInfo)}
-            data["shards"] = [ShardInfo(**{k: v for k, v in s.items() if k in known})
+            shard_fields, own = ({f.name for f in fields(c)} for c in (ShardInfo, cls))
+            data["shards"] = [ShardInfo(**{k: v for k, v in s.items() if k in shard_fields})
                               for s in data["shards"]]
-            return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+            return cls(**{k: v for k, v in data.items() if k in own})
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{where}: unreadable manifest: {exc}") from None
 
