@@ -352,3 +352,25 @@ def test_vectors_at_a_url_load_as_gensim_opens_them(
     assert main(["neighbors", f"{server.url}/none.bin", words[0]]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"w2vdist: {server.url}/none.bin: HTTP 404 File not found"
+
+
+def test_processes_loading_the_same_vectors_url_copy_it_once(
+    served: tuple[Path, Server], tmp_path: Path
+) -> None:
+    """The ranks of a node that start from the same vectors: one copies, the others wait."""
+    shards, server = served
+    write_word2vec(shards.parent / "same.vec", ["a", "b", "c"], torch.ones(3, 4), binary=False)
+    url = f"{server.url}/same.vec"
+    load = ("from w2vdist.vectors.keyed import WordVectors; "
+            f"print(len(WordVectors.load({url!r}).index_to_key))")
+    server.asked.clear()
+    server.slow = {"/same.vec": 4.0}  # the copy outlasts the other processes' start
+    try:
+        loads = [subprocess.Popen([sys.executable, "-c", load], stdout=subprocess.PIPE,
+                                  text=True, env={**env(), "XDG_CACHE_HOME": str(tmp_path)})
+                 for _ in range(3)]
+        said = [process.communicate(timeout=120)[0] for process in loads]
+    finally:
+        server.slow = {}
+    assert [process.returncode for process in loads] == [0, 0, 0] and said == ["3\n"] * 3
+    assert server.asked["/same.vec"] == 1

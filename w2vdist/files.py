@@ -63,15 +63,16 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, what: str = "run") -> Iterator[None]:
+def locked(directory: Path, what: str = "run", wait: bool = False) -> Iterator[None]:
     """Hold `directory/.lock` (an flock, released by the kernel when this process ends, so a
-    dead owner's lock is simply taken over); another holder is refused by host and PID."""
+    dead owner's lock is simply taken over); another holder is refused by host and PID, or,
+    with `wait`, waited for (whose work under the lock must have its own bound)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ".lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise

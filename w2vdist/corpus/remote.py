@@ -46,7 +46,7 @@ from urllib.parse import quote, unquote, urlsplit
 from w2vdist.corpus.shards import MANIFEST_FILE, Manifest, ShardInfo
 from w2vdist.corpus.vocab import VOCAB_FILE
 from w2vdist.errors import UsageError
-from w2vdist.files import atomic_file, sha256_file, user_cache
+from w2vdist.files import atomic_file, locked, sha256_file, user_cache
 
 log = logging.getLogger("w2vdist")
 
@@ -245,9 +245,12 @@ def cached_file(url: str, timeout: float = 60.0) -> Path:
     name = unquote(Path(urlsplit(url).path).name) or "file"
     dest = user_cache() / "files" / _digest(url.encode()) / name
     if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        log.info("fetching %s into %s", url, dest)
-        Remote.at(url, "", timeout).copy(url, dest)
+        # The ranks of a node that all start from the same vectors make one copy: the first
+        # copies, the others wait for it (each wait of the copy is bounded).
+        with locked(dest.parent, "copy", wait=True):
+            if not dest.is_file():
+                log.info("fetching %s into %s", url, dest)
+                Remote.at(url, "", timeout).copy(url, dest)
     return dest
 
 
