@@ -47,6 +47,15 @@ def shellcheck() -> str:
     return found
 
 
+@pytest.fixture(scope="session")
+def jq() -> str:
+    """The jq executable, which the README's shard check uses (a failure in CI when missing)."""
+    found = shutil.which("jq")
+    if found is None:
+        _missing("jq is not installed (apt-get install jq)")
+    return found
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
     """A 1 MiB tmpfs (True) where this machine lets us mount one, else a plain folder (False:
