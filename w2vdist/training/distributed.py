@@ -132,9 +132,11 @@ def together(
                               or now - (reported or started) >= REPORT_SECONDS):
             reported = now
             done, planned = (sum(row[i] for row in rows) for i in (2, 3))
-            log.info("%s: %d of %d ranks done, %.1f of %.1f MB (%.0f MB/s); waiting for the "
-                     "rest", what, sum(row[0] for row in rows), world.size, done / 1e6,
-                     planned / 1e6, done / 1e6 / (now - started))
+            rate = done / (now - started)
+            left = f"about {(planned - done) / rate:.0f} s left" if rate > 0 else "waiting"
+            log.info("%s: %d of %d ranks done, %.1f of %.1f MB (%.0f MB/s, %s)", what,
+                     sum(row[0] for row in rows), world.size, done / 1e6, planned / 1e6,
+                     rate / 1e6, left)
 
 
 def shutdown() -> None:
