@@ -106,9 +106,9 @@ class Corpus:
 
     def fetch(self, shards: set[int], world: World, timeout: float) -> None:
         """Make the `shards` (indices) of a corpus at a URL local, each copy checked against
-        the manifest's size and SHA-256 as it arrives, the ranks meeting well within the collectives'
-        `timeout` until all have theirs (`distributed.together`); a local corpus has them,
-        checked by `load`."""
+        the manifest's size and SHA-256 as it arrives, the ranks meeting well within the
+        collectives' `timeout` until all have theirs (`distributed.together`); a local corpus
+        has them, checked by `load`."""
         manifest, directory = self.prepared()
         if self.remote is not None:
             remote, tally = self.remote, Tally()
