@@ -209,6 +209,36 @@ def test_a_missing_or_cut_shard_is_named_and_nothing_half_copied_is_kept(
     assert "shard-000002.tar" not in [p.name for p in cache.rglob("*.tar")]
 
 
+def test_a_corpus_out_of_reach_trains_on_the_copy_fetched_before(
+    served: tuple[Path, Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A requeued job resumes while the store is down: the cached copy serves, with a warning;
+    a URL that refuses (403) still stops the run, and so does one never fetched."""
+    shards, server = served
+
+    def train(run: str, cache: str = "cache") -> tuple[int, str]:
+        code = main(["train", "--data.shards", f"{server.url}/shards", "--data.cache_dir",
+                     str(tmp_path / cache), "--train.run_dir", str(tmp_path / run),
+                     "--wandb", "disabled", "--data.loader_workers", "0"])
+        return code, capsys.readouterr().err
+
+    assert train("first")[0] == 0
+    server.asked.clear()
+    server.fail["/shards/manifest.json"] = (503, 3)  # down for all three attempts
+    code, err = train("down")
+    assert code == 0 and server.shard_requests() == {}, err
+    assert (f"{server.url}/shards/manifest.json: HTTP 503 Service Unavailable (3 attempts); "
+            "training on its corpus as fetched at ") in err
+    server.fail["/shards/manifest.json"] = (403, 1)
+    code, err = train("refused")
+    assert code == 2 and err.strip().splitlines()[-1] == \
+        f"w2vdist: {server.url}/shards/manifest.json: HTTP 403 Forbidden"
+    server.fail["/shards/manifest.json"] = (503, 3)
+    code, err = train("never", cache="other")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"w2vdist: {server.url}/shards/manifest.json: HTTP 503 Service Unavailable (3 attempts)")
+
+
 def test_what_is_not_a_corpus_at_the_url_is_named_by_its_url(
     served: tuple[Path, Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

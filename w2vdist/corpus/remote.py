@@ -17,7 +17,8 @@ replaced, environment variables expanded as it runs; by default `aws s3 cp {url}
 and `gcloud storage cat {url}` for gs; given, it serves http(s) too). Every
 wait is bounded: a read, or a command's output, that stalls for `data.fetch_timeout_seconds`
 fails the copy; a failed copy is tried twice more (not after HTTP 4xx), then the run stops
-with one line naming the URL.
+with one line naming the URL. A manifest out of reach (not refused) gives way to the copy
+fetched before, with a warning, so that a job requeued while its store is down resumes.
 
 Single files at a URL (pretrained vectors, which gensim opens by URL) are copied the same way,
 once, into the cache's `files` folder (`cached_file`).
@@ -63,6 +64,12 @@ def is_url(location: str) -> bool:
     return "://" in location and len(urlsplit(location).scheme) > 1
 
 
+class Unreachable(UsageError):
+    """A copy that failed every attempt for a reason that may pass (no connection, a stall, a
+    server error, the fetch command failing), where a URL that refuses (HTTP 4xx) is a plain
+    UsageError."""
+
+
 class _Failed(Exception):
     """One copy failed; `again`: whether trying again may help."""
 
@@ -98,7 +105,17 @@ class Remote:
         base = (Path(root) if root else user_cache() / "shards") / _digest(self.url.encode())
         base.mkdir(parents=True, exist_ok=True)
         latest = base / MANIFEST_FILE
-        self.fetch(MANIFEST_FILE, latest)
+        try:
+            self.fetch(MANIFEST_FILE, latest)
+        except Unreachable as exc:
+            if not latest.is_file():
+                raise
+            # A requeued job resumes while the store is out of reach: the copy fetched before
+            # serves, as a model hub's cache does offline (a URL that refuses, HTTP 4xx, stops
+            # the run instead); shards missing from the cache still fail, naming their URL.
+            fetched = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(latest.stat().st_mtime))
+            log.warning("%s; training on its corpus as fetched at %s, from %s", exc, fetched,
+                        base)
         manifest = latest.read_bytes()
         Manifest.parse(manifest, self.url + MANIFEST_FILE)  # a page that is not one, named
         local = base / _digest(manifest)
@@ -158,9 +175,10 @@ class Remote:
                 return
             except _Failed as exc:
                 tally.add(-this.copied)
-                if not exc.again or attempt == ATTEMPTS:
-                    tries = "" if not exc.again else f" ({ATTEMPTS} attempts)"
-                    raise UsageError(f"{url}: {exc}{tries}") from None
+                if not exc.again:
+                    raise UsageError(f"{url}: {exc}") from None
+                if attempt == ATTEMPTS:
+                    raise Unreachable(f"{url}: {exc} ({ATTEMPTS} attempts)") from None
                 log.warning("%s: %s; trying again", url, exc)
                 time.sleep(attempt)
 
