@@ -101,7 +101,8 @@ class Remote:
 
     def cached(self, root: str) -> Path:
         """The folder of this URL's current corpus under `root` ('': w2vdist's cache), holding
-        its manifest.json and vocab.tsv, fetched now; the shards come with `fetch_shards`."""
+        its manifest.json and vocab.tsv, fetched now (out of reach: as fetched before); the
+        shards come with `fetch_shards`."""
         base = (Path(root) if root else user_cache() / "shards") / _digest(self.url.encode())
         base.mkdir(parents=True, exist_ok=True)
         latest = base / MANIFEST_FILE
