@@ -38,22 +38,24 @@ def w2vdist_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureF
         logger.removeHandler(caplog.handler)
 
 
+def _tool(name: str) -> str:
+    """The executable `name` from Debian's package of that name (a failure in CI when
+    missing)."""
+    found = shutil.which(name)
+    if found is None:
+        _missing(f"{name} is not installed (apt-get install {name})")
+    return found
+
+
 @pytest.fixture(scope="session")
 def shellcheck() -> str:
-    """The shellcheck executable (a failure in CI when it is missing)."""
-    found = shutil.which("shellcheck")
-    if found is None:
-        _missing("shellcheck is not installed (apt-get install shellcheck)")
-    return found
+    return _tool("shellcheck")
 
 
 @pytest.fixture(scope="session")
 def jq() -> str:
-    """The jq executable, which the README's shard check uses (a failure in CI when missing)."""
-    found = shutil.which("jq")
-    if found is None:
-        _missing("jq is not installed (apt-get install jq)")
-    return found
+    """What the README's shard check uses."""
+    return _tool("jq")
 
 
 @pytest.fixture
