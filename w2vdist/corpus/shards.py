@@ -114,10 +114,13 @@ class Manifest:
 class ShardReader:
     """Any sample of one shard, in any order: the tar's headers are read once for where each
     sample's two fields lie, then a sample costs two reads. The loader visits a rank's samples
-    in a new order every pass this way, and seeks without reading what it skips."""
+    in a new order every pass this way, and seeks without reading what it skips. With `vocab`,
+    a sample holding a token id outside it (a damaged shard, which would index past the
+    tables) fails to read."""
 
-    def __init__(self, path: str | Path, samples: int) -> None:
+    def __init__(self, path: str | Path, samples: int, vocab: int | None = None) -> None:
         self.path = str(path)
+        self.vocab = vocab
         fields: dict[str, dict[str, tuple[int, int]]] = {}
         with tarfile.open(self.path, "r:") as tar:
             for member in tar:
@@ -146,6 +149,15 @@ class ShardReader:
         if int(lengths.sum()) != len(tokens):
             raise ValueError(f"sample {index}: sentence lengths sum to {int(lengths.sum())}, "
                              f"not its {len(tokens)} tokens")
+        if self.vocab is not None and len(tokens):
+            if tokens.dtype != np.int32:
+                raise ValueError(f"sample {index} holds {tokens.dtype} token ids, not int32")
+            # Negative ids read as unsigned are past any vocabulary: one pass for both ends.
+            top = int(tokens.view(np.uint32).max())
+            if top >= self.vocab:
+                bad = top - (1 << 32) if top >= 1 << 31 else top
+                raise ValueError(f"sample {index} holds token id {bad}, but the vocabulary "
+                                 f"has {self.vocab:,} words")
         return tokens, lengths
 
 

@@ -183,9 +183,8 @@ class UnreadableShard(Exception):
 
 
 class SampleReader:
-    """Samples and chunks' rests, from shards opened as they are first needed; with `vocab`,
-    a sample holding a token id outside it (a damaged shard, which would index past the
-    tables) fails, naming its shard."""
+    """Samples and chunks' rests, from shards opened as they are first needed (`ShardReader`,
+    with `vocab` checking the token ids); a failure names its shard."""
 
     def __init__(self, sources: list[tuple[str, int]], vocab: int | None = None) -> None:
         self.sources = sources
@@ -200,18 +199,8 @@ class SampleReader:
         path, samples = self.sources[shard]
         try:
             if shard not in self.open:
-                self.open[shard] = ShardReader(path, samples)
-            tokens, lengths = self.open[shard].read(index)
-            if self.vocab is not None and len(tokens):
-                if tokens.dtype != np.int32:
-                    raise ValueError(f"sample {index} holds {tokens.dtype} token ids, not int32")
-                # Negative ids read as unsigned are past any vocabulary: one pass for both ends.
-                top = int(tokens.view(np.uint32).max())
-                if top >= self.vocab:
-                    bad = top - (1 << 32) if top >= 1 << 31 else top
-                    raise ValueError(f"sample {index} holds token id {bad}, but the vocabulary "
-                                     f"has {self.vocab:,} words")
-            return tokens, lengths
+                self.open[shard] = ShardReader(path, samples, self.vocab)
+            return self.open[shard].read(index)
         except Exception as exc:  # noqa: BLE001 - any failure of one shard's bytes
             # An exception raised in a loader worker reaches the trainer wrapped in a
             # traceback; a marker carries the one line that says what failed.
