@@ -104,17 +104,23 @@ def test_a_shard_that_fails_while_streaming_stops_the_run_naming_it(shards, tmp_
     assert left.stdout.strip() == ""
 
 
-def test_a_token_id_past_the_vocabulary_stops_the_run_naming_its_shard(shards, tmp_path):
-    """A damaged shard that still reads (a flipped high byte of one token id) would index past
-    the tables: the loader names it instead."""
-    bad = copy_shards(shards, tmp_path / "bad")
-    shard = sorted(bad.glob("shard-*.tar"))[1]
-    sample = ShardReader(shard, Manifest.load(bad).shards[1].samples)
+def _flip_a_token_id(corpus: Path, index: int) -> Path:
+    """Damage shard `index` so that it still reads: the high byte of its first sample's sixth
+    token id flipped, the file's size unchanged."""
+    shard = Manifest.load(corpus).shard_paths(corpus)[index]
+    sample = ShardReader(shard, Manifest.load(corpus).shards[index].samples)
     (offset, _), _ = sample.where[0]
-    data = bytearray(shard.read_bytes())
+    data = bytearray(Path(shard).read_bytes())
     header = 10 + int.from_bytes(data[offset + 8 : offset + 10], "little")  # the .npy's
-    data[offset + header + 4 * 5 + 3] ^= 0x40  # the high byte of sample 0's sixth token id
-    shard.write_bytes(bytes(data))
+    data[offset + header + 4 * 5 + 3] ^= 0x40
+    Path(shard).write_bytes(bytes(data))
+    return Path(shard)
+
+
+def test_a_token_id_past_the_vocabulary_stops_the_run_naming_its_shard(shards, tmp_path):
+    """A damaged shard that still reads would index past the tables: the loader names it."""
+    bad = copy_shards(shards, tmp_path / "bad")
+    shard = _flip_a_token_id(bad, 1)
     result = w2vdist("train", "--data.shards", str(bad), "--train.run_dir", str(tmp_path / "r"),
                      "--data.loader_workers", "1", *TRAIN, timeout=90)
     vocab = Manifest.load(bad).vocab_size
@@ -122,6 +128,63 @@ def test_a_token_id_past_the_vocabulary_stops_the_run_naming_its_shard(shards, t
     assert re.fullmatch(rf"w2vdist: {shard}: unreadable shard \(sample 0 holds token id "
                         rf"\d+, but the vocabulary has {vocab:,} words\)", one_line(result)), \
         one_line(result)
+
+
+def test_verify_lists_every_damaged_shard_and_passes_a_sound_copy(shards, tmp_path):
+    """`w2vdist verify` on a sound copy, then on one with a shard truncated, one deleted, one
+    changed in place and, in a manifest without SHA-256 (as older ones are), a token id past
+    the vocabulary: each named on its own line, exit status 1."""
+    corpus = copy_shards(shards, tmp_path / "corpus")
+    manifest = Manifest.load(corpus)
+    assert len(manifest.shards) >= 4
+    sound = w2vdist("verify", str(corpus))
+    assert sound.returncode == 0, sound.stderr
+    assert sound.stdout.startswith(f"verified {len(manifest.shards)} shards in {corpus} (")
+    assert f"{manifest.total_tokens:,} tokens" in sound.stdout
+
+    paths = [Path(p) for p in manifest.shard_paths(corpus)]
+    os.truncate(paths[0], paths[0].stat().st_size - 512)
+    paths[1].unlink()
+    data = bytearray(paths[2].read_bytes())
+    data[len(data) // 2] ^= 1
+    paths[2].write_bytes(bytes(data))
+    found = w2vdist("verify", str(corpus), "--workers", "2")
+    assert found.returncode == 1
+    assert found.stdout.splitlines() == [
+        f"{paths[0]}: {paths[0].stat().st_size:,} bytes, but the manifest says "
+        f"{manifest.shards[0].bytes:,} (truncated or replaced)",
+        f"{paths[1]}: no such file or directory",
+        f"{paths[2]}: its SHA-256 is not the manifest's (damaged or replaced since prepare)",
+    ]
+    assert one_line(found) == (f"w2vdist: 3 of {len(manifest.shards)} shards in {corpus} do not "
+                               "match manifest.json; prepare them again or copy them anew")
+
+    older = copy_shards(shards, tmp_path / "older")
+    listed = json.loads((older / "manifest.json").read_text())
+    for shard in listed["shards"]:
+        del shard["sha256"]
+    (older / "manifest.json").write_text(json.dumps(listed))
+    flipped = _flip_a_token_id(older, 3)
+    found = w2vdist("verify", str(older))
+    assert found.returncode == 1
+    assert re.fullmatch(rf"{flipped}: unreadable shard \(sample 0 holds token id \d+, but the "
+                        rf"vocabulary has {manifest.vocab_size:,} words\)\n", found.stdout), \
+        found.stdout
+
+
+def test_verify_refuses_a_vocabulary_or_manifest_that_does_not_fit(shards, tmp_path):
+    corpus = copy_shards(shards, tmp_path / "corpus")
+    vocab = corpus / "vocab.tsv"
+    vocab.write_text(vocab.read_text().replace("\t", "\t1", 1))
+    found = w2vdist("verify", str(corpus))
+    assert found.returncode == 2
+    assert one_line(found) == f"w2vdist: {vocab}: does not match manifest.json's vocab_hash"
+    shutil.copy(shards / "vocab.tsv", vocab)
+    listed = json.loads((corpus / "manifest.json").read_text())
+    listed["total_tokens"] += 1
+    (corpus / "manifest.json").write_text(json.dumps(listed))
+    found = w2vdist("verify", str(corpus))
+    assert found.returncode == 2 and "total_tokens" in one_line(found)
 
 
 def test_a_bad_shard_under_two_ranks_stops_both_within_seconds(shards, tmp_path):

@@ -1,4 +1,4 @@
-"""The settings of the corpus commands: `w2vdist prepare` and `w2vdist synth`.
+"""The settings of the corpus commands: `w2vdist prepare`, `verify` and `synth`.
 
 Like every command's settings they are dataclasses whose fields carry their meaning, default
 and allowed values (`settings.setting`), from which `settings.py` generates the flags and reads
@@ -90,6 +90,17 @@ class PrepareConfig:
         check(self.block_tokens >= 1, "prepare.block_tokens", "must be >= 1")
         check(self.max_sentence_len >= 2, "prepare.max_sentence_len", "must be >= 2")
         check(self.workers >= 0, "prepare.workers", "must be >= 0 (0: all cores)")
+
+
+@dataclass
+class VerifyCommand:
+    """`w2vdist verify CORPUS`."""
+
+    corpus: str = setting("", "a `w2vdist prepare` output directory", positional=True)
+    workers: int = setting(0, "shards checked at once (0: a core each)")
+
+    def __post_init__(self) -> None:
+        check(self.workers >= 0, "verify.workers", "must be >= 0 (0: a core each)")
 
 
 @dataclass(frozen=True)
