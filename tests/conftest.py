@@ -52,12 +52,6 @@ def shellcheck() -> str:
     return _tool("shellcheck")
 
 
-@pytest.fixture(scope="session")
-def jq() -> str:
-    """What the README's shard check uses."""
-    return _tool("jq")
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
     """A 1 MiB tmpfs (True) where this machine lets us mount one, else a plain folder (False:
