@@ -279,6 +279,25 @@ def test_a_manifest_that_is_not_one_is_refused_by_name(text: bytes, why: str) ->
                                      f"{why}")
 
 
+@pytest.mark.parametrize("names, why", [
+    (["../x.tar"], "shard name '../x.tar' is not a file name in the corpus folder"),
+    (["/etc/x.tar"], "shard name '/etc/x.tar' is not a file name in the corpus folder"),
+    (["a\\b.tar"], "shard name 'a\\\\b.tar' is not a file name in the corpus folder"),
+    ([".."], "shard name '..' is not a file name in the corpus folder"),
+    ([""], "shard name '' is not a file name in the corpus folder"),
+    ([7], "shard name 7 is not a file name in the corpus folder"),
+    (["s.tar", "s.tar"], "shard 's.tar' is listed twice"),
+])
+def test_shard_names_are_plain_file_names_each_listed_once(names: list, why: str) -> None:
+    """A manifest at a URL names the files its shards are copied to in the cache."""
+    shards = [{"name": name, "tokens": 5, "samples": 1} for name in names]
+    manifest = {"vocab_size": 3, "total_tokens": 5 * len(names), "shards": shards,
+                "vocab_hash": "h", "format": "w2vdist-shards", "version": 1}
+    with pytest.raises(UsageError) as err:
+        Manifest.parse(json.dumps(manifest).encode(), "m.json")
+    assert str(err.value) == f"m.json: unreadable manifest: {why}"
+
+
 def test_a_manifest_from_a_later_version_is_read_for_what_this_one_knows() -> None:
     shard = {"name": "shard-000000.tar", "tokens": 5, "samples": 1, "bytes": 9,
              "sha256": "ab", "crc32c": "later"}

@@ -243,18 +243,26 @@ def test_what_is_not_a_corpus_at_the_url_is_named_by_its_url(
     served: tuple[Path, Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shards, server = served
-    page, odd = shards.parent / "page", shards.parent / "odd"
+    page, odd, escape = (shards.parent / name for name in ("page", "odd", "escape"))
     page.mkdir()
     (page / "manifest.json").write_text("<html>Sign in</html>")
     shutil.copytree(shards, odd)
     (odd / "vocab.tsv").write_text("other\t9\n")
+    # A manifest whose shard would be copied outside the cache, over the user's files
+    shutil.copytree(shards, escape)
+    listed = json.loads((escape / "manifest.json").read_text())
+    listed["shards"][0]["name"] = "../../../escaped.tar"
+    (escape / "manifest.json").write_text(json.dumps(listed))
     for site, said in ((page, "manifest.json: unreadable manifest: Expecting value"),
-                       (odd, "vocab.tsv: does not match manifest.json's vocab_hash")):
+                       (odd, "vocab.tsv: does not match manifest.json's vocab_hash"),
+                       (escape, "manifest.json: unreadable manifest: shard name "
+                                "'../../../escaped.tar' is not a file name in the corpus folder")):
         code = main(["train", "--data.shards", f"{server.url}/{site.name}", "--data.cache_dir",
                      str(tmp_path / "cache"), "--train.run_dir", str(tmp_path / site.name)])
         assert code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith(f"w2vdist: {server.url}/{site.name}/{said}"), err
+    assert not list(tmp_path.rglob("escaped.tar"))
     shutil.copy(shards / "vocab.tsv", odd)  # mended at the URL: nothing wrong is kept
     assert main(["train", "--data.shards", f"{server.url}/odd", "--data.cache_dir",
                  str(tmp_path / "cache"), "--train.run_dir", str(tmp_path / "mended"),

@@ -72,6 +72,7 @@ class Manifest:
             shard_fields, own = ({f.name for f in fields(c)} for c in (ShardInfo, cls))
             data["shards"] = [ShardInfo(**{k: v for k, v in s.items() if k in shard_fields})
                               for s in data["shards"]]
+            _check_names([s.name for s in data["shards"]])
             return cls(**{k: v for k, v in data.items() if k in own})
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{where}: unreadable manifest: {exc}") from None
@@ -109,6 +110,19 @@ class Manifest:
         chosen = range(len(self.shards)) if indices is None else indices
         paths = self.shard_paths(directory)
         return [(paths[i], self.shards[i].samples) for i in chosen]
+
+
+def _check_names(names: list[Any]) -> None:
+    """Shard names are plain file names, each listed once: a manifest from a URL names the
+    files its shards are copied to, and `../../.bashrc` must not be one of them."""
+    seen: set[str] = set()
+    for name in names:
+        if (not isinstance(name, str) or name in ("", ".", "..")
+                or any(c in name for c in "/\\\0")):
+            raise ValueError(f"shard name {name!r} is not a file name in the corpus folder")
+        if name in seen:
+            raise ValueError(f"shard {name!r} is listed twice")
+        seen.add(name)
 
 
 class ShardReader:
