@@ -392,6 +392,19 @@ def test_vectors_at_a_url_load_as_gensim_opens_them(
         f"w2vdist: {server.url}/none.bin: HTTP 404 File not found"
 
 
+def test_a_urls_copy_stays_inside_the_cache(
+    served: tuple[Path, Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL whose quoted name climbs (`%2E%2E%2F`), which servers serve as the plain name."""
+    shards, server = served
+    write_word2vec(shards.parent / "inside.vec", ["a", "b"], torch.ones(2, 4), binary=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    wv = WordVectors.load(f"{server.url}/%2E%2E%2F%2E%2E%2Finside.vec")
+    assert wv.index_to_key == ["a", "b"]
+    [copy] = (tmp_path / "cache").rglob("*.vec")
+    assert copy.name == "inside.vec" and copy.parent.parent == tmp_path / "cache/w2vdist/files"
+
+
 def test_processes_loading_the_same_vectors_url_copy_it_once(
     served: tuple[Path, Server], tmp_path: Path
 ) -> None:

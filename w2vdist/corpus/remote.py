@@ -261,7 +261,8 @@ class Tally:
 def cached_file(url: str, timeout: float = 60.0) -> Path:
     """The file at `url`, copied once into w2vdist's cache and read from there after (removing
     the copy fetches it anew): pretrained vectors by URL, as gensim opens them."""
-    name = unquote(Path(urlsplit(url).path).name) or "file"
+    name = Path(unquote(urlsplit(url).path)).name  # `%2F..`: a name, never a path
+    name = "file" if name in ("", ".", "..") else name
     dest = user_cache() / "files" / _digest(url.encode()) / name
     if not dest.is_file():
         # The ranks of a node that all start from the same vectors make one copy: the first
