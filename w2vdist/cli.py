@@ -20,6 +20,7 @@ from w2vdist.settings import Parser
 COMMANDS = {
     "synth": ("w2vdist.corpus.synth", "generate a corpus with planted structure and its eval files"),
     "prepare": ("w2vdist.corpus.prepare", "tokenize text, build the vocabulary, write WebDataset shards"),
+    "join": ("w2vdist.corpus.join", "join corpora prepared apart with one vocabulary"),
     "verify": ("w2vdist.corpus.verify", "check prepared shards against their manifest"),
     "train": ("w2vdist.training.loop", "train SGNS embeddings (one process or under torchrun)"),
     "export": ("w2vdist.vectors.export", "write trained vectors in word2vec text or binary format"),

@@ -1,4 +1,4 @@
-"""The settings of the corpus commands: `w2vdist prepare`, `verify` and `synth`.
+"""The settings of the corpus commands: `w2vdist prepare`, `join`, `verify` and `synth`.
 
 Like every command's settings they are dataclasses whose fields carry their meaning, default
 and allowed values (`settings.setting`), from which `settings.py` generates the flags and reads
@@ -55,10 +55,15 @@ class PrepareConfig:
                                        "earlier prepare) instead of finding them: with that "
                                        "run's vocab.tsv as --vocab, new text gets the same "
                                        "tokens and ids", metavar="FILE")
-    vocab: str | None = setting(None, "take the vocabulary from FILE (a vocab.tsv, or 'word "
-                                "count' lines as word2vec -save-vocab writes) instead of "
-                                "counting one; min_count and max_vocab still apply, and only "
-                                "phrases in it are joined", metavar="FILE")
+    vocab: list[str] = setting([], "take the vocabulary from FILE (a vocab.tsv, or 'word "
+                               "count' lines as word2vec -save-vocab writes; a folder: its "
+                               "vocab.tsv) instead of counting one, several files' counts "
+                               "summed (the parts of a corpus counted apart, --counts-only); "
+                               "min_count and max_vocab still apply, and only phrases in it "
+                               "are joined", metavar="FILE,...")
+    counts_only: bool = setting(False, "count the words and stop: OUT holds every word counted "
+                                "in vocab.tsv (no min_count) and no shards, for --vocab of "
+                                "each part of a corpus prepared on several machines")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")
@@ -83,6 +88,11 @@ class PrepareConfig:
         check(0 <= self.phrases <= 4, "prepare.phrases", "must be 0-4 (passes)")
         check(not (self.phrases and self.phrases_file), "prepare.phrases_file",
               "give either phrases to find (--phrases N) or a file of them, not both")
+        check(not (self.counts_only and self.phrases), "prepare.counts_only",
+              "cannot find phrases (each part would find others): find them once, on one part "
+              "or a sample, and give every part their file (--phrases-file)")
+        check(not (self.counts_only and self.vocab), "prepare.counts_only",
+              "counts words, which --vocab gives: give one or the other")
         check(self.phrase_threshold > 0, "prepare.phrase_threshold", "must be > 0")
         check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
@@ -90,6 +100,19 @@ class PrepareConfig:
         check(self.block_tokens >= 1, "prepare.block_tokens", "must be >= 1")
         check(self.max_sentence_len >= 2, "prepare.max_sentence_len", "must be >= 2")
         check(self.workers >= 0, "prepare.workers", "must be >= 0 (0: all cores)")
+
+
+@dataclass
+class JoinCommand:
+    """`w2vdist join PART... -o OUT`."""
+
+    parts: list[str] = setting([], "`w2vdist prepare` outputs made with the same vocabulary "
+                               "(--vocab) and tokenizer", positional=True, metavar="PART")
+    output: str = setting("", "output directory", short="-o", metavar="OUT")
+    overwrite: bool = setting(False, "replace an existing OUT (once the new one is complete)")
+
+    def __post_init__(self) -> None:
+        check(bool(self.output), "join.output", "is needed (-o OUT)")
 
 
 @dataclass

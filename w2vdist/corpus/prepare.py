@@ -36,12 +36,12 @@ from w2vdist.corpus import counting
 from w2vdist.corpus.filetypes import find_files
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
-from w2vdist.corpus.shards import Manifest, ShardPacker
+from w2vdist.corpus.shards import Manifest, ShardInfo, ShardPacker
 from w2vdist.corpus.pieces import Piece, expand, grouped, split_pieces
 from w2vdist.corpus.sentences import STDIN, Sentences, copied
 from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
-from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab, summed_counts
 from w2vdist.corpus.workers import Workers, parallel
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
@@ -156,9 +156,15 @@ class Summary:
             if records else ""
         read = "lines" if not records else "records" if "text" not in formats else \
             "lines and records"  # a JSON Lines record or a Parquet row counts as one
+        files = (f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} "
+                 f"{read}{kinds}, {s['undecodable_bytes']:,} undecodable bytes replaced")
+        if s.get("counts_only"):
+            counted = [files, f"tokens  {s['raw_tokens']:,} read",
+                       f"counts  {m.vocab_size:,} words in {self.output / VOCAB_FILE} (every word "
+                       "counted: give it to each part's --vocab)"]
+            return "\n".join(counted + [f"time    {self.seconds:.1f} s"])
         lines = [
-            f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} {read}{kinds}, "
-            f"{s['undecodable_bytes']:,} undecodable bytes replaced",
+            files,
             f"tokens  {s['raw_tokens']:,} read, {s['oov_dropped']:,} out of vocabulary dropped, "
             f"{m.total_tokens:,} kept in {s['sentences']:,} sentences",
             f"vocab   {m.vocab_size:,} words (min_count {s['min_count']}"
@@ -192,16 +198,14 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
     if not cfg.output:
         raise UsageError("prepare: no output directory given (-o OUT)")
     out = Path(cfg.output).absolute()
-    _check_output(out, cfg.overwrite)
+    check_output(out, cfg.overwrite)
     named = [name for name in cfg.inputs if name != STDIN]
     files = find_files(named) if named else []
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or cores()
     given = None
-    if cfg.vocab:  # word2vec.c's -read-vocab: the file's words and counts
-        read = Vocab.load(cfg.vocab)
-        given = build_vocab(Counter(dict(zip(read.words, read.counts.tolist()))),
-                            cfg.min_count, cfg.max_vocab)
+    if cfg.vocab:  # word2vec.c's -read-vocab: the files' words and counts, summed
+        given = build_vocab(summed_counts(cfg.vocab), cfg.min_count, cfg.max_vocab)
     phrases = Phrases.load(cfg.phrases_file) if cfg.phrases_file else Phrases()
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -231,27 +235,24 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
             tokenizer = base.with_phrases(phrases, phrases_file)
         counts, _, stats = _count(pool, tokenizer, pieces, files, cfg, scratch, "counting")
         distinct_words = len(counts)
-        vocab = given if given is not None else build_vocab(counts, cfg.min_count, cfg.max_vocab)
+        if given is not None:
+            vocab = given
+        elif cfg.counts_only:  # every word: the parts' counts are summed, then cut (--vocab)
+            vocab = build_vocab(counts, 1, 0)
+        else:
+            vocab = build_vocab(counts, cfg.min_count, cfg.max_vocab)
         del counts
         vocab.save(staging / VOCAB_FILE)
-        parts = staging / "parts"
-        parts.mkdir()
-        vocab_key = (str(staging / VOCAB_FILE), vocab.hash)
-        encode = functools.partial(
-            encode_pieces, tokenizer, vocab_key, str(parts), cfg.max_sentence_len
-        )
-        packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
-        stack.callback(packer.abort)  # on an error; a closed packer has nothing to abort
+        shards: list[ShardInfo] = []
         kept_sentences = oov = 0
-        for encoded in pool.map(encode, grouped(expand(pieces, pool.size)), "encoding"):
-            _pack(packer, encoded)
-            kept_sentences += encoded.sentences
-            oov += encoded.oov
-        shards = packer.close()
-        parts.rmdir()
+        if not cfg.counts_only:
+            packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
+            stack.callback(packer.abort)  # on an error; a closed packer has nothing to abort
+            kept_sentences, oov = _encode(pool, tokenizer, pieces, vocab, staging, cfg, packer)
+            shards = packer.close()
+            if sum(s.tokens for s in shards) + oov != stats.raw_tokens:
+                raise UsageError(f"{_describe(files)}: input changed while being read; run again")
         total = sum(s.tokens for s in shards)
-        if total + oov != stats.raw_tokens:
-            raise UsageError(f"{_describe(files)}: input changed while being read; run again")
         manifest = Manifest(
             vocab_size=len(vocab),
             total_tokens=total,
@@ -278,10 +279,11 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
                 "phrases_not_in_vocab": found - len(phrases),
                 "block_tokens": cfg.block_tokens,
                 "shard_tokens": cfg.shard_tokens,
+                "counts_only": cfg.counts_only,
             },
         )
         manifest.save(staging)
-        _check_output(out, cfg.overwrite)  # it may have appeared while we worked
+        check_output(out, cfg.overwrite)  # it may have appeared while we worked
     return Summary(out, manifest, time.monotonic() - started, workers_used)
 
 
@@ -304,6 +306,23 @@ def _count(
     if stats.raw_tokens == 0:
         raise UsageError(f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)")
     return counts, pairs, stats
+
+
+def _encode(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], vocab: Vocab,
+            staging: Path, cfg: PrepareConfig, packer: ShardPacker) -> tuple[int, int]:
+    """Pass 2: every piece's sentences as word ids, packed into shards in the pieces' order;
+    returns the sentences kept and the out-of-vocabulary words dropped."""
+    parts = staging / "parts"
+    parts.mkdir()
+    encode = functools.partial(encode_pieces, tokenizer, (str(staging / VOCAB_FILE), vocab.hash),
+                               str(parts), cfg.max_sentence_len)
+    kept_sentences = oov = 0
+    for encoded in pool.map(encode, grouped(expand(pieces, pool.size)), "encoding"):
+        _pack(packer, encoded)
+        kept_sentences += encoded.sentences
+        oov += encoded.oov
+    parts.rmdir()
+    return kept_sentences, oov
 
 
 def _check_decoding(stats: TextStats, encoding: str) -> None:
@@ -336,7 +355,7 @@ def _pack(packer: ShardPacker, encoded: EncodedPiece) -> None:
     os.remove(encoded.lengths_file)
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but an earlier `prepare` output, and that only if asked."""
     parent = next(p for p in out.parents if p.exists())
     if not os.access(parent, os.W_OK):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +57,13 @@ class Vocab:
         if not words:
             raise UsageError(f"{p}: vocabulary is empty")
         return cls(words, np.asarray(counts, dtype=np.int64))
+
+
+def summed_counts(paths: list[str]) -> Counter[str]:
+    """The words of vocabulary files (or folders holding one) and their counts, summed over
+    the files: the parts of a corpus counted apart (`prepare --counts-only`), made one."""
+    counts: Counter[str] = Counter()
+    for path in paths:
+        read = Vocab.load(path)
+        counts.update(dict(zip(read.words, read.counts.tolist())))
+    return counts

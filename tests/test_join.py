@@ -1,0 +1,130 @@
+"""A corpus prepared in parts, as on several machines: each part's words counted apart
+(`prepare --counts-only`), each part prepared with the summed counts (`--vocab`), the parts
+joined (`w2vdist join`) into what one prepare of the whole makes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_phrases import planted_corpus
+from tests.test_prepare import prep, random_corpus
+from w2vdist.cli import main
+from w2vdist.corpus.shards import Manifest, ShardReader
+from w2vdist.corpus.tokenize import Tokenizer
+
+
+def tokens_and_lengths(corpus: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every token id and sentence length of a prepared corpus, in order."""
+    manifest, tokens, lengths = Manifest.load(corpus), [], []
+    for path, shard in zip(manifest.shard_paths(corpus), manifest.shards):
+        reader = ShardReader(path, shard.samples)
+        for sample in range(shard.samples):
+            read = reader.read(sample)
+            tokens.append(read[0])
+            lengths.append(read[1])
+    return np.concatenate(tokens), np.concatenate(lengths)
+
+
+def split_lines(text: str, counts: list[int], where: Path) -> list[Path]:
+    """`text`'s lines in files of `counts` lines each (the last takes the rest)."""
+    lines, paths, start = text.splitlines(keepends=True), [], 0
+    for k, count in enumerate(counts + [len(text.splitlines()) - sum(counts)]):
+        paths.append(where / f"part-{k}.txt")
+        paths[-1].write_text("".join(lines[start : start + count]))
+        start += count
+    return paths
+
+
+def test_parts_counted_prepared_and_joined_equal_the_whole_prepared_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = random_corpus(3, 3000)
+    (tmp_path / "whole.txt").write_text(text)
+    assert prep(tmp_path / "whole.txt", out=tmp_path / "whole", min_count=3,
+                shard_tokens=4000) == 0
+    parts = split_lines(text, [700, 1500], tmp_path)
+    counts = [tmp_path / f"counts-{k}" for k in range(len(parts))]
+    for part, out in zip(parts, counts):
+        assert prep(part, out=out, counts_only=True) == 0
+    assert (f"counts  {Manifest.load(counts[0]).vocab_size:,} words in "
+            f"{counts[0] / 'vocab.tsv'}") in capsys.readouterr().out
+    assert not list(counts[0].glob("*.tar")) and Manifest.load(counts[0]).total_tokens == 0
+    shards = [tmp_path / f"shards-{k}" for k in range(len(parts))]
+    for part, out in zip(parts, shards):
+        assert prep(part, out=out, vocab=",".join(map(str, counts)), min_count=3,
+                    shard_tokens=4000) == 0
+    joined, whole = tmp_path / "joined", tmp_path / "whole"
+    capsys.readouterr()
+    assert main(["join", *map(str, shards), "-o", str(joined)]) == 0
+    assert capsys.readouterr().out.startswith(f"joined 3 parts into {joined}: ")
+
+    assert (joined / "vocab.tsv").read_bytes() == (whole / "vocab.tsv").read_bytes()
+    for ours, theirs in zip(tokens_and_lengths(joined), tokens_and_lengths(whole)):
+        assert np.array_equal(ours, theirs)
+    mine, one = Manifest.load(joined), Manifest.load(whole)
+    assert mine.total_tokens == one.total_tokens and mine.vocab_hash == one.vocab_hash
+    for key in ("raw_tokens", "lines", "sentences", "oov_dropped", "bytes"):
+        assert mine.stats[key] == one.stats[key], key
+    assert [s.name for s in mine.shards] == [f"shard-{n:06d}.tar" for n in range(len(mine.shards))]
+    first = Manifest.load(shards[0]).shards[0]
+    assert os.path.samefile(joined / mine.shards[0].name, shards[0] / first.name)  # linked
+    assert main(["verify", str(joined)]) == 0
+
+
+def test_joined_parts_keep_their_phrases(tmp_path: Path) -> None:
+    corpus = planted_corpus(tmp_path / "corpus.txt", lines=3000)
+    found = tmp_path / "found"
+    assert prep(corpus, out=found, phrases=1, phrase_threshold=50) == 0
+    parts = split_lines(corpus.read_text(), [1000], tmp_path)
+    for k, part in enumerate(parts):
+        assert prep(part, out=tmp_path / f"counts-{k}", counts_only=True,
+                    phrases_file=found / "phrases.tsv") == 0
+    summed = f"{tmp_path / 'counts-0'},{tmp_path / 'counts-1'}"
+    for k, part in enumerate(parts):
+        assert prep(part, out=tmp_path / f"shards-{k}", vocab=summed,
+                    phrases_file=found / "phrases.tsv") == 0
+    joined = tmp_path / "joined"
+    assert main(["join", str(tmp_path / "shards-0"), str(tmp_path / "shards-1"), "-o",
+                 str(joined)]) == 0
+    tokenizer = Manifest.load(joined).tokenizer
+    assert tokenizer["phrases_file"] == str(joined / "phrases.tsv")
+    assert Tokenizer.from_settings(tokenizer)("New York, los angeles") == ["new_york",
+                                                                          "los_angeles"]
+
+
+def test_parts_that_do_not_fit_together_are_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refused(*argv: str) -> str:
+        assert main(list(argv)) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    (tmp_path / "a.txt").write_text(random_corpus(0, 300))
+    (tmp_path / "b.txt").write_text(random_corpus(1, 300))
+    a, b, counts = tmp_path / "a", tmp_path / "b", tmp_path / "counts"
+    assert prep(tmp_path / "a.txt", out=a, min_count=1) == 0
+    assert prep(tmp_path / "b.txt", out=b, min_count=1) == 0
+    assert prep(tmp_path / "a.txt", out=counts, counts_only=True) == 0
+    other = tmp_path / "other-tokens"
+    assert prep(tmp_path / "b.txt", out=other, vocab=a, min_count=1, tokenizer="whitespace") == 0
+    out = str(tmp_path / "out")
+    assert refused("join", str(a), str(b), "-o", out) == \
+        f"w2vdist: {b}: its vocabulary is not {a}'s (prepare every part with the same --vocab)"
+    assert refused("join", str(a), str(counts), "-o", out) == \
+        (f"w2vdist: {counts}: holds counts only (--counts-only); join the parts prepared with "
+         "them as --vocab")
+    assert refused("join", str(a), str(other), "-o", out).startswith(
+        f"w2vdist: {other}: tokenized otherwise than {a} (")
+    assert refused("join", str(a), "-o", str(a)) == \
+        f"w2vdist: {a}: is one of the parts; join into a new folder"
+    assert main(["join", str(a), "-o", out]) == 0
+    assert refused("join", str(a), "-o", out).endswith("already exists; pass --overwrite to "
+                                                       "replace it")
+    assert prep(tmp_path / "a.txt", out=tmp_path / "c", counts_only=True, phrases=1) == 2
+    assert "cannot find phrases (each part would find others)" in capsys.readouterr().err
+    assert prep(tmp_path / "a.txt", out=tmp_path / "c", counts_only=True, vocab=a) == 2
+    assert "counts words, which --vocab gives" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Join corpora prepared apart into one: PART... are `w2vdist prepare` outputs made with the
+same vocabulary and tokenizer, as the parts of a corpus too large for one machine's prepare
+are, each on its own machine:
+
+    w2vdist prepare part-K/ -o counts-K --counts-only              # each machine: its counts
+    w2vdist prepare part-K/ -o shards-K --vocab counts-1,...,counts-N --min-count 5
+    w2vdist join shards-1 ... shards-N -o corpus/                  # one corpus to train on
+
+OUT gets every part's shards in the order given, numbered anew (hard links where OUT is on
+the parts' filesystem, else copies), the vocabulary, the phrases if any, and one manifest
+whose figures are the parts' summed. OUT appears only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from w2vdist import settings
+from w2vdist.corpus.config import JoinCommand
+from w2vdist.corpus.phrases import PHRASES_FILE
+from w2vdist.corpus.prepare import check_output
+from w2vdist.corpus.shards import MANIFEST_FILE, Manifest, ShardInfo
+from w2vdist.corpus.vocab import VOCAB_FILE
+from w2vdist.errors import UsageError
+from w2vdist.files import atomic_path
+
+# Manifest figures that add up over the parts; the others are the parts' alike settings.
+ADDED = ("files", "bytes", "lines", "raw_tokens", "text_bytes", "undecodable_bytes",
+         "pruned_words", "sentences", "oov_dropped")
+
+
+def join(parts: list[Path], out: Path, overwrite: bool = False) -> tuple[Manifest, int]:
+    """Write the corpus joining `parts` to `out`; returns its manifest and how many shards
+    were copied rather than linked."""
+    if not parts:
+        raise UsageError("join: no PART given")
+    out = out.absolute()
+    if out in {p.absolute() for p in parts}:
+        raise UsageError(f"{out}: is one of the parts; join into a new folder")
+    manifests = [_part(p) for p in parts]
+    first = manifests[0]
+    for part, manifest in zip(parts[1:], manifests[1:]):
+        if manifest.vocab_hash != first.vocab_hash:
+            raise UsageError(f"{part}: its vocabulary is not {parts[0]}'s (prepare every part "
+                             "with the same --vocab)")
+        if _tokenizer(manifest) != _tokenizer(first):
+            raise UsageError(f"{part}: tokenized otherwise than {parts[0]} ({_tokenizer(manifest)}"
+                             f" against {_tokenizer(first)})")
+    check_output(out, overwrite)
+    copied = 0
+    shards: list[ShardInfo] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, directory=True) as staging:
+        for part, manifest in zip(parts, manifests):
+            for shard in manifest.shards:
+                name = f"shard-{len(shards):06d}.tar"
+                copied += _link_or_copy(part / shard.name, staging / name)
+                shards.append(replace(shard, name=name))
+        shutil.copyfile(parts[0] / VOCAB_FILE, staging / VOCAB_FILE)
+        tokenizer = dict(first.tokenizer)
+        if tokenizer.get("phrases_file"):
+            shutil.copyfile(parts[0] / PHRASES_FILE, staging / PHRASES_FILE)
+            tokenizer["phrases_file"] = str(out / PHRASES_FILE)
+        joined = Manifest(first.vocab_size, sum(m.total_tokens for m in manifests), shards,
+                          first.vocab_hash, tokenizer, _stats(parts, manifests))
+        joined.save(staging)
+        check_output(out, overwrite)  # it may have appeared while we worked
+    return joined, copied
+
+
+def _part(path: Path) -> Manifest:
+    manifest = Manifest.load(path)
+    if manifest.stats.get("counts_only"):
+        raise UsageError(f"{path}: holds counts only (--counts-only); join the parts prepared "
+                         "with them as --vocab")
+    manifest.check_files(path)
+    return manifest
+
+
+def _tokenizer(manifest: Manifest) -> dict[str, Any]:
+    """How a part was tokenized, less where its phrases file lies."""
+    return {k: v for k, v in manifest.tokenizer.items() if k != "phrases_file"}
+
+
+def _link_or_copy(source: Path, dest: Path) -> bool:
+    """A hard link, or a copy where the filesystem allows none (another device); True if
+    copied."""
+    try:
+        os.link(source, dest)
+        return False
+    except OSError:
+        shutil.copyfile(source, dest)
+        return True
+
+
+def _stats(parts: list[Path], manifests: list[Manifest]) -> dict[str, Any]:
+    """The parts' figures summed, their input paths one list, the settings they share."""
+    stats = {k: v for k, v in manifests[0].stats.items() if k != "distinct_words"}
+    for key in ADDED:
+        stats[key] = sum(int(m.stats.get(key, 0)) for m in manifests)
+    formats: Counter[str] = Counter()
+    for manifest in manifests:
+        formats.update(manifest.stats.get("formats", {}))
+    stats["formats"] = dict(formats)
+    stats["paths"] = [p for m in manifests for p in m.stats.get("paths", [])]
+    stats["parts"] = [str(p.absolute()) for p in parts]
+    return stats
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    settings.add_flags(parser, JoinCommand)
+
+
+def command(args: argparse.Namespace) -> int:
+    cmd = settings.from_args(JoinCommand, args)
+    out = Path(cmd.output)
+    manifest, copied = join([Path(p) for p in cmd.parts], out, cmd.overwrite)
+    how = f"{copied:,} copied, the others linked" if copied else "linked"
+    print(f"joined {len(cmd.parts)} parts into {out}: {len(manifest.shards):,} shards ({how}), "
+          f"{manifest.total_tokens:,} tokens, {manifest.vocab_size:,} words in {MANIFEST_FILE}")
+    return 0
