@@ -13,6 +13,7 @@ import pytest
 from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
 from w2vdist.cli import main
+from w2vdist.corpus import counting
 from w2vdist.corpus.shards import Manifest, ShardReader
 from w2vdist.corpus.tokenize import Tokenizer
 
@@ -128,3 +129,37 @@ def test_parts_that_do_not_fit_together_are_refused_by_name(
     assert "cannot find phrases (each part would find others)" in capsys.readouterr().err
     assert prep(tmp_path / "a.txt", out=tmp_path / "c", counts_only=True, vocab=a) == 2
     assert "counts words, which --vocab gives" in capsys.readouterr().err
+
+
+def test_a_given_vocabulary_reads_the_text_once_and_still_checks_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --vocab there is nothing to count: one pass, whose reading still stops text in
+    another encoding or without words, as the counting pass does."""
+    (tmp_path / "a.txt").write_text(random_corpus(0, 400))
+    counted = tmp_path / "counted"
+    assert prep(tmp_path / "a.txt", out=counted, min_count=2) == 0
+
+    def no_counting(*args: object, **kwargs: object) -> None:
+        raise AssertionError("counted the words of a corpus whose vocabulary was given")
+
+    monkeypatch.setattr(counting, "count", no_counting)
+    once = tmp_path / "once"
+    assert prep(tmp_path / "a.txt", out=once, vocab=counted, min_count=2) == 0
+    assert (once / "vocab.tsv").read_bytes() == (counted / "vocab.tsv").read_bytes()
+    for ours, theirs in zip(tokens_and_lengths(once), tokens_and_lengths(counted)):
+        assert np.array_equal(ours, theirs)
+    mine, theirs = Manifest.load(once).stats, Manifest.load(counted).stats
+    for key in ("raw_tokens", "lines", "text_bytes", "sentences", "oov_dropped", "formats"):
+        assert mine[key] == theirs[key], key
+    assert mine["distinct_words"] is None
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(("le café est très bon près de la forêt\n" * 300).encode("latin-1"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    capsys.readouterr()
+    assert prep(latin, out=tmp_path / "x", vocab=counted) == 2
+    assert "not valid utf-8, the first at byte 6" in capsys.readouterr().err
+    assert prep(empty, out=tmp_path / "y", vocab=counted) == 2
+    assert f"{empty}: empty corpus (no words in 2 lines)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

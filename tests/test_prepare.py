@@ -16,12 +16,12 @@ import pytest
 import webdataset
 
 from w2vdist import cli
-from w2vdist.corpus import filetypes, prepare
+from w2vdist.corpus import filetypes
 from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest, decode_sample
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer
-from w2vdist.corpus.vocab import Vocab
+from w2vdist.corpus.vocab import Vocab, build_vocab
 from w2vdist.errors import UsageError
 
 
@@ -147,7 +147,7 @@ def test_vocab_order_min_count_and_max_vocab(tmp_path: Path) -> None:
 
 def test_vocab_never_holds_empty_or_whitespace_words() -> None:
     counts = collections.Counter({"ok": 9, "": 9, "a b": 9, "x\u001cy": 9, "tab\t": 9})
-    assert prepare.build_vocab(counts, min_count=1, max_vocab=0).words == ["ok"]
+    assert build_vocab(counts, min_count=1, max_vocab=0).words == ["ok"]
 
 
 def test_long_lines_are_cut_into_sentences(tmp_path: Path) -> None:

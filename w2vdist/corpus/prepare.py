@@ -1,9 +1,9 @@
 """`w2vdist prepare INPUT... -o OUT`: text -> vocab.tsv + WebDataset shards + manifest.json.
 
 Two passes over the input, spread over worker processes: the first counts words (`counting`)
-and builds the vocabulary, the second turns each line into word ids (out-of-vocabulary words
-dropped, as word2vec.c does) and packs whole sentences into samples and shards
-(`shards.ShardPacker`). With `--phrases N`, N passes before them find the word pairs to join
+and builds the vocabulary (no pass when one is given, `--vocab`; the only one with
+`--counts-only`), the second turns each line into word ids (out-of-vocabulary words dropped,
+as word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`). With `--phrases N`, N passes before them find the word pairs to join
 into phrases (`phrases`). Big plain files are cut into byte ranges, compressed files into
 blocks, small files share tasks (`pieces`). Memory is bounded by the (bounded) word and pair
 counts, not the corpus. The output is the same for any number of workers while the
@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import re
 import signal
 import time
 from array import array
@@ -41,7 +40,7 @@ from w2vdist.corpus.pieces import Piece, expand, grouped, split_pieces
 from w2vdist.corpus.sentences import STDIN, Sentences, copied
 from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
-from w2vdist.corpus.vocab import VOCAB_FILE, Vocab, summed_counts
+from w2vdist.corpus.vocab import VOCAB_FILE, Vocab, build_vocab, summed_counts
 from w2vdist.corpus.workers import Workers, parallel
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
@@ -50,7 +49,6 @@ from w2vdist.host import cores
 FORMAT_NAMES = {"text": "text", "jsonl": "JSON Lines", "parquet": "Parquet"}
 FLUSH_TOKENS = 1 << 20  # a worker writes its encoded ids out every this many tokens
 PACK_SENTENCES = 1 << 20  # sentences the main process packs at a time
-_WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
 
 
 @dataclass
@@ -62,6 +60,7 @@ class EncodedPiece:
     tokens: int
     sentences: int
     oov: int
+    read: TextStats  # what reading the text found (a vocabulary given: the only pass)
 
 
 def encode_pieces(
@@ -75,12 +74,12 @@ def encode_pieces(
     """
     word_id = _word_ids(*vocab).get
     prefix = os.path.join(parts_dir, f"piece-{pieces[0].number:06d}")
-    result = EncodedPiece(f"{prefix}.tokens", f"{prefix}.lengths", 0, 0, 0)
+    result = EncodedPiece(f"{prefix}.tokens", f"{prefix}.lengths", 0, 0, 0, TextStats())
     tokens, lengths = array("i"), array("i")
     with open(result.tokens_file, "wb") as tok_out, open(result.lengths_file, "wb") as len_out:
         for piece in readable(pieces):
             pending: list[int] = []  # the sentence being read, while its line comes in parts
-            for text, line_complete in read_lines(piece, TextStats()):
+            for text, line_complete in read_lines(piece, result.read):
                 words = tokenizer(text)
                 ids = [i for i in map(word_id, words) if i is not None]
                 result.oov += len(words) - len(ids)
@@ -117,22 +116,6 @@ def _word_ids(vocab_file: str, vocab_hash: str) -> dict[str, int]:
     """Each worker reads the vocabulary once for all the pieces it encodes (the hash is part of
     the cache key: a later run in this process may reuse the path)."""
     return Vocab.load(vocab_file).index()
-
-
-def build_vocab(counts: Counter[str], min_count: int, max_vocab: int) -> Vocab:
-    """Words seen at least min_count times, most frequent first, ties in code-point order,
-    the first max_vocab kept (0: all). Words the word2vec formats cannot hold are left out."""
-    kept = [(w, c) for w, c in counts.items() if c >= min_count and w and not _WHITESPACE.search(w)]
-    kept.sort(key=lambda wc: (-wc[1], wc[0]))
-    if max_vocab:
-        kept = kept[:max_vocab]
-    if not kept:
-        most = max(counts.items(), key=lambda wc: wc[1])
-        raise UsageError(
-            f"no word occurs min_count={min_count} times (the most frequent, {most[0]!r}, "
-            f"occurs {most[1]}); lower --min-count or add text"
-        )
-    return Vocab([w for w, _ in kept], np.array([c for _, c in kept], dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,25 +216,32 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
         if phrases != tokenizer.phrases:  # read from a file, or left within the vocabulary
             phrases.save(Path(phrases_file))
             tokenizer = base.with_phrases(phrases, phrases_file)
-        counts, _, stats = _count(pool, tokenizer, pieces, files, cfg, scratch, "counting")
-        distinct_words = len(counts)
-        if given is not None:
-            vocab = given
-        elif cfg.counts_only:  # every word: the parts' counts are summed, then cut (--vocab)
-            vocab = build_vocab(counts, 1, 0)
-        else:
-            vocab = build_vocab(counts, cfg.min_count, cfg.max_vocab)
-        del counts
+        counted: TextStats | None = None  # with a vocabulary given, the text is read once
+        distinct_words = None
+        vocab = given
+        if vocab is None:
+            counts, _, counted = _count(pool, tokenizer, pieces, files, cfg, scratch, "counting")
+            distinct_words = len(counts)
+            # Counting only: every word, as the parts' counts are summed, then cut (--vocab).
+            vocab = build_vocab(counts, 1, 0) if cfg.counts_only else \
+                build_vocab(counts, cfg.min_count, cfg.max_vocab)
+            del counts
         vocab.save(staging / VOCAB_FILE)
         shards: list[ShardInfo] = []
         kept_sentences = oov = 0
+        read = TextStats()
         if not cfg.counts_only:
             packer = ShardPacker(staging, cfg.shard_tokens, cfg.block_tokens)
             stack.callback(packer.abort)  # on an error; a closed packer has nothing to abort
-            kept_sentences, oov = _encode(pool, tokenizer, pieces, vocab, staging, cfg, packer)
+            kept_sentences, oov, read = _encode(pool, tokenizer, pieces, vocab, staging, cfg,
+                                                packer)
             shards = packer.close()
-            if sum(s.tokens for s in shards) + oov != stats.raw_tokens:
+            read.raw_tokens = sum(s.tokens for s in shards) + oov
+            if counted is None:
+                _check_read(read, files, cfg.encoding)
+            elif read.raw_tokens != counted.raw_tokens:
                 raise UsageError(f"{_describe(files)}: input changed while being read; run again")
+        stats = counted or read
         total = sum(s.tokens for s in shards)
         manifest = Manifest(
             vocab_size=len(vocab),
@@ -302,30 +292,32 @@ def _count(
     here."""
     counts, pairs, stats = counting.count(pool, tokenizer, pieces, scratch, with_pairs,
                                           cfg.min_count, what)
-    _check_decoding(stats, cfg.encoding)
-    if stats.raw_tokens == 0:
-        raise UsageError(f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)")
+    _check_read(stats, files, cfg.encoding)
     return counts, pairs, stats
 
 
 def _encode(pool: Workers, tokenizer: Tokenizer, pieces: list[Piece], vocab: Vocab,
-            staging: Path, cfg: PrepareConfig, packer: ShardPacker) -> tuple[int, int]:
+            staging: Path, cfg: PrepareConfig, packer: ShardPacker
+            ) -> tuple[int, int, TextStats]:
     """Pass 2: every piece's sentences as word ids, packed into shards in the pieces' order;
-    returns the sentences kept and the out-of-vocabulary words dropped."""
+    returns the sentences kept, the out-of-vocabulary words dropped, and what reading found."""
     parts = staging / "parts"
     parts.mkdir()
     encode = functools.partial(encode_pieces, tokenizer, (str(staging / VOCAB_FILE), vocab.hash),
                                str(parts), cfg.max_sentence_len)
     kept_sentences = oov = 0
+    read = TextStats()
     for encoded in pool.map(encode, grouped(expand(pieces, pool.size)), "encoding"):
         _pack(packer, encoded)
         kept_sentences += encoded.sentences
         oov += encoded.oov
+        read.add(encoded.read)
     parts.rmdir()
-    return kept_sentences, oov
+    return kept_sentences, oov, read
 
 
-def _check_decoding(stats: TextStats, encoding: str) -> None:
+def _check_read(stats: TextStats, files: list[Path], encoding: str) -> None:
+    """Text in another encoding, or with no words, stops prepare."""
     bad = stats.undecodable_bytes
     if bad > UNDECODABLE_MIN and bad > UNDECODABLE_SHARE * stats.text_bytes:
         where, _, offset = stats.first_undecodable.rpartition(":")
@@ -333,6 +325,8 @@ def _check_decoding(stats: TextStats, encoding: str) -> None:
             f"{where}: {bad:,} bytes are not valid {encoding}, the first at byte {int(offset):,};"
             " if the text is in another encoding, pass it (--encoding latin-1, cp1252, ...)"
         )
+    if stats.raw_tokens == 0:
+        raise UsageError(f"{_describe(files)}: empty corpus (no words in {stats.lines:,} lines)")
 
 
 def _describe(files: list[Path]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from w2vdist.errors import UsageError
 
 VOCAB_FILE = "vocab.tsv"
+_WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,19 @@ def summed_counts(paths: list[str]) -> Counter[str]:
         read = Vocab.load(path)
         counts.update(dict(zip(read.words, read.counts.tolist())))
     return counts
+
+
+def build_vocab(counts: Counter[str], min_count: int, max_vocab: int) -> Vocab:
+    """Words seen at least min_count times, most frequent first, ties in code-point order,
+    the first max_vocab kept (0: all). Words the word2vec formats cannot hold are left out."""
+    kept = [(w, c) for w, c in counts.items() if c >= min_count and w and not _WHITESPACE.search(w)]
+    kept.sort(key=lambda wc: (-wc[1], wc[0]))
+    if max_vocab:
+        kept = kept[:max_vocab]
+    if not kept:
+        most = max(counts.items(), key=lambda wc: wc[1])
+        raise UsageError(
+            f"no word occurs min_count={min_count} times (the most frequent, {most[0]!r}, "
+            f"occurs {most[1]}); lower --min-count or add text"
+        )
+    return Vocab([w for w, _ in kept], np.array([c for _, c in kept], dtype=np.int64))
