@@ -358,8 +358,9 @@ def test_parquet_without_pyarrow_names_the_extra(
 def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     """benchmarks/prepare_formats.py (which fails unless every format gives the text's shards),
     benchmarks/prepare_speed.sh, benchmarks/prepare_passes.py and
-    benchmarks/prepare_sentences.py (which fails unless every way gives the file's shards), on
-    a small corpus, and benchmarks/prepare_files.py on files of its own."""
+    benchmarks/prepare_sentences.py (which fails unless every way gives the file's shards) and
+    benchmarks/prepare_parts.py (which fails unless the joined parts equal the whole), on a
+    small corpus, and benchmarks/prepare_files.py on files of its own."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(random_corpus(7, 3000), encoding="utf-8")
     root = Path(__file__).resolve().parents[1]
@@ -381,6 +382,11 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_sentences.py", corpus,
                            "--repeats", "1"], check=True, capture_output=True, text=True)
     assert "every way gave the file's shards" in done.stdout and "tokens " in done.stdout
+    done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_parts.py", corpus,
+                           "--parts", "3", "--workers", "1", "--min-count", "2"], check=True,
+                          capture_output=True, text=True)
+    assert done.stdout.startswith("prepare_parts: 3 parts, workers 1: whole "), done.stdout
+    assert done.stdout.rstrip().endswith("the same vocabulary, token ids and sentences")
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_files.py", "--files",
                            "300", "--latency-ms", "1"], check=True, capture_output=True, text=True)
     assert done.stdout.startswith("prepare_files: 300 files, 1 ms a call: find "), done.stdout

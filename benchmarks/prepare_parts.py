@@ -1,0 +1,84 @@
+"""A corpus prepared in parts, as on several machines, against one `prepare` of the whole.
+
+    python benchmarks/prepare_parts.py CORPUS [--parts 4 --workers 2 --min-count 5]
+
+CORPUS (one text file) is cut by lines into PARTS files. Each step runs as its own command,
+one after the other on this machine, and is timed: the whole prepared at once; each part's
+words counted (`prepare --counts-only`); each part prepared with the summed counts
+(`--vocab`); the parts joined (`w2vdist join`). With a machine a part, the steps' wall time
+would be the slowest part's count, then the slowest part's prepare, then the join; the
+script prints that and its ratio to the whole, and fails unless the joined corpus holds the
+whole's vocabulary, token ids and sentence lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from w2vdist.corpus.shards import Manifest, ShardReader
+
+
+def timed(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "w2vdist", *args], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def content(corpus: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The vocabulary's bytes, every token id and every sentence length, in order."""
+    manifest, tokens, lengths = Manifest.load(corpus), [], []
+    for path, shard in zip(manifest.shard_paths(corpus), manifest.shards):
+        reader = ShardReader(path, shard.samples)
+        for sample in range(shard.samples):
+            read = reader.read(sample)
+            tokens.append(read[0])
+            lengths.append(read[1])
+    return (corpus / "vocab.tsv").read_bytes(), np.concatenate(tokens), np.concatenate(lengths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--parts", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--min-count", type=int, default=5)
+    args = parser.parse_args()
+    common = ["--workers", str(args.workers), "--min-count", str(args.min_count)]
+    with tempfile.TemporaryDirectory(prefix="prepare-parts-") as tmp:
+        root = Path(tmp)
+        lines = args.corpus.read_bytes().splitlines(keepends=True)
+        size = -(-len(lines) // args.parts)
+        parts = []
+        for k in range(args.parts):
+            parts.append(root / f"part-{k}.txt")
+            parts[-1].write_bytes(b"".join(lines[k * size : (k + 1) * size]))
+        del lines
+        whole = timed("prepare", str(args.corpus), "-o", str(root / "whole"), *common)
+        counts = [timed("prepare", str(p), "-o", str(root / f"counts-{k}"), "--counts-only",
+                        "--workers", str(args.workers)) for k, p in enumerate(parts)]
+        summed = ",".join(str(root / f"counts-{k}") for k in range(args.parts))
+        prepared = [timed("prepare", str(p), "-o", str(root / f"shards-{k}"), "--vocab", summed,
+                          *common) for k, p in enumerate(parts)]
+        join = timed("join", *(str(root / f"shards-{k}") for k in range(args.parts)), "-o",
+                     str(root / "joined"))
+        ours, theirs = content(root / "joined"), content(root / "whole")
+        if ours[0] != theirs[0] or not all(np.array_equal(a, b) for a, b in zip(ours[1:],
+                                                                                 theirs[1:])):
+            sys.exit("prepare_parts: the joined parts differ from the whole prepared at once")
+    machines = max(counts) + max(prepared) + join
+    print(f"prepare_parts: {args.parts} parts, workers {args.workers}: whole {whole:.2f} s; "
+          f"counts {', '.join(f'{s:.2f}' for s in counts)} s; prepared "
+          f"{', '.join(f'{s:.2f}' for s in prepared)} s; join {join:.2f} s; a machine a part: "
+          f"{machines:.2f} s, {whole / machines:.2f}x the whole's speed; the same vocabulary, "
+          "token ids and sentences")
+
+
+if __name__ == "__main__":
+    main()
