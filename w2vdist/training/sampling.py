@@ -10,6 +10,9 @@ window does not reach is masked, not dropped.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import torch
 
@@ -60,7 +63,9 @@ def alias_table(counts: np.ndarray, exponent: float = 0.75) -> torch.Tensor:
     if cpu.available():
         return cpu.alias_table(weights)
     n = len(weights)
-    total = sum(weights.tolist())  # summed and scaled in C's order: the same table
+    # Summed one after another and scaled in C's order: the same table (Python 3.12's `sum`
+    # compensates its rounding, which C's loop does not).
+    total = functools.reduce(operator.add, weights.tolist(), 0.0)
     scaled = [w * n / total for w in weights.tolist()]
     table = np.empty((n, 2), dtype=np.int64)
     table[:, 0], table[:, 1] = 2**31 - 1, np.arange(n)  # full slots keep themselves
