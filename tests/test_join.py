@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import w2vdist
 from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
 from w2vdist.cli import main
 from w2vdist.corpus import counting
 from w2vdist.corpus.shards import Manifest, ShardReader
 from w2vdist.corpus.tokenize import Tokenizer
+from w2vdist.errors import UsageError
 
 
 def tokens_and_lengths(corpus: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -163,3 +165,46 @@ def test_a_given_vocabulary_reads_the_text_once_and_still_checks_it(
     assert prep(empty, out=tmp_path / "y", vocab=counted) == 2
     assert f"{empty}: empty corpus (no words in 2 lines)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--part K/N` on every machine, the same inputs named: runs of consecutive files, so
+    that the parts joined in turn are the whole."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = random_corpus(5, 2500)
+    split_lines(text, [300, 400, 500, 600], corpus)  # five files
+    assert prep(corpus, out=tmp_path / "whole", min_count=2) == 0
+    n = 2
+    for k in range(n):
+        assert prep(corpus, out=tmp_path / f"counts-{k}", counts_only=True, part=f"{k}/{n}") == 0
+    summed = ",".join(str(tmp_path / f"counts-{k}") for k in range(n))
+    for k in range(n):
+        assert prep(corpus, out=tmp_path / f"shards-{k}", vocab=summed, min_count=2,
+                    part=f"{k}/{n}") == 0
+    assert [len(Manifest.load(tmp_path / f"shards-{k}").stats["paths"]) for k in range(n)] == \
+        [2, 3]
+    shards = [str(tmp_path / f"shards-{k}") for k in range(n)]
+    capsys.readouterr()
+    assert main(["join", shards[1], shards[0], "-o", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"w2vdist: {shards[1]}: prepared --part 1/2, but joined as part 0/2: give all the "
+        "parts, in turn")
+    assert main(["join", shards[0], "-o", str(tmp_path / "x")]) == 2
+    assert "prepared --part 0/2, but joined as part 0/1" in capsys.readouterr().err
+    joined = tmp_path / "joined"
+    assert main(["join", *shards, "-o", str(joined)]) == 0
+    assert (joined / "vocab.tsv").read_bytes() == (tmp_path / "whole" / "vocab.tsv").read_bytes()
+    for ours, theirs in zip(tokens_and_lengths(joined), tokens_and_lengths(tmp_path / "whole")):
+        assert np.array_equal(ours, theirs)
+    assert Manifest.load(joined).stats["paths"] == Manifest.load(tmp_path / "whole").stats["paths"]
+
+    for part, said in (("2/2", "config: prepare.part must be K/N with 0 <= K < N (got '2/2')"),
+                       ("1/9", "prepare: --part 1/9: 5 input file(s) for 9 parts; give at least "
+                               "as many files as parts")):
+        assert prep(corpus, out=tmp_path / "y", part=part) == 2
+        assert capsys.readouterr().err.strip() == f"w2vdist: {said}"
+    with pytest.raises(UsageError, match="--part shares out files, not standard input or "):
+        w2vdist.prepare(output=tmp_path / "z", sentences=[["a", "b"]], part="0/2")

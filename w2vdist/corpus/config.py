@@ -64,6 +64,9 @@ class PrepareConfig:
     counts_only: bool = setting(False, "count the words and stop: OUT holds every word counted "
                                 "in vocab.tsv (no min_count) and no shards, for --vocab of "
                                 "each part of a corpus prepared on several machines")
+    part: str = setting("", "K/N: read only part K (0 to N-1) of the input files, found and "
+                        "ordered as always, then cut into N runs of as many files: machine K "
+                        "of N's share (files of like sizes share evenly)", metavar="K/N")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")
@@ -93,6 +96,16 @@ class PrepareConfig:
               "or a sample, and give every part their file (--phrases-file)")
         check(not (self.counts_only and self.vocab), "prepare.counts_only",
               "counts words, which --vocab gives: give one or the other")
+        if self.part:
+            k, _, n = self.part.partition("/")
+            check(k.isdigit() and n.isdigit() and int(k) < int(n), "prepare.part",
+                  f"must be K/N with 0 <= K < N (got {self.part!r})")
+
+    @property
+    def share(self) -> tuple[int, int] | None:
+        """(K, N) of `part`, or None for the whole input."""
+        k, _, n = self.part.partition("/")
+        return (int(k), int(n)) if self.part else None
         check(self.phrase_threshold > 0, "prepare.phrase_threshold", "must be > 0")
         check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")

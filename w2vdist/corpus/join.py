@@ -2,9 +2,9 @@
 same vocabulary and tokenizer, as the parts of a corpus too large for one machine's prepare
 are, each on its own machine:
 
-    w2vdist prepare part-K/ -o counts-K --counts-only              # each machine: its counts
-    w2vdist prepare part-K/ -o shards-K --vocab counts-1,...,counts-N --min-count 5
-    w2vdist join shards-1 ... shards-N -o corpus/                  # one corpus to train on
+    w2vdist prepare corpus/ --part K/N -o counts-K --counts-only   # machine K: its counts
+    w2vdist prepare corpus/ --part K/N -o shards-K --vocab counts-0,...,counts-N-1 --min-count 5
+    w2vdist join shards-0 ... shards-N-1 -o shards/                # one corpus to train on
 
 OUT gets every part's shards in the order given, numbered anew (hard links where OUT is on
 the parts' filesystem, else copies), the vocabulary, the phrases if any, and one manifest
@@ -52,6 +52,13 @@ def join(parts: list[Path], out: Path, overwrite: bool = False) -> tuple[Manifes
         if _tokenizer(manifest) != _tokenizer(first):
             raise UsageError(f"{part}: tokenized otherwise than {parts[0]} ({_tokenizer(manifest)}"
                              f" against {_tokenizer(first)})")
+    shares = [m.stats.get("part", "") for m in manifests]
+    if any(shares):  # prepared with --part K/N: all N of them, in turn
+        for part, share, k in zip(parts, shares, range(len(parts))):
+            if share != f"{k}/{len(parts)}":
+                got = f"--part {share}" if share else "without --part"
+                raise UsageError(f"{part}: prepared {got}, but joined as part {k}/{len(parts)}: "
+                                 "give all the parts, in turn")
     check_output(out, overwrite)
     copied = 0
     shards: list[ShardInfo] = []
@@ -109,6 +116,7 @@ def _stats(parts: list[Path], manifests: list[Manifest]) -> dict[str, Any]:
         formats.update(manifest.stats.get("formats", {}))
     stats["formats"] = dict(formats)
     stats["paths"] = [p for m in manifests for p in m.stats.get("paths", [])]
+    stats["part"] = ""
     stats["parts"] = [str(p.absolute()) for p in parts]
     return stats
 

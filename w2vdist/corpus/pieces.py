@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2vdist.corpus import filetypes, text
+from w2vdist.errors import UsageError
 
 MAX_RANGE_BYTES = 1 << 26
 MAX_WHOLE_BYTES = 1 << 30  # a compressed file a worker reads whole: under workers.PIECE_SECONDS
@@ -135,3 +136,12 @@ def _size(piece: Piece) -> int:
     if piece.compression is not None or piece.end < 0:
         return piece.file_bytes - piece.start
     return piece.end - piece.start
+
+
+def share_files(files: list[Path], k: int, n: int) -> list[Path]:
+    """Machine k of n's files (`prepare --part k/n`): the k-th of n runs of consecutive files,
+    as many in each, so that the parts joined in order (`w2vdist join`) read as the whole."""
+    if len(files) < n:
+        raise UsageError(f"prepare: --part {k}/{n}: {len(files)} input file(s) for {n} parts; "
+                         "give at least as many files as parts")
+    return files[k * len(files) // n : (k + 1) * len(files) // n]

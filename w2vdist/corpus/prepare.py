@@ -36,7 +36,7 @@ from w2vdist.corpus.filetypes import find_files
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardInfo, ShardPacker
-from w2vdist.corpus.pieces import Piece, expand, grouped, split_pieces
+from w2vdist.corpus.pieces import Piece, expand, grouped, share_files, split_pieces
 from w2vdist.corpus.sentences import STDIN, Sentences, copied
 from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
@@ -184,6 +184,10 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
     check_output(out, cfg.overwrite)
     named = [name for name in cfg.inputs if name != STDIN]
     files = find_files(named) if named else []
+    if cfg.share:
+        if sentences is not None or STDIN in cfg.inputs:
+            raise UsageError("prepare: --part shares out files, not standard input or sentences")
+        files = share_files(files, *cfg.share)
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or cores()
     given = None
@@ -270,6 +274,7 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
                 "block_tokens": cfg.block_tokens,
                 "shard_tokens": cfg.shard_tokens,
                 "counts_only": cfg.counts_only,
+                "part": cfg.part,  # K/N, which `join` checks it is given in turn
             },
         )
         manifest.save(staging)
