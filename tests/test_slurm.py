@@ -7,12 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from gensim.models import KeyedVectors
 
 from tests.slurm_cluster import SlurmCluster
 from tests.helpers import checkpoint_info, offline_runs
+from tests.test_join import tokens_and_lengths as read_all
+from w2vdist.corpus.shards import Manifest
 from w2vdist.training import checkpoint
 from w2vdist.cli import main
 
@@ -140,3 +143,31 @@ def test_multinode_sbatch_on_one_node_goes_through_srun_and_c10d(
     for ours, theirs in zip(checkpoint.load_tables(run_dir)[1:],
                             checkpoint.load_tables(uninterrupted)[1:]):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_multinode_sbatch_writes_what_one_prepare_of_the_whole_writes(
+    slurm_cluster, tmp_path
+):
+    """Two tasks (on the one test node) count, prepare and join their parts of three files."""
+    assert main(["synth", str(tmp_path / "synth"), "--sentences", "3000", "--seed", "2"]) == 0
+    lines = (tmp_path / "synth" / "corpus.txt").read_text().splitlines(keepends=True)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for k in range(3):
+        (corpus / f"part-{k}.txt").write_text("".join(lines[k * 1000 : (k + 1) * 1000]))
+    flags = ("--min-count", "2", "--shard-tokens", "8000", "--block-tokens", "1000")
+    job = submit(slurm_cluster, "prepare-multinode.sbatch", tmp_path, *flags,
+                 options=("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=1G"),
+                 CORPUS=str(corpus), SHARDS=str(tmp_path / "shards"))
+    finished(slurm_cluster, job, tmp_path)
+    log = job_log(tmp_path, job)
+    assert "in 2 part(s) of 1 worker(s)" in log and log.count("launcher exited with status 0") == 2
+    assert not list(tmp_path.glob("shards.parts-*"))  # the parts are gone once joined
+    assert main(["prepare", str(corpus), "-o", str(tmp_path / "whole"), "--workers", "1",
+                 *flags]) == 0
+    ours, theirs = tmp_path / "shards", tmp_path / "whole"
+    assert (ours / "vocab.tsv").read_bytes() == (theirs / "vocab.tsv").read_bytes()
+    assert [p.name for p in map(Path, Manifest.load(ours).stats["paths"])] == \
+        [f"part-{k}.txt" for k in range(3)]
+    for mine, one in zip(read_all(ours), read_all(theirs)):
+        assert np.array_equal(mine, one)
