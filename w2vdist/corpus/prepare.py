@@ -1,10 +1,11 @@
 """`w2vdist prepare INPUT... -o OUT`: text -> vocab.tsv + WebDataset shards + manifest.json.
 
 Two passes over the input, spread over worker processes: the first counts words (`counting`)
-and builds the vocabulary (no pass when one is given, `--vocab`; the only one with
+and builds the vocabulary (no such pass when one is given, `--vocab`; the only one with
 `--counts-only`), the second turns each line into word ids (out-of-vocabulary words dropped,
-as word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`). With `--phrases N`, N passes before them find the word pairs to join
-into phrases (`phrases`). Big plain files are cut into byte ranges, compressed files into
+as word2vec.c does) and packs whole sentences into samples and shards (`shards.ShardPacker`).
+With `--phrases N`, N passes before them find the word pairs to join into phrases
+(`phrases`). Big plain files are cut into byte ranges, compressed files into
 blocks, small files share tasks (`pieces`). Memory is bounded by the (bounded) word and pair
 counts, not the corpus. The output is the same for any number of workers while the
 counts stay within their bounds (`counting`).
