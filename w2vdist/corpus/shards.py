@@ -167,7 +167,7 @@ class ShardReader:
             if tokens.dtype != np.int32:
                 raise ValueError(f"sample {index} holds {tokens.dtype} token ids, not int32")
             # Negative ids read as unsigned are past any vocabulary: one pass for both ends.
-            top = int(tokens.view(np.uint32).max())
+            top = int(np.max(tokens.view(np.uint32)))
             if top >= self.vocab:
                 bad = top - (1 << 32) if top >= 1 << 31 else top
                 raise ValueError(f"sample {index} holds token id {bad}, but the vocabulary "

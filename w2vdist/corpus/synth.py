@@ -233,7 +233,7 @@ def generate_corpus(spec: SynthConfig, lex: Lexicon, rng: np.random.Generator) -
             rng.integers(8, 14, size=n_noun),
         ),
     ]
-    width = max(int(lengths.max()) for _, lengths in batches)
+    width = max(int(np.max(lengths)) for _, lengths in batches)
     sentences = np.full((spec.sentences, width), -1, dtype=np.int64)
     start = 0
     for content, lengths in batches:
