@@ -54,7 +54,7 @@ def join(parts: list[Path], out: Path, overwrite: bool = False) -> tuple[Manifes
                              f" against {_tokenizer(first)})")
     shares = [m.stats.get("part", "") for m in manifests]
     if any(shares):  # prepared with --part K/N: all N of them, in turn
-        for part, share, k in zip(parts, shares, range(len(parts))):
+        for k, (part, share) in enumerate(zip(parts, shares)):
             if share != f"{k}/{len(parts)}":
                 got = f"--part {share}" if share else "without --part"
                 raise UsageError(f"{part}: prepared {got}, but joined as part {k}/{len(parts)}: "
