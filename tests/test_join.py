@@ -124,6 +124,8 @@ def test_parts_that_do_not_fit_together_are_refused_by_name(
         f"w2vdist: {other}: tokenized otherwise than {a} (")
     assert refused("join", str(a), "-o", str(a)) == \
         f"w2vdist: {a}: is one of the parts; join into a new folder"
+    assert refused("join", str(a), str(tmp_path / "." / "a"), "-o", out) == \
+        f"w2vdist: {tmp_path / 'a'}: given twice; its shards would be trained twice an epoch"
     assert main(["join", str(a), "-o", out]) == 0
     assert refused("join", str(a), "-o", out).endswith("already exists; pass --overwrite to "
                                                        "replace it")

@@ -43,6 +43,10 @@ def join(parts: list[Path], out: Path, overwrite: bool = False) -> tuple[Manifes
     out = out.absolute()
     if out in {p.absolute() for p in parts}:
         raise UsageError(f"{out}: is one of the parts; join into a new folder")
+    twice = next((p for i, p in enumerate(parts) if p.resolve() in
+                  {q.resolve() for q in parts[:i]}), None)
+    if twice is not None:
+        raise UsageError(f"{twice}: given twice; its shards would be trained twice an epoch")
     manifests = [_part(p) for p in parts]
     first = manifests[0]
     for part, manifest in zip(parts[1:], manifests[1:]):
