@@ -430,7 +430,8 @@ def loader(device: torch.device, quick: bool) -> None:
             out = root / f"loader-{workers}.json"
             subprocess.run([*run, "bench", "--loader-only", "--data.shards", str(root / "shards"),
                             "--optim.batch_words", str(batch), "--data.loader_workers",
-                            str(workers), "--seconds", "2" if quick else "5", "--warmup", "2",
+                            str(workers), "--seconds", "1" if quick else "5", "--warmup",
+                            "1" if quick else "2",
                             "--train.device", device.type, "--json", str(out)],
                            check=True, capture_output=True, timeout=120)  # fmt: skip
             figures = json.loads(out.read_text())["figures"]
@@ -449,8 +450,9 @@ def loader(device: torch.device, quick: bool) -> None:
                 ((100, []), (100, ["--data.loader_workers", "2"]), (300, [])):
             out = root / f"train-{dim}-{len(extra)}.json"
             subprocess.run([*run, "bench", "--data.shards", str(root / "shards"),
-                            "--model.dim", str(dim), "--seconds", "2" if quick else "6",
-                            "--warmup", "3", "--train.device", device.type, "--json", str(out),
+                            "--model.dim", str(dim), "--seconds", "1" if quick else "6",
+                            "--warmup", "1" if quick else "3", "--train.device", device.type,
+                            "--json", str(out),
                             *extra], check=True, capture_output=True, timeout=180)  # fmt: skip
             result = json.loads(out.read_text())
             figures, ran = result["figures"], result["settings"]["config"]

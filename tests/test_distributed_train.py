@@ -321,7 +321,9 @@ def test_an_elastic_torchrun_goes_on_with_the_nodes_left(shards, tmp_path):
                       "300", "--sync.timeout_seconds", "30")
     port = free_port()
     elastic = ("--nnodes=1:2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-               "--rdzv-id=elastic", "--rdzv-conf=last_call_timeout=3", "--max-restarts=2")
+               "--rdzv-id=elastic", "--max-restarts=2",
+               # the dead node is dropped from the rendezvous after 5 s without its heartbeat
+               "--rdzv-conf=last_call_timeout=3,keep_alive_interval=1,keep_alive_max_attempt=5")
     cmd = [c for c in torchrun_cmd(1, *args, extra=elastic) if c != "--standalone"]
     fresh_store = dict(env(), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     agents = []

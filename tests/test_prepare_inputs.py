@@ -383,9 +383,9 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
                            "--repeats", "1"], check=True, capture_output=True, text=True)
     assert "every way gave the file's shards" in done.stdout and "tokens " in done.stdout
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_parts.py", corpus,
-                           "--parts", "3", "--workers", "1", "--min-count", "2"], check=True,
+                           "--parts", "2", "--workers", "1", "--min-count", "2"], check=True,
                           capture_output=True, text=True)
-    assert done.stdout.startswith("prepare_parts: 3 parts, workers 1: whole "), done.stdout
+    assert done.stdout.startswith("prepare_parts: 2 parts, workers 1: whole "), done.stdout
     assert done.stdout.rstrip().endswith("the same vocabulary, token ids and sentences")
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_files.py", "--files",
                            "300", "--latency-ms", "1"], check=True, capture_output=True, text=True)
