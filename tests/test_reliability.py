@@ -152,7 +152,7 @@ def test_verify_lists_every_damaged_shard_and_passes_a_sound_copy(shards, tmp_pa
     assert found.returncode == 1
     assert found.stdout.splitlines() == [
         f"{paths[0]}: {paths[0].stat().st_size:,} bytes, but the manifest says "
-        f"{manifest.shards[0].bytes:,} (truncated or replaced)",
+        f"{manifest.shards[0].bytes:,} (truncated or replaced; run prepare again)",
         f"{paths[1]}: no such file or directory",
         f"{paths[2]}: its SHA-256 is not the manifest's (damaged or replaced since prepare)",
     ]

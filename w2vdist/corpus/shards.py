@@ -91,14 +91,9 @@ class Manifest:
         if not files:
             return
         for shard in self.shards:
-            path = directory / shard.name
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise UsageError(f"{path}: {(exc.strerror or str(exc)).lower()}") from None
-            if shard.bytes and size != shard.bytes:
-                raise UsageError(f"{path}: {size:,} bytes, but the manifest says {shard.bytes:,} "
-                                 "(truncated or replaced; run prepare again)")
+            problem = size_problem(directory / shard.name, shard)
+            if problem:
+                raise UsageError(f"{directory / shard.name}: {problem}")
 
     def shard_paths(self, directory: str | Path) -> list[str]:
         return [str(Path(directory) / s.name) for s in self.shards]
@@ -110,6 +105,19 @@ class Manifest:
         chosen = range(len(self.shards)) if indices is None else indices
         paths = self.shard_paths(directory)
         return [(paths[i], self.shards[i].samples) for i in chosen]
+
+
+def size_problem(path: Path, shard: ShardInfo) -> str:
+    """What is wrong with a shard's file by its presence and size ('' if nothing): what
+    training checks of every shard as it starts, and `verify` before reading it."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    if shard.bytes and size != shard.bytes:
+        return (f"{size:,} bytes, but the manifest says {shard.bytes:,} (truncated or replaced; "
+                "run prepare again)")
+    return ""
 
 
 def _check_names(names: list[Any]) -> None:

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from w2vdist import settings
 from w2vdist.corpus.config import VerifyCommand
 from w2vdist.corpus.remote import is_url
-from w2vdist.corpus.shards import MANIFEST_FILE, Manifest, ShardInfo, ShardReader
+from w2vdist.corpus.shards import (MANIFEST_FILE, Manifest, ShardInfo, ShardReader,
+                                   size_problem)
 from w2vdist.corpus.vocab import VOCAB_FILE, Vocab
 from w2vdist.errors import UsageError
 from w2vdist.files import sha256_file
@@ -77,10 +78,10 @@ def verify(directory: str | Path, workers: int = 0) -> Verified:
 def _shard_problem(path: Path, shard: ShardInfo, vocab: int) -> str:
     """What is wrong with one shard's file ('' if nothing): the first of its size, SHA-256,
     tar layout, samples, sentence lengths, token ids and token count not to match."""
+    problem = size_problem(path, shard)
+    if problem:
+        return problem
     try:
-        size = path.stat().st_size
-        if shard.bytes and size != shard.bytes:
-            return f"{size:,} bytes, but the manifest says {shard.bytes:,} (truncated or replaced)"
         if shard.sha256 and sha256_file(path) != shard.sha256:
             return "its SHA-256 is not the manifest's (damaged or replaced since prepare)"
     except OSError as exc:
