@@ -31,8 +31,9 @@ def timed(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def content(corpus: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """The vocabulary's bytes, every token id and every sentence length, in order."""
+def tokens_and_lengths(corpus: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every token id and sentence length of a prepared corpus, in order (the tests compare
+    corpora by them too)."""
     manifest, tokens, lengths = Manifest.load(corpus), [], []
     for path, shard in zip(manifest.shard_paths(corpus), manifest.shards):
         reader = ShardReader(path, shard.samples)
@@ -40,7 +41,12 @@ def content(corpus: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
             read = reader.read(sample)
             tokens.append(read[0])
             lengths.append(read[1])
-    return (corpus / "vocab.tsv").read_bytes(), np.concatenate(tokens), np.concatenate(lengths)
+    return np.concatenate(tokens), np.concatenate(lengths)
+
+
+def content(corpus: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The vocabulary's bytes, every token id and every sentence length, in order."""
+    return ((corpus / "vocab.tsv").read_bytes(), *tokens_and_lengths(corpus))
 
 
 def main() -> None:

@@ -11,25 +11,14 @@ import numpy as np
 import pytest
 
 import w2vdist
+from benchmarks.prepare_parts import tokens_and_lengths
 from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
 from w2vdist.cli import main
 from w2vdist.corpus import counting
-from w2vdist.corpus.shards import Manifest, ShardReader
+from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.errors import UsageError
-
-
-def tokens_and_lengths(corpus: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every token id and sentence length of a prepared corpus, in order."""
-    manifest, tokens, lengths = Manifest.load(corpus), [], []
-    for path, shard in zip(manifest.shard_paths(corpus), manifest.shards):
-        reader = ShardReader(path, shard.samples)
-        for sample in range(shard.samples):
-            read = reader.read(sample)
-            tokens.append(read[0])
-            lengths.append(read[1])
-    return np.concatenate(tokens), np.concatenate(lengths)
 
 
 def split_lines(text: str, counts: list[int], where: Path) -> list[Path]:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from gensim.models import KeyedVectors
 
+from benchmarks.prepare_parts import tokens_and_lengths
 from tests.slurm_cluster import SlurmCluster
 from tests.helpers import checkpoint_info, offline_runs
-from tests.test_join import tokens_and_lengths as read_all
 from w2vdist.corpus.shards import Manifest
 from w2vdist.training import checkpoint
 from w2vdist.cli import main
@@ -169,5 +169,5 @@ def test_prepare_multinode_sbatch_writes_what_one_prepare_of_the_whole_writes(
     assert (ours / "vocab.tsv").read_bytes() == (theirs / "vocab.tsv").read_bytes()
     assert [p.name for p in map(Path, Manifest.load(ours).stats["paths"])] == \
         [f"part-{k}.txt" for k in range(3)]
-    for mine, one in zip(read_all(ours), read_all(theirs)):
+    for mine, one in zip(tokens_and_lengths(ours), tokens_and_lengths(theirs)):
         assert np.array_equal(mine, one)
