@@ -19,7 +19,7 @@ from w2vdist import cli
 from w2vdist.corpus import filetypes
 from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
-from w2vdist.corpus.shards import Manifest, decode_sample
+from w2vdist.corpus.shards import Manifest, TarWriter, decode_sample
 from w2vdist.corpus.tokenize import WORD_DESCRIPTION, Tokenizer
 from w2vdist.corpus.vocab import Vocab, build_vocab
 from w2vdist.errors import UsageError
@@ -387,7 +387,7 @@ def test_crash_while_writing_shards_keeps_the_old_output(
     out = tmp_path / "out"
     assert prep(root / "a.txt", out=out, min_count=1) == 0
     before = files_of(out)
-    original = webdataset.TarWriter.write
+    original = TarWriter.write
     written = []
 
     def write_then_fail(self, sample):  # the disk fills up after two samples
@@ -396,7 +396,7 @@ def test_crash_while_writing_shards_keeps_the_old_output(
         written.append(sample["__key__"])
         return original(self, sample)
 
-    monkeypatch.setattr(webdataset.TarWriter, "write", write_then_fail)
+    monkeypatch.setattr(TarWriter, "write", write_then_fail)
     assert prep(root, out=out, overwrite=True, block_tokens=50) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert len(written) == 2

@@ -184,7 +184,7 @@ class ShardReader:
 
 
 def encode_sample(key: str, tokens: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
-    """A WebDataset sample dict (for `webdataset.TarWriter.write`)."""
+    """A WebDataset sample dict (`__key__` and a field's bytes by extension)."""
     assert int(lengths.sum()) == len(tokens)
     return {
         "__key__": key,
@@ -247,7 +247,7 @@ class ShardPacker:
         self.shard_tokens = shard_tokens
         self.block_tokens = min(block_tokens, shard_tokens)  # a sample never spans two shards
         self.shards: list[ShardInfo] = []
-        self._writer: Any = None
+        self._writer: TarWriter | None = None
         self._samples = 0
         self._tokens = np.zeros(0, np.int32)  # the open sample's sentences
         self._lengths = np.zeros(0, np.int32)
@@ -283,31 +283,50 @@ class ShardPacker:
         with it), rather than leave its tar stream for the garbage collector to flush into a
         closed file. Nothing after `close`."""
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        try:
-            writer.tarstream.close()
-        except (OSError, ValueError):
-            pass  # the error that stopped prepare, again (a full disk)
-        finally:
-            if writer.own_fileobj is not None:
-                writer.own_fileobj.close()
+        if writer is not None:
+            writer.close(finish=False)
 
     def _write(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        # webdataset imports torch (a second or more): only the main process needs it.
-        import webdataset
-
-        shard = self.shards[-1] if self.shards else None
-        if shard is None or (shard.tokens and shard.tokens + len(tokens) > self.shard_tokens):
-            if self._writer is not None:
-                self._writer.close()
+        shard, writer = (self.shards[-1] if self.shards else None), self._writer
+        if shard is None or writer is None or \
+                (shard.tokens and shard.tokens + len(tokens) > self.shard_tokens):
+            if writer is not None:
+                writer.close()
             shard = ShardInfo(f"shard-{len(self.shards):06d}.tar", 0, 0)
             self.shards.append(shard)
-            # A fixed mtime makes the same input give byte-identical shards.
-            self._writer = webdataset.TarWriter(
-                str(self.directory / shard.name), encoder=False, mtime=0
-            )
-        self._writer.write(encode_sample(f"{self._samples:09d}", tokens, lengths))
+            writer = self._writer = TarWriter(self.directory / shard.name)
+        writer.write(encode_sample(f"{self._samples:09d}", tokens, lengths))
         self._samples += 1
         shard.tokens += len(tokens)
         shard.samples += 1
+
+
+class TarWriter:
+    """A shard's tar stream, member by member, as `webdataset.TarWriter` writes it (the same
+    bytes: tests read the shards with webdataset itself), without importing webdataset, which
+    imports torch: a second of every `prepare` and `join`. A sample's fields are members
+    `KEY.FIELD`, in field order; the fixed mtime makes the same input give the same bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w|")
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for name in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[name]
+            member = tarfile.TarInfo(f"{key}.{name}")
+            member.size, member.mtime, member.mode = len(data), 0, 0o444
+            member.uname = member.gname = "bigdata"
+            self._tar.addfile(member, io.BytesIO(data))
+
+    def close(self, finish: bool = True) -> None:
+        """Ends the archive and the file; `finish=False` (prepare failed: the staging folder
+        goes with it) only closes them, ignoring the error that stopped prepare, again."""
+        try:
+            self._tar.close()
+        except (OSError, ValueError):
+            if finish:
+                raise
+        finally:
+            self._file.close()
