@@ -79,6 +79,9 @@ def env(device: torch.device, quick: bool) -> None:
 
 # ---- BENCH and MEM: the step alone, on Zipfian tokens already on the device ---------------
 
+# Quick mode's step (and any step on CPU): Triton's interpreter takes about 2 ms a word.
+QUICK_WORDS = 128
+
 
 def _zipf_tokens(vocab: int, words: int, device: torch.device) -> torch.Tensor:
     ranks = torch.arange(1, vocab + 1, dtype=torch.float64)
@@ -147,7 +150,7 @@ def bench(device: torch.device, quick: bool) -> None:
     bandwidth = _bandwidth(device)
     print(f"BENCH copy_bandwidth={bandwidth / 1e9:.0f}GB/s", flush=True)
     vocab = 2000 if quick else 200_000
-    sizes = (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
+    sizes = (QUICK_WORDS,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20)
     # (backend, words, damping, dim tile, negatives), most wanted first, so that a slow kernel
     # stopped by BENCH_SECONDS still leaves the targets' figures: the default step at both
     # dims, the other step sizes, then at the default step undamped, damped in tiles of 32
@@ -237,7 +240,7 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
 
 def mem(device: torch.device, quick: bool) -> None:
     vocab, dim = (20_000, 50) if quick else (2_000_000, 300)
-    words = 1 << 10 if quick else 1 << 20
+    words = QUICK_WORDS if quick else 1 << 20
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step, tables = _step("triton", dim, vocab, words, device)
@@ -269,7 +272,7 @@ def no_host_sync(device: torch.device, quick: bool) -> None:
     from w2vdist.training.backends.reference import host_syncs
 
     cuda = device.type == "cuda"
-    vocab, words = (200_000, 1 << 16) if cuda else (2000, 512)
+    vocab, words = (200_000, 1 << 16) if cuda else (2000, QUICK_WORDS)
     for backend in ("triton", "torch"):
         step, _ = _step(backend, 100, vocab, words, device)
         tokens, sentence = _batch(vocab, words, device)
@@ -430,7 +433,7 @@ def loader(device: torch.device, quick: bool) -> None:
             out = root / f"loader-{workers}.json"
             subprocess.run([*run, "bench", "--loader-only", "--data.shards", str(root / "shards"),
                             "--optim.batch_words", str(batch), "--data.loader_workers",
-                            str(workers), "--seconds", "1" if quick else "5", "--warmup",
+                            str(workers), "--seconds", "0.5" if quick else "5", "--warmup",
                             "1" if quick else "2",
                             "--train.device", device.type, "--json", str(out)],
                            check=True, capture_output=True, timeout=120)  # fmt: skip
@@ -450,7 +453,7 @@ def loader(device: torch.device, quick: bool) -> None:
                 ((100, []), (100, ["--data.loader_workers", "2"]), (300, [])):
             out = root / f"train-{dim}-{len(extra)}.json"
             subprocess.run([*run, "bench", "--data.shards", str(root / "shards"),
-                            "--model.dim", str(dim), "--seconds", "1" if quick else "6",
+                            "--model.dim", str(dim), "--seconds", "0.5" if quick else "6",
                             "--warmup", "1" if quick else "3", "--train.device", device.type,
                             "--json", str(out),
                             *extra], check=True, capture_output=True, timeout=180)  # fmt: skip

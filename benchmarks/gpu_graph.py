@@ -18,13 +18,13 @@ import torch
 
 
 def graph(device: torch.device, quick: bool) -> None:
-    from benchmarks.gpu_check import _batch, _step
+    from benchmarks.gpu_check import QUICK_WORDS, _batch, _step
     from w2vdist.training.backends.gpu_step import GraphedStep
 
     cuda = device.type == "cuda"
     vocab = 2000 if quick else 200_000
     # 32,768: the largest step a run captures by default (`backends.GRAPH_STEP_WORDS`).
-    for words in (512,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 18):
+    for words in (QUICK_WORDS,) if quick else (1 << 14, 1 << 15, 1 << 16, 1 << 18):
         tokens, sentence = _batch(vocab, words, device)
         runs = {}
         for name in ("eager", "graph") if cuda else ("eager",):

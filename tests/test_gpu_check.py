@@ -40,9 +40,9 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     assert re.search(r"^NCCL backend=gloo .* merge_clock_ms=[\d.]+ after_queued_ms=[\d.]+$", out,
                      re.M), out
     for backend in ("triton", "torch"):
-        assert re.search(rf"^SYNC backend={backend} steps=3 words_per_step=512 checked=no \(CPU\) "
+        assert re.search(rf"^SYNC backend={backend} steps=3 words_per_step=128 checked=no \(CPU\) "
                          rf"pairs=[1-9]\d* loss_per_pair=\d+\.\d+$", out, re.M), out
-    assert re.search(r"^GRAPH words_per_step=512 dim=100 pairs=\[[1-9]\d*(, [1-9]\d*){3}\] "
+    assert re.search(r"^GRAPH words_per_step=128 dim=100 pairs=\[[1-9]\d*(, [1-9]\d*){3}\] "
                      r"eager_host_us=\d+ eager_step_us=\d+ graph=- \(no CUDA\)$", out, re.M), out
     assert re.search(r"^E2E backend=auto variant=default device=cpu sentences=6000 "
                      r"words_per_step=\d+ cuda_graph=false train_s=", out, re.M), out
