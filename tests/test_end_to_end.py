@@ -75,7 +75,7 @@ def test_torch_backend_recovers_the_planted_structure_at_65536_word_steps(corpus
     in shard order, 0.85-1.00 mixed); at five, mixed, 0.994-1.000."""
     run = tmp_path / "run"
     assert main(["train", *_train_args(corpus, run, "--train.backend", "torch",
-                                       "--optim.batch_words", "65536", "--train.threads", "1",
+                                       "--optim.batch_words", "65536", "--train.threads", "2",
                                        "--train.epochs", "5")]) == 0
     _export_and_score(corpus, run, tmp_path)
 
