@@ -347,6 +347,14 @@ BAD_INPUTS = {  # case: (arguments, where {tmp} is the test's directory; expecte
     "stopwords": ("{tmp}/ok.txt --stopwords {tmp}/no", "no: stopword file not found"),
     "stem": ("{tmp}/ok.txt --stem klingon", "prepare.stem must be one of"),
     "number": ("{tmp}/ok.txt --min-count many", "prepare.min_count must be an integer"),
+    "min_count": ("{tmp}/ok.txt --min-count 0", "prepare.min_count must be >= 1"),
+    "max_vocab": ("{tmp}/ok.txt --max-vocab -1", "prepare.max_vocab must be >= 0"),
+    "shard_tokens": ("{tmp}/ok.txt --shard-tokens 0", "prepare.shard_tokens must be >= 1"),
+    "block_tokens": ("{tmp}/ok.txt --block-tokens 0", "prepare.block_tokens must be >= 1"),
+    "sentence_len": ("{tmp}/ok.txt --max-sentence-len 1", "prepare.max_sentence_len must be >= 2"),
+    "workers": ("{tmp}/ok.txt --workers -1", "prepare.workers must be >= 0"),
+    "threshold": ("{tmp}/ok.txt --phrases 1 --phrase-threshold 0",
+                  "prepare.phrase_threshold must be > 0"),
     "exists": ("{tmp}/ok.txt -o {tmp}/taken", "taken: already exists; pass --overwrite"),
     "not ours": (
         "{tmp}/ok.txt -o {tmp}/taken --overwrite",
@@ -363,7 +371,9 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys) -> 
     out = tmp_path / "out"
     if "-o" not in argv:
         argv += ["-o", str(out)]
-    assert cli.main(["prepare", *argv, "--workers", "1"]) == 2
+    if "--workers" not in argv:
+        argv += ["--workers", "1"]
+    assert cli.main(["prepare", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("w2vdist: ") and err.count("\n") == 1 and message in err, err
     assert leftovers(out) == [] and not list(tmp_path.glob("*.tmp-*"))

@@ -100,12 +100,6 @@ class PrepareConfig:
             k, _, n = self.part.partition("/")
             check(k.isdigit() and n.isdigit() and int(k) < int(n), "prepare.part",
                   f"must be K/N with 0 <= K < N (got {self.part!r})")
-
-    @property
-    def share(self) -> tuple[int, int] | None:
-        """(K, N) of `part`, or None for the whole input."""
-        k, _, n = self.part.partition("/")
-        return (int(k), int(n)) if self.part else None
         check(self.phrase_threshold > 0, "prepare.phrase_threshold", "must be > 0")
         check(self.min_count >= 1, "prepare.min_count", "must be >= 1")
         check(self.max_vocab >= 0, "prepare.max_vocab", "must be >= 0 (0: no limit)")
@@ -113,6 +107,12 @@ class PrepareConfig:
         check(self.block_tokens >= 1, "prepare.block_tokens", "must be >= 1")
         check(self.max_sentence_len >= 2, "prepare.max_sentence_len", "must be >= 2")
         check(self.workers >= 0, "prepare.workers", "must be >= 0 (0: all cores)")
+
+    @property
+    def share(self) -> tuple[int, int] | None:
+        """(K, N) of `part`, or None for the whole input."""
+        k, _, n = self.part.partition("/")
+        return (int(k), int(n)) if self.part else None
 
 
 @dataclass
