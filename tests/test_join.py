@@ -16,6 +16,7 @@ from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
 from w2vdist.cli import main
 from w2vdist.corpus import counting
+from w2vdist.corpus.pieces import share_files
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.errors import UsageError
@@ -161,12 +162,12 @@ def test_a_given_vocabulary_reads_the_text_once_and_still_checks_it(
 def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`--part K/N` on every machine, the same inputs named: runs of consecutive files, so
-    that the parts joined in turn are the whole."""
+    """`--part K/N` on every machine, the same inputs named: runs of consecutive files of
+    about equal bytes, so that the parts joined in turn are the whole."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     text = random_corpus(5, 2500)
-    split_lines(text, [300, 400, 500, 600], corpus)  # five files
+    split_lines(text, [300, 400, 500, 600], corpus)  # five files, the last of 700 lines
     assert prep(corpus, out=tmp_path / "whole", min_count=2) == 0
     n = 2
     for k in range(n):
@@ -176,7 +177,7 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
         assert prep(corpus, out=tmp_path / f"shards-{k}", vocab=summed, min_count=2,
                     part=f"{k}/{n}") == 0
     assert [len(Manifest.load(tmp_path / f"shards-{k}").stats["paths"]) for k in range(n)] == \
-        [2, 3]
+        [3, 2]  # 1,200 and 1,300 lines; by count, 2 and 3 files, 700 and 1,800
     shards = [str(tmp_path / f"shards-{k}") for k in range(n)]
     capsys.readouterr()
     assert main(["join", shards[1], shards[0], "-o", str(tmp_path / "x")]) == 2
@@ -199,3 +200,20 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
         assert capsys.readouterr().err.strip() == f"w2vdist: {said}"
     with pytest.raises(UsageError, match="--part shares out files, not standard input or "):
         w2vdist.prepare(output=tmp_path / "z", sentences=[["a", "b"]], part="0/2")
+
+
+@pytest.mark.parametrize("sizes, n, shares", [
+    ([10] * 10, 3, [3, 4, 3]),
+    ([100, 1, 1, 1, 1, 1, 1, 100], 2, [4, 4]),  # as many files each were as many bytes
+    ([1, 1, 1, 1, 1000], 2, [4, 1]),
+    ([1000, 1, 1, 1], 4, [1, 1, 1, 1]),  # a file each, however uneven
+    ([0] * 5, 3, [1, 1, 3]),
+])
+def test_parts_are_runs_of_files_of_about_equal_bytes(tmp_path: Path, sizes: list[int], n: int,
+                                                      shares: list[int]) -> None:
+    files = []
+    for i, size in enumerate(sizes):
+        files.append(tmp_path / f"{i:02d}.txt")
+        files[-1].write_bytes(b"x" * size)
+    parts = [share_files(files, k, n) for k in range(n)]
+    assert [len(part) for part in parts] == shares and sum(parts, []) == files

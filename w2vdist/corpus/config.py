@@ -65,8 +65,8 @@ class PrepareConfig:
                                 "in vocab.tsv (no min_count) and no shards, for --vocab of "
                                 "each part of a corpus prepared on several machines")
     part: str = setting("", "K/N: read only part K (0 to N-1) of the input files, found and "
-                        "ordered as always, then cut into N runs of as many files: machine K "
-                        "of N's share (files of like sizes share evenly)", metavar="K/N")
+                        "ordered as always, then cut into N runs of consecutive files of "
+                        "about equal bytes: machine K of N's share", metavar="K/N")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")

@@ -10,7 +10,9 @@ to a worker, which cuts it into the same blocks. Consecutive small pieces share 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -139,9 +141,19 @@ def _size(piece: Piece) -> int:
 
 
 def share_files(files: list[Path], k: int, n: int) -> list[Path]:
-    """Machine k of n's files (`prepare --part k/n`): the k-th of n runs of consecutive files,
-    as many in each, so that the parts joined in order (`w2vdist join`) read as the whole."""
+    """Machine k of n's files (`prepare --part k/n`): the k-th of n runs of consecutive files
+    of about equal bytes, each at least one file, so that the parts joined in order (`w2vdist
+    join`) read as the whole. Every machine lists the same files of the same sizes, so all
+    cut them alike."""
     if len(files) < n:
         raise UsageError(f"prepare: --part {k}/{n}: {len(files)} input file(s) for {n} parts; "
                          "give at least as many files as parts")
-    return files[k * len(files) // n : (k + 1) * len(files) // n]
+    ends = list(itertools.accumulate(filetypes.probed(lambda f: f.stat().st_size, files)))
+    cuts = [0]
+    for j in range(1, n):  # after the file whose end is nearest j/n of the bytes
+        target = ends[-1] * j / n
+        i = bisect.bisect_left(ends, target)
+        cut = i + 1 if ends[i] - target <= target - (ends[i - 1] if i else 0) else i
+        cuts.append(min(max(cut, cuts[-1] + 1), len(files) - (n - j)))
+    cuts.append(len(files))
+    return files[cuts[k] : cuts[k + 1]]
