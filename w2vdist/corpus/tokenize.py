@@ -23,9 +23,12 @@ from typing import Any, Literal
 from w2vdist.corpus.phrases import Phrases
 from w2vdist.errors import UsageError
 
-def _marks() -> str:
-    """Every combining mark (categories Mn, Mc, Me) as ranges of a regex character class:
-    Python's `\\w` leaves them out, which cuts words of many scripts into pieces."""
+
+@functools.cache
+def unicode_word() -> re.Pattern[str]:
+    """A word: a run of word characters and combining marks (categories Mn, Mc, Me), which
+    Python's `\\w` leaves out, cutting words of many scripts into pieces. Built on the first
+    line that is not ASCII: finding the marks takes a quarter of a second."""
     ranges: list[list[int]] = []
     for c in range(sys.maxunicode + 1):
         if unicodedata.category(chr(c)) in ("Mn", "Mc", "Me"):
@@ -33,11 +36,11 @@ def _marks() -> str:
                 ranges[-1][1] = c
             else:
                 ranges.append([c, c])
-    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    marks = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    return re.compile(rf"[\w{marks}]+")
 
 
-WORD = re.compile(rf"[\w{_marks()}]+")
-ASCII_WORD = re.compile(r"\w+", re.ASCII)  # WORD's words on ASCII text, twice as fast there
+ASCII_WORD = re.compile(r"\w+", re.ASCII)  # a word of ASCII text, twice as fast there
 WORD_DESCRIPTION = f"runs of \\w and combining marks (Unicode {unicodedata.unidata_version})"
 STEM_CACHE_WORDS = 1 << 20  # distinct words whose stems are remembered, per process
 
@@ -200,9 +203,9 @@ def _splitter(name: str) -> Callable[[str], list[str]]:
 
 
 def _words(line: str) -> list[str]:
-    """WORD's matches: ASCII text (most lines of most corpora; `isascii` is O(1)) holds no
+    """The line's words: ASCII text (most lines of most corpora; `isascii` is O(1)) holds no
     combining marks, and word characters are the same there in ASCII and Unicode mode."""
-    return (ASCII_WORD if line.isascii() else WORD).findall(line)
+    return (ASCII_WORD if line.isascii() else unicode_word()).findall(line)
 
 
 def _spaces_normalized(split: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
