@@ -80,13 +80,6 @@ def flags(shards: Path, run_dir: Path, **sections) -> list[str]:
             for arg in (f"--{key}", str(value))]
 
 
-def load_tables(path: Path) -> tuple[Vocab, torch.Tensor, torch.Tensor]:
-    """(vocabulary, input table, output table) of a run directory's newest checkpoint (or of
-    one step folder)."""
-    found = checkpoint.load(checkpoint.resolve(path))
-    return found.vocab, found.state.input, found.state.output
-
-
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """The newest checkpoint of a run directory (or one step folder), as plain values."""
     found = checkpoint.load(checkpoint.resolve(path))

@@ -24,13 +24,14 @@ from w2vdist.cli import main
 from w2vdist.corpus.remote import Remote, is_url
 from w2vdist.corpus.shards import Manifest
 from w2vdist.errors import UsageError
+from w2vdist.training.checkpoint import load_tables
 from w2vdist.training.chunks import Rest, Stream
 from w2vdist.training.data import assign_shards
 from w2vdist.training.loop import run
 from w2vdist.vectors.keyed import WordVectors
 from w2vdist.vectors.word2vec import write_word2vec
 
-from tests.helpers import config, load_tables, prepare, write_zipf_corpus
+from tests.helpers import config, prepare, write_zipf_corpus
 from tests.test_distributed_train import env, torchrun_cmd, train_args
 
 

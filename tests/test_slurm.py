@@ -14,8 +14,9 @@ from gensim.models import KeyedVectors
 
 from benchmarks.prepare_parts import tokens_and_lengths
 from tests.slurm_cluster import SlurmCluster
-from tests.helpers import checkpoint_info, load_tables, offline_runs
+from tests.helpers import checkpoint_info, offline_runs
 from w2vdist.corpus.shards import Manifest
+from w2vdist.training import checkpoint
 from w2vdist.cli import main
 
 pytestmark = pytest.mark.slurm
@@ -89,7 +90,7 @@ def test_train_sbatch_on_cpu_workers_trains_and_exports_for_gensim(uninterrupted
     vectors = tmp_path / "vectors.bin"
     assert main(["export", str(uninterrupted), "-o", str(vectors), "--format", "binary"]) == 0
     kv = KeyedVectors.load_word2vec_format(str(vectors), binary=True)
-    vocab, table, _ = load_tables(uninterrupted)
+    vocab, table, _ = checkpoint.load_tables(uninterrupted)
     assert kv.index_to_key == vocab.words and kv.vector_size == 16
     torch.testing.assert_close(torch.from_numpy(kv.vectors), table)
 
@@ -115,8 +116,8 @@ def test_usr1_checkpoints_requeues_and_ends_as_an_uninterrupted_run(
     reference, done = checkpoint_info(uninterrupted), checkpoint_info(run_dir)
     assert 0 < stopped_at < done["total_steps"]
     assert done["words"] == reference["words"] == done["total_steps"] * 2 * 400
-    for ours, theirs in zip(load_tables(run_dir)[1:],
-                            load_tables(uninterrupted)[1:]):
+    for ours, theirs in zip(checkpoint.load_tables(run_dir)[1:],
+                            checkpoint.load_tables(uninterrupted)[1:]):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     # One W&B run across both segments: two offline segments with the checkpoint's run id.
     run_id = checkpoint_info(run_dir)["wandb_run_id"]
@@ -139,8 +140,8 @@ def test_multinode_sbatch_on_one_node_goes_through_srun_and_c10d(
     assert f"--rdzv-id {job}" in log
     done = checkpoint_info(run_dir)
     assert done["world_size"] == 2 and done["step"] == done["total_steps"]
-    for ours, theirs in zip(load_tables(run_dir)[1:],
-                            load_tables(uninterrupted)[1:]):
+    for ours, theirs in zip(checkpoint.load_tables(run_dir)[1:],
+                            checkpoint.load_tables(uninterrupted)[1:]):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 

@@ -254,6 +254,12 @@ def resolve(path: str | Path) -> Path:
     return steps[0]
 
 
+def load_tables(path: str | Path) -> tuple[Vocab, torch.Tensor, torch.Tensor]:
+    """(vocabulary, input table, output table) from a run directory or a step folder."""
+    ckpt = load(resolve(path))
+    return ckpt.vocab, ckpt.state.input, ckpt.state.output
+
+
 def _write_failure(exc: BaseException, root: Path, needed: int) -> str:
     """What stopped a save of `needed` bytes, in words: torch reports a full disk as
     "unexpected pos"."""
