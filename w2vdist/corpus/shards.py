@@ -304,8 +304,8 @@ class ShardPacker:
 class TarWriter:
     """A shard's tar stream, member by member, as `webdataset.TarWriter` writes it (the same
     bytes: tests read the shards with webdataset itself), without importing webdataset, which
-    imports torch: a second of every `prepare` and `join`. A sample's fields are members
-    `KEY.FIELD`, in field order; the fixed mtime makes the same input give the same bytes."""
+    imports torch: a second and a half of every `prepare`. A sample's fields are members
+    `KEY.FIELD`, sorted by field; the fixed mtime makes the same input give the same bytes."""
 
     def __init__(self, path: Path) -> None:
         self._file = open(path, "wb")
