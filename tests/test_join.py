@@ -4,6 +4,7 @@ joined (`w2vdist join`) into what one prepare of the whole makes."""
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
 from w2vdist.cli import main
 from w2vdist.corpus import counting
-from w2vdist.corpus.pieces import share_files
+from w2vdist.corpus import text as corpus_text
+from w2vdist.corpus.pieces import share_input
 from w2vdist.corpus.shards import Manifest
 from w2vdist.corpus.tokenize import Tokenizer
 from w2vdist.errors import UsageError
@@ -30,6 +32,17 @@ def split_lines(text: str, counts: list[int], where: Path) -> list[Path]:
         paths[-1].write_text("".join(lines[start : start + count]))
         start += count
     return paths
+
+
+def prepare_by_part(corpus: Path, tmp_path: Path, n: int) -> None:
+    """What N machines run, `--part K/N` each: counts-K, then shards-K with the summed counts
+    (min_count 2), in `tmp_path`."""
+    for k in range(n):
+        assert prep(corpus, out=tmp_path / f"counts-{k}", counts_only=True, part=f"{k}/{n}") == 0
+    summed = ",".join(str(tmp_path / f"counts-{k}") for k in range(n))
+    for k in range(n):
+        assert prep(corpus, out=tmp_path / f"shards-{k}", vocab=summed, min_count=2,
+                    part=f"{k}/{n}") == 0
 
 
 def test_parts_counted_prepared_and_joined_equal_the_whole_prepared_at_once(
@@ -170,12 +183,7 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
     split_lines(text, [300, 400, 500, 600], corpus)  # five files, the last of 700 lines
     assert prep(corpus, out=tmp_path / "whole", min_count=2) == 0
     n = 2
-    for k in range(n):
-        assert prep(corpus, out=tmp_path / f"counts-{k}", counts_only=True, part=f"{k}/{n}") == 0
-    summed = ",".join(str(tmp_path / f"counts-{k}") for k in range(n))
-    for k in range(n):
-        assert prep(corpus, out=tmp_path / f"shards-{k}", vocab=summed, min_count=2,
-                    part=f"{k}/{n}") == 0
+    prepare_by_part(corpus, tmp_path, n)
     assert [len(Manifest.load(tmp_path / f"shards-{k}").stats["paths"]) for k in range(n)] == \
         [3, 2]  # 1,200 and 1,300 lines; by count, 2 and 3 files, 700 and 1,800
     shards = [str(tmp_path / f"shards-{k}") for k in range(n)]
@@ -194,12 +202,43 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
     assert Manifest.load(joined).stats["paths"] == Manifest.load(tmp_path / "whole").stats["paths"]
 
     for part, said in (("2/2", "config: prepare.part must be K/N with 0 <= K < N (got '2/2')"),
-                       ("1/9", "prepare: --part 1/9: 5 input file(s) for 9 parts; give at least "
-                               "as many files as parts")):
+                       ("1/9", "prepare: --part 1/9: the input is 5 piece(s) (a plain file's 1 "
+                               "MB segments, a compressed file, an archive or a table) for 9 "
+                               "parts; give more input or fewer parts")):
         assert prep(corpus, out=tmp_path / "y", part=part) == 2
         assert capsys.readouterr().err.strip() == f"w2vdist: {said}"
     with pytest.raises(UsageError, match="--part shares out files, not standard input or "):
         w2vdist.prepare(output=tmp_path / "z", sentences=[["a", "b"]], part="0/2")
+
+
+def test_a_plain_file_is_cut_between_parts_at_whole_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One big plain file shares out too: `--part` cuts it where workers' byte ranges may
+    start (whole segments), so the parts read its lines as the whole's prepare does, and the
+    joined corpus is the whole's, its figures too; a compressed file goes whole to a part."""
+    monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 4096)  # 1 MB otherwise
+    monkeypatch.setattr(corpus_text, "LONG_LINE_BYTES", 1024)  # 64 KB, under a segment
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(random_corpus(7, 1500))  # 17 segments
+    (corpus / "b.txt.gz").write_bytes(gzip.compress(random_corpus(8, 300).encode()))
+    (corpus / "c.txt").write_text(" ".join(random_corpus(9, 1100).split()))  # one long line
+    assert prep(corpus, out=tmp_path / "whole", min_count=2) == 0
+    n = 3
+    prepare_by_part(corpus, tmp_path, n)
+    read = [[Path(p).name for p in Manifest.load(tmp_path / f"shards-{k}").stats["paths"]]
+            for k in range(n)]
+    assert read == [["a.txt"], ["a.txt", "b.txt.gz", "c.txt"], ["c.txt"]], read
+    joined = tmp_path / "joined"
+    assert main(["join", *(str(tmp_path / f"shards-{k}") for k in range(n)), "-o",
+                 str(joined)]) == 0
+    assert (joined / "vocab.tsv").read_bytes() == (tmp_path / "whole" / "vocab.tsv").read_bytes()
+    for ours, theirs in zip(tokens_and_lengths(joined), tokens_and_lengths(tmp_path / "whole")):
+        assert np.array_equal(ours, theirs)
+    stats, whole = Manifest.load(joined).stats, Manifest.load(tmp_path / "whole").stats
+    for figure in ("paths", "files", "bytes", "lines", "raw_tokens", "text_bytes", "sentences"):
+        assert stats[figure] == whole[figure], figure
 
 
 @pytest.mark.parametrize("sizes, n, shares", [
@@ -215,5 +254,5 @@ def test_parts_are_runs_of_files_of_about_equal_bytes(tmp_path: Path, sizes: lis
     for i, size in enumerate(sizes):
         files.append(tmp_path / f"{i:02d}.txt")
         files[-1].write_bytes(b"x" * size)
-    parts = [share_files(files, k, n) for k in range(n)]
+    parts = [share_input(files, k, n).files for k in range(n)]
     assert [len(part) for part in parts] == shares and sum(parts, []) == files

@@ -64,9 +64,10 @@ class PrepareConfig:
     counts_only: bool = setting(False, "count the words and stop: OUT holds every word counted "
                                 "in vocab.tsv (no min_count) and no shards, for --vocab of "
                                 "each part of a corpus prepared on several machines")
-    part: str = setting("", "K/N: read only part K (0 to N-1) of the input files, found and "
-                        "ordered as always, then cut into N runs of consecutive files of "
-                        "about equal bytes: machine K of N's share", metavar="K/N")
+    part: str = setting("", "K/N: read only part K (0 to N-1) of the input, its files found "
+                        "and ordered as always, then cut into N runs of about equal bytes (a "
+                        "plain file at whole megabytes; a compressed one, an archive or a table "
+                        "whole): machine K of N's share", metavar="K/N")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")

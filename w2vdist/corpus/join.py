@@ -119,7 +119,11 @@ def _stats(parts: list[Path], manifests: list[Manifest]) -> dict[str, Any]:
     for manifest in manifests:
         formats.update(manifest.stats.get("formats", {}))
     stats["formats"] = dict(formats)
-    stats["paths"] = [p for m in manifests for p in m.stats.get("paths", [])]
+    paths = [p for m in manifests for p in m.stats.get("paths", [])]
+    if any(m.stats.get("part") for m in manifests):  # a file cut between two parts is one
+        paths = [p for i, p in enumerate(paths) if not i or p != paths[i - 1]]
+        stats["files"] = len(paths)
+    stats["paths"] = paths
     stats["part"] = ""
     stats["parts"] = [str(p.absolute()) for p in parts]
     return stats

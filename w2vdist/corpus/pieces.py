@@ -49,25 +49,35 @@ class Piece:
     cut_end: bool = False  # the block ends where a long line is cut (`text._blocks`)
 
 
-def split_pieces(
-    files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
-    text_field: str = "text",
-) -> list[Piece]:
-    """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
-    gets several; compressed files and archives whole (`expand` cuts them into blocks as they
-    are read). `file_format` auto: `filetypes.format_of` each file (a compressed file's or an
-    archive's files, as `expand` reads them). Files are probed, and Parquet footers read, on
-    threads (`filetypes.probed`)."""
+def _kinds(files: list[Path], file_format: str
+           ) -> tuple[list[int], list[str | None], list[str]]:
+    """Each file's size, compression or archive kind (None: plain) and format (`file_format`,
+    or auto: `filetypes.format_of` it; a compressed file's or an archive's files are found as
+    `expand` reads them), probed on threads (`filetypes.probed`)."""
     probes = filetypes.probed(filetypes.probe, files)
     sizes, kinds = [size for size, _ in probes], [kind for _, kind in probes]
     packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
     compressions = [k if k in packed else None for k in kinds]
     formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
                for f, k, c in zip(files, kinds, compressions)]
+    return sizes, compressions, formats
+
+
+def split_pieces(
+    files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
+    text_field: str = "text", ranges: dict[Path, tuple[int, int]] | None = None,
+) -> list[Piece]:
+    """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
+    gets several; compressed files and archives whole (`expand` cuts them into blocks as they
+    are read). `ranges`: the bytes [start, end) of the plain files read only in part (`Share`),
+    whole segments. Parquet footers are read on threads."""
+    sizes, compressions, formats = _kinds(files, file_format)
+    ranges = ranges or {}
     tables = [f for f, kind in zip(files, formats) if kind == "parquet"]
     row_groups = dict(zip(tables, filetypes.probed(
         lambda f: filetypes.parquet_row_groups(str(f), text_field), tables)))
-    plain = sum(s for s, c in zip(sizes, compressions) if c is None)
+    plain = sum(_span(f, size, ranges) for f, size, c in zip(files, sizes, compressions)
+                if c is None)
     segment = text.MIN_RANGE_BYTES
     step = min(MAX_RANGE_BYTES, max(segment, plain // (workers * RANGES_PER_WORKER)))
     step -= step % segment
@@ -77,14 +87,20 @@ def split_pieces(
             groups = row_groups[f]
             per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
             # A table without row groups is still a piece, of none: its bytes and format count.
-            ranges = [(a, min(a + per, groups)) for a in range(0, groups, per)] or [(0, 0)]
-        elif compression is not None or size <= step:
-            ranges = [(0, -1)]
+            cuts = [(a, min(a + per, groups)) for a in range(0, groups, per)] or [(0, 0)]
+        elif compression is not None or (size <= step and f not in ranges):
+            cuts = [(0, -1)]
         else:
-            ranges = [(a, min(a + step, size)) for a in range(0, size, step)]
+            first, last = ranges.get(f, (0, size))
+            cuts = [(a, min(a + step, last)) for a in range(first, last, step)]
         pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field,
-                         file_bytes=size) for i, (a, b) in enumerate(ranges)]
+                         file_bytes=size) for i, (a, b) in enumerate(cuts)]
     return pieces
+
+
+def _span(path: Path, size: int, ranges: dict[Path, tuple[int, int]]) -> int:
+    first, last = ranges.get(path, (0, size))
+    return last - first
 
 
 def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
@@ -140,20 +156,63 @@ def _size(piece: Piece) -> int:
     return piece.end - piece.start
 
 
-def share_files(files: list[Path], k: int, n: int) -> list[Path]:
-    """Machine k of n's files (`prepare --part k/n`): the k-th of n runs of consecutive files
-    of about equal bytes, each at least one file, so that the parts joined in order (`w2vdist
-    join`) read as the whole. Every machine lists the same files of the same sizes, so all
-    cut them alike."""
-    if len(files) < n:
-        raise UsageError(f"prepare: --part {k}/{n}: {len(files)} input file(s) for {n} parts; "
-                         "give at least as many files as parts")
-    ends = list(itertools.accumulate(filetypes.probed(lambda f: f.stat().st_size, files)))
+@dataclass(frozen=True)
+class Share:
+    """Machine k of n's input (`prepare --part k/n`): its files, in order, the bytes [start,
+    end) of those it reads only part of (`ranges`), and how many bytes it reads in all."""
+
+    files: list[Path]
+    ranges: dict[Path, tuple[int, int]]
+    bytes: int
+
+
+def share_input(files: list[Path], k: int, n: int, file_format: str = "auto") -> Share:
+    """The k-th of n runs of the input of about equal bytes, each at least a unit, so that the
+    parts joined in order (`w2vdist join`) read as the whole. A unit is a segment of a plain
+    file (`text.MIN_RANGE_BYTES`: where workers' byte ranges start, so a part reads the lines
+    the whole's prepare reads) or a whole compressed file, archive or Parquet table. Every
+    machine lists the same files of the same sizes, so all cut them alike."""
+    sizes, compressions, formats = _kinds(files, file_format)
+    segment = text.MIN_RANGE_BYTES
+    cut = [c is None and f != "parquet" for c, f in zip(compressions, formats)]
+    # A plain file's last unit takes the bytes past its last whole segment: a few bytes alone
+    # might hold no line start, and a part of them nothing.
+    units = [max(1, size // segment) if c else 1 for size, c in zip(sizes, cut)]
+    first_unit = [0, *itertools.accumulate(units)]
+    first_byte = [0, *itertools.accumulate(sizes)]
+    if first_unit[-1] < n:
+        raise UsageError(f"prepare: --part {k}/{n}: the input is {first_unit[-1]} piece(s) (a "
+                         f"plain file's {segment >> 20} MB segments, a compressed file, an "
+                         f"archive or a table) for {n} parts; give more input or fewer parts")
+
+    def where(unit: int) -> tuple[int, int, int]:
+        """(file, first byte, end byte) of a unit."""
+        i = bisect.bisect_right(first_unit, unit) - 1
+        if not cut[i]:
+            return i, 0, sizes[i]
+        start = (unit - first_unit[i]) * segment
+        return i, start, sizes[i] if unit == first_unit[i + 1] - 1 else start + segment
+
+    def end_of(unit: int) -> int:
+        """Where a unit ends, in bytes into the input."""
+        i, _, end = where(unit)
+        return first_byte[i] + end
+
+    count, total = first_unit[-1], first_byte[-1]
     cuts = [0]
-    for j in range(1, n):  # after the file whose end is nearest j/n of the bytes
-        target = ends[-1] * j / n
-        i = bisect.bisect_left(ends, target)
-        cut = i + 1 if ends[i] - target <= target - (ends[i - 1] if i else 0) else i
-        cuts.append(min(max(cut, cuts[-1] + 1), len(files) - (n - j)))
-    cuts.append(len(files))
-    return files[cuts[k] : cuts[k + 1]]
+    for j in range(1, n):  # after the unit whose end is nearest j/n of the bytes
+        target = total * j / n
+        u = bisect.bisect_left(range(count), target, key=end_of)
+        after = u + 1 if end_of(u) - target <= target - (end_of(u - 1) if u else 0) else u
+        cuts.append(min(max(after, cuts[-1] + 1), count - (n - j)))
+    cuts.append(count)
+    (i, start, _), (last, _, end) = where(cuts[k]), where(cuts[k + 1] - 1)
+    ranges: dict[Path, tuple[int, int]] = {}  # the first and last files, where cut
+    if i == last and (start, end) != (0, sizes[i]):
+        ranges[files[i]] = (start, end)
+    elif i < last:
+        if start:
+            ranges[files[i]] = (start, sizes[i])
+        if end != sizes[last]:
+            ranges[files[last]] = (0, end)
+    return Share(files[i : last + 1], ranges, first_byte[last] + end - first_byte[i] - start)

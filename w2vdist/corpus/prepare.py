@@ -37,7 +37,7 @@ from w2vdist.corpus.filetypes import find_files
 from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus.phrases import PHRASES_FILE, Phrases, choose
 from w2vdist.corpus.shards import Manifest, ShardInfo, ShardPacker
-from w2vdist.corpus.pieces import Piece, expand, grouped, share_files, split_pieces
+from w2vdist.corpus.pieces import Piece, expand, grouped, share_input, split_pieces
 from w2vdist.corpus.sentences import STDIN, Sentences, copied
 from w2vdist.corpus.text import TextStats, read_lines, readable
 from w2vdist.corpus.tokenize import Tokenizer
@@ -185,10 +185,12 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
     check_output(out, cfg.overwrite)
     named = [name for name in cfg.inputs if name != STDIN]
     files = find_files(named) if named else []
+    share = None
     if cfg.share:
         if sentences is not None or STDIN in cfg.inputs:
             raise UsageError("prepare: --part shares out files, not standard input or sentences")
-        files = share_files(files, *cfg.share)
+        share = share_input(files, *cfg.share, cfg.format)
+        files = share.files
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or cores()
     given = None
@@ -200,7 +202,8 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
         staging = stack.enter_context(atomic_path(out, directory=True))
         copies = stack.enter_context(copied(staging, cfg.inputs, sentences))
         files += list(copies)  # read after the files named
-        pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field)
+        pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field,
+                              share.ranges if share else None)
         # A compressed file is read in blocks by every worker (`expand`): all of them are
         # used; otherwise no more than there are tasks (many small files share one).
         workers_used = workers if any(p.compression for p in pieces) else \
@@ -257,7 +260,8 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
             stats={
                 "files": len(files),
                 "paths": [copies.get(f, str(f)) for f in files],
-                "bytes": sum({p.path: p.file_bytes for p in pieces}.values()),
+                "bytes": share.bytes if share else
+                         sum({p.path: p.file_bytes for p in pieces}.values()),
                 **dataclasses.asdict(stats),
                 "sentences": kept_sentences,
                 "oov_dropped": oov,
