@@ -1,8 +1,10 @@
 """A corpus prepared in parts, as on several machines, against one `prepare` of the whole.
 
-    python benchmarks/prepare_parts.py CORPUS [--parts 4 --workers 2 --min-count 5]
+    python benchmarks/prepare_parts.py CORPUS [--parts 4 --workers 2 --min-count 5] [--by-part]
 
-CORPUS (one text file) is cut by lines into PARTS files. Each step runs as its own command,
+CORPUS (one text file) is cut by lines into PARTS files, or with `--by-part` read by each
+part's commands as `CORPUS --part K/PARTS`, as on machines sharing one big file (which `--part`
+cuts at whole megabytes: CORPUS must hold a megabyte a part). Each step runs as its own command,
 one after the other on this machine, and is timed: the whole prepared at once; each part's
 words counted (`prepare --counts-only`); each part prepared with the summed counts
 (`--vocab`); the parts joined (`w2vdist join`). With a machine a part, the steps' wall time
@@ -55,23 +57,27 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--min-count", type=int, default=5)
+    parser.add_argument("--by-part", action="store_true", help="prepare --part K/N of CORPUS")
     args = parser.parse_args()
     common = ["--workers", str(args.workers), "--min-count", str(args.min_count)]
     with tempfile.TemporaryDirectory(prefix="prepare-parts-") as tmp:
         root = Path(tmp)
-        lines = args.corpus.read_bytes().splitlines(keepends=True)
-        size = -(-len(lines) // args.parts)
-        parts = []
-        for k in range(args.parts):
-            parts.append(root / f"part-{k}.txt")
-            parts[-1].write_bytes(b"".join(lines[k * size : (k + 1) * size]))
-        del lines
+        if args.by_part:
+            parts = [[str(args.corpus), "--part", f"{k}/{args.parts}"] for k in range(args.parts)]
+        else:
+            lines = args.corpus.read_bytes().splitlines(keepends=True)
+            size = -(-len(lines) // args.parts)
+            parts = []
+            for k in range(args.parts):
+                parts.append([str(root / f"part-{k}.txt")])
+                Path(parts[-1][0]).write_bytes(b"".join(lines[k * size : (k + 1) * size]))
+            del lines
         whole = timed("prepare", str(args.corpus), "-o", str(root / "whole"), *common)
-        counts = [timed("prepare", str(p), "-o", str(root / f"counts-{k}"), "--counts-only",
-                        "--workers", str(args.workers)) for k, p in enumerate(parts)]
+        counts = [timed("prepare", *part, "-o", str(root / f"counts-{k}"), "--counts-only",
+                        "--workers", str(args.workers)) for k, part in enumerate(parts)]
         summed = ",".join(str(root / f"counts-{k}") for k in range(args.parts))
-        prepared = [timed("prepare", str(p), "-o", str(root / f"shards-{k}"), "--vocab", summed,
-                          *common) for k, p in enumerate(parts)]
+        prepared = [timed("prepare", *part, "-o", str(root / f"shards-{k}"), "--vocab", summed,
+                          *common) for k, part in enumerate(parts)]
         join = timed("join", *(str(root / f"shards-{k}") for k in range(args.parts)), "-o",
                      str(root / "joined"))
         ours, theirs = content(root / "joined"), content(root / "whole")
@@ -79,7 +85,8 @@ def main() -> None:
                                                                                  theirs[1:])):
             sys.exit("prepare_parts: the joined parts differ from the whole prepared at once")
     machines = max(counts) + max(prepared) + join
-    print(f"prepare_parts: {args.parts} parts, workers {args.workers}: whole {whole:.2f} s; "
+    how = "by --part" if args.by_part else "in files"
+    print(f"prepare_parts: {args.parts} parts {how}, workers {args.workers}: whole {whole:.2f} s; "
           f"counts {', '.join(f'{s:.2f}' for s in counts)} s; prepared "
           f"{', '.join(f'{s:.2f}' for s in prepared)} s; join {join:.2f} s; a machine a part: "
           f"{machines:.2f} s, {whole / machines:.2f}x the whole's speed; the same vocabulary, "

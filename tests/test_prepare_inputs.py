@@ -359,7 +359,8 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     """benchmarks/prepare_formats.py (which fails unless every format gives the text's shards),
     benchmarks/prepare_speed.sh, benchmarks/prepare_passes.py and
     benchmarks/prepare_sentences.py (which fails unless every way gives the file's shards) and
-    benchmarks/prepare_parts.py (which fails unless the joined parts equal the whole), on a
+    benchmarks/prepare_parts.py (which fails unless the joined parts equal the whole; in files
+    and by --part), on a
     small corpus, and benchmarks/prepare_files.py on files of its own."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(random_corpus(7, 3000), encoding="utf-8")
@@ -385,8 +386,13 @@ def test_the_benchmark_scripts_run(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_parts.py", corpus,
                            "--parts", "2", "--workers", "1", "--min-count", "2"], check=True,
                           capture_output=True, text=True)
-    assert done.stdout.startswith("prepare_parts: 2 parts, workers 1: whole "), done.stdout
+    assert done.stdout.startswith("prepare_parts: 2 parts in files, workers 1: whole "), \
+        done.stdout
     assert done.stdout.rstrip().endswith("the same vocabulary, token ids and sentences")
+    done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_parts.py", corpus,
+                           "--parts", "1", "--by-part", "--workers", "1", "--min-count", "2"],
+                          check=True, capture_output=True, text=True)  # a part: under 2 MB
+    assert done.stdout.startswith("prepare_parts: 1 parts by --part, workers 1: "), done.stdout
     done = subprocess.run([sys.executable, root / "benchmarks" / "prepare_files.py", "--files",
                            "300", "--latency-ms", "1"], check=True, capture_output=True, text=True)
     assert done.stdout.startswith("prepare_files: 300 files, 1 ms a call: find "), done.stdout
