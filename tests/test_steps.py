@@ -9,7 +9,7 @@ from w2vdist.errors import UsageError
 from w2vdist.settings import from_dict
 from w2vdist.training.backends import (
     GRAPH_STEP_WORDS, SYNC_STEP_WORDS, alpha, batch_warning, batch_words, choose, cuda_graph,
-    damping, global_step_words, negatives_warning,
+    damping, edge_warning, global_step_words, negatives_warning,
 )
 from w2vdist.training.config import Config, OptimConfig, SyncConfig, TrainConfig
 
@@ -180,6 +180,17 @@ def test_the_triton_step_is_captured_by_default_only_at_steps_where_it_pays():
                          (["--train.no-cuda-graph"], False), (["--train.cuda_graph"], True)):
         args = build_parser("train").parse_args(["train", *flags])
         assert from_args(TrainCommand, args).config.train.cuda_graph is given, flags
+
+
+def test_steps_of_few_words_are_warned_about():
+    """Under about 117 words a rank at window 5 an edge costs over 2% of a step's pairs."""
+    assert edge_warning(5, 256) is None and edge_warning(5, 117) is None
+    assert edge_warning(5, 116) == (
+        "steps of 116 words a rank lose 2% or more of their pairs (a window never crosses a "
+        "step's edge) and train slowly (each step's fixed cost is paid for few words): use "
+        "optim.batch_words 117 or more, or 0 (the backend's)")
+    assert "lose 100% or more" in edge_warning(5, 1) and "lose 100%" in edge_warning(5, 0)
+    assert edge_warning(20, 256) is not None  # 22 / 768 of the pairs
 
 
 def test_negatives_shared_per_chunk_are_warned_about():

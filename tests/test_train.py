@@ -291,6 +291,9 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     assert '"batch_words": 500' in out and "world size: 1" in out
     assert '"loader_workers": 1' in out  # auto (-1) on CPU
     assert "rank 0:" in out and "planned:" in out
+    assert main(["train", "--dry-run", "--data.shards", str(shards), "--train.run_dir", str(run),
+                 "--optim.batch_words", "64"]) == 0
+    assert "WARNING steps of 64 words a rank lose 4% or more" in capsys.readouterr().err
 
 
 def test_bad_config_value_is_one_line_naming_the_field(shards, tmp_path, capsys):

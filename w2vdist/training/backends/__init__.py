@@ -245,6 +245,25 @@ def batch_warning(cfg: Config, words: int) -> str | None:
     )
 
 
+EDGE_LOSS = 0.02  # the share of a step's pairs its edge may cost before `train` warns
+
+
+def edge_warning(window: int, rank_words: int) -> str | None:
+    """What steps of few words cost, if they are that few: a window never crosses a step's
+    edge, and an edge loses (window + 1)(window + 2) / 3 of the (window + 1) pairs a word
+    makes on average (dynamic windows), so a step of N words at least (window + 2) / 3N of
+    its pairs (more where subsampling thins the step); and each step's fixed cost is paid N
+    words at a time."""
+    lost = min(1.0, (window + 2) / (3 * max(rank_words, 1)))
+    if lost <= EDGE_LOSS:
+        return None
+    enough = math.ceil((window + 2) / (3 * EDGE_LOSS))
+    return (f"steps of {rank_words:,} words a rank lose {lost:.0%} or more of their pairs "
+            f"(a window never crosses a step's edge) and train slowly (each step's fixed cost "
+            f"is paid for few words): use optim.batch_words {enough:,} or more, or 0 (the "
+            "backend's)")
+
+
 def negatives_warning(cfg: Config) -> str | None:
     """What `share_negatives chunk` costs the vectors, if the run shares them so."""
     if cfg.model.share_negatives != "chunk":
