@@ -250,10 +250,9 @@ EDGE_LOSS = 0.02  # the share of a step's pairs its edge may cost before `train`
 
 def edge_warning(window: int, rank_words: int) -> str | None:
     """What steps of few words cost, if they are that few: a window never crosses a step's
-    edge, and an edge loses (window + 1)(window + 2) / 3 of the (window + 1) pairs a word
-    makes on average (dynamic windows), so a step of N words at least (window + 2) / 3N of
-    its pairs (more where subsampling thins the step); and each step's fixed cost is paid N
-    words at a time."""
+    edge, so an edge loses (window + 1)(window + 2) / 3 pairs (dynamic windows), where a word
+    makes window + 1 on average: a step of N words at least (window + 2) / 3N of its pairs
+    (more where subsampling thins the step); and each step's fixed cost is paid for N words."""
     lost = min(1.0, (window + 2) / (3 * max(rank_words, 1)))
     if lost <= EDGE_LOSS:
         return None
