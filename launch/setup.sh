@@ -20,8 +20,9 @@
 #                  3.7.1, which torch 2.13's CUDA wheel requires, so that CI tests the kernel
 #                  with the Triton GPU runs use rather than the newest; "" for the extras'
 #                  triton>=3.0
-#   EXTRAS         extras of the w2vdist package (default dev: pytest, gensim, dockerfile,
-#                  triton, pyarrow, mypy, setuptools; gpu: triton; parquet: pyarrow;
+#   EXTRAS         extras of the w2vdist package (default dev: pytest, pytest-xdist, gensim,
+#                  dockerfile, triton, pyarrow, mypy, setuptools; gpu: triton; parquet:
+#                  pyarrow;
 #                  comma-separated; "" for none)
 #   EDITABLE       1 (default): pip install -e, for a checkout you work in; 0: regular install
 set -euo pipefail
