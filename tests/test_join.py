@@ -15,6 +15,7 @@ import w2vdist
 from benchmarks.prepare_parts import tokens_and_lengths
 from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
+from tests.test_prepare_inputs import documents, write_parquet
 from w2vdist.cli import main
 from w2vdist.corpus import counting
 from w2vdist.corpus import text as corpus_text
@@ -203,20 +204,22 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
 
     for part, said in (("2/2", "config: prepare.part must be K/N with 0 <= K < N (got '2/2')"),
                        ("1/9", "prepare: --part 1/9: the input is 5 piece(s) (a plain file's 1 "
-                               "MB segments, a compressed file, an archive or a table) for 9 "
-                               "parts; give more input or fewer parts")):
+                               "MB segments, a table's row groups, a compressed file or an "
+                               "archive) for 9 parts; give more input or fewer parts")):
         assert prep(corpus, out=tmp_path / "y", part=part) == 2
         assert capsys.readouterr().err.strip() == f"w2vdist: {said}"
     with pytest.raises(UsageError, match="--part shares out files, not standard input or "):
         w2vdist.prepare(output=tmp_path / "z", sentences=[["a", "b"]], part="0/2")
 
 
-def test_a_plain_file_is_cut_between_parts_at_whole_segments(
+def test_a_plain_file_or_a_table_is_cut_between_parts_where_workers_cut_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One big plain file shares out too: `--part` cuts it where workers' byte ranges may
-    start (whole segments), so the parts read its lines as the whole's prepare does, and the
-    joined corpus is the whole's, its figures too; a compressed file goes whole to a part."""
+    """One big plain file or Parquet table shares out too: `--part` cuts a file where workers'
+    byte ranges may start (whole segments) and a table between row groups, so the parts read
+    their lines as the whole's prepare does, and the joined corpus is the whole's, its
+    figures too; a compressed file goes whole to a part. (The parts' stats count a file's
+    format in the part that reads its start, so they sum to the whole's.)"""
     monkeypatch.setattr(corpus_text, "MIN_RANGE_BYTES", 4096)  # 1 MB otherwise
     monkeypatch.setattr(corpus_text, "LONG_LINE_BYTES", 1024)  # 64 KB, under a segment
     corpus = tmp_path / "corpus"
@@ -224,12 +227,14 @@ def test_a_plain_file_is_cut_between_parts_at_whole_segments(
     (corpus / "a.txt").write_text(random_corpus(7, 1500))  # 17 segments
     (corpus / "b.txt.gz").write_bytes(gzip.compress(random_corpus(8, 300).encode()))
     (corpus / "c.txt").write_text(" ".join(random_corpus(9, 1100).split()))  # one long line
+    write_parquet(corpus / "d.parquet", documents(random_corpus(10, 2000), 1))  # 20 row groups
     assert prep(corpus, out=tmp_path / "whole", min_count=2) == 0
-    n = 3
+    n = 4
     prepare_by_part(corpus, tmp_path, n)
     read = [[Path(p).name for p in Manifest.load(tmp_path / f"shards-{k}").stats["paths"]]
             for k in range(n)]
-    assert read == [["a.txt"], ["a.txt", "b.txt.gz", "c.txt"], ["c.txt"]], read
+    assert read == [["a.txt"], ["a.txt", "b.txt.gz", "c.txt"], ["c.txt", "d.parquet"],
+                    ["d.parquet"]], read
     joined = tmp_path / "joined"
     assert main(["join", *(str(tmp_path / f"shards-{k}") for k in range(n)), "-o",
                  str(joined)]) == 0
@@ -237,7 +242,8 @@ def test_a_plain_file_is_cut_between_parts_at_whole_segments(
     for ours, theirs in zip(tokens_and_lengths(joined), tokens_and_lengths(tmp_path / "whole")):
         assert np.array_equal(ours, theirs)
     stats, whole = Manifest.load(joined).stats, Manifest.load(tmp_path / "whole").stats
-    for figure in ("paths", "files", "bytes", "lines", "raw_tokens", "text_bytes", "sentences"):
+    for figure in ("paths", "files", "bytes", "lines", "raw_tokens", "text_bytes", "sentences",
+                   "formats"):
         assert stats[figure] == whole[figure], figure
 
 

@@ -66,8 +66,8 @@ class PrepareConfig:
                                 "each part of a corpus prepared on several machines")
     part: str = setting("", "K/N: read only part K (0 to N-1) of the input, its files found "
                         "and ordered as always, then cut into N runs of about equal bytes (a "
-                        "plain file at whole megabytes; a compressed one, an archive or a table "
-                        "whole): machine K of N's share", metavar="K/N")
+                        "plain file at whole megabytes, a table between row groups; a compressed "
+                        "file or an archive whole): machine K of N's share", metavar="K/N")
     min_count: int = setting(5, "drop words seen fewer times")
     max_vocab: int = setting(0, "keep only the N most frequent words (0: no limit)")
     shard_tokens: int = setting(10_000_000, "tokens per shard")

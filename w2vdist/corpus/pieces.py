@@ -6,6 +6,8 @@ groups, so several workers read one big file. Compressed files and archives are 
 by the main process when there are fewer of them than workers (`expand`), else each goes whole
 to a worker, which cuts it into the same blocks. Consecutive small pieces share a task
 (`grouped`). None of this changes the output: it is the same for any number of workers.
+Machines preparing parts of a corpus (`prepare --part`) cut it at the same places
+(`share_input`): a segment's start or a row group's.
 """
 
 from __future__ import annotations
@@ -70,37 +72,46 @@ def split_pieces(
     """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
     gets several; compressed files and archives whole (`expand` cuts them into blocks as they
     are read). `ranges`: the bytes [start, end) of the plain files read only in part (`Share`),
-    whole segments. Parquet footers are read on threads."""
+    whole segments, or the row groups [start, end) of the Parquet tables read in part. Parquet
+    footers are read on threads."""
     sizes, compressions, formats = _kinds(files, file_format)
     ranges = ranges or {}
-    tables = [f for f, kind in zip(files, formats) if kind == "parquet"]
-    row_groups = dict(zip(tables, filetypes.probed(
-        lambda f: filetypes.parquet_row_groups(str(f), text_field), tables)))
-    plain = sum(_span(f, size, ranges) for f, size, c in zip(files, sizes, compressions)
-                if c is None)
+    row_groups = _row_groups(files, formats, text_field)
+    spans = {f: _span(f, size, ranges, row_groups.get(f))
+             for f, size, c in zip(files, sizes, compressions) if c is None}
     segment = text.MIN_RANGE_BYTES
-    step = min(MAX_RANGE_BYTES, max(segment, plain // (workers * RANGES_PER_WORKER)))
+    step = min(MAX_RANGE_BYTES, max(segment, sum(spans.values()) // (workers * RANGES_PER_WORKER)))
     step -= step % segment
     pieces: list[Piece] = []
     for f, size, kind, compression in zip(files, sizes, formats, compressions):
+        first, last = ranges.get(f, (0, row_groups[f] if kind == "parquet" else size))
         if kind == "parquet":
-            groups = row_groups[f]
-            per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(size / step)))))
+            groups = last - first
+            per = max(1, math.ceil(groups / max(1, min(groups, math.ceil(spans[f] / step)))))
             # A table without row groups is still a piece, of none: its bytes and format count.
-            cuts = [(a, min(a + per, groups)) for a in range(0, groups, per)] or [(0, 0)]
+            cuts = [(a, min(a + per, last)) for a in range(first, last, per)] or [(0, 0)]
         elif compression is not None or (size <= step and f not in ranges):
             cuts = [(0, -1)]
         else:
-            first, last = ranges.get(f, (0, size))
             cuts = [(a, min(a + step, last)) for a in range(first, last, step)]
         pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field,
                          file_bytes=size) for i, (a, b) in enumerate(cuts)]
     return pieces
 
 
-def _span(path: Path, size: int, ranges: dict[Path, tuple[int, int]]) -> int:
-    first, last = ranges.get(path, (0, size))
-    return last - first
+def _row_groups(files: list[Path], formats: list[str], column: str) -> dict[Path, int]:
+    """Each Parquet table's row groups, its footer read on a thread (which checks `column`)."""
+    tables = [f for f, kind in zip(files, formats) if kind == "parquet"]
+    return dict(zip(tables, filetypes.probed(
+        lambda f: filetypes.parquet_row_groups(str(f), column), tables)))
+
+
+def _span(path: Path, size: int, ranges: dict[Path, tuple[int, int]], groups: int | None
+          ) -> int:
+    """The bytes of a file that are read: its range of a plain file, or its run of a table's
+    row groups, counted as their share of its bytes."""
+    first, last = ranges.get(path, (0, groups or size))
+    return size * (last - first) // groups if groups else last - first
 
 
 def expand(pieces: list[Piece], workers: int) -> Iterator[Piece]:
@@ -159,44 +170,57 @@ def _size(piece: Piece) -> int:
 @dataclass(frozen=True)
 class Share:
     """Machine k of n's input (`prepare --part k/n`): its files, in order, the bytes [start,
-    end) of those it reads only part of (`ranges`), and how many bytes it reads in all."""
+    end) of the plain files, or the row groups [start, end) of the Parquet tables, that it
+    reads only part of (`ranges`), and how many bytes it reads in all (a table's row groups
+    counted as their share of its bytes)."""
 
     files: list[Path]
     ranges: dict[Path, tuple[int, int]]
     bytes: int
 
 
-def share_input(files: list[Path], k: int, n: int, file_format: str = "auto") -> Share:
+def share_input(files: list[Path], k: int, n: int, file_format: str = "auto",
+                text_field: str = "text") -> Share:
     """The k-th of n runs of the input of about equal bytes, each at least a unit, so that the
     parts joined in order (`w2vdist join`) read as the whole. A unit is a segment of a plain
     file (`text.MIN_RANGE_BYTES`: where workers' byte ranges start, so a part reads the lines
-    the whole's prepare reads) or a whole compressed file, archive or Parquet table. Every
-    machine lists the same files of the same sizes, so all cut them alike."""
+    the whole's prepare reads), a row group of a Parquet table (where workers' runs start), or
+    a whole compressed file or archive. Every machine lists the same files of the same sizes,
+    so all cut them alike."""
     sizes, compressions, formats = _kinds(files, file_format)
+    row_groups = _row_groups(files, formats, text_field)
+    groups = [row_groups.get(f, 0) for f in files]  # 0: not a table, or one without any
     segment = text.MIN_RANGE_BYTES
-    cut = [c is None and f != "parquet" for c, f in zip(compressions, formats)]
+    # Each file's extent in its units' terms and its unit: a table's row groups, one by one; a
+    # plain file's bytes, a segment at a time; any other file's bytes, all in one unit.
+    extent = [g or s for s, g in zip(sizes, groups)]
+    per_unit = [1 if g else segment if c is None and f not in row_groups else max(1, s)
+                for f, s, c, g in zip(files, sizes, compressions, groups)]
     # A plain file's last unit takes the bytes past its last whole segment: a few bytes alone
     # might hold no line start, and a part of them nothing.
-    units = [max(1, size // segment) if c else 1 for size, c in zip(sizes, cut)]
+    units = [max(1, e // u) for e, u in zip(extent, per_unit)]
     first_unit = [0, *itertools.accumulate(units)]
     first_byte = [0, *itertools.accumulate(sizes)]
     if first_unit[-1] < n:
         raise UsageError(f"prepare: --part {k}/{n}: the input is {first_unit[-1]} piece(s) (a "
-                         f"plain file's {segment >> 20} MB segments, a compressed file, an "
-                         f"archive or a table) for {n} parts; give more input or fewer parts")
+                         f"plain file's {segment >> 20} MB segments, a table's row groups, a "
+                         f"compressed file or an archive) for {n} parts; give more input or "
+                         "fewer parts")
 
     def where(unit: int) -> tuple[int, int, int]:
-        """(file, first byte, end byte) of a unit."""
+        """(file, start, end) of a unit, in its file's extent."""
         i = bisect.bisect_right(first_unit, unit) - 1
-        if not cut[i]:
-            return i, 0, sizes[i]
-        start = (unit - first_unit[i]) * segment
-        return i, start, sizes[i] if unit == first_unit[i + 1] - 1 else start + segment
+        start = (unit - first_unit[i]) * per_unit[i]
+        return i, start, extent[i] if unit == first_unit[i + 1] - 1 else start + per_unit[i]
+
+    def byte(i: int, at: int) -> int:
+        """Where `at` in file i's extent is, in bytes into the input (a table's row groups
+        counted as even shares of its bytes)."""
+        return first_byte[i] + (sizes[i] * at // groups[i] if groups[i] else at)
 
     def end_of(unit: int) -> int:
-        """Where a unit ends, in bytes into the input."""
         i, _, end = where(unit)
-        return first_byte[i] + end
+        return byte(i, end)
 
     count, total = first_unit[-1], first_byte[-1]
     cuts = [0]
@@ -208,11 +232,11 @@ def share_input(files: list[Path], k: int, n: int, file_format: str = "auto") ->
     cuts.append(count)
     (i, start, _), (last, _, end) = where(cuts[k]), where(cuts[k + 1] - 1)
     ranges: dict[Path, tuple[int, int]] = {}  # the first and last files, where cut
-    if i == last and (start, end) != (0, sizes[i]):
+    if i == last and (start, end) != (0, extent[i]):
         ranges[files[i]] = (start, end)
     elif i < last:
         if start:
-            ranges[files[i]] = (start, sizes[i])
-        if end != sizes[last]:
+            ranges[files[i]] = (start, extent[i])
+        if end != extent[last]:
             ranges[files[last]] = (0, end)
-    return Share(files[i : last + 1], ranges, first_byte[last] + end - first_byte[i] - start)
+    return Share(files[i : last + 1], ranges, byte(last, end) - byte(i, start))

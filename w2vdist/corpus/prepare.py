@@ -189,7 +189,7 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
     if cfg.share:
         if sentences is not None or STDIN in cfg.inputs:
             raise UsageError("prepare: --part shares out files, not standard input or sentences")
-        share = share_input(files, *cfg.share, cfg.format)
+        share = share_input(files, *cfg.share, cfg.format, cfg.text_field)
         files = share.files
     tokenizer = Tokenizer.from_config(cfg)
     workers = cfg.workers or cores()
