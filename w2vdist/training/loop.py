@@ -222,7 +222,7 @@ def _train(
             saved = _save(session, checkpointer, step, batches.position, metrics, log,
                           callbacks) or saved
             if world.is_main and metrics.wandb_on:
-                _publish(session, saved, metrics, run_dir, step)
+                _publish(saved, metrics, run_dir, step)
 
     if world.is_main and not preempted:
         print(
@@ -335,8 +335,7 @@ def _written(saved: tuple[Path, int] | None, log: logging.Logger,
         callback.on_checkpoint(path, step)
 
 
-def _publish(session: Session, saved: Outcome, metrics: Metrics, run_dir: Path,
-             step: int) -> None:
+def _publish(saved: Outcome, metrics: Metrics, run_dir: Path, step: int) -> None:
     """The run's vectors exported beside it and handed to W&B as an artifact."""
     from w2vdist.vectors.export import metadata, sidecar
     from w2vdist.vectors.keyed import WordVectors
