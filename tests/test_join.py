@@ -17,7 +17,7 @@ from tests.test_phrases import planted_corpus
 from tests.test_prepare import prep, random_corpus
 from tests.test_prepare_inputs import documents, write_parquet
 from w2vdist.cli import main
-from w2vdist.corpus import counting
+from w2vdist.corpus import counting, filetypes
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.pieces import share_input
 from w2vdist.corpus.shards import Manifest
@@ -184,6 +184,12 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
     split_lines(text, [300, 400, 500, 600], corpus)  # five files, the last of 700 lines
     assert prep(corpus, out=tmp_path / "whole", min_count=2) == 0
     n = 2
+    probed: list[str] = []  # each file's first bytes are read once, though parts are cut first
+    probe = filetypes.probe
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(filetypes, "probe", lambda path: probed.append(path.name) or probe(path))
+        assert prep(corpus, out=tmp_path / "probed", part="0/2", counts_only=True) == 0
+    assert sorted(probed) == [f"part-{k}.txt" for k in range(5)], probed
     prepare_by_part(corpus, tmp_path, n)
     assert [len(Manifest.load(tmp_path / f"shards-{k}").stats["paths"]) for k in range(n)] == \
         [3, 2]  # 1,200 and 1,300 lines; by count, 2 and 3 files, 700 and 1,800

@@ -51,32 +51,53 @@ class Piece:
     cut_end: bool = False  # the block ends where a long line is cut (`text._blocks`)
 
 
-def _kinds(files: list[Path], file_format: str
-           ) -> tuple[list[int], list[str | None], list[str]]:
-    """Each file's size, compression or archive kind (None: plain) and format (`file_format`,
-    or auto: `filetypes.format_of` it; a compressed file's or an archive's files are found as
-    `expand` reads them), probed on threads (`filetypes.probed`)."""
-    probes = filetypes.probed(filetypes.probe, files)
-    sizes, kinds = [size for size, _ in probes], [kind for _, kind in probes]
-    packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
-    compressions = [k if k in packed else None for k in kinds]
-    formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
-               for f, k, c in zip(files, kinds, compressions)]
-    return sizes, compressions, formats
+@dataclass(frozen=True)
+class Probes:
+    """What `prepare` needs to know of each input file before reading it: its size, its
+    compression or archive kind (None: plain), its format (a compressed file's or an archive's
+    files are found as `expand` reads them) and, for a Parquet table, its row groups."""
+
+    sizes: list[int]
+    compressions: list[str | None]
+    formats: list[str]
+    row_groups: dict[Path, int]
+
+    @classmethod
+    def of(cls, files: list[Path], file_format: str = "auto", text_field: str = "text"
+           ) -> "Probes":
+        """Each file's first bytes, and each table's footer (which checks `text_field`), read
+        on threads (`filetypes.probed`); `file_format` auto: `filetypes.format_of` each."""
+        probes = filetypes.probed(filetypes.probe, files)
+        sizes, kinds = [size for size, _ in probes], [kind for _, kind in probes]
+        packed = (*filetypes.COMPRESSIONS, *filetypes.ARCHIVES)
+        compressions = [k if k in packed else None for k in kinds]
+        formats = [file_format if file_format != "auto" or c else filetypes.format_of(f, k)
+                   for f, k, c in zip(files, kinds, compressions)]
+        tables = [f for f, kind in zip(files, formats) if kind == "parquet"]
+        row_groups = dict(zip(tables, filetypes.probed(
+            lambda f: filetypes.parquet_row_groups(str(f), text_field), tables)))
+        return cls(sizes, compressions, formats, row_groups)
+
+    def __getitem__(self, run: slice) -> "Probes":
+        """The probes of a run of the files."""
+        return Probes(self.sizes[run], self.compressions[run], self.formats[run],
+                      self.row_groups)
 
 
 def split_pieces(
     files: list[Path], workers: int, encoding: str = "utf-8", file_format: str = "auto",
-    text_field: str = "text", ranges: dict[Path, tuple[int, int]] | None = None,
+    text_field: str = "text", share: Share | None = None,
 ) -> list[Piece]:
     """Byte ranges of plain files and runs of row groups of Parquet ones, sized so each worker
     gets several; compressed files and archives whole (`expand` cuts them into blocks as they
-    are read). `ranges`: the bytes [start, end) of the plain files read only in part (`Share`),
-    whole segments, or the row groups [start, end) of the Parquet tables read in part. Parquet
-    footers are read on threads."""
-    sizes, compressions, formats = _kinds(files, file_format)
-    ranges = ranges or {}
-    row_groups = _row_groups(files, formats, text_field)
+    are read). `share`: a machine's part of the input (`share_input`), whose files are
+    `files`, already probed, and whose ranges (whole segments of a plain file, row groups of a
+    table) are all that is read of its first and last files."""
+    assert share is None or files == share.files, "split_pieces: not the share's files"
+    probes = share.probes if share else Probes.of(files, file_format, text_field)
+    sizes, compressions, formats, row_groups = (probes.sizes, probes.compressions,
+                                                probes.formats, probes.row_groups)
+    ranges = share.ranges if share else {}
     spans = {f: _span(f, size, ranges, row_groups.get(f))
              for f, size, c in zip(files, sizes, compressions) if c is None}
     segment = text.MIN_RANGE_BYTES
@@ -97,13 +118,6 @@ def split_pieces(
         pieces += [Piece(len(pieces) + i, str(f), a, b, encoding, kind, compression, text_field,
                          file_bytes=size) for i, (a, b) in enumerate(cuts)]
     return pieces
-
-
-def _row_groups(files: list[Path], formats: list[str], column: str) -> dict[Path, int]:
-    """Each Parquet table's row groups, its footer read on a thread (which checks `column`)."""
-    tables = [f for f, kind in zip(files, formats) if kind == "parquet"]
-    return dict(zip(tables, filetypes.probed(
-        lambda f: filetypes.parquet_row_groups(str(f), column), tables)))
 
 
 def _span(path: Path, size: int, ranges: dict[Path, tuple[int, int]], groups: int | None
@@ -177,6 +191,7 @@ class Share:
     files: list[Path]
     ranges: dict[Path, tuple[int, int]]
     bytes: int
+    probes: Probes  # of `files`, for `split_pieces`
 
 
 def share_input(files: list[Path], k: int, n: int, file_format: str = "auto",
@@ -187,8 +202,8 @@ def share_input(files: list[Path], k: int, n: int, file_format: str = "auto",
     the whole's prepare reads), a row group of a Parquet table (where workers' runs start), or
     a whole compressed file or archive. Every machine lists the same files of the same sizes,
     so all cut them alike."""
-    sizes, compressions, formats = _kinds(files, file_format)
-    row_groups = _row_groups(files, formats, text_field)
+    probes = Probes.of(files, file_format, text_field)
+    sizes, compressions, row_groups = probes.sizes, probes.compressions, probes.row_groups
     groups = [row_groups.get(f, 0) for f in files]  # 0: not a table, or one without any
     segment = text.MIN_RANGE_BYTES
     # Each file's extent in its units' terms and its unit: a table's row groups, one by one; a
@@ -239,4 +254,5 @@ def share_input(files: list[Path], k: int, n: int, file_format: str = "auto",
             ranges[files[i]] = (start, extent[i])
         if end != extent[last]:
             ranges[files[last]] = (0, end)
-    return Share(files[i : last + 1], ranges, byte(last, end) - byte(i, start))
+    return Share(files[i : last + 1], ranges, byte(last, end) - byte(i, start),
+                 probes[i : last + 1])

@@ -202,8 +202,7 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
         staging = stack.enter_context(atomic_path(out, directory=True))
         copies = stack.enter_context(copied(staging, cfg.inputs, sentences))
         files += list(copies)  # read after the files named
-        pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field,
-                              share.ranges if share else None)
+        pieces = split_pieces(files, workers, cfg.encoding, cfg.format, cfg.text_field, share)
         # A compressed file is read in blocks by every worker (`expand`): all of them are
         # used; otherwise no more than there are tasks (many small files share one).
         workers_used = workers if any(p.compression for p in pieces) else \
