@@ -139,6 +139,37 @@ def test_parts_that_do_not_fit_together_are_refused_by_name(
     assert "counts words, which --vocab gives" in capsys.readouterr().err
 
 
+def test_parts_cut_from_another_listing_of_the_input_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Machines cut the input alike only if they list the same files of the same sizes: a
+    file added or grown between two machines' prepares would have a line read twice or not
+    at all, so counts or parts from another listing are refused by name."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    split_lines(random_corpus(2, 1200), [300, 300, 300], corpus)
+    prepare_by_part(corpus, tmp_path, 2)
+    with (corpus / "part-1.txt").open("a") as f:  # grows after the parts were prepared
+        f.write("a line written later\n")
+    summed = f"{tmp_path / 'counts-0'},{tmp_path / 'counts-1'}"
+    assert prep(corpus, out=tmp_path / "late", vocab=summed, min_count=2, part="1/2") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"w2vdist: {tmp_path / 'counts-0'}: counted from another listing of the input than this "
+        "part's (files added, removed or resized since, or other inputs named): count every "
+        "part again")
+    # Vocabulary files, not folders, say nothing of the listing; join still refuses the part.
+    files = f"{tmp_path / 'counts-0' / 'vocab.tsv'},{tmp_path / 'counts-1' / 'vocab.tsv'}"
+    assert prep(corpus, out=tmp_path / "late", vocab=files, min_count=2, part="1/2") == 0
+    late = str(tmp_path / "late")
+    assert main(["join", str(tmp_path / "shards-0"), late, "-o", str(tmp_path / "j")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"w2vdist: {late}: cut from another listing of the input than {tmp_path / 'shards-0'} "
+        "(files added, removed or resized between the parts' prepares, or other inputs "
+        "named): prepare the parts again")
+    assert main(["join", str(tmp_path / "shards-0"), str(tmp_path / "shards-1"), "-o",
+                 str(tmp_path / "j")]) == 0
+
+
 def test_a_given_vocabulary_reads_the_text_once_and_still_checks_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,10 @@ def join(parts: list[Path], out: Path, overwrite: bool = False) -> tuple[Manifes
                 got = f"--part {share}" if share else "without --part"
                 raise UsageError(f"{part}: prepared {got}, but joined as part {k}/{len(parts)}: "
                                  "give all the parts, in turn")
+            if manifests[k].stats.get("listing") != first.stats.get("listing"):
+                raise UsageError(f"{part}: cut from another listing of the input than {parts[0]} "
+                                 "(files added, removed or resized between the parts' "
+                                 "prepares, or other inputs named): prepare the parts again")
     check_output(out, overwrite)
     copied = 0
     shards: list[ShardInfo] = []

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from w2vdist.corpus import filetypes, text
+from w2vdist.corpus.shards import MANIFEST_FILE, Manifest
 from w2vdist.errors import UsageError
 
 MAX_RANGE_BYTES = 1 << 26
@@ -186,12 +189,25 @@ class Share:
     """Machine k of n's input (`prepare --part k/n`): its files, in order, the bytes [start,
     end) of the plain files, or the row groups [start, end) of the Parquet tables, that it
     reads only part of (`ranges`), and how many bytes it reads in all (a table's row groups
-    counted as their share of its bytes)."""
+    counted as their share of its bytes). `listing`: a digest of the whole input as this
+    machine found it (each file's name, size and row groups), on which the cuts depend."""
 
     files: list[Path]
     ranges: dict[Path, tuple[int, int]]
     bytes: int
     probes: Probes  # of `files`, for `split_pieces`
+    listing: str
+
+    def check_counts(self, paths: list[str]) -> None:
+        """UsageError if a part's counts (`prepare --counts-only` folders, given as `--vocab`)
+        were made from another listing: they would not be the counts of these parts."""
+        for path in paths:
+            if (Path(path) / MANIFEST_FILE).is_file():
+                theirs = Manifest.load(path).stats.get("listing")
+                if theirs and theirs != self.listing:
+                    raise UsageError(f"{path}: counted from another listing of the input than "
+                                     "this part's (files added, removed or resized since, or "
+                                     "other inputs named): count every part again")
 
 
 def share_input(files: list[Path], k: int, n: int, file_format: str = "auto",
@@ -254,5 +270,7 @@ def share_input(files: list[Path], k: int, n: int, file_format: str = "auto",
             ranges[files[i]] = (start, extent[i])
         if end != extent[last]:
             ranges[files[last]] = (0, end)
+    listing = hashlib.sha256(json.dumps([[f.name, size, g] for f, size, g in
+                                         zip(files, sizes, groups)]).encode()).hexdigest()
     return Share(files[i : last + 1], ranges, byte(last, end) - byte(i, start),
-                 probes[i : last + 1])
+                 probes[i : last + 1], listing)

@@ -195,6 +195,8 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
     workers = cfg.workers or cores()
     given = None
     if cfg.vocab:  # word2vec.c's -read-vocab: the files' words and counts, summed
+        if share:
+            share.check_counts(cfg.vocab)
         given = build_vocab(summed_counts(cfg.vocab), cfg.min_count, cfg.max_vocab)
     phrases = Phrases.load(cfg.phrases_file) if cfg.phrases_file else Phrases()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -279,6 +281,7 @@ def prepare(cfg: PrepareConfig, sentences: Sentences | None = None) -> Summary:
                 "shard_tokens": cfg.shard_tokens,
                 "counts_only": cfg.counts_only,
                 "part": cfg.part,  # K/N, which `join` checks it is given in turn
+                "listing": share.listing if share else "",  # and cut from the same input
             },
         )
         manifest.save(staging)
