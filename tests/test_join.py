@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,8 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
         patch.setattr(filetypes, "probe", lambda path: probed.append(path.name) or probe(path))
         assert prep(corpus, out=tmp_path / "probed", part="0/2", counts_only=True) == 0
     assert sorted(probed) == [f"part-{k}.txt" for k in range(5)], probed
+    assert re.search(r"^files   3 \([\d.]+ MB; part 0/2 of the input\), 1,200 lines",
+                     capsys.readouterr().out, re.M)
     prepare_by_part(corpus, tmp_path, n)
     assert [len(Manifest.load(tmp_path / f"shards-{k}").stats["paths"]) for k in range(n)] == \
         [3, 2]  # 1,200 and 1,300 lines; by count, 2 and 3 files, 700 and 1,800

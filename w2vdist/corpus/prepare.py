@@ -140,7 +140,8 @@ class Summary:
             if records else ""
         read = "lines" if not records else "records" if "text" not in formats else \
             "lines and records"  # a JSON Lines record or a Parquet row counts as one
-        files = (f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB), {s['lines']:,} "
+        part = f"; part {s['part']} of the input" if s.get("part") else ""
+        files = (f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB{part}), {s['lines']:,} "
                  f"{read}{kinds}, {s['undecodable_bytes']:,} undecodable bytes replaced")
         if s.get("counts_only"):
             counted = [files, f"tokens  {s['raw_tokens']:,} read",
