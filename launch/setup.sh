@@ -22,8 +22,7 @@
 #                  triton>=3.0
 #   EXTRAS         extras of the w2vdist package (default dev: pytest, pytest-xdist, gensim,
 #                  dockerfile, triton, pyarrow, mypy, setuptools; gpu: triton; parquet:
-#                  pyarrow;
-#                  comma-separated; "" for none)
+#                  pyarrow; comma-separated; "" for none)
 #   EDITABLE       1 (default): pip install -e, for a checkout you work in; 0: regular install
 set -euo pipefail
 
