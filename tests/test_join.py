@@ -253,7 +253,7 @@ def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
 
 
 def test_a_plain_file_or_a_table_is_cut_between_parts_where_workers_cut_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One big plain file or Parquet table shares out too: `--part` cuts a file where workers'
     byte ranges may start (whole segments) and a table between row groups, so the parts read
@@ -275,6 +275,8 @@ def test_a_plain_file_or_a_table_is_cut_between_parts_where_workers_cut_it(
             for k in range(n)]
     assert read == [["a.txt"], ["a.txt", "b.txt.gz", "c.txt"], ["c.txt", "d.parquet"],
                     ["d.parquet"]], read
+    said = re.findall(r"^files .*", capsys.readouterr().out, re.M)[-1]  # the last part's
+    assert re.search(r"; part 3/4 of the input\), [\d,]+ records, ", said), said
     joined = tmp_path / "joined"
     assert main(["join", *(str(tmp_path / f"shards-{k}") for k in range(n)), "-o",
                  str(joined)]) == 0
@@ -282,8 +284,8 @@ def test_a_plain_file_or_a_table_is_cut_between_parts_where_workers_cut_it(
     for ours, theirs in zip(tokens_and_lengths(joined), tokens_and_lengths(tmp_path / "whole")):
         assert np.array_equal(ours, theirs)
     stats, whole = Manifest.load(joined).stats, Manifest.load(tmp_path / "whole").stats
-    for figure in ("paths", "files", "bytes", "lines", "raw_tokens", "text_bytes", "sentences",
-                   "formats"):
+    for figure in ("paths", "files", "bytes", "lines", "records", "raw_tokens", "text_bytes",
+                   "sentences", "formats"):
         assert stats[figure] == whole[figure], figure
 
 

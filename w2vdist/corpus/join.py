@@ -31,7 +31,7 @@ from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
 
 # Manifest figures that add up over the parts; the others are the parts' alike settings.
-ADDED = ("files", "bytes", "lines", "raw_tokens", "text_bytes", "undecodable_bytes",
+ADDED = ("files", "bytes", "lines", "records", "raw_tokens", "text_bytes", "undecodable_bytes",
          "pruned_words", "sentences", "oov_dropped")
 
 

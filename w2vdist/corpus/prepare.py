@@ -134,12 +134,12 @@ class Summary:
         m, s = self.manifest, self.manifest.stats
         samples = sum(x.samples for x in m.shards)
         formats = s.get("formats", {})
-        records = {name: n for name, n in formats.items() if name != "text"}
+        record_files = {name: n for name, n in formats.items() if name != "text"}
         kinds = " ({}; text in {!r})".format(", ".join(
-            f"{n:,} {FORMAT_NAMES[name]}" for name, n in records.items()), s["text_field"]) \
-            if records else ""
-        read = "lines" if not records else "records" if "text" not in formats else \
-            "lines and records"  # a JSON Lines record or a Parquet row counts as one
+            f"{n:,} {FORMAT_NAMES[name]}" for name, n in record_files.items()), s["text_field"]) \
+            if record_files else ""
+        rows = s.get("records", 0)  # a JSON Lines record or a Parquet row counts as a line
+        read = "lines" if not rows else "records" if rows == s["lines"] else "lines and records"
         part = f"; part {s['part']} of the input" if s.get("part") else ""
         files = (f"files   {s['files']:,} ({s['bytes'] / 1e6:,.1f} MB{part}), {s['lines']:,} "
                  f"{read}{kinds}, {s['undecodable_bytes']:,} undecodable bytes replaced")

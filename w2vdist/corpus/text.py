@@ -114,7 +114,8 @@ def _last_segment_start(buffer: bytearray, at: int) -> tuple[int, bool]:
 class TextStats:
     """What reading the text found; summed over pieces for the manifest."""
 
-    lines: int = 0
+    lines: int = 0  # text lines, JSON Lines records and Parquet rows
+    records: int = 0  # of which JSON Lines records and Parquet rows
     raw_tokens: int = 0
     text_bytes: int = 0
     undecodable_bytes: int = 0
@@ -141,11 +142,10 @@ def read_lines(piece: Piece, stats: TextStats) -> Iterator[tuple[str, bool]]:
     """
     if piece.start == 0:
         stats.formats[piece.format] = stats.formats.get(piece.format, 0) + 1
-    if piece.format == "jsonl":
-        yield from _json_lines(piece, stats)
-        return
-    if piece.format == "parquet":
-        yield from _parquet_lines(piece, stats)
+    if piece.format in ("jsonl", "parquet"):
+        counted = stats.lines
+        yield from (_json_lines if piece.format == "jsonl" else _parquet_lines)(piece, stats)
+        stats.records += stats.lines - counted  # of the lines, these were records
         return
     open_line = False
     for _, chunk, cut in _decoded_chunks(piece, stats):
