@@ -5,10 +5,9 @@
 CORPUS (one text file) is cut by lines into PARTS files, or with `--by-part` read by each
 part's commands as `CORPUS --part K/PARTS`, as on machines sharing one big file (which `--part`
 cuts at whole megabytes, a Parquet table between row groups: CORPUS must hold a megabyte or a
-row group a part). Each step runs as its own command,
-one after the other on this machine, and is timed: the whole prepared at once; each part's
-words counted (`prepare --counts-only`); each part prepared with the summed counts
-(`--vocab`); the parts joined (`w2vdist join`). With a machine a part, the steps' wall time
+row group a part). Each step runs as its own command, one after the other on this machine,
+and is timed: the whole prepared at once; each part's words counted (`prepare --counts-only`);
+each part prepared with the summed counts (`--vocab`); the parts joined (`w2vdist join`). With a machine a part, the steps' wall time
 would be the slowest part's count, then the slowest part's prepare, then the join; the
 script prints that and its ratio to the whole, and fails unless the joined corpus holds the
 whole's vocabulary, token ids and sentence lengths.
