@@ -205,6 +205,21 @@ def test_a_given_vocabulary_reads_the_text_once_and_still_checks_it(
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.parametrize("content, problem", [
+    (b"the\t5\ncaf\xe9\t3\n", "2: not valid UTF-8"),  # latin-1, as an old tool wrote it
+    (b"the 5\nof\n", "2: expected 'word<TAB>count' or 'word count'"),
+])
+def test_a_vocabulary_file_that_cannot_be_read_is_refused_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, problem: str
+) -> None:
+    (tmp_path / "a.txt").write_text(random_corpus(0, 50))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(content)
+    assert prep(tmp_path / "a.txt", out=tmp_path / "out", vocab=vocab) == 2
+    assert capsys.readouterr().err == f"w2vdist: {vocab}:{problem}\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_machines_share_the_input_files_by_part_and_join_them_in_turn(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

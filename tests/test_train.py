@@ -484,6 +484,10 @@ def test_unknown_config_file_key_and_syntax_errors_name_their_place(shards, tmp_
     bad_toml.write_text("[model]\ndim = = 3\n")
     assert main(["train", "--config", str(bad_toml)]) == 2
     assert "line 2, column 7" in capsys.readouterr().err
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"model:\n  dim: 30  # caf\xe9\n")
+    assert main(["train", "--config", str(latin)]) == 2
+    assert capsys.readouterr().err == f"w2vdist: {latin}:2: not valid UTF-8\n"
 
 
 def test_help_says_what_each_setting_means_and_its_allowed_values(capsys):

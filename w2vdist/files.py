@@ -1,9 +1,11 @@
-"""Writing files and folders so that they appear whole or not at all.
+"""Writing files and folders so that they appear whole or not at all; reading text files.
 
 Every output of w2vdist (shards, checkpoints, vectors, reports, synthetic corpora, the
 compiled kernel) is written under a temporary sibling name, fsynced, and renamed onto its
 final name; the rename is fsynced too. A crash or an error at any moment leaves the previous
-output or the new one, never a half-written file that looks complete.
+output or the new one, never a half-written file that looks complete. The text files users
+give (vocabularies, evaluation sets, config files) are read a numbered line at a time, so that
+a line that is not UTF-8 is named, not raised from deep in a parser.
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ from w2vdist.errors import UsageError
 
 TMP_MARK = ".tmp-"
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors of writing, not reading
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """A UTF-8 text file's lines (newlines kept), numbered from 1."""
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(f"{path}:{lineno}: not valid UTF-8") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from w2vdist.errors import UsageError
+from w2vdist.files import numbered_lines
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -106,7 +107,7 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: config file not found")
-    text = p.read_text(encoding="utf-8")
+    text = "".join(line for _, line in numbered_lines(p))
     try:
         if p.suffix == ".toml":
             data = tomllib.loads(text)

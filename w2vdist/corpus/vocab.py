@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from w2vdist.errors import UsageError
+from w2vdist.files import numbered_lines
 
 VOCAB_FILE = "vocab.tsv"
 _WHITESPACE = re.compile(r"\s")  # no word2vec format can hold a word containing one
@@ -47,15 +48,14 @@ class Vocab:
             raise UsageError(f"{p}: vocabulary file not found")
         words: list[str] = []
         counts: list[int] = []
-        with p.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                # vocab.tsv, or word2vec.c's -save-vocab / gensim's fvocab ("word count")
-                line = line.rstrip("\r\n")
-                word, sep, count = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
-                if not sep or not word or not count.isdigit():
-                    raise UsageError(f"{p}:{lineno}: expected 'word<TAB>count' or 'word count'")
-                words.append(word)
-                counts.append(int(count))
+        for lineno, line in numbered_lines(p):
+            # vocab.tsv, or word2vec.c's -save-vocab / gensim's fvocab ("word count")
+            line = line.rstrip("\r\n")
+            word, sep, count = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
+            if not sep or not word or not count.isdigit():
+                raise UsageError(f"{p}:{lineno}: expected 'word<TAB>count' or 'word count'")
+            words.append(word)
+            counts.append(int(count))
         if not words:
             raise UsageError(f"{p}: vocabulary is empty")
         return cls(words, np.asarray(counts, dtype=np.int64))

@@ -21,7 +21,7 @@ Malformed lines are skipped and reported, as gensim does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from w2vdist.errors import UsageError
+from w2vdist.files import numbered_lines
 from w2vdist.vectors import word2vec as vec
 from w2vdist.vectors.config import ANALOGY_METHODS, EvalConfig, score_name
 
@@ -314,17 +315,6 @@ def _read_analogies(
             f"{path}: no analogy questions found (expected ': section' and 'a b c d' lines)"
         )
     return result, questions, owners
-
-
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    if not path.is_file():
-        raise UsageError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UsageError(f"{path}:{lineno}: not valid UTF-8") from None
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:

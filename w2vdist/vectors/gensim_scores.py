@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from w2vdist.errors import UsageError
-from w2vdist.vectors.evaluate import (MAX_SCORES, answered_right, case_index, numbered_lines,
-                                      restricted, unit_table)
+from w2vdist.files import numbered_lines
+from w2vdist.vectors.evaluate import (MAX_SCORES, answered_right, case_index, restricted,
+                                      unit_table)
 
 
 def gensim_analogies(
