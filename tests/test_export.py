@@ -13,7 +13,9 @@ from gensim.models import KeyedVectors
 from tests.helpers import WORDS, distance_c_read, write_run
 
 from w2vdist import cli
-from w2vdist.training import checkpoint
+from w2vdist.settings import from_dict
+from w2vdist.training import checkpoint, metrics
+from w2vdist.training.config import Config
 from w2vdist.vectors import export
 
 
@@ -52,6 +54,31 @@ def test_a_checkpoint_folder_copied_elsewhere_alone_exports_and_evaluates(
     pairs.write_text("the\tof\t3\nx\tnaïve\t1\nthe\tx\t2\n", encoding="utf-8")
     assert cli.main(["eval", str(alone), "--eval.similarity", str(pairs)]) == 0
     assert "pairs 3" in capsys.readouterr().out
+
+
+def test_the_sidecar_holds_the_scores_logged_at_the_exported_step(tmp_path: Path) -> None:
+    """The scores of the checkpoint exported, not the newest logged: a later step's may belong
+    to a checkpoint a kill left incomplete. A step logged again (a resumed run) counts last, a
+    second file's keys come along, and a line a killed run cut short is passed over."""
+    run = tmp_path / "run"
+    write_run(run, WORDS)  # one checkpoint, at step 7
+    logged = metrics.build_metrics(from_dict(Config, {"wandb": {"mode": "disabled"}}), run, 0,
+                                   None, 100, 0)
+    at_7 = {"analogy/total": 0.25, "similarity:SimLex-999/spearman": 0.5}
+    for step, record in [(0, {"analogy/total": 0.0}), (7, {"analogy/total": 0.2}),
+                         (7, {"loss": 2.0}), (7, at_7), (9, {"analogy/total": 0.75})]:
+        logged.log(step, record)
+    logged.close()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "analo')
+    for source in (run, checkpoint.complete_steps(run)[0]):
+        out = tmp_path / "v.txt"
+        assert cli.main(["export", str(source), "-o", str(out)]) == 0
+        assert json.loads(export.sidecar(out).read_text())["scores"] == at_7
+    alone = tmp_path / "elsewhere" / "step-000000007"  # a step folder without its run
+    shutil.copytree(checkpoint.complete_steps(run)[0], alone)
+    assert cli.main(["export", str(alone), "-o", str(out)]) == 0
+    assert json.loads(export.sidecar(out).read_text())["scores"] == {}
 
 
 @pytest.mark.parametrize("bad", ["new york", "tab\tword"])

@@ -129,6 +129,17 @@ def test_disabled_writes_jsonl_but_no_wandb_files(tmp_path: Path, isolated):
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 1.0
 
 
+def test_a_line_a_killed_run_left_unfinished_does_not_swallow_the_next(tmp_path: Path,
+                                                                       isolated):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+    m = metrics.build_metrics(_cfg(mode="disabled"), tmp_path, 0, None, 1000, 0)
+    m.log(2, {"loss": 0.5})
+    m.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert lines[:2] == ['{"step": 1, "loss": 1.0}', '{"step": 2, "lo']
+    assert json.loads(lines[2])["loss"] == 0.5 and len(lines) == 3
+
+
 def test_auto_without_api_key_runs_offline(tmp_path: Path, isolated):
     assert metrics.resolve_mode("auto") == "offline"
     m = metrics.build_metrics(_cfg(mode="auto"), tmp_path, 0, None, 1000, 0)

@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -204,6 +205,12 @@ class Checkpointer:
 
 def step_name(step: int) -> str:
     return f"step-{step:09d}"
+
+
+def step_of(folder: Path) -> int | None:
+    """The step a step folder's name says (`step_name`); None for another name."""
+    named = re.fullmatch(r"step-(\d+)", folder.name)
+    return int(named[1]) if named else None
 
 
 def complete_steps(run_dir: str | Path) -> list[Path]:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.jsonl"
 TTY_REFRESH_SECONDS = 0.5
 FILE_REFRESH_SECONDS = 30.0  # one progress line per 30 s keeps SLURM output files readable
 
@@ -66,7 +67,11 @@ class Metrics:
         self.run_id = run_id
         self._run = run
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        path = run_dir / METRICS_FILE
+        unfinished = _ends_inside_a_line(path)
+        self._jsonl = open(path, "a", encoding="utf-8")
+        if unfinished:  # a line a killed run cut short ends alone, not inside the next record
+            self._jsonl.write("\n")
         self._bar = _progress_bar(total_words, start_words, stream)
 
     def progress(self, words_done: int, loss: float | None, words_per_s: float,
@@ -232,6 +237,16 @@ def _start_wandb(cfg: Config, run_dir: Path, mode: str, run_id: str | None) -> A
         log.warning("W&B: could not start an online run (%s); logging offline to %s",
                     exc, run_dir / "wandb")
         return wandb.init(**(kwargs | {"mode": "offline"}))
+
+
+def _ends_inside_a_line(path: Path) -> bool:
+    """Whether a file's last line lacks its newline (the file absent or empty: no)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _safe(name: str) -> str:

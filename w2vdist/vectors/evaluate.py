@@ -130,6 +130,9 @@ def score_similarity(
     return similarity_scores(words, vectors, path, restrict_vocab).metrics()
 
 
+SCORE_KINDS = ("analogy", "similarity")  # every score key starts with one (`score_key`)
+
+
 def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict[str, float]:
     """The scores a training run logs at each checkpoint, restricted as `w2vdist eval`
     restricts them: the first analogy and similarity files' as `analogy/...` and

@@ -19,7 +19,7 @@ The format follows OUT's extension (`.bin` binary; `.txt`, `.vec` text; before a
 suffix, `.gz`, `.bz2`, `.xz` or `.zst`, which compresses it) unless --format says; a --format
 that contradicts the extension is refused. Beside OUT, `OUT.json` records how the
 vectors were made: the run's resolved settings, prepare's tokenizer, the vocabulary hash, the
-corpus summary, the newest eval scores and the w2vdist version.
+corpus summary, the eval scores logged at the step exported and the w2vdist version.
 
 Files are written beside OUT under a temporary name, fsynced and renamed, so OUT is either
 absent, the previous file, or complete.
@@ -37,8 +37,11 @@ from w2vdist import settings
 from w2vdist.corpus import remote
 from w2vdist.errors import UsageError
 from w2vdist.files import write_text
+from w2vdist.training import checkpoint
+from w2vdist.training.metrics import METRICS_FILE
 from w2vdist.vectors import word2vec as vec
 from w2vdist.vectors.config import ExportCommand
+from w2vdist.vectors.evaluate import SCORE_KINDS
 from w2vdist.vectors.keyed import WordVectors
 
 
@@ -61,7 +64,8 @@ def command(args: argparse.Namespace) -> int:
     if source.is_file() and source.resolve() == out.resolve():
         raise UsageError(f"{out}: the vectors file to convert; write to another name")
     binary = vec.binary_format(out, None if cmd.format is None else cmd.format == "binary")
-    wv = WordVectors.load(cmd.source if at_url else source, cmd.table, cmd.limit)
+    folder = checkpoint.resolve(source) if source.is_dir() else None  # one step, read once
+    wv = WordVectors.load(cmd.source if at_url else folder or source, cmd.table, cmd.limit)
     if counts_path is not None and wv.counts is None:
         raise UsageError(f"{cmd.source}: a vectors file carries no counts for --counts (a run "
                          "does)")
@@ -78,23 +82,30 @@ def command(args: argparse.Namespace) -> int:
     if counts_path is not None and counts is not None:
         vec.write_counts(counts_path, words, counts)
     converted = cmd.source if at_url else None if source.is_dir() else str(source.absolute())
-    write_text(sidecar(out), metadata(wv, cmd.table, _scores(source), len(words), converted))
+    write_text(sidecar(out), metadata(wv, cmd.table, _scores(folder), len(words), converted))
     kind = "binary" if binary else "text"
     print(f"wrote {len(words)} x {matrix.shape[1]} {cmd.table} vectors to {out} ({kind}), "
           f"settings in {sidecar(out)}")
     return 0
 
 
-def _scores(source: Path) -> dict[str, float]:
-    """The newest eval scores a run logged (its metrics.jsonl), if any."""
-    path = source / "metrics.jsonl"
-    if not source.is_dir() or not path.is_file():
+def _scores(folder: Path | None) -> dict[str, float]:
+    """The eval scores logged at the step of the checkpoint exported (`folder`), if any, from
+    the metrics.jsonl of the run it belongs to: the last of them, since a run resumed from an
+    earlier checkpoint logs a step again; a line a killed run left unfinished is passed over."""
+    if folder is None or folder.parent.name != checkpoint.CHECKPOINTS:
+        return {}
+    path, step = folder.parent.parent / METRICS_FILE, checkpoint.step_of(folder)
+    if step is None or not path.is_file():
         return {}
     found: dict[str, float] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if any(k.startswith(("analogy/", "similarity/")) for k in record):
-            found = {k: v for k, v in record.items() if k.startswith(("analogy/", "similarity/"))}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step") == step:
+            found = {k: v for k, v in record.items() if k.startswith(SCORE_KINDS)} or found
     return found
 
 
