@@ -285,7 +285,7 @@ def test_a_manifest_that_is_not_one_is_refused_by_name(text: bytes, why: str) ->
     (["a\\b.tar"], "shard name 'a\\\\b.tar' is not a file name in the corpus folder"),
     ([".."], "shard name '..' is not a file name in the corpus folder"),
     ([""], "shard name '' is not a file name in the corpus folder"),
-    ([7], "shard name 7 is not a file name in the corpus folder"),
+    ([7], "shard 0: name is 7, not a string"),
     (["s.tar", "s.tar"], "shard 's.tar' is listed twice"),
 ])
 def test_shard_names_are_plain_file_names_each_listed_once(names: list, why: str) -> None:
@@ -306,8 +306,32 @@ def test_a_manifest_from_a_later_version_is_read_for_what_this_one_knows() -> No
     read = Manifest.parse(json.dumps(manifest).encode(), "m.json")
     assert read.shards[0].sha256 == "ab" and read.total_tokens == 5
     del shard["tokens"]
-    with pytest.raises(UsageError, match="m.json: unreadable manifest: .*'tokens'"):
+    with pytest.raises(UsageError, match="m.json: unreadable manifest: shard 0: tokens is "
+                       "missing"):
         Manifest.parse(json.dumps(manifest).encode(), "m.json")
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"vocab_size": {}}, "vocab_size is {}, not an integer"),
+    ({"total_tokens": "5"}, 'total_tokens is "5", not an integer'),
+    ({"total_tokens": True}, "total_tokens is true, not an integer"),
+    ({"shards": {"name": "s.tar"}}, 'shards is {"name": "s.tar"}, not a list'),
+    ({"shards": [7]}, "shard 0: not a JSON object"),
+    ({"shards": [{"name": "s.tar", "tokens": 5, "samples": None}]},
+     "shard 0: samples is null, not an integer"),
+    ({"tokenizer": 3}, "tokenizer is 3, not an object"),
+    ({"stats": []}, "stats is [], not an object"),
+    ({"vocab_hash": 1.5}, "vocab_hash is 1.5, not a string"),
+])
+def test_a_manifest_field_of_another_type_is_refused_naming_it(change: dict, why: str) -> None:
+    """A manifest edited by hand or damaged, still JSON: refused as it is read, not with a
+    traceback from wherever training first uses the field."""
+    manifest = {"vocab_size": 3, "total_tokens": 5, "vocab_hash": "h",
+                "shards": [{"name": "s.tar", "tokens": 5, "samples": 1}],
+                "format": "w2vdist-shards", "version": 1, **change}
+    with pytest.raises(UsageError) as err:
+        Manifest.parse(json.dumps(manifest).encode(), "m.json")
+    assert str(err.value) == f"m.json: unreadable manifest: {why}"
 
 
 def test_token_ids_outside_the_vocabulary_or_not_int32_name_their_sample(tmp_path):

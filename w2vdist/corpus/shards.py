@@ -9,18 +9,22 @@ writes them; `Manifest` describes and checks them.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
 import tarfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, get_origin, get_type_hints
 
 import numpy as np
 
 from w2vdist.errors import UsageError
 from w2vdist.files import sha256_file
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 FORMAT = "w2vdist-shards"
 FORMAT_VERSION = 1
@@ -68,13 +72,12 @@ class Manifest:
                 raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
             if data.get("version") != FORMAT_VERSION:
                 raise ValueError(f"version {data.get('version')} is not {FORMAT_VERSION}")
-            # What a later version adds to a manifest is left for it to read.
-            shard_fields, own = ({f.name for f in fields(c)} for c in (ShardInfo, cls))
-            data["shards"] = [ShardInfo(**{k: v for k, v in s.items() if k in shard_fields})
-                              for s in data["shards"]]
-            _check_names([s.name for s in data["shards"]])
-            return cls(**{k: v for k, v in data.items() if k in own})
-        except (ValueError, KeyError, TypeError) as exc:
+            manifest = _typed(cls, data)
+            manifest.shards = [_typed(ShardInfo, s, f"shard {i}: ")
+                               for i, s in enumerate(manifest.shards)]
+            _check_names([s.name for s in manifest.shards])
+            return manifest
+        except ValueError as exc:  # JSON's errors and the checks'
             raise UsageError(f"{where}: unreadable manifest: {exc}") from None
 
     def check_files(self, directory: str | Path, files: bool = True) -> None:
@@ -120,13 +123,44 @@ def size_problem(path: Path, shard: ShardInfo) -> str:
     return ""
 
 
-def _check_names(names: list[Any]) -> None:
+_Record = TypeVar("_Record", bound="DataclassInstance")
+_JSON = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _typed(cls: type[_Record], data: Any, where: str = "") -> _Record:
+    """`cls` from the fields of the JSON object `data` that it declares, each of its declared
+    type (what a later version adds is left for it to read): a manifest edited by hand or
+    damaged fails here, naming the field, not deep in training."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}not a JSON object")
+    kept = {}
+    for name, kind, required in _schema(cls):
+        if name not in data:
+            if required:
+                raise ValueError(f"{where}{name} is missing")
+            continue
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{where}{name} is {json.dumps(value)}, not {_JSON[kind]}")
+        kept[name] = value
+    return cls(**kept)
+
+
+@functools.cache
+def _schema(cls: type[DataclassInstance]) -> list[tuple[str, type, bool]]:
+    """Each field's name, JSON type and whether it is required (once a class: a manifest
+    lists up to millions of shards)."""
+    hints = get_type_hints(cls)
+    return [(f.name, get_origin(hints[f.name]) or hints[f.name],
+             f.default is MISSING and f.default_factory is MISSING) for f in fields(cls)]
+
+
+def _check_names(names: list[str]) -> None:
     """Shard names are plain file names, each listed once: a manifest from a URL names the
     files its shards are copied to, and `../../.bashrc` must not be one of them."""
     seen: set[str] = set()
     for name in names:
-        if (not isinstance(name, str) or name in ("", ".", "..")
-                or any(c in name for c in "/\\\0")):
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
             raise ValueError(f"shard name {name!r} is not a file name in the corpus folder")
         if name in seen:
             raise ValueError(f"shard {name!r} is listed twice")
