@@ -296,10 +296,23 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     assert "WARNING steps of 64 words a rank lose 4% or more" in capsys.readouterr().err
 
 
-def test_bad_config_value_is_one_line_naming_the_field(shards, tmp_path, capsys):
-    code = main(["train", "--data.shards", str(shards), "--model.window", "0"])
+@pytest.mark.parametrize("flag, value, said", [
+    ("--model.window", "0", "model.window must be in [1, 2^31)"),
+    ("--model.window", "1e30", "model.window must be a 64-bit integer (got '1e30')"),
+    ("--model.negative", str(2**31), "model.negative must be in [1, 2^31)"),
+    ("--train.seed", str(2**63), f"train.seed must be a 64-bit integer (got '{2**63}')"),
+    ("--train.threads", "100000", "train.threads must be in [0, 1024] (0: all cores)"),
+    ("--data.prefetch", "1e30", "data.prefetch must be a 64-bit integer (got '1e30')"),
+    ("--data.prefetch", "65", "data.prefetch must be in [1, 64]"),
+])
+def test_bad_config_value_is_one_line_naming_the_field(shards, tmp_path, capsys, flag, value,
+                                                       said):
+    """Values past what the kernels, torch or the loader take are refused as read: each of
+    these crashed (a 1e30 window corrupted the CPU kernel's heap), raised an overflow from
+    torch, or hung (a huge prefetch filled memory with requests)."""
+    code = main(["train", "--data.shards", str(shards), flag, value])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "w2vdist: config: model.window must be >= 1"
+    assert code == 2 and err == f"w2vdist: config: {said}"
 
 
 def test_missing_shards_directory_is_a_usage_error(tmp_path, capsys):

@@ -322,6 +322,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if number is None:
             kind = "an integer" if tp is int else "a number"
             raise UsageError(f"config: {name} must be {kind} (got {value!r})")
+        if tp is int and not -2**63 <= number < 2**63:  # what torch and the kernels hold
+            raise UsageError(f"config: {name} must be a 64-bit integer (got {value!r})")
         return number
     if tp is str:
         if not isinstance(value, (str, int, float)):

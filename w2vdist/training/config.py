@@ -27,7 +27,8 @@ class DataConfig:
     loader_workers: int = setting(-1, "loader processes per rank (0: in the training process; "
                                   "-1: 4 on CUDA, at most a GPU's cores less one, 1 on CPU; "
                                   "at most a rank's samples)")
-    prefetch: int = setting(4, "chunks of samples (1M words or a batch) a worker reads ahead")
+    prefetch: int = setting(4, "chunks of samples (1M words or a batch, 8 bytes a word) a "
+                            "worker reads ahead, at most 64")
     cache_dir: str = setting("", "where shards at a URL are copied (default: w2vdist's cache, "
                              "$XDG_CACHE_HOME/w2vdist/shards); node-local disk is best",
                              metavar="DIR")
@@ -40,7 +41,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         check(self.loader_workers >= -1, "data.loader_workers",
               "must be >= -1 (-1: auto, 0: in the training process)")
-        check(self.prefetch >= 1, "data.prefetch", "must be >= 1")
+        # The DataLoader asks each worker for `prefetch` chunks at once as it starts: a huge
+        # count filled memory with requests and hung the run.
+        check(1 <= self.prefetch <= 64, "data.prefetch", "must be in [1, 64]")
         check(self.fetch_timeout_seconds > 0, "data.fetch_timeout_seconds", "must be > 0")
 
 
@@ -61,8 +64,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self.dim >= 1, "model.dim", "must be >= 1")
-        check(self.window >= 1, "model.window", "must be >= 1")
-        check(self.negative >= 1, "model.negative", "must be >= 1")
+        # The kernels take both as 32-bit integers (a window past the longest sentence is a
+        # whole sentence: item2vec's window).
+        check(1 <= self.window < 2**31, "model.window", "must be in [1, 2^31)")
+        check(1 <= self.negative < 2**31, "model.negative", "must be in [1, 2^31)")
         check_choices(self, "model")
         check(self.sample >= 0, "model.sample", "must be >= 0 (0: no subsampling)")
         check(0 <= self.ns_exponent <= 1, "model.ns_exponent", "must be in [0, 1]")
@@ -125,7 +130,8 @@ class TrainConfig:
             "train.device",
             f"must be auto, cpu, cuda or cuda:N (got {self.device!r})",
         )
-        check(self.threads >= 0, "train.threads", "must be >= 0 (0: all cores)")
+        check(0 <= self.threads <= 1024, "train.threads",
+              "must be in [0, 1024] (0: all cores)")  # far more: thread creation fails
         check(self.max_steps >= 0, "train.max_steps", "must be >= 0 (0: the planned steps)")
         check(self.log_every_seconds > 0, "train.log_every_seconds", "must be > 0")
 
