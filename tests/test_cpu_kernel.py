@@ -258,6 +258,20 @@ def test_threads_train_whole_sentences(threads: int) -> None:
     assert pairs == 2 * np.maximum(lengths.astype(np.int64) - 1, 0).sum()
 
 
+def test_a_window_past_every_sentence_pairs_whole_sentences() -> None:
+    """item2vec's window: the largest a 32-bit window can be pairs every two words of a
+    sentence (a draw below the sentence's length is about L / 2^31), with pair buffers sized
+    by the longest sentence (the window's 2^31 would have them take hundreds of GB)."""
+    lengths = np.array([40, 1, 300, 7, 0, 25], dtype=np.int32)
+    vocab = 30
+    tokens = np.random.default_rng(1).integers(vocab, size=int(lengths.sum()))
+    w_in, w_out = torch.rand(vocab, 8) - 0.5, torch.zeros(vocab, 8)
+    _, pairs, _ = run(tokens, lengths, w_in, w_out, torch.ones(vocab),
+                      alias_table(np.ones(vocab)), window=2**31 - 1, threads=2)
+    assert pairs == (lengths.astype(np.int64) * np.maximum(lengths - 1, 0)).sum()
+    assert torch.isfinite(w_in).all() and w_out.abs().sum() > 0
+
+
 def _footprint_setup(n_sentences: int, n_neg_words: int):
     """Sentences of two fresh words each, w_in zero, w_out one-hot: every dot product is 0.
 

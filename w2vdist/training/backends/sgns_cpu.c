@@ -264,7 +264,10 @@ static void *run_worker(void *arg) {
 }
 
 static int worker_init(Worker *w, Shared *s, int64_t longest, uint64_t rng) {
-  const int64_t max_pairs = (int64_t)CHUNK * 2 * s->window;
+  /* A centre's contexts are at most 2 x window, and at most the rest of its sentence: a
+     window far past the longest sentence (item2vec's) costs no more than the sentence. */
+  const int64_t reach = s->window < longest ? s->window : (longest > 0 ? longest : 1);
+  const int64_t max_pairs = (int64_t)CHUNK * 2 * reach;
   w->s = s;
   w->rng = rng;
   w->loss.product = 1.0;
