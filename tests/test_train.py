@@ -315,6 +315,18 @@ def test_bad_config_value_is_one_line_naming_the_field(shards, tmp_path, capsys,
     assert code == 2 and err == f"w2vdist: config: {said}"
 
 
+def test_integers_are_read_exactly_and_integral_numbers_as_integers(shards, tmp_path, capsys):
+    """A seed of 17 digits was read through a float, which rounded it to another seed."""
+    assert main(["train", "--dry-run", "--data.shards", str(shards), "--train.run_dir",
+                 str(tmp_path / "r"), "--train.seed", "12345678901234567",
+                 "--optim.batch_words", "1e3"]) == 0
+    out = capsys.readouterr().out
+    assert '"seed": 12345678901234567' in out and '"batch_words": 1000' in out
+    assert main(["train", "--data.shards", str(shards), "--optim.batch_words", "1000.5"]) == 2
+    assert capsys.readouterr().err == ("w2vdist: config: optim.batch_words must be an integer "
+                                       "(got '1000.5')\n")
+
+
 def test_missing_shards_directory_is_a_usage_error(tmp_path, capsys):
     code = main(["train", "--data.shards", str(tmp_path / "nope")])
     assert code == 2 and "manifest.json: not found" in capsys.readouterr().err

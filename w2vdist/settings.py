@@ -316,8 +316,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if isinstance(value, bool):
             raise UsageError(f"config: {name} must be a number (got {value!r})")
         try:
-            number = tp(value) if tp is float else int(float(value)) if _integral(value) else None
-        except (TypeError, ValueError, OverflowError):
+            number = float(value) if tp is float else _integer(value)
+        except (TypeError, ValueError):
             number = None
         if number is None:
             kind = "an integer" if tp is int else "a number"
@@ -332,8 +332,15 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     raise TypeError(f"unsupported config type {tp} for {name}")
 
 
-def _integral(value: Any) -> bool:
-    try:
-        return float(value) == int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        return False
+def _integer(value: Any) -> int | None:
+    """An integer written as one, read exactly (through a float, 12345678901234567 would be
+    ...568), or as an integral number (`1e6`, `2.0`); None for anything else."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    number = float(value)
+    return int(number) if number.is_integer() else None
