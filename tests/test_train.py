@@ -304,12 +304,16 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     ("--train.threads", "100000", "train.threads must be in [0, 1024] (0: all cores)"),
     ("--data.prefetch", "1e30", "data.prefetch must be a 64-bit integer (got '1e30')"),
     ("--data.prefetch", "65", "data.prefetch must be in [1, 64]"),
+    ("--sync.timeout_seconds", "inf", "sync.timeout_seconds must be in (0, 86400]"),
+    ("--checkpoint.every_minutes", "nan", "checkpoint.every_minutes must be in [0, 1440] (0: "
+     "off)"),
 ])
 def test_bad_config_value_is_one_line_naming_the_field(shards, tmp_path, capsys, flag, value,
                                                        said):
     """Values past what the kernels, torch or the loader take are refused as read: each of
     these crashed (a 1e30 window corrupted the CPU kernel's heap), raised an overflow from
-    torch, or hung (a huge prefetch filled memory with requests)."""
+    torch (an infinite timeout on several ranks too), or hung (a huge prefetch filled memory
+    with requests)."""
     code = main(["train", "--data.shards", str(shards), flag, value])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"w2vdist: config: {said}"

@@ -17,6 +17,11 @@ from w2vdist.settings import check, check_choices, setting
 from w2vdist.vectors.config import EvalConfig
 
 
+# The longest wait a setting may ask for: every wait has a bound, and torch's timeouts hold
+# no more than about 10^13 seconds (an infinite one raised OverflowError on several ranks).
+DAY = 86_400.0
+
+
 @dataclass
 class DataConfig:
     """Where the prepared shards are and how they are streamed."""
@@ -44,7 +49,8 @@ class DataConfig:
         # The DataLoader asks each worker for `prefetch` chunks at once as it starts: a huge
         # count filled memory with requests and hung the run.
         check(1 <= self.prefetch <= 64, "data.prefetch", "must be in [1, 64]")
-        check(self.fetch_timeout_seconds > 0, "data.fetch_timeout_seconds", "must be > 0")
+        check(0 < self.fetch_timeout_seconds <= DAY, "data.fetch_timeout_seconds",
+              "must be in (0, 86400]")
 
 
 @dataclass
@@ -133,7 +139,8 @@ class TrainConfig:
         check(0 <= self.threads <= 1024, "train.threads",
               "must be in [0, 1024] (0: all cores)")  # far more: thread creation fails
         check(self.max_steps >= 0, "train.max_steps", "must be >= 0 (0: the planned steps)")
-        check(self.log_every_seconds > 0, "train.log_every_seconds", "must be > 0")
+        check(0 < self.log_every_seconds <= DAY, "train.log_every_seconds",
+              "must be in (0, 86400]")
 
 
 @dataclass
@@ -165,7 +172,7 @@ class SyncConfig:
         check(math.isfinite(self.merge_time_share) and self.merge_time_share < 1,
                "sync.merge_time_share", "must be below 1 (-1: auto, 0: off)")
         check(self.control_every_steps >= 0, "sync.control_every_steps", "must be >= 0 (0: auto)")
-        check(self.timeout_seconds > 0, "sync.timeout_seconds", "must be > 0")
+        check(0 < self.timeout_seconds <= DAY, "sync.timeout_seconds", "must be in (0, 86400]")
 
 
 @dataclass
@@ -182,7 +189,8 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0: off)")
-        check(self.every_minutes >= 0, "checkpoint.every_minutes", "must be >= 0 (0: off)")
+        check(0 <= self.every_minutes <= DAY / 60, "checkpoint.every_minutes",
+              "must be in [0, 1440] (0: off)")
         check(self.keep >= 2, "checkpoint.keep", "must be >= 2")
 
 
@@ -262,8 +270,8 @@ class BenchConfig:
         at_least("synthetic-tokens", self.synthetic_tokens, 1)
         at_least("synthetic-sentence", self.synthetic_sentence, 1)
         at_least("synthetic-zipf", self.synthetic_zipf, 0)
-        if self.seconds is not None and not self.seconds > 0:
-            raise UsageError(f"bench: --seconds must be > 0 (got {self.seconds})")
+        if self.seconds is not None and not 0 < self.seconds <= DAY:
+            raise UsageError(f"bench: --seconds must be in (0, 86400] (got {self.seconds})")
 
 
 @dataclass
