@@ -28,6 +28,7 @@ import pytest
 import torch
 
 import w2vdist
+from benchmarks.kernel_compile import compile_kernel
 from benchmarks.kernel_reference import reference_sgd
 from w2vdist.training.backends.triton import CHUNK
 
@@ -490,16 +491,15 @@ def test_kernel_compiles_without_spills(arch, share, dim, track, damp):
     H100/H200 (sm_90) and, in the heaviest variant, A100 (sm_80), A10/A40/RTX 30xx (sm_86) and
     B200 (sm_100), with Tensor Core products and Hogwild atomics; ptxas reports no spills, and
     the shared memory fits the 48 KB any CUDA GPU gives a block without asking for more."""
-    ptx, sass, shared, warps, report = _compile(arch, share, dim, track, damp)
-    assert shared <= 48 * 1024
-    assert re.search(r"mma\.sync\.aligned\.\S*tf32", ptx)  # Tensor Cores, TF32 operands
+    build = compile_kernel(arch, share, dim, track, damp)
+    assert build.shared <= 48 * 1024
+    assert re.search(r"mma\.sync\.aligned\.\S*tf32", build.ptx)  # Tensor Cores, TF32 operands
     # Hogwild atomic adds that return nothing: REDG in the machine code, whether Triton wrote
     # `red` (3.9) or an `atom` whose result is unused (3.6 and 3.7), which ptxas reduces.
-    assert re.search(r"\bREDG?\.E\.ADD\.F32", sass) and not re.search(r"\bATOMG?\.E\.ADD", sass)
-    registers = int(re.search(r"Used (\d+) registers", report).group(1))
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert spills and spills.groups() == ("0", "0"), report
-    assert registers * 32 * warps <= 65536, report  # at least one program fits an SM
+    assert re.search(r"\bREDG?\.E\.ADD\.F32", build.sass)
+    assert not re.search(r"\bATOMG?\.E\.ADD", build.sass)
+    assert "bytes spill stores" in build.report and build.spills == (0, 0), build.report
+    assert build.registers * 32 * build.warps <= 65536, build.report  # a program fits an SM
 
 
 @pytest.mark.parametrize("share", ["centre", "chunk"])
@@ -507,52 +507,9 @@ def test_the_exact_kernel_gpu_check_runs_compiles_for_hopper(share):
     """gpu_check's CORRECT runs the kernel with exact fp32 products, recording its draws,
     damped and tracking saturation: that variant must build for sm_90 too (its products on
     CUDA cores; in centre mode it spills, which a check may)."""
-    ptx, _, _, _, report = _compile(90, share, 300, True, True, record=True, precision="ieee")
-    assert not re.search(r"mma\.sync\.aligned\.\S*tf32", ptx)
-    assert re.search(r"Used \d+ registers", report), report
-
-
-def _compile(arch: int, share: str, dim: int, track: bool, damp: bool, record: bool = False,
-             precision: str = "tf32") -> tuple[str, str, int, int, str]:
-    """The kernel at its default tiles compiled for sm_`arch`: (PTX, its machine code as
-    nvdisasm prints it, shared memory bytes, warps, ptxas's -v report)."""
-    import tempfile
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
-    from triton.compiler import ASTSource
-
-    from w2vdist.training.backends import triton as kernels
-
-    blocks = kernels.tiles(5, 5, dim, share)
-    options = {key: blocks.pop(key) for key in ("num_warps", "enable_fp_fusion")}
-    pointers = dict(w_in="*fp32", w_out="*fp32", tokens="*i64", sentence="*i64",
-                    kept_ptr="*i64", table="*i32", seed_ptr="*i64", lr_ptr="*fp32",
-                    sat_in="*fp32", sat_out="*fp32", crowd_in="*fp32",
-                    crowd_out="*fp32", centres_ptr="*fp32", losses="*fp32", pair_counts="*i32",
-                    record="*i64")  # fmt: skip
-    scalars = dict(vocab="i32", dim="i32", window="i32", n_neg="i32", crowd_scale="fp32",
-                   first_program="i32")
-    constants = dict(CHUNK=kernels.CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damp,
-                     RECORD=record, PRECISION=precision, **blocks)  # fmt: skip
-    source = ASTSource(fn=kernels._sgns_chunk,
-                       signature={**pointers, **scalars, **dict.fromkeys(constants, "constexpr")},
-                       constexprs=constants)  # fmt: skip
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-    ptx = compiled.asm["ptx"]
-    assert compiled.asm["cubin"]
-    ptxas = get_ptxas(arch).path
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "k.ptx").write_text(ptx)
-        report = subprocess.run(
-            [ptxas, f"-arch=sm_{arch}{'a' if arch >= 90 else ''}", "-v",
-             str(Path(tmp, "k.ptx")), "-o", str(Path(tmp, "k.cubin"))],
-            capture_output=True, text=True, timeout=300,
-        ).stderr  # fmt: skip
-        sass = subprocess.run([Path(ptxas).with_name("nvdisasm"), "-c", Path(tmp, "k.cubin")],
-                              capture_output=True, text=True, timeout=300, check=True).stdout
-    return ptx, sass, compiled.metadata.shared, options["num_warps"], report
+    build = compile_kernel(90, share, 300, True, True, record=True, precision="ieee")
+    assert not re.search(r"mma\.sync\.aligned\.\S*tf32", build.ptx)
+    assert build.registers > 0, build.report
 
 
 def test_bad_arguments_are_refused():
