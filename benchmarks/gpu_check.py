@@ -9,7 +9,7 @@ operands; `gpu_correct.py`), SYNC (steps under CUDA's sync debug mode: no host
 synchronisation), GRAPH (the step captured in a CUDA graph: the same draws as eager, the
 host's time a step either way; `gpu_graph.py`), BENCH (raw words/s, pairs/s, peak memory and
 the share of the measured DRAM bandwidth that the kernel's modelled traffic uses, per dim,
-step size and backend), MEM (a 2M x 300 vocabulary: tables and one large step), CKPT (its
+step size and backend; window 10 and negative 10, whose tiles are wider), MEM (a 2M x 300 vocabulary: tables and one large step), CKPT (its
 checkpoint: how long a save holds training up, written in turn and in the background;
 `checkpoint_save.py`), NCCL (a 1-GPU
 process group through both sync strategies; a full `local` merge at 2M x 300), E2E (synth ->
@@ -124,7 +124,7 @@ def _bandwidth(device: torch.device) -> float:
 
 
 def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
-          damping: float = -1.0, share: str = "centre"):
+          damping: float = -1.0, share: str = "centre", window: int = 5, negative: int = 5):
     """The trainer's step at `optim.damping` `damping` (-1: the backend's) with
     `model.share_negatives` `share`."""
     from w2vdist.training.config import Config, ModelConfig, OptimConfig
@@ -132,7 +132,8 @@ def _step(backend: str, dim: int, vocab: int, words: int, device: torch.device,
     from w2vdist.training.sgns import Embeddings
     from w2vdist.training.sync import OneProcess
 
-    cfg = Config(model=ModelConfig(dim=dim, share_negatives=share),
+    cfg = Config(model=ModelConfig(dim=dim, share_negatives=share, window=window,
+                                   negative=negative),
                  optim=OptimConfig(batch_words=words, damping=damping))
     cfg.train.backend = backend
     counts = torch.bincount(_zipf_tokens(vocab, 1 << 20, torch.device("cpu")),
@@ -156,14 +157,20 @@ def bench(device: torch.device, quick: bool) -> None:
     # dims, the other step sizes, then at the default step undamped, damped in tiles of 32
     # (centre mode: 249 registers and 53 KB of shared memory under Triton 3.7.1, against 205
     # and 43 KB at the default 16; under 3.9 they spilled 4 bytes: which is faster is for a
-    # GPU to say) and chunk mode's shared negatives (2.1 times less traffic);
+    # GPU to say), chunk mode's shared negatives (2.1 times less traffic), and window 10 and
+    # negative 10, whose wider tiles spill (BENCHMARKS.md, "The kernel at wider windows");
     # torch last, up to 262,144 words (its (N, 2W, K+1, D) intermediates are GBs at 1M).
+    # (backend, words, damping, dim tile, negatives, window, K)
     default, damped = min(sizes[-1], 1 << 18), backends.DAMPING  # centre mode's
-    triton = [("triton", default, damped, None, "centre")]
-    triton += [("triton", words, damped, None, "centre") for words in sizes if words != default]
-    triton += [("triton", default, 0.0, None, "centre"), ("triton", default, damped, 32, "centre"),
-               ("triton", default, backends.CHUNK_DAMPING, None, "chunk")]
-    torch_runs = [("torch", words, damped, None, "centre") for words in sizes
+    triton = [("triton", default, damped, None, "centre", 5, 5)]
+    triton += [("triton", words, damped, None, "centre", 5, 5) for words in sizes
+               if words != default]
+    triton += [("triton", default, 0.0, None, "centre", 5, 5),
+               ("triton", default, damped, 32, "centre", 5, 5),
+               ("triton", default, backends.CHUNK_DAMPING, None, "chunk", 5, 5),
+               ("triton", default, damped, None, "centre", 10, 5),
+               ("triton", default, damped, None, "centre", 5, 10)]
+    torch_runs = [("torch", words, damped, None, "centre", 5, 5) for words in sizes
                   if words <= (1 << 18)]  # fmt: skip
     # Quick mode (Triton's interpreter, seconds a step) runs the variants at dim 100 only.
     runs = [(dim, *run) for group in ([triton[0]], triton[1:], torch_runs) for run in group
@@ -174,7 +181,7 @@ def bench(device: torch.device, quick: bool) -> None:
     # ones need (quick mode's sizes are tiny).
     budget = BENCH_SECONDS if quick else \
         min(BENCH_SECONDS, SCRIPT_SECONDS - AFTER_BENCH_SECONDS - (start - STARTED))
-    for i, (dim, backend, words, damping, block_d, share) in enumerate(runs):
+    for i, (dim, backend, words, damping, block_d, share, window, negative) in enumerate(runs):
         # The first two (the targets' figures) always run; then leave the later sections theirs.
         if i >= 2 and time.perf_counter() - start > budget:
             print(f"BENCH stopped: over {budget:.0f} s before dim={dim} backend={backend} "
@@ -186,8 +193,8 @@ def bench(device: torch.device, quick: bool) -> None:
 
             kernels.tiles = widened
         try:
-            _bench_one(backend, dim, vocab, words, damping, share, device, quick, bandwidth,
-                       kernels)
+            _bench_one(backend, dim, vocab, words, damping, share, window, negative, device,
+                       quick, bandwidth, kernels)
         finally:
             kernels.tiles = chosen
 
@@ -203,8 +210,9 @@ AFTER_BENCH_SECONDS = 300
 
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
-               device: torch.device, quick: bool, bandwidth: float, kernels) -> None:
-    step, tables = _step(backend, dim, vocab, words, device, damping, share)
+               window: int, negative: int, device: torch.device, quick: bool,
+               bandwidth: float, kernels) -> None:
+    step, tables = _step(backend, dim, vocab, words, device, damping, share, window, negative)
     tokens, sentence = _batch(vocab, words, device)
     result = {}
 
@@ -221,7 +229,6 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
     # and adds to them once (a read and a write): 4 x rows x dim floats.
     # Rows, not `tiles`' padded columns: K + 1 targets a centre, or a chunk's own negatives.
     kept = float(step.sampler.keep[tokens].sum())
-    window, negative = step.sampler.window, step.sampler.negative
     blocks = kernels.tiles(window, negative, dim, share)
     chunk = kernels.CHUNK
     targets = chunk * (negative + 1) if share == "centre" else \
@@ -231,7 +238,8 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
     traffic = kept / chunk * rows * dim * 4 * 4 if triton else float("nan")
     resident = step.damping.resident if triton and step.damping else "-"
     print(f"BENCH backend={backend} dim={dim} words_per_step={words} "
-          f"damping={damping} negatives={share} words_per_s={words / seconds:,.0f} "
+          f"damping={damping} negatives={share} window={window} negative={negative} "
+          f"words_per_s={words / seconds:,.0f} "
           f"pairs_per_s={pairs / seconds:,.0f} step_ms={seconds * 1e3:.2f} "
           f"peak_gb={peak:.2f} bandwidth_share={traffic / seconds / bandwidth:.2f} "
           f"tiles={blocks['BLOCK_B']}x{blocks['BLOCK_J']}x{blocks['BLOCK_D']} "

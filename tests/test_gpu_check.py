@@ -26,12 +26,16 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 6 and all(line.endswith(" ok") for line in correct), correct
     assert sum("damped+saturation" in line for line in correct) == 2, correct
-    # The default step at dim 300; quick mode's variants at dim 100.
-    for dim, damping, share, resident in (("300", "0.1", "centre", "1"),
-                                          ("100", "0.0", "centre", "-"),
-                                          ("100", "0.3", "chunk", "1")):  # one program
+    # The default step at dim 300; quick mode's variants at dim 100, wider tiles among them.
+    for dim, damping, share, window, negative, tiles, resident in (
+            ("300", "0.1", "centre", 5, 5, "32x128", "1"),
+            ("100", "0.0", "centre", 5, 5, "32x128", "-"),
+            ("100", "0.3", "chunk", 5, 5, "32x32", "1"),  # one program
+            ("100", "0.1", "centre", 10, 5, "64x128", "1"),
+            ("100", "0.1", "centre", 5, 10, "32x256", "1")):
         assert re.search(rf"^BENCH backend=triton dim={dim} words_per_step=\d+ damping={damping} "
-                         rf"negatives={share} words_per_s=[\d,]+ .* tiles=32x\d+x\d+ "
+                         rf"negatives={share} window={window} negative={negative} "
+                         rf"words_per_s=[\d,]+ .* tiles={tiles}x\d+ "
                          rf"resident_programs={resident}$", out, re.M), out
     assert "interpreter=True" in out
     assert re.search(r"^CKPT vocab=20000 dim=50 device=cpu gb=0.01 in_turn_s=[\d.]+ "
