@@ -17,8 +17,8 @@ from w2vdist.settings import check, check_choices, setting
 from w2vdist.vectors.config import EvalConfig
 
 
-# The longest wait a setting may ask for: every wait has a bound, and torch's timeouts hold
-# no more than about 10^13 seconds (an infinite one raised OverflowError on several ranks).
+# The longest wait a setting may ask for: every wait has a bound, and torch's timeouts are
+# timedeltas, which overflow past 999,999,999 days (an infinite one stopped every rank).
 DAY = 86_400.0
 
 
