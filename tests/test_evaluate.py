@@ -218,6 +218,22 @@ def test_analogy_metrics_by_hand(tmp_path: Path) -> None:
     assert evaluate.score_analogies(words, matrix, path, restrict_vocab=3)["evaluated"] == 0
 
 
+def test_files_saved_with_a_byte_order_mark_score_as_without(tmp_path: Path) -> None:
+    """Notepad's "UTF-8 with BOM": the mark stuck to the first line, so an analogy file's
+    first section line was refused and a pair file's first word was out of vocabulary."""
+    words, matrix, planted = planted_model(0)
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    write_questions(plain, words, planted, 0)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert (evaluate.score_analogies(words, matrix, marked)
+            == evaluate.score_analogies(words, matrix, plain))
+    plain.write_text(f"{words[0]}\t{words[1]}\t3\n{words[2]}\t{words[3]}\t5\n"
+                     f"{words[4]}\t{words[5]}\t1\n", encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    found = evaluate.score_similarity(words, matrix, marked)
+    assert found == evaluate.score_similarity(words, matrix, plain) and found["oov"] == 0
+
+
 @pytest.mark.parametrize("restrict", [40, None])
 def test_similarity_equals_gensim(tmp_path: Path, restrict: int | None) -> None:
     words, matrix, _ = planted_model(3)

@@ -205,6 +205,19 @@ def test_a_given_vocabulary_reads_the_text_once_and_still_checks_it(
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_a_vocabulary_file_saved_with_a_byte_order_mark_is_the_same_vocabulary(
+    tmp_path: Path
+) -> None:
+    """The mark made the first (most frequent) word another, unknown to the corpus."""
+    (tmp_path / "a.txt").write_text(random_corpus(0, 400))
+    counted = tmp_path / "counted"
+    assert prep(tmp_path / "a.txt", out=counted, min_count=2) == 0
+    marked = tmp_path / "vocab.tsv"
+    marked.write_bytes(b"\xef\xbb\xbf" + (counted / "vocab.tsv").read_bytes())
+    assert prep(tmp_path / "a.txt", out=tmp_path / "again", vocab=marked, min_count=2) == 0
+    assert (tmp_path / "again" / "vocab.tsv").read_bytes() == (counted / "vocab.tsv").read_bytes()
+
+
 @pytest.mark.parametrize("content, problem", [
     (b"the\t5\ncaf\xe9\t3\n", "2: not valid UTF-8"),  # latin-1, as an old tool wrote it
     (b"the 5\nof\n", "2: expected 'word<TAB>count' or 'word count'"),

@@ -30,13 +30,15 @@ _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors of writing, 
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """A UTF-8 text file's lines (newlines kept), numbered from 1."""
+    """A UTF-8 text file's lines (newlines kept), numbered from 1, without the byte-order mark
+    an editor may have put first (Notepad's "UTF-8 with BOM"), which would otherwise cling to
+    the first word."""
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                yield lineno, raw.decode("utf-8")
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise UsageError(f"{path}:{lineno}: not valid UTF-8") from None
 
