@@ -64,6 +64,13 @@ def test_stopwords_are_removed_before_stemming(tmp_path) -> None:
     path.write_text("The\n\n  and  \nrunning\n", encoding="utf-8")
     assert read_stopwords(str(path), lowercase=True) == {"the", "and", "running"}
     assert read_stopwords(str(path), lowercase=False) == {"The", "and", "running"}
+    marked = tmp_path / "marked.txt"  # "UTF-8 with BOM": "The" must still be "the"
+    marked.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_stopwords(str(marked), lowercase=True) == {"the", "and", "running"}
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("the\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=f"{latin}:2: not valid UTF-8"):
+        read_stopwords(str(latin), lowercase=True)
     cfg = PrepareConfig(stopwords=str(path), stem="english")
     words = Tokenizer.from_config(cfg)("The cat and the running runner runs")
     assert words == ["cat", "runner", "run"]

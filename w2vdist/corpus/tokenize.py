@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from w2vdist.corpus.phrases import Phrases
 from w2vdist.errors import UsageError
+from w2vdist.files import numbered_lines
 
 
 @functools.cache
@@ -175,13 +176,12 @@ def read_stopwords(path: str, lowercase: bool) -> frozenset[str]:
     Lowercased when the text is, so that `The` in the file still removes `the`.
     """
     p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p}: stopword file not found")
     try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UsageError(f"{p}: stopword file not found") from None
+        words = [line.strip() for _, line in numbered_lines(p)]
     except OSError as exc:
         raise UsageError(f"{p}: cannot read stopword file: {exc.strerror or exc}") from None
-    words = (w.strip() for w in text.splitlines())
     return frozenset(w.lower() if lowercase else w for w in words if w)
 
 
