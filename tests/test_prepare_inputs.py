@@ -23,6 +23,7 @@ from w2vdist.corpus.config import PrepareConfig
 from w2vdist.corpus import pieces as corpus_pieces
 from w2vdist.corpus import text as corpus_text
 from w2vdist.corpus.shards import Manifest
+from w2vdist.corpus.vocab import Vocab
 from w2vdist.errors import UsageError
 
 
@@ -272,6 +273,28 @@ def test_parquet_text_in_another_column(tmp_path: Path, capsys) -> None:
     assert shards_and_vocab(tmp_path / "a") == shards_and_vocab(tmp_path / "b")
 
 
+def test_parquet_text_in_a_struct_column_is_named_as_a_nested_json_field(tmp_path: Path) -> None:
+    """`--text-field doc.body`: field body of the struct column doc, as in JSON Lines; a null
+    struct or a null field is a null text. A column whose own name holds a dot is taken
+    first."""
+    docs = ["alpha beta gamma", "beta gamma delta alpha", "gamma alpha"] * 30
+    structs = [None if i % 7 == 3 else {"body": None if i % 11 == 5 else doc, "lang": "en"}
+               for i, doc in enumerate(docs)]
+    kept = [doc for doc, st in zip(docs, structs) if st is not None and st["body"] is not None]
+    pq.write_table(pa.table({"id": range(len(docs)), "doc": structs}), tmp_path / "t.parquet",
+                   row_group_size=16)
+    assert prep(tmp_path / "t.parquet", out=tmp_path / "a", min_count=1, text_field="doc.body",
+                workers=2) == 0
+    (tmp_path / "plain.txt").write_text("\n".join(kept) + "\n")
+    assert prep(tmp_path / "plain.txt", out=tmp_path / "b", min_count=1) == 0
+    assert shards_and_vocab(tmp_path / "a") == shards_and_vocab(tmp_path / "b")
+    dotted = {"doc.body": ["delta delta"], "doc": [{"body": "alpha"}]}
+    pq.write_table(pa.table(dotted), tmp_path / "dotted.parquet")
+    assert prep(tmp_path / "dotted.parquet", out=tmp_path / "c", min_count=1,
+                text_field="doc.body") == 0
+    assert Vocab.load(tmp_path / "c").words == ["delta"]
+
+
 def _bad_inputs(tmp: Path) -> None:
     good = json.dumps({"text": "fine words"})
     lines = {
@@ -310,6 +333,8 @@ BAD_INPUTS = {  # file: expected message
     "column.parquet": "column.parquet: no 'text' column (its columns: id, body, url); name the "
                       "text's column with --text-field",
     "numbers.parquet": "numbers.parquet: the 'text' column holds int64, not text",
+    "numbers.parquet --text-field text.body": "numbers.parquet: no 'text.body' column (its "
+                                              "columns: text)",
     "cut.parquet": "cut.parquet: cannot read parquet file",
     "field.jsonl --format parquet": "field.jsonl: cannot read parquet file",
 }

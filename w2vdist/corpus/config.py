@@ -30,8 +30,8 @@ class PrepareConfig:
                           "parquet by the file's first bytes, jsonl for names ending .jsonl, "
                           ".ndjson or .json (before any compression suffix), else text",
                           choices=("auto", "text", "jsonl", "parquet"))
-    text_field: str = setting("text", "the JSON Lines field (a.b: field b of object a) or "
-                              "Parquet column that holds the text")
+    text_field: str = setting("text", "the JSON Lines field or Parquet column that holds the "
+                              "text (a.b: field b of object or struct column a)")
     tokenizer: str = setting("default", "how lines become words: default (Unicode words), "
                              "nltk's wordpunct or toktok, or whitespace",
                              choices=("default", "wordpunct", "toktok", "whitespace"))

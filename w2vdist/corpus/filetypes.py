@@ -267,10 +267,10 @@ def parquet_row_groups(path: str, column: str) -> int:
         schema, groups = table.schema_arrow, table.metadata.num_row_groups
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
-    if column not in schema.names:
+    kind_of = _column_type(pa, schema, column)
+    if kind_of is None:
         raise UsageError(f"{path}: no {column!r} column (its columns: {', '.join(schema.names)});"
                          " name the text's column with --text-field")
-    kind_of = schema.field(column).type
     if pa.types.is_dictionary(kind_of):
         kind_of = kind_of.value_type
     if not (pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of)
@@ -279,13 +279,32 @@ def parquet_row_groups(path: str, column: str) -> int:
     return groups
 
 
+def _column_type(pa: Any, schema: Any, column: str) -> Any:
+    """The type of `column`: a column of the table, or `a.b`, field b of the struct column a
+    (as a JSON Lines file's `a.b` is field b of object a); None if there is none."""
+    if column in schema.names:
+        return schema.field(column).type
+    head, *rest = column.split(".")
+    kind = schema.field(head).type if head in schema.names else None
+    for name in rest:
+        if kind is None or not pa.types.is_struct(kind) or kind.get_field_index(name) < 0:
+            return None
+        kind = kind.field(name).type
+    return kind
+
+
 def parquet_texts(path: str, column: str, first: int, end: int) -> Iterator[tuple[list, int]]:
-    """(texts, bytes) for each batch of `column` in row groups [first, end): None for a null."""
+    """(texts, bytes) for each batch of `column` in row groups [first, end): None for a null
+    (a null struct above a nested column too). Of a nested column only its own values are
+    read, not the rest of the structs it is in."""
     pa, pq = _pyarrow(path)
     try:
         table = pq.ParquetFile(path)
+        depth = 0 if column in table.schema_arrow.names else column.count(".")
         for batch in table.iter_batches(PARQUET_BATCH_ROWS, range(first, end), [column]):
             values = batch.column(0)
+            for _ in range(depth):  # each struct holds only the field read: its one child
+                values = values.flatten()[0]
             yield values.to_pylist(), values.nbytes
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
