@@ -1,7 +1,9 @@
 """Damaged files users hand the commands: every one gets a one-line error naming the problem
 and a non-zero exit, or reads as the data it still holds, never a traceback.
 
-Each reader's real input is damaged in seeded ways (bytes flipped, cut, duplicated, deleted,
+Each reader's real input (vectors, evaluation sets, a config file, a prepared corpus's
+manifest and vocabulary, corpora as text, JSON Lines, Parquet, compressed and archived) is
+damaged in seeded ways (bytes flipped, cut, duplicated, deleted,
 lines repeated, a stray NUL, a non-UTF-8 byte, a number too large), as a disk, a copy or an
 editor damages files, and handed to the command that reads it, in this process. Mutating
 inputs this way found the tracebacks of a vocabulary or config file that was not UTF-8 and of
@@ -10,13 +12,20 @@ a manifest whose JSON held fields of another type.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import random
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
+import zstandard
 
 from tests.helpers import WORDS
 from tests.test_prepare import prep, random_corpus
@@ -71,11 +80,28 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                             enumerate(zip(words, words[3:]))), encoding="utf-8")
     (root / "cfg.yaml").write_text("model: {dim: 20, window: 3}\noptim: {alpha: 0.05}\n"
                                    "train: {epochs: 2}\nsync: {strategy: local}\n")
+    lines = (root / "corpus.txt").read_text().splitlines()[:60]
+    text = ("\n".join(lines) + "\n").encode()
+    (root / "c.jsonl").write_text("".join(json.dumps({"text": line, "id": i}) + "\n"
+                                          for i, line in enumerate(lines)))
+    pq.write_table(pa.table({"text": lines}), root / "c.parquet", row_group_size=20)
+    (root / "c.txt.gz").write_bytes(gzip.compress(text))
+    (root / "c.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(text))
+    with zipfile.ZipFile(root / "c.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.txt", text)
+        archive.writestr("b.jsonl", (root / "c.jsonl").read_bytes())
+    with tarfile.open(root / "c.tar.gz", "w:gz") as archive:
+        member = tarfile.TarInfo("a.txt")
+        member.size = len(text)
+        archive.addfile(member, io.BytesIO(text))
     return root
 
 
 def _read(name: str, damaged: Path, root: Path, work: Path) -> list[str]:
     """The command that reads the input `name`, given its damaged copy."""
+    if name.startswith("c."):
+        return ["prepare", str(damaged), "-o", str(work / "out"), "--min-count", "1",
+                "--workers", "1"]
     if name.startswith("v."):
         return ["eval", str(damaged), "--eval.similarity", str(root / "pairs.tsv")]
     if name == "questions.txt":
@@ -89,7 +115,8 @@ def _read(name: str, damaged: Path, root: Path, work: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["v.txt", "v.bin", "v.txt.gz", "questions.txt", "pairs.tsv",
-                                  "cfg.yaml", "manifest.json", "vocab.tsv"])
+                                  "cfg.yaml", "manifest.json", "vocab.tsv", "c.jsonl",
+                                  "c.parquet", "c.txt.gz", "c.txt.zst", "c.zip", "c.tar.gz"])
 def test_a_damaged_input_is_refused_in_one_line_or_read(
     name: str, inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

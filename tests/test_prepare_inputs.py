@@ -312,6 +312,11 @@ def _bad_inputs(tmp: Path) -> None:
     (tmp / "cut.jsonl.xz").write_bytes(lzma.compress(data)[:-40])
     write_parquet(tmp / "column.parquet", ["some words"], column="body")
     pq.write_table(pa.table({"text": [1, 2]}), tmp / "numbers.parquet")
+    # Strings Arrow did not check (some writers do not): row 50 is Latin-1, in row group 2.
+    raw = pa.array([b"fine words"] * 50 + [b"caf\xe9 noir"] + [b"more words"] * 9, pa.binary())
+    unchecked = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+    pq.write_table(pa.table({"id": range(60), "text": unchecked}), tmp / "latin.parquet",
+                   row_group_size=20)
     write_parquet(tmp / "t.parquet", ["some words here"] * 100)
     (tmp / "cut.parquet").write_bytes((tmp / "t.parquet").read_bytes()[:-100])
 
@@ -336,6 +341,7 @@ BAD_INPUTS = {  # file: expected message
     "numbers.parquet --text-field text.body": "numbers.parquet: no 'text.body' column (its "
                                               "columns: text)",
     "cut.parquet": "cut.parquet: cannot read parquet file",
+    "latin.parquet": "latin.parquet: row 50: the 'text' column's text is not valid UTF-8",
     "field.jsonl --format parquet": "field.jsonl: cannot read parquet file",
 }
 

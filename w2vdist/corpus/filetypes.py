@@ -301,13 +301,31 @@ def parquet_texts(path: str, column: str, first: int, end: int) -> Iterator[tupl
     try:
         table = pq.ParquetFile(path)
         depth = 0 if column in table.schema_arrow.names else column.count(".")
+        row = sum(table.metadata.row_group(g).num_rows for g in range(first))
         for batch in table.iter_batches(PARQUET_BATCH_ROWS, range(first, end), [column]):
             values = batch.column(0)
             for _ in range(depth):  # each struct holds only the field read: its one child
                 values = values.flatten()[0]
-            yield values.to_pylist(), values.nbytes
+            try:
+                texts = values.to_pylist()
+            except UnicodeDecodeError:  # Arrow reads strings unchecked; a writer may not check
+                bad = _first_not_utf8(values.cast(pa.large_binary()).to_pylist())
+                raise UsageError(f"{path}: row {row + bad:,}: the {column!r} column's text is "
+                                 "not valid UTF-8") from None
+            yield texts, values.nbytes
+            row += len(values)
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
+
+
+def _first_not_utf8(values: list[bytes | None]) -> int:
+    """The index of the first value that does not decode as UTF-8."""
+    for i, value in enumerate(values):
+        try:
+            (value or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            return i
+    raise ValueError("every value decodes")
 
 
 def _pyarrow(path: str) -> tuple[Any, Any]:
