@@ -221,6 +221,7 @@ def test_a_vocabulary_file_saved_with_a_byte_order_mark_is_the_same_vocabulary(
 @pytest.mark.parametrize("content, problem", [
     (b"the\t5\ncaf\xe9\t3\n", "2: not valid UTF-8"),  # latin-1, as an old tool wrote it
     (b"the 5\nof\n", "2: expected 'word<TAB>count' or 'word count'"),
+    (b"the\t99999999999999999999\n", "1: the count 99999999999999999999 is over 64 bits"),
 ])
 def test_a_vocabulary_file_that_cannot_be_read_is_refused_naming_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, problem: str

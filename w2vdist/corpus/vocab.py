@@ -54,6 +54,8 @@ class Vocab:
             word, sep, count = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
             if not sep or not word or not count.isdigit():
                 raise UsageError(f"{p}:{lineno}: expected 'word<TAB>count' or 'word count'")
+            if int(count) >= 2**63:
+                raise UsageError(f"{p}:{lineno}: the count {count} is over 64 bits")
             words.append(word)
             counts.append(int(count))
         if not words:
