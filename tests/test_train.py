@@ -513,6 +513,10 @@ def test_unknown_config_file_key_and_syntax_errors_name_their_place(shards, tmp_
     bad_toml.write_text("[model]\ndim = = 3\n")
     assert main(["train", "--config", str(bad_toml)]) == 2
     assert "line 2, column 7" in capsys.readouterr().err
+    numbered = tmp_path / "numbered.yaml"  # YAML keys need not be strings
+    numbered.write_text("model:\n  dim: 30\n  3: x\n")
+    assert main(["train", "--config", str(numbered)]) == 2
+    assert "unknown key model.3 (known: dim, negative" in capsys.readouterr().err
     latin = tmp_path / "latin.yaml"
     latin.write_bytes(b"model:\n  dim: 30  # caf\xe9\n")
     assert main(["train", "--config", str(latin)]) == 2

@@ -71,10 +71,10 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise UsageError(f"config: {prefix.rstrip('.') or 'top level'} must be a mapping")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted((key for key in data if key not in known), key=str)  # YAML keys: any type
     if unknown:
         raise UsageError(f"config: unknown key {prefix}{unknown[0]}"
-                         + _suggest(unknown[0], known, prefix)
+                         + _suggest(str(unknown[0]), known, prefix)
                          + f" (known: {', '.join(sorted(known))})")
     inline = {f.name for f in dataclasses.fields(cls) if f.metadata.get("inline")}
     kwargs = {}
