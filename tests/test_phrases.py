@@ -250,6 +250,8 @@ def test_a_phrase_in_the_vocabulary_keeps_the_joins_that_make_it() -> None:
     (f"{corpus_phrases._HEADER}\n1\tnew\tyork\t8\n", "phrases.tsv:2: not a phrases.tsv line"),
     (f"{corpus_phrases._HEADER}\n2\ta\tb\t8\t9\n1\tc\td\t8\t9\n",
      "phrases.tsv:3: not a phrases.tsv line"),
+    # A pass past prepare's four: it made as many empty passes first (a billion: no end).
+    (f"{corpus_phrases._HEADER}\n1000000000\ta\tb\t8\t9\n", "phrases.tsv:2: not a phrases.tsv"),
 ])
 def test_a_bad_phrases_file_is_one_line(text: str, problem: str, tmp_path: Path,
                                         capsys) -> None:

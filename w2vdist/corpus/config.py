@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from w2vdist.corpus.phrases import MAX_PASSES
 from w2vdist.errors import UsageError
 from w2vdist.settings import check, check_choices, setting
 
@@ -89,7 +90,8 @@ class PrepareConfig:
             check(self.stem in SnowballStemmer.languages, "prepare.stem",
                    f"must be one of {', '.join(SnowballStemmer.languages)} (got {self.stem!r})")
         check(bool(self.text_field), "prepare.text_field", "must name a field")
-        check(0 <= self.phrases <= 4, "prepare.phrases", "must be 0-4 (passes)")
+        check(0 <= self.phrases <= MAX_PASSES, "prepare.phrases",
+              f"must be 0-{MAX_PASSES} (passes)")
         check(not (self.phrases and self.phrases_file), "prepare.phrases_file",
               "give either phrases to find (--phrases N) or a file of them, not both")
         check(not (self.counts_only and self.phrases), "prepare.counts_only",

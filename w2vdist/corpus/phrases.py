@@ -29,6 +29,8 @@ DELIMITER = "_"
 PHRASES_FILE = "phrases.tsv"
 _HEADER = "# pass\tfirst\tsecond\tpair count\tscore"
 
+MAX_PASSES = 4  # prepare --phrases N: phrases of up to 2^N words
+
 
 @dataclass(frozen=True)
 class Phrase:
@@ -126,8 +128,8 @@ class Phrases:
         for n, line in enumerate(lines[1:], 2):
             try:
                 number, first, second, count, score = line.split("\t")
-                if int(number) < max(1, len(passes)):
-                    raise ValueError("passes out of order")
+                if not max(1, len(passes)) <= int(number) <= MAX_PASSES:
+                    raise ValueError("passes out of order, or more than prepare makes")
                 while len(passes) < int(number):
                     passes.append([])
                 passes[-1].append(Phrase(first, second, int(count), float(score)))
