@@ -2,7 +2,8 @@
 and a non-zero exit, or reads as the data it still holds, never a traceback.
 
 Each reader's real input (vectors, evaluation sets, a config file, a prepared corpus's
-manifest and vocabulary, corpora as text, JSON Lines, Parquet, compressed and archived) is
+manifest and vocabulary, corpora as text, JSON Lines, Parquet, compressed and archived, a
+phrases file and a stopword list) is
 damaged in seeded ways (bytes flipped, cut, duplicated, deleted,
 lines repeated, a stray NUL, a non-UTF-8 byte, a number too large), as a disk, a copy or an
 editor damages files, and handed to the command that reads it, in this process. Mutating
@@ -30,6 +31,7 @@ import zstandard
 from tests.helpers import WORDS
 from tests.test_prepare import prep, random_corpus
 from w2vdist import cli
+from w2vdist.corpus.phrases import Phrase, Phrases
 from w2vdist.vectors.keyed import WordVectors
 
 CASES = 40  # mutations of each input; seeded, so every run tries the same ones
@@ -81,6 +83,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "cfg.yaml").write_text("model: {dim: 20, window: 3}\noptim: {alpha: 0.05}\n"
                                    "train: {epochs: 2}\nsync: {strategy: local}\n")
     lines = (root / "corpus.txt").read_text().splitlines()[:60]
+    pairs = [line.split()[:2] for line in lines if len(line.split()) > 1][:6]
+    Phrases(((*[Phrase(a, b, 5, 120.5) for a, b in pairs[:3]],),
+             tuple(Phrase(f"{a}_{b}", c, 3, 150.0) for (a, b), (c, _) in
+                   zip(pairs[:3], pairs[3:])))).save(root / "phrases.tsv")
+    (root / "stop.txt").write_text("\n".join(w for pair in pairs for w in pair) + "\n")
     text = ("\n".join(lines) + "\n").encode()
     (root / "c.jsonl").write_text("".join(json.dumps({"text": line, "id": i}) + "\n"
                                           for i, line in enumerate(lines)))
@@ -99,6 +106,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _read(name: str, damaged: Path, root: Path, work: Path) -> list[str]:
     """The command that reads the input `name`, given its damaged copy."""
+    if name in ("phrases.tsv", "stop.txt"):
+        flag = "--phrases-file" if name == "phrases.tsv" else "--stopwords"
+        return ["prepare", str(root / "corpus.txt"), flag, str(damaged), "-o", str(work / "out"),
+                "--workers", "1"]
     if name.startswith("c."):
         return ["prepare", str(damaged), "-o", str(work / "out"), "--min-count", "1",
                 "--workers", "1"]
@@ -116,7 +127,8 @@ def _read(name: str, damaged: Path, root: Path, work: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", ["v.txt", "v.bin", "v.txt.gz", "questions.txt", "pairs.tsv",
                                   "cfg.yaml", "manifest.json", "vocab.tsv", "c.jsonl",
-                                  "c.parquet", "c.txt.gz", "c.txt.zst", "c.zip", "c.tar.gz"])
+                                  "c.parquet", "c.txt.gz", "c.txt.zst", "c.zip", "c.tar.gz",
+                                  "phrases.tsv", "stop.txt"])
 def test_a_damaged_input_is_refused_in_one_line_or_read(
     name: str, inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
