@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from w2vdist.training.data import (
     DEALT, MIXED, Position, TokenBatches, loader_workers,
 )
 from w2vdist.corpus import shards as shards_module
-from w2vdist.corpus.shards import Manifest, decode_sample, encode_sample
+from w2vdist.corpus.shards import Manifest, ShardInfo, decode_sample, encode_sample
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +333,23 @@ def test_a_manifest_field_of_another_type_is_refused_naming_it(change: dict, why
     with pytest.raises(UsageError) as err:
         Manifest.parse(json.dumps(manifest).encode(), "m.json")
     assert str(err.value) == f"m.json: unreadable manifest: {why}"
+
+
+@pytest.mark.parametrize("samples, tokens", [(10**12, 5), (1, 10**6), (0, 5)])
+def test_counts_a_shard_cannot_hold_are_refused_before_training(tmp_path: Path, samples: int,
+                                                                 tokens: int) -> None:
+    """A trillion samples in a 40 KB shard (a damaged digit) had the loader plan for them, out
+    of memory; a sample takes at least 2,048 bytes of a tar, a token 4."""
+    shard = {"name": "s.tar", "tokens": tokens, "samples": samples, "bytes": 40_960}
+    manifest = Manifest.parse(json.dumps({
+        "vocab_size": 3, "total_tokens": tokens, "shards": [shard], "vocab_hash": "h",
+        "format": "w2vdist-shards", "version": 1}).encode(), "m.json")
+    with pytest.raises(UsageError) as err:
+        manifest.check_files(tmp_path, files=False)
+    assert str(err.value) == (f"{tmp_path / 'manifest.json'}: shard s.tar has {samples:,} "
+                              f"samples and {tokens:,} tokens in 40,960 bytes")
+    manifest.shards[0] = ShardInfo("s.tar", 10_240, 20, 40_960)  # as much as it can hold
+    manifest.check_files(tmp_path, files=False)
 
 
 def test_token_ids_outside_the_vocabulary_or_not_int32_name_their_sample(tmp_path):

@@ -88,9 +88,14 @@ class Manifest:
         if not self.shards or self.total_tokens <= 0:
             raise UsageError(f"{directory / MANIFEST_FILE}: lists no tokens to train on")
         for shard in self.shards:
-            if shard.samples < 1 or shard.tokens < 1:
+            # A sample is two tar members of at least 1,024 bytes each (a header and a block
+            # of data), a token 4 bytes of them: counts the shard's bytes cannot hold are
+            # damage, for which the loader would plan (a trillion samples: out of memory).
+            if (shard.samples < 1 or shard.tokens < 1 or shard.bytes
+                    and max(shard.samples * 2048, shard.tokens * 4) > shard.bytes):
                 raise UsageError(f"{directory / MANIFEST_FILE}: shard {shard.name} has "
-                                 f"{shard.samples} samples and {shard.tokens} tokens")
+                                 f"{shard.samples:,} samples and {shard.tokens:,} tokens" +
+                                 (f" in {shard.bytes:,} bytes" if shard.bytes else ""))
         if not files:
             return
         for shard in self.shards:
