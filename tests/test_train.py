@@ -331,6 +331,14 @@ def test_integers_are_read_exactly_and_integral_numbers_as_integers(shards, tmp_
                                        "(got '1000.5')\n")
 
 
+def test_a_run_directory_that_is_a_file_is_refused_by_name(shards, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    assert main(["train", "--data.shards", str(shards), "--train.run_dir", str(taken)]) == 2
+    assert capsys.readouterr().err == f"w2vdist: {taken}: a file, where the run needs a directory\n"
+    assert taken.read_text() == "mine\n"
+
+
 def test_missing_shards_directory_is_a_usage_error(tmp_path, capsys):
     code = main(["train", "--data.shards", str(tmp_path / "nope")])
     assert code == 2 and "manifest.json: not found" in capsys.readouterr().err

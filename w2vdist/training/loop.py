@@ -79,8 +79,10 @@ def run(
     """`train`, with callbacks, returning what the run produced."""
     if not cfg.data.shards:
         raise UsageError("config: data.shards is required (a `w2vdist prepare` output directory)")
-    world = distributed.init(cfg.train.device, cfg.sync.timeout_seconds)
     run_dir = Path(cfg.train.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():  # its mkdir would say only "File exists"
+        raise UsageError(f"{run_dir}: a file, where the run needs a directory")
+    world = distributed.init(cfg.train.device, cfg.sync.timeout_seconds)
     log = setup_logging(None if dry_run or not world.is_main else run_dir, world.rank, world.size)
     owner = locked(run_dir) if world.is_main and not dry_run else contextlib.nullcontext()
     try:
