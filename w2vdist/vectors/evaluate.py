@@ -130,7 +130,7 @@ def score_similarity(
     return similarity_scores(words, vectors, path, restrict_vocab).metrics()
 
 
-SCORE_KINDS = ("analogy", "similarity")  # every score key starts with one (`score_key`)
+ANALOGY, SIMILARITY = SCORE_KINDS = ("analogy", "similarity")  # every score key's start
 
 
 def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict[str, float]:
@@ -145,10 +145,10 @@ def scores(cfg: EvalConfig, words: Sequence[str], vectors: torch.Tensor) -> dict
     words, vectors = words[:rows], vectors[:rows].float().cpu()
     for i, path in enumerate(cfg.analogies):
         found = score_analogies(words, vectors, path, cfg.restrict_vocab, cfg.analogy_method)
-        out.update({f"{score_key('analogy', path, i)}/{k}": float(v) for k, v in found.items()})
+        out.update({f"{score_key(ANALOGY, path, i)}/{k}": float(v) for k, v in found.items()})
     for i, path in enumerate(cfg.similarity):
         found = score_similarity(words, vectors, path, cfg.restrict_vocab)
-        out.update({f"{score_key('similarity', path, i)}/{k}": float(v)
+        out.update({f"{score_key(SIMILARITY, path, i)}/{k}": float(v)
                     for k, v in found.items()})
     return out
 
