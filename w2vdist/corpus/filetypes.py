@@ -267,10 +267,11 @@ def parquet_row_groups(path: str, column: str) -> int:
         schema, groups = table.schema_arrow, table.metadata.num_row_groups
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"{path}: cannot read parquet file: {exc}") from None
-    kind_of = _column_type(pa, schema, column)
-    if kind_of is None:
+    found = _column(pa, schema, column)
+    if found is None:
         raise UsageError(f"{path}: no {column!r} column (its columns: {', '.join(schema.names)});"
                          " name the text's column with --text-field")
+    kind_of = found[1]
     if pa.types.is_dictionary(kind_of):
         kind_of = kind_of.value_type
     if not (pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of)
@@ -279,18 +280,21 @@ def parquet_row_groups(path: str, column: str) -> int:
     return groups
 
 
-def _column_type(pa: Any, schema: Any, column: str) -> Any:
-    """The type of `column`: a column of the table, or `a.b`, field b of the struct column a
-    (as a JSON Lines file's `a.b` is field b of object a); None if there is none."""
+def _column(pa: Any, schema: Any, column: str) -> tuple[int, Any] | None:
+    """(depth, type) of `column`: a column of the table (depth 0, taken first), or `a.b`,
+    field b of the struct column a (depth 1; as a JSON Lines file's `a.b` is field b of
+    object a); None if there is none."""
     if column in schema.names:
-        return schema.field(column).type
+        return 0, schema.field(column).type
     head, *rest = column.split(".")
-    kind = schema.field(head).type if head in schema.names else None
+    if head not in schema.names:
+        return None
+    kind = schema.field(head).type
     for name in rest:
-        if kind is None or not pa.types.is_struct(kind) or kind.get_field_index(name) < 0:
+        if not pa.types.is_struct(kind) or kind.get_field_index(name) < 0:
             return None
         kind = kind.field(name).type
-    return kind
+    return len(rest), kind
 
 
 def parquet_texts(path: str, column: str, first: int, end: int) -> Iterator[tuple[list, int]]:
@@ -300,7 +304,7 @@ def parquet_texts(path: str, column: str, first: int, end: int) -> Iterator[tupl
     pa, pq = _pyarrow(path)
     try:
         table = pq.ParquetFile(path)
-        depth = 0 if column in table.schema_arrow.names else column.count(".")
+        depth, _ = _column(pa, table.schema_arrow, column) or (0, None)  # checked at probe
         row = sum(table.metadata.row_group(g).num_rows for g in range(first))
         for batch in table.iter_batches(PARQUET_BATCH_ROWS, range(first, end), [column]):
             values = batch.column(0)
