@@ -146,7 +146,8 @@ def _typed(cls: type[_Record], data: Any, where: str = "") -> _Record:
             continue
         value = data[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"{where}{name} is {json.dumps(value)}, not {_JSON[kind]}")
+            raise ValueError(f"{where}{name} is {json.dumps(value)}, not "
+                             f"{_JSON.get(kind, kind.__name__)}")
         kept[name] = value
     return cls(**kept)
 
