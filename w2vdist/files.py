@@ -29,12 +29,12 @@ TMP_MARK = ".tmp-"
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors of writing, not reading
 
 
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path, what: str = "file") -> Iterator[tuple[int, str]]:
     """A UTF-8 text file's lines (newlines kept), numbered from 1, without the byte-order mark
     an editor may have put first (Notepad's "UTF-8 with BOM"), which would otherwise cling to
-    the first word."""
+    the first word. `what`: the file's kind, for the error if it is missing."""
     if not path.is_file():
-        raise UsageError(f"{path}: file not found")
+        raise UsageError(f"{path}: {what} not found")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:

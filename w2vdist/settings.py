@@ -105,9 +105,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def read_file(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML, TOML or JSON config file as a nested dict; errors name the line and column."""
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{p}: config file not found")
-    text = "".join(line for _, line in numbered_lines(p))
+    text = "".join(line for _, line in numbered_lines(p, "config file"))
     try:
         if p.suffix == ".toml":
             data = tomllib.loads(text)

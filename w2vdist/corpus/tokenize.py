@@ -176,10 +176,8 @@ def read_stopwords(path: str, lowercase: bool) -> frozenset[str]:
     Lowercased when the text is, so that `The` in the file still removes `the`.
     """
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{p}: stopword file not found")
     try:
-        words = [line.strip() for _, line in numbered_lines(p)]
+        words = [line.strip() for _, line in numbered_lines(p, "stopword file")]
     except OSError as exc:
         raise UsageError(f"{p}: cannot read stopword file: {exc.strerror or exc}") from None
     return frozenset(w.lower() if lowercase else w for w in words if w)

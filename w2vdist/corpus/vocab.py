@@ -44,11 +44,9 @@ class Vocab:
         p = Path(path)
         if p.is_dir():
             p = p / VOCAB_FILE
-        if not p.is_file():
-            raise UsageError(f"{p}: vocabulary file not found")
         words: list[str] = []
         counts: list[int] = []
-        for lineno, line in numbered_lines(p):
+        for lineno, line in numbered_lines(p, "vocabulary file"):
             # vocab.tsv, or word2vec.c's -save-vocab / gensim's fvocab ("word count")
             line = line.rstrip("\r\n")
             word, sep, count = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
