@@ -17,7 +17,8 @@ prepare -> train -> eval on the device, at this corpus's default steps, which a 
 in a CUDA graph, and on a GPU also eagerly: planted analogies), LOADER (the loader alone,
 shards to the device, by worker count; then the step at dims 100 and 300 fed by it at its
 default workers, with the shares of the time spent waiting for the workers and handing
-batches over; then `w2vdist train` itself, its logged rate once running). A section that
+batches over; then `w2vdist train` itself, its logged rate once running), FIT (settings whose
+tile the GPU cannot hold stop in one line; `fit`). A section that
 fails prints `FAIL section: why` and the others still run; the exit code is the number of
 failed sections.
 `--quick` (and any machine without CUDA) runs the same code on CPU at tiny sizes, so that CI
@@ -499,9 +500,37 @@ def _loader_run(run: list[str], root: Path, device: torch.device, quick: bool) -
           flush=True)
 
 
+def fit(device: torch.device, quick: bool) -> None:
+    """A tile past what the kernel compiles for is refused before anything starts
+    (`too_wide`); one under it that this GPU cannot hold (window 24 with 20 negatives: 292 KB
+    of shared memory on sm_90, where an H100 or H200 has 227 KB) must stop at its first
+    step naming the settings and the GPU's limit, not with Triton's traceback."""
+    from w2vdist.errors import UsageError
+    from w2vdist.training.backends import triton as kernels
+
+    print(f"FIT refused before training: {kernels.too_wide(121, 5, 'centre')}", flush=True)
+    if device.type != "cuda":
+        print("FIT a tile against shared memory: checked at a GPU's first launch only",
+              flush=True)
+        return
+    vocab, words = 50_000, 1 << 16
+    step, _ = _step("triton", 300, vocab, words, device, window=24, negative=20)
+    tokens, sentence = _batch(vocab, words, device)
+    start = time.perf_counter()
+    try:
+        step(tokens, sentence, 0.025, 0.025)
+        torch.cuda.synchronize(device)
+    except UsageError as exc:
+        print(f"FIT window=24 negative=20 stopped after {time.perf_counter() - start:.1f} s: "
+              f"{exc}", flush=True)
+        return
+    print(f"FIT window=24 negative=20 trained: this GPU holds its tile "
+          f"({time.perf_counter() - start:.1f} s with the compile)", flush=True)
+
+
 SECTIONS: dict[str, Callable[[torch.device, bool], None]] = {
     "ENV": env, "CORRECT": correct, "SYNC": no_host_sync, "GRAPH": graph, "BENCH": bench,
-    "MEM": mem, "CKPT": ckpt, "NCCL": nccl, "E2E": e2e, "LOADER": loader,
+    "MEM": mem, "CKPT": ckpt, "NCCL": nccl, "E2E": e2e, "LOADER": loader, "FIT": fit,
 }
 
 if __name__ == "__main__":

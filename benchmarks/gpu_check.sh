@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path checked and timed on one lent GPU in at most about 8 minutes, as tagged lines
-# (ENV, CORRECT, SYNC, GRAPH, BENCH, MEM, NCCL, E2E, LOADER; FAIL for a failed section); see
-# benchmarks/gpu_check.py.
+# (ENV, CORRECT, SYNC, GRAPH, BENCH, MEM, CKPT, NCCL, E2E, LOADER, FIT; FAIL for a failed
+# section); see benchmarks/gpu_check.py.
 #   bash benchmarks/gpu_check.sh            # CUDA machine
 #   bash benchmarks/gpu_check.sh --quick    # any machine: tiny sizes, Triton's CPU interpreter
 # Exit status: the number of failed sections (124 if the whole run passed its time bound).

@@ -21,7 +21,7 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     out = done.stdout
     assert done.returncode == 0 and "FAIL" not in out, out + done.stderr[-3000:]
     for tag in ("ENV", "CORRECT", "SYNC", "GRAPH", "BENCH", "MEM", "CKPT", "NCCL", "E2E",
-                "LOADER"):
+                "LOADER", "FIT"):
         assert re.search(rf"^{tag} ", out, re.M), (tag, out)
     correct = re.findall(r"^CORRECT .*", out, re.M)
     assert len(correct) == 6 and all(line.endswith(" ok") for line in correct), correct
@@ -60,6 +60,10 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     assert re.search(r"^LOADER run device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
                      r"control_every_steps=1 records=1 words_per_s=[1-9][\d,]+ "
                      r"loader_wait_share=\d\.\d{3} handover_share=\d\.\d{3}$", out, re.M), out
+    assert re.search(r"^FIT refused before training: model.window 121 and model.negative 5 "
+                     r"\(share_negatives centre\) make the Triton kernel's tile 512 band rows x "
+                     r"128 targets, past the 256 rows", out, re.M), out
+    assert "FIT a tile against shared memory: checked at a GPU's first launch only" in out
 
 
 def test_the_torch_steps_allowed_host_synchronisations_are_those_an_h200_counted():

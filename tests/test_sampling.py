@@ -59,11 +59,11 @@ def _reference_pairs(tokens, sentence, reach):
     return pairs
 
 
-def test_dynamic_window_pairs_equal_a_plain_loop():
+@pytest.mark.parametrize("window", [5, 1000, 2**31 - 1])  # past the batch: item2vec's
+def test_dynamic_window_pairs_equal_a_plain_loop(window):
     g = torch.Generator().manual_seed(3)
     tokens = torch.randint(0, 30, (300,), generator=g)
     sentence = torch.cumsum(torch.rand(300, generator=g) < 0.05, 0)
-    window = 5
     state = g.get_state()
     centres, contexts = window_pairs(tokens, sentence, window, g)
     g.set_state(state)

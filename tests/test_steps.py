@@ -45,6 +45,38 @@ def test_auto_on_cuda_without_the_triton_kernel_says_so(w2vdist_log, monkeypatch
     assert "Triton" not in w2vdist_log.text
 
 
+def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch):
+    """A band past 256 rows or a tile past 32,768 scores fits no GPU, and item2vec's whole
+    sentence window (2^31 - 1) would have Triton compile for ever: refused as the run
+    resolves, and `auto` trains such a window with the torch step, saying why. (The kernel is
+    said to be available, so that the test means the same on a GPU machine.)"""
+    from w2vdist.training.backends import triton
+
+    monkeypatch.setattr(triton, "available", lambda: (True, ""))
+    cuda = torch.device("cuda")
+
+    def pick(backend: str, window: int, negative: int = 5, share: str = "centre") -> str:
+        return choose(cfg(train={"backend": backend}, model={
+            "window": window, "negative": negative, "share_negatives": share}), cuda, 1)
+
+    assert pick("triton", 120) == "triton"  # a band of 256 rows x 128 targets
+    assert pick("triton", 5, 40) == "triton"  # 32 x 1,024
+    assert pick("triton", 120, 100, "chunk") == "triton"  # 256 x 128
+    for window, negative, share, tile in ((121, 5, "centre", "512 band rows x 128 targets"),
+                                          (25, 20, "centre", "128 band rows x 512 targets"),
+                                          (121, 5, "chunk", "512 band rows x 32 targets")):
+        with pytest.raises(UsageError, match=f"tile {tile}, past the 256 rows and 32,768 "
+                                             "scores it compiles for: use a smaller window"):
+            pick("triton", window, negative, share)
+    assert pick("auto", 8) == "triton" and "torch backend" not in w2vdist_log.text
+    assert pick("auto", 2**31 - 1) == "torch"
+    assert ("model.window 2147483647 and model.negative 5 (share_negatives centre) make the "
+            "Triton kernel's tile 8,589,934,592 band rows x 128 targets") in w2vdist_log.text
+    assert "training with the torch backend" in w2vdist_log.text
+    with pytest.raises(UsageError, match="train.backend torch with model.share_negatives centre"):
+        pick("auto", 2**31 - 1, share="chunk")  # the torch step shares no chunk's negatives
+
+
 def test_in_place_backends_refuse_exact_sync_across_ranks():
     with pytest.raises(UsageError, match="cannot share exact gradients"):
         choose(cfg(train={"backend": "cpu-kernel"}), CPU, 2)
@@ -191,6 +223,9 @@ def test_steps_of_few_words_are_warned_about():
         "optim.batch_words 117 or more, or 0 (the backend's)")
     assert "lose 100% or more" in edge_warning(5, 1) and "lose 100%" in edge_warning(5, 0)
     assert edge_warning(20, 256) is not None  # 22 / 768 of the pairs
+    # A window reaches no farther than its sentence (item2vec's 2^31 - 1: the whole of it).
+    assert edge_warning(2**31 - 1, 980, 10.8) is None and edge_warning(2**31 - 1, 980)
+    assert edge_warning(2**31 - 1, 116, 5.0) == edge_warning(5, 116)
 
 
 def test_negatives_shared_per_chunk_are_warned_about():

@@ -294,6 +294,20 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     assert main(["train", "--dry-run", "--data.shards", str(shards), "--train.run_dir", str(run),
                  "--optim.batch_words", "64"]) == 0
     assert "WARNING steps of 64 words a rank lose 4% or more" in capsys.readouterr().err
+    # A window past every sentence (item2vec's) reaches the mean sentence, not 2^31 words.
+    assert main(["train", "--dry-run", "--data.shards", str(shards), "--train.run_dir", str(run),
+                 "--optim.batch_words", "500", "--model.window", str(2**31 - 1)]) == 0
+    assert "lose" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu-kernel"])
+def test_a_whole_sentence_window_trains_on_every_backend(shards, tmp_path, backend):
+    """item2vec's window (2^31 - 1): the torch step spans the batch rather than allocating 2^32
+    context slots a word (it did, for ever), the CPU kernel its longest sentence."""
+    run = tmp_path / "run"
+    assert train(config(shards, run, model={"window": 2**31 - 1},
+                        train={"backend": backend, "max_steps": 3})) == 0
+    assert tables(run)[1].abs().sum() > 0
 
 
 @pytest.mark.parametrize("flag, value, said", [

@@ -512,6 +512,28 @@ def test_the_exact_kernel_gpu_check_runs_compiles_for_hopper(share):
     assert build.registers > 0, build.report
 
 
+def test_a_tile_past_the_gpus_shared_memory_stops_the_run_naming_the_settings():
+    """On a T4 (sm_75: 64 KB of shared memory a block) window 9 with 10 negatives asks more:
+    Triton's OutOfResources at the first launch becomes the one-line error a user can act
+    on (the launch itself needs such a GPU; its figures here are the sm_75 build's)."""
+    import triton
+
+    from w2vdist.training.backends.triton import _launch_error, too_wide
+
+    build = compile_kernel(75, "centre", 300, False, True, window=9, negative=10)
+    assert build.shared > 64 * 1024 and too_wide(9, 10, "centre") is None
+    error = _launch_error(triton.OutOfResources(build.shared, 64 * 1024, "shared memory"),
+                          9, 10, "centre", torch.device("cpu"))
+    assert str(error) == (
+        "config: model.window 9 and model.negative 10 (share_negatives centre): the Triton "
+        f"kernel's tile needs {build.shared / 1024:.0f} KB of shared memory, more than the 64 "
+        "KB of cpu: use a smaller window or fewer negatives, model.share_negatives chunk (a "
+        "smaller tile) or train.backend torch")
+    assert error.exit_code == 2
+    chunk = compile_kernel(75, "chunk", 300, False, True, window=9, negative=10)
+    assert chunk.shared <= 64 * 1024  # the way out the message names fits
+
+
 def test_bad_arguments_are_refused():
     from w2vdist.training.backends import triton as kernels
 

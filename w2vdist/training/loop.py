@@ -110,7 +110,8 @@ def _train(
         _resumed(cfg, previous, world, corpus, log)
     cfg, plan = spec.config, spec.plan
     for warning in (backends.batch_warning(cfg, spec.update_words),
-                    backends.edge_warning(cfg.model.window, min(plan.rank_words)),
+                    backends.edge_warning(cfg.model.window, min(plan.rank_words),
+                                          corpus.mean_sentence),
                     backends.negatives_warning(cfg)):
         if warning and world.is_main:
             log.warning(warning)

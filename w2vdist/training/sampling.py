@@ -112,15 +112,18 @@ def windows(
     """word2vec.c's dynamic window around every token, inside its sentence.
 
     Each centre word draws its effective window b uniformly from 1..window; every word within b
-    positions in the same sentence is a context. Returns `contexts` (N, 2*window) token ids and
-    `mask` (N, 2*window) marking the real ones (the others hold a placeholder id). With `kept`
+    positions in the same sentence is a context. Returns `contexts` (N, 2S) token ids and `mask`
+    (N, 2S) marking the real ones (the others hold a placeholder id), S = min(window, N - 1):
+    no context lies farther than the batch, so a window past it (item2vec's whole sentence,
+    2^31 - 1) spans the batch instead of allocating slots that never hold one. With `kept`
     (subsample's count) only the first `kept` tokens are centres or contexts.
     """
     n = tokens.numel()
     device = tokens.device
     reach = torch.randint(1, window + 1, (n, 1), generator=generator, device=device)
+    span = max(1, min(window, n - 1))
     offsets = torch.cat(
-        [torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)]
+        [torch.arange(-span, 0, device=device), torch.arange(1, span + 1, device=device)]
     )
     pos = torch.arange(n, device=device).unsqueeze(1)
     ctx = pos + offsets

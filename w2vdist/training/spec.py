@@ -121,6 +121,15 @@ class Corpus:
     def vocab_file(self) -> Path:
         return self.prepared()[1] / VOCAB_FILE
 
+    @property
+    def mean_sentence(self) -> float:
+        """Words a sentence holds on average (inf where the manifest does not say): the
+        farthest a window reaches on average, whatever `model.window` says."""
+        sentences = self.manifest.stats.get("sentences") if self.manifest else None
+        if not isinstance(sentences, int) or sentences <= 0:
+            return math.inf
+        return self.tokens / sentences
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -51,7 +51,8 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
     """`auto`: a fused kernel for the device where the sync strategy allows it, else torch."""
     from w2vdist.training.backends import cpu, triton
 
-    backend = cfg.train.backend
+    backend, model = cfg.train.backend, cfg.model
+    share = model.share_negatives
     in_place_ok = world_size == 1 or cfg.sync.strategy == "local"
     if backend == "auto":
         if device.type == "cpu":
@@ -62,11 +63,15 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
                             "install gcc or set CC", cpu.unavailable_reason())
         else:
             ok, why = triton.available()
-            backend = "triton" if in_place_ok and ok else "torch"
+            wide = triton.too_wide(model.window, model.negative, share)
+            backend = "triton" if in_place_ok and ok and not (wide and share == "centre") \
+                else "torch"  # fmt: skip
             if in_place_ok and not ok:
                 log.warning("the Triton kernel is unavailable (%s): training with the torch "
                             "backend, whose step materialises every pair's rows; pip install "
                             "'w2vdist[gpu]'", why)
+            elif in_place_ok and backend == "torch":
+                log.warning("%s: training with the torch backend", wide)
     if backend == "cpu-kernel" and device.type != "cpu":
         raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
     if backend == "cpu-kernel" and not cpu.available():
@@ -75,11 +80,14 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
         ok, why = triton.available()
         if not ok or device.type != "cuda":
             raise UsageError(f"config: train.backend triton needs a CUDA device ({why or 'cpu'})")
-    share = cfg.model.share_negatives
     if (backend, share) in (("torch", "chunk"), ("cpu-kernel", "chunk"), ("triton", "pair")):
         raise UsageError(f"config: model.share_negatives {share} is not a choice of the "
                          f"{backend} backend (torch, cpu-kernel: centre or pair; triton: "
                          "centre or chunk)")
+    wide = triton.too_wide(model.window, model.negative, share) if backend == "triton" else None
+    if wide:
+        raise UsageError(f"config: {wide}: use a smaller window or fewer negatives, or "
+                         "train.backend torch with model.share_negatives centre")
     if cfg.train.cuda_graph and backend != "triton":
         raise UsageError(f"config: train.cuda_graph captures the Triton step on a CUDA device; "
                          f"this run's backend is {backend}")
@@ -248,15 +256,18 @@ def batch_warning(cfg: Config, words: int) -> str | None:
 EDGE_LOSS = 0.02  # the share of a step's pairs its edge may cost before `train` warns
 
 
-def edge_warning(window: int, rank_words: int) -> str | None:
+def edge_warning(window: int, rank_words: int, sentence_words: float = math.inf) -> str | None:
     """What steps of few words cost, if they are that few: a window never crosses a step's
     edge, so an edge loses (window + 1)(window + 2) / 3 pairs (dynamic windows), where a word
     makes window + 1 on average: a step of N words at least (window + 2) / 3N of its pairs
-    (more where subsampling thins the step); and each step's fixed cost is paid for N words."""
-    lost = min(1.0, (window + 2) / (3 * max(rank_words, 1)))
+    (more where subsampling thins the step); and each step's fixed cost is paid for N words.
+    A window reaches no farther than its sentence: past the corpus's mean `sentence_words`
+    (item2vec's whole-sentence window, 2^31 - 1) the mean sentence is what an edge cuts."""
+    reach = min(window, sentence_words)
+    lost = min(1.0, (reach + 2) / (3 * max(rank_words, 1)))
     if lost <= EDGE_LOSS:
         return None
-    enough = math.ceil((window + 2) / (3 * EDGE_LOSS))
+    enough = math.ceil((reach + 2) / (3 * EDGE_LOSS))
     return (f"steps of {rank_words:,} words a rank lose {lost:.0%} or more of their pairs "
             f"(a window never crosses a step's edge) and train slowly (each step's fixed cost "
             f"is paid for few words): use optim.batch_words {enough:,} or more, or 0 (the "

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from w2vdist.errors import UsageError
 from w2vdist.training.backends.crowd import Damping, resident
 
 if TYPE_CHECKING:
@@ -78,6 +79,12 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def _power_of_two(n: int) -> int:
+    """The least power of two >= n (triton.next_power_of_2, which `too_wide` cannot import
+    where triton is missing)."""
+    return 1 << (n - 1).bit_length()
+
+
 def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | bool]:
     """The kernel's block sizes and compile options: BLOCK_B band rows, BLOCK_J targets,
     BLOCK_D dims, warps, and fused multiply-adds asked for by name (Triton's default until
@@ -92,16 +99,53 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
     without spills for sm_80, 86, 89 and 100; before Ampere (V100, T4: no TF32)
     the products run on CUDA cores and centre mode spills about 250 bytes a thread.
     """
-    block_b = triton.next_power_of_2(CHUNK + 2 * window)
+    block_b = _power_of_two(CHUNK + 2 * window)
     if share == "centre":
-        block_t = triton.next_power_of_2(negative + 1)
+        block_t = _power_of_two(negative + 1)
         block_j = CHUNK * block_t
     else:
         block_t = block_j = CHUNK + chunk_negatives(negative)
-    block_d = 16 if share == "centre" else min(32, max(16, triton.next_power_of_2(dim)))
+    block_d = 16 if share == "centre" else min(32, max(16, _power_of_two(dim)))
     return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j, BLOCK_D=block_d,
                 num_warps=8 if block_b * block_j >= 4096 else 4,
                 enable_fp_fusion=True)  # fmt: skip
+
+
+# The largest tiles the kernel is compiled for: a band of 256 rows (window <= 120) and 32,768
+# scores (band rows x targets). Past them no GPU holds a program (on sm_90 a 64 x 512 tile,
+# window 24 with 20 negatives, asks 292 KB of shared memory; an H100 or H200 has 227 KB) and
+# Triton compiles for minutes, past window 2^20 for ever. Under them, whether a tile fits is
+# the GPU's to say (`_launch_error`): on a T4 (64 KB) window 9 with 8 negatives does not.
+MAX_BAND = 256
+MAX_SCORES = 1 << 15
+
+
+def too_wide(window: int, negative: int, share: str) -> str | None:
+    """Why the kernel cannot train these settings, past the tiles it compiles for; None if it
+    can. Checked when the run resolves its backend (`backends.choose`)."""
+    blocks = tiles(window, negative, 1, share)
+    band, targets = int(blocks["BLOCK_B"]), int(blocks["BLOCK_J"])
+    if band <= MAX_BAND and band * targets <= MAX_SCORES:
+        return None
+    return (f"model.window {window} and model.negative {negative} (share_negatives {share}) "
+            f"make the Triton kernel's tile {band:,} band rows x {targets:,} targets, past the "
+            f"{MAX_BAND} rows and {MAX_SCORES:,} scores it compiles for")
+
+
+def _launch_error(exc: Exception, window: int, negative: int, share: str,
+                  device: torch.device) -> UsageError:
+    """Triton's OutOfResources at the kernel's first launch, as the settings that caused it:
+    the GPU's shared memory is too small for their tile."""
+    needed, limit = getattr(exc, "required", 0), getattr(exc, "limit", 0)
+    way = ("model.share_negatives chunk (a smaller tile) or train.backend torch"
+           if share == "centre" else "train.backend torch")
+    return UsageError(
+        f"config: model.window {window} and model.negative {negative} (share_negatives "
+        f"{share}): the Triton kernel's tile needs {needed / 1024:,.0f} KB of "
+        f"{getattr(exc, 'name', 'shared memory')}, more than the {limit / 1024:,.0f} KB of "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: use a "
+        f"smaller window or fewer negatives, {way}"
+    )
 
 
 def sgns_chunks(
@@ -154,14 +198,17 @@ def sgns_chunks(
         damp = (*damping.crowd, damping.centres) if damping else (losses,) * 3  # read if DAMP
 
         def launch(first: int, count: int, in_flight: int) -> Any:
-            return _sgns_chunk[(count,)](
-                w_in, w_out, tokens, sentence, kept, table, seed, lr, *sat, *damp, losses,
-                pairs, record if record is not None else pairs,
-                w_in.shape[0], w_in.shape[1], window, negative,
-                damping.factor * in_flight if damping else 0.0, first,
-                CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damping is not None,
-                RECORD=record is not None, PRECISION=precision, **blocks,
-            )  # fmt: skip
+            try:
+                return _sgns_chunk[(count,)](
+                    w_in, w_out, tokens, sentence, kept, table, seed, lr, *sat, *damp, losses,
+                    pairs, record if record is not None else pairs,
+                    w_in.shape[0], w_in.shape[1], window, negative,
+                    damping.factor * in_flight if damping else 0.0, first,
+                    CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damping is not None,
+                    RECORD=record is not None, PRECISION=precision, **blocks,
+                )  # fmt: skip
+            except triton.OutOfResources as exc:
+                raise _launch_error(exc, window, negative, share, device) from exc
 
         if sequential:
             for first in range(programs):
