@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -298,6 +299,19 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     assert main(["train", "--dry-run", "--data.shards", str(shards), "--train.run_dir", str(run),
                  "--optim.batch_words", "500", "--model.window", str(2**31 - 1)]) == 0
     assert "lose" not in capsys.readouterr().err
+
+
+def test_a_step_past_memory_stops_in_one_line(shards, tmp_path, capfd):
+    """torch's allocator failing (a RuntimeError on CPU, OutOfMemoryError on CUDA) is the
+    settings' or the machine's doing: one line, exit 1, train.log saying it, no traceback."""
+    run = tmp_path / "run"
+    code = main(["train", *flags(shards, run, model={"window": 2**31 - 1, "dim": 20_000},
+                                 train={"backend": "torch"})])  # fmt: skip
+    err = capfd.readouterr().err
+    said = "out of memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate"
+    assert code == 1 and f"w2vdist: {said}" in err and "Traceback" not in err, err
+    assert f"rank 0 on {socket.gethostname()} ran out of memory: DefaultCPUAllocator" in (
+        run / "train.log").read_text()
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu-kernel"])

@@ -14,7 +14,7 @@ import select
 import signal
 import sys
 
-from w2vdist.errors import UsageError
+from w2vdist.errors import UsageError, out_of_memory
 from w2vdist.settings import Parser
 
 COMMANDS = {
@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"w2vdist: {where}{exc.strerror or exc}".rstrip(), file=sys.stderr)
         return 1
-    except MemoryError as exc:
-        print(f"w2vdist: out of memory{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as exc:
+        why = out_of_memory(exc)
+        if why is None:
+            raise
+        print(f"w2vdist: out of memory{': ' + why if why else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("w2vdist: interrupted", file=sys.stderr)

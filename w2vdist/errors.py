@@ -1,4 +1,7 @@
-"""The one exception type users see: a one-line message and exit code 2."""
+"""The one exception type users see: a one-line message and exit code 2; and what an
+allocation that failed said."""
+
+import sys
 
 
 class UsageError(Exception):
@@ -15,3 +18,17 @@ class Diverged(UsageError):
     tables, so the previous checkpoint stays the newest. Exit code 3."""
 
     exit_code = 3
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """What a failed allocation said, as one line ("" if nothing), or None if `exc` is not
+    one: Python's MemoryError, or torch's (CUDA's OutOfMemoryError; the CPU allocator raises
+    a RuntimeError). Not a bug to log with a traceback: the settings or the machine."""
+    if isinstance(exc, MemoryError):
+        return str(exc)
+    torch = sys.modules.get("torch")  # not imported: not torch's error
+    text = str(exc).strip()
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return text.splitlines()[0] if text else ""
+    cpu = text.find("DefaultCPUAllocator: can't allocate memory")
+    return text[cpu:].splitlines()[0] if isinstance(exc, RuntimeError) and cpu >= 0 else None

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from w2vdist import settings
-from w2vdist.errors import Diverged, UsageError
+from w2vdist.errors import Diverged, UsageError, out_of_memory
 from w2vdist.files import locked, write_text
 from w2vdist.logs import close_logging, set_step, setup_logging
 from w2vdist.training import backends, distributed, preemption
@@ -90,8 +90,12 @@ def run(
             return _train(cfg, world, run_dir, resume, dry_run, log, callbacks)
     except (UsageError, OSError):
         raise  # bad input, a path that cannot be written: the one-line message says it all
-    except Exception:
-        log.exception("rank %d on %s failed", world.rank, world.host)
+    except Exception as exc:
+        why = out_of_memory(exc)
+        if why is None:
+            log.exception("rank %d on %s failed", world.rank, world.host)
+        else:  # the settings or the machine, not a bug: the allocator's line says it
+            log.error("rank %d on %s ran out of memory: %s", world.rank, world.host, why)
         raise
     finally:
         preemption.restore()  # left in place by a failed run until its failure is logged
