@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -301,17 +300,41 @@ def test_dry_run_prints_the_plan_and_trains_nothing(shards, tmp_path, capsys):
     assert "lose" not in capsys.readouterr().err
 
 
-def test_a_step_past_memory_stops_in_one_line(shards, tmp_path, capfd):
-    """torch's allocator failing (a RuntimeError on CPU, OutOfMemoryError on CUDA) is the
-    settings' or the machine's doing: one line, exit 1, train.log saying it, no traceback."""
+def test_a_torch_step_past_memory_is_refused_before_it_starts(shards, tmp_path, capsys):
+    """The torch step grows with its words, window and negatives: a million negatives filled
+    memory until the kernel's OOM killer ended the run, a dim of 20,000 at a whole-sentence
+    window failed an allocation of 153 GB part way. Refused as the run resolves, by a lower
+    bound of the step's memory (`reference.step_bytes`)."""
+    for model in ({"negative": 10**6}, {"window": 2**31 - 1, "dim": 20_000}):
+        code = main(["train", *flags(shards, tmp_path / "run", model=model,
+                                     train={"backend": "torch"})])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "w2vdist: config: a torch step of " in err, err
+        assert "GiB, more than the " in err and "lower optim.batch_words" in err, err
+    assert main(["train", *flags(shards, tmp_path / "run", model={"window": 1000},
+                                 train={"backend": "torch", "max_steps": 1})]) == 0
+
+
+def test_a_failed_allocation_is_told_in_one_line(shards, tmp_path, capfd):
+    """torch's CPU allocator raises a RuntimeError (CUDA's an OutOfMemoryError), Python a
+    MemoryError: `out_of_memory` gives the CLI and train.log what the allocator said, with
+    exit status 1 and no traceback (the settings or the machine, not a bug)."""
+    from w2vdist.errors import out_of_memory
+
     run = tmp_path / "run"
-    code = main(["train", *flags(shards, run, model={"window": 2**31 - 1, "dim": 20_000},
-                                 train={"backend": "torch"})])  # fmt: skip
+    code = main(["train", *flags(shards, run, model={"negative": 2**31 - 1},
+                                 train={"backend": "cpu-kernel"})])  # fmt: skip
     err = capfd.readouterr().err
-    said = "out of memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate"
-    assert code == 1 and f"w2vdist: {said}" in err and "Traceback" not in err, err
-    assert f"rank 0 on {socket.gethostname()} ran out of memory: DefaultCPUAllocator" in (
+    assert code == 1 and "w2vdist: out of memory: CPU kernel: out of memory" in err, err
+    assert "Traceback" not in err and "ran out of memory: CPU kernel: out of memory" in (
         run / "train.log").read_text()
+    with pytest.raises(RuntimeError) as failed:
+        torch.empty(1 << 50, dtype=torch.uint8)
+    assert out_of_memory(failed.value).startswith(
+        f"DefaultCPUAllocator: can't allocate memory: you tried to allocate {1 << 50} bytes")
+    assert out_of_memory(MemoryError("CPU kernel: out of memory")) == "CPU kernel: out of memory"
+    assert out_of_memory(RuntimeError("shape mismatch")) is None
+    assert out_of_memory(ValueError("can't allocate memory")) is None
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu-kernel"])

@@ -28,6 +28,7 @@ from w2vdist.errors import UsageError
 from w2vdist.host import cores
 from w2vdist.settings import flatten, from_dict, to_dict
 from w2vdist.training import backends, metrics, sync
+from w2vdist.training.backends.reference import step_bytes
 from w2vdist.training.config import Config, DataConfig
 from w2vdist.training.data import assign_shards, loader_workers
 from w2vdist.training.distributed import World, together
@@ -273,6 +274,7 @@ def resolve(cfg: Config, world: World, corpus: Corpus, words_per_step: int = 0) 
         cfg.data.loader_workers, world.device, fewest_samples, cores() // world.local_size))
     cfg = _replace(cfg, "optim", batch_words=backends.batch_words(cfg, world.size,
                                                                   corpus.tokens))
+    _check_step_memory(cfg, world, len(corpus.counts))
     cfg = _replace(cfg, "optim", alpha=backends.alpha(cfg, world.size),
                    damping=backends.damping(cfg))
     cfg = _replace(cfg, "train", cuda_graph=backends.cuda_graph(cfg))
@@ -325,26 +327,59 @@ def _summary(manifest: Manifest) -> dict[str, Any]:
             **{k: manifest.stats[k] for k in keep if k in manifest.stats}}
 
 
+def _memory(world: World) -> tuple[int, int]:
+    """(bytes of the device's memory, ranks sharing it): CPU ranks on one host
+    (`World.local_size`) share its memory, a GPU is a rank's own."""
+    if world.device.type == "cuda":
+        return torch.cuda.get_device_properties(world.device).total_memory, 1
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), world.local_size
+
+
+def _keeps_merge(cfg: Config, world: World) -> bool:
+    """Whether each rank keeps the last merge too (two more tables): `local` on several."""
+    return cfg.sync.strategy == "local" and world.size > 1
+
+
+def _table_bytes(cfg: Config, world: World, vocab_size: int) -> int:
+    """A rank's tables, with the last merge where it keeps one."""
+    return 2 * vocab_size * cfg.model.dim * 4 * (2 if _keeps_merge(cfg, world) else 1)
+
+
 def _check_memory(cfg: Config, world: World, vocab_size: int) -> None:
     """Refuse tables that cannot fit before allocating them (an allocation that fails part
-    way is an opaque out-of-memory error, or the kernel's OOM killer). Several ranks under
-    `local` also keep the last merge (two more tables), and CPU ranks on one host
-    (`World.local_size`) share its memory."""
-    merges = cfg.sync.strategy == "local" and world.size > 1
-    if world.device.type == "cuda":
-        have, ranks = torch.cuda.get_device_properties(world.device).total_memory, 1
-    else:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        ranks = world.local_size
-    need = 2 * vocab_size * cfg.model.dim * 4 * (2 if merges else 1) * ranks
+    way is an opaque out-of-memory error, or the kernel's OOM killer)."""
+    have, ranks = _memory(world)
+    need = _table_bytes(cfg, world, vocab_size) * ranks
     if need > have:
-        what = "the two tables" + (" and their last merge (sync.strategy local)" if merges
-                                   else "")
+        merge = " and their last merge (sync.strategy local)" if _keeps_merge(cfg, world) \
+            else ""  # fmt: skip
+        what = "the two tables" + merge
         over = f" over {ranks} ranks on this host" if ranks > 1 else ""
         raise UsageError(
             f"config: model.dim {cfg.model.dim:,}: {what} of {vocab_size:,} words need "
             f"{need / 2**30:,.1f} GiB{over}, more than the {have / 2**30:,.1f} GiB of "
             f"{world.device}"
+        )
+
+
+def _check_step_memory(cfg: Config, world: World, vocab_size: int) -> None:
+    """Refuse a torch step that cannot fit beside the tables (`reference.step_bytes`, a lower
+    bound): it grows with the words of a step, the window and the negatives, and past memory
+    it failed part way or the kernel's OOM killer ended the run (a million negatives)."""
+    if cfg.train.backend != "torch":
+        return
+    m, words = cfg.model, cfg.optim.batch_words
+    have, ranks = _memory(world)
+    step = step_bytes(words, m.window, m.negative, m.dim, m.share_negatives == "pair")
+    tables = _table_bytes(cfg, world, vocab_size)
+    if (step + tables) * ranks > have:
+        over = f" over {ranks} ranks on this host" if ranks > 1 else ""
+        raise UsageError(
+            f"config: a torch step of {words:,} words at model.window {m.window:,}, "
+            f"model.negative {m.negative:,} and model.dim {m.dim:,} holds at least "
+            f"{step / 2**30:,.1f} GiB beside the tables' {tables / 2**30:,.1f} GiB{over}, more "
+            f"than the {have / 2**30:,.1f} GiB of {world.device}: lower optim.batch_words, "
+            "the window or the negatives"
         )
 
 

@@ -29,6 +29,21 @@ def host_syncs(words: int) -> int:
     return 2 + (2 * pieces if pieces > 1 else 0)
 
 
+def step_bytes(words: int, window: int, negative: int, dim: int, per_pair: bool) -> int:
+    """At least what a torch step of `words` raw words holds at its peak: the sampler's context
+    slots (int64 and a mask) and negative draws (a slot, a coin and the table's pair, 32
+    bytes) for the whole batch, then a piece's gathered rows, their gradients and six score
+    tensors (`sgns.gradients`). At window 1,000 and 980 words a step it says 1.8 GB; the run's
+    resident memory grew 2.6 GB over window 5's."""
+    span = max(1, min(window, words - 1))  # `sampling.windows`
+    slots = words * 2 * span
+    rows, contexts = (slots, 1) if per_pair else (words, 2 * span)
+    piece = min(rows, PIECE_CENTRES)
+    targets = negative + 1
+    sampled = slots * 9 + rows * negative * 32
+    return sampled + 4 * piece * (2 * contexts * dim + 2 * targets * dim + 6 * contexts * targets)
+
+
 @dataclass
 class TorchStep:
     sampler: WindowSampler
