@@ -47,6 +47,13 @@ def test_other_tokenizers(name: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["default", "whitespace", "wordpunct", "toktok"])
+def test_a_byte_order_mark_inside_text_is_no_part_of_a_word(name: str) -> None:
+    """Files that each begin with a mark, joined by `cat`: the later marks are inside text."""
+    assert Tokenizer(name)("the end\n\ufeffthe start \ufeff\ufeff of\ufeffit") == [
+        "the", "end", "the", "start", "of", "it"]
+
+
+@pytest.mark.parametrize("name", ["default", "whitespace", "wordpunct", "toktok"])
 @pytest.mark.parametrize("stem", [None, "english"])
 def test_no_word_is_empty_or_holds_whitespace(name: str, stem: str | None) -> None:
     words = Tokenizer(name, stem=stem)(TRICKY)

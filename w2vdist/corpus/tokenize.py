@@ -187,7 +187,7 @@ def _splitter(name: str) -> Callable[[str], list[str]]:
     if name == "default":
         return _words
     if name == "whitespace":
-        return str.split
+        return _whitespace
     # nltk is imported only when asked for: it takes a second or more to import.
     if name == "wordpunct":
         from nltk.tokenize import WordPunctTokenizer
@@ -206,14 +206,29 @@ def _words(line: str) -> list[str]:
     return (ASCII_WORD if line.isascii() else unicode_word()).findall(line)
 
 
+# A byte-order mark inside text: files that each begin with one (Notepad's "UTF-8 with BOM")
+# joined by `cat`. Zero-width and not whitespace to Python, it clung to the next word under
+# the whitespace tokenizer, and nltk's made it a word; the default tokenizer skips it (not a
+# word character), and the reader drops the one a file begins with.
+BOM = "\ufeff"
+
+
+def _whitespace(line: str) -> list[str]:
+    """`str.split`, a byte-order mark counted as a space (`isascii` is O(1): most lines of
+    most corpora skip the replace)."""
+    return line.split() if line.isascii() else line.replace(BOM, " ").split()
+
+
 def _spaces_normalized(split: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
-    """`split` applied after turning every whitespace character into a plain space.
+    """`split` applied after turning every whitespace character, and a byte-order mark, into a
+    plain space.
 
     nltk matches with the `regex` engine, whose `\\s` misses characters that Python (and
     word2vec readers using str.split) treat as whitespace, such as U+001C..U+001F; without
     this they could end up inside a word.
     """
     table = {c: " " for c in range(sys.maxunicode + 1) if chr(c).isspace() and c != ord(" ")}
+    table[ord(BOM)] = " "
     return lambda line: split(line.translate(table))
 
 
