@@ -25,7 +25,7 @@ from w2vdist import settings
 from w2vdist.corpus.config import JoinCommand
 from w2vdist.corpus.phrases import PHRASES_FILE
 from w2vdist.corpus.prepare import check_output
-from w2vdist.corpus.shards import MANIFEST_FILE, Manifest, ShardInfo
+from w2vdist.corpus.shards import MANIFEST_FILE, Manifest, ShardInfo, type_problem
 from w2vdist.corpus.vocab import VOCAB_FILE
 from w2vdist.errors import UsageError
 from w2vdist.files import atomic_path
@@ -95,7 +95,26 @@ def _part(path: Path) -> Manifest:
         raise UsageError(f"{path}: holds counts only (--counts-only); join the parts prepared "
                          "with them as --vocab")
     manifest.check_files(path)
+    _check_stats(path / MANIFEST_FILE, manifest.stats)
     return manifest
+
+
+def _check_stats(path: Path, stats: dict[str, Any]) -> None:
+    """The figures `_stats` adds up and lists, of the types prepare writes: `stats` is free
+    for a later version to extend, so the manifest reader leaves them unchecked, and a part's
+    edited by hand raised from the sums."""
+    wanted = [(key, stats.get(key, 0), int) for key in ADDED]
+    formats, paths = stats.get("formats", {}), stats.get("paths", [])
+    wanted += [("formats", formats, dict), ("paths", paths, list), ("part", stats.get("part", ""),
+               str), ("listing", stats.get("listing", ""), str)]  # fmt: skip
+    if isinstance(formats, dict):
+        wanted += [(f"formats.{name}", count, int) for name, count in formats.items()]
+    if isinstance(paths, list):
+        wanted += [(f"paths[{i}]", item, str) for i, item in enumerate(paths)]
+    for key, value, kind in wanted:
+        problem = type_problem(f"stats.{key}", value, kind)
+        if problem:
+            raise UsageError(f"{path}: unreadable manifest: {problem}")
 
 
 def _tokenizer(manifest: Manifest) -> dict[str, Any]:

@@ -144,12 +144,19 @@ def _typed(cls: type[_Record], data: Any, where: str = "") -> _Record:
             if required:
                 raise ValueError(f"{where}{name} is missing")
             continue
-        value = data[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"{where}{name} is {json.dumps(value)}, not "
-                             f"{_JSON.get(kind, kind.__name__)}")
-        kept[name] = value
+        problem = type_problem(name, data[name], kind)
+        if problem:
+            raise ValueError(f"{where}{problem}")
+        kept[name] = data[name]
     return cls(**kept)
+
+
+def type_problem(name: str, value: Any, kind: type) -> str:
+    """'NAME is VALUE, not an integer' when a JSON `value` is not of type `kind` (true and
+    false are not integers), else ''."""
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return ""
+    return f"{name} is {json.dumps(value)[:80]}, not {_JSON.get(kind, kind.__name__)}"
 
 
 @functools.cache
