@@ -103,7 +103,7 @@ def _check_stats(path: Path, stats: dict[str, Any]) -> None:
     """The figures `_stats` adds up and lists, of the types prepare writes: `stats` is free
     for a later version to extend, so the manifest reader leaves them unchecked, and a part's
     edited by hand raised from the sums."""
-    wanted = [(key, stats.get(key, 0), int) for key in ADDED]
+    wanted: list[tuple[str, Any, type]] = [(key, stats.get(key, 0), int) for key in ADDED]
     formats, paths = stats.get("formats", {}), stats.get("paths", [])
     wanted += [("formats", formats, dict), ("paths", paths, list), ("part", stats.get("part", ""),
                str), ("listing", stats.get("listing", ""), str)]  # fmt: skip
