@@ -425,7 +425,7 @@ def test_neighbors_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "bus", "--limit", "4"]) == 2
     assert "'bus' is not in the vocabulary" in capsys.readouterr().err
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "bus", "--limit", "1"]) == 2
-    assert "--limit must be >= 2" in capsys.readouterr().err
+    assert "config: neighbors.limit must be >= 2" in capsys.readouterr().err
     assert cli.main(["neighbors", str(tmp_path / "v.bin"), "zebra", "truck"]) == 2
     assert "none of the queries' words is in the vocabulary" in capsys.readouterr().err
     # expressions, as word2vec.c's word-analogy and distance answer them
@@ -513,3 +513,18 @@ def test_neighbors_into_a_pipe_closed_early_stops_quietly(tmp_path: Path) -> Non
         proc.stdout.close()
         assert proc.wait(timeout=60) == 141
         assert proc.stderr.read() == b""
+
+
+@pytest.mark.parametrize("argv, name, low", [
+    (["neighbors", "v.bin", "cat", "-k"], "neighbors.k", ">= 1"),
+    (["neighbors", "v.bin", "cat", "--limit"], "neighbors.limit", ">= 2"),
+    (["export", "run", "-o", "v.bin", "--limit"], "export.limit", ">= 1"),
+    (["verify", "shards", "--workers"], "verify.workers", ">= 0 (0: a core each)"),
+    (["synth", "out", "--sentences"], "synth.sentences", ">= 100"),
+])
+def test_a_command_names_its_setting_one_way(capsys, argv, name, low):
+    """Whether a value is no integer or out of range, the message names the setting alike
+    (the type check said `k`, the range check `-k`; `workers` and `verify.workers`)."""
+    for value, said in (("abc", "must be an integer (got 'abc')"), ("-1", f"must be {low}")):
+        assert cli.main([*argv, value]) == 2
+        assert capsys.readouterr().err.strip() == f"w2vdist: config: {name} {said}"

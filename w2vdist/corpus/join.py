@@ -157,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    cmd = settings.from_args(JoinCommand, args)
+    cmd = settings.from_args(JoinCommand, args, prefix="join.")
     out = Path(cmd.output)
     manifest, copied = join([Path(p) for p in cmd.parts], out, cmd.overwrite)
     how = f"{copied:,} copied, the others linked" if copied else "linked"

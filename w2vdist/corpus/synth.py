@@ -352,7 +352,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    cmd = settings.from_args(SynthCommand, args)
+    cmd = settings.from_args(SynthCommand, args, prefix="synth.")
     paths = write(cmd.out_dir, cmd.synth, overwrite=cmd.overwrite)
     written = json.loads(paths[SETTINGS_FILE].read_text(encoding="utf-8"))
     print(f"w2vdist synth: {written['tokens']:,} tokens, {written['vocab_size']:,} words")

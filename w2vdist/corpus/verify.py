@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    cmd = settings.from_args(VerifyCommand, args)
+    cmd = settings.from_args(VerifyCommand, args, prefix="verify.")
     found = verify(cmd.corpus, cmd.workers)
     for line in found.damaged:
         print(line, flush=True)

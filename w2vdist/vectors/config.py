@@ -81,9 +81,9 @@ class ExportCommand:
     limit: int | None = setting(None, "write only the N most frequent words", metavar="N")
 
     def __post_init__(self) -> None:
-        check_choices(self, "")
-        check(bool(self.output), "-o/--output", "is required (the vectors file to write)")
-        check(self.limit is None or self.limit >= 1, "--limit", "must be >= 1")
+        check_choices(self, "export")
+        check(bool(self.output), "export.output", "is required (-o OUT: the vectors file to write)")
+        check(self.limit is None or self.limit >= 1, "export.limit", "must be >= 1")
 
 
 @dataclass
@@ -104,6 +104,6 @@ class NeighborsCommand:
                                 metavar="N")
 
     def __post_init__(self) -> None:
-        check_choices(self, "")
-        check(self.k >= 1, "-k", "must be >= 1")
-        check(self.limit is None or self.limit >= 2, "--limit", "must be >= 2")
+        check_choices(self, "neighbors")
+        check(self.k >= 1, "neighbors.k", "must be >= 1")
+        check(self.limit is None or self.limit >= 2, "neighbors.limit", "must be >= 2")

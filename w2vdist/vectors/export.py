@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    cmd = settings.from_args(ExportCommand, args)
+    cmd = settings.from_args(ExportCommand, args, prefix="export.")
     source, out = Path(cmd.source), Path(cmd.output)
     at_url = remote.is_url(cmd.source)  # a vectors file there, fetched by `WordVectors.load`
     if not source.exists() and not at_url:

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    cmd = settings.from_args(NeighborsCommand, args)
+    cmd = settings.from_args(NeighborsCommand, args, prefix="neighbors.")
     wv = WordVectors.load(cmd.vectors, cmd.table, cmd.limit)
     if len(wv) < 2:
         raise UsageError(f"{cmd.vectors}: one word has no neighbours")
