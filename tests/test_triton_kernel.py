@@ -530,6 +530,10 @@ def test_a_tile_past_the_gpus_shared_memory_stops_the_run_naming_the_settings():
         "KB of cpu: use a smaller window or fewer negatives, model.share_negatives chunk (a "
         "smaller tile) or train.backend torch")
     assert error.exit_code == 2
+    assert str(_launch_error(triton.OutOfResources(70_000, 65_536, "shared memory"), 9, 10,
+                             "chunk", torch.device("cpu"))).endswith(
+        "use a smaller window or fewer negatives, or train.backend torch with "
+        "model.share_negatives centre")  # the torch step shares no chunk's negatives
     chunk = compile_kernel(75, "chunk", 300, False, True, window=9, negative=10)
     assert chunk.shared <= 64 * 1024  # the way out the message names fits
 

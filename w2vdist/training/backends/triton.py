@@ -113,9 +113,10 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
 
 # The largest tiles the kernel is compiled for: a band of 256 rows (window <= 120) and 32,768
 # scores (band rows x targets). Past them no GPU holds a program (on sm_90 a 64 x 512 tile,
-# window 24 with 20 negatives, asks 292 KB of shared memory; an H100 or H200 has 227 KB) and
-# Triton compiles for minutes, past window 2^20 for ever. Under them, whether a tile fits is
-# the GPU's to say (`_launch_error`): on a T4 (64 KB) window 9 with 8 negatives does not.
+# window 24 with 20 negatives, asks 292 KB of shared memory; an H100 or H200 has 227 KB), and
+# item2vec's whole-sentence window (2^31 - 1) would ask Triton for a band of 2^33 rows. Under
+# them, whether a tile fits is the GPU's to say (`_launch_error`): on a T4 (64 KB) window 9
+# with 8 negatives does not (BENCHMARKS.md, "The kernel's tiles against shared memory").
 MAX_BAND = 256
 MAX_SCORES = 1 << 15
 
@@ -138,7 +139,7 @@ def _launch_error(exc: Exception, window: int, negative: int, share: str,
     the GPU's shared memory is too small for their tile."""
     needed, limit = getattr(exc, "required", 0), getattr(exc, "limit", 0)
     way = ("model.share_negatives chunk (a smaller tile) or train.backend torch"
-           if share == "centre" else "train.backend torch")
+           if share == "centre" else "or train.backend torch with model.share_negatives centre")
     return UsageError(
         f"config: model.window {window} and model.negative {negative} (share_negatives "
         f"{share}): the Triton kernel's tile needs {needed / 1024:,.0f} KB of "
