@@ -62,7 +62,7 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
                      r"loader_wait_share=\d\.\d{3} handover_share=\d\.\d{3}$", out, re.M), out
     assert re.search(r"^FIT refused before training: model.window 121 and model.negative 5 "
                      r"\(share_negatives centre\) make the Triton kernel's tile 512 band rows x "
-                     r"128 targets, past the 256 rows", out, re.M), out
+                     r"128 targets, past the 32,768 scores", out, re.M), out
     assert "FIT a tile against shared memory: checked at a GPU's first launch only" in out
 
 

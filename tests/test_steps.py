@@ -46,7 +46,7 @@ def test_auto_on_cuda_without_the_triton_kernel_says_so(w2vdist_log, monkeypatch
 
 
 def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch):
-    """A band past 256 rows or a tile past 32,768 scores fits no GPU, and item2vec's whole
+    """A tile past 32,768 scores (band rows x targets) fits no GPU, and item2vec's whole
     sentence window (2^31 - 1) would have Triton compile for ever: refused as the run
     resolves, and `auto` trains such a window with the torch step, saying why. (The kernel is
     said to be available, so that the test means the same on a GPU machine.)"""
@@ -60,13 +60,14 @@ def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch
             "window": window, "negative": negative, "share_negatives": share}), cuda, 1)
 
     assert pick("triton", 120) == "triton"  # a band of 256 rows x 128 targets
+    assert pick("triton", 504, share="chunk") == "triton"  # 1,024 x 32
     assert pick("triton", 5, 40) == "triton"  # 32 x 1,024
     assert pick("triton", 120, 100, "chunk") == "triton"  # 256 x 128
     for window, negative, share, tile in ((121, 5, "centre", "512 band rows x 128 targets"),
                                           (25, 20, "centre", "128 band rows x 512 targets"),
-                                          (121, 5, "chunk", "512 band rows x 32 targets")):
-        with pytest.raises(UsageError, match=f"tile {tile}, past the 256 rows and 32,768 "
-                                             "scores it compiles for: use a smaller window"):
+                                          (505, 5, "chunk", "2,048 band rows x 32 targets")):
+        with pytest.raises(UsageError, match=f"tile {tile}, past the 32,768 scores it "
+                                             "compiles for: use a smaller window"):
             pick("triton", window, negative, share)
     assert pick("auto", 8) == "triton" and "torch backend" not in w2vdist_log.text
     assert pick("auto", 2**31 - 1) == "torch"

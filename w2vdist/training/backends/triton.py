@@ -111,13 +111,13 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
                 enable_fp_fusion=True)  # fmt: skip
 
 
-# The largest tiles the kernel is compiled for: a band of 256 rows (window <= 120) and 32,768
-# scores (band rows x targets). Past them no GPU holds a program (on sm_90 a 64 x 512 tile,
-# window 24 with 20 negatives, asks 292 KB of shared memory; an H100 or H200 has 227 KB), and
-# item2vec's whole-sentence window (2^31 - 1) would ask Triton for a band of 2^33 rows. Under
-# them, whether a tile fits is the GPU's to say (`_launch_error`): on a T4 (64 KB) window 9
-# with 8 negatives does not (BENCHMARKS.md, "The kernel's tiles against shared memory").
-MAX_BAND = 256
+# The largest tile the kernel is compiled for: 32,768 scores (band rows x targets). Past it no
+# GPU holds a program (on sm_90 tiles of 32,768 asked 292-322 KB of shared memory: 64 x 512,
+# window 24 with 20 negatives, and 32 x 1,024; an H100 or H200 has 227 KB), and item2vec's
+# whole-sentence window (2^31 - 1) would ask Triton for a band of 2^33 rows. Under it, whether
+# a tile fits is the GPU's to say (`_launch_error`): on a T4 (64 KB) window 9 with 8
+# negatives does not; chunk mode's 512 x 32 (window 121-248) asks 204 KB, which an H100 has
+# (BENCHMARKS.md, "The kernel's tiles against shared memory").
 MAX_SCORES = 1 << 15
 
 
@@ -126,11 +126,11 @@ def too_wide(window: int, negative: int, share: str) -> str | None:
     can. Checked when the run resolves its backend (`backends.choose`)."""
     blocks = tiles(window, negative, 1, share)
     band, targets = int(blocks["BLOCK_B"]), int(blocks["BLOCK_J"])
-    if band <= MAX_BAND and band * targets <= MAX_SCORES:
+    if band * targets <= MAX_SCORES:
         return None
     return (f"model.window {window} and model.negative {negative} (share_negatives {share}) "
             f"make the Triton kernel's tile {band:,} band rows x {targets:,} targets, past the "
-            f"{MAX_BAND} rows and {MAX_SCORES:,} scores it compiles for")
+            f"{MAX_SCORES:,} scores it compiles for")
 
 
 def _launch_error(exc: Exception, window: int, negative: int, share: str,
