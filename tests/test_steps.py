@@ -48,8 +48,9 @@ def test_auto_on_cuda_without_the_triton_kernel_says_so(w2vdist_log, monkeypatch
 def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch):
     """A tile past 32,768 scores (band rows x targets) fits no GPU, and item2vec's whole
     sentence window (2^31 - 1) would have Triton compile for ever: refused as the run
-    resolves, and `auto` trains such a window with the torch step, saying why. (The kernel is
-    said to be available, so that the test means the same on a GPU machine.)"""
+    resolves, and `auto` trains such a window with the torch step, saying why, as it trains
+    word2vec.c's negatives per pair, which the kernel does not draw. (The kernel is said to be
+    available, so that the test means the same on a GPU machine.)"""
     from w2vdist.training.backends import triton
 
     monkeypatch.setattr(triton, "available", lambda: (True, ""))
@@ -76,6 +77,10 @@ def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch
     assert "training with the torch backend" in w2vdist_log.text
     with pytest.raises(UsageError, match="train.backend torch with model.share_negatives centre"):
         pick("auto", 2**31 - 1, share="chunk")  # the torch step shares no chunk's negatives
+    w2vdist_log.clear()
+    assert pick("auto", 5, share="pair") == "torch"  # word2vec.c's draws: torch's, not triton's
+    assert ("model.share_negatives pair: the Triton kernel draws a centre's or a chunk's "
+            "negatives: training with the torch backend") in w2vdist_log.text
 
 
 def test_in_place_backends_refuse_exact_sync_across_ranks():

@@ -63,15 +63,19 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
                             "install gcc or set CC", cpu.unavailable_reason())
         else:
             ok, why = triton.available()
-            wide = triton.too_wide(model.window, model.negative, share)
-            backend = "triton" if in_place_ok and ok and not (wide and share == "centre") \
-                else "torch"  # fmt: skip
+            # What the kernel cannot train but the torch step can: word2vec.c's negatives
+            # per pair, or a centre's negatives past the kernel's tiles.
+            unfit = ("model.share_negatives pair: the Triton kernel draws a centre's or a "
+                     "chunk's negatives" if share == "pair" else
+                     triton.too_wide(model.window, model.negative, share) if share == "centre"
+                     else None)  # fmt: skip
+            backend = "triton" if in_place_ok and ok and not unfit else "torch"
             if in_place_ok and not ok:
                 log.warning("the Triton kernel is unavailable (%s): training with the torch "
                             "backend, whose step materialises every pair's rows; pip install "
                             "'w2vdist[gpu]'", why)
-            elif in_place_ok and backend == "torch":
-                log.warning("%s: training with the torch backend", wide)
+            elif in_place_ok and unfit:
+                log.warning("%s: training with the torch backend", unfit)
     if backend == "cpu-kernel" and device.type != "cpu":
         raise UsageError("config: train.backend cpu-kernel runs on train.device cpu only")
     if backend == "cpu-kernel" and not cpu.available():
