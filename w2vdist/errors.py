@@ -28,7 +28,7 @@ def out_of_memory(exc: BaseException) -> str | None:
         return str(exc)
     torch = sys.modules.get("torch")  # not imported: not torch's error
     text = str(exc).strip()
-    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):  # torch 2.4 on
         return text.splitlines()[0] if text else ""
     cpu = text.find("DefaultCPUAllocator: can't allocate memory")
     return text[cpu:].splitlines()[0] if isinstance(exc, RuntimeError) and cpu >= 0 else None
