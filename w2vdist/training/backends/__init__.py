@@ -63,12 +63,12 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
                             "install gcc or set CC", cpu.unavailable_reason())
         else:
             ok, why = triton.available()
-            # What the kernel cannot train but the torch step can: word2vec.c's negatives
-            # per pair, or a centre's negatives past the kernel's tiles.
-            unfit = ("model.share_negatives pair: the Triton kernel draws a centre's or a "
-                     "chunk's negatives" if share == "pair" else
-                     triton.too_wide(model.window, model.negative, share) if share == "centre"
-                     else None)  # fmt: skip
+            unfit = None  # what the kernel cannot train but the torch step can
+            if share == "pair":  # word2vec.c's negatives, drawn for each pair
+                unfit = ("model.share_negatives pair: the Triton kernel draws a centre's or a "
+                         "chunk's negatives")
+            elif share == "centre":
+                unfit = triton.too_wide(model.window, model.negative, share)
             backend = "triton" if in_place_ok and ok and not unfit else "torch"
             if in_place_ok and not ok:
                 log.warning("the Triton kernel is unavailable (%s): training with the torch "
