@@ -322,7 +322,7 @@ def test_a_failed_allocation_is_told_in_one_line(shards, tmp_path, capfd):
     from w2vdist.errors import out_of_memory
 
     run = tmp_path / "run"
-    code = main(["train", *flags(shards, run, model={"negative": 2**31 - 1},
+    code = main(["train", *flags(shards, run, model={"negative": 2**31 - 2},
                                  train={"backend": "cpu-kernel"})])  # fmt: skip
     err = capfd.readouterr().err
     assert code == 1 and "w2vdist: out of memory: CPU kernel: out of memory" in err, err
@@ -350,7 +350,7 @@ def test_a_whole_sentence_window_trains_on_every_backend(shards, tmp_path, backe
 @pytest.mark.parametrize("flag, value, said", [
     ("--model.window", "0", "model.window must be in [1, 2^31)"),
     ("--model.window", "1e30", "model.window must be a 64-bit integer (got '1e30')"),
-    ("--model.negative", str(2**31), "model.negative must be in [1, 2^31)"),
+    ("--model.negative", str(2**31 - 1), "model.negative must be in [1, 2^31 - 1)"),
     ("--train.seed", str(2**63), f"train.seed must be a 64-bit integer (got '{2**63}')"),
     ("--train.threads", "100000", "train.threads must be in [0, 1024] (0: all cores)"),
     ("--data.prefetch", "1e30", "data.prefetch must be a 64-bit integer (got '1e30')"),

@@ -71,9 +71,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check(self.dim >= 1, "model.dim", "must be >= 1")
         # The kernels take both as 32-bit integers (a window past the longest sentence is a
-        # whole sentence: item2vec's window).
+        # whole sentence: item2vec's window), and the CPU kernel a pair's K + 1 targets too.
         check(1 <= self.window < 2**31, "model.window", "must be in [1, 2^31)")
-        check(1 <= self.negative < 2**31, "model.negative", "must be in [1, 2^31)")
+        check(1 <= self.negative < 2**31 - 1, "model.negative", "must be in [1, 2^31 - 1)")
         check_choices(self, "model")
         check(self.sample >= 0, "model.sample", "must be >= 0 (0: no subsampling)")
         check(0 <= self.ns_exponent <= 1, "model.ns_exponent", "must be in [0, 1]")
