@@ -9,7 +9,8 @@ operands; `gpu_correct.py`), SYNC (steps under CUDA's sync debug mode: no host
 synchronisation), GRAPH (the step captured in a CUDA graph: the same draws as eager, the
 host's time a step either way; `gpu_graph.py`), BENCH (raw words/s, pairs/s, peak memory and
 the share of the measured DRAM bandwidth that the kernel's modelled traffic uses, per dim,
-step size and backend; window 10 and negative 10, whose tiles are wider), MEM (a 2M x 300 vocabulary: tables and one large step), CKPT (its
+step size and backend; window 10, whose band is wider, and negative 10, fewer centres a
+program), MEM (a 2M x 300 vocabulary: tables and one large step), CKPT (its
 checkpoint: how long a save holds training up, written in turn and in the background;
 `checkpoint_save.py`), NCCL (a 1-GPU
 process group through both sync strategies; a full `local` merge at 2M x 300), E2E (synth ->
@@ -158,8 +159,9 @@ def bench(device: torch.device, quick: bool) -> None:
     # dims, the other step sizes, then at the default step undamped, damped in tiles of 32
     # (centre mode: 249 registers and 53 KB of shared memory under Triton 3.7.1, against 205
     # and 43 KB at the default 16; under 3.9 they spilled 4 bytes: which is faster is for a
-    # GPU to say), chunk mode's shared negatives (2.1 times less traffic), and window 10 and
-    # negative 10, whose wider tiles spill (BENCHMARKS.md, "The kernel at wider windows");
+    # GPU to say), chunk mode's shared negatives (2.1 times less traffic), window 10, whose
+    # wider band spills (BENCHMARKS.md, "The kernel at wider windows"), and negative 10, 8
+    # centres a program in the default's tile size (what fewer centres cost in traffic);
     # torch last, up to 262,144 words (its (N, 2W, K+1, D) intermediates are GBs at 1M).
     # (backend, words, damping, dim tile, negatives, window, K)
     default, damped = min(sizes[-1], 1 << 18), backends.DAMPING  # centre mode's
@@ -208,7 +210,7 @@ STARTED = time.perf_counter()
 SCRIPT_SECONDS = float(os.environ.get("GPU_CHECK_SECONDS", "480"))
 BENCH_SECONDS = 180
 AFTER_BENCH_SECONDS = 300
-FIT_SECONDS = 60  # FIT compiles a kernel that spills kilobytes: 16 s for sm_90 here (2 cores)
+FIT_SECONDS = 60  # FIT compiles a kernel that spills kilobytes: 30 s for sm_90 here (2 cores)
 
 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
@@ -232,7 +234,7 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
     # Rows, not `tiles`' padded columns: K + 1 targets a centre, or a chunk's own negatives.
     kept = float(step.sampler.keep[tokens].sum())
     blocks = kernels.tiles(window, negative, dim, share)
-    chunk = kernels.CHUNK
+    chunk = int(blocks["CHUNK"])  # centres a program: fewer past 7 negatives a centre
     targets = chunk * (negative + 1) if share == "centre" else \
         chunk + kernels.chunk_negatives(negative)
     rows = chunk + 2 * window + targets
@@ -503,9 +505,10 @@ def _loader_run(run: list[str], root: Path, device: torch.device, quick: bool) -
 
 def fit(device: torch.device, quick: bool) -> None:
     """A tile past what the kernel compiles for is refused before anything starts
-    (`too_wide`); one under it that this GPU cannot hold (window 24 with 20 negatives: 292 KB
-    of shared memory on sm_90, where an H100 or H200 has 227 KB) must stop at its first
-    step naming the settings and the GPU's limit, not with Triton's traceback."""
+    (`too_wide`); one under it that this GPU cannot hold (chunk mode at window 300, a band of
+    1,024 rows: 396 KB of shared memory on sm_90, where an H100 or H200 has 227 KB) must stop
+    at its first step naming the settings and the GPU's limit, not with Triton's
+    traceback."""
     from w2vdist.errors import UsageError
     from w2vdist.training.backends import triton as kernels
 
@@ -519,17 +522,17 @@ def fit(device: torch.device, quick: bool) -> None:
         print(f"FIT skipped: {left:.0f} s of the script's bound left", flush=True)
         return
     vocab, words = 50_000, 1 << 16
-    step, _ = _step("triton", 300, vocab, words, device, window=24, negative=20)
+    step, _ = _step("triton", 300, vocab, words, device, share="chunk", window=300)
     tokens, sentence = _batch(vocab, words, device)
     start = time.perf_counter()
     try:
         step(tokens, sentence, 0.025, 0.025)
         torch.cuda.synchronize(device)
     except UsageError as exc:
-        print(f"FIT window=24 negative=20 stopped after {time.perf_counter() - start:.1f} s: "
+        print(f"FIT chunk window=300 stopped after {time.perf_counter() - start:.1f} s: "
               f"{exc}", flush=True)
         return
-    print(f"FIT window=24 negative=20 trained: this GPU holds its tile "
+    print(f"FIT chunk window=300 trained: this GPU holds its tile "
           f"({time.perf_counter() - start:.1f} s with the compile)", flush=True)
 
 

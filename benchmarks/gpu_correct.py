@@ -38,7 +38,8 @@ def correct(device: torch.device, quick: bool) -> None:
                 if not torch.equal(runs[0][3], runs[1][3]):
                     raise AssertionError("the kernel drew otherwise when launched otherwise")
                 ref, ref_all = (reference_sgd(w_in, w_out, kt, ks, int(kept), runs[0][3],
-                                              blocks["BLOCK_T"], share, 5, lr, all_at_once=a)
+                                              blocks["BLOCK_T"], share, 5, lr, all_at_once=a,
+                                              size=blocks["CHUNK"])
                                 for a in (False, True))  # fmt: skip
                 gap = _off(ref_all[:2], ref[:2], (w_in, w_out))
                 (seq_tables, seq_loss, seq_pairs, _), (tables, loss, pairs, _) = runs
@@ -65,7 +66,7 @@ def _correct_damped(g: torch.Generator, share: str, dim: int, lr: tuple[float, f
     1 / 3.5 at first at the CPU's rate, 1 / 1.05 at the GPU's 1e-3)."""
     from benchmarks.kernel_reference import reference_sgd
     from w2vdist.training.backends.crowd import Damping
-    from w2vdist.training.backends.triton import CHUNK, sgns_chunks, tiles
+    from w2vdist.training.backends.triton import sgns_chunks, tiles
     from w2vdist.training.merge import Saturation
 
     w_in, w_out, kt, ks, kept, table = _kernel_inputs(g, dim, quick, device)
@@ -85,7 +86,8 @@ def _correct_damped(g: torch.Generator, share: str, dim: int, lr: tuple[float, f
                               torch.tensor(lr, device=device), 5, 5,
                               share, saturation, "ieee", record, damping, sequential=True)
     ref = reference_sgd(w_in, w_out, kt, ks, int(kept), record, blocks["BLOCK_T"], share, 5,
-                        lr, track=True, damping=(*crowd, centres, factor * CHUNK))
+                        lr, track=True, damping=(*crowd, centres, factor * blocks["CHUNK"]),
+                        size=blocks["CHUNK"])
     err = _off(tables, ref[:2], (w_in, w_out))
     sat_err = _off((saturation.sat_in, saturation.sat_out), ref[4], (zeros, zeros))
     crowd_err = _off(damping.crowd, ref[5][:2], crowd)  # what the step added
@@ -113,9 +115,8 @@ def _kernel_inputs(g: torch.Generator, dim: int, quick: bool, device: torch.devi
 
 
 def _record(tokens: torch.Tensor, blocks: dict, device: torch.device) -> torch.Tensor:
-    from w2vdist.training.backends.triton import CHUNK
-
-    return torch.full((-(-len(tokens) // CHUNK), 2, blocks["BLOCK_J"]), -1, device=device)
+    return torch.full((-(-len(tokens) // blocks["CHUNK"]), 2, blocks["BLOCK_J"]), -1,
+                      device=device)
 
 
 def _off(tables, ref, start) -> float:

@@ -65,8 +65,8 @@ def compile_kernel(arch: int, share: str, dim: int, track: bool, damp: bool,
                     record="*i64")  # fmt: skip
     scalars = dict(vocab="i32", dim="i32", window="i32", n_neg="i32", crowd_scale="fp32",
                    first_program="i32")
-    constants = dict(CHUNK=kernels.CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damp,
-                     RECORD=record, PRECISION=precision, **blocks)  # fmt: skip
+    constants = dict(SHARED=share == "chunk", TRACK=track, DAMP=damp, RECORD=record,
+                     PRECISION=precision, **blocks)  # fmt: skip
     source = ASTSource(fn=kernels._sgns_chunk,
                        signature={**pointers, **scalars, **dict.fromkeys(constants, "constexpr")},
                        constexprs=constants)  # fmt: skip

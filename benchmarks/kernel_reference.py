@@ -11,13 +11,13 @@ from w2vdist.training.backends.triton import CHUNK
 
 
 def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, negative: int,
-                chunk: int) -> list[tuple[int, list[int], float]]:
+                chunk: int, size: int = CHUNK) -> list[tuple[int, list[int], float]]:
     """The chunk's (context, [centre, negatives...], each negative's weight) pairs, word2vec.c's
     way, from the draws the kernel recorded (`sgns_chunks(record=...)`): a centre's K at 1, or
-    the chunk's M (`block_t` - CHUNK) at K / M."""
-    first, pairs = chunk * CHUNK, []
+    the chunk's M (`block_t` - CHUNK) at K / M. `size`: centres a chunk (`tiles`' CHUNK)."""
+    first, pairs = chunk * size, []
     shared = block_t - CHUNK
-    for n in range(CHUNK):
+    for n in range(size):
         q = first + n
         if q >= kept:
             break
@@ -36,13 +36,14 @@ def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, n
 
 def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int, share: str,
                   negative: int, lr: tuple[float, float], track: bool = False,
-                  all_at_once: bool = False, damping=None):
+                  all_at_once: bool = False, damping=None, size: int = CHUNK):
     """float64 SGD chunk after chunk, as the kernel defines it (each chunk's gradients from the
     tables as the chunks before it left them; `all_at_once`: every chunk from the first
     tables). `damping` (crowd_in, crowd_out, centres, scale), as `crowd.Damping` keeps them:
     each chunk divides a row's update by 1 + rate x scale x its crowd / the centres before it,
     then adds its |g| / 2 x |other row as read|^2 to the row's crowd and its centres; `track`:
-    rate x that to the row's saturation for `local` merges. Returns
+    rate x that to the row's saturation for `local` merges. `size`: centres a chunk (`tiles`'
+    CHUNK: fewer at more than 7 negatives a centre). Returns
     (w_in, w_out, loss, pairs, (sat_in, sat_out), (crowd_in, crowd_out, centres))."""
     tokens, sentence, record = tokens.cpu(), sentence.cpu(), record.cpu()
     w_in, w_out = w_in.cpu().double().clone(), w_out.cpu().double().clone()
@@ -54,11 +55,11 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
     loss, count = 0.0, 0
     grad_in, grad_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
     curv_in, curv_out = torch.zeros_like(crowd_in), torch.zeros_like(crowd_out)
-    for chunk in range(-(-kept // CHUNK)):
-        rate = lr[0] + (lr[1] - lr[0]) * (chunk * CHUNK + CHUNK // 2) / kept
+    for chunk in range(-(-kept // size)):
+        rate = lr[0] + (lr[1] - lr[0]) * (chunk * size + size // 2) / kept
         read_in, read_out = (first_in, first_out) if all_at_once else (w_in, w_out)
         pairs = chunk_pairs(tokens, sentence, kept, record[chunk], block_t, share, negative,
-                            chunk)  # fmt: skip
+                            chunk, size)  # fmt: skip
         for ctx, outs, weight in pairs:
             count += 1
             v = read_in[ctx]
@@ -91,7 +92,7 @@ def reference_sgd(w_in, w_out, tokens, sentence, kept: int, record, block_t: int
             grad_out[rows_out] /= (1 + per_centre * crowd_out[rows_out]).unsqueeze(1)
             crowd_in[rows_in] += curv_in[rows_in]
             crowd_out[rows_out] += curv_out[rows_out]
-            centres += min(CHUNK, kept - chunk * CHUNK)
+            centres += min(size, kept - chunk * size)
         w_in[rows_in] += rate * grad_in[rows_in]
         w_out[rows_out] += rate * grad_out[rows_out]
         for done, rows in ((grad_in, rows_in), (grad_out, rows_out), (curv_in, rows_in),

@@ -32,7 +32,7 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
             ("100", "0.0", "centre", 5, 5, "32x128", "-"),
             ("100", "0.3", "chunk", 5, 5, "32x32", "1"),  # one program
             ("100", "0.1", "centre", 10, 5, "64x128", "1"),
-            ("100", "0.1", "centre", 5, 10, "32x256", "1")):
+            ("100", "0.1", "centre", 5, 10, "32x128", "1")):
         assert re.search(rf"^BENCH backend=triton dim={dim} words_per_step=\d+ damping={damping} "
                          rf"negatives={share} window={window} negative={negative} "
                          rf"words_per_s=[\d,]+ .* tiles={tiles}x\d+ "

@@ -62,10 +62,11 @@ def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch
 
     assert pick("triton", 120) == "triton"  # a band of 256 rows x 128 targets
     assert pick("triton", 504, share="chunk") == "triton"  # 1,024 x 32
-    assert pick("triton", 5, 40) == "triton"  # 32 x 1,024
+    assert pick("triton", 5, 40) == "triton"  # 2 centres a program: 16 x 128
+    assert pick("triton", 5, 200) == "triton"  # 1 centre: 16 x 256
     assert pick("triton", 120, 100, "chunk") == "triton"  # 256 x 128
     for window, negative, share, tile in ((121, 5, "centre", "512 band rows x 128 targets"),
-                                          (25, 20, "centre", "128 band rows x 512 targets"),
+                                          (64, 200, "centre", "256 band rows x 256 targets"),
                                           (505, 5, "chunk", "2,048 band rows x 32 targets")):
         with pytest.raises(UsageError, match=f"tile {tile}, past the 32,768 scores it "
                                              "compiles for: use a smaller window"):

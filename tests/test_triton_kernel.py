@@ -30,11 +30,10 @@ import torch
 import w2vdist
 from benchmarks.kernel_compile import compile_kernel
 from benchmarks.kernel_reference import reference_sgd
-from w2vdist.training.backends.triton import CHUNK
 
 
 def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, keep=0.8,
-              damp=False, sequential=False):
+              damp=False, sequential=False, negative=5):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(1, 1000, (vocab,), generator=g)
     # (crowd_in, crowd_out, centres, factor): rows damped by up to 1 / 3.5 at first.
@@ -47,8 +46,8 @@ def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, kee
         tokens=torch.randint(0, vocab, (words,), generator=g),
         sentence=torch.arange(words) // sentence_len,
         keep=torch.full((vocab,), keep),
-        lr=lr, share=share, seed=seed, track=track, damping=damping, window=5, negative=5,
-        sequential=sequential,
+        lr=lr, share=share, seed=seed, track=track, damping=damping, window=5,
+        negative=negative, sequential=sequential,
     )  # fmt: skip
 
 
@@ -66,6 +65,11 @@ SCENARIOS = {
                                            damp=True),
     "chunk-37-damped": lambda: _scenario(200, 37, 130, 17, (0.05, 0.02), "chunk", 11, True,
                                          damp=True),
+    # More negatives than a 16-centre tile holds: 8 centres a program at 10, 4 at 20.
+    "centre-100-negative-10": lambda: _scenario(300, 100, 160, 23, (0.05, 0.03), "centre", 12,
+                                                negative=10),
+    "centre-37-negative-20-damped": lambda: _scenario(200, 37, 130, 17, (0.05, 0.02), "centre",
+                                                      13, True, damp=True, negative=20),
     # Twelve words: every row recurs across chunks, as frequent words do.
     "hot-rows": lambda: _scenario(12, 24, 200, 30, (0.1, 0.1), "centre", 7, keep=1.0),
     "nothing-kept": lambda: _scenario(50, 16, 64, 10, (0.05, 0.05), "centre", 8, keep=0.0),
@@ -85,7 +89,7 @@ def _run_scenarios(out: str) -> None:
     """Child process: the kernel on every scenario, results and recorded draws saved."""
     from w2vdist.training.backends import triton as kernels
     from w2vdist.training.backends.crowd import Damping
-    from w2vdist.training.backends.triton import CHUNK, sgns_chunks, tiles
+    from w2vdist.training.backends.triton import sgns_chunks, tiles
     from w2vdist.training.sampling import AliasTable, subsample
     from w2vdist.training.merge import Saturation
 
@@ -111,7 +115,7 @@ def _run_scenarios(out: str) -> None:
             damping = Damping(factor, (crowd_in.clone(), crowd_out.clone()),
                               torch.tensor(centres))
         blocks = tiles(s["window"], s["negative"], w_in.shape[1], s["share"])
-        record = torch.full((-(-len(tokens) // CHUNK), 2, blocks["BLOCK_J"]), -1)
+        record = torch.full((-(-len(tokens) // blocks["CHUNK"]), 2, blocks["BLOCK_J"]), -1)
         loss, pairs = sgns_chunks(
             w_in, w_out, tokens, sentence, kept, table, torch.tensor([1000 + s["seed"]]),
             torch.tensor(s["lr"]), s["window"], s["negative"], s["share"], saturation, "ieee",
@@ -119,7 +123,8 @@ def _run_scenarios(out: str) -> None:
         )  # fmt: skip
         results[name] = dict(
             w_in=w_in, w_out=w_out, loss=loss, pairs=pairs, tokens=tokens, sentence=sentence,
-            kept=kept, record=record, block_t=blocks["BLOCK_T"], table=table,
+            kept=kept, record=record, block_t=blocks["BLOCK_T"], chunk=blocks["CHUNK"],
+            table=table,
             sat=(saturation.sat_in, saturation.sat_out) if saturation else None,
             crowd=tuple(t.clone() for t in (*damping.crowd, damping.centres)) if damping
             else None,
@@ -155,17 +160,17 @@ def _reference(scenario: dict, result: dict, all_at_once: bool = False):
         scenario["w_in"], scenario["w_out"], result["tokens"], result["sentence"],
         int(result["kept"]), result["record"], result["block_t"], scenario["share"],
         scenario["negative"], scenario["lr"], scenario["track"], all_at_once,
-        _damping(scenario),
+        _damping(scenario, result["chunk"]), result["chunk"],
     )  # fmt: skip
 
 
-def _damping(scenario: dict) -> tuple | None:
-    """The reference's damping: the scenario's crowd and centres, scale factor x CHUNK (under
-    the interpreter a program's reads miss only its own chunk's updates)."""
+def _damping(scenario: dict, chunk: int) -> tuple | None:
+    """The reference's damping: the scenario's crowd and centres, scale factor x the chunk's
+    centres (under the interpreter a program's reads miss only its own chunk's updates)."""
     if scenario["damping"] is None:
         return None
     crowd_in, crowd_out, centres, factor = scenario["damping"]
-    return crowd_in, crowd_out, centres, factor * CHUNK
+    return crowd_in, crowd_out, centres, factor * chunk
 
 
 def _close(got: torch.Tensor, want: torch.Tensor) -> None:
@@ -174,11 +179,14 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("name", ["centre-100", "chunk-100", "centre-300", "chunk-37",
                                   "hot-rows", "centre-100-damped", "chunk-37-damped",
-                                  "centre-100-sequential"])
+                                  "centre-100-sequential", "centre-100-negative-10",
+                                  "centre-37-negative-20-damped"])
 def test_kernel_equals_chunk_by_chunk_float64_sgd(kernel, name):
     scenario, result = SCENARIOS[name](), kernel[name]
     want_in, want_out, want_loss, want_pairs, *_ = _reference(scenario, result)
     assert int(result["pairs"]) == want_pairs > 0
+    assert result["chunk"] == {"centre-100-negative-10": 8,
+                               "centre-37-negative-20-damped": 4}.get(name, 16)
     assert result["loss"].dtype == torch.float64
     assert float(result["loss"]) == pytest.approx(want_loss, rel=1e-5)
     assert not torch.equal(result["w_in"], scenario["w_in"])
@@ -194,7 +202,7 @@ def test_a_program_a_launch_trains_the_same_chunks(kernel):
     launch offset by its first program), the kernel must give the same tables bit for bit."""
     for key in ("w_in", "w_out", "loss", "pairs", "record"):
         assert torch.equal(kernel["centre-100-sequential"][key], kernel["centre-100"][key]), key
-    programs = -(-len(kernel["centre-100"]["tokens"]) // CHUNK)
+    programs = -(-len(kernel["centre-100"]["tokens"]) // kernel["centre-100"]["chunk"])
     assert kernel["centre-100"]["launches"] == [(programs,)]
     assert kernel["centre-100-sequential"]["launches"] == [(1,)] * programs
 
@@ -210,7 +218,8 @@ def test_hogwild_order_matters_at_these_learning_rates(kernel):
     assert (result["w_in"].double() - at_once_in).norm() > 0.05 * change
 
 
-@pytest.mark.parametrize("name", ["centre-37-saturation", "chunk-37-saturation"])
+@pytest.mark.parametrize("name", ["centre-37-saturation", "chunk-37-saturation",
+                                  "centre-37-negative-20-damped"])
 def test_saturation_gathers_lr_half_abs_gradient_times_the_other_rows_norm(kernel, name):
     """For `local` merges each score adds lr |g| / 2 x |other row as read|^2 to both rows'
     totals (not the last merge's norms, which the scenario sets apart from the rows')."""
@@ -223,7 +232,8 @@ def test_saturation_gathers_lr_half_abs_gradient_times_the_other_rows_norm(kerne
     torch.testing.assert_close(result["sat"][1].double(), sat_out, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["centre-100-damped", "chunk-37-damped"])
+@pytest.mark.parametrize("name", ["centre-100-damped", "chunk-37-damped",
+                                  "centre-37-negative-20-damped"])
 def test_damping_divides_each_rows_update_by_its_crowd_and_counts_what_it_trained(kernel, name):
     """Each row's update is divided by 1 + lr x damping x in_flight x the row's curvature per
     centre trained before it (the float64 reference above does it, program after program);
@@ -235,7 +245,7 @@ def test_damping_divides_each_rows_update_by_its_crowd_and_counts_what_it_traine
     undamped = reference_sgd(
         scenario["w_in"], scenario["w_out"], result["tokens"], result["sentence"],
         int(result["kept"]), result["record"], result["block_t"], scenario["share"],
-        scenario["negative"], scenario["lr"],
+        scenario["negative"], scenario["lr"], size=result["chunk"],
     )[0]  # fmt: skip
     damped, _, _, _, _, (crowd_in, crowd_out, centres) = _reference(scenario, result)
     assert (undamped - damped).norm() > 0.1 * (damped - scenario["w_in"].double()).norm()
@@ -272,7 +282,7 @@ def test_nothing_kept_changes_nothing(kernel):
 def test_in_kernel_draws_follow_the_window_and_the_alias_table(kernel):
     result = kernel["draws"]
     block_t, kept = result["block_t"], int(result["kept"])
-    record = result["record"][: -(-kept // CHUNK)]
+    record = result["record"][: -(-kept // result["chunk"])]
     reach = record[:, 1, ::block_t].reshape(-1)[:kept]
     hist = torch.bincount(reach, minlength=6)[1:].double()
     assert hist.sum() == kept and (hist - kept / 5).abs().max() < 5 * (kept / 5) ** 0.5
@@ -502,6 +512,21 @@ def test_kernel_compiles_without_spills(arch, share, dim, track, damp):
     assert build.registers * 32 * build.warps <= 65536, build.report  # a program fits an SM
 
 
+@pytest.mark.parametrize("negative, chunk, band", [(10, 8, 32), (20, 4, 16)])
+def test_more_negatives_take_fewer_centres_a_program_and_spill_nothing(negative, chunk, band):
+    """Past 7 negatives a centre, a program trains fewer centres (8 at 10 negatives, 4 at 20)
+    in the same 128-column target tile, over a band of as many rows more: word2vec.c's
+    window 10 with 10 negatives compiled to 64 x 256 tiles, 148 KB of shared memory and 684
+    bytes spilled a thread on sm_90; now the default's 32 x 128, without spills."""
+    from w2vdist.training.backends.triton import tiles
+
+    blocks = tiles(5, negative, 300, "centre")
+    assert (blocks["CHUNK"], blocks["BLOCK_B"], blocks["BLOCK_J"]) == (chunk, band, 128)
+    assert tiles(10, 10, 300, "centre")["BLOCK_B"] == 32  # 8 + 2 x 10 rows
+    build = compile_kernel(90, "centre", 300, True, True, window=5, negative=negative)
+    assert build.shared <= 48 * 1024 and build.spills == (0, 0), build.report
+
+
 @pytest.mark.parametrize("share", ["centre", "chunk"])
 def test_the_exact_kernel_gpu_check_runs_compiles_for_hopper(share):
     """gpu_check's CORRECT runs the kernel with exact fp32 products, recording its draws,
@@ -513,28 +538,28 @@ def test_the_exact_kernel_gpu_check_runs_compiles_for_hopper(share):
 
 
 def test_a_tile_past_the_gpus_shared_memory_stops_the_run_naming_the_settings():
-    """On a T4 (sm_75: 64 KB of shared memory a block) window 9 with 10 negatives asks more:
-    Triton's OutOfResources at the first launch becomes the one-line error a user can act
-    on (the launch itself needs such a GPU; its figures here are the sm_75 build's)."""
+    """On a T4 (sm_75: 64 KB of shared memory a block) window 25 asks more (a band of 128
+    rows): Triton's OutOfResources at the first launch becomes the one-line error a user can
+    act on (the launch itself needs such a GPU; its figures here are the sm_75 build's)."""
     import triton
 
     from w2vdist.training.backends.triton import _launch_error, too_wide
 
-    build = compile_kernel(75, "centre", 300, False, True, window=9, negative=10)
-    assert build.shared > 64 * 1024 and too_wide(9, 10, "centre") is None
+    build = compile_kernel(75, "centre", 300, False, True, window=25, negative=5)
+    assert build.shared > 64 * 1024 and too_wide(25, 5, "centre") is None
     error = _launch_error(triton.OutOfResources(build.shared, 64 * 1024, "shared memory"),
-                          9, 10, "centre", torch.device("cpu"))
+                          25, 5, "centre", torch.device("cpu"))
     assert str(error) == (
-        "config: model.window 9 and model.negative 10 (share_negatives centre): the Triton "
+        "config: model.window 25 and model.negative 5 (share_negatives centre): the Triton "
         f"kernel's tile needs {build.shared / 1024:.0f} KB of shared memory, more than the 64 "
         "KB of cpu: use a smaller window or fewer negatives, model.share_negatives chunk (a "
         "smaller tile) or train.backend torch")
     assert error.exit_code == 2
-    assert str(_launch_error(triton.OutOfResources(70_000, 65_536, "shared memory"), 9, 10,
+    assert str(_launch_error(triton.OutOfResources(70_000, 65_536, "shared memory"), 25, 5,
                              "chunk", torch.device("cpu"))).endswith(
         "use a smaller window or fewer negatives, or train.backend torch with "
         "model.share_negatives centre")  # the torch step shares no chunk's negatives
-    chunk = compile_kernel(75, "chunk", 300, False, True, window=9, negative=10)
+    chunk = compile_kernel(75, "chunk", 300, False, True, window=25, negative=5)
     assert chunk.shared <= 64 * 1024  # the way out the message names fits
 
 

@@ -12,7 +12,8 @@ operands and fp32 accumulation by default, exact fp32 (`precision="ieee"`) for t
 that are not pairs (a band row outside a centre's window, another sentence, a negative equal
 to its centre) are masked to weight 0; the waste is cheap next to the rows' traffic.
 
-Per program: positions first .. first + CHUNK - 1 of the compacted kept words are centres.
+Per program: positions first .. first + CHUNK - 1 of the compacted kept words are centres
+(CHUNK 16; fewer past 7 negatives a centre, `tiles`).
 Each draws its window b in 1..window and (per centre, the default) K negatives from the alias
 table, with Philox (`tl.randint4x`) keyed by the step's seed and the word's position, so the
 draws depend on neither the grid nor the order programs run in. With `share="chunk"` the chunk
@@ -58,7 +59,11 @@ try:
 except ImportError as exc:  # the package works without triton; `available()` says why
     _IMPORT_ERROR = f"triton is not importable ({exc})"
 
-CHUNK = 16  # kept centres per program: tl.dot needs 16 rows at least
+CHUNK = 16  # kept centres per program where the target tile allows (`tiles`)
+# Centre mode's target tile: CHUNK centres x 8 columns (the centre and up to 7 negatives).
+# More negatives take fewer centres a program rather than a wider tile (a 16 x 32 tile at 20
+# negatives fits no GPU beside a 64-row band, 292 KB on sm_90); the band shrinks with them.
+TARGETS = 128
 SHARES = ("centre", "chunk")
 
 
@@ -86,9 +91,15 @@ def _power_of_two(n: int) -> int:
 
 
 def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | bool]:
-    """The kernel's block sizes and compile options: BLOCK_B band rows, BLOCK_J targets,
-    BLOCK_D dims, warps, and fused multiply-adds asked for by name (Triton's default until
-    3.9, which warns when it is left unsaid; 3.10 turns it off).
+    """The kernel's block sizes and compile options: CHUNK centres a program, BLOCK_B band
+    rows, BLOCK_J targets, BLOCK_D dims, warps, and fused multiply-adds asked for by name
+    (Triton's default until 3.9, which warns when it is left unsaid; 3.10 turns it off).
+
+    Centre mode gives each centre BLOCK_T columns (the centre and its K negatives, padded to
+    a power of two) in a tile of TARGETS: past 7 negatives a program trains fewer centres
+    (8 at 8-15, 4 at 16-31), and its band shrinks with them: at window 10 with 10 negatives
+    32 x 128 without spills, where 16 centres made 64 x 256, 148 KB of shared memory and 684
+    bytes spilled a thread on sm_90.
 
     Compiled for sm_90 without spills (a test reads ptxas's report): per centre (J = 128 at
     K = 5) 205 registers at 8 warps, 230-231 damped (`Damping`; Triton 3.7.1, which torch
@@ -99,14 +110,16 @@ def tiles(window: int, negative: int, dim: int, share: str) -> dict[str, int | b
     without spills for sm_80, 86, 89 and 100; before Ampere (V100, T4: no TF32)
     the products run on CUDA cores and centre mode spills about 250 bytes a thread.
     """
-    block_b = _power_of_two(CHUNK + 2 * window)
     if share == "centre":
         block_t = _power_of_two(negative + 1)
-        block_j = CHUNK * block_t
+        chunk = max(1, min(CHUNK, TARGETS // block_t))
+        block_j = chunk * block_t
     else:
+        chunk = CHUNK
         block_t = block_j = CHUNK + chunk_negatives(negative)
+    block_b = max(16, _power_of_two(chunk + 2 * window))  # tl.dot's least
     block_d = 16 if share == "centre" else min(32, max(16, _power_of_two(dim)))
-    return dict(BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j, BLOCK_D=block_d,
+    return dict(CHUNK=chunk, BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_J=block_j, BLOCK_D=block_d,
                 num_warps=8 if block_b * block_j >= 4096 else 4,
                 enable_fp_fusion=True)  # fmt: skip
 
@@ -188,7 +201,8 @@ def sgns_chunks(
         raise RuntimeError(f"Triton kernel unavailable: {_IMPORT_ERROR}")
     _check(w_in, w_out, tokens, sentence, table, lr, share, precision)
     blocks = tiles(window, negative, w_in.shape[1], share)
-    programs = triton.cdiv(tokens.numel(), CHUNK)
+    chunk = int(blocks["CHUNK"])
+    programs = triton.cdiv(tokens.numel(), chunk)
     device = w_in.device
     losses = torch.zeros(programs, dtype=torch.float32, device=device)
     pairs = torch.zeros(programs, dtype=torch.int32, device=device)
@@ -205,7 +219,7 @@ def sgns_chunks(
                     pairs, record if record is not None else pairs,
                     w_in.shape[0], w_in.shape[1], window, negative,
                     damping.factor * in_flight if damping else 0.0, first,
-                    CHUNK=CHUNK, SHARED=share == "chunk", TRACK=track, DAMP=damping is not None,
+                    SHARED=share == "chunk", TRACK=track, DAMP=damping is not None,
                     RECORD=record is not None, PRECISION=precision, **blocks,
                 )  # fmt: skip
             except triton.OutOfResources as exc:
@@ -213,16 +227,16 @@ def sgns_chunks(
 
         if sequential:
             for first in range(programs):
-                launch(first, 1, CHUNK)
+                launch(first, 1, chunk)
         elif damping is None:
             launch(0, programs, 0)
         else:
             first = 0
             if damping.resident is None:  # known once the kernel is loaded: one program first
-                damping.resident = resident(launch(0, 1, CHUNK), device)
+                damping.resident = resident(launch(0, 1, chunk), device)
                 first = 1
             if first < programs:
-                launch(first, programs - first, CHUNK * min(programs, damping.resident))
+                launch(first, programs - first, chunk * min(programs, damping.resident))
     return losses.sum(dtype=torch.float64), pairs.sum(dtype=torch.int64)
 
 
