@@ -505,14 +505,14 @@ def _loader_run(run: list[str], root: Path, device: torch.device, quick: bool) -
 
 def fit(device: torch.device, quick: bool) -> None:
     """A tile past what the kernel compiles for is refused before anything starts
-    (`too_wide`); one under it that this GPU cannot hold (chunk mode at window 300, a band of
-    1,024 rows: 396 KB of shared memory on sm_90, where an H100 or H200 has 227 KB) must stop
-    at its first step naming the settings and the GPU's limit, not with Triton's
-    traceback."""
+    (`too_wide`); one that this GPU cannot hold must stop at its first step naming the
+    settings and the GPU's limit, not with Triton's traceback: chunk mode at window 300 (a
+    band of 1,024 rows: 396 KB of shared memory on sm_90, where an H100 or H200 has 227 KB),
+    launched directly, since a run refuses it as it resolves."""
     from w2vdist.errors import UsageError
     from w2vdist.training.backends import triton as kernels
 
-    print(f"FIT refused before training: {kernels.too_wide(121, 5, 'centre')}", flush=True)
+    print(f"FIT refused before training: {kernels.too_wide(256, 5, 'centre')}", flush=True)
     if device.type != "cuda":
         print("FIT a tile against shared memory: checked at a GPU's first launch only",
               flush=True)

@@ -60,9 +60,9 @@ def test_gpu_check_quick_mode_prints_every_section_and_no_failure():
     assert re.search(r"^LOADER run device=cpu backend=cpu-kernel dim=100 words_per_step=9375 "
                      r"control_every_steps=1 records=1 words_per_s=[1-9][\d,]+ "
                      r"loader_wait_share=\d\.\d{3} handover_share=\d\.\d{3}$", out, re.M), out
-    assert re.search(r"^FIT refused before training: model.window 121 and model.negative 5 "
-                     r"\(share_negatives centre\) make the Triton kernel's tile 512 band rows x "
-                     r"128 targets, past the 32,768 scores", out, re.M), out
+    assert re.search(r"^FIT refused before training: model.window 256 and model.negative 5 "
+                     r"\(share_negatives centre\) make the Triton kernel's tile 1,024 band rows "
+                     r"x 16 targets, past the 512 rows and 32,768 scores", out, re.M), out
     assert "FIT a tile against shared memory: checked at a GPU's first launch only" in out
 
 

@@ -46,11 +46,11 @@ def test_auto_on_cuda_without_the_triton_kernel_says_so(w2vdist_log, monkeypatch
 
 
 def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch):
-    """A tile past 32,768 scores (band rows x targets) fits no GPU, and item2vec's whole
-    sentence window (2^31 - 1) would have Triton compile for ever: refused as the run
-    resolves, and `auto` trains such a window with the torch step, saying why, as it trains
-    word2vec.c's negatives per pair, which the kernel does not draw. (The kernel is said to be
-    available, so that the test means the same on a GPU machine.)"""
+    """A band past 512 rows or a tile past 32,768 scores (band rows x targets) fits no GPU,
+    and item2vec's whole-sentence window (2^31 - 1) would ask Triton for a band of 2^32 rows:
+    refused as the run resolves, and `auto` trains such a window with the torch step, saying
+    why, as it trains word2vec.c's negatives per pair, which the kernel does not draw. (The
+    kernel is said to be available, so that the test means the same on a GPU machine.)"""
     from w2vdist.training.backends import triton
 
     monkeypatch.setattr(triton, "available", lambda: (True, ""))
@@ -60,21 +60,22 @@ def test_triton_refuses_tiles_past_what_it_compiles_for(w2vdist_log, monkeypatch
         return choose(cfg(train={"backend": backend}, model={
             "window": window, "negative": negative, "share_negatives": share}), cuda, 1)
 
-    assert pick("triton", 120) == "triton"  # a band of 256 rows x 128 targets
-    assert pick("triton", 504, share="chunk") == "triton"  # 1,024 x 32
+    assert pick("triton", 120) == "triton"  # 4 centres a program: a band of 256 rows x 32
+    assert pick("triton", 250) == "triton"  # 2 centres: 512 x 16
+    assert pick("triton", 248, share="chunk") == "triton"  # 512 x 32
     assert pick("triton", 5, 40) == "triton"  # 2 centres a program: 16 x 128
     assert pick("triton", 5, 200) == "triton"  # 1 centre: 16 x 256
     assert pick("triton", 120, 100, "chunk") == "triton"  # 256 x 128
-    for window, negative, share, tile in ((121, 5, "centre", "512 band rows x 128 targets"),
+    for window, negative, share, tile in ((256, 5, "centre", "1,024 band rows x 16 targets"),
                                           (64, 200, "centre", "256 band rows x 256 targets"),
-                                          (505, 5, "chunk", "2,048 band rows x 32 targets")):
-        with pytest.raises(UsageError, match=f"tile {tile}, past the 32,768 scores it "
-                                             "compiles for: use a smaller window"):
+                                          (249, 5, "chunk", "1,024 band rows x 32 targets")):
+        with pytest.raises(UsageError, match=f"tile {tile}, past the 512 rows and 32,768 "
+                                             "scores it compiles for: use a smaller window"):
             pick("triton", window, negative, share)
     assert pick("auto", 8) == "triton" and "torch backend" not in w2vdist_log.text
     assert pick("auto", 2**31 - 1) == "torch"
     assert ("model.window 2147483647 and model.negative 5 (share_negatives centre) make the "
-            "Triton kernel's tile 8,589,934,592 band rows x 128 targets") in w2vdist_log.text
+            "Triton kernel's tile 4,294,967,296 band rows x 16 targets") in w2vdist_log.text
     assert "training with the torch backend" in w2vdist_log.text
     with pytest.raises(UsageError, match="train.backend torch with model.share_negatives centre"):
         pick("auto", 2**31 - 1, share="chunk")  # the torch step shares no chunk's negatives

@@ -33,7 +33,7 @@ from benchmarks.kernel_reference import reference_sgd
 
 
 def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, keep=0.8,
-              damp=False, sequential=False, negative=5):
+              damp=False, sequential=False, negative=5, window=5):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(1, 1000, (vocab,), generator=g)
     # (crowd_in, crowd_out, centres, factor): rows damped by up to 1 / 3.5 at first.
@@ -46,7 +46,7 @@ def _scenario(vocab, dim, words, sentence_len, lr, share, seed, track=False, kee
         tokens=torch.randint(0, vocab, (words,), generator=g),
         sentence=torch.arange(words) // sentence_len,
         keep=torch.full((vocab,), keep),
-        lr=lr, share=share, seed=seed, track=track, damping=damping, window=5,
+        lr=lr, share=share, seed=seed, track=track, damping=damping, window=window,
         negative=negative, sequential=sequential,
     )  # fmt: skip
 
@@ -70,6 +70,9 @@ SCENARIOS = {
                                                 negative=10),
     "centre-37-negative-20-damped": lambda: _scenario(200, 37, 130, 17, (0.05, 0.02), "centre",
                                                       13, True, damp=True, negative=20),
+    # A window past 24: 8 centres a program, over a 64-row band.
+    "centre-37-window-25": lambda: _scenario(200, 37, 160, 70, (0.05, 0.02), "centre", 14,
+                                             window=25),
     # Twelve words: every row recurs across chunks, as frequent words do.
     "hot-rows": lambda: _scenario(12, 24, 200, 30, (0.1, 0.1), "centre", 7, keep=1.0),
     "nothing-kept": lambda: _scenario(50, 16, 64, 10, (0.05, 0.05), "centre", 8, keep=0.0),
@@ -180,13 +183,13 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 @pytest.mark.parametrize("name", ["centre-100", "chunk-100", "centre-300", "chunk-37",
                                   "hot-rows", "centre-100-damped", "chunk-37-damped",
                                   "centre-100-sequential", "centre-100-negative-10",
-                                  "centre-37-negative-20-damped"])
+                                  "centre-37-negative-20-damped", "centre-37-window-25"])
 def test_kernel_equals_chunk_by_chunk_float64_sgd(kernel, name):
     scenario, result = SCENARIOS[name](), kernel[name]
     want_in, want_out, want_loss, want_pairs, *_ = _reference(scenario, result)
     assert int(result["pairs"]) == want_pairs > 0
-    assert result["chunk"] == {"centre-100-negative-10": 8,
-                               "centre-37-negative-20-damped": 4}.get(name, 16)
+    assert result["chunk"] == {"centre-100-negative-10": 8, "centre-37-negative-20-damped": 4,
+                               "centre-37-window-25": 8}.get(name, 16)
     assert result["loss"].dtype == torch.float64
     assert float(result["loss"]) == pytest.approx(want_loss, rel=1e-5)
     assert not torch.equal(result["w_in"], scenario["w_in"])
@@ -512,19 +515,22 @@ def test_kernel_compiles_without_spills(arch, share, dim, track, damp):
     assert build.registers * 32 * build.warps <= 65536, build.report  # a program fits an SM
 
 
-@pytest.mark.parametrize("negative, chunk, band", [(10, 8, 32), (20, 4, 16)])
-def test_more_negatives_take_fewer_centres_a_program_and_spill_nothing(negative, chunk, band):
-    """Past 7 negatives a centre, a program trains fewer centres (8 at 10 negatives, 4 at 20)
-    in the same 128-column target tile, over a band of as many rows more: word2vec.c's
-    window 10 with 10 negatives compiled to 64 x 256 tiles, 148 KB of shared memory and 684
-    bytes spilled a thread on sm_90; now the default's 32 x 128, without spills."""
+@pytest.mark.parametrize("window, negative, chunk, band, targets", [
+    (5, 10, 8, 32, 128), (5, 20, 4, 16, 128), (25, 5, 8, 64, 64), (120, 5, 4, 256, 32)])
+def test_more_negatives_or_a_wider_window_take_fewer_centres_and_spill_nothing(
+        window, negative, chunk, band, targets):
+    """Past 7 negatives a centre, or past window 24, a program trains fewer centres (8 at 10
+    negatives or window 25, 4 at 20 or window 120) in at most 128 target columns and 8,192
+    scores, over a band of as many rows more: word2vec.c's window 10 with 10 negatives
+    compiled to 64 x 256 tiles, 148 KB of shared memory and 684 bytes spilled a thread on
+    sm_90, window 25 to 128 x 128 and 3 KB spilled; now without spills."""
     from w2vdist.training.backends.triton import tiles
 
-    blocks = tiles(5, negative, 300, "centre")
-    assert (blocks["CHUNK"], blocks["BLOCK_B"], blocks["BLOCK_J"]) == (chunk, band, 128)
+    blocks = tiles(window, negative, 300, "centre")
+    assert (blocks["CHUNK"], blocks["BLOCK_B"], blocks["BLOCK_J"]) == (chunk, band, targets)
     assert tiles(10, 10, 300, "centre")["BLOCK_B"] == 32  # 8 + 2 x 10 rows
-    build = compile_kernel(90, "centre", 300, True, True, window=5, negative=negative)
-    assert build.shared <= 48 * 1024 and build.spills == (0, 0), build.report
+    build = compile_kernel(90, "centre", 300, True, True, window=window, negative=negative)
+    assert build.shared <= 64 * 1024 and build.spills == (0, 0), build.report
 
 
 @pytest.mark.parametrize("share", ["centre", "chunk"])
@@ -538,29 +544,29 @@ def test_the_exact_kernel_gpu_check_runs_compiles_for_hopper(share):
 
 
 def test_a_tile_past_the_gpus_shared_memory_stops_the_run_naming_the_settings():
-    """On a T4 (sm_75: 64 KB of shared memory a block) window 25 asks more (a band of 128
+    """On a T4 (sm_75: 64 KB of shared memory a block) window 248 asks more (a band of 512
     rows): Triton's OutOfResources at the first launch becomes the one-line error a user can
     act on (the launch itself needs such a GPU; its figures here are the sm_75 build's)."""
     import triton
 
     from w2vdist.training.backends.triton import _launch_error, too_wide
 
-    build = compile_kernel(75, "centre", 300, False, True, window=25, negative=5)
-    assert build.shared > 64 * 1024 and too_wide(25, 5, "centre") is None
+    build = compile_kernel(75, "centre", 300, False, True, window=248, negative=5)
+    assert build.shared > 64 * 1024 and too_wide(248, 5, "centre") is None
     error = _launch_error(triton.OutOfResources(build.shared, 64 * 1024, "shared memory"),
-                          25, 5, "centre", torch.device("cpu"))
+                          248, 5, "centre", torch.device("cpu"))
     assert str(error) == (
-        "config: model.window 25 and model.negative 5 (share_negatives centre): the Triton "
+        "config: model.window 248 and model.negative 5 (share_negatives centre): the Triton "
         f"kernel's tile needs {build.shared / 1024:.0f} KB of shared memory, more than the 64 "
         "KB of cpu: use a smaller window or fewer negatives, model.share_negatives chunk (a "
         "smaller tile) or train.backend torch")
     assert error.exit_code == 2
-    assert str(_launch_error(triton.OutOfResources(70_000, 65_536, "shared memory"), 25, 5,
+    assert str(_launch_error(triton.OutOfResources(70_000, 65_536, "shared memory"), 248, 5,
                              "chunk", torch.device("cpu"))).endswith(
         "use a smaller window or fewer negatives, or train.backend torch with "
         "model.share_negatives centre")  # the torch step shares no chunk's negatives
-    chunk = compile_kernel(75, "chunk", 300, False, True, window=25, negative=5)
-    assert chunk.shared <= 64 * 1024  # the way out the message names fits
+    smaller = compile_kernel(75, "centre", 300, False, True, window=120, negative=5)
+    assert smaller.shared <= 64 * 1024  # the first way out the message names fits
 
 
 def test_bad_arguments_are_refused():
