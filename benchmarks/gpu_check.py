@@ -178,7 +178,7 @@ def bench(device: torch.device, quick: bool) -> None:
     # Quick mode (Triton's interpreter, seconds a step) runs the variants at dim 100 only.
     runs = [(dim, *run) for group in ([triton[0]], triton[1:], torch_runs) for run in group
             for dim in ((300, 100) if run is triton[0] or not quick else (100,))]  # fmt: skip
-    chosen = kernels.tiles
+    chosen = kernels.tiles  # the launcher's name for `tiling.tiles`, which a variant widens
     start = time.perf_counter()
     # On a GPU, what the script's bound leaves after the sections before, less what the later
     # ones need (quick mode's sizes are tiny).
@@ -216,6 +216,8 @@ FIT_SECONDS = 60  # FIT compiles a kernel that spills kilobytes: 30 s for sm_90 
 def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, share: str,
                window: int, negative: int, device: torch.device, quick: bool,
                bandwidth: float, kernels) -> None:
+    from w2vdist.training.backends.tiling import chunk_negatives
+
     step, tables = _step(backend, dim, vocab, words, device, damping, share, window, negative)
     tokens, sentence = _batch(vocab, words, device)
     result = {}
@@ -233,10 +235,10 @@ def _bench_one(backend: str, dim: int, vocab: int, words: int, damping: float, s
     # and adds to them once (a read and a write): 4 x rows x dim floats.
     # Rows, not `tiles`' padded columns: K + 1 targets a centre, or a chunk's own negatives.
     kept = float(step.sampler.keep[tokens].sum())
-    blocks = kernels.tiles(window, negative, dim, share)
-    chunk = int(blocks["CHUNK"])  # centres a program: fewer past 7 negatives a centre
+    blocks = kernels.tiles(window, negative, dim, share)  # as launched (BLOCK_D widened)
+    chunk = int(blocks["CHUNK"])  # centres a program: fewer past 7 negatives or window 24
     targets = chunk * (negative + 1) if share == "centre" else \
-        chunk + kernels.chunk_negatives(negative)
+        chunk + chunk_negatives(negative)
     rows = chunk + 2 * window + targets
     triton = backend == "triton"
     traffic = kept / chunk * rows * dim * 4 * 4 if triton else float("nan")
@@ -510,9 +512,9 @@ def fit(device: torch.device, quick: bool) -> None:
     band of 1,024 rows: 396 KB of shared memory on sm_90, where an H100 or H200 has 227 KB),
     launched directly, since a run refuses it as it resolves."""
     from w2vdist.errors import UsageError
-    from w2vdist.training.backends import triton as kernels
+    from w2vdist.training.backends.tiling import too_wide
 
-    print(f"FIT refused before training: {kernels.too_wide(256, 5, 'centre')}", flush=True)
+    print(f"FIT refused before training: {too_wide(256, 5, 'centre')}", flush=True)
     if device.type != "cuda":
         print("FIT a tile against shared memory: checked at a GPU's first launch only",
               flush=True)

@@ -16,7 +16,8 @@ def correct(device: torch.device, quick: bool) -> None:
     tables instead (`hogwild_gap`). Last, as `local` training runs it, damped and recording
     the saturation its merges weigh by, a program at a time against the reference."""
     from benchmarks.kernel_reference import reference_sgd
-    from w2vdist.training.backends.triton import sgns_chunks, tiles
+    from w2vdist.training.backends.tiling import tiles
+    from w2vdist.training.backends.triton import sgns_chunks
 
     g = torch.Generator().manual_seed(int(time.time()))  # fresh inputs every run
     lr = (1e-3, 1e-3) if device.type == "cuda" else (0.05, 0.03)
@@ -66,7 +67,8 @@ def _correct_damped(g: torch.Generator, share: str, dim: int, lr: tuple[float, f
     1 / 3.5 at first at the CPU's rate, 1 / 1.05 at the GPU's 1e-3)."""
     from benchmarks.kernel_reference import reference_sgd
     from w2vdist.training.backends.crowd import Damping
-    from w2vdist.training.backends.triton import sgns_chunks, tiles
+    from w2vdist.training.backends.tiling import tiles
+    from w2vdist.training.backends.triton import sgns_chunks
     from w2vdist.training.merge import Saturation
 
     w_in, w_out, kt, ks, kept, table = _kernel_inputs(g, dim, quick, device)

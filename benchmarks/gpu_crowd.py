@@ -34,7 +34,7 @@ import torch
 from w2vdist import cli
 from w2vdist.training import backends
 from w2vdist.training.backends.crowd import Damping
-from w2vdist.training.backends.triton import CHUNK, chunk_negatives
+from w2vdist.training.backends.tiling import CHUNK, chunk_negatives
 from w2vdist.training.merge import Saturation
 from w2vdist.training.sampling import WindowSampler
 from w2vdist.training.sgns import Embeddings, gradients

@@ -4,7 +4,7 @@
 
 Triton compiles for any target (`GPUTarget("cuda", CC, 32)`) and its wheel's ptxas reports
 registers and spills: the figures that decide how many programs an SM holds and whether a
-setting's tiles (`backends.triton.tiles`: the band grows with the window, the target tile
+setting's tiles (`backends.tiling.tiles`: the band grows with the window, the target tile
 with the negatives) still fit. `tests/test_triton_kernel.py` compiles through `compile_kernel`
 and holds the default tiles to no spills.
 """
@@ -54,8 +54,9 @@ def compile_kernel(arch: int, share: str, dim: int, track: bool, damp: bool,
     from triton.compiler import ASTSource
 
     from w2vdist.training.backends import triton as kernels
+    from w2vdist.training.backends.tiling import tiles as shapes
 
-    tiles = kernels.tiles(window, negative, dim, share)
+    tiles = shapes(window, negative, dim, share)
     blocks = dict(tiles)
     options = {key: blocks.pop(key) for key in ("num_warps", "enable_fp_fusion")}
     pointers = dict(w_in="*fp32", w_out="*fp32", tokens="*i64", sentence="*i64",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from w2vdist.training.backends.triton import CHUNK
+from w2vdist.training.backends.tiling import CHUNK
 
 
 def chunk_pairs(tokens, sentence, kept: int, record, block_t: int, share: str, negative: int,

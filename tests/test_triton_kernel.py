@@ -92,7 +92,8 @@ def _run_scenarios(out: str) -> None:
     """Child process: the kernel on every scenario, results and recorded draws saved."""
     from w2vdist.training.backends import triton as kernels
     from w2vdist.training.backends.crowd import Damping
-    from w2vdist.training.backends.triton import sgns_chunks, tiles
+    from w2vdist.training.backends.tiling import tiles
+    from w2vdist.training.backends.triton import sgns_chunks
     from w2vdist.training.sampling import AliasTable, subsample
     from w2vdist.training.merge import Saturation
 
@@ -524,7 +525,7 @@ def test_more_negatives_or_a_wider_window_take_fewer_centres_and_spill_nothing(
     scores, over a band of as many rows more: word2vec.c's window 10 with 10 negatives
     compiled to 64 x 256 tiles, 148 KB of shared memory and 684 bytes spilled a thread on
     sm_90, window 25 to 128 x 128 and 3 KB spilled; now without spills."""
-    from w2vdist.training.backends.triton import tiles
+    from w2vdist.training.backends.tiling import tiles
 
     blocks = tiles(window, negative, 300, "centre")
     assert (blocks["CHUNK"], blocks["BLOCK_B"], blocks["BLOCK_J"]) == (chunk, band, targets)
@@ -549,7 +550,8 @@ def test_a_tile_past_the_gpus_shared_memory_stops_the_run_naming_the_settings():
     act on (the launch itself needs such a GPU; its figures here are the sm_75 build's)."""
     import triton
 
-    from w2vdist.training.backends.triton import _launch_error, too_wide
+    from w2vdist.training.backends.tiling import too_wide
+    from w2vdist.training.backends.triton import _launch_error
 
     build = compile_kernel(75, "centre", 300, False, True, window=248, negative=5)
     assert build.shared > 64 * 1024 and too_wide(248, 5, "centre") is None

@@ -49,7 +49,7 @@ class Step(Protocol):
 
 def choose(cfg: Config, device: torch.device, world_size: int) -> str:
     """`auto`: a fused kernel for the device where the sync strategy allows it, else torch."""
-    from w2vdist.training.backends import cpu, triton
+    from w2vdist.training.backends import cpu, tiling, triton
 
     backend, model = cfg.train.backend, cfg.model
     share = model.share_negatives
@@ -68,7 +68,7 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
                 unfit = ("model.share_negatives pair: the Triton kernel draws a centre's or a "
                          "chunk's negatives")
             elif share == "centre":
-                unfit = triton.too_wide(model.window, model.negative, share)
+                unfit = tiling.too_wide(model.window, model.negative, share)
             backend = "triton" if in_place_ok and ok and not unfit else "torch"
             if in_place_ok and not ok:
                 log.warning("the Triton kernel is unavailable (%s): training with the torch "
@@ -88,7 +88,7 @@ def choose(cfg: Config, device: torch.device, world_size: int) -> str:
         raise UsageError(f"config: model.share_negatives {share} is not a choice of the "
                          f"{backend} backend (torch, cpu-kernel: centre or pair; triton: "
                          "centre or chunk)")
-    wide = triton.too_wide(model.window, model.negative, share) if backend == "triton" else None
+    wide = tiling.too_wide(model.window, model.negative, share) if backend == "triton" else None
     if wide:
         raise UsageError(f"config: {wide}: use a smaller window or fewer negatives, or "
                          "train.backend torch with model.share_negatives centre")
